@@ -1,0 +1,99 @@
+"""Drive one run in the foreground: pump the engine, watch what the run waits for, show it.
+
+Returns when the run finishes, or parks it (``--no-wait``, Ctrl-C): whatever executes at
+that moment is left in flight in the journal and runs again, with the same idempotency
+key, on ``resume``.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, TextIO
+
+from engine.clock import parse_instant
+from engine.events import Event
+from engine.runner import Engine
+from engine.spec import format_duration
+from engine.watch import PathWatcher
+from state.records import BACKOFF, FINISHED, WAITING, RunRecord
+
+PARKED = "parked"
+
+
+@dataclass
+class Outcome:
+    """How a foreground drive ended: the run's final record, or parked."""
+
+    run: RunRecord
+    parked: bool
+
+
+def describe_wait(run: RunRecord, now: datetime) -> str:
+    """One line: what the run waits for and how long is left."""
+    parts = []
+    if run.status == WAITING:
+        parts.append(f"waiting for {run.waiting}")
+    elif run.status == BACKOFF:
+        parts.append(f"retrying after: {run.error}")
+        if run.wake_at:
+            left = (parse_instant(run.wake_at) - now).total_seconds()
+            parts.append(f"next attempt in {format_duration(max(left, 0))}")
+    if run.deadline:
+        left = (parse_instant(run.deadline) - now).total_seconds()
+        parts.append(f"{format_duration(max(left, 0))} left (state {run.state!r} times out at "
+                     f"{run.deadline[:19]}Z)")
+    return "; ".join(parts)
+
+
+def drive(engine: Engine, run_id: str, *, no_wait: bool = False, out: TextIO | None = None,
+          tick: float = 1.0, stop: Callable[[], bool] | None = None) -> Outcome:
+    """Pump until ``run_id`` finishes, or parks it (no_wait, Ctrl-C, ``stop()``)."""
+    out = out or sys.stderr
+    tty = out.isatty()
+    watcher = PathWatcher(lambda rid, path: engine.submit(Event(kind="file", payload={
+        "path": path}), rid))
+    shown = ""
+    watched: list[str] = []
+    last_draw = 0.0
+    try:
+        while True:
+            engine.pump(timeout=tick)
+            if not engine.idle():
+                continue
+            run = engine.store.load_run(run_id)
+            if run.status in FINISHED:
+                return Outcome(run, parked=False)
+            if run.status in (WAITING, BACKOFF):
+                if no_wait or (stop and stop()):
+                    return Outcome(run, parked=True)
+                if run.watch != watched:
+                    watcher.watch(run_id, run.watch)
+                    watched = list(run.watch)
+                line = describe_wait(run, engine.clock.now())
+                now = time.monotonic()
+                if tty and now - last_draw >= 1.0:
+                    out.write("\r\033[K" + line)
+                    out.flush()
+                    last_draw = now
+                elif not tty and line.split(";")[0] != shown.split(";")[0]:
+                    out.write(line + "\n")
+                    out.flush()
+                shown = line
+    except KeyboardInterrupt:
+        if tty:
+            out.write("\n")
+        return Outcome(engine.store.load_run(run_id), parked=True)
+    finally:
+        if tty and shown:
+            out.write("\r\033[K")
+        watcher.stop()
+
+
+def summary(run: RunRecord) -> dict[str, Any]:
+    """A run as shown by ``status --json``."""
+    return {"run": run.id, "pipeline": run.pipeline, "state": run.state, "status": run.status,
+            "waiting_for": run.waiting, "deadline": run.deadline, "wake_at": run.wake_at,
+            "error": run.error, "alarms": run.alarms, "created": run.created,
+            "updated": run.updated, "version": run.spec_hash[:12]}

@@ -1,0 +1,536 @@
+"""The engine: drives runs through their pipelines, durably.
+
+One core loop (the thread that calls :meth:`Engine.pump`) owns all run state and is the
+only writer to the store. Steps execute in a worker pool and report back through a queue.
+Each pump is one transaction (group commit): results, events and due timers are applied,
+ready runs advance, and only after the commit do the steps it started begin executing.
+So the journal always holds a step's intent before its side effect (journal first), and a
+step found in flight after a crash runs again with the same idempotency key.
+
+Parked runs (waiting for mail, a file or an instant; backing off) are not kept in memory:
+they live in the store, its timers and its correlation index, and are loaded only when an
+event or a timer for them arrives.
+
+Hazards: a step that is executing when its state times out finishes into a run that has
+moved on; its result is stale and dropped (logged as ``step_result_stale``).
+"""
+from __future__ import annotations
+
+import heapq
+import os
+import queue
+import random
+import signal
+import traceback
+from collections import deque
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import structlog
+
+from engine import secrets as secret_store
+from engine.clock import Clock, SystemClock, format_instant, parse_instant
+from engine.errors import CertwrightError, PermanentError, StepError
+from engine.events import Event
+from engine.journal import apply
+from engine.machine import NoTransition, PipelineMachine
+from engine.naming import new_run_id, run_dir_for
+from engine.params import check_params
+from engine.spec import PipelineSpec, StepSpec
+from engine.template import UnresolvedReference, render
+from engine.workers import InlinePool, WorkerPool
+from state.records import (BACKOFF, FINISHED, RUNNING, WAITING, JournalEntry, RunRecord,
+                           Timer)
+from steps.base import Done, StepContext, Wait
+from steps.registry import Registry
+
+log = structlog.get_logger("certwright.engine")
+
+SpecLoader = Callable[[str, str], PipelineSpec]  # (text, source) -> spec
+
+
+@dataclass
+class _Job:
+    """One execution of a step (kind "step") or re-check of a waiting one (kind "check")."""
+
+    run_id: str
+    entry: int
+    index: int
+    key: str
+    kind: str
+    spec: StepSpec
+    ctx: StepContext
+
+
+class Engine:
+    """Drives the runs of one store. Not thread-safe except :meth:`submit`/`wake`/`cancel`."""
+
+    def __init__(self, store: Any, state_dir: Path | str, *, registry: Registry | None = None,
+                 clock: Clock | None = None, workers: int = 8, inline: bool = False,
+                 rng: random.Random | None = None, services: Mapping[str, Any] | None = None,
+                 scope: Iterable[str] | None = None, spec_loader: SpecLoader | None = None,
+                 crash_after_commits: int | None = None, max_batch: int = 2000) -> None:
+        self.store = store
+        self.state_dir = Path(state_dir)
+        self.registry = registry or Registry()
+        self.clock = clock or SystemClock()
+        self.rng = rng or random.Random()
+        self.services = dict(services or {})
+        self.scope = set(scope) if scope is not None else None
+        self._load_spec_text = spec_loader
+        self._pool: WorkerPool | InlinePool = InlinePool() if inline else WorkerPool(workers)
+        self._queue: "queue.SimpleQueue[tuple[Any, ...]]" = queue.SimpleQueue()
+        self._runs: dict[str, RunRecord] = {}       # active runs only
+        self._ready: deque[tuple[str, bool]] = deque()
+        self._executing: dict[str, _Job] = {}
+        self._recheck: dict[str, Event | None] = {}
+        self._heap: list[tuple[float, int, str, int, str, str]] = []
+        self._specs: dict[str, tuple[PipelineSpec, PipelineMachine]] = {}
+        self._secrets: dict[str, dict[str, Any]] = {}
+        self._tx: Any = None
+        self._dirty: dict[str, RunRecord] = {}
+        self._to_launch: list[_Job] = []
+        self._commits = 0
+        self._crash_after = crash_after_commits
+        self._max_batch = max_batch
+
+    # -- life cycle ---------------------------------------------------------------------
+    def open(self) -> None:
+        """Load timers and the runs that need work (after a crash: those with a step in
+        flight). Parked runs stay in the store."""
+        for t in self.store.timers():
+            if self.scope is None or t.run_id in self.scope:
+                self._push_timer(t)
+        for rid, _ in self.store.run_ids([RUNNING]):
+            if self.scope is None or rid in self.scope:
+                self._make_ready(rid)
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+    # -- the outside world (thread-safe) ------------------------------------------------
+    def submit(self, event: Event, run_id: str | None = None) -> None:
+        """Route an event to the run(s) waiting for its key (or to ``run_id``)."""
+        self._queue.put(("event", event, run_id))
+
+    def wake(self, run_id: str) -> None:
+        """Ask a waiting run to re-check what it waits for."""
+        self._queue.put(("event", Event(kind="wake"), run_id))
+
+    def cancel(self, run_id: str, reason: str = "cancelled by user") -> None:
+        self._queue.put(("cancel", run_id, reason))
+
+    # -- starting runs -----------------------------------------------------------------
+    def start_run(self, spec: PipelineSpec, inputs: Mapping[str, Any],
+                  run_id: str | None = None, secret_inputs: Iterable[str] = ()) -> str:
+        """Create a run of ``spec`` with coerced ``inputs``; it starts on the next pump."""
+        rid = run_id or new_run_id(spec.name)
+        if self.store.find_run(rid) is not None:
+            raise CertwrightError(f"a run with id {rid!r} exists already")
+        secret_names = set(secret_inputs)
+        public = {k: (secret_store.REDACTED if k in secret_names else v)
+                  for k, v in inputs.items()}
+        run_dir = run_dir_for(self.state_dir, rid)
+        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if secret_names:
+            secrets = {"inputs": {k: inputs[k] for k in secret_names if k in inputs},
+                       "outputs": {}}
+            secret_store.save(run_dir, secrets)
+            self._secrets[rid] = secrets
+        self._specs.setdefault(spec.hash, (spec, PipelineMachine(spec)))
+        if self.scope is not None:
+            self.scope.add(rid)
+        with self._transaction():
+            self._tx.put_spec(spec.hash, spec.name, spec.source, spec.text)
+            run = self._record(None, rid, "created", {
+                "pipeline": spec.name, "spec_hash": spec.hash, "inputs": public})
+            self._enter(run, spec.initial, "start")
+        self._flush_launches()
+        log.info("run_created", run_id=rid, pipeline=spec.name, version=spec.hash[:12])
+        return rid
+
+    # -- the loop -----------------------------------------------------------------------
+    def pump(self, timeout: float = 0.0) -> bool:
+        """Apply what arrived and what is due, advance ready runs, commit, launch steps.
+
+        Blocks up to ``timeout`` seconds for something to arrive when nothing is ready.
+        Returns True when it did anything.
+        """
+        items: list[tuple[Any, ...]] = []
+        try:
+            if timeout > 0 and not self._ready:
+                items.append(self._queue.get(timeout=min(timeout, self._until_next_timer())))
+            while len(items) < self._max_batch:
+                items.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        due = self._pop_due()
+        if not items and not due and not self._ready:
+            return False
+        with self._transaction():
+            for item in items:
+                self._handle(item)
+            for t in due:
+                self._on_timer(t)
+            budget = self._max_batch
+            while self._ready and budget > 0:
+                rid, retry = self._ready.popleft()
+                self._advance(rid, retry)
+                budget -= 1
+        self._flush_launches()
+        return True
+
+    def run_until_idle(self, max_pumps: int = 1_000_000) -> None:
+        """Pump until no run is ready, executing or due (parked runs stay parked)."""
+        for _ in range(max_pumps):
+            busy = bool(self._executing)
+            did = self.pump(timeout=5.0 if busy else 0.0)
+            if not did and not self._executing and not self._ready:
+                return
+        raise CertwrightError("run_until_idle: the engine did not settle")
+
+    def idle(self) -> bool:
+        return not self._executing and not self._ready and self._queue.empty()
+
+    def next_due(self) -> datetime | None:
+        return datetime.fromtimestamp(self._heap[0][0], tz=self.clock.now().tzinfo) \
+            if self._heap else None
+
+    # -- transactions and records -----------------------------------------------------
+    def _transaction(self) -> Any:
+        engine = self
+
+        class _Ctx:
+            def __enter__(self) -> None:
+                engine._cm = engine.store.transaction()
+                engine._tx = engine._cm.__enter__()
+
+            def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
+                try:
+                    if et is None:
+                        for run in engine._dirty.values():
+                            engine._tx.put_run(run)
+                    engine._dirty.clear()
+                    return bool(engine._cm.__exit__(et, ev, tb))
+                finally:
+                    engine._tx = None
+                    engine._commits += 1
+                    if et is None and engine._crash_after == engine._commits:
+                        os.kill(os.getpid(), signal.SIGKILL)  # test hook: crash right here
+        return _Ctx()
+
+    def _record(self, run: RunRecord | None, rid: str, kind: str,
+                data: dict[str, Any]) -> RunRecord:
+        entry = JournalEntry(run_id=rid, kind=kind, data=data,
+                             at=format_instant(self.clock.now()))
+        seq = self._tx.append(entry)
+        new = apply(run, replace(entry, seq=seq))
+        self._dirty[rid] = new
+        if new.status in FINISHED or new.status in (WAITING, BACKOFF):
+            self._runs.pop(rid, None)
+        else:
+            self._runs[rid] = new
+        return new
+
+    def _get(self, rid: str) -> RunRecord | None:
+        return self._dirty.get(rid) or self._runs.get(rid) or self.store.find_run(rid)
+
+    def _spec_of(self, run: RunRecord) -> tuple[PipelineSpec, PipelineMachine]:
+        if run.spec_hash not in self._specs:
+            name, source, text = self.store.load_spec(run.spec_hash)
+            loader = self._load_spec_text
+            if loader is None:
+                from engine.loader import load_pipeline_text
+
+                def loader(t: str, s: str) -> PipelineSpec:
+                    return load_pipeline_text(t, s, self.registry)
+            spec = loader(text, source)
+            self._specs[run.spec_hash] = (spec, PipelineMachine(spec))
+        return self._specs[run.spec_hash]
+
+    def _make_ready(self, rid: str, retry: bool = False) -> None:
+        self._ready.append((rid, retry))
+
+    # -- dispatch -----------------------------------------------------------------------
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        if kind == "result":
+            self._on_result(item[1], item[2])
+        elif kind == "event":
+            self._on_event(item[1], item[2])
+        elif kind == "cancel":
+            self._on_cancel(item[1], item[2])
+
+    def _advance(self, rid: str, retry: bool = False) -> None:
+        run = self._get(rid)
+        if run is None or rid in self._executing:
+            return
+        if run.status != RUNNING and not (retry and run.status == BACKOFF):
+            return
+        spec, _ = self._spec_of(run)
+        st = spec.states[run.state]
+        if st.loop:
+            self._transition(run, "loop")
+            return
+        if run.step_index >= len(st.steps):
+            self._transition(run, "next")
+            return
+        step_spec = st.steps[run.step_index]
+        key = f"{rid}:{run.entry}:{run.step_index}"
+        recovering = run.inflight == key
+        attempt = run.attempt if recovering else run.attempt + 1
+        run = self._record(run, rid, "step_started", {
+            "index": run.step_index, "step": step_spec.id, "key": key, "attempt": attempt,
+            "recovering": recovering})
+        try:
+            job = self._job(run, spec, step_spec, "step", None)
+        except (UnresolvedReference, CertwrightError) as exc:
+            self._step_failed(run, step_spec, PermanentError(str(exc)))
+            return
+        job.ctx.recovering = recovering
+        self._executing[rid] = job
+        self._to_launch.append(job)
+        log.info("step_started", run_id=rid, state=run.state, step=step_spec.id,
+                 name=step_spec.name, attempt=attempt, recovering=recovering)
+
+    def _job(self, run: RunRecord, spec: PipelineSpec, step_spec: StepSpec, kind: str,
+             event: Event | None) -> _Job:
+        ns = self._namespace(run, spec)
+        params = render(dict(step_spec.params), ns)
+        step = self.registry.get(step_spec.name)
+        check_params(step_spec.name, step.params_schema, params)
+        ctx = StepContext(
+            run_id=run.id, pipeline=spec.name, state=run.state, step_id=step_spec.id,
+            idempotency_key=f"{run.id}:{run.entry}:{run.step_index}", attempt=run.attempt,
+            params=params, run_dir=run_dir_for(self.state_dir, run.id),
+            state_dir=self.state_dir, clock=self.clock,
+            log=structlog.get_logger("certwright.step").bind(
+                run_id=run.id, state=run.state, step=step_spec.id),
+            memo=dict(run.memo), event=event, timeout=step_spec.timeout,
+            services=self.services, inputs=ns["inputs"], vars=ns["steps"])
+        return _Job(run.id, run.entry, run.step_index, ctx.idempotency_key, kind, step_spec, ctx)
+
+    def _namespace(self, run: RunRecord, spec: PipelineSpec) -> dict[str, Any]:
+        secrets = self._secrets_of(run.id)
+        inputs = {**run.inputs, **secrets.get("inputs", {})}
+        steps = {k: dict(v) for k, v in run.vars.items()}
+        for sid, outs in secrets.get("outputs", {}).items():
+            steps.setdefault(sid, {}).update(outs)
+        return {"inputs": inputs, "steps": steps, "env": dict(os.environ),
+                "run": {"id": run.id, "dir": str(run_dir_for(self.state_dir, run.id)),
+                        "state_dir": str(self.state_dir), "pipeline": spec.name,
+                        "state": run.state}}
+
+    def _secrets_of(self, rid: str) -> dict[str, Any]:
+        if rid not in self._secrets:
+            self._secrets[rid] = secret_store.load(run_dir_for(self.state_dir, rid))
+        return self._secrets[rid]
+
+    def _flush_launches(self) -> None:
+        jobs, self._to_launch = self._to_launch, []
+        for job in jobs:
+            self._pool.submit(lambda job=job: self._execute(job))
+
+    def _execute(self, job: _Job) -> None:
+        """Runs in a worker thread: call the step, send the outcome to the core loop."""
+        try:
+            result: Any = self.registry.get(job.spec.name).run(job.ctx)
+        except Exception as exc:  # every failure becomes an event, never a dead thread
+            if not isinstance(exc, StepError):
+                exc.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
+            result = exc
+        self._queue.put(("result", job, result))
+
+    # -- outcomes ---------------------------------------------------------------------
+    def _on_result(self, job: _Job, result: Any) -> None:
+        if self._executing.get(job.run_id) is job:
+            del self._executing[job.run_id]
+        run = self._get(job.run_id)
+        if (run is None or run.entry != job.entry or run.step_index != job.index
+                or run.status in FINISHED):
+            log.warning("step_result_stale", run_id=job.run_id, step=job.spec.id)
+            return
+        if isinstance(result, Done):
+            self._step_done(run, job, result)
+        elif isinstance(result, Wait):
+            self._step_wait(run, job, result)
+        else:
+            self._step_failed(run, job.spec, result)
+        pending = self._recheck.pop(job.run_id, "none")
+        if pending != "none":
+            self._on_event(pending or Event(kind="wake"), job.run_id)
+
+    def _step_done(self, run: RunRecord, job: _Job, result: Done) -> None:
+        step = self.registry.get(job.spec.name)
+        hidden = set(getattr(step, "secret_outputs", ()))
+        outputs = dict(result.outputs)
+        public = {k: (secret_store.REDACTED if k in hidden else v) for k, v in outputs.items()}
+        if hidden & outputs.keys():
+            secrets = self._secrets_of(run.id)
+            secrets.setdefault("outputs", {})[job.spec.id] = {
+                k: v for k, v in outputs.items() if k in hidden}
+            secret_store.save(run_dir_for(self.state_dir, run.id), secrets)
+        run = self._record(run, run.id, "step_done", {
+            "index": job.index, "step": job.spec.id, "key": job.key, "outputs": public})
+        if "alarm" in outputs and outputs["alarm"]:
+            run = self._record(run, run.id, "alarm", {"message": str(outputs["alarm"])})
+        self._tx.clear_timers(run.id, ["wake"])
+        log.info("step_succeeded", run_id=run.id, state=run.state, step=job.spec.id)
+        self._make_ready(run.id)
+
+    def _step_wait(self, run: RunRecord, job: _Job, w: Wait) -> None:
+        now = self.clock.now()
+        wakes = [t for t in (w.until, now + timedelta(seconds=w.poll) if w.poll else None) if t]
+        wake_at = format_instant(min(wakes)) if wakes else None
+        changed = (run.status != WAITING or run.waiting != w.description
+                   or run.memo != dict(w.memo) or job.kind == "step")
+        if changed:
+            run = self._record(run, run.id, "step_waiting", {
+                "index": job.index, "step": job.spec.id, "key": job.key,
+                "waiting": w.description, "memo": dict(w.memo), "wake_at": wake_at,
+                "watch": list(w.watch)})
+            self._tx.set_correlations(run.id, run.entry, w.correlations)
+            log.info("step_waiting", run_id=run.id, state=run.state, step=job.spec.id,
+                     waiting=w.description)
+        elif wake_at:
+            run = self._record(run, run.id, "step_waiting", {
+                "index": job.index, "step": job.spec.id, "key": job.key,
+                "waiting": w.description, "memo": dict(w.memo), "wake_at": wake_at,
+                "watch": list(w.watch)})
+        self._tx.clear_timers(run.id, ["wake"])
+        if wake_at:
+            self._add_timer(run, "wake", wake_at)
+
+    def _step_failed(self, run: RunRecord, step_spec: StepSpec, exc: BaseException) -> None:
+        retryable = bool(getattr(exc, "retryable", True))
+        message = str(exc) or type(exc).__name__
+        if not isinstance(exc, StepError):
+            message = f"{type(exc).__name__}: {message}"
+            log.error("step_crashed", run_id=run.id, step=step_spec.id,
+                      traceback=getattr(exc, "__traceback_text__", None))
+        attempt = max(run.attempt, 1)
+        retry_at = None
+        if retryable and attempt < step_spec.retry.max_attempts:
+            delay = step_spec.retry.delay(attempt, self.rng)
+            retry_at = format_instant(self.clock.now() + timedelta(seconds=delay))
+        run = self._record(run, run.id, "step_failed", {
+            "index": run.step_index, "step": step_spec.id, "key": f"{run.id}:{run.entry}:"
+            f"{run.step_index}", "attempt": attempt, "error": message, "retry_at": retry_at})
+        log.warning("step_failed", run_id=run.id, state=run.state, step=step_spec.id,
+                    attempt=attempt, error=message, retry_at=retry_at)
+        if retry_at:
+            self._add_timer(run, "retry", retry_at)
+            return
+        spec, _ = self._spec_of(run)
+        if spec.states[run.state].on_error:
+            self._transition(run, "error")
+        else:
+            self._fail(run, f"state {run.state!r}, step {step_spec.id!r} failed: {message}")
+
+    def _fail(self, run: RunRecord, error: str) -> None:
+        self._record(run, run.id, "run_failed", {"error": error})
+        self._tx.clear_timers(run.id)
+        self._tx.set_correlations(run.id, run.entry, [])
+        log.error("run_failed", run_id=run.id, state=run.state, error=error)
+
+    def _transition(self, run: RunRecord, trigger: str) -> None:
+        spec, machine = self._spec_of(run)
+        try:
+            target = machine.target(run.state, trigger, namespace=self._namespace(run, spec),
+                                    counters=run.counters)
+        except (NoTransition, UnresolvedReference) as exc:
+            self._fail(run, f"state {run.state!r}: cannot leave on {trigger!r}: {exc}")
+            return
+        self._enter(run, target, trigger)
+
+    def _enter(self, run: RunRecord, to: str, trigger: str) -> None:
+        spec, _ = self._spec_of(run)
+        st = spec.states[to]
+        before = run.state or None
+        deadline = (format_instant(self.clock.now() + timedelta(seconds=st.timeout.after))
+                    if st.timeout else None)
+        run = self._record(run, run.id, "entered", {
+            "from": run.state or None, "to": to, "trigger": trigger, "entry": run.entry + 1,
+            "final": st.final, "deadline": deadline,
+            "error": run.error if st.final == "failure" else None})
+        self._tx.clear_timers(run.id)
+        self._tx.set_correlations(run.id, run.entry, [])
+        if deadline:
+            self._add_timer(run, "timeout", deadline)
+        log.info("transitioned", run_id=run.id, **{"from": before}, to=to, trigger=trigger)
+        if st.final:
+            log.info("run_succeeded" if st.final == "success" else "run_failed",
+                     run_id=run.id, state=to, error=run.error)
+        else:
+            self._make_ready(run.id)
+
+    # -- events, timers, cancel -------------------------------------------------------
+    def _on_event(self, event: Event, run_id: str | None) -> None:
+        ids = [run_id] if run_id else (self.store.runs_for(event.key) if event.key else [])
+        for rid in ids:
+            if self.scope is not None and rid not in self.scope:
+                continue
+            run = self._get(rid)
+            if run is None or run.status != WAITING:
+                continue
+            if rid in self._executing:
+                self._recheck[rid] = event
+                continue
+            spec, _ = self._spec_of(run)
+            try:
+                job = self._job(run, spec, spec.states[run.state].steps[run.step_index],
+                                "check", event)
+            except (UnresolvedReference, CertwrightError) as exc:
+                self._step_failed(run, spec.states[run.state].steps[run.step_index],
+                                  PermanentError(str(exc)))
+                continue
+            self._executing[rid] = job
+            self._to_launch.append(job)
+
+    def _on_timer(self, t: tuple[float, int, str, int, str, str]) -> None:
+        _, tid, rid, entry, kind, due = t
+        self._tx.delete_timer(tid)
+        run = self._get(rid)
+        if run is None or run.entry != entry or run.status in FINISHED:
+            return
+        if kind == "timeout":
+            log.info("state_timed_out", run_id=rid, state=run.state, deadline=due)
+            self._executing.pop(rid, None)
+            self._transition(run, "timeout")
+        elif kind == "retry" and run.status == BACKOFF:
+            self._make_ready(rid, retry=True)
+        elif kind == "wake" and run.status == WAITING and run.wake_at == due:
+            self._on_event(Event(kind="wake"), rid)
+
+    def _on_cancel(self, rid: str, reason: str) -> None:
+        run = self._get(rid)
+        if run is None or run.status in FINISHED:
+            return
+        self._record(run, rid, "cancelled", {"reason": reason})
+        self._tx.clear_timers(rid)
+        self._tx.set_correlations(rid, run.entry, [])
+        self._executing.pop(rid, None)
+        log.info("run_cancelled", run_id=rid, state=run.state, reason=reason)
+
+    # -- timers -----------------------------------------------------------------------
+    def _add_timer(self, run: RunRecord, kind: str, due: str) -> None:
+        tid = self._tx.add_timer(run.id, run.entry, kind, due)
+        self._push_timer(Timer(due=due, id=tid, run_id=run.id, entry=run.entry, kind=kind))
+
+    def _push_timer(self, t: Timer) -> None:
+        heapq.heappush(self._heap, (parse_instant(t.due).timestamp(), t.id, t.run_id, t.entry,
+                                    t.kind, t.due))
+
+    def _pop_due(self) -> list[tuple[float, int, str, int, str, str]]:
+        now = self.clock.now().timestamp()
+        out = []
+        while self._heap and self._heap[0][0] <= now:
+            out.append(heapq.heappop(self._heap))
+        return out
+
+    def _until_next_timer(self) -> float:
+        if not self._heap:
+            return 3600.0
+        return max(0.0, self._heap[0][0] - self.clock.now().timestamp())

@@ -1,0 +1,41 @@
+"""Every table, index and file name of the store, in one place (certmagic's KeyBuilder)."""
+from __future__ import annotations
+
+DB_FILE = "certwright.sqlite"
+LOCK_DIR = "locks"
+RUNS_DIR = "runs"
+DAEMON_LOCK = "daemon.lock"
+
+T_META = "meta"
+T_SPECS = "specs"
+T_RUNS = "runs"
+T_JOURNAL = "journal"
+T_TIMERS = "timers"
+T_CORRELATIONS = "correlations"
+T_PROCESSED = "processed"
+
+# Schema migrations, applied in order; meta.schema_version says how many ran.
+# Never edit a released entry: append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    f"""
+    CREATE TABLE {T_META} (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE {T_SPECS} (hash TEXT PRIMARY KEY, name TEXT NOT NULL, source TEXT NOT NULL,
+                            text TEXT NOT NULL, created TEXT NOT NULL);
+    CREATE TABLE {T_RUNS} (id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, spec_hash TEXT NOT NULL,
+                           state TEXT NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL,
+                           created TEXT NOT NULL, updated TEXT NOT NULL);
+    CREATE INDEX runs_status ON {T_RUNS}(status);
+    CREATE TABLE {T_JOURNAL} (seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,
+                              at TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL);
+    CREATE INDEX journal_run ON {T_JOURNAL}(run_id, seq);
+    CREATE TABLE {T_TIMERS} (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,
+                             entry INTEGER NOT NULL, kind TEXT NOT NULL, due TEXT NOT NULL);
+    CREATE INDEX timers_due ON {T_TIMERS}(due);
+    CREATE INDEX timers_run ON {T_TIMERS}(run_id);
+    CREATE TABLE {T_CORRELATIONS} (key TEXT NOT NULL, run_id TEXT NOT NULL, entry INTEGER NOT NULL,
+                                   PRIMARY KEY (key, run_id));
+    CREATE INDEX correlations_run ON {T_CORRELATIONS}(run_id);
+    CREATE TABLE {T_PROCESSED} (source TEXT NOT NULL, ident TEXT NOT NULL, run_id TEXT,
+                                at TEXT NOT NULL, PRIMARY KEY (source, ident));
+    """,
+)

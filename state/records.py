@@ -1,0 +1,70 @@
+"""Plain records the store keeps: runs, journal entries, timers.
+
+A :class:`RunRecord` is a projection of the run's journal: ``engine.journal.fold`` applied
+to every :class:`JournalEntry` of the run gives it back exactly. The store writes both in
+one transaction, so the two can never disagree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Run statuses. "active" ones need the engine; "parked" ones wait for an event or a timer.
+RUNNING = "running"      # a step is due or executing
+WAITING = "waiting"      # a wait step is parked until mail, a file, or an instant
+BACKOFF = "backoff"      # a step failed and waits for its retry timer
+SUCCEEDED = "succeeded"  # reached a final state with final: success
+FAILED = "failed"        # reached a final failure state, or a step failed with nowhere to go
+CANCELLED = "cancelled"  # cancelled by a user
+
+FINISHED = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+
+@dataclass
+class RunRecord:
+    """The current state of one run (the fold of its journal)."""
+
+    id: str
+    pipeline: str
+    spec_hash: str
+    state: str = ""
+    status: str = RUNNING
+    entry: int = 0            # how many states this run has entered; part of step keys
+    step_index: int = 0       # next step of the current state to run
+    attempt: int = 0          # attempt number of the current step (0: not started)
+    inflight: str | None = None  # idempotency key of a started, unfinished step
+    inputs: dict[str, Any] = field(default_factory=dict)   # secret ones redacted
+    vars: dict[str, Any] = field(default_factory=dict)     # step outputs by step id
+    memo: dict[str, Any] = field(default_factory=dict)     # a waiting step's memo
+    waiting: str | None = None     # what a waiting step waits for
+    watch: list[str] = field(default_factory=list)  # paths whose changes wake the wait
+    deadline: str | None = None    # the current state's timeout instant (ISO)
+    wake_at: str | None = None     # next retry or wake-up instant (ISO)
+    counters: dict[str, int] = field(default_factory=dict)  # entries per state
+    error: str | None = None
+    alarms: list[str] = field(default_factory=list)
+    created: str = ""
+    updated: str = ""
+    seq: int = 0              # seq of the last journal entry applied
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One append-only journal row: what happened to a run, when."""
+
+    run_id: str
+    kind: str
+    data: dict[str, Any]
+    at: str
+    seq: int = 0
+
+
+@dataclass(frozen=True, order=True)
+class Timer:
+    """A durable deadline: fire ``kind`` for ``run_id`` at ``due`` if still in ``entry``."""
+
+    due: str
+    id: int
+    run_id: str
+    entry: int
+    kind: str  # timeout | retry | wake

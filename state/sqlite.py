@@ -1,0 +1,241 @@
+"""The SQLite store: WAL mode, one file in the state directory.
+
+Hazards: SQLite in WAL mode with ``synchronous=NORMAL`` survives a crash of the process
+but may lose the last commits on power loss; ``FULL`` (our default) syncs every commit.
+One connection per store object; the engine is its only writer, other processes (``status``,
+``history``) read through their own connections, which WAL allows while a writer works.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from engine.errors import RunNotFound, StoreError
+from state import names as N
+from state.records import JournalEntry, RunRecord, Timer
+
+_BODY_FIELDS = ("entry", "step_index", "attempt", "inflight", "inputs", "vars", "memo",
+                "waiting", "watch", "deadline", "wake_at", "counters", "error", "alarms", "seq")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class SQLiteStore:
+    """A :class:`state.base.Store` on one SQLite file (``path``, or ``:memory:``)."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "full") -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
+        if self.path != ":memory:":
+            os.chmod(self.path, 0o600)
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._migrate()
+
+    # -- schema -----------------------------------------------------------------------
+    def _migrate(self) -> None:
+        with self._lock:
+            has_meta = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (N.T_META,)
+            ).fetchone()
+            version = 0
+            if has_meta:
+                row = self._db.execute(
+                    f"SELECT value FROM {N.T_META} WHERE key='schema_version'").fetchone()
+                version = int(row[0]) if row else 0
+            if version > len(N.MIGRATIONS):
+                raise StoreError(
+                    f"{self.path} has schema version {version}, newer than this certwright "
+                    f"knows ({len(N.MIGRATIONS)}); upgrade certwright")
+            for number in range(version, len(N.MIGRATIONS)):
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in N.MIGRATIONS[number].split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                    self._db.execute(
+                        f"INSERT OR REPLACE INTO {N.T_META}(key, value) VALUES('schema_version', ?)",
+                        (str(number + 1),))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+
+    def schema_version(self) -> int:
+        row = self._db.execute(
+            f"SELECT value FROM {N.T_META} WHERE key='schema_version'").fetchone()
+        return int(row[0])
+
+    # -- writes -----------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator["_Tx"]:
+        """One atomic group of writes; commits at the end of the block."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield _Tx(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- reads ------------------------------------------------------------------------
+    def find_run(self, run_id: str) -> RunRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT id, pipeline, spec_hash, state, status, body, created, updated "
+                f"FROM {N.T_RUNS} WHERE id=?", (run_id,)).fetchone()
+        return _run_from_row(row) if row else None
+
+    def load_run(self, run_id: str) -> RunRecord:
+        run = self.find_run(run_id)
+        if run is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.path}")
+        return run
+
+    def list_runs(self, statuses: Iterable[str] | None = None) -> list[RunRecord]:
+        sql = (f"SELECT id, pipeline, spec_hash, state, status, body, created, updated "
+               f"FROM {N.T_RUNS}")
+        args: tuple[str, ...] = ()
+        if statuses is not None:
+            args = tuple(statuses)
+            sql += f" WHERE status IN ({','.join('?' * len(args))})"
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY created, id", args).fetchall()
+        return [_run_from_row(r) for r in rows]
+
+    def run_ids(self, statuses: Iterable[str]) -> list[tuple[str, str]]:
+        """(id, spec_hash) of runs with these statuses, cheaply (no bodies parsed)."""
+        args = tuple(statuses)
+        with self._lock:
+            return self._db.execute(
+                f"SELECT id, spec_hash FROM {N.T_RUNS} WHERE status IN "
+                f"({','.join('?' * len(args))})", args).fetchall()
+
+    def journal(self, run_id: str) -> list[JournalEntry]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT seq, run_id, at, kind, data FROM {N.T_JOURNAL} WHERE run_id=? "
+                f"ORDER BY seq", (run_id,)).fetchall()
+        return [JournalEntry(run_id=r[1], kind=r[3], data=json.loads(r[4]), at=r[2], seq=r[0])
+                for r in rows]
+
+    def timers(self) -> list[Timer]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT due, id, run_id, entry, kind FROM {N.T_TIMERS}").fetchall()
+        return [Timer(*r) for r in rows]
+
+    def runs_for(self, key: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT run_id FROM {N.T_CORRELATIONS} WHERE key=?", (key,)).fetchall()
+        return [r[0] for r in rows]
+
+    def correlations(self, run_id: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT key FROM {N.T_CORRELATIONS} WHERE run_id=? ORDER BY key",
+                (run_id,)).fetchall()
+        return [r[0] for r in rows]
+
+    def load_spec(self, spec_hash: str) -> tuple[str, str, str]:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT name, source, text FROM {N.T_SPECS} WHERE hash=?", (spec_hash,)).fetchone()
+        if row is None:
+            raise StoreError(f"pipeline version {spec_hash[:12]} is not in {self.path}")
+        return row[0], row[1], row[2]
+
+    def is_processed(self, source: str, ident: str) -> bool:
+        with self._lock:
+            return self._db.execute(
+                f"SELECT 1 FROM {N.T_PROCESSED} WHERE source=? AND ident=?",
+                (source, ident)).fetchone() is not None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class _Tx:
+    """Writes inside one open transaction (see :class:`state.base.Tx`)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def append(self, entry: JournalEntry) -> int:
+        cur = self._db.execute(
+            f"INSERT INTO {N.T_JOURNAL}(run_id, at, kind, data) VALUES(?,?,?,?)",
+            (entry.run_id, entry.at, entry.kind, _dumps(entry.data)))
+        return int(cur.lastrowid or 0)
+
+    def put_run(self, run: RunRecord) -> None:
+        d = asdict(run)
+        body = _dumps({k: d[k] for k in _BODY_FIELDS})
+        self._db.execute(
+            f"INSERT OR REPLACE INTO {N.T_RUNS}(id, pipeline, spec_hash, state, status, body, "
+            f"created, updated) VALUES(?,?,?,?,?,?,?,?)",
+            (run.id, run.pipeline, run.spec_hash, run.state, run.status, body, run.created,
+             run.updated))
+
+    def add_timer(self, run_id: str, entry: int, kind: str, due: str) -> int:
+        cur = self._db.execute(
+            f"INSERT INTO {N.T_TIMERS}(run_id, entry, kind, due) VALUES(?,?,?,?)",
+            (run_id, entry, kind, due))
+        return int(cur.lastrowid or 0)
+
+    def delete_timer(self, timer_id: int) -> None:
+        self._db.execute(f"DELETE FROM {N.T_TIMERS} WHERE id=?", (timer_id,))
+
+    def clear_timers(self, run_id: str, kinds: Iterable[str] | None = None) -> None:
+        if kinds is None:
+            self._db.execute(f"DELETE FROM {N.T_TIMERS} WHERE run_id=?", (run_id,))
+        else:
+            ks = tuple(kinds)
+            self._db.execute(
+                f"DELETE FROM {N.T_TIMERS} WHERE run_id=? AND kind IN ({','.join('?' * len(ks))})",
+                (run_id, *ks))
+
+    def set_correlations(self, run_id: str, entry: int, keys: Iterable[str]) -> None:
+        self._db.execute(f"DELETE FROM {N.T_CORRELATIONS} WHERE run_id=?", (run_id,))
+        self._db.executemany(
+            f"INSERT OR IGNORE INTO {N.T_CORRELATIONS}(key, run_id, entry) VALUES(?,?,?)",
+            [(k, run_id, entry) for k in keys])
+
+    def put_spec(self, spec_hash: str, name: str, source: str, text: str) -> None:
+        self._db.execute(
+            f"INSERT OR IGNORE INTO {N.T_SPECS}(hash, name, source, text, created) "
+            f"VALUES(?,?,?,?,?)", (spec_hash, name, source, text, _now()))
+
+    def mark_processed(self, source: str, ident: str, run_id: str | None) -> bool:
+        cur = self._db.execute(
+            f"INSERT OR IGNORE INTO {N.T_PROCESSED}(source, ident, run_id, at) VALUES(?,?,?,?)",
+            (source, ident, run_id, _now()))
+        return cur.rowcount == 1
+
+
+def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
+    body = json.loads(row[5])
+    return RunRecord(id=row[0], pipeline=row[1], spec_hash=row[2], state=row[3], status=row[4],
+                     created=row[6], updated=row[7], **body)
