@@ -1,0 +1,232 @@
+"""Domains, probes, certificates and the CRL: the second half of :class:`CAService`.
+
+Contract: a certificate is issued at most once per (account, idempotency key): the
+look-up, the signing and the insert happen in one store transaction, and a repeat with
+the same key returns the stored certificate (a different CSR under the same key is 409).
+The issuance mail is sent afterwards; its failure is logged, never undoes the issuance.
+"""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ca.outmail import MailError
+from ca.signer import REASONS, CSRRejected, inspect_csr, valid_dns_name
+from engine.clock import format_instant, parse_instant
+
+if TYPE_CHECKING:
+    from ca._service import CAService
+
+log = structlog.get_logger("ca.issuing")
+
+# CA/B Forum BR 6.3.2 as amended by ballot SC-081: maximum subscriber validity by the
+# date a certificate is issued. pkilint applies the same schedule.
+BR_SCHEDULE: tuple[tuple[datetime, int], ...] = (
+    (parse_instant("2029-03-15T00:00:00Z"), 47),
+    (parse_instant("2027-03-15T00:00:00Z"), 100),
+    (parse_instant("2026-03-15T00:00:00Z"), 200),
+)
+
+
+def br_max_days(when: datetime) -> int:
+    """The longest validity (days) the Baseline Requirements allow for issuance at ``when``."""
+    return next((days for start, days in BR_SCHEDULE if when >= start), 398)
+
+
+def _error(*args: Any, **kw: Any) -> Exception:
+    from ca._service import ApiError
+
+    return ApiError(*args, **kw)
+
+
+class IssuingMixin:
+    """Domain, probe and certificate operations; mixed into CAService."""
+
+    def _domain_view(self: CAService, row: dict[str, Any]) -> dict[str, Any]:
+        verified_at = row["verified_at"]
+        expires = None
+        status = "pending"
+        if verified_at:
+            until = parse_instant(verified_at) + timedelta(days=self.config["verification_days"])
+            expires = format_instant(until)
+            status = "verified" if self.clock.now() < until else "pending"
+        return {"domain": row["domain"], "status": status, "verified_at": verified_at,
+                "verification_expires": expires}
+
+    # -- domains -------------------------------------------------------------------------
+    def add_domain(self: CAService, account_id: str, domain: str) -> tuple[dict[str, Any], bool]:
+        """Add a domain (idempotent); returns (view, created)."""
+        domain = domain.strip().lower().rstrip(".")
+        if not valid_dns_name(domain):
+            raise _error(422, "bad_request", f"{domain!r} is not a domain name", field="domain")
+        created = self.store.add_domain(account_id, domain)
+        if created:
+            log.info("domain_added", account_id=account_id, domain=domain)
+        row = self.store.find_domain(account_id, domain)
+        return self._domain_view(row or {}), created
+
+    def list_domains(self: CAService, account_id: str) -> list[dict[str, Any]]:
+        return [self._domain_view(r) for r in self.store.domains(account_id)]
+
+    def delete_domain(self: CAService, account_id: str, domain: str) -> None:
+        if not self.store.delete_domain(account_id, domain.strip().lower()):
+            raise _error(404, "unknown_domain", f"{domain} is not on this account")
+        log.info("domain_deleted", account_id=account_id, domain=domain)
+
+    def _owned_domain(self: CAService, account_id: str, domain: str) -> dict[str, Any]:
+        row = self.store.find_domain(account_id, domain.strip().lower())
+        if row is None:
+            raise _error(404, "unknown_domain", f"{domain} is not on this account; "
+                         "POST /api/v1/domains first", domain=domain)
+        return row
+
+    # -- probes --------------------------------------------------------------------------
+    def probe(self: CAService, account_id: str, domain: str, local_part: str,
+              idem_key: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Mail a verification link to ``local_part@domain``; returns (view, created)."""
+        local_part = local_part.strip().lower()
+        if local_part not in self.local_parts:
+            raise _error(422, "bad_local_part", f"{local_part!r} is not allowed; the "
+                         f"{self.policy} policy allows {', '.join(self.local_parts)}",
+                         allowed=list(self.local_parts))
+        row = self._owned_domain(account_id, domain)
+        if idem_key:
+            seen = self.store.find_link_by_key(account_id, idem_key)
+            if seen:
+                return ({"probe_id": seen["id"], "address": seen["address"],
+                         "expires_at": seen["expires_at"]}, False)
+        address = f"{local_part}@{row['domain']}"
+        expires = self.clock.now() + timedelta(hours=self.config["link_hours"])
+        link_id, token = self.store.create_link("domain", account_id, address, expires,
+                                                domain=row["domain"], idem_key=idem_key)
+        url = f"{self.public_url}/domains/verify/{link_id}?token={token}"
+        try:
+            self.mailer.send(address, f"Verify {row['domain']} for a certwright CA account", (
+                f"An account of the certwright CA asked to verify the domain {row['domain']}."
+                f"\n\nIf that was you (or someone you trust), open this link within "
+                f"{self.config['link_hours']} hours and choose \"Verify this domain\":\n\n"
+                f"{url}\n\nIf not, open it and choose \"I did not ask for this\".\n"),
+                kind="domain_probe")
+        except MailError as exc:
+            self.store.delete_link(link_id)
+            log.warning("probe_undeliverable", account_id=account_id, address=address)
+            raise _error(502, "mail_undeliverable", str(exc), reason=exc.reason) from None
+        self.store.record("probe_sent", account_id, link_id, address)
+        log.info("probe_sent", account_id=account_id, probe_id=link_id, address=address)
+        return {"probe_id": link_id, "address": address,
+                "expires_at": format_instant(expires)}, True
+
+    # -- certificates --------------------------------------------------------------------
+    def _cert_view(self: CAService, row: dict[str, Any]) -> dict[str, Any]:
+        return {"serial": row["serial"], "certificate": row["cert_pem"],
+                "chain": self.signer.chain_pem, "fingerprint_sha256": row["fingerprint"],
+                "not_before": row["not_before"], "not_after": row["not_after"],
+                "names": row["names"].split(","), "revoked": row["revoked_at"] is not None}
+
+    def _check_names(self: CAService, account_id: str, names: list[str]) -> None:
+        verified = [d["domain"] for d in self.list_domains(account_id)
+                    if d["status"] == "verified"]
+        for name in names:
+            base = name[2:] if name.startswith("*.") else name
+            if not any(base == d or base.endswith("." + d) for d in verified):
+                hint = f" (a wildcard needs {base} verified)" if base != name else ""
+                raise _error(422, "unverified_domain", f"{base} is not verified for this "
+                             f"account{hint}", domain=base)
+
+    def sign(self: CAService, account_id: str, csr_pem: str, idem_key: str,
+             days: int | None = None) -> tuple[dict[str, Any], bool]:
+        """Issue (once per key) a certificate for the CSR; returns (view, created)."""
+        if not idem_key:
+            raise _error(422, "bad_request", "an idempotency_key is required (field or "
+                         "Idempotency-Key header)", field="idempotency_key")
+        now = self.clock.now()
+        cap = min(self.config["max_days"], br_max_days(now))
+        days = self.config["default_days"] if days is None else days
+        if not 1 <= days <= cap:
+            raise _error(422, "bad_request", f"days={days}; 1 to {cap} allowed", field="days")
+        csr_sha = hashlib.sha256(csr_pem.strip().encode()).hexdigest()
+        bound = log.bind(account_id=account_id, idempotency_key=idem_key)
+        seen = self.store.find_certificate(account_id=account_id, idem_key=idem_key)
+        if seen:
+            return self._repeat(seen, csr_sha), False
+        try:
+            csr, names = inspect_csr(csr_pem)
+        except CSRRejected as exc:
+            bound.info("csr_refused", reason=exc.code, message=exc.message)
+            raise _error(422, exc.code, exc.message, **exc.details) from None
+        self._check_names(account_id, names)
+        with self.store.transaction():
+            seen = self.store.find_certificate(account_id=account_id, idem_key=idem_key)
+            if seen:  # a concurrent request with the same key won
+                return self._repeat(seen, csr_sha), False
+            issued = self.signer.issue(csr, names, now=now, days=days)
+            row = {"serial": issued.serial, "account_id": account_id, "idem_key": idem_key,
+                   "csr_sha256": csr_sha, "names": ",".join(names), "cert_pem": issued.pem,
+                   "fingerprint": issued.fingerprint,
+                   "not_before": format_instant(issued.cert.not_valid_before_utc),
+                   "not_after": format_instant(issued.cert.not_valid_after_utc),
+                   "created_at": format_instant(now)}
+            self.store.insert_certificate(row)
+            self.store.record("cert_issued", account_id, issued.serial, ",".join(names))
+        bound.info("cert_issued", serial=issued.serial, names=",".join(names), days=days)
+        self._mail_issued(account_id, row)
+        return self._cert_view({**row, "revoked_at": None}), True
+
+    def _repeat(self: CAService, seen: dict[str, Any], csr_sha: str) -> dict[str, Any]:
+        if seen["csr_sha256"] != csr_sha:
+            raise _error(409, "idempotency_key_reused", "this idempotency key was used for a "
+                         "different CSR", serial=seen["serial"])
+        return self._cert_view(seen)
+
+    def _mail_issued(self: CAService, account_id: str, row: dict[str, Any]) -> None:
+        account = self.store.find_account(account_id=account_id)
+        if account is None:
+            return
+        first = row["names"].split(",")[0]
+        try:
+            self.mailer.send(account["email"],
+                             f"Your certificate for {first} (serial {row['serial']})", (
+                f"The CA signed a certificate for {row['names'].replace(',', ', ')}.\n\n"
+                f"Serial: {row['serial']}\nSHA256 Fingerprint: {row['fingerprint']}\n"
+                f"Valid until: {row['not_after']}\n\n"
+                f"{self.public_url}/certificates/{row['serial']}\n\n"
+                "If you did not ask for it, revoke it and tell the CA's operator.\n"),
+                kind="cert_issued")
+        except MailError as exc:
+            log.warning("issuance_mail_failed", account_id=account_id, serial=row["serial"],
+                        reason=exc.reason)
+
+    def find_certificate(self: CAService, account_id: str, idem_key: str) -> dict[str, Any]:
+        row = self.store.find_certificate(account_id=account_id, idem_key=idem_key)
+        if row is None:
+            raise _error(404, "not_found", f"nothing issued for idempotency key {idem_key!r}")
+        return self._cert_view(row)
+
+    def certificate(self: CAService, serial: str) -> dict[str, Any]:
+        row = self.store.find_certificate(serial=serial.lower())
+        if row is None:
+            raise _error(404, "not_found", f"no certificate with serial {serial}")
+        return self._cert_view(row)
+
+    def revoke(self: CAService, account_id: str, serial: str, reason: str) -> dict[str, Any]:
+        """Revoke one of the account's certificates (repeat-safe)."""
+        flag = REASONS.get(reason.replace("_", "").replace(" ", "").lower())
+        if flag is None:
+            raise _error(422, "bad_reason", f"unknown revocation reason {reason!r}",
+                         allowed=sorted({f.value for f in REASONS.values()}))
+        row = self.store.find_certificate(serial=serial.lower())
+        if row is None or row["account_id"] != account_id:
+            raise _error(404, "not_found", f"no certificate {serial} on this account")
+        self.store.revoke(row["serial"], flag.value)
+        log.info("cert_revoked", account_id=account_id, serial=row["serial"], reason=flag.value)
+        return {"serial": row["serial"], "status": "revoked", "reason": flag.value}
+
+    def crl_der(self: CAService) -> bytes:
+        now = self.clock.now()
+        revoked = [(r["serial"], parse_instant(r["revoked_at"]), r["revoke_reason"])
+                   for r in self.store.revoked()]
+        return self.signer.crl(revoked, now=now, days=self.config["crl_days"],
+                               number=int(now.timestamp()))

@@ -1,0 +1,294 @@
+"""The CA's decisions, independent of HTTP: accounts, login, recovery, links.
+
+Every public method either returns a JSON-able dict or raises :class:`ApiError` (status,
+code, message, details), which the app turns into ``{"error": code, "message": ...}``.
+Domain, probe and certificate operations live in :mod:`ca._issuing` (a mixin).
+
+Contract for links (account confirmations and domain probes): 256-bit tokens stored as
+sha256, valid ``link_hours`` (48), single use; :data:`MAX_TOKEN_FAILURES` wrong tokens
+cancel the request. Reading a link (:meth:`CAService.describe_link`) never changes
+anything; only :meth:`CAService.confirm` does, inside one store transaction so two
+concurrent POSTs cannot both act.
+"""
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ca._issuing import IssuingMixin
+from ca.outmail import Mailer, MailError
+from ca.passphrase import check_passphrase
+from ca.setup import CAPaths, load_config
+from ca.signer import Signer
+from ca.store import CAStore, check_secret, hash_secret, hash_token, normalize_answer
+from engine.clock import Clock, SystemClock, format_instant, parse_instant
+
+log = structlog.get_logger("ca.service")
+
+MAX_TOKEN_FAILURES = 6
+SESSION_HOURS = 1
+POLICIES: dict[str, tuple[str, ...]] = {
+    "cacert": ("root", "hostmaster", "postmaster", "admin", "webmaster"),
+    "cabf": ("admin", "administrator", "webmaster", "hostmaster", "postmaster"),
+}
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[a-z0-9.-]{1,253}$")
+# Compared against when an email is unknown, so both paths cost one scrypt.
+_DUMMY_HASH = hash_secret(secrets.token_urlsafe(16))
+
+
+class ApiError(Exception):
+    """A refusal with an HTTP status, a stable code and a human message."""
+
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, **self.details}
+
+
+class CAService(IssuingMixin):
+    """One CA: its store, signer, mailer, policy and clock."""
+
+    def __init__(self, ca_dir: Path, *, public_url: str,
+                 smarthost: tuple[str, int] | None = None, policy: str = "cacert",
+                 clock: Clock | None = None, mail_from: str = "ca@certwright.invalid") -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown probe policy {policy!r}; choose from {sorted(POLICIES)}")
+        self.clock = clock or SystemClock()
+        self.config = load_config(ca_dir)
+        self.public_url = public_url.rstrip("/")
+        self.policy = policy
+        self.local_parts = POLICIES[policy]
+        self.store = CAStore(CAPaths(Path(ca_dir)).db, clock=self.clock)
+        self.signer = Signer(ca_dir, self.public_url)
+        self.mailer = Mailer(smarthost=smarthost, mail_from=mail_from, clock=self.clock)
+        self.purge()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def purge(self) -> None:
+        """Drop accounts left unconfirmed for ``account_purge_hours`` (cheap; run often)."""
+        before = self.clock.now() - timedelta(hours=self.config["account_purge_hours"])
+        for account_id in self.store.purge_unconfirmed(before):
+            log.info("account_purged", account_id=account_id, reason="unconfirmed")
+
+    # -- join ----------------------------------------------------------------------------
+    def join(self, email: str, name: str, passphrase: str,
+             questions: list[tuple[str, str]]) -> tuple[dict[str, Any], bool]:
+        """Create a pending account and mail its confirmation link; (body, created).
+
+        Repeating the same join while pending returns the same account (no new mail).
+        """
+        email = email.strip().lower()
+        if not _EMAIL.match(email):
+            raise ApiError(422, "bad_request", f"{email!r} is not an email address",
+                           field="email")
+        if not name.strip():
+            raise ApiError(422, "bad_request", "name is required", field="name")
+        broken = check_passphrase(passphrase, name, email)
+        if broken:
+            raise ApiError(422, "passphrase_rejected",
+                           f"the passphrase breaks {len(broken)} rule(s)",
+                           rules=[v.as_dict() for v in broken])
+        if len(questions) != 5 or any(not q.strip() or not a.strip() for q, a in questions):
+            raise ApiError(422, "bad_request", "exactly five questions, each with an answer",
+                           field="questions")
+        if len({q.strip().lower() for q, _ in questions}) != 5:
+            raise ApiError(422, "bad_request", "the five questions must differ",
+                           field="questions")
+        pw_hash = hash_secret(passphrase)
+        answers = [(q.strip(), hash_secret(normalize_answer(a))) for q, a in questions]
+        with self.store.transaction():
+            existing = self.store.find_account(email=email)
+            if existing and existing["status"] == "pending" \
+                    and check_secret(passphrase, existing["pw_hash"]):
+                link = self.store.latest_link(existing["id"], "account")
+                log.info("join_repeated", account_id=existing["id"])
+                return ({"account_id": existing["id"], "status": "pending",
+                         "confirm_expires": link["expires_at"] if link else None}, False)
+            if existing and existing["status"] == "rejected":
+                self.store.delete_account(existing["id"])
+            elif existing:
+                raise ApiError(409, "account_exists",
+                               f"an account for {email} exists already; log in or recover it")
+            account_id = self.store.create_account(email, name.strip(), pw_hash, answers)
+            expires = self.clock.now() + timedelta(hours=self.config["link_hours"])
+            link_id, token = self.store.create_link("account", account_id, email, expires)
+        url = f"{self.public_url}/account/confirm/{link_id}?token={token}"
+        try:
+            self.mailer.send(email, "Confirm your certwright CA account", (
+                f"Someone, hopefully you, asked for a CA account for {email}.\n\n"
+                f"To confirm it, open this link within {self.config['link_hours']} hours:\n\n"
+                f"{url}\n\nIf you did not ask for it, open the link and choose "
+                "\"I did not ask for this\", or ignore this mail.\n"), kind="account_confirm")
+        except MailError as exc:
+            self.store.delete_account(account_id)
+            raise ApiError(502, "mail_undeliverable", str(exc), reason=exc.reason) from None
+        self.store.record("account_joined", account_id, email)
+        log.info("account_joined", account_id=account_id)
+        return ({"account_id": account_id, "status": "pending",
+                 "confirm_expires": format_instant(expires)}, True)
+
+    # -- links ---------------------------------------------------------------------------
+    def describe_link(self, link_id: str, token: str, kind: str) -> dict[str, Any]:
+        """What a link would confirm, for the page; read-only. Raises ApiError when unusable."""
+        link = self.store.find_link(link_id)
+        if not link or link["kind"] != kind or not _token_ok(token, link):
+            raise ApiError(404, "not_found", "no such request, or the link is incomplete")
+        error = self._closed_error(link, token_ok=True)
+        if error:
+            raise error
+        return {"kind": kind, "request_id": link_id, "address": link["address"],
+                "domain": link["domain"], "expires_at": link["expires_at"]}
+
+    def _closed_error(self, link: dict[str, Any], *, token_ok: bool) -> ApiError | None:
+        status = link["status"]
+        if status == "open" and self.clock.now() >= parse_instant(link["expires_at"]):
+            status = "expired"
+        if status == "expired":
+            return ApiError(410, "link_expired", "this link has expired; ask for a new one")
+        if status == "cancelled":
+            return ApiError(410, "link_cancelled", "this request was cancelled after too "
+                            "many wrong tokens; ask for a new one")
+        if status != "open":
+            extra = {"outcome": status, "kind": link["kind"]} if token_ok else {}
+            if token_ok and link["domain"]:
+                extra["domain"] = link["domain"]
+            return ApiError(410, "link_used", "this link has been used already", **extra)
+        return None
+
+    def confirm(self, link_id: str, token: str, action: str,
+                kind: str | None = None) -> dict[str, Any]:
+        """Verify or reject the request behind a link; see the module contract."""
+        if action not in ("verify", "reject"):
+            raise ApiError(422, "bad_request", "action must be 'verify' or 'reject'")
+        with self.store.transaction():
+            result = self._confirm_locked(link_id, token, action, kind)
+        if isinstance(result, ApiError):
+            raise result
+        return result
+
+    def _confirm_locked(self, link_id: str, token: str, action: str,
+                        kind: str | None) -> dict[str, Any] | ApiError:
+        link = self.store.find_link(link_id)
+        if not link or (kind and link["kind"] != kind):
+            return ApiError(404, "not_found", f"no confirmation request {link_id!r}")
+        bound = log.bind(link_id=link_id, account_id=link["account_id"], kind=link["kind"])
+        good = _token_ok(token, link)
+        closed = self._closed_error(link, token_ok=good)
+        if closed:
+            if closed.code == "link_expired" and link["status"] == "open":
+                self.store.close_link(link_id, "expired")
+            bound.info("link_refused", reason=closed.code)
+            return closed
+        if not good:
+            failures = self.store.count_failure(link_id)
+            left = max(MAX_TOKEN_FAILURES - failures, 0)
+            if not left:
+                self.store.close_link(link_id, "cancelled")
+                self.store.record("link_cancelled", link["account_id"], link_id,
+                                  "too many wrong tokens")
+            bound.warning("link_bad_token", attempts_left=left)
+            return ApiError(403, "bad_token", "the token does not match this request",
+                            attempts_left=left)
+        out: dict[str, Any] = {"kind": link["kind"]}
+        if link["domain"]:
+            out["domain"] = link["domain"]
+        if action == "reject":
+            self.store.close_link(link_id, "rejected")
+            if link["kind"] == "account":
+                self.store.set_account_status(link["account_id"], "rejected")
+            self.store.record("link_rejected", link["account_id"], link_id,
+                              link["domain"] or link["address"])
+            bound.info("link_rejected")
+            return {**out, "status": "rejected"}
+        if link["kind"] == "account":
+            account = self.store.find_account(account_id=link["account_id"])
+            if account is None:
+                return ApiError(410, "link_expired", "the account no longer exists")
+            already = account["status"] == "active"
+            if not already:
+                self.store.activate_account(link["account_id"])
+        else:
+            row = self.store.find_domain(link["account_id"], link["domain"])
+            if row is None:
+                self.store.close_link(link_id, "cancelled")
+                return ApiError(410, "link_cancelled", f"{link['domain']} was removed from "
+                                "the account; add it and probe again")
+            already = self._domain_view(row)["status"] == "verified"
+            if not already:
+                self.store.verify_domain(link["account_id"], link["domain"], link_id)
+        self.store.close_link(link_id, "verified")
+        self.store.record("link_verified", link["account_id"], link_id,
+                          link["domain"] or link["address"])
+        bound.info("link_verified", already=already)
+        return {**out, "status": "already_verified" if already else "verified"}
+
+    # -- login and recovery ---------------------------------------------------------------
+    def login(self, email: str, passphrase: str) -> dict[str, Any]:
+        """A 1-hour API token for an active account."""
+        account = self.store.find_account(email=email.strip().lower())
+        if not check_secret(passphrase, account["pw_hash"] if account else _DUMMY_HASH) \
+                or account is None:
+            log.info("login_refused", reason="bad_credentials")
+            raise ApiError(401, "bad_credentials", "unknown email or wrong passphrase")
+        if account["status"] != "active":
+            raise ApiError(403, "account_not_confirmed", "follow the link in the "
+                           "confirmation mail first", account_id=account["id"])
+        expires = self.clock.now() + timedelta(hours=SESSION_HOURS)
+        token = self.store.create_session(account["id"], expires)
+        log.info("login", account_id=account["id"])
+        return {"token": token, "expires": format_instant(expires), "account_id": account["id"]}
+
+    def authenticate(self, token: str) -> str:
+        """The account id behind an API token; ApiError 401 when unknown or expired."""
+        account_id = self.store.session_account(token) if token else None
+        if account_id is None:
+            raise ApiError(401, "unauthorized", "missing, unknown or expired bearer token; "
+                           "POST /api/v1/login")
+        return account_id
+
+    def _active_account(self, email: str) -> dict[str, Any]:
+        account = self.store.find_account(email=email.strip().lower())
+        if account is None or account["status"] != "active":
+            raise ApiError(404, "unknown_account", "no active account for that email")
+        return account
+
+    def recovery_question(self, email: str) -> dict[str, Any]:
+        """One of the account's five questions, chosen at random."""
+        account = self._active_account(email)
+        question = secrets.choice(self.store.questions(account["id"]))["question"]
+        return {"question": question}
+
+    def recovery_answer(self, email: str, question: str, answer: str,
+                        new_passphrase: str) -> dict[str, Any]:
+        """Set a new passphrase when ``answer`` fits ``question``; ends all sessions."""
+        account = self._active_account(email)
+        row = next((q for q in self.store.questions(account["id"])
+                    if q["question"] == question.strip()), None)
+        if row is None or not check_secret(normalize_answer(answer), row["answer_hash"]):
+            self.store.record("recovery_refused", account["id"])
+            raise ApiError(403, "bad_answer", "that is not the answer to that question")
+        broken = check_passphrase(new_passphrase, account["name"], account["email"])
+        if broken:
+            raise ApiError(422, "passphrase_rejected", f"the new passphrase breaks "
+                           f"{len(broken)} rule(s)", rules=[v.as_dict() for v in broken])
+        self.store.set_passphrase(account["id"], hash_secret(new_passphrase))
+        self.store.record("passphrase_recovered", account["id"])
+        log.info("passphrase_recovered", account_id=account["id"])
+        return {"status": "ok"}
+
+
+def _token_ok(token: str, link: dict[str, Any]) -> bool:
+    return hmac.compare_digest(hash_token(token or ""), link["token_hash"])

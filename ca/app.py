@@ -1,0 +1,254 @@
+"""The CA's ASGI app: JSON API under /api/v1, link pages, CA certificates and CRL.
+
+Errors are always JSON ``{"error": code, "message": text, ...details}`` under /api and
+HTML pages elsewhere. Request bodies are never logged (they hold passphrases, answers,
+tokens); link URLs are logged without their query string (which holds the token).
+"""
+
+import secrets
+import time
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+import structlog
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ca import _pages
+from ca._service import ApiError, CAService
+from engine.clock import Clock
+
+log = structlog.get_logger("ca.app")
+
+
+class Question(BaseModel):
+    question: str = Field(min_length=1, max_length=200)
+    answer: str = Field(min_length=1, max_length=200)
+
+
+class JoinIn(BaseModel):
+    email: str = Field(max_length=254)
+    name: str = Field(max_length=200)
+    passphrase: str = Field(max_length=1000)
+    questions: list[Question] = Field(min_length=5, max_length=5)
+
+
+class ConfirmIn(BaseModel):
+    request_id: str = Field(max_length=100)
+    token: str = Field(max_length=200)
+    action: str = "verify"
+
+
+class LoginIn(BaseModel):
+    email: str = Field(max_length=254)
+    passphrase: str = Field(max_length=1000)
+
+
+class RecoveryIn(BaseModel):
+    email: str = Field(max_length=254)
+
+
+class RecoveryAnswerIn(BaseModel):
+    email: str = Field(max_length=254)
+    question: str = Field(max_length=200)
+    answer: str = Field(max_length=200)
+    new_passphrase: str = Field(max_length=1000)
+
+
+class DomainIn(BaseModel):
+    domain: str = Field(max_length=253)
+
+
+class ProbeIn(BaseModel):
+    local_part: str = Field(max_length=64)
+    idempotency_key: str | None = Field(default=None, max_length=200)
+
+
+class SignIn(BaseModel):
+    csr: str = Field(max_length=65536)
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    days: int | None = None
+
+
+class RevokeIn(BaseModel):
+    reason: str = Field(default="unspecified", max_length=50)
+
+
+def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | None = None,
+               policy: str = "cacert", clock: Clock | None = None,
+               mail_from: str = "ca@certwright.invalid") -> FastAPI:
+    """Build the app for the CA in ``ca_dir`` (created by ``ca.setup.init_ca``)."""
+    svc = CAService(ca_dir, public_url=public_url, smarthost=smarthost, policy=policy,
+                    clock=clock, mail_from=mail_from)
+    app = FastAPI(title="certwright CA", version="1", description=__doc__)
+    app.state.service = svc
+
+    @app.middleware("http")
+    async def log_requests(request: Request, call_next: Any) -> Response:
+        rid = request.headers.get("x-request-id", "")[:64] or secrets.token_hex(6)
+        started = time.monotonic()
+        with structlog.contextvars.bound_contextvars(request_id=rid):
+            response: Response = await call_next(request)
+            log.info("http_request", method=request.method, path=request.url.path,
+                     status=response.status_code,
+                     ms=round((time.monotonic() - started) * 1000, 1))
+        response.headers["X-Request-Id"] = rid
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse(exc.body(), status_code=exc.status)
+        return _pages.error_page(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        # Never echo pydantic's "input": it may be a passphrase.
+        problems = [{"field": ".".join(str(p) for p in e.get("loc", ())),
+                     "message": str(e.get("msg", ""))} for e in exc.errors()]
+        text = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        return JSONResponse({"error": "bad_request", "message": text, "problems": problems},
+                            status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": code, "message": str(exc.detail)},
+                            status_code=exc.status_code)
+
+    def account(authorization: Annotated[str | None, Header()] = None) -> str:
+        scheme, _, token = (authorization or "").partition(" ")
+        svc.purge()
+        return svc.authenticate(token.strip() if scheme.lower() == "bearer" else "")
+
+    Account = Annotated[str, Depends(account)]
+    IdemHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+    # -- accounts ------------------------------------------------------------------------
+    @app.post("/api/v1/accounts", status_code=201)
+    def join(body: JoinIn) -> JSONResponse:
+        svc.purge()
+        out, created = svc.join(body.email, body.name, body.passphrase,
+                                [(q.question, q.answer) for q in body.questions])
+        return JSONResponse(out, status_code=201 if created else 200)
+
+    @app.post("/api/v1/confirmations")
+    def confirm(body: ConfirmIn) -> dict[str, Any]:
+        svc.purge()
+        return svc.confirm(body.request_id, body.token, body.action)
+
+    @app.post("/api/v1/login")
+    def login(body: LoginIn) -> dict[str, Any]:
+        svc.purge()
+        return svc.login(body.email, body.passphrase)
+
+    @app.post("/api/v1/recovery")
+    def recovery(body: RecoveryIn) -> dict[str, Any]:
+        return svc.recovery_question(body.email)
+
+    @app.post("/api/v1/recovery/answer")
+    def recovery_answer(body: RecoveryAnswerIn) -> dict[str, Any]:
+        return svc.recovery_answer(body.email, body.question, body.answer, body.new_passphrase)
+
+    # -- domains and probes --------------------------------------------------------------
+    @app.post("/api/v1/domains", status_code=201)
+    def add_domain(body: DomainIn, account_id: Account) -> JSONResponse:
+        out, created = svc.add_domain(account_id, body.domain)
+        return JSONResponse(out, status_code=201 if created else 200)
+
+    @app.get("/api/v1/domains")
+    def domains(account_id: Account) -> list[dict[str, Any]]:
+        return svc.list_domains(account_id)
+
+    @app.delete("/api/v1/domains/{domain}", status_code=204)
+    def delete_domain(domain: str, account_id: Account) -> Response:
+        svc.delete_domain(account_id, domain)
+        return Response(status_code=204)
+
+    @app.post("/api/v1/domains/{domain}/probes", status_code=201)
+    def probe(domain: str, body: ProbeIn, account_id: Account,
+              idempotency_key: IdemHeader = None) -> JSONResponse:
+        out, created = svc.probe(account_id, domain, body.local_part,
+                                 idempotency_key or body.idempotency_key)
+        return JSONResponse(out, status_code=201 if created else 200)
+
+    # -- certificates --------------------------------------------------------------------
+    @app.post("/api/v1/certificates", status_code=201)
+    def sign(body: SignIn, account_id: Account,
+             idempotency_key: IdemHeader = None) -> JSONResponse:
+        out, created = svc.sign(account_id, body.csr,
+                                body.idempotency_key or idempotency_key or "", body.days)
+        return JSONResponse(out, status_code=201 if created else 200)
+
+    @app.get("/api/v1/certificates")
+    def find_certificate(account_id: Account,
+                         idempotency_key: Annotated[str, Query(max_length=200)]) -> dict[str, Any]:
+        return svc.find_certificate(account_id, idempotency_key)
+
+    @app.get("/api/v1/certificates/{serial}")
+    def certificate(serial: str) -> dict[str, Any]:
+        return svc.certificate(serial)
+
+    @app.post("/api/v1/certificates/{serial}/revoke")
+    def revoke(serial: str, body: RevokeIn, account_id: Account) -> dict[str, Any]:
+        return svc.revoke(account_id, serial, body.reason)
+
+    # -- CA material ---------------------------------------------------------------------
+    @app.get("/ca/intermediate.crt")
+    def intermediate() -> Response:
+        return Response(svc.signer.der("intermediate"), media_type="application/pkix-cert")
+
+    @app.get("/ca/root.crt")
+    def root() -> Response:
+        return Response(svc.signer.pem("root"),
+                        media_type="application/x-pem-file")
+
+    @app.get("/ca/crl")
+    def crl() -> Response:
+        return Response(svc.crl_der(), media_type="application/pkix-crl")
+
+    # -- pages ---------------------------------------------------------------------------
+    def link_get(kind: str, link_id: str, token: str, request: Request) -> Response:
+        info = svc.describe_link(link_id, token, kind)
+        return _pages.link_page(info, request.url.path, token)
+
+    async def link_post(kind: str, link_id: str, request: Request) -> Response:
+        form = parse_qs((await request.body()).decode(errors="replace")[:4096])
+        token = (form.get("token") or [""])[0]
+        action = (form.get("action") or ["verify"])[0]
+        result = await run_in_threadpool(svc.confirm, link_id, token, action, kind)
+        return _pages.result_page(result)
+
+    @app.get("/account/confirm/{link_id}", include_in_schema=False)
+    def account_page(link_id: str, request: Request, token: str = "") -> Response:
+        return link_get("account", link_id, token, request)
+
+    @app.post("/account/confirm/{link_id}", include_in_schema=False)
+    async def account_post(link_id: str, request: Request) -> Response:
+        return await link_post("account", link_id, request)
+
+    @app.get("/domains/verify/{link_id}", include_in_schema=False)
+    def domain_page(link_id: str, request: Request, token: str = "") -> Response:
+        return link_get("domain", link_id, token, request)
+
+    @app.post("/domains/verify/{link_id}", include_in_schema=False)
+    async def domain_post(link_id: str, request: Request) -> Response:
+        return await link_post("domain", link_id, request)
+
+    @app.get("/certificates/{serial}", include_in_schema=False)
+    def certificate_page(serial: str) -> Response:
+        return _pages.certificate_page(svc.certificate(serial))
+
+    @app.get("/", include_in_schema=False)
+    def home() -> Response:
+        return _pages.page("certwright CA", "<p>A private CA that verifies domains by mail "
+                           "(the CAcert process). API: <a href=/docs>/docs</a>, "
+                           "<a href=/openapi.json>/openapi.json</a>; trust anchor: "
+                           "<a href=/ca/root.crt>/ca/root.crt</a>.</p>")
+
+    return app
