@@ -1,0 +1,295 @@
+"""A Maildir that is safe to share between a delivering MTA and several waiting steps.
+
+Layout: ``<path>/{tmp,new,cur}`` holds messages, one file each; ``<path>/.quarantine`` is a
+Maildir++ subfolder for messages moved aside (never deleted) with a ``reasons/<name>.reason``
+sidecar each; ``<path>/certwright-processed.sqlite3`` is the :class:`ProcessedLog`.
+
+Hazards this module is written against:
+
+* **Partial files.** A message is written to ``tmp/``, fsynced, then hard-linked into
+  ``new/`` (link never overwrites an existing name) and the folder fsynced; a reader of
+  ``new/`` never sees a half-written message. A crash leaves at most a stray ``tmp/`` file.
+* **Races.** Several processes may list, read and move the same message at once. A file
+  can vanish between ``list_new`` and ``read``/``move_*``: those raise
+  :class:`FileNotFoundError`, which callers treat as "someone else took it".
+* **Huge files.** :meth:`Maildir.read` refuses a file over its cap without reading it
+  whole (:class:`MessageTooLarge`).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import socket
+import sqlite3
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+
+import structlog
+
+from engine.errors import CertwrightError
+
+log = structlog.get_logger(__name__)
+
+#: Files larger than this are refused by :meth:`Maildir.read` (the parser's own limit is
+#: lower, 10240000 bytes; this cap only keeps a runaway file out of memory).
+DEFAULT_MAX_READ = 16 * 1024 * 1024
+QUARANTINE = ".quarantine"
+PROCESSED_LOG = "certwright-processed.sqlite3"
+
+_counter = itertools.count(1)
+_counter_lock = threading.Lock()
+
+
+class MessageTooLarge(CertwrightError):
+    """A Maildir file is larger than the reader's cap; it was not read."""
+
+    def __init__(self, name: str, size: int, limit: int) -> None:
+        self.name, self.size, self.limit = name, size, limit
+        super().__init__(f"message too large: {name} has {size} bytes (limit {limit})")
+
+
+def unique_name() -> str:
+    """A fresh Maildir file name: ``<sec>.M<usec>P<pid>Q<n>R<rand>.<host>``.
+
+    Unique across threads (counter), processes (pid) and pid reuse (random bits); ``/``
+    and ``:`` in the host name are escaped as the Maildir convention asks.
+    """
+    now = time.time()
+    with _counter_lock:
+        n = next(_counter)
+    host = socket.gethostname().replace("/", r"\057").replace(":", r"\072") or "localhost"
+    return (f"{int(now)}.M{int((now % 1) * 1_000_000):06d}P{os.getpid()}Q{n}"
+            f"R{secrets.token_hex(4)}.{host}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_name(name: str) -> None:
+    """Refuse names that could escape the folder (``../x``, ``a/b``) or are hidden."""
+    if not name or "/" in name or "\\" in name or name.startswith(".") or "\x00" in name:
+        raise ValueError(f"not a Maildir file name: {name!r}")
+
+
+class Maildir:
+    """One Maildir folder (``cur``, ``new``, ``tmp``).
+
+    All methods are safe to call from several threads and processes at once. Methods that
+    touch a message by name raise :class:`FileNotFoundError` when it is gone (another
+    reader moved it), and :class:`ValueError` for a name with a path separator in it.
+    """
+
+    def __init__(self, path: Path | str, *, max_read: int = DEFAULT_MAX_READ) -> None:
+        self.path = Path(path)
+        self.max_read = max_read
+
+    @property
+    def new(self) -> Path:
+        return self.path / "new"
+
+    @property
+    def cur(self) -> Path:
+        return self.path / "cur"
+
+    @property
+    def tmp(self) -> Path:
+        return self.path / "tmp"
+
+    def ensure(self) -> None:
+        """Create ``cur``, ``new`` and ``tmp`` (mode 0700) if missing; a repeat is a no-op."""
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for sub in (self.cur, self.new, self.tmp):
+            sub.mkdir(mode=0o700, exist_ok=True)
+
+    def deliver(self, raw: bytes) -> str:
+        """Store ``raw`` as a new message and return its file name in ``new/``.
+
+        Atomic: written to ``tmp/`` (0600, O_EXCL), fsynced, hard-linked into ``new/`` and
+        unlinked from ``tmp/``, then both folders fsynced. Each call delivers a new copy.
+        After a crash the message is either wholly in ``new/`` or not there at all.
+        """
+        self.ensure()
+        name = unique_name()
+        tmp_path, new_path = self.tmp / name, self.new / name
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(raw)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp_path.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        try:
+            os.link(tmp_path, new_path)  # never replaces an existing file, unlike rename
+            tmp_path.unlink()
+        except OSError as exc:
+            if isinstance(exc, FileExistsError):
+                tmp_path.unlink(missing_ok=True)
+                raise
+            os.rename(tmp_path, new_path)  # file systems without hard links
+        _fsync_dir(self.new)
+        _fsync_dir(self.tmp)
+        return name
+
+    def _list(self, folder: Path) -> list[str]:
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if not n.startswith("."))
+
+    def list_new(self) -> list[str]:
+        """Names in ``new/``, oldest first (names start with the delivery time)."""
+        return self._list(self.new)
+
+    def list_cur(self) -> list[str]:
+        """Names in ``cur/`` (with their ``:2,<flags>`` info), sorted."""
+        return self._list(self.cur)
+
+    def locate(self, name: str) -> Path:
+        """The path of message ``name`` in ``new/`` or ``cur/``; FileNotFoundError if neither."""
+        _check_name(name)
+        for folder in (self.new, self.cur):
+            candidate = folder / name
+            if candidate.exists():
+                return candidate
+        raise FileNotFoundError(f"no message {name!r} in {self.path}")
+
+    def read(self, name: str) -> bytes:
+        """The bytes of message ``name`` (looked up in ``new/`` then ``cur/``).
+
+        Raises :class:`MessageTooLarge` for a file over ``max_read`` bytes without reading it
+        (the size is checked on the open file, and at most ``max_read + 1`` bytes are read
+        in case it grows), :class:`FileNotFoundError` if it vanished.
+        """
+        path = self.locate(name)
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > self.max_read:
+                raise MessageTooLarge(name, size, self.max_read)
+            data = fh.read(self.max_read + 1)
+        if len(data) > self.max_read:
+            raise MessageTooLarge(name, len(data), self.max_read)
+        return data
+
+    def move_to_cur(self, name: str, flags: str = "S") -> str:
+        """Move ``new/<name>`` to ``cur/<name>:2,<flags>`` and return the new name.
+
+        Repeat-safe: if the message is already in ``cur/`` under that name, returns it.
+        Raises FileNotFoundError when it is in neither place (another process took it).
+        """
+        _check_name(name)
+        target = f"{name}:2,{''.join(sorted(set(flags)))}"
+        try:
+            os.rename(self.new / name, self.cur / target)
+        except FileNotFoundError:
+            if (self.cur / target).exists():
+                return target
+            raise
+        _fsync_dir(self.cur)
+        return target
+
+    def quarantine(self) -> Maildir:
+        """The ``.quarantine`` Maildir++ subfolder (created on first use)."""
+        sub = Maildir(self.path / QUARANTINE, max_read=self.max_read)
+        sub.ensure()
+        (sub.path / "reasons").mkdir(mode=0o700, exist_ok=True)
+        (sub.path / "maildirfolder").touch(mode=0o600, exist_ok=True)
+        return sub
+
+    def move_aside(self, name: str, reason: str) -> Path:
+        """Move message ``name`` (from ``new/`` or ``cur/``) into ``.quarantine/new/``.
+
+        The reason (one line) is written first to ``.quarantine/reasons/<name>.reason``,
+        so a crash leaves at worst a reason without its message, and the next attempt
+        overwrites it. Never deletes anything. Returns the quarantined message's path;
+        raises FileNotFoundError when the message is gone.
+        """
+        source = self.locate(name)
+        sub = self.quarantine()
+        reason_line = " ".join(reason.split())[:1000] + "\n"
+        reason_path = sub.path / "reasons" / f"{name}.reason"
+        tmp_reason = sub.tmp / f"{name}.reason.{secrets.token_hex(4)}"
+        with open(os.open(tmp_reason, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(reason_line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_reason, reason_path)
+        target = sub.new / name
+        try:
+            os.rename(source, target)
+        except FileNotFoundError:
+            reason_path.unlink(missing_ok=True)
+            raise
+        _fsync_dir(sub.new)
+        _fsync_dir(sub.path / "reasons")
+        log.warning("mail_moved_aside", file=name, reason=reason_line.strip(),
+                    quarantine=str(sub.path))
+        return target
+
+    def processed_log(self) -> ProcessedLog:
+        """The :class:`ProcessedLog` kept in this Maildir's folder."""
+        return ProcessedLog(self.path / PROCESSED_LOG)
+
+
+class ProcessedLog:
+    """Which Message-IDs were taken by a step, from which file, under which step key.
+
+    A small SQLite file (synchronous=FULL: a mark survives power loss once it returned).
+    Each call opens its own connection, so the log is safe across threads and processes.
+    The first mark of a Message-ID wins; later marks of the same id are ignored.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE IF NOT EXISTS processed (message_id TEXT PRIMARY KEY,"
+                     " name TEXT NOT NULL, step_key TEXT, at REAL NOT NULL)")
+        return conn
+
+    def seen(self, message_id: str, name: str) -> bool:
+        """True if ``message_id`` was already taken from a file other than ``name``.
+
+        False when never seen, or seen from this very file (a repeat after a crash between
+        :meth:`mark` and moving the file): that is the same delivery, not a duplicate.
+        """
+        with closing(self._connect()) as conn:
+            row = conn.execute("SELECT name FROM processed WHERE message_id = ?",
+                               (message_id,)).fetchone()
+        return row is not None and row[0] != name
+
+    def mark(self, message_id: str, name: str, step_key: str | None = None) -> bool:
+        """Record that ``message_id`` (file ``name``) was taken by step ``step_key``.
+
+        Durable when it returns. The first record of a Message-ID wins: returns True if
+        this call made it or the existing record has the same name and step key (a repeat
+        after a crash), False if someone else took that Message-ID first.
+        """
+        with closing(self._connect()) as conn:
+            conn.execute("INSERT OR IGNORE INTO processed (message_id, name, step_key, at)"
+                         " VALUES (?, ?, ?, ?)", (message_id, name, step_key, time.time()))
+            row = conn.execute("SELECT name, step_key FROM processed WHERE message_id = ?",
+                               (message_id,)).fetchone()
+        return row is not None and (row[0], row[1]) == (name, step_key)
+
+    def find_by_key(self, step_key: str) -> tuple[str, str] | None:
+        """``(message_id, name)`` taken by the step with ``step_key``, or None."""
+        with closing(self._connect()) as conn:
+            row = conn.execute("SELECT message_id, name FROM processed WHERE step_key = ?"
+                               " ORDER BY at LIMIT 1", (step_key,)).fetchone()
+        return (row[0], row[1]) if row else None

@@ -1,0 +1,550 @@
+"""Parse mail from outside, which is hostile: refuse what is too big, deep or ambiguous.
+
+:func:`parse_message` checks sizes and the MIME structure on the raw bytes *before* the
+``email`` package sees them (a linear scan of the lines that tracks boundaries with a depth
+counter), so a 20 MB body is refused unparsed and 1000-deep nesting never reaches the
+package's recursive parser. Everything it raises on purpose is :class:`HostileMail` with a
+reason; any other exception from the ``email`` package is turned into one as well.
+
+Hazards: Python 3.11.7's ``email.utils.getaddresses``/``parseaddr`` lack the
+CVE-2023-27043 fix, so addresses go through our strict :func:`parse_address_list`; header
+values may hold invalid RFC 2047 words or raw 8-bit bytes (decoded with replacement);
+links may carry userinfo, encoded slashes or another host (see :func:`safe_link`).
+"""
+from __future__ import annotations
+
+import html
+import html.parser
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import message_from_bytes
+from email.header import decode_header
+from email.message import Message
+from email.utils import parsedate_to_datetime
+from typing import Iterable
+from urllib.parse import urlsplit
+
+import idna
+
+from engine.errors import CertwrightError
+
+__all__ = ["HostileMail", "MailLimits", "ParsedMail", "link_problem", "parse_address_list",
+           "parse_message", "safe_link"]
+
+
+class HostileMail(CertwrightError):
+    """A message was refused; ``reason`` says why (one line, safe to log)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class MailLimits:
+    """Bounds on a message, after Postfix's defaults where it has one."""
+
+    max_message_size: int = 10_240_000  # message_size_limit
+    max_header_size: int = 102_400  # header_size_limit
+    max_mime_depth: int = 100  # mime_nesting_limit: a container this deep is refused
+    max_parts: int = 1000
+    max_header_line: int = 2048  # line_length_limit, applied to header lines
+    max_link_length: int = 2048
+    max_links: int = 100
+
+
+@dataclass(frozen=True)
+class ParsedMail:
+    """What a step needs from a message; every string in it is decoded and one-line."""
+
+    message_id: str | None
+    from_addr: str
+    to_addrs: list[str]
+    delivered_to: list[str]
+    subject: str
+    date: datetime | None
+    text: str
+    links: list[str] = field(default_factory=list)
+    authenticated: bool = False
+
+
+_ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                   "!#$%&'*+-/=?^_`{|}~")
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_Token = tuple[str, str, bool]  # kind (atom, quoted, or the special char), text, spaced
+
+
+def _ambiguous(why: str) -> HostileMail:
+    return HostileMail(f"ambiguous address: {why}")
+
+
+def _tokenize(value: str) -> list[_Token]:
+    """RFC 5322 tokens; comments are dropped, anything unbalanced or stray is refused."""
+    tokens: list[_Token] = []
+    i, n, spaced = 0, len(value), False
+    while i < n:
+        c = value[i]
+        if c in " \t\r\n":
+            i, spaced = i + 1, True
+        elif c in "\"(":
+            j, depth, buf = i + 1, 1, []
+            while depth:
+                if j >= n:
+                    raise _ambiguous("unterminated quoted string or comment")
+                d = value[j]
+                if d == "\\":
+                    if j + 1 >= n:
+                        raise _ambiguous("trailing backslash")
+                    buf.append(value[j + 1])
+                    j += 2
+                    continue
+                if c == "(":
+                    depth += (d == "(") - (d == ")")
+                elif d == "\"":
+                    depth = 0
+                else:
+                    buf.append(d)
+                j += 1
+            if c == "\"":
+                tokens.append(("quoted", "".join(buf), spaced))
+            spaced, i = c == "(", j
+        elif c in "<>@,;:.":
+            tokens.append((c, c, spaced))
+            i, spaced = i + 1, False
+        elif c in _ATEXT or ord(c) > 127:
+            j = i
+            while j < n and (value[j] in _ATEXT or ord(value[j]) > 127):
+                j += 1
+            tokens.append(("atom", value[i:j], spaced))
+            i, spaced = j, False
+        else:
+            raise _ambiguous(f"unexpected {c!r}")
+    return tokens
+
+
+def _addr_spec(tokens: list[_Token]) -> str:
+    """``local@domain`` from dot-atoms only (no quoted local part, no inner spaces)."""
+    kinds = [k for k, _, _ in tokens]
+    if kinds.count("@") != 1:
+        raise _ambiguous(f"{kinds.count('@')} '@' signs in one address")
+    if any(sp for _, _, sp in tokens[1:]):
+        raise _ambiguous("space or comment inside an address")
+    if "quoted" in kinds:
+        raise _ambiguous("quoted local part")
+    at = kinds.index("@")
+    local, domain = tokens[:at], tokens[at + 1:]
+    for part in (local, domain):
+        if not part or [k for k, _, _ in part] != ["atom", "."] * (len(part) // 2) + ["atom"]:
+            raise _ambiguous("not a dot-atom")
+    local_text = "".join(t for _, t, _ in local)
+    labels = [t for k, t, _ in domain if k == "atom"]
+    if not local_text.isascii() or not all(_LABEL.fullmatch(lb) for lb in labels):
+        raise HostileMail(f"invalid address: {local_text[:64]!r}@{'.'.join(labels)[:255]!r}")
+    return f"{local_text}@{'.'.join(labels).lower()}"
+
+
+def _mailbox(tokens: list[_Token]) -> str:
+    kinds = [k for k, _, _ in tokens]
+    if kinds.count("<") > 1 or kinds.count(">") > 1 or kinds.count("<") != kinds.count(">"):
+        raise _ambiguous("unbalanced or repeated angle brackets")
+    if "<" not in kinds:
+        return _addr_spec(tokens)
+    start = kinds.index("<")
+    if kinds[-1] != ">" or any(k not in ("atom", "quoted", ".") for k in kinds[:start]):
+        raise _ambiguous("text after '>' or specials in the display name")
+    return _addr_spec(tokens[start + 1:-1])
+
+
+def parse_address_list(value: str) -> list[str]:
+    """Parse an RFC 5322 address list strictly into ``local@domain`` strings.
+
+    Unlike Python 3.11.7's ``email.utils.getaddresses`` (no CVE-2023-27043 fix), refuses
+    anything ambiguous with :class:`HostileMail` ("ambiguous address: ..."): unbalanced
+    quotes, parentheses or brackets, stray specials, several ``@``, quoted local parts,
+    domain literals. Groups (``name: a@b, c@d;``) are flattened; empty entries skipped.
+    Domains are lower-cased; local parts kept as written.
+    """
+    result: list[str] = []
+    current: list[_Token] = []
+    in_angle = in_group = False
+    for token in _tokenize(value):
+        kind = token[0]
+        if kind == "<":
+            in_angle = True
+        elif kind == ">":
+            in_angle = False
+        if in_angle or kind not in (",", ":", ";"):
+            current.append(token)
+            continue
+        if kind == ":":
+            if in_group or any(k not in ("atom", "quoted") for k, _, _ in current):
+                raise _ambiguous("misplaced ':'")
+            in_group, current = True, []
+            continue
+        if kind == ";" and not in_group:
+            raise _ambiguous("';' outside a group")
+        if current:
+            result.append(_mailbox(current))
+        current = []
+        in_group = in_group and kind != ";"
+    if in_group or in_angle:
+        raise _ambiguous("unterminated group or angle address")
+    if current:
+        result.append(_mailbox(current))
+    return result
+
+
+_HEADER_RE = re.compile(rb"^(?:From |[!-9;-~]*:)")  # as email.feedparser's headerRE
+_ONCE = ("From", "To", "Cc", "Subject", "Message-ID", "Date", "Content-Type")
+
+
+def _probe_content_type(value: str) -> tuple[str, str | None]:
+    """The maintype and boundary the ``email`` package would see for this header value."""
+    probe = Message()
+    probe["Content-Type"] = value
+    maintype = probe.get_content_maintype()
+    return maintype, (probe.get_boundary() if maintype == "multipart" else None)
+
+
+class _Scanner:
+    """One linear pass over the raw lines: header size, line length, MIME depth and parts.
+
+    Mirrors how ``email.feedparser`` splits a message: a boundary line of *any* open
+    multipart ends every part nested in it (the innermost multipart with that boundary
+    wins, which can only over-count depth); a ``message/*`` part holds a nested message.
+    """
+
+    def __init__(self, limits: MailLimits) -> None:
+        self.limits = limits
+        self.stack: list[str | None] = []  # one entry per open container (None: message/*)
+        self.index: dict[str, int] = {}
+        self.in_headers, self.top, self.parts, self.header_bytes = True, True, 0, 0
+        self.current: list[bytes] = []
+        self.content_type: str | None = None
+
+    def _reindex(self) -> None:
+        self.index = {b: i for i, b in enumerate(self.stack) if b is not None}
+
+    def _flush_header(self) -> None:
+        if self.current:
+            name, _, value = b"".join(self.current).partition(b":")
+            if name.strip().lower() == b"content-type" and self.content_type is None:
+                self.content_type = value.decode("ascii", "surrogateescape").strip()
+            self.current.clear()
+
+    def _end_headers(self) -> None:
+        self.in_headers, self.top = False, False
+        value, self.content_type = self.content_type, None
+        if value is None:
+            return
+        maintype, boundary = _probe_content_type(value)
+        if maintype not in ("multipart", "message") or (maintype == "multipart" and not boundary):
+            return
+        if len(self.stack) + 1 >= self.limits.max_mime_depth:
+            raise HostileMail(f"MIME nesting reaches the limit of {self.limits.max_mime_depth}"
+                              " levels")
+        self.stack.append(boundary)
+        self._reindex()
+        self.in_headers = maintype == "message"
+
+    def _boundary(self, line: bytes) -> tuple[int, bool] | None:
+        body = line.rstrip(b"\r\n").rstrip(b" \t")[2:].decode("ascii", "surrogateescape")
+        if body in self.index:
+            return self.index[body], False
+        if body.endswith("--") and body[:-2] in self.index:
+            return self.index[body[:-2]], True
+        return None
+
+    def feed(self, line: bytes) -> None:
+        """Account for one line (with its line ending); raise HostileMail on a breach."""
+        if self.top:
+            self.header_bytes += len(line)
+            if self.header_bytes > self.limits.max_header_size:
+                raise HostileMail(f"headers larger than {self.limits.max_header_size} bytes")
+        hit = self._boundary(line) if self.index and line.startswith(b"--") else None
+        if hit is not None:
+            level, closing = hit
+            self.current.clear()
+            self.content_type, self.top = None, False
+            del self.stack[level + (0 if closing else 1):]
+            self._reindex()
+            self.in_headers = not closing
+            if not closing:
+                self.parts += 1
+                if self.parts > self.limits.max_parts:
+                    raise HostileMail(f"more than {self.limits.max_parts} MIME parts")
+            return
+        if not self.in_headers:
+            return
+        if len(line) > self.limits.max_header_line:
+            raise HostileMail(f"header line longer than {self.limits.max_header_line} bytes")
+        if line[:1] in (b" ", b"\t") and self.current:
+            self.current.append(line)
+            return
+        self._flush_header()
+        if _HEADER_RE.match(line):
+            self.current.append(line)
+            return
+        self._end_headers()
+        if line.strip():  # no blank separator: this line already belongs to the body
+            self.in_headers = False
+
+    def finish(self) -> None:
+        """Raise HostileMail if a multipart was never closed (a truncated message)."""
+        self._flush_header()
+        if any(b is not None for b in self.stack):
+            raise HostileMail("truncated MIME: a multipart's closing boundary is missing")
+
+
+def _scan_structure(raw: bytes, limits: MailLimits) -> None:
+    scanner = _Scanner(limits)
+    for line in raw.splitlines(keepends=True):
+        scanner.feed(line)
+    scanner.finish()
+
+
+def _decode_header(value: str | None) -> str:
+    """Decode RFC 2047 words and stray 8-bit bytes with replacement; make it one line."""
+    if value is None:
+        return ""
+    text = str(value)
+    try:
+        chunks = decode_header(text)
+    except Exception:  # noqa: BLE001 - email raises HeaderParseError, binascii.Error, ...
+        chunks = [(text, None)]
+    out = []
+    for chunk, charset in chunks:
+        if isinstance(chunk, str):
+            out.append(chunk)
+            continue
+        try:
+            out.append(chunk.decode(charset or "raw-unicode-escape"))
+        except (LookupError, UnicodeDecodeError):
+            out.append(chunk.decode("utf-8", "replace"))
+    joined = "".join(out)
+    return " ".join("".join(c if c.isprintable() else " " for c in joined).split())
+
+
+def _raw_all(msg: Message, name: str) -> list[str]:
+    """Every value of header ``name`` as text (8-bit bytes decoded as UTF-8, replaced)."""
+    lname = name.lower()
+    return [_decode_raw(value) for key, value in msg.raw_items() if key.lower() == lname]
+
+
+def _single(msg: Message, name: str, *, required: bool = False) -> str | None:
+    values = _raw_all(msg, name)
+    if len(values) > 1:
+        raise HostileMail(f"{len(values)} {name} headers (at most one allowed)")
+    if required and not values:
+        raise HostileMail(f"no {name} header")
+    return values[0] if values else None
+
+
+def _addresses(msg: Message, name: str) -> list[str]:
+    found: list[str] = []
+    for value in _raw_all(msg, name):
+        try:
+            found.extend(parse_address_list(value))
+        except HostileMail as exc:
+            raise HostileMail(f"{name}: {exc.reason}") from None
+    return found
+
+
+def _decode_raw(value: str) -> str:
+    """Undo the surrogate escapes of 8-bit header bytes (UTF-8, with replacement)."""
+    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _part_text(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")
+
+
+class _HTMLText(html.parser.HTMLParser):
+    """Collects visible text and ``<a href>`` values from HTML."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text: list[str] = []
+        self.hrefs: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+        for key, value in attrs:
+            if tag in ("a", "area") and key == "href" and value:
+                self.hrefs.append(value.strip())
+        if tag in ("br", "p", "div", "tr", "li"):
+            self.text.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style") and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.text.append(data)
+
+
+_URL_RE = re.compile(r"https?://[^\s<>\"'\x00-\x1f\x7f]+", re.IGNORECASE)
+
+
+def _links_in(text: str) -> list[str]:
+    return [m.group(0).rstrip(".,;:!?)]}") for m in _URL_RE.finditer(text)]
+
+
+def _authenticated(msg: Message, trusted: set[str]) -> bool:
+    """True if a trusted Authentication-Results header passes dkim/spf or is our MTA's own."""
+    for value in _raw_all(msg, "Authentication-Results"):
+        text = " ".join(value.split())
+        authserv, _, results = text.partition(";")
+        if authserv.split(" ")[0].strip().lower() not in trusted:
+            continue
+        results = results.strip().lower()
+        if results == "none" or re.search(r"(?:^|[\s;])(?:dkim|spf)=pass\b", results):
+            return True
+    return False
+
+
+def parse_message(raw: bytes, *, limits: MailLimits = MailLimits(),
+                  trusted_authserv_ids: Iterable[str] = ()) -> ParsedMail:
+    """Parse one raw message into a :class:`ParsedMail`, refusing hostile input.
+
+    Raises :class:`HostileMail` (never anything else) when the message is over a limit,
+    has truncated MIME, duplicate or missing From, ambiguous addresses, or cannot be parsed.
+    Pure and deterministic: repeat calls give the same answer.
+    """
+    if len(raw) > limits.max_message_size:
+        raise HostileMail(f"message too large: {len(raw)} bytes (limit {limits.max_message_size})")
+    _scan_structure(raw, limits)
+    try:
+        return _parse_checked(raw, limits, {t.lower() for t in trusted_authserv_ids})
+    except HostileMail:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the email package's failures are many
+        raise HostileMail(f"unparseable message: {type(exc).__name__}: {exc}"[:300]) from None
+
+
+def _parse_checked(raw: bytes, limits: MailLimits, trusted: set[str]) -> ParsedMail:
+    msg = message_from_bytes(raw)
+    for name in _ONCE:
+        _single(msg, name)
+    from_value = _single(msg, "From", required=True)
+    senders = parse_address_list(from_value or "")
+    if len(senders) != 1:
+        raise HostileMail(f"From names {len(senders)} addresses (exactly one allowed)")
+    message_id = _decode_header(_single(msg, "Message-ID")) or None
+    if message_id and (len(message_id) > 998 or not re.fullmatch(r"<[!-~]+>", message_id)):
+        raise HostileMail("malformed Message-ID")
+    date_text = _single(msg, "Date")
+    try:
+        date = parsedate_to_datetime(date_text) if date_text else None
+    except (TypeError, ValueError, IndexError):
+        date = None
+    plain: list[str] = []
+    html_text: list[str] = []
+    links: list[str] = []
+    stack: list[Message] = [msg]  # iterative walk: no recursion whatever the depth
+    while stack:
+        part = stack.pop()
+        if part.is_multipart():
+            payload = part.get_payload()
+            stack.extend(reversed(payload if isinstance(payload, list) else []))
+            continue
+        if part.get_content_disposition() == "attachment":
+            continue
+        ctype = part.get_content_type()
+        if ctype == "text/plain":
+            text = _part_text(part)
+            plain.append(text)
+            links.extend(_links_in(text))
+        elif ctype == "text/html":
+            parser = _HTMLText()
+            parser.feed(_part_text(part))
+            parser.close()
+            links.extend(parser.hrefs)
+            flat = html.unescape("".join(parser.text))
+            html_text.append(flat)
+            links.extend(_links_in(flat))
+    unique: list[str] = []
+    for link in links:
+        if (link.lower().startswith(("http://", "https://")) and len(link) <= limits.max_link_length
+                and link not in unique):
+            unique.append(link)
+    return ParsedMail(
+        message_id=message_id, from_addr=senders[0],
+        to_addrs=_addresses(msg, "To") + _addresses(msg, "Cc"),
+        delivered_to=_addresses(msg, "Delivered-To"),
+        subject=_decode_header(_single(msg, "Subject")), date=date,
+        text="\n".join(plain) if plain else "\n".join(html_text),
+        links=unique[: limits.max_links], authenticated=_authenticated(msg, trusted))
+
+
+_FORBIDDEN_IN_URL = re.compile(r"[\x00-\x20\x7f\\]|\s")
+_ENCODED_PATH = re.compile(r"%(?:2f|2e|5c)", re.IGNORECASE)
+
+
+def _norm_host(host: str) -> str:
+    """Lower-case a host; IP literals are normalized, names go through IDNA (UTS 46)."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    return idna.encode(host, uts46=True).decode("ascii").lower()
+
+
+def _origin(url: str) -> tuple[str, str, int, str]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"scheme {scheme or '(none)'!r} is not http(s)")
+    if "@" in parts.netloc:
+        raise ValueError("userinfo in URL")
+    if not parts.hostname:
+        raise ValueError("no host")
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, _norm_host(parts.hostname), port, parts.path or "/"
+
+
+def link_problem(url: str, base_url: str, path_prefix: str = "") -> str | None:
+    """Why ``url`` may not be followed for ``base_url`` + ``path_prefix``; None if it may.
+
+    The URL must have base_url's scheme, host (case-insensitive, IDNA-normalized) and port
+    (explicit or default); a path under base_url's path + path_prefix, matched at a segment
+    boundary; no userinfo, backslash, control character, whitespace, ``.``/``..`` segment
+    or percent-encoded ``/``, ``.`` or ``\\``.
+    """
+    if _FORBIDDEN_IN_URL.search(url):
+        return "control character, whitespace or backslash in URL"
+    try:
+        scheme, host, port, path = _origin(url)
+    except (ValueError, idna.IDNAError, UnicodeError) as exc:
+        return f"bad URL: {exc}"
+    try:
+        b_scheme, b_host, b_port, b_path = _origin(base_url)
+    except (ValueError, idna.IDNAError, UnicodeError) as exc:
+        return f"bad base URL: {exc}"
+    if (scheme, host, port) != (b_scheme, b_host, b_port):
+        return f"origin {scheme}://{host}:{port} is not {b_scheme}://{b_host}:{b_port}"
+    if _ENCODED_PATH.search(path) or any(s in (".", "..") for s in path.split("/")):
+        return "encoded slash or dot, or dot segment, in path"
+    prefix = b_path.rstrip("/") + ("/" + path_prefix.lstrip("/") if path_prefix else "")
+    if prefix.endswith("/") or not prefix:
+        ok = path.startswith(prefix or "/")
+    else:
+        ok = path == prefix or path.startswith(prefix + "/")
+    return None if ok else f"path {path[:200]!r} is not under {prefix!r}"
+
+
+def safe_link(url: str, base_url: str, path_prefix: str = "") -> bool:
+    """True only if ``url`` may be followed (see :func:`link_problem` for the rules)."""
+    return link_problem(url, base_url, path_prefix) is None

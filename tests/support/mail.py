@@ -1,0 +1,85 @@
+"""Test helpers for mail: message builders (good and hostile) and an SMTP sender."""
+from __future__ import annotations
+
+import smtplib
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from datetime import datetime, timezone
+
+CA_BASE = "http://127.0.0.1:8443"
+PROBE_PATH = "/domains/verify/p123"
+
+
+def probe_mail(*, to: str = "postmaster@example.test", sender: str = "ca@ca.example",
+               link: str = f"{CA_BASE}{PROBE_PATH}?token=t0k3n",
+               subject: str = "Please verify your domain", message_id: str | None = None,
+               html: bool = False, extra_text: str = "") -> bytes:
+    """A probe mail as the CA sends it, with one verification link."""
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    msg["Message-ID"] = message_id or make_msgid(domain="ca.example")
+    msg.set_content(f"Hello,\n\nfollow this link to verify:\n{link}\n{extra_text}\n")
+    if html:
+        msg.add_alternative(f'<html><body><p>Verify: <a href="{link}">here</a></p>'
+                            "<script>x='http://evil.example/'</script></body></html>",
+                            subtype="html")
+    return msg.as_bytes()
+
+
+def issuance_mail(*, to: str = "admin@example.test", serial: str = "0A:1B:2C",
+                  fingerprint: str = "ab" * 32,
+                  subject: str = "Your certificate was issued") -> bytes:
+    """The CA's notification that a certificate was issued, naming serial and fingerprint."""
+    msg = EmailMessage()
+    msg["From"] = "ca@ca.example"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain="ca.example")
+    msg.set_content(f"A certificate was issued for your account.\n\nSerial: {serial}\n"
+                    f"SHA256 Fingerprint: {fingerprint}\n")
+    return msg.as_bytes()
+
+
+def headers(to: str = "postmaster@example.test", message_id: str = "<m1@ca.example>",
+            extra: str = "") -> bytes:
+    """A plain header block (LF line endings, no blank line at the end)."""
+    return (f"From: ca@ca.example\nTo: {to}\nSubject: verify\nMessage-ID: {message_id}\n"
+            f"MIME-Version: 1.0\n{extra}").encode()
+
+
+def nested_multipart(depth: int, *, to: str = "postmaster@example.test",
+                     closed: bool = True) -> bytes:
+    """A message whose multiparts nest ``depth`` deep (the top level counts as one)."""
+    out = [headers(to, f"<deep{depth}@ca.example>",
+                   'Content-Type: multipart/mixed; boundary="b0"\n') + b"\n"]
+    for level in range(1, depth):
+        out.append(f'--b{level - 1}\nContent-Type: multipart/mixed; boundary="b{level}"\n\n'
+                   .encode())
+    out.append(f"--b{depth - 1}\nContent-Type: text/plain\n\n{CA_BASE}{PROBE_PATH}\n".encode())
+    if closed:
+        for level in reversed(range(depth)):
+            out.append(f"--b{level}--\n".encode())
+    return b"".join(out)
+
+
+def truncated_mime(to: str = "postmaster@example.test") -> bytes:
+    """A multipart message cut off before its closing boundary."""
+    return (headers(to, "<trunc@ca.example>",
+                    'Content-Type: multipart/alternative; boundary="zz"\n') + b"\n"
+            b"--zz\nContent-Type: text/plain\n\n" + f"{CA_BASE}{PROBE_PATH}\n".encode()
+            + b"--zz\nContent-Type: text/html\n\n<a href=\"")
+
+
+def big_body(size: int, to: str = "postmaster@example.test") -> bytes:
+    """A message with a ``size``-byte body."""
+    return headers(to, "<big@ca.example>") + b"\n" + (b"x" * 76 + b"\n") * (size // 77 + 1)
+
+
+def send(port: int, raw: bytes, *, sender: str = "ca@ca.example",
+         to: list[str] | str = "postmaster@example.test") -> dict[str, tuple[int, bytes]]:
+    """Send ``raw`` over SMTP to 127.0.0.1:``port``; returns smtplib's refused-recipients."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        return client.sendmail(sender, [to] if isinstance(to, str) else to, raw)
