@@ -1,0 +1,75 @@
+"""``certwright ca init|serve``: argparse wiring for the built-in CA.
+
+The main CLI calls :func:`register` with its subparsers object; each handler returns an
+exit code. ``serve`` blocks until interrupted (Ctrl-C exits with 0).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ca.setup import CAPaths, init_ca
+from engine.clock import clock_from_env
+
+log = structlog.get_logger("ca.cli")
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create the CA in ``--dir`` (idempotent)."""
+    init_ca(Path(args.dir), clock=clock_from_env(), name=args.name)
+    paths = CAPaths(Path(args.dir))
+    print(f"CA ready in {paths.root}; trust anchor: {paths.root_cert}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the CA until interrupted."""
+    from ca.server import CAServer
+
+    host, port = args.listen
+    server = CAServer(Path(args.dir), host=host, port=port, public_url=args.public_url,
+                      smarthost=args.smarthost, policy=args.policy, clock=clock_from_env(),
+                      mail_from=args.mail_from)
+    server.start()
+    print(f"CA listening on {server.url} (public URL {server.public_url}); Ctrl-C stops it",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``ca init`` and ``ca serve`` to an argparse subparsers object."""
+    ca = subparsers.add_parser("ca", help="the built-in CA")
+    sub = ca.add_subparsers(dest="ca_command", required=True)
+    init = sub.add_parser("init", help="create a CA directory (idempotent)")
+    init.add_argument("--dir", required=True, help="the CA directory")
+    init.add_argument("--name", default="certwright local CA", help="CA name in certificates")
+    init.set_defaults(func=cmd_init)
+    serve = sub.add_parser("serve", help="serve the CA's API and pages")
+    serve.add_argument("--dir", required=True, help="the CA directory (created if missing)")
+    serve.add_argument("--listen", type=_hostport, default=("127.0.0.1", 8440),
+                       metavar="HOST:PORT", help="where to listen (default 127.0.0.1:8440)")
+    serve.add_argument("--public-url", help="base URL put into mails, AIA and CRL URLs")
+    serve.add_argument("--smarthost", type=_hostport, metavar="HOST:PORT",
+                       help="send all mail here instead of the recipients' MX hosts")
+    serve.add_argument("--policy", choices=["cacert", "cabf"], default="cacert",
+                       help="which probe addresses are allowed")
+    serve.add_argument("--mail-from", default="ca@certwright.invalid",
+                       help="sender address of the CA's mail")
+    serve.set_defaults(func=cmd_serve)
+    return ca
