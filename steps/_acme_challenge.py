@@ -12,6 +12,7 @@ exit status and the tail of their stderr go into the error, never the environmen
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import threading
 import time
@@ -90,11 +91,14 @@ def _drop_responder(run_dir: Path, address: str) -> None:
     acme_responder.release(address)
 
 
-def run_hook(argv_template: Sequence[str], record: Presented, doing: str) -> None:
+def run_hook(argv_template: Sequence[str] | str, record: Presented, doing: str) -> None:
     """Run a dns hook, ``{name}``, ``{value}``, ``{domain}``, ``{token}`` substituted.
 
+    The hook is an argv list, or a string split like a shell would (no shell runs).
     Raises StepError with the exit status and the end of stderr when it fails.
     """
+    if isinstance(argv_template, str):
+        argv_template = shlex.split(argv_template)
     fields = {"name": record.name, "value": record.value,
               "domain": record.identifier.removeprefix("*."), "token": record.token}
     try:

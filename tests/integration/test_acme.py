@@ -63,10 +63,11 @@ class Env:
         return dict(step.run(self.ctx(step.name, **params)).outputs)
 
 
-def _start(tmp_path: Path, nonce_reject: int = 0) -> Iterator[Env]:
+def _start(tmp_path: Path, nonce_reject: int = 0, **pebble_args: Any) -> Iterator[Env]:
     _need_pebble()
     dns = TestDNS(tmp_path / "records.json").start()
-    pebble = Pebble(tmp_path / "pebble", dns_server=dns.address, nonce_reject=nonce_reject)
+    pebble = Pebble(tmp_path / "pebble", dns_server=dns.address, nonce_reject=nonce_reject,
+                    **pebble_args)
     try:
         pebble.start()
         yield Env(tmp_path, pebble, dns)

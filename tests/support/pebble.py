@@ -89,13 +89,15 @@ class Pebble:
 
     def __init__(self, folder: Path, *, dns_server: str, http_port: int | None = None,
                  nonce_reject: int = 0, eab_keys: dict[str, str] | None = None,
-                 binary: str | None = None) -> None:
+                 binary: str | None = None, extra_env: dict[str, str] | None = None) -> None:
         self.folder = folder
         self.dns_server = dns_server
         self.http_port = http_port or free_port()
         self.nonce_reject = nonce_reject
         self.eab_keys = eab_keys or {}
         self.binary = binary or find_pebble()
+        self.extra_env = dict(extra_env or {})
+        self.extra_env.pop("PEBBLE_VA_ALWAYS_VALID", None)  # challenges are always validated
         self.port = 0
         self.mgmt_port = 0
         self.ca_bundle = folder / "test-root.pem"
@@ -135,7 +137,7 @@ class Pebble:
         config_path.write_text(json.dumps(config, indent=2))
         env = dict(os.environ, PEBBLE_VA_NOSLEEP="1",
                    PEBBLE_WFE_NONCEREJECT=str(self.nonce_reject),
-                   PEBBLE_WFE_ORDERS_PER_PAGE="100")
+                   PEBBLE_WFE_ORDERS_PER_PAGE="100", **self.extra_env)
         env.pop("PEBBLE_VA_ALWAYS_VALID", None)
         self._log = open(self.folder / "pebble.log", "wb")
         self._proc = subprocess.Popen(
@@ -158,9 +160,9 @@ class Pebble:
         with urllib.request.urlopen(url, context=self._ssl, timeout=5) as resp:
             return bytes(resp.read())
 
-    def issuing_roots(self) -> list[x509.Certificate]:
-        """Pebble's issuing root (``/roots/0`` of the management interface)."""
-        return x509.load_pem_x509_certificates(self.get(f"{self.management}/roots/0"))
+    def issuing_roots(self, index: int = 0) -> list[x509.Certificate]:
+        """Pebble's issuing root (``/roots/<index>`` of the management interface)."""
+        return x509.load_pem_x509_certificates(self.get(f"{self.management}/roots/{index}"))
 
     def output(self) -> str:
         """What Pebble printed so far."""

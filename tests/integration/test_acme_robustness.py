@@ -1,0 +1,197 @@
+"""ACME steps under hostile conditions: rate limits, 503s, EAB, alternate chains, split states."""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from engine.clock import SystemClock
+from engine.errors import PermanentError, StepError
+from steps import acme, acme_responder
+from steps._acme_client import MAX_RETRY_AFTER, SERVER_RETRIES
+from steps.base import StepContext
+from tests.integration.test_acme import Env, _start, issue, make_csr, verify_chain
+
+
+class FakeCA:
+    """A loopback http:// server speaking just enough ACME to register an account.
+
+    ``fail[path]`` is a list of (status, retry_after) answered before the real answer.
+    """
+
+    def __init__(self) -> None:
+        self.fail: dict[str, list[tuple[int, str]]] = {}
+        self.hits: list[str] = []
+        ca = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, method: str) -> None:
+                ca.hits.append(f"{method} {self.path}")
+                if method == "POST":
+                    self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                queue = ca.fail.get(self.path)
+                if queue:
+                    status, retry_after = queue[0] if len(queue) == 1 and queue[0][0] < 0 else queue.pop(0)
+                    status = abs(status)
+                    kind = "rateLimited" if status == 429 else "serverInternal"
+                    body = json.dumps({"type": f"urn:ietf:params:acme:error:{kind}",
+                                       "detail": f"try later ({status})"}).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/problem+json")
+                    self.send_header("Retry-After", retry_after)
+                    self.send_header("Replay-Nonce", "bm9uY2U")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                base = f"http://127.0.0.1:{ca.port}"
+                if self.path == "/dir":
+                    body = json.dumps({"newNonce": f"{base}/nonce", "newAccount": f"{base}/acct",
+                                       "newOrder": f"{base}/order", "revokeCert": f"{base}/rev",
+                                       "keyChange": f"{base}/kc"}).encode()
+                    status = 200
+                elif self.path == "/nonce":
+                    body, status = b"", 200
+                else:
+                    body, status = json.dumps({"status": "valid"}).encode(), 201
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Replay-Nonce", "bm9uY2U")
+                if self.path == "/acct":
+                    self.send_header("Location", f"{base}/acct/1")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if method != "HEAD":
+                    self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._answer("GET")
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._answer("HEAD")
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._answer("POST")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_ca() -> Iterator[FakeCA]:
+    ca = FakeCA()
+    yield ca
+    ca.stop()
+
+
+def _ctx(tmp_path: Path, ca: FakeCA, sleeps: list[float]) -> StepContext:
+    return StepContext(run_id="r1", pipeline="t", state="s", step_id="acme_account",
+                       idempotency_key="r1:1:0", attempt=1,
+                       params={"directory": f"http://127.0.0.1:{ca.port}/dir",
+                               "allow_insecure": True, "contact": "a@acme.test"},
+                       run_dir=tmp_path / "run", state_dir=tmp_path, clock=SystemClock(),
+                       services={"sleep": sleeps.append})
+
+
+def test_503_and_429_are_retried_after_retry_after_capped(tmp_path: Path, fake_ca: FakeCA) -> None:
+    """503 on the directory and 429 on newAccount are retried after Retry-After, capped."""
+    fake_ca.fail["/dir"] = [(503, "7")]
+    fake_ca.fail["/acct"] = [(429, "3600")]
+    sleeps: list[float] = []
+    out = acme.Account().run(_ctx(tmp_path, fake_ca, sleeps)).outputs
+    assert out["account_url"].endswith("/acct/1")
+    assert len(sleeps) == 2
+    assert 5.0 <= sleeps[0] <= 7.0  # the directory's Retry-After: 7
+    assert sleeps[1] == MAX_RETRY_AFTER  # an hour asked, the cap given
+    assert fake_ca.hits.count("POST /acct") == 2
+
+
+def test_endless_rate_limit_gives_a_retryable_error_with_the_problem(tmp_path: Path,
+                                                                     fake_ca: FakeCA) -> None:
+    """A CA that keeps answering 429 makes a retryable StepError naming the problem, bounded."""
+    fake_ca.fail["/acct"] = [(-429, "1")]  # negative: repeat forever
+    sleeps: list[float] = []
+    with pytest.raises(StepError) as info:
+        acme.Account().run(_ctx(tmp_path, fake_ca, sleeps))
+    assert not isinstance(info.value, PermanentError)
+    assert "rateLimited" in str(info.value) and "try later (429)" in str(info.value)
+    assert len(sleeps) == SERVER_RETRIES
+
+
+@pytest.fixture
+def eab_env(tmp_path: Path) -> Iterator[Env]:
+    yield from _start(tmp_path, eab_keys={"kid-1": "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"})
+
+
+def test_external_account_binding(eab_env: Env) -> None:
+    """A CA requiring EAB refuses without it (PermanentError) and registers with it."""
+    with pytest.raises(PermanentError, match="external account binding"):
+        eab_env.run(acme.Account())
+    out = eab_env.run(acme.Account(), eab_kid="kid-1",
+                      eab_hmac_key="zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W")
+    assert out["account_url"].startswith(eab_env.pebble.directory.rsplit("/", 1)[0])
+
+
+@pytest.fixture
+def alt_env(tmp_path: Path) -> Iterator[Env]:
+    yield from _start(tmp_path, extra_env={"PEBBLE_ALTERNATE_ROOTS": "1"})
+
+
+def test_preferred_chain_picks_the_alternate_root(alt_env: Env) -> None:
+    """preferred_chain names the alternate root's CN; the written chain leads to that root."""
+    env = alt_env
+    domains = ["alt.acme.test"]
+    default = issue(env, domains, type="http-01", http_address=env.http_address)
+    alt_root = env.pebble.issuing_roots(1)[0]
+    alt_cn = alt_root.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    out = env.run(acme.Download(), preferred_chain=alt_cn, out_dir=str(env.tmp / "alt"))
+    chain = x509.load_pem_x509_certificates(Path(out["chain_path"]).read_bytes())
+    assert chain[-1].issuer == alt_root.subject
+    assert out["serial"] == default["serial"]  # same leaf, other chain
+
+
+def test_present_then_wait_in_two_states(env_pair: Env) -> None:
+    """wait: false presents only (state 'registered'); wait: true answers and polls ('probed')."""
+    env = env_pair
+    domains = ["split.acme.test"]
+    env.run(acme.Account())
+    env.run(acme.Order(), domains=domains)
+    first = env.run(acme.Challenge(), type="http-01", http_address=env.http_address, wait=False)
+    assert first["status"] == "presented"
+    assert acme_responder.find(env.http_address) is not None  # still serving for the CA
+    again = env.run(acme.Challenge(), type="http-01", http_address=env.http_address)
+    assert again["status"] == "valid"
+    assert acme_responder.find(env.http_address) is None
+    csr = make_csr(env.tmp / "csr", domains)
+    env.run(acme.Finalize(), csr=str(csr))
+    verify_chain(env, env.run(acme.Download()), domains)
+
+
+def test_finalize_refuses_a_csr_for_other_names(env_pair: Env) -> None:
+    """A CSR whose names differ from the order's is a PermanentError naming both sets."""
+    env = env_pair
+    env.run(acme.Account())
+    env.run(acme.Order(), domains=["right.acme.test"])
+    env.run(acme.Challenge(), type="http-01", http_address=env.http_address)
+    csr = make_csr(env.tmp / "csr", ["wrong.acme.test"])
+    with pytest.raises(PermanentError, match="wrong.acme.test.*right.acme.test"):
+        env.run(acme.Finalize(), csr=str(csr))
+
+
+@pytest.fixture
+def env_pair(tmp_path: Path) -> Iterator[Env]:
+    yield from _start(tmp_path)
