@@ -1,0 +1,374 @@
+"""Safe file installation for ``install.files`` and the rollback of ``install.check``.
+
+The lineage idea of certbot's ``storage.py``, for plain files a server reads directly:
+
+1. the files about to be replaced are copied into ``<dir>/.certwright/versions/<stamp>/``
+   with a ``meta.json`` naming the certificate that replaced them;
+2. the new files are staged (fsynced) in ``<dir>/.certwright/staging/``, then the marker
+   ``<dir>/.certwright/pending`` is written: from then on the deploy can always be finished;
+3. each target is replaced atomically (temp file in the target folder created with
+   ``O_EXCL|O_NOFOLLOW``, write, fsync, ``rename``, fsync the folder), key first;
+4. the marker is removed.
+
+A crash leaves either no marker (nothing or everything switched) or a marker with complete
+staging; :func:`recover` finishes that deploy, or rolls it back to the saved version when
+the staging copies do not match the marker, and logs which.
+
+Hazards: the target folder must not be writable by anyone else and neither it nor any
+target may be a symlink, or another user could redirect our writes (the checks use
+``lstat`` and ``O_NOFOLLOW``). Version folders hold private keys: ``.certwright`` is 0700.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from engine.clock import Clock
+from engine.errors import PermanentError, StepError
+
+ROLES = ("key", "cert", "chain", "fullchain")  # also the write order: key before cert
+MODES = {"key": 0o600, "cert": 0o644, "chain": 0o644, "fullchain": 0o644}
+DEFAULT_NAMES = {"key": "server.key", "cert": "server.crt", "chain": "chain.pem",
+                 "fullchain": "fullchain.pem"}
+META_DIR = ".certwright"
+
+Files = Mapping[str, bytes | None]  # role -> content, None for "absent"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def leaf_fingerprint(pem: bytes) -> str:
+    """SHA-256 (hex) of the DER of the first certificate in ``pem``; "" if none."""
+    try:
+        cert = x509.load_pem_x509_certificates(pem)[0]
+    except (ValueError, IndexError):
+        return ""
+    return sha256_hex(cert.public_bytes(serialization.Encoding.DER))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the installed files live: the target folder and each role's file name."""
+
+    dir: Path
+    names: Mapping[str, str]
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any]) -> "Layout":
+        if not p.get("dir"):
+            raise PermanentError("install: parameter 'dir' (the target folder) is required")
+        names = {r: str(p.get(f"{r}_name") or DEFAULT_NAMES[r]) for r in ROLES}
+        for role, name in names.items():
+            if "/" in name or name in (".", "..", META_DIR) or not name:
+                raise PermanentError(f"install: {role}_name {name!r} must be a plain file name")
+        if len(set(names.values())) != len(names):
+            raise PermanentError(f"install: file names must differ, got {names}")
+        return cls(Path(str(p["dir"])), names)
+
+    def path(self, role: str) -> Path:
+        return self.dir / self.names[role]
+
+    @property
+    def meta(self) -> Path:
+        return self.dir / META_DIR
+
+    @property
+    def versions(self) -> Path:
+        return self.meta / "versions"
+
+    @property
+    def staging(self) -> Path:
+        return self.meta / "staging"
+
+    @property
+    def pending(self) -> Path:
+        return self.meta / "pending"
+
+
+# -- folder and file safety ----------------------------------------------------------------
+
+def _unsafe_mode(st: os.stat_result) -> bool:
+    return bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def check_folder(folder: Path, what: str, *, create_mode: int | None = None) -> None:
+    """Refuse a symlinked, non-folder or group/world-writable ``folder``.
+
+    When it is missing and ``create_mode`` is given, create it with that mode provided its
+    parent exists, is a real folder and is not group/world-writable; else PermanentError.
+    """
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        if create_mode is None:
+            raise PermanentError(f"{what} {folder} does not exist") from None
+        try:
+            pst = os.lstat(folder.parent)
+        except FileNotFoundError:
+            raise PermanentError(f"{what} {folder} does not exist, nor does its parent; "
+                                 "create it first") from None
+        if stat.S_ISLNK(pst.st_mode) or not stat.S_ISDIR(pst.st_mode) or _unsafe_mode(pst):
+            raise PermanentError(f"{what} {folder} does not exist and its parent is a symlink, "
+                                 "not a folder, or writable by group/others; create it first")
+        try:
+            os.mkdir(folder, create_mode)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise PermanentError(f"cannot create {what} {folder}: {exc.strerror}") from exc
+        os.chmod(folder, create_mode)  # the umask filters mkdir's mode
+        st = os.lstat(folder)
+    if stat.S_ISLNK(st.st_mode):
+        raise PermanentError(f"{what} {folder} is a symlink; refusing to write through it")
+    if not stat.S_ISDIR(st.st_mode):
+        raise PermanentError(f"{what} {folder} exists but is not a folder")
+    if _unsafe_mode(st):
+        raise PermanentError(f"{what} {folder} is writable by group or others (mode "
+                             f"{stat.S_IMODE(st.st_mode):04o}); chmod go-w it first")
+
+
+def check_target(path: Path) -> None:
+    """Refuse a target that is a symlink or not a regular file (missing is fine)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise PermanentError(f"install target {path} is a symlink; refusing to replace it")
+    if not stat.S_ISREG(st.st_mode):
+        raise PermanentError(f"install target {path} exists but is not a regular file")
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(target: Path, data: bytes, mode: int) -> None:
+    """Replace ``target`` with ``data`` (``mode``) atomically; a crash leaves old or new."""
+    tmp = target.with_name(f".{target.name}.certwright-tmp")
+    try:
+        tmp.unlink()  # a leftover of a crash; we own this name in a folder only we write
+    except FileNotFoundError:
+        pass
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     mode)
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, target)
+    except OSError as exc:
+        raise StepError(f"install: writing {target} failed: {exc.strerror or exc}") from exc
+    fsync_dir(target.parent)
+
+
+def read_file(path: Path) -> bytes | None:
+    """The bytes of a regular file, None if missing (symlinks are not followed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PermanentError(f"install: cannot read {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
+def read_current(layout: Layout) -> dict[str, bytes | None]:
+    return {r: read_file(layout.path(r)) for r in ROLES}
+
+
+def matches(layout: Layout, files: Files) -> bool:
+    """True if every target already holds exactly ``files`` with the right modes."""
+    for role in ROLES:
+        want = files.get(role)
+        path = layout.path(role)
+        have = read_file(path)
+        if have != want:
+            return False
+        if want is not None and stat.S_IMODE(os.lstat(path).st_mode) != MODES[role]:
+            return False
+    return True
+
+
+# -- versions ------------------------------------------------------------------------------
+
+def save_version(layout: Layout, current: Files, replaced_by: str, clock: Clock) -> Path | None:
+    """Copy the current files into a new version folder; None if there were none."""
+    present = {r: d for r, d in current.items() if d is not None}
+    if not present:
+        return None
+    check_folder(layout.meta, "metadata folder", create_mode=0o700)
+    check_folder(layout.versions, "versions folder", create_mode=0o700)
+    stamp = clock.now().strftime("%Y%m%dT%H%M%S.%fZ")
+    serial = _serial(present.get("cert") or b"")
+    base = f"{stamp}-{serial}" if serial else stamp
+    for n in range(1, 1000):
+        folder = layout.versions / (base if n == 1 else f"{base}.{n}")
+        try:
+            os.mkdir(folder, 0o700)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - a thousand versions in one microsecond
+        raise StepError(f"install: cannot name a new version folder under {layout.versions}")
+    for role, data in present.items():
+        write_atomic(folder / layout.names[role], data, MODES[role])
+    meta = {"created": clock.now().isoformat(), "replaced_by_cert_sha256": replaced_by,
+            "cert_sha256": leaf_fingerprint(present.get("cert") or b""),
+            "files": {r: layout.names[r] for r in present}}
+    write_atomic(folder / "meta.json", json.dumps(meta, indent=2).encode(), 0o600)
+    fsync_dir(layout.versions)
+    return folder
+
+
+def _serial(pem: bytes) -> str:
+    try:
+        return format(x509.load_pem_x509_certificates(pem)[0].serial_number, "x")[:32]
+    except (ValueError, IndexError):
+        return ""
+
+
+def list_versions(layout: Layout) -> list[Path]:
+    """Version folders, newest first (their names start with a UTC timestamp)."""
+    try:
+        entries = [p for p in layout.versions.iterdir()
+                   if p.is_dir() and not p.is_symlink() and (p / "meta.json").is_file()]
+    except FileNotFoundError:
+        return []
+    return sorted(entries, key=lambda p: p.name, reverse=True)
+
+
+def load_version(folder: Path) -> tuple[dict[str, Any], dict[str, bytes | None]]:
+    """A version's meta and files by role (roles it did not have are None)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        names = dict(meta["files"])
+        files: dict[str, bytes | None] = {r: None for r in ROLES}
+        for role, name in names.items():
+            files[role] = (folder / name).read_bytes()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PermanentError(f"install: version folder {folder} is unreadable: {exc}") from exc
+    return meta, files
+
+
+def prune_versions(layout: Layout, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest version folders; returns those deleted."""
+    doomed = list_versions(layout)[max(keep, 0):]
+    for folder in doomed:
+        shutil.rmtree(folder, ignore_errors=True)
+    if doomed:
+        fsync_dir(layout.versions)
+    return doomed
+
+
+# -- the switch, and recovery from a crash in the middle of it -----------------------------
+
+def switch(layout: Layout, files: Files, previous: Files, version: str, log: Any) -> None:
+    """Make the targets hold ``files`` (None removes a target), crash-safely.
+
+    ``previous`` (the files before the switch) and ``version`` (the folder holding them,
+    "" if none) go into the pending marker so that :func:`recover` can roll back.
+    """
+    check_folder(layout.meta, "metadata folder", create_mode=0o700)
+    if layout.staging.exists():
+        shutil.rmtree(layout.staging)
+    os.mkdir(layout.staging, 0o700)
+    for role, data in files.items():
+        if data is not None:
+            write_atomic(layout.staging / role, data, 0o600)
+    marker = {"version": version,
+              "files": {r: sha256_hex(d) if d is not None else None for r, d in files.items()},
+              "previous": {r: sha256_hex(d) if d is not None else None
+                           for r, d in previous.items()}}
+    write_atomic(layout.pending, json.dumps(marker).encode(), 0o600)
+    _apply(layout, files)
+    _finish(layout)
+    log.debug("install_switched", dir=str(layout.dir))
+
+
+def _apply(layout: Layout, files: Files) -> None:
+    for role in ROLES:
+        data = files.get(role)
+        target = layout.path(role)
+        check_target(target)
+        if data is None:
+            if read_file(target) is not None:
+                target.unlink()
+                fsync_dir(layout.dir)
+        elif read_file(target) != data or stat.S_IMODE(os.lstat(target).st_mode) != MODES[role]:
+            write_atomic(target, data, MODES[role])
+
+
+def _finish(layout: Layout) -> None:
+    layout.pending.unlink()
+    fsync_dir(layout.meta)
+    shutil.rmtree(layout.staging, ignore_errors=True)
+
+
+def recover(layout: Layout, log: Any) -> str:
+    """Finish or roll back a deploy a crash left half done; "" when there was none.
+
+    Returns "finished" or "rolled_back". Raises PermanentError when neither is possible
+    (staging damaged and no saved version), leaving the marker for a person to look at.
+    """
+    try:
+        marker = json.loads(layout.pending.read_text(encoding="utf-8"))
+        wanted: dict[str, str | None] = dict(marker["files"])
+        version = str(marker.get("version") or "")
+        previous: dict[str, str | None] = dict(marker.get("previous") or {})
+    except FileNotFoundError:
+        return ""
+    except (OSError, ValueError, KeyError, TypeError):
+        wanted, version, previous = {}, "", {}
+    staged: dict[str, bytes | None] = {}
+    complete = bool(wanted)
+    for role, digest in wanted.items():
+        if digest is None:
+            staged[role] = None
+            continue
+        data = read_file(layout.staging / role)
+        if data is None or sha256_hex(data) != digest:
+            complete = False
+            break
+        staged[role] = data
+    if complete:
+        _apply(layout, staged)
+        _finish(layout)
+        log.warning("install_pending_finished", dir=str(layout.dir),
+                    reason="a previous deploy was interrupted; it was completed")
+        return "finished"
+    if version:
+        _, old = load_version(layout.versions / version)
+    elif previous and all(d is None for d in previous.values()):
+        old = {r: None for r in ROLES}  # nothing was installed before: undo means remove
+    else:
+        raise PermanentError(
+            f"install: found an interrupted deploy in {layout.dir} (marker {layout.pending}) "
+            "whose staged files are damaged and whose previous files were not saved; check "
+            "the installed files by hand, then remove the marker")
+    _apply(layout, old)
+    _finish(layout)
+    log.warning("install_pending_rolled_back", dir=str(layout.dir), version=version,
+                reason="a previous deploy was interrupted and its staged files were damaged")
+    return "rolled_back"
