@@ -3,6 +3,7 @@ recovery, and the 48-hour purge of unconfirmed accounts (real loopback HTTP and 
 from __future__ import annotations
 
 import httpx
+from structlog.testing import capture_logs
 
 from ca.passphrase import generate_passphrase
 from tests.support.ca import (  # noqa: F401  (fixtures)
@@ -130,3 +131,20 @@ def test_validation_errors_are_json_without_input(http: httpx.Client) -> None:
     r = http.post("/api/v1/accounts", json={"email": EMAIL, "passphrase": "S3cret Thing!!x"})
     assert r.status_code == 422 and r.json()["error"] == "bad_request"
     assert "name" in r.json()["message"] and "S3cret" not in r.text
+
+
+def test_logs_hold_no_secrets(http: httpx.Client, smtp_sink: SmtpSink) -> None:
+    """Join, confirm and login are logged, but never the passphrase, token or answers."""
+    phrase = generate_passphrase()
+    with capture_logs() as logs:
+        join(http, phrase).raise_for_status()
+        link = smtp_sink.last_to(EMAIL).link()
+        follow(http, link).raise_for_status()
+        token = http.post("/api/v1/login", json={"email": EMAIL, "passphrase": phrase}) \
+            .json()["token"]
+    events = {e["event"] for e in logs}
+    assert {"account_joined", "link_verified", "login", "http_request"} <= events
+    text = repr(logs)
+    link_token = LINK_RE.search(link).group(3)  # type: ignore[union-attr]
+    for secret in (phrase, token, link_token, "answer 1"):
+        assert secret not in text
