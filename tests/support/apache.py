@@ -115,6 +115,28 @@ def _run_user() -> tuple[str, str] | None:
     return None
 
 
+def _alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 class ApacheServer:
     """A private Apache httpd serving TLS on 127.0.0.1:<port> from ``<root>/certs``.
 
@@ -248,14 +270,9 @@ class ApacheServer:
             return None
 
     def is_running(self) -> bool:
+        """True while the parent process exists (a zombie counts as gone)."""
         pid = self.pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return pid is not None and _alive(pid)
 
     def fingerprint(self) -> str:
         """SHA-256 of the certificate served right now for ``server_name``."""
@@ -276,21 +293,22 @@ class ApacheServer:
             time.sleep(0.2)
 
     def stop(self, timeout: float = 15.0) -> None:
-        """``-k stop`` and wait for the parent to go; SIGKILL as a last resort."""
+        """``-k stop`` (or SIGTERM when that fails, e.g. with a broken config) and wait
+        for the parent to go; SIGKILL to its process group as a last resort."""
         pid = self.pid()
-        if pid is None:
+        if pid is None or not _alive(pid):
             return
-        subprocess.run([self.binary, "-f", str(self.conf), "-k", "stop"], env=self._env(),
-                       capture_output=True, timeout=timeout)
+        proc = subprocess.run([self.binary, "-f", str(self.conf), "-k", "stop"],
+                              env=self._env(), capture_output=True, timeout=timeout)
+        if proc.returncode != 0:  # -k stop parses the config first; a broken one fails
+            _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if not _alive(pid):
                 return
-            time.sleep(0.1)
+            time.sleep(0.05)
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.killpg(os.getpgid(pid), signal.SIGKILL)  # Apache runs in its own session
         except ProcessLookupError:
             pass
 
