@@ -273,10 +273,11 @@ class InstallCheck(BaseStep):
     Tries ``attempts`` handshakes ``delay`` seconds apart. On success outputs the
     fingerprint. On failure with ``rollback`` (default): restores the previous version
     (see :func:`_restore_previous`), runs ``reload``, and raises PermanentError naming what
-    was presented, what was expected and what was restored. Without rollback a mismatch is
-    a PermanentError and an unreachable server a StepError. Checking has no side effect,
-    so repeat calls are safe; a rollback restores only the version that the installed
-    certificate replaced, so repeating one after a crash restores the same files.
+    was presented, what was expected and what was restored. Without rollback (or without
+    ``dir``, which rollback needs) a mismatch is a PermanentError and an unreachable server
+    a StepError. Checking has no side effect, so repeat calls are safe; a rollback restores
+    only the version that the installed certificate replaced, and a crash in the middle of
+    one is settled (finished) by the next install step on the folder.
     """
 
     name: ClassVar[str] = "install.check"
@@ -314,7 +315,8 @@ class InstallCheck(BaseStep):
         if not expected:
             raise PermanentError(f"install.check: {p['cert']} holds no PEM certificate")
         rollback = bool(p.get("rollback", True))
-        layout = files.Layout.from_params(p) if rollback else None
+        # Without 'dir' there is nothing to put back: the check still runs, and says so.
+        layout = files.Layout.from_params(p) if rollback and p.get("dir") else None
         timeout = float(p.get("timeout") or 10)
         log = ctx.log.bind(step="install.check", address=address, server_name=sni)
 
@@ -329,9 +331,10 @@ class InstallCheck(BaseStep):
         log.warning("tls_check_failed", expected=expected,
                     presented=seen.fingerprint_sha256 if isinstance(seen, Presented) else "")
         if layout is None:
+            why = "rollback is off" if not rollback else "no 'dir' was given to roll back"
             if isinstance(seen, Presented):
-                raise PermanentError(problem + "; rollback is off, nothing was restored")
-            raise StepError(problem)
+                raise PermanentError(f"{problem}; {why}, nothing was restored")
+            raise StepError(f"{problem}; {why}")
         try:
             folder, restored = _restore_previous(layout, p.get("previous"), log)
         except PermanentError as exc:

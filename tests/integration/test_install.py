@@ -383,3 +383,46 @@ def test_check_unreachable_without_rollback_is_retryable(tmp_path: Path) -> None
             "attempts": 2, "delay": 0}))
     assert err.value.retryable and f"127.0.0.1:{port}" in str(err.value)
     assert "no TLS handshake" in str(err.value)
+
+
+def test_check_without_dir_does_not_roll_back(tmp_path: Path) -> None:
+    """rollback on but no 'dir': the failure says nothing could be restored."""
+    from tests.support.apache import free_port
+    m = make_material(tmp_path / "in", "a")
+    with pytest.raises(StepError, match="no 'dir' was given"):
+        InstallCheck().run(make_ctx(tmp_path, {
+            "address": f"127.0.0.1:{free_port()}", "cert": m["cert"], "attempts": 1}))
+
+
+def test_failed_check_restores_previous_version_and_reloads(tmp_path: Path,
+                                                             target: Path) -> None:
+    """A failed check puts back the files the last install replaced and runs the reload."""
+    from tests.support.apache import free_port
+    a = make_material(tmp_path / "in", "a")
+    b = make_material(tmp_path / "in", "b", chain=False)
+    install(tmp_path, target, a)
+    out_b = install(tmp_path, target, b)
+    flag = tmp_path / "reloaded"
+    with pytest.raises(PermanentError, match="was restored from") as err:
+        InstallCheck().run(make_ctx(tmp_path, {
+            "address": f"127.0.0.1:{free_port()}", "cert": b["cert"], "dir": str(target),
+            "reload": ["touch", str(flag)], "attempts": 1}))
+    assert out_b["previous"] in str(err.value) and "reloaded" in str(err.value)
+    assert flag.exists()
+    assert (target / "server.key").read_bytes() == Path(a["key"]).read_bytes()
+    assert (target / "chain.pem").read_bytes() == Path(a["chain"]).read_bytes()
+    assert not (target / ".certwright" / "pending").exists()
+
+
+def test_failed_check_with_nothing_to_restore_leaves_files(tmp_path: Path,
+                                                           target: Path) -> None:
+    """After a first install there is no previous version: the error says nothing was
+    restored and the files stay."""
+    from tests.support.apache import free_port
+    a = make_material(tmp_path / "in", "a")
+    install(tmp_path, target, a)
+    with pytest.raises(PermanentError, match="rollback failed: .*nothing restored"):
+        InstallCheck().run(make_ctx(tmp_path, {
+            "address": f"127.0.0.1:{free_port()}", "cert": a["cert"], "dir": str(target),
+            "attempts": 1}))
+    assert (target / "server.key").read_bytes() == Path(a["key"]).read_bytes()
