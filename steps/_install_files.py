@@ -20,14 +20,17 @@ target may be a symlink, or another user could redirect our writes (the checks u
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import stat
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -283,6 +286,34 @@ def prune_versions(layout: Layout, keep: int) -> list[Path]:
 
 
 # -- the switch, and recovery from a crash in the middle of it -----------------------------
+
+LOCK_WAIT = 30.0  # seconds to wait for another install into the same folder
+
+
+@contextmanager
+def locked(layout: Layout) -> Iterator[None]:
+    """Hold ``<dir>/.certwright/lock`` (flock) so two runs never switch one folder at once.
+
+    Raises StepError (retryable) when another process holds it for ``LOCK_WAIT`` seconds.
+    The lock goes with the process, so a crash never leaves it held.
+    """
+    check_folder(layout.meta, "metadata folder", create_mode=0o700)
+    fd = os.open(layout.meta / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StepError(f"install: {layout.dir} is being installed into by another "
+                                    f"process (lock {layout.meta / 'lock'} held)") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)
 
 def switch(layout: Layout, files: Files, previous: Files, version: str, log: Any) -> None:
     """Make the targets hold ``files`` (None removes a target), crash-safely.

@@ -26,7 +26,7 @@ from engine.errors import PermanentError, StepError
 from steps import _install_files as files
 from steps._install_tls import Presented, default_server_name, fetch_certificate, split_address
 from steps.base import BaseStep, Done, StepContext
-from steps.keys import load_private_key, public_key_sha256
+from steps.keys import parse_private_key, public_key_sha256
 
 _OUTPUT_CAP = 16 * 1024  # characters of stdout/stderr kept in outputs and messages
 _sleep: Callable[[float], None] = time.sleep  # replaced by tests that must not wait
@@ -97,7 +97,8 @@ class InstallFiles(BaseStep):
         certs = _load_certs(p["cert"], "certificate")
         leaf, extra = certs[0], certs[1:]
         chain = extra + (_load_certs(p["chain"], "chain") if p.get("chain") else [])
-        key = load_private_key(Path(str(p["key"])))
+        key_pem = _read(p["key"], "key")  # parsed and installed from the same bytes
+        key = parse_private_key(key_pem, str(p["key"]))
         if public_key_sha256(key) != public_key_sha256(leaf.public_key()):
             raise PermanentError(
                 f"install.files: key {p['key']} does not match the public key of certificate "
@@ -106,16 +107,21 @@ class InstallFiles(BaseStep):
         leaf_pem = _pem([leaf])
         fingerprint = files.sha256_hex(leaf.public_bytes(serialization.Encoding.DER))
         wanted: dict[str, bytes | None] = {
-            "key": _read(p["key"], "key"), "cert": leaf_pem,
+            "key": key_pem, "cert": leaf_pem,
             "chain": _pem(chain) if chain else None, "fullchain": leaf_pem + _pem(chain)}
 
         # 2. The folder and targets must be safe; finish a deploy a crash interrupted.
         files.check_folder(layout.dir, "target folder", create_mode=0o755)
         for role in files.ROLES:
             files.check_target(layout.path(role))
-        if layout.meta.exists() or layout.meta.is_symlink():
-            files.check_folder(layout.meta, "metadata folder")
-            files.recover(layout, log)
+        with files.locked(layout):
+            return self._install(ctx, layout, wanted, fingerprint, keep, bool(chain), log)
+
+    @staticmethod
+    def _install(ctx: StepContext, layout: files.Layout, wanted: dict[str, bytes | None],
+                 fingerprint: str, keep: int, chain: bool, log: Any) -> Done:
+        """Steps 2b-3 of :meth:`run`, under the folder's lock."""
+        files.recover(layout, log)
 
         out = {"cert_path": str(layout.path("cert")), "key_path": str(layout.path("key")),
                "chain_path": str(layout.path("chain")) if chain else "",
@@ -242,9 +248,12 @@ def _restore_previous(layout: files.Layout, previous: Any, log: Any) -> tuple[Pa
     PermanentError when there is none (nothing is changed then).
     """
     files.check_folder(layout.dir, "target folder")
-    if layout.meta.exists():
-        files.check_folder(layout.meta, "metadata folder")
-        files.recover(layout, log)  # a crash mid-deploy: settle it before choosing
+    with files.locked(layout):
+        return _restore_locked(layout, previous, log)
+
+
+def _restore_locked(layout: files.Layout, previous: Any, log: Any) -> tuple[Path, str]:
+    files.recover(layout, log)  # a crash mid-deploy: settle it before choosing
     current_fp = files.leaf_fingerprint(files.read_file(layout.path("cert")) or b"")
     if previous:
         folder = Path(str(previous))

@@ -117,15 +117,20 @@ def load_private_key(path: Path) -> PrivateKey:
         raise PermanentError(f"key file {path} does not exist") from None
     except OSError as exc:
         raise PermanentError(f"cannot read key file {path}: {exc.strerror}") from exc
+    return parse_private_key(data, str(path))
+
+
+def parse_private_key(data: bytes, where: str) -> PrivateKey:
+    """Parse PEM ``data`` read from ``where`` as an unencrypted EC or RSA private key."""
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
-        raise PermanentError(f"key file {path} is encrypted; certwright needs an "
+        raise PermanentError(f"key file {where} is encrypted; certwright needs an "
                              "unencrypted PEM key") from None
     except (ValueError, UnsupportedAlgorithm):
-        raise PermanentError(f"{path} does not hold a PEM private key") from None
+        raise PermanentError(f"{where} does not hold a PEM private key") from None
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
-        raise PermanentError(f"key file {path} holds a {type(key).__name__}; "
+        raise PermanentError(f"key file {where} holds a {type(key).__name__}; "
                              "only EC (P-256, P-384) and RSA keys are supported")
     return key
 

@@ -426,3 +426,24 @@ def test_failed_check_with_nothing_to_restore_leaves_files(tmp_path: Path,
             "address": f"127.0.0.1:{free_port()}", "cert": a["cert"], "dir": str(target),
             "attempts": 1}))
     assert (target / "server.key").read_bytes() == Path(a["key"]).read_bytes()
+
+
+def test_concurrent_install_into_same_folder_waits_then_retries(
+        tmp_path: Path, target: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While another process holds the folder's lock, install.files gives up with a
+    retryable StepError and writes nothing."""
+    import fcntl
+    install(tmp_path, target, make_material(tmp_path / "in", "a"))
+    before = snapshot(target)
+    monkeypatch.setattr(files_mod, "LOCK_WAIT", 0.2)
+    # flock locks belong to open file descriptions: a second open() conflicts like another
+    # process would
+    fd = os.open(target / ".certwright" / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(StepError, match="another process") as err:
+            install(tmp_path, target, make_material(tmp_path / "in", "b"))
+        assert err.value.retryable is True
+    finally:
+        os.close(fd)
+    assert snapshot(target) == before
