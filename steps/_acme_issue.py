@@ -2,7 +2,7 @@
 
 Polling schedule (:func:`poll_until`): when the CA sends ``Retry-After`` we wait that long,
 capped at ``max_retry_after`` seconds (default 10) so a confused CA cannot park a step for
-hours; without it we start at 0.25 s and double up to 2 s — a test CA answers within
+hours; without it we start at 0.05 s and double up to 2 s — a test CA answers within
 milliseconds and a public one within seconds, so this is quick on both without hammering.
 Polling stops after ``timeout`` seconds (default 300) with a retryable StepError.
 """
@@ -55,7 +55,7 @@ def poll_until(ctx: StepContext, check: Callable[[], tuple[bool, requests.Respon
     cap = float(ctx.params.get("max_retry_after", 10))
     sleep = sleep_of(ctx)
     deadline = monotonic() + timeout
-    backoff = 0.25
+    backoff = 0.05
     while True:
         done, resp = check()
         if done:

@@ -95,8 +95,7 @@ class Responder:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("responder_request", line=format % args)
 
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server((self.host, self.port), Handler)
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name=f"acme-responder-{self.port}", daemon=True)
@@ -111,6 +110,13 @@ class Responder:
             self._server.server_close()
             self._server = None
             log.info("responder_stopped", address=self.address)
+
+
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 drops SYNs when a CA validates many tokens at once; the
+    # client then retransmits after a second, which stalls validation (seen under load).
+    request_queue_size = 128
+    daemon_threads = True
 
 
 _registry: dict[str, tuple[Responder, int]] = {}

@@ -195,3 +195,31 @@ def test_finalize_refuses_a_csr_for_other_names(env_pair: Env) -> None:
 @pytest.fixture
 def env_pair(tmp_path: Path) -> Iterator[Env]:
     yield from _start(tmp_path)
+
+
+def test_responder_is_shared_by_address_and_serves_only_tokens(tmp_path: Path) -> None:
+    """acquire() shares one listener per address; the last release stops it; junk paths 404."""
+    import urllib.error
+    import urllib.request
+
+    from tests.support.pebble import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    first = acme_responder.acquire(address)
+    assert acme_responder.acquire(address) is first
+    first.add("tok_en-1", "tok_en-1.thumb")
+    (tmp_path / "secret").write_text("no")
+    first.folder = tmp_path / "acme-challenge"
+    url = f"http://{address}/.well-known/acme-challenge/"
+    with urllib.request.urlopen(url + "tok_en-1", timeout=5) as resp:
+        assert resp.read() == b"tok_en-1.thumb"
+    for bad in ("..%2Fsecret", "../secret", "unknown"):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url + bad, timeout=5)
+        assert info.value.code == 404
+    acme_responder.release(address)
+    assert acme_responder.find(address) is first  # one user left
+    acme_responder.release(address)
+    assert acme_responder.find(address) is None
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "tok_en-1", timeout=2)

@@ -1,0 +1,213 @@
+"""Benchmark: seconds per certificate from one Pebble for certbot, acme-tiny and certwright.
+
+One Pebble on loopback (``PEBBLE_VA_NOSLEEP=1``, real http-01 validation against the port
+each client serves in turn, names resolved by the test DNS server) issues the same number
+of certificates (``--n``, default 20) to each client, one client after the other:
+
+* certbot (Debian): one ``certbot certonly --standalone`` process per certificate, with its
+  own config/work/logs folders (the account is registered by the first one and reused).
+* acme-tiny (Debian): one process per certificate, challenge files served from its
+  ``--acme-dir`` by a small static HTTP server; RSA account key made once.
+* certwright: the ACME steps in one process: account once, then per certificate
+  key + CSR, order, challenge, finalize, download, ``--workers`` certificates at a time.
+  :func:`certwright_issue` is the single place to switch to ``engine.api.run_pipeline``.
+
+``--json`` prints one JSON object with ``certbot_s_per_cert``, ``acme_tiny_s_per_cert``,
+``certwright_s_per_cert`` and ``speedup_vs_fastest_peer`` (the faster peer's s/cert over
+certwright's); otherwise the figures are printed as a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.x509.oid import NameOID  # noqa: E402
+
+from engine.clock import SystemClock  # noqa: E402
+from steps import acme, acme_responder  # noqa: E402
+from steps.base import StepContext  # noqa: E402
+from tests.support.dns import TestDNS  # noqa: E402
+from tests.support.pebble import Pebble  # noqa: E402
+
+ZONE = "bench.acme.test"
+
+
+def _write_key_and_csr(folder: Path, domain: str) -> Path:
+    """A fresh P-256 key (0600) and a CSR for ``domain``; returns the CSR path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_path = folder / "server.key"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    os.chmod(key_path, 0o600)
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)]))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+           .sign(key, hashes.SHA256()))
+    path = folder / "server.csr"
+    path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def _timed(fn: Callable[[], int]) -> tuple[float, int]:
+    start = time.perf_counter()
+    done = fn()
+    return time.perf_counter() - start, done
+
+
+def run_certbot(pebble: Pebble, work: Path, domains: list[str]) -> int:
+    """Issue each domain with its own certbot process; returns how many succeeded."""
+    certbot = shutil.which("certbot")
+    if certbot is None:
+        raise RuntimeError("certbot is not installed (Debian package 'certbot')")
+    env = dict(os.environ, REQUESTS_CA_BUNDLE=str(pebble.ca_bundle))
+    ok = 0
+    for domain in domains:
+        proc = subprocess.run(
+            [certbot, "certonly", "--standalone", "--http-01-port", str(pebble.http_port),
+             "--http-01-address", "127.0.0.1", "--server", pebble.directory, "-d", domain,
+             "--config-dir", str(work / "config"), "--work-dir", str(work / "work"),
+             "--logs-dir", str(work / "logs"), "--non-interactive", "--agree-tos",
+             "-m", f"admin@{ZONE}", "--no-eff-email", "--quiet"],
+            env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"certbot failed for {domain}: {proc.stderr[-2000:]}")
+        ok += 1
+    return ok
+
+
+def run_acme_tiny(pebble: Pebble, work: Path, domains: list[str]) -> int:
+    """Issue each domain with its own acme-tiny process; returns how many succeeded."""
+    tiny, openssl = shutil.which("acme-tiny"), shutil.which("openssl")
+    if tiny is None or openssl is None:
+        raise RuntimeError("acme-tiny and openssl are needed (Debian 'acme-tiny', 'openssl')")
+    challenges = work / "challenges"
+    challenges.mkdir(parents=True, exist_ok=True)
+    account = work / "account.key"
+    subprocess.run([openssl, "genrsa", "-out", str(account), "2048"], check=True,
+                   capture_output=True)
+    env = dict(os.environ, SSL_CERT_FILE=str(pebble.ca_bundle))
+    server = acme_responder.Responder("127.0.0.1", pebble.http_port, folder=challenges).start()
+    ok = 0
+    try:
+        for domain in domains:
+            csr = _write_key_and_csr(work / domain, domain)
+            proc = subprocess.run(
+                [tiny, "--account-key", str(account), "--csr", str(csr), "--acme-dir",
+                 str(challenges), "--directory-url", pebble.directory, "--disable-check",
+                 "--quiet"], env=env, capture_output=True, text=True, check=False)
+            if proc.returncode != 0 or "BEGIN CERTIFICATE" not in proc.stdout:
+                raise RuntimeError(f"acme-tiny failed for {domain}: {proc.stderr[-2000:]}")
+            (work / domain / "chain.pem").write_text(proc.stdout)
+            ok += 1
+    finally:
+        server.stop()
+    return ok
+
+
+def _ctx(step: str, params: dict[str, Any], run_dir: Path, state_dir: Path) -> StepContext:
+    return StepContext(run_id=run_dir.name, pipeline="acme", state="bench", step_id=step,
+                       idempotency_key=f"{run_dir.name}:1:0", attempt=1, params=params,
+                       run_dir=run_dir, state_dir=state_dir, clock=SystemClock())
+
+
+def certwright_issue(domain: str, common: dict[str, Any], state_dir: Path) -> dict[str, Any]:
+    """Issue one certificate with certwright; the one place to switch to the engine's API.
+
+    Today it drives the ACME steps in-process; once ``engine.api.run_pipeline`` exists this
+    becomes ``run_pipeline("acme", {"domain": domain, ...}, state_dir)``.
+    """
+    run_dir = state_dir / "runs" / domain
+    csr = _write_key_and_csr(run_dir, domain)
+    out: dict[str, Any] = {}
+    for step, extra in ((acme.Order(), {"domains": [domain]}),
+                        (acme.Challenge(), {"type": "http-01",
+                                            "http_address": common["http_address"]}),
+                        (acme.Finalize(), {"csr": str(csr)}),
+                        (acme.Download(), {})):
+        params = {k: v for k, v in common.items() if k != "http_address"}
+        out = dict(step.run(_ctx(step.name, {**params, **extra}, run_dir, state_dir)).outputs)
+    return out
+
+
+def run_certwright(pebble: Pebble, work: Path, domains: list[str], workers: int) -> int:
+    """Account once, then every certificate, ``workers`` at a time; returns how many succeeded."""
+    common = {"directory": pebble.directory, "ca_bundle": str(pebble.ca_bundle),
+              "contact": f"admin@{ZONE}", "http_address": f"127.0.0.1:{pebble.http_port}"}
+    account = {k: v for k, v in common.items() if k != "http_address"}
+    acme.Account().run(_ctx("acme.account", account, work / "runs" / "account", work))
+    # Hold the responder for the whole batch, so it is not restarted per certificate.
+    acme_responder.acquire(common["http_address"])
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(lambda d: certwright_issue(d, common, work), domains))
+    finally:
+        acme_responder.release(common["http_address"])
+    return sum(1 for r in results if r.get("cert_path"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20, help="certificates per client (20)")
+    parser.add_argument("--workers", type=int, default=8,
+                        help="certificates certwright issues at once (8; 1 = sequential)")
+    parser.add_argument("--only", choices=["certbot", "acme-tiny", "certwright"], action="append",
+                        help="run only these clients (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    import structlog
+    import logging
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    chosen = args.only or ["certbot", "acme-tiny", "certwright"]
+    figures: dict[str, Any] = {"n": args.n, "workers": args.workers}
+    with tempfile.TemporaryDirectory(prefix="acme-bench-") as tmp:
+        work = Path(tmp)
+        dns = TestDNS(work / "records.json", zones=(ZONE,)).start()
+        pebble = Pebble(work / "pebble", dns_server=dns.address)
+        try:
+            pebble.start()
+            runners: dict[str, Callable[[list[str]], int]] = {
+                "certbot": lambda ds: run_certbot(pebble, work / "certbot", ds),
+                "acme-tiny": lambda ds: run_acme_tiny(pebble, work / "acme-tiny", ds),
+                "certwright": lambda ds: run_certwright(pebble, work / "certwright", ds,
+                                                        args.workers),
+            }
+            for name in chosen:
+                domains = [f"{name.replace('-', '')}{i}.{ZONE}" for i in range(args.n)]
+                seconds, done = _timed(lambda: runners[name](domains))
+                if done != args.n:
+                    raise RuntimeError(f"{name} issued {done} of {args.n} certificates")
+                figures[f"{name.replace('-', '_')}_s_per_cert"] = round(seconds / args.n, 4)
+        finally:
+            pebble.stop()
+            dns.stop()
+    peers = [figures[k] for k in ("certbot_s_per_cert", "acme_tiny_s_per_cert") if k in figures]
+    if peers and "certwright_s_per_cert" in figures:
+        figures["speedup_vs_fastest_peer"] = round(min(peers) / figures["certwright_s_per_cert"], 2)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            print(f"{key:28} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
