@@ -93,6 +93,7 @@ class Engine:
         self._dirty: dict[str, RunRecord] = {}
         self._to_launch: list[_Job] = []
         self._commits = 0
+        self._max_timer_id = 0
         self._crash_after = crash_after_commits
         self._max_batch = max_batch
 
@@ -101,11 +102,33 @@ class Engine:
         """Load timers and the runs that need work (after a crash: those with a step in
         flight). Parked runs stay in the store."""
         for t in self.store.timers():
+            self._max_timer_id = max(self._max_timer_id, t.id)
             if self.scope is None or t.run_id in self.scope:
                 self._push_timer(t)
         for rid, _ in self.store.run_ids([RUNNING]):
             if self.scope is None or rid in self.scope:
                 self._make_ready(rid)
+
+    def sync(self, adopt: Callable[[str], bool] | None = None) -> int:
+        """Adopt what other processes added to the store since ``open``/the last sync:
+        their timers, and running runs nobody drives here (``adopt(run_id)`` may refuse
+        one, e.g. because another process holds its lock). Returns how many were adopted.
+        """
+        n = 0
+        for t in self.store.timers_after(self._max_timer_id):
+            self._max_timer_id = max(self._max_timer_id, t.id)
+            if self.scope is None or t.run_id in self.scope:
+                self._push_timer(t)
+                n += 1
+        queued = {rid for rid, _ in self._ready}
+        for rid, _ in self.store.run_ids([RUNNING]):
+            if (rid in self._runs or rid in self._executing or rid in queued
+                    or (self.scope is not None and rid not in self.scope)):
+                continue
+            if adopt is None or adopt(rid):
+                self._make_ready(rid)
+                n += 1
+        return n
 
     def close(self) -> None:
         self._pool.shutdown()
@@ -279,6 +302,17 @@ class Engine:
             return
         step_spec = st.steps[run.step_index]
         key = f"{rid}:{run.entry}:{run.step_index}"
+        try:
+            skip = not self._holds(run, spec, step_spec)
+        except (UnresolvedReference, CertwrightError, ValueError) as exc:
+            self._step_failed(run, step_spec, PermanentError(f"`when` of {step_spec.id!r}: {exc}"))
+            return
+        if skip:
+            self._record(run, rid, "step_done", {"index": run.step_index, "step": step_spec.id,
+                                                 "key": key, "outputs": {"skipped": True}})
+            log.info("step_skipped", run_id=rid, state=run.state, step=step_spec.id)
+            self._make_ready(rid)
+            return
         recovering = run.inflight == key
         attempt = run.attempt if recovering else run.attempt + 1
         run = self._record(run, rid, "step_started", {
@@ -294,6 +328,13 @@ class Engine:
         self._to_launch.append(job)
         log.info("step_started", run_id=rid, state=run.state, step=step_spec.id,
                  name=step_spec.name, attempt=attempt, recovering=recovering)
+
+    def _holds(self, run: RunRecord, spec: PipelineSpec, step_spec: StepSpec) -> bool:
+        """Whether a step's ``when`` guard holds (an unresolvable one fails the run)."""
+        from engine.conditions import evaluate
+        if step_spec.when is None:
+            return True
+        return evaluate(step_spec.when, self._namespace(run, spec))
 
     def _job(self, run: RunRecord, spec: PipelineSpec, step_spec: StepSpec, kind: str,
              event: Event | None) -> _Job:
@@ -372,6 +413,7 @@ class Engine:
             secrets.setdefault("outputs", {})[job.spec.id] = {
                 k: v for k, v in outputs.items() if k in hidden}
             secret_store.save(run_dir_for(self.state_dir, run.id), secrets)
+        public = secret_store.mask(public, secret_store.values(self._secrets_of(run.id)))
         run = self._record(run, run.id, "step_done", {
             "index": job.index, "step": job.spec.id, "key": job.key, "outputs": public})
         if "alarm" in outputs and outputs["alarm"]:
@@ -410,6 +452,7 @@ class Engine:
             message = f"{type(exc).__name__}: {message}"
             log.error("step_crashed", run_id=run.id, step=step_spec.id,
                       traceback=getattr(exc, "__traceback_text__", None))
+        message = secret_store.mask(message, secret_store.values(self._secrets_of(run.id)))
         attempt = max(run.attempt, 1)
         retry_at = None
         if retryable and attempt < step_spec.retry.max_attempts:
@@ -517,6 +560,7 @@ class Engine:
     # -- timers -----------------------------------------------------------------------
     def _add_timer(self, run: RunRecord, kind: str, due: str) -> None:
         tid = self._tx.add_timer(run.id, run.entry, kind, due)
+        self._max_timer_id = max(self._max_timer_id, tid)
         self._push_timer(Timer(due=due, id=tid, run_id=run.id, entry=run.entry, kind=kind))
 
     def _push_timer(self, t: Timer) -> None:

@@ -15,6 +15,40 @@ REDACTED = "<secret>"
 FILE = "secrets.json"
 
 
+def values(data: dict[str, Any]) -> list[str]:
+    """Every secret string of a run (4 characters or more), longest first, for masking."""
+    found: list[str] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, str) and len(v) >= 4:
+            found.append(v)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+    walk(data.get("inputs", {}))
+    walk(data.get("outputs", {}))
+    return sorted(set(found), key=len, reverse=True)
+
+
+def mask(value: Any, secrets: list[str]) -> Any:
+    """``value`` with every occurrence of a secret replaced by ``<secret>`` (recursively)."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for s in secrets:
+            if s in value:
+                value = value.replace(s, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {k: mask(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [mask(v, secrets) for v in value]
+    return value
+
+
 def load(run_dir: Path) -> dict[str, Any]:
     """The run's secrets ({"inputs": {...}, "outputs": {step_id: {...}}}); empty if none."""
     try:

@@ -123,6 +123,7 @@ class StepSpec:
     params: Mapping[str, Any] = field(default_factory=dict)  # raw, still templated
     retry: RetryPolicy = NO_RETRY
     timeout: float | None = None
+    when: Condition | None = None  # run only when this holds; else recorded as skipped
     loc: Location | None = field(default=None, compare=False)
 
 

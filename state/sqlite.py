@@ -146,6 +146,14 @@ class SQLiteStore:
                 f"SELECT due, id, run_id, entry, kind FROM {N.T_TIMERS}").fetchall()
         return [Timer(*r) for r in rows]
 
+    def timers_after(self, timer_id: int) -> list[Timer]:
+        """Timers with an id above ``timer_id`` (added since a reader last looked)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT due, id, run_id, entry, kind FROM {N.T_TIMERS} WHERE id > ?",
+                (timer_id,)).fetchall()
+        return [Timer(*r) for r in rows]
+
     def runs_for(self, key: str) -> list[str]:
         with self._lock:
             rows = self._db.execute(

@@ -1,0 +1,116 @@
+"""The CA and mail server in-process on loopback, for ``ca=embedded`` (``make demo``).
+
+Both live under ``<state_dir>/embedded/``: the CA's folder, the Maildir, and ``ports.json``
+recording the ports first chosen. A resumed run asks for the same ports, because the run's
+pinned inputs (and the links in mail already delivered) name them; if a port is taken by
+something else the command says so instead of silently moving.
+
+Hazard: the embedded services live only as long as the command. A run parked with
+``--no-wait`` needs ``certwright resume`` (or the daemon with ``--embedded``) to bring them
+back; a CA link followed while nothing serves it simply waits for the next resume.
+"""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import structlog
+
+from ca.mailserver import MailServer
+from ca.server import CAServer
+from ca.setup import CAPaths
+from engine.clock import clock_from_env
+from engine.errors import CertwrightError
+
+log = structlog.get_logger("certwright.embedded")
+
+FOLDER = "embedded"
+
+
+@dataclass
+class Embedded:
+    """What the embedded services offer a run."""
+
+    ca_url: str
+    maildir: Path
+    ca_dir: Path
+    smtp_port: int
+    root_cert: Path
+    intermediate_cert: Path
+
+
+def _paths(state_dir: Path) -> tuple[Path, Path, Path, Path]:
+    base = Path(state_dir) / FOLDER
+    return base, base / "ca", base / "Maildir", base / "ports.json"
+
+
+def _read_ports(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _domains_of(given: Mapping[str, Any]) -> set[str]:
+    out = set()
+    for key in ("domain", "email"):
+        value = str(given.get(key) or "")
+        if key == "email" and "@" in value:
+            value = value.rsplit("@", 1)[1]
+        if value and "${" not in value:
+            out.add(value.lower())
+    return out
+
+
+def start(state_dir: Path, domains: Iterable[str], stack: ExitStack) -> Embedded:
+    """Start the mail server and the CA (reusing recorded ports); stopped by ``stack``."""
+    base, ca_dir, maildir, ports_file = _paths(state_dir)
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ports = _read_ports(ports_file)
+    wanted = sorted(set(domains) | set(ports.get("domains", [])))
+    if not wanted:
+        wanted = ["example.test"]
+    mail = MailServer("127.0.0.1", int(ports.get("smtp", 0)), domains=wanted, maildir=maildir)
+    ca = CAServer(ca_dir, host="127.0.0.1", port=int(ports.get("ca", 0)),
+                  smarthost=("127.0.0.1", 0), clock=clock_from_env())
+    try:
+        mail.start()
+        stack.callback(mail.stop)
+        ca.smarthost = ("127.0.0.1", mail.port)
+        ca.start()
+        stack.callback(ca.stop)
+    except OSError as exc:
+        raise CertwrightError(
+            f"cannot start the embedded CA and mail server on the recorded ports "
+            f"(ca {ports.get('ca')}, smtp {ports.get('smtp')}): {exc}; the run's links name "
+            f"those ports, so free them and try again") from exc
+    record = {"ca": ca.port, "smtp": mail.port, "domains": wanted, "ca_url": ca.url}
+    tmp = ports_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, ports_file)
+    paths = CAPaths(ca_dir)
+    log.info("embedded_started", ca_url=ca.url, smtp_port=mail.port, domains=wanted,
+             maildir=str(maildir))
+    return Embedded(ca_url=ca.url, maildir=maildir, ca_dir=ca_dir, smtp_port=mail.port,
+                    root_cert=paths.root_cert, intermediate_cert=paths.intermediate_cert)
+
+
+def start_embedded(state_dir: Path, given: Mapping[str, Any], spec: Any,
+                   stack: ExitStack) -> Embedded:
+    """For a new run with ``ca=embedded``."""
+    defaults = {k: i.default for k, i in spec.inputs.items() if i.has_default}
+    return start(state_dir, _domains_of({**defaults, **given}), stack)
+
+
+def find_embedded(state_dir: Path, given: Mapping[str, Any], spec: Any,
+                  stack: ExitStack) -> Embedded | None:
+    """For a resumed run whose ``ca`` input is the embedded CA's recorded URL."""
+    _, _, _, ports_file = _paths(state_dir)
+    ports = _read_ports(ports_file)
+    if not ports or given.get("ca") != ports.get("ca_url"):
+        return None
+    return start(state_dir, _domains_of(given), stack)

@@ -1,0 +1,329 @@
+"""The runner under a fake clock, on a real SQLite file, with inline step execution."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import stat
+from datetime import timedelta
+
+import pytest
+
+from engine.clock import FakeClock, parse_instant
+from engine.journal import fold
+from engine.testing import RecordingStep, load_text, make_engine
+
+LINEAR = """
+pipeline: linear
+version: 1
+inputs:
+  flavour: {type: string, default: plain}
+initial: a
+states:
+  a:
+    run:
+      - step: test.record
+        id: one
+      - step: test.record
+        id: two
+    next:
+      - to: b
+        when: {equals: ["${flavour}", "plain"]}
+      - to: c
+  b:
+    run: [{step: test.record, id: three}]
+    next: done
+  c: {final: failure}
+  done: {final: true}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    RecordingStep.reset()
+
+
+def _journal_kinds(engine, rid):
+    return [e.kind for e in engine.store.journal(rid)]
+
+
+def test_linear_run_reaches_final_state_and_journal_replays(tmp_path):
+    """Each step runs once, in order; replaying the journal gives the stored run."""
+    engine = make_engine(tmp_path)
+    rid = engine.start_run(load_text(LINEAR), {"flavour": "plain"}, run_id="r1")
+    engine.run_until_idle()
+    run = engine.store.load_run(rid)
+    assert (run.state, run.status) == ("done", "succeeded")
+    assert [c.step_id for c in RecordingStep.calls] == ["one", "two", "three"]
+    assert [c.key for c in RecordingStep.calls] == ["r1:1:0", "r1:1:1", "r1:2:0"]
+    assert fold(engine.store.journal(rid)) == run
+
+
+def test_guard_chooses_the_edge(tmp_path):
+    """A `when` guard that does not hold sends the run down the next edge."""
+    engine = make_engine(tmp_path)
+    rid = engine.start_run(load_text(LINEAR), {"flavour": "spicy"})
+    engine.run_until_idle()
+    assert engine.store.load_run(rid).state == "c"
+
+
+RETRY = """
+pipeline: retry
+version: 1
+initial: a
+states:
+  a:
+    run:
+      - step: test.record
+        id: flaky
+        with: {fail: %(fail)d, permanent: %(permanent)s}
+        retry: {max_attempts: 4, initial_delay: 10s, multiplier: 3, max_delay: 60s, jitter: 0}
+    next: ok
+    %(on_error)s
+  ok: {final: true}
+  broken: {final: failure}
+"""
+
+
+def _retry_spec(fail: int, permanent: bool = False, on_error: str = "on_error: broken"):
+    return load_text(RETRY % {"fail": fail, "permanent": str(permanent).lower(),
+                              "on_error": on_error})
+
+
+def test_retryable_failures_back_off_on_the_policy_schedule(tmp_path):
+    """Attempts follow 10 s, 30 s (x3) under the fake clock, all with the same key."""
+    clock = FakeClock()
+    engine = make_engine(tmp_path, clock)
+    rid = engine.start_run(_retry_spec(2), {})
+    engine.run_until_idle()
+    run = engine.store.load_run(rid)
+    assert run.status == "backoff"
+    assert parse_instant(run.wake_at) - clock.now() == timedelta(seconds=10)
+    clock.advance(9)
+    engine.run_until_idle()
+    assert len(RecordingStep.calls) == 1
+    clock.advance(1)
+    engine.run_until_idle()
+    run = engine.store.load_run(rid)
+    assert parse_instant(run.wake_at) - clock.now() == timedelta(seconds=30)
+    clock.advance(30)
+    engine.run_until_idle()
+    assert engine.store.load_run(rid).state == "ok"
+    assert [c.attempt for c in RecordingStep.calls] == [1, 2, 3]
+    assert {c.key for c in RecordingStep.calls} == {f"{rid}:1:0"}
+
+
+def test_permanent_error_skips_retries_and_takes_on_error(tmp_path):
+    engine = make_engine(tmp_path)
+    rid = engine.start_run(_retry_spec(1, permanent=True), {})
+    engine.run_until_idle()
+    run = engine.store.load_run(rid)
+    assert (run.state, run.status) == ("broken", "failed")
+    assert "failed on attempt 1" in run.error
+    assert len(RecordingStep.calls) == 1
+
+
+def test_exhausted_retries_take_on_error(tmp_path):
+    clock = FakeClock()
+    engine = make_engine(tmp_path, clock)
+    rid = engine.start_run(_retry_spec(10), {})
+    for _ in range(5):
+        engine.run_until_idle()
+        clock.advance(120)
+    assert engine.store.load_run(rid).state == "broken"
+    assert len(RecordingStep.calls) == 4
+
+
+def test_failure_without_on_error_fails_the_run_naming_state_and_step(tmp_path):
+    engine = make_engine(tmp_path)
+    rid = engine.start_run(_retry_spec(1, permanent=True, on_error=""), {})
+    engine.run_until_idle()
+    run = engine.store.load_run(rid)
+    assert run.status == "failed" and run.state == "a"
+    assert "state 'a', step 'flaky' failed" in run.error
+
+
+def test_jitter_spreads_delays_within_bounds():
+    from engine.spec import RetryPolicy
+    policy = RetryPolicy(max_attempts=5, initial_delay=10, multiplier=2, max_delay=100,
+                         jitter=0.2)
+    rng = random.Random(1)
+    delays = [policy.delay(2, rng) for _ in range(200)]
+    assert all(16 <= d <= 24 for d in delays)
+    assert len({round(d, 3) for d in delays}) > 100
+    assert policy.delay(10, rng) <= 100
+
+
+WAITING = """
+pipeline: waiting
+version: 1
+initial: asking
+states:
+  asking:
+    run:
+      - step: wait.file
+        id: answer
+        with: {path: "${run.dir}/answer"}
+    timeout: {after: 2d, to: expired}
+    next: answered
+  expired:
+    retry: {max: 2, to: asking, else: given_up}
+  answered: {final: true}
+  given_up: {final: failure}
+"""
+
+
+def test_wait_times_out_loops_a_bounded_number_of_times_then_fails(tmp_path):
+    clock = FakeClock()
+    engine = make_engine(tmp_path, clock)
+    rid = engine.start_run(load_text(WAITING), {})
+    engine.run_until_idle()
+    run = engine.store.load_run(rid)
+    assert run.status == "waiting" and "answer" in run.waiting
+    entries = []
+    for _ in range(3):
+        clock.advance(days=2, seconds=1)
+        engine.run_until_idle()
+        run = engine.store.load_run(rid)
+        entries.append((run.state, run.counters.get("expired", 0)))
+    assert entries == [("asking", 1), ("asking", 2), ("given_up", 3)]
+    assert run.status == "failed"
+
+
+def test_deadline_that_passed_while_no_process_ran_fires_on_next_start(tmp_path):
+    """Stop the engine, move the clock past the deadline, start a new engine: it fires."""
+    clock = FakeClock()
+    first = make_engine(tmp_path, clock)
+    rid = first.start_run(load_text(WAITING), {})
+    first.run_until_idle()
+    first.close()
+    first.store.close()
+    clock.advance(days=3)
+    second = make_engine(tmp_path, clock)
+    second.run_until_idle()
+    run = second.store.load_run(rid)
+    assert run.state == "asking" and run.counters["expired"] == 1
+    kinds = [(e.kind, e.data.get("trigger")) for e in second.store.journal(rid)]
+    assert ("entered", "timeout") in kinds
+
+
+def test_a_file_event_completes_the_wait(tmp_path):
+    engine = make_engine(tmp_path)
+    rid = engine.start_run(load_text(WAITING), {})
+    engine.run_until_idle()
+    (tmp_path / "runs" / rid / "answer").write_text("42")
+    engine.wake(rid)
+    engine.run_until_idle()
+    run = engine.store.load_run(rid)
+    assert run.state == "answered"
+    assert run.vars["answer"]["path"].endswith("/answer")
+
+
+def test_cancel_stops_a_waiting_run_and_clears_its_timers(tmp_path):
+    clock = FakeClock()
+    engine = make_engine(tmp_path, clock)
+    rid = engine.start_run(load_text(WAITING), {})
+    engine.run_until_idle()
+    engine.cancel(rid, "changed my mind")
+    engine.run_until_idle()
+    clock.advance(days=5)
+    engine.run_until_idle()
+    run = engine.store.load_run(rid)
+    assert (run.status, run.state, run.error) == ("cancelled", "asking", "changed my mind")
+    assert engine.store.timers() == []
+
+
+SECRETS = """
+pipeline: secrets
+version: 1
+inputs:
+  password: {type: string, secret: true, required: true}
+initial: a
+states:
+  a:
+    run:
+      - step: test.record
+        id: issue
+        with: {outputs: {token: "tok-${password}", visible: "yes"}}
+      - step: test.record
+        id: use
+        with: {outputs: {seen: "${steps.issue.token}"}}
+    next: done
+  done: {final: true}
+"""
+
+
+def test_secrets_never_reach_the_journal_but_reach_later_steps(tmp_path):
+    engine = make_engine(tmp_path)
+    rid = engine.start_run(load_text(SECRETS), {"password": "hunter2-Secret"},
+                           secret_inputs=["password"])
+    engine.run_until_idle()
+    journal = json.dumps([e.data for e in engine.store.journal(rid)])
+    assert "hunter2" not in journal
+    assert "<secret>" in journal
+    run = engine.store.load_run(rid)
+    use = [c for c in RecordingStep.calls if c.step_id == "use"][0]
+    assert use.params["outputs"]["seen"] == "tok-hunter2-Secret"  # the step got the value
+    assert run.vars["use"]["seen"] == "<secret>"  # echoed into a public output: masked
+    secrets_file = tmp_path / "runs" / rid / "secrets.json"
+    assert stat.S_IMODE(os.stat(secrets_file).st_mode) == 0o600
+    assert "tok-hunter2-Secret" in secrets_file.read_text()
+
+
+def test_step_in_flight_at_a_crash_runs_again_with_the_same_key(tmp_path):
+    """An intent without a result is re-run, recovering=True, same idempotency key."""
+    engine = make_engine(tmp_path, inline=True)
+    spec = load_text(LINEAR)
+    rid = engine.start_run(spec, {"flavour": "plain"}, run_id="r9")
+    # commit the intent of step one, then "crash" before the step executes
+    with engine._transaction():
+        engine._advance(*engine._ready.popleft())
+    assert engine.store.load_run(rid).inflight == "r9:1:0"
+    engine._to_launch.clear()
+    engine.close()
+    engine.store.close()
+    RecordingStep.reset()
+    again = make_engine(tmp_path)
+    again.run_until_idle()
+    first = RecordingStep.calls[0]
+    assert (first.key, first.recovering) == ("r9:1:0", True)
+    assert again.store.load_run(rid).status == "succeeded"
+
+
+def test_running_runs_keep_their_pinned_pipeline(tmp_path):
+    """A run resumes on the spec it started with, whatever the file says now."""
+    engine = make_engine(tmp_path)
+    rid = engine.start_run(load_text(WAITING), {})
+    engine.run_until_idle()
+    spec_hash = engine.store.load_run(rid).spec_hash
+    engine.close()
+    changed = WAITING.replace("after: 2d", "after: 5m")
+    assert load_text(changed).hash != spec_hash
+    again = make_engine(tmp_path)
+    run = again.store.load_run(rid)
+    name, source, text = again.store.load_spec(run.spec_hash)
+    assert "after: 2d" in text
+
+
+def test_unknown_reference_at_run_time_fails_the_step_permanently(tmp_path):
+    text = """
+pipeline: refs
+version: 1
+initial: a
+states:
+  a:
+    run:
+      - step: test.record
+        id: first
+      - step: test.record
+        id: second
+        with: {outputs: {x: "${steps.first.nothing}"}}
+    next: done
+  done: {final: true}
+"""
+    engine = make_engine(tmp_path)
+    rid = engine.start_run(load_text(text), {})
+    engine.run_until_idle()
+    run = engine.store.load_run(rid)
+    assert run.status == "failed"
+    assert "${steps.first.nothing} has no value" in run.error
