@@ -80,6 +80,14 @@ def big_body(size: int, to: str = "postmaster@example.test") -> bytes:
 
 def send(port: int, raw: bytes, *, sender: str = "ca@ca.example",
          to: list[str] | str = "postmaster@example.test") -> dict[str, tuple[int, bytes]]:
-    """Send ``raw`` over SMTP to 127.0.0.1:``port``; returns smtplib's refused-recipients."""
+    """Send ``raw`` over SMTP to 127.0.0.1:``port``; returns smtplib's refused-recipients.
+
+    Line endings become CRLF first, as SMTP wants (smtplib leaves bytes alone).
+    """
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-        return client.sendmail(sender, [to] if isinstance(to, str) else to, raw)
+        return client.sendmail(sender, [to] if isinstance(to, str) else to, crlf(raw))
+
+
+def crlf(raw: bytes) -> bytes:
+    """``raw`` with every line ending as CRLF."""
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")

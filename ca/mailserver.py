@@ -1,0 +1,192 @@
+"""The mail server on your PC: a small SMTP receiver (aiosmtpd) that delivers into a Maildir.
+
+It accepts mail only for its own domains (never an open relay: other recipients get
+``550 5.7.1 relay not permitted``), refuses messages over ``max_message_size`` (``552``,
+also advertised in EHLO's ``SIZE``), and delivers each accepted message once, atomically,
+into ``new/`` of the Maildir (see :meth:`engine.maildir.Maildir.deliver`) with
+``Delivered-To:`` (one per recipient), ``Received:`` and ``Authentication-Results:``
+headers prepended. Incoming ``Authentication-Results`` headers that claim our own
+authserv-id are removed (RFC 8601 section 5), so only ours can carry it.
+
+Hazards: the HELO name and addresses come from the client and are sanitized before they go
+into a header; delivery does fsyncs, so it runs in a worker thread, not on the event loop.
+A crash during delivery leaves the message undelivered and the client without a 250, so
+the sender retries.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import threading
+from email.utils import format_datetime
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Iterable
+
+import structlog
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from engine.maildir import Maildir
+
+log = structlog.get_logger(__name__)
+
+_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@([A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*)")
+_SAFE_TOKEN = re.compile(r"[^A-Za-z0-9.:\[\]_-]")
+MAX_RECIPIENTS = 100
+
+
+def _strip_our_auth_results(content: bytes, authserv_id: str) -> bytes:
+    """Drop header fields ``Authentication-Results: <authserv_id>; ...`` from ``content``."""
+    head, sep, body = content.partition(b"\n\n")
+    if not sep:
+        head, body = content, b""
+    kept: list[bytes] = []
+    drop = False
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t"):
+            if not drop:
+                kept.append(line)
+            continue
+        name, _, value = line.partition(b":")
+        drop = (name.strip().lower() == b"authentication-results"
+                and value.split(b";")[0].strip().lower() == authserv_id.lower().encode())
+        if not drop:
+            kept.append(line)
+    return b"\n".join(kept) + (sep + body if sep else b"")
+
+
+class _Handler:
+    """aiosmtpd handler: recipient policy and delivery."""
+
+    def __init__(self, server: MailServer) -> None:
+        self.server = server
+
+    async def handle_RCPT(self, smtp: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        match = _ADDRESS.fullmatch(address)
+        if not match:
+            log.info("mail_rcpt_refused", rcpt=address[:200], reason="bad address")
+            return "553 5.1.3 bad recipient address syntax"
+        if match.group(1).lower() not in self.server.domains:
+            log.info("mail_rcpt_refused", rcpt=address, reason="relay not permitted")
+            return "550 5.7.1 relay not permitted"
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 too many recipients"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        if isinstance(raw, str):  # only with decode_data=True, which we never set
+            raw = raw.encode("utf-8", "surrogateescape")
+        if len(raw) > self.server.max_message_size:
+            return "552 5.3.4 message too big"
+        loop = asyncio.get_running_loop()
+        try:
+            name = await loop.run_in_executor(None, self.server.deliver, raw, envelope,
+                                              session)
+        except OSError as exc:
+            log.error("mail_delivery_failed", error=str(exc))
+            return "451 4.3.0 local delivery failed, try again later"
+        return f"250 2.0.0 OK delivered as {name}"
+
+
+class MailServer:
+    """An SMTP receiver on ``host:port`` (port 0: an ephemeral port, see :attr:`port`).
+
+    ``start()`` returns once the socket listens (raises OSError if it cannot bind);
+    ``stop()`` closes it and waits for the server thread; both are safe to repeat.
+    Usable as a context manager. Runs its own event loop in a daemon thread.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, domains: Iterable[str],
+                 maildir: Path, max_message_size: int = 10 * 1024 * 1024,
+                 authserv_id: str = "certwright.local") -> None:
+        self.host = host
+        self.port = port
+        self.domains = frozenset(d.strip().lower().rstrip(".") for d in domains)
+        if not self.domains:
+            raise ValueError("a mail server needs at least one domain")
+        self.maildir = Maildir(maildir)
+        self.max_message_size = max_message_size
+        self.authserv_id = authserv_id
+        self.hostname = socket.getfqdn() or "localhost"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _factory(self) -> SMTP:
+        return SMTP(_Handler(self), data_size_limit=self.max_message_size,
+                    hostname=self.hostname, ident="certwright mail", loop=self._loop)
+
+    def start(self) -> MailServer:
+        """Listen and serve in a background thread; returns once listening."""
+        if self._thread is not None:
+            return self
+        self.maildir.ensure()
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        loop = self._loop = asyncio.new_event_loop()
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                self._server = loop.run_until_complete(
+                    loop.create_server(self._factory, self.host, self.port))
+            except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            loop.run_forever()
+            self._server.close()
+            loop.run_until_complete(self._server.wait_closed())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name="certwright-mail", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
+        log.info("mail_server_listening", host=self.host, port=self.port,
+                 domains=sorted(self.domains), maildir=str(self.maildir.path))
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and wait for the server thread; a repeat call does nothing."""
+        if self._thread is None or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._thread = None
+        log.info("mail_server_stopped", port=self.port)
+
+    def __enter__(self) -> MailServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def deliver(self, raw: bytes, envelope: Envelope, session: Session) -> str:
+        """Prepend our trace headers to ``raw`` and deliver it into the Maildir (blocking)."""
+        content = _strip_our_auth_results(raw.replace(b"\r\n", b"\n"), self.authserv_id)
+        helo = _SAFE_TOKEN.sub("", str(session.host_name or "unknown"))[:255] or "unknown"
+        peer: Any = session.peer
+        peer_ip = _SAFE_TOKEN.sub("", str(peer[0] if isinstance(peer, tuple) else peer))
+        now = format_datetime(datetime.now(timezone.utc))
+        proto = "ESMTP" if session.extended_smtp else "SMTP"
+        lines = [f"Delivered-To: {rcpt}" for rcpt in envelope.rcpt_tos]
+        lines.append(f"Received: from {helo} ([{peer_ip}])\n\tby {self.hostname} "
+                     f"(certwright) with {proto};\n\t{now}")
+        lines.append(f"Authentication-Results: {self.authserv_id}; none")
+        name = self.maildir.deliver(("\n".join(lines) + "\n").encode() + content)
+        log.info("mail_delivered", file=name, rcpts=list(envelope.rcpt_tos),
+                 size=len(content))
+        return name

@@ -1,0 +1,175 @@
+"""The local SMTP receiver on loopback: delivery, relay refusal, size limit, the CLI."""
+from __future__ import annotations
+
+import os
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from ca.mailserver import MailServer
+from engine.maildir import Maildir
+from engine.mailparse import parse_message
+from tests.support.mail import crlf, probe_mail, send
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[MailServer]:
+    with MailServer(domains=["example.test", "Other.Test"], maildir=tmp_path / "mail",
+                    max_message_size=200_000) as srv:
+        yield srv
+
+
+def test_delivers_into_new_with_trace_headers(server: MailServer) -> None:
+    """An accepted mail appears in new/ with Delivered-To, Received, Authentication-Results."""
+    assert server.port > 0
+    send(server.port, probe_mail(message_id="<a1@ca.example>"))
+    md = Maildir(server.maildir.path)
+    names = md.list_new()
+    assert len(names) == 1
+    raw = md.read(names[0])
+    head = raw.split(b"\n\n", 1)[0]
+    assert b"Delivered-To: postmaster@example.test" in head
+    assert b"Received: from " in head
+    assert b"Authentication-Results: certwright.local; none" in head
+    assert b"\r\n" not in raw
+    mail = parse_message(raw, trusted_authserv_ids=["certwright.local"])
+    assert mail.message_id == "<a1@ca.example>"
+    assert mail.delivered_to == ["postmaster@example.test"]
+    assert mail.authenticated
+
+
+def test_forged_own_authentication_results_removed(server: MailServer) -> None:
+    """An incoming header claiming our authserv-id is stripped; only ours remains."""
+    raw = b"Authentication-Results: certwright.local; dkim=pass\r\n" + probe_mail()
+    send(server.port, raw)
+    md = Maildir(server.maildir.path)
+    stored = md.read(md.list_new()[0])
+    assert stored.count(b"Authentication-Results:") == 1
+    assert b"certwright.local; dkim=pass" not in stored
+
+
+def test_refuses_other_domains_and_delivers_nothing(server: MailServer) -> None:
+    """RCPT for a domain not served gets 550 relay not permitted; nothing is delivered."""
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as info:
+        send(server.port, probe_mail(to="victim@elsewhere.example"), to="victim@elsewhere.example")
+    code, text = info.value.recipients["victim@elsewhere.example"]
+    assert code == 550 and b"relay not permitted" in text
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        send(server.port, probe_mail(), to="postmaster@sub.example.test")
+    assert Maildir(server.maildir.path).list_new() == []
+
+
+def test_domain_match_is_case_insensitive(server: MailServer) -> None:
+    """Recipient domains match regardless of case."""
+    send(server.port, probe_mail(to="Postmaster@EXAMPLE.test"), to="Postmaster@EXAMPLE.test")
+    send(server.port, probe_mail(to="a@other.test"), to="a@OTHER.TEST")
+    assert len(Maildir(server.maildir.path).list_new()) == 2
+
+
+def test_refuses_oversize_with_552_and_advertises_size(server: MailServer) -> None:
+    """EHLO advertises SIZE; an oversize message gets 552 whether declared in MAIL FROM
+    or only sent in DATA; nothing is delivered."""
+    big = probe_mail(extra_text=("z" * 70 + "\n") * 4000)
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
+        client.ehlo()
+        assert client.has_extn("size") and client.esmtp_features["size"] == "200000"
+        with pytest.raises(smtplib.SMTPSenderRefused) as declared:
+            client.sendmail("ca@ca.example", ["postmaster@example.test"], big)
+        assert declared.value.smtp_code == 552
+        client.rset()
+        assert client.mail("ca@ca.example")[0] == 250  # no SIZE= this time
+        assert client.rcpt("postmaster@example.test")[0] == 250
+        code, _ = client.data(crlf(big))
+    assert code == 552
+    assert Maildir(server.maildir.path).list_new() == []
+
+
+def test_multiple_recipients_one_copy(server: MailServer) -> None:
+    """One message to several of our addresses is stored once with a Delivered-To each;
+    a foreign recipient among them is refused alone."""
+    refused = send(server.port, probe_mail(), to=["postmaster@example.test",
+                                                  "webmaster@example.test", "x@evil.example"])
+    assert list(refused) == ["x@evil.example"]
+    md = Maildir(server.maildir.path)
+    (name,) = md.list_new()
+    mail = parse_message(md.read(name))
+    assert mail.delivered_to == ["postmaster@example.test", "webmaster@example.test"]
+
+
+def test_no_partial_file_ever_visible(server: MailServer) -> None:
+    """While many mails arrive, every file seen in new/ is complete."""
+    body = probe_mail(extra_text=("q" * 70 + "\n") * 700 + "END-OF-MESSAGE")
+    count = 30
+    stop = threading.Event()
+    bad: list[str] = []
+    seen: set[str] = set()
+    md = Maildir(server.maildir.path)
+
+    def reader() -> None:
+        while not stop.is_set():
+            for name in md.list_new():
+                try:
+                    data = md.read(name)
+                except FileNotFoundError:
+                    continue
+                seen.add(name)
+                if b"END-OF-MESSAGE" not in data:
+                    bad.append(name)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for _ in range(count):
+            send(server.port, body)
+    finally:
+        stop.set()
+        thread.join()
+    assert bad == []
+    assert len(md.list_new()) == count
+    assert seen  # the reader did look at files while delivery went on
+
+
+def test_stop_is_idempotent_and_frees_port(tmp_path: Path) -> None:
+    """stop() twice is fine; afterwards the port no longer accepts connections."""
+    srv = MailServer(domains=["example.test"], maildir=tmp_path / "m").start()
+    port = srv.port
+    srv.stop()
+    srv.stop()
+    with pytest.raises(OSError):
+        smtplib.SMTP("127.0.0.1", port, timeout=2)
+
+
+def test_mail_serve_cli_accepts_a_mail(tmp_path: Path) -> None:
+    """`mail serve` runs as a process, prints its port, accepts mail, exits on SIGTERM."""
+    driver = ("import argparse, sys; from ca import mail_cli; p = argparse.ArgumentParser(); "
+              "mail_cli.register(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); "
+              "sys.exit(a.func(a))")
+    maildir = tmp_path / "cli-mail"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", driver, "mail", "serve", "--listen", "127.0.0.1:0",
+         "--domain", "example.test", "--maildir", str(maildir), "--max-size", "100000"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None
+        line = ""
+        for _ in range(10):  # structlog's own lines may come first on stdout
+            line = proc.stdout.readline()
+            if "listening on" in line or not line:
+                break
+        assert "listening on 127.0.0.1:" in line
+        port = int(line.split("127.0.0.1:")[1].split(",")[0])
+        send(port, probe_mail())
+        assert len(Maildir(maildir).list_new()) == 1
+    finally:
+        proc.terminate()
+        rc = proc.wait(timeout=10)
+    assert rc == 0
