@@ -190,7 +190,7 @@ def txt_values(resolver: str, name: str, timeout: float = 2.0) -> list[str]:
     try:
         raw = DNSRecord.question(name, "TXT").send(host, port, timeout=timeout)
         reply = DNSRecord.parse(raw)
-    except (OSError, ValueError, Exception):  # dnslib raises its own parse errors
+    except Exception:  # socket errors, timeouts and dnslib's own parse errors alike
         return []
     out = []
     for rr in reply.rr:

@@ -15,6 +15,7 @@ for the current state before acting, so every step can be called again with the 
 """
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, ClassVar, Mapping
 
 import requests
@@ -121,8 +122,6 @@ def _order_outputs(url: str, order: messages.Order, reused: bool) -> Done:
 
 
 def _identifiers(domains: list[str]) -> list[messages.Identifier]:
-    import ipaddress
-
     out: dict[str, messages.Identifier] = {}
     for d in domains:
         value = str(d).strip().lower().rstrip(".")
