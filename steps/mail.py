@@ -1,0 +1,308 @@
+"""Steps that wait for mail in a Maildir: ``wait.mail`` (a probe link) and ``notify.check``.
+
+Both scan ``new/`` of a shared Maildir on every call. A message that fails to parse (see
+:mod:`engine.mailparse`) is hostile for everyone: it is logged and moved to the
+``.quarantine`` subfolder. A message for our address is judged by the step: taken (moved to
+``cur/`` and recorded in the Maildir's :class:`engine.maildir.ProcessedLog` under the step's
+idempotency key), moved aside (suspicious links, duplicate Message-ID), or left alone.
+Messages for other addresses are always left alone: other runs may wait for them.
+
+Crash safety: the ProcessedLog mark comes first, then the move to ``cur/``, then Done. A
+step called again with the same idempotency key finds its mark and returns the same
+message again (moving it to ``cur/`` if the crash came before the move), so a resumed
+run never waits for a mail it already took. Two steps racing for one message: the first
+mark wins, the other leaves it.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+from urllib.parse import urlsplit
+
+from engine.clock import format_instant, parse_instant
+from engine.errors import PermanentError
+from engine.events import mail_key
+from engine.mailparse import HostileMail, ParsedMail, link_problem, parse_address_list, parse_message
+from engine.maildir import Maildir, MessageTooLarge, ProcessedLog
+from steps.base import Done, StepContext, StepResult, Wait
+
+MAX_JUDGED = 256  # names judged "not for us" remembered in the memo (keeps the memo small)
+SINCE_SLACK = timedelta(seconds=1)  # file times are coarser than the clock
+TRUSTED_AUTHSERV_IDS = ("certwright.local",)
+
+_ADDRESS_SCHEMA = {"type": "string", "minLength": 3, "maxLength": 320}
+
+
+class _Skip:
+    """Verdict: not for this step; leave the message where it is."""
+
+
+class _Aside:
+    """Verdict: move the message aside with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+SKIP = _Skip()
+Verdict = _Skip | _Aside | dict[str, Any]  # a dict: take the message, these are the outputs
+
+
+def _single_address(value: str, what: str) -> str:
+    try:
+        found = parse_address_list(value)
+    except HostileMail as exc:
+        raise PermanentError(f"parameter {what}: {exc.reason}") from None
+    if len(found) != 1:
+        raise PermanentError(f"parameter {what}: wants exactly one address, got {value!r}")
+    return found[0].lower()
+
+
+def _regex(value: str | None, what: str) -> re.Pattern[str] | None:
+    try:
+        return re.compile(value, re.IGNORECASE) if value else None
+    except re.error as exc:
+        raise PermanentError(f"parameter {what}: bad regular expression: {exc}") from None
+
+
+class _MailWait:
+    """Shared scanning: subclasses decide what to do with a parsed message for ``to``."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    params_schema: ClassVar[Mapping[str, Any]] = {}
+    idempotent: ClassVar[bool] = True
+    secret_outputs: ClassVar[frozenset[str]] = frozenset()
+
+    def judge(self, ctx: StepContext, name: str, mail: ParsedMail) -> Verdict:
+        raise NotImplementedError  # pragma: no cover
+
+    def run(self, ctx: StepContext) -> StepResult:
+        """Take the first matching message in ``new/``, or Wait for mail to ``to``.
+
+        Raises PermanentError for bad parameters. Repeat calls are cheap: messages judged
+        not for us are remembered in the memo (bounded) and not parsed again.
+        """
+        md = Maildir(self._maildir_path(ctx))
+        md.ensure()
+        to = _single_address(str(ctx.params["to"]), "to")
+        log = ctx.log.bind(step=self.name, to=to, maildir=str(md.path))
+        memo = dict(ctx.memo)
+        started = str(memo.get("started") or format_instant(ctx.clock.now()))
+        plog = md.processed_log()
+        recovered = self._recover(ctx, md, plog, log)
+        if recovered is not None:
+            return recovered
+        cutoff = self._cutoff(ctx, started)
+        judged = [str(n) for n in memo.get("judged", [])]
+        known = set(judged)
+        names = md.list_new()
+        for name in names:
+            if name in known:
+                continue
+            result = self._consider(ctx, md, plog, name, to, cutoff, log)
+            if isinstance(result, Done):
+                return result
+            if result is SKIP:
+                judged.append(name)
+        present = set(names)
+        judged = [n for n in judged if n in present][-MAX_JUDGED:]
+        return Wait(description=f"mail to {to} in {md.path}", correlations=(mail_key(to),),
+                    watch=(str(md.new),), poll=30.0,
+                    memo={"started": started, "judged": judged})
+
+    def _maildir_path(self, ctx: StepContext) -> Path:
+        path = Path(str(ctx.params["maildir"])).expanduser()
+        return path if path.is_absolute() else ctx.state_dir / path
+
+    def _cutoff(self, ctx: StepContext, started: str) -> datetime | None:
+        since = ctx.params.get("since")
+        if since is None or since is False:
+            return None
+        try:
+            when = parse_instant(started if since is True else str(since))
+        except ValueError:
+            raise PermanentError(f"parameter since: not an ISO 8601 instant: {since!r}") from None
+        return when - SINCE_SLACK
+
+    def _recover(self, ctx: StepContext, md: Maildir, plog: ProcessedLog,
+                 log: Any) -> Done | None:
+        """The message this step (same idempotency key) already took, if any."""
+        found = plog.find_by_key(ctx.idempotency_key)
+        if found is None:
+            return None
+        _, name = found
+        try:
+            cur = md.move_to_cur(name)
+            mail = parse_message(md.read(cur), trusted_authserv_ids=TRUSTED_AUTHSERV_IDS)
+        except (FileNotFoundError, HostileMail, MessageTooLarge) as exc:
+            log.warning("mail_recovery_failed", file=name, error=str(exc))
+            return None
+        verdict = self.judge(ctx, name, mail)
+        if not isinstance(verdict, dict):
+            return None
+        log.info("mail_taken_again", file=cur)
+        return Done({**verdict, "file": str(md.cur / cur)})
+
+    def _aside(self, md: Maildir, name: str, reason: str, log: Any) -> None:
+        try:
+            md.move_aside(name, reason)
+        except FileNotFoundError:
+            log.info("mail_vanished", file=name)
+
+    def _consider(self, ctx: StepContext, md: Maildir, plog: ProcessedLog, name: str,
+                  to: str, cutoff: datetime | None, log: Any) -> Done | _Skip | None:
+        """Judge one message; Done if taken, SKIP if left alone, None if gone or aside."""
+        try:
+            if cutoff is not None:
+                mtime = (md.new / name).stat().st_mtime
+                if datetime.fromtimestamp(mtime, timezone.utc) < cutoff:
+                    return SKIP
+            raw = md.read(name)
+        except FileNotFoundError:
+            return None  # another process took it between list and read
+        except MessageTooLarge as exc:
+            log.warning("mail_hostile", file=name, reason=str(exc))
+            self._aside(md, name, str(exc), log)
+            return None
+        try:
+            mail = parse_message(raw, trusted_authserv_ids=TRUSTED_AUTHSERV_IDS)
+        except HostileMail as exc:
+            log.warning("mail_hostile", file=name, reason=exc.reason)
+            self._aside(md, name, exc.reason, log)
+            return None
+        if to not in {a.lower() for a in mail.to_addrs + mail.delivered_to}:
+            return SKIP
+        message_id = mail.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+        if plog.seen(message_id, name):
+            log.warning("mail_duplicate", file=name, message_id=message_id)
+            self._aside(md, name, f"duplicate: Message-ID {message_id} was already taken", log)
+            return None
+        verdict = self.judge(ctx, name, mail)
+        if isinstance(verdict, _Skip):
+            return SKIP
+        if isinstance(verdict, _Aside):
+            self._aside(md, name, verdict.reason, log)
+            return None
+        if not plog.mark(message_id, name, ctx.idempotency_key):
+            return None  # another step claimed it first
+        try:
+            cur = md.move_to_cur(name)
+        except FileNotFoundError:
+            log.warning("mail_vanished", file=name)
+            return None
+        log.info("mail_taken", file=cur, message_id=message_id, sender=mail.from_addr)
+        return Done({**verdict, "file": str(md.cur / cur)})
+
+
+class WaitMail(_MailWait):
+    """``wait.mail``: wait for a mail to ``to`` and take its (safe) link."""
+
+    name = "wait.mail"
+    description = "wait for a mail to an address in a Maildir and take the link in it"
+    params_schema = {
+        "type": "object", "additionalProperties": False, "required": ["maildir", "to"],
+        "properties": {
+            "maildir": {"type": "string"}, "to": _ADDRESS_SCHEMA,
+            "from": {"type": "string", "maxLength": 320},
+            "subject": {"type": "string"}, "link_base": {"type": "string"},
+            "link_path": {"type": "string"}, "since": {"type": ["boolean", "string"]},
+            "require_link": {"type": "boolean"},
+        },
+    }
+    secret_outputs = frozenset({"link", "links"})
+
+    def judge(self, ctx: StepContext, name: str, mail: ParsedMail) -> Verdict:
+        params = ctx.params
+        sender = str(params.get("from") or "").strip().lower()
+        if sender and (mail.from_addr.lower() if "@" in sender
+                       else mail.from_addr.rpartition("@")[2].lower()) != sender:
+            return SKIP
+        subject = _regex(params.get("subject"), "subject")
+        if subject and not subject.search(mail.subject):
+            return SKIP
+        base = params.get("link_base")
+        path = str(params.get("link_path") or "")
+        links = list(mail.links)
+        if base:
+            problems = {link: link_problem(link, str(base), path) for link in links}
+            links = [link for link, problem in problems.items() if problem is None]
+            if not links and any(link_problem(link, str(base)) is None for link in problems):
+                return SKIP  # right CA, another request's path: another run's mail
+            for link, problem in problems.items():
+                if problem is not None and not links:
+                    ctx.log.warning("mail_link_suspicious", file=name,
+                                    host=urlsplit(link).hostname, reason=problem)
+        if params.get("require_link", bool(base)) and not links:
+            if mail.links:
+                return _Aside(f"suspicious: no link passes the check for {base}{path}")
+            return _Aside("no link in the mail")
+        return {"link": links[0] if links else None, "links": links,
+                "message_id": mail.message_id, "subject": mail.subject,
+                "from": mail.from_addr}
+
+
+_SERIAL = re.compile(r"^[ \t]*Serial(?:[ \t]+Number)?[ \t]*:[ \t]*([0-9A-Fa-f:]+)[ \t]*$",
+                     re.IGNORECASE | re.MULTILINE)
+_FINGERPRINT = re.compile(r"^[ \t]*SHA-?256[ \t]+Fingerprint[ \t]*:[ \t]*([0-9A-Fa-f:]+)[ \t]*$",
+                          re.IGNORECASE | re.MULTILINE)
+
+
+def _hex(value: str) -> str:
+    return value.replace(":", "").strip().lower()
+
+
+class NotifyCheck(_MailWait):
+    """``notify.check``: wait for the CA's issuance mail and check serial and fingerprint.
+
+    Done ``{matched: true, message_id}`` when the mail names exactly this serial and
+    SHA-256 fingerprint; otherwise logs ``issuance_mismatch`` (error) and is Done
+    ``{matched: false, alarm, message_id}``. The mail goes to ``cur/`` either way.
+    """
+
+    name = "notify.check"
+    description = "wait for the CA's issuance mail and check it names this certificate"
+    params_schema = {
+        "type": "object", "additionalProperties": False,
+        "required": ["maildir", "to", "serial", "fingerprint"],
+        "properties": {
+            "maildir": {"type": "string"}, "to": _ADDRESS_SCHEMA,
+            "serial": {"type": "string", "pattern": "^[0-9A-Fa-f:]+$"},
+            "fingerprint": {"type": "string", "pattern": "^[0-9A-Fa-f:]+$"},
+            "subject": {"type": "string", "default": "certificate"},
+            "link_base": {"type": "string"},
+        },
+    }
+
+    def judge(self, ctx: StepContext, name: str, mail: ParsedMail) -> Verdict:
+        subject = _regex(str(ctx.params.get("subject") or "certificate"), "subject")
+        if subject and not subject.search(mail.subject):
+            return SKIP
+        base = ctx.params.get("link_base")
+        for link in mail.links if base else []:
+            problem = link_problem(link, str(base))
+            if problem:
+                ctx.log.warning("mail_link_suspicious", file=name,
+                                host=urlsplit(link).hostname, reason=problem)
+        want_serial, want_fp = _hex(str(ctx.params["serial"])), _hex(str(ctx.params["fingerprint"]))
+        serials = {_hex(s) for s in _SERIAL.findall(mail.text)}
+        fps = {_hex(f) for f in _FINGERPRINT.findall(mail.text)}
+        problems = []
+        if {s.lstrip("0") for s in serials} != {want_serial.lstrip("0")}:
+            problems.append(f"serial: expected {want_serial}, mail names "
+                            f"{', '.join(sorted(serials)) or 'none'}")
+        if fps != {want_fp}:
+            problems.append(f"SHA-256 fingerprint: expected {want_fp}, mail names "
+                            f"{', '.join(sorted(fps)) or 'none'}")
+        if not problems:
+            ctx.log.info("issuance_confirmed", file=name, serial=want_serial)
+            return {"matched": True, "message_id": mail.message_id}
+        ctx.log.error("issuance_mismatch", file=name, expected_serial=want_serial,
+                      found_serials=sorted(serials), expected_fingerprint=want_fp,
+                      found_fingerprints=sorted(fps))
+        return {"matched": False, "message_id": mail.message_id,
+                "alarm": "CA issuance mail does not match this certificate: "
+                         + "; ".join(problems)}

@@ -1,0 +1,230 @@
+"""wait.mail and notify.check against a real Maildir fed by the real SMTP receiver."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from structlog.testing import capture_logs
+
+from ca.mailserver import MailServer
+from engine.clock import SystemClock
+from engine.events import mail_key
+from engine.maildir import Maildir
+from steps.base import Done, StepContext, Wait
+from steps.mail import NotifyCheck, WaitMail
+from tests.support.mail import (CA_BASE, PROBE_PATH, big_body, issuance_mail, nested_multipart,
+                                probe_mail, send, truncated_mime)
+
+TO = "postmaster@example.test"
+LINK = f"{CA_BASE}{PROBE_PATH}?token=t0k3n"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[MailServer]:
+    with MailServer(domains=["example.test"], maildir=tmp_path / "mail") as srv:
+        yield srv
+
+
+def ctx(tmp_path: Path, **params: Any) -> StepContext:
+    base = {"maildir": str(tmp_path / "mail"), "to": TO, "link_base": CA_BASE,
+            "link_path": PROBE_PATH}
+    return StepContext(run_id="r1", pipeline="t", state="s", step_id="w",
+                       idempotency_key="r1:1:0", attempt=1, params={**base, **params},
+                       run_dir=tmp_path / "run", state_dir=tmp_path, clock=SystemClock())
+
+
+def again(context: StepContext, result: Any) -> StepContext:
+    """The context of the next call, carrying the memo the step left."""
+    assert isinstance(result, Wait)
+    return replace(context, memo=result.memo)
+
+
+def quarantined(tmp_path: Path) -> dict[str, str]:
+    """Quarantined message name -> its reason."""
+    reasons = tmp_path / "mail" / ".quarantine" / "reasons"
+    if not reasons.exists():
+        return {}
+    return {p.name[: -len(".reason")]: p.read_text().strip() for p in reasons.iterdir()}
+
+
+def test_waits_then_takes_the_link_from_smtp(tmp_path: Path, server: MailServer) -> None:
+    """Wait first (with mail correlation and watch on new/), then Done with the link."""
+    step, context = WaitMail(), ctx(tmp_path)
+    first = step.run(context)
+    assert isinstance(first, Wait)
+    assert first.correlations == (mail_key(TO),)
+    assert first.watch == (str(tmp_path / "mail" / "new"),)
+    assert first.poll == 30.0 and "started" in first.memo
+    send(server.port, probe_mail(message_id="<probe1@ca.example>"))
+    done = step.run(again(context, first))
+    assert isinstance(done, Done)
+    assert done.outputs["link"] == LINK and done.outputs["links"] == [LINK]
+    assert done.outputs["message_id"] == "<probe1@ca.example>"
+    assert done.outputs["from"] == "ca@ca.example"
+    assert Path(done.outputs["file"]).parent == tmp_path / "mail" / "cur"
+    assert Maildir(tmp_path / "mail").list_new() == []
+    assert {"link", "links"} <= WaitMail.secret_outputs
+
+
+def test_repeat_after_take_returns_same_message(tmp_path: Path, server: MailServer) -> None:
+    """Called again with the same key (a crash before the journal), it gives the same mail."""
+    send(server.port, probe_mail(message_id="<again@ca.example>"))
+    step, context = WaitMail(), ctx(tmp_path)
+    first, second = step.run(context), step.run(context)
+    assert isinstance(first, Done) and isinstance(second, Done)
+    assert second.outputs == first.outputs
+
+
+def test_mail_for_another_address_left_alone(tmp_path: Path, server: MailServer) -> None:
+    """A mail for webmaster@ stays in new/ and is remembered as judged, not re-parsed."""
+    send(server.port, probe_mail(to="webmaster@example.test"), to="webmaster@example.test")
+    step, context = WaitMail(), ctx(tmp_path)
+    result = step.run(context)
+    assert isinstance(result, Wait)
+    names = Maildir(tmp_path / "mail").list_new()
+    assert len(names) == 1 and result.memo["judged"] == names
+    assert isinstance(step.run(again(context, result)), Wait)
+    assert Maildir(tmp_path / "mail").list_new() == names
+    assert quarantined(tmp_path) == {}
+
+
+def test_other_probe_path_on_same_ca_left_alone(tmp_path: Path, server: MailServer) -> None:
+    """A link for another request on the right CA is another run's mail: left in new/."""
+    send(server.port, probe_mail(link=f"{CA_BASE}/domains/verify/p999?token=x"))
+    result = WaitMail().run(ctx(tmp_path))
+    assert isinstance(result, Wait)
+    assert len(Maildir(tmp_path / "mail").list_new()) == 1
+
+
+def test_html_probe_taken_via_href(tmp_path: Path, server: MailServer) -> None:
+    """The link in an HTML alternative's href is found; other links are ignored."""
+    send(server.port, probe_mail(html=True, extra_text="see http://evil.example/x"))
+    done = WaitMail().run(ctx(tmp_path))
+    assert isinstance(done, Done) and done.outputs["link"] == LINK
+
+
+def test_subject_and_from_filters(tmp_path: Path, server: MailServer) -> None:
+    """A mail failing the subject or from filter is left alone; a matching one is taken."""
+    send(server.port, probe_mail(subject="Newsletter"))
+    context = ctx(tmp_path, subject="verify", **{"from": "ca.example"})
+    assert isinstance(WaitMail().run(context), Wait)
+    send(server.port, probe_mail(sender="ca@other.example"))
+    assert isinstance(WaitMail().run(context), Wait)
+    send(server.port, probe_mail())
+    assert isinstance(WaitMail().run(context), Done)
+    assert len(Maildir(tmp_path / "mail").list_new()) == 2
+
+
+def test_since_ignores_mail_delivered_before_the_wait(tmp_path: Path, server: MailServer) -> None:
+    """With since: true, a mail already there when the wait began is ignored."""
+    send(server.port, probe_mail(message_id="<old@ca.example>"))
+    time.sleep(1.2)  # file times are compared with one second of slack
+    step, context = WaitMail(), ctx(tmp_path, since=True)
+    first = step.run(context)
+    assert isinstance(first, Wait)
+    send(server.port, probe_mail(message_id="<new@ca.example>"))
+    done = step.run(again(context, first))
+    assert isinstance(done, Done) and done.outputs["message_id"] == "<new@ca.example>"
+
+
+HOSTILE = {
+    "truncated": (truncated_mime(), "truncated MIME"),
+    "nested100": (nested_multipart(100), "MIME nesting"),
+    "nested1000": (nested_multipart(1000), "MIME nesting"),
+    "undecodable_cve_from": (b"From: alice@example.org)<bob@example.com>\nTo: "
+                             + TO.encode() + b"\nSubject: =?utf-8?b?!!?= \xff\n\n" + LINK.encode(),
+                             "ambiguous address"),
+    "quoted_at_from": (b'From: "a@b.com"@evil.example\nTo: ' + TO.encode() + b"\n\n"
+                       + LINK.encode(), "ambiguous address"),
+    "other_host": (probe_mail(link="http://evil.example/domains/verify/p123?token=t0k3n"),
+                   "suspicious"),
+    "right_path_wrong_port": (probe_mail(link="http://127.0.0.1:9999/domains/verify/p123?t=1"),
+                              "suspicious"),
+    "userinfo": (probe_mail(link=f"http://ca.example@evil.example{PROBE_PATH}"), "suspicious"),
+    "userinfo_same_host": (probe_mail(link=f"http://x@127.0.0.1:8443{PROBE_PATH}"), "suspicious"),
+    "no_link": (probe_mail(link="(no link here)"), "no link"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_mail_moved_aside(tmp_path: Path, case: str) -> None:
+    """Each hostile mail is moved aside with its reason; the step keeps waiting."""
+    raw, reason = HOSTILE[case]
+    md = Maildir(tmp_path / "mail")
+    name = md.deliver(raw)
+    with capture_logs() as logs:
+        result = WaitMail().run(ctx(tmp_path))
+    assert isinstance(result, Wait)
+    assert md.list_new() == [] and md.list_cur() == []
+    assert reason in quarantined(tmp_path)[name]
+    assert (tmp_path / "mail" / ".quarantine" / "new" / name).read_bytes() == raw
+    events = {entry["event"] for entry in logs}
+    assert "mail_moved_aside" in events
+    if reason == "suspicious":
+        suspicious = [e for e in logs if e["event"] == "mail_link_suspicious"]
+        assert suspicious and suspicious[0]["host"] and suspicious[0]["reason"]
+
+
+def test_twenty_megabytes_moved_aside_fast(tmp_path: Path) -> None:
+    """A 20 MB message is refused without parsing, in well under 2 s."""
+    md = Maildir(tmp_path / "mail")
+    name = md.deliver(big_body(20 * 1024 * 1024))
+    start = time.monotonic()
+    result = WaitMail().run(ctx(tmp_path))
+    assert time.monotonic() - start < 2.0
+    assert isinstance(result, Wait)
+    assert "too large" in quarantined(tmp_path)[name]
+
+
+def test_duplicate_message_id_moved_aside(tmp_path: Path, server: MailServer) -> None:
+    """A second delivery of a taken Message-ID is moved aside as a duplicate."""
+    raw = probe_mail(message_id="<dup@ca.example>")
+    send(server.port, raw)
+    assert isinstance(WaitMail().run(ctx(tmp_path)), Done)
+    send(server.port, raw)
+    (name,) = Maildir(tmp_path / "mail").list_new()
+    later = replace(ctx(tmp_path), idempotency_key="r1:2:0")
+    assert isinstance(WaitMail().run(later), Wait)
+    assert quarantined(tmp_path)[name].startswith("duplicate")
+
+
+def notify_ctx(tmp_path: Path, **params: Any) -> StepContext:
+    base = {"maildir": str(tmp_path / "mail"), "to": "admin@example.test",
+            "serial": "0a1b2c", "fingerprint": ":".join(["AB"] * 32)}
+    return replace(ctx(tmp_path), step_id="n", params={**base, **params})
+
+
+def test_notify_check_match(tmp_path: Path, server: MailServer) -> None:
+    """The issuance mail naming this serial and fingerprint: matched, mail in cur/."""
+    context = notify_ctx(tmp_path)
+    assert isinstance(NotifyCheck().run(context), Wait)
+    send(server.port, issuance_mail(), to="admin@example.test")
+    done = NotifyCheck().run(context)
+    assert isinstance(done, Done)
+    assert done.outputs["matched"] is True and done.outputs["message_id"]
+    assert len(Maildir(tmp_path / "mail").list_cur()) == 1
+
+
+def test_notify_check_mismatch_raises_alarm(tmp_path: Path, server: MailServer) -> None:
+    """Another serial: issuance_mismatch logged at error, Done with matched false and alarm."""
+    send(server.port, issuance_mail(serial="FF:EE"), to="admin@example.test")
+    with capture_logs() as logs:
+        done = NotifyCheck().run(notify_ctx(tmp_path))
+    assert isinstance(done, Done)
+    assert done.outputs["matched"] is False
+    assert "serial" in done.outputs["alarm"] and "ffee" in done.outputs["alarm"]
+    assert "fingerprint" not in done.outputs["alarm"]
+    alarm = [e for e in logs if e["event"] == "issuance_mismatch"]
+    assert alarm and alarm[0]["log_level"] == "error"
+    assert alarm[0]["expected_serial"] == "0a1b2c" and alarm[0]["found_serials"] == ["ffee"]
+    assert len(Maildir(tmp_path / "mail").list_cur()) == 1
+
+
+def test_notify_check_ignores_other_subjects(tmp_path: Path, server: MailServer) -> None:
+    """A mail to the account without the subject is left alone."""
+    send(server.port, issuance_mail(subject="Welcome"), to="admin@example.test")
+    assert isinstance(NotifyCheck().run(notify_ctx(tmp_path)), Wait)
+    assert len(Maildir(tmp_path / "mail").list_new()) == 1
