@@ -50,6 +50,9 @@ class Ctx:
         # (node holding templates, context for messages, references allowed)
         self.templated: list[tuple[YNode, str, str]] = []
         self._names = registry.names()
+        # set when an edge (next, on_error, timeout, retry) could not be built: graph checks
+        # would then report only follow-on noise
+        self.edges_broken = False
 
     def add(self, where: YNode | Location | None, message: str, hint: str | None = None) -> None:
         loc = where.loc if isinstance(where, YNode) else where
@@ -205,7 +208,8 @@ def _wait(ctx: Ctx, state: str, node: YNode) -> StepSpec | None:
     ctx.keys(node, WAIT_KINDS, what)
     kinds = [(k, kn, v) for k, kn, v in node.entries() if k in WAIT_KINDS]
     if len(kinds) != 1:
-        ctx.add(node, f"{what} needs exactly one of: {', '.join(WAIT_KINDS)}")
+        ctx.add(kinds[1][1] if kinds else node,
+                f"{what} needs exactly one of: {', '.join(WAIT_KINDS)}")
         return None
     kind, knode, vnode = kinds[0]
     if kind == "until":
@@ -303,9 +307,10 @@ def _final(ctx: Ctx, state: str, node: YNode) -> str | None:
         return "success"
     if v == "failure":
         return "failure"
-    if v is not False:
-        ctx.add(node, f"state {state!r}: final must be true, success or failure, not {v!r}")
-    return None
+    if v is False:
+        return None
+    ctx.add(node, f"state {state!r}: final must be true, success or failure, not {v!r}")
+    return "failure"  # meant as final: spare the user follow-on "no final state" problems
 
 
 def parse_state(ctx: Ctx, name: str, name_node: YNode, node: YNode) -> StateSpec | None:
@@ -315,31 +320,11 @@ def parse_state(ctx: Ctx, name: str, name_node: YNode, node: YNode) -> StateSpec
         return None
     ctx.keys(node, STATE_KEYS, what)
     fields: dict[str, Any] = {}
-    for key, knode, vnode in node.entries():
-        if key == "description":
-            fields["description"] = ctx.text_of(vnode, f"{what}: description") or ""
-        elif key == "final":
-            fields["final"] = _final(ctx, name, vnode)
-        elif key == "run":
-            if not vnode.is_seq:
-                ctx.add(vnode, f"{what}: run must be a list of steps")
-                continue
-            fields["steps"] = [s for s in (_step(ctx, name, i) for i in vnode.items) if s]
-        elif key == "next":
-            fields["next"] = _next(ctx, name, vnode)
-        elif key == "on_error":
-            fields["on_error"] = ctx.target(name, "on_error", vnode)
-        elif key == "timeout" and ctx.mapping(vnode, f"{what}: timeout"):
-            ctx.keys(vnode, ("after", "to"), f"{what}: timeout")
-            after, to = vnode.get("after"), vnode.get("to")
-            if after is None or to is None:
-                ctx.add(vnode, f"{what}: timeout needs both 'after' and 'to'")
-                continue
-            secs, target = ctx.duration(after, f"{what}: timeout.after"), ctx.target(name, "timeout.to", to)
-            if secs is not None and target is not None:
-                fields["timeout"] = TimeoutSpec(secs, target, vnode.loc)
-        elif key == "retry" and ctx.mapping(vnode, f"{what}: retry"):
-            fields["loop"] = _loop(ctx, name, vnode)
+    for key, _, vnode in node.entries():
+        before = len(ctx.problems)
+        _state_field(ctx, name, key, vnode, fields)
+        if key in ("next", "on_error", "timeout", "retry") and len(ctx.problems) > before:
+            ctx.edges_broken = True
     steps = list(fields.pop("steps", []))
     if (wnode := node.get("wait")) is not None and (wstep := _wait(ctx, name, wnode)):
         steps.append(wstep)
@@ -352,6 +337,36 @@ def parse_state(ctx: Ctx, name: str, name_node: YNode, node: YNode) -> StateSpec
         seen[step.id] = step
     _shape(ctx, name, name_node, node, fields.get("final"))
     return StateSpec(name=name, steps=tuple(steps), loc=name_node.loc, **fields)
+
+
+def _state_field(ctx: Ctx, name: str, key: Any, vnode: YNode, fields: dict[str, Any]) -> None:
+    """Build the StateSpec field for one key of a state into ``fields``."""
+    what = f"state {name!r}"
+    if key == "description":
+        fields["description"] = ctx.text_of(vnode, f"{what}: description") or ""
+    elif key == "final":
+        fields["final"] = _final(ctx, name, vnode)
+    elif key == "run":
+        if not vnode.is_seq:
+            ctx.add(vnode, f"{what}: run must be a list of steps")
+            return
+        fields["steps"] = [s for s in (_step(ctx, name, i) for i in vnode.items) if s]
+    elif key == "next":
+        fields["next"] = _next(ctx, name, vnode)
+    elif key == "on_error":
+        fields["on_error"] = ctx.target(name, "on_error", vnode)
+    elif key == "timeout" and ctx.mapping(vnode, f"{what}: timeout"):
+        ctx.keys(vnode, ("after", "to"), f"{what}: timeout")
+        after, to = vnode.get("after"), vnode.get("to")
+        if after is None or to is None:
+            ctx.add(vnode, f"{what}: timeout needs both 'after' and 'to'")
+            return
+        secs = ctx.duration(after, f"{what}: timeout.after")
+        target = ctx.target(name, "timeout.to", to)
+        if secs is not None and target is not None:
+            fields["timeout"] = TimeoutSpec(secs, target, vnode.loc)
+    elif key == "retry" and ctx.mapping(vnode, f"{what}: retry"):
+        fields["loop"] = _loop(ctx, name, vnode)
 
 
 def _loop(ctx: Ctx, state: str, node: YNode) -> LoopSpec | None:
@@ -370,7 +385,7 @@ def _loop(ctx: Ctx, state: str, node: YNode) -> LoopSpec | None:
     return LoopSpec(count, to, other, node.loc)
 
 
-def _shape(ctx: Ctx, name: str, key: YNode, node: YNode, final: str | None) -> None:
+def _shape(ctx: Ctx, name: str, name_node: YNode, node: YNode, final: str | None) -> None:
     """Final states and loop states may not have steps or edges; others need a way on."""
     if final:
         for key in NOT_IN_FINAL:
@@ -383,5 +398,5 @@ def _shape(ctx: Ctx, name: str, key: YNode, node: YNode, final: str | None) -> N
                 ctx.add(k, f"state {name!r} is a retry loop and cannot have {key!r}",
                         "a loop state only counts and moves on; put steps in the state it leads to")
     elif node.get("next") is None:
-        ctx.add(key, f"state {name!r} has no 'next'",
+        ctx.add(name_node, f"state {name!r} has no 'next'",
                 "add 'next: STATE', a 'retry:' loop, or make it 'final: true'")

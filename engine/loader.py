@@ -238,16 +238,19 @@ def _graph(ctx: Ctx, root: YNode, states: dict[str, StateSpec], initial: str | N
         if target not in states:
             ctx.add(node, f"state {state!r}: {what} leads to undefined state {target!r}",
                     did_you_mean(target, list(states)))
+            ctx.edges_broken = True
     edges = {n: [t for t in s.targets() if t in states] for n, s in states.items()}
     finals = {n for n, s in states.items() if s.final}
     where = root.key_node("states") or root
     if not finals:
         ctx.add(where, "no final state: mark at least one state 'final: true'")
-    if initial is None:
-        return
+    if initial is None or ctx.edges_broken:
+        return  # reachability over a graph with missing edges would only mislead
     reachable = _closure({initial}, edges)
     for name, state in states.items():
-        if name not in reachable:
+        # An unused final state (say 'failed' before any on_error points at it) does no
+        # harm; an unreachable state with steps or edges is forgotten wiring.
+        if name not in reachable and not state.final:
             ctx.add(state.loc, f"state {name!r} is unreachable from initial state {initial!r}")
     if not finals:
         return
