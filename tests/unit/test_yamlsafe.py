@@ -1,0 +1,180 @@
+"""Safe YAML: positions, strictness, and hostile documents refused fast and located."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from engine.errors import Location, SpecError
+from engine.loader import load_pipeline_text
+from engine.yamlsafe import MAX_BYTES, MAX_DEPTH, load_yaml
+from steps.registry import Registry
+
+HOSTILE = Path(__file__).resolve().parents[1] / "fixtures" / "pipelines" / "hostile"
+LIMIT = 1.0  # seconds: a safety bound, not a performance target
+
+
+def _refused(load: Callable[[], object]) -> tuple[SpecError, float]:
+    start = time.perf_counter()
+    with pytest.raises(SpecError) as info:
+        load()
+    return info.value, time.perf_counter() - start
+
+
+def test_every_key_and_value_has_a_one_based_position() -> None:
+    """Mapping keys, values and list items carry line:col counted from 1."""
+    root = load_yaml("a: 1\nb:\n  - x\n  - {c: d}\n", "f.yaml")
+    assert root.loc == Location("f.yaml", 1, 1)
+    assert root.key_node("b") is not None and root.key_node("b").loc == Location("f.yaml", 2, 1)
+    b = root.get("b")
+    assert b is not None and b.is_seq
+    assert b.items[0].loc == Location("f.yaml", 3, 5)
+    inner = b.items[1].get("c")
+    assert inner is not None and inner.loc == Location("f.yaml", 4, 9) and inner.value == "d"
+    assert root.value == {"a": 1, "b": ["x", {"c": "d"}]}
+
+
+def test_standard_tags_and_timestamps_as_strings() -> None:
+    """int, float, bool, null, explicit !!str/!!int work; timestamps stay text."""
+    root = load_yaml("i: 3\nf: 1.5\nb: yes\nn: ~\ns: !!str 12\nj: !!int '7'\nt: 2024-01-02\n",
+                     "f.yaml")
+    assert root.value == {"i": 3, "f": 1.5, "b": True, "n": None, "s": "12", "j": 7,
+                          "t": "2024-01-02"}
+
+
+def test_empty_document_is_null() -> None:
+    """An empty text gives a null root at 1:1 rather than an error."""
+    root = load_yaml("", "e.yaml")
+    assert root.value is None and root.loc == Location("e.yaml", 1, 1)
+
+
+def test_anchors_aliases_and_merge_keys_are_allowed() -> None:
+    """A small alias and a merge key resolve; explicit keys win over merged ones."""
+    root = load_yaml("base: &b {x: 1, y: 2}\nuse: *b\nmerged:\n  <<: *b\n  y: 3\n", "f.yaml")
+    assert root.value["use"] == {"x": 1, "y": 2}
+    assert root.value["merged"] == {"y": 3, "x": 1}
+
+
+def test_duplicate_key_is_refused_at_the_second_naming_the_first() -> None:
+    """The second occurrence is the error; the hint says where the first was."""
+    text = (HOSTILE / "duplicate_keys.yaml").read_text()
+    error, elapsed = _refused(lambda: load_yaml(text, "dup.yaml"))
+    (p,) = error.problems
+    assert p.loc == Location("dup.yaml", 7, 1)
+    assert "duplicate key 'initial'" in p.message
+    assert p.hint == "first defined at line 3, column 1"
+    assert p.source_line == "initial: done"
+    assert elapsed < LIMIT
+
+
+def test_billion_laughs_is_refused_quickly_and_located() -> None:
+    """Nine levels of nine aliases are refused by the node budget, not expanded."""
+    text = (HOSTILE / "billion_laughs.yaml").read_text()
+    assert len(text) < 1000
+    error, elapsed = _refused(lambda: load_yaml(text, "bomb.yaml"))
+    (p,) = error.problems
+    assert "more than 20000 nodes" in p.message and "alias bomb" in (p.hint or "")
+    assert p.loc is not None and 2 <= p.loc.line <= 10
+    assert elapsed < LIMIT
+
+
+def test_python_object_apply_is_refused_and_nothing_runs(tmp_path: Path) -> None:
+    """`!!python/object/apply:os.system` is a located error; the command never runs."""
+    marker = tmp_path / "pwned"
+    text = (HOSTILE / "python_apply.yaml").read_text().replace("PWNED_MARKER", str(marker))
+    error, elapsed = _refused(
+        lambda: load_pipeline_text(text, "pwn.yaml", Registry(plugins=False)))
+    (p,) = error.problems
+    assert p.loc == Location("pwn.yaml", 3, 10)
+    assert "python/object/apply:os.system" in p.message and "not allowed" in p.message
+    assert not marker.exists()
+    assert elapsed < LIMIT
+
+
+@pytest.mark.parametrize("text,line,col", [
+    ("pipeline: !!python/name:os.system\n", 1, 11),
+    ("a: !custom x\n", 1, 4),
+    ("a: !!binary aGVsbG8=\n", 1, 4),
+    ("a: !!set {x, y}\n", 1, 4),
+    ("a: !!python/tuple [1, 2]\n", 1, 4),
+])
+def test_non_standard_tags_are_refused(text: str, line: int, col: int) -> None:
+    """Any tag outside str/int/float/bool/null/seq/map/timestamp is an error at the tag."""
+    error, _ = _refused(lambda: load_yaml(text, "t.yaml"))
+    assert error.problems[0].loc == Location("t.yaml", line, col)
+    assert "is not allowed" in error.problems[0].message
+
+
+@pytest.mark.parametrize("make", [
+    lambda n: "[" * n + "]" * n,
+    lambda n: "x: " + "{a: " * n + "1" + "}" * n,
+    lambda n: "- " * n + "1\n",
+    lambda n: "".join(" " * i + "k:\n" for i in range(n)),
+], ids=["flow-lists", "flow-maps", "block-lists", "block-maps"])
+def test_ten_thousand_deep_nesting_is_refused_fast(make: Callable[[int], str]) -> None:
+    """Depth is checked on the event stream: no RecursionError, well under a second."""
+    text = make(10_000)
+    if len(text.encode()) > MAX_BYTES:  # block maps indent quadratically: stay under the cap
+        text = make(1_400)
+    error, elapsed = _refused(lambda: load_yaml(text, "deep.yaml"))
+    (p,) = error.problems
+    assert f"nesting deeper than {MAX_DEPTH} levels" in p.message
+    assert p.loc is not None and p.loc.file == "deep.yaml"
+    assert elapsed < LIMIT
+
+
+def test_two_mebibyte_file_is_refused_before_parsing() -> None:
+    """The size cap applies before the parser sees a byte."""
+    text = "a: " + "x" * (2 * 1024 * 1024) + "\n"
+    error, elapsed = _refused(lambda: load_yaml(text, "big.yaml"))
+    assert "file too large" in error.problems[0].message
+    assert error.problems[0].loc == Location("big.yaml", 1, 1)
+    assert elapsed < LIMIT
+
+
+def test_two_mebibyte_file_on_disk_is_refused(tmp_path: Path) -> None:
+    """load_pipeline checks the size before reading the file."""
+    from engine.loader import load_pipeline
+    path = tmp_path / "big.yaml"
+    path.write_text("# " + "x" * (2 * 1024 * 1024) + "\n")
+    error, elapsed = _refused(lambda: load_pipeline(path, Registry(plugins=False)))
+    assert "file too large" in str(error)
+    assert elapsed < LIMIT
+
+
+def test_syntax_errors_are_one_based_with_the_line_and_caret() -> None:
+    """PyYAML's 0-based marks become 1-based; str() shows the line and a caret."""
+    error, _ = _refused(lambda: load_yaml("a: 1\nb: [1, 2\nc: 3\n", "s.yaml"))
+    (p,) = error.problems
+    assert p.loc is not None and p.loc.file == "s.yaml" and p.loc.line == 3
+    assert p.message.startswith("YAML syntax error:")
+    rendered = str(error)
+    assert rendered.startswith("s.yaml:3:")
+    assert "\n    3 | c: 3\n" in rendered
+
+
+def test_self_referencing_alias_is_refused() -> None:
+    """An alias inside the node it names is an error, not an infinite structure."""
+    error, _ = _refused(lambda: load_yaml("a: &x [1, *x]\n", "r.yaml"))
+    assert error.problems[0].loc == Location("r.yaml", 1, 11)
+    assert "contains it" in error.problems[0].message
+
+
+def test_undefined_alias_and_several_documents_are_refused() -> None:
+    """`*nope` without an anchor, and a second `---` document, are located errors."""
+    error, _ = _refused(lambda: load_yaml("a: *nope\n", "u.yaml"))
+    assert error.problems[0].loc == Location("u.yaml", 1, 4)
+    error, _ = _refused(lambda: load_yaml("a: 1\n---\nb: 2\n", "m.yaml"))
+    assert error.problems[0].loc == Location("m.yaml", 2, 1)
+    assert "one YAML document" in error.problems[0].message
+
+
+def test_non_scalar_keys_and_control_characters_are_refused() -> None:
+    """`[a]: 1` cannot be a key; a BEL character is named with its position."""
+    error, _ = _refused(lambda: load_yaml("? [a]\n: 1\n", "k.yaml"))
+    assert "mapping keys must be plain values" in error.problems[0].message
+    error, _ = _refused(lambda: load_yaml("a: b\nc: \x07\n", "c.yaml"))
+    assert error.problems[0].loc == Location("c.yaml", 2, 4)
+    assert "U+0007" in error.problems[0].message
