@@ -202,7 +202,7 @@ def _input(ctx: Ctx, name: str, knode: YNode, node: YNode) -> InputSpec | None:
                      description=(ctx.text_of(desc, f"{what}: description") or "") if desc else "",
                      **flags)
     dnode = node.get("default")
-    if dnode is None:
+    if dnode is None or dnode.value is None:  # `default: ~` means no default
         return spec
     default = dnode.value
     if not (isinstance(default, str) and REF.search(default)):
@@ -234,9 +234,9 @@ def _states(ctx: Ctx, node: YNode | None) -> dict[str, StateSpec]:
 
 def _graph(ctx: Ctx, root: YNode, states: dict[str, StateSpec], initial: str | None) -> None:
     """Targets defined; every state reachable; a final state reachable from each."""
-    for state, what, target, node in ctx.targets:
+    for source, what, target, node in ctx.targets:
         if target not in states:
-            ctx.add(node, f"state {state!r}: {what} leads to undefined state {target!r}",
+            ctx.add(node, f"state {source!r}: {what} leads to undefined state {target!r}",
                     did_you_mean(target, list(states)))
             ctx.edges_broken = True
     edges = {n: [t for t in s.targets() if t in states] for n, s in states.items()}

@@ -153,7 +153,8 @@ class _Builder:
             raise self.fail(loc, f"tag {tag!r} is not allowed",
                             "only plain YAML values: strings, numbers, booleans, null")
         if tag is None:
-            tag = self.resolver.resolve(yaml.ScalarNode, ev.value, ev.implicit)
+            tag = self.resolver.resolve(yaml.ScalarNode, ev.value,  # type: ignore[no-untyped-call]
+                                        ev.implicit)
         if tag in (TIMESTAMP, "!", MERGE):
             return YNode("scalar", loc, ev.value, tag=tag)
         try:
@@ -197,7 +198,7 @@ def _frames(builder: _Builder, loader: yaml.SafeLoader) -> YNode | None:
     root: YNode | None = None
     documents = 0
     while loader.check_event():
-        ev = loader.get_event()
+        ev = loader.get_event()  # type: ignore[no-untyped-call]
         if isinstance(ev, yaml.DocumentStartEvent):
             documents += 1
             if documents > 1:
@@ -211,7 +212,7 @@ def _frames(builder: _Builder, loader: yaml.SafeLoader) -> YNode | None:
             loc = builder.loc(ev.start_mark)
             if ev.anchor in builder.open_anchors:
                 raise builder.fail(loc, f"alias *{ev.anchor} refers to a node that contains it")
-            target = builder.anchors.get(ev.anchor)
+            target = builder.anchors.get(ev.anchor or "")
             if target is None:
                 raise builder.fail(loc, f"undefined alias *{ev.anchor}")
             builder.count(target.size, loc)
