@@ -1,4 +1,6 @@
 # `make demo` and `make test` are all a new user types: each builds .venv when needed.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -16,10 +18,13 @@ $(STAMP): pyproject.toml
 system-deps:
 	bash scripts/system-deps.sh
 
+# The cacert pipeline on the built-in CA and mail server (loopback), then the check it prints.
 demo: $(STAMP)
-	rm -rf $(DEMO_STATE)
+	rm -rf $(DEMO_STATE) && mkdir -p $(DEMO_STATE)
 	$(VENV)/bin/certwright --state-dir $(DEMO_STATE) run cacert \
-	    --set domain=example.test --set cert_dir=$(DEMO_STATE)/certs
+	    --set domain=example.test --set cert_dir=$(DEMO_STATE)/certs | tee $(DEMO_STATE)/report.txt
+	@echo "+ $$(grep -m1 'openssl verify' $(DEMO_STATE)/report.txt)"
+	@sh -c "$$(grep -m1 'openssl verify' $(DEMO_STATE)/report.txt)"
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q -p no:cacheprovider tests

@@ -96,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0) and EXIT_USAGE
     if getattr(args, "state_dir", None) is None:
         args.state_dir = default_state_dir()
+    # absolute, so that paths recorded in runs stay right whatever the working directory
+    args.state_dir = Path(os.path.abspath(os.path.expanduser(args.state_dir)))
     configure(json_lines=args.log_json, level=args.log_level)
     try:
         return int(args.func(args))

@@ -33,7 +33,9 @@ def apply(run: RunRecord | None, e: JournalEntry) -> RunRecord:
     elif run is None:
         raise StoreError(f"journal of run {e.run_id} does not start with 'created'")
     else:
-        r = copy.deepcopy(run)
+        # A shallow copy: every container a kind changes is replaced, never mutated, so the
+        # old record stays valid (and copying stays cheap: no deepcopy per entry).
+        r = copy.copy(run)
     k = e.kind
     if k == "entered":
         r.state = d["to"]
@@ -46,7 +48,7 @@ def apply(run: RunRecord | None, e: JournalEntry) -> RunRecord:
         r.watch = []
         r.wake_at = None
         r.deadline = d.get("deadline")
-        r.counters[d["to"]] = r.counters.get(d["to"], 0) + 1
+        r.counters = {**r.counters, d["to"]: r.counters.get(d["to"], 0) + 1}
         final = d.get("final")
         r.status = SUCCEEDED if final == "success" else FAILED if final == "failure" else RUNNING
         r.error = d.get("error") if final == "failure" else None
@@ -57,7 +59,7 @@ def apply(run: RunRecord | None, e: JournalEntry) -> RunRecord:
         r.waiting = None
         r.wake_at = None
     elif k == "step_done":
-        r.vars[d["step"]] = d["outputs"]
+        r.vars = {**r.vars, d["step"]: d["outputs"]}
         r.step_index = d["index"] + 1
         r.inflight = None
         r.attempt = 0
@@ -91,7 +93,7 @@ def apply(run: RunRecord | None, e: JournalEntry) -> RunRecord:
         r.waiting = None
         r.wake_at = None
     elif k == "alarm":
-        r.alarms.append(d["message"])
+        r.alarms = [*r.alarms, d["message"]]
     elif k != "created":
         raise StoreError(f"unknown journal entry kind {k!r} (seq {e.seq})")
     r.updated = e.at

@@ -73,7 +73,8 @@ class Engine:
                  scope: Iterable[str] | None = None, spec_loader: SpecLoader | None = None,
                  crash_after_commits: int | None = None, max_batch: int = 2000) -> None:
         self.store = store
-        self.state_dir = Path(state_dir)
+        self.state_dir = Path(os.path.abspath(state_dir))
+        self._runs_root = str(run_dir_for(self.state_dir, "x").parent)
         self.registry = registry or Registry()
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
@@ -252,7 +253,8 @@ class Engine:
         new = apply(run, replace(entry, seq=seq))
         self._dirty[rid] = new
         if new.status in FINISHED or new.status in (WAITING, BACKOFF):
-            self._runs.pop(rid, None)
+            self._runs.pop(rid, None)  # parked runs live in the store, not in memory
+            self._secrets.pop(rid, None)
         else:
             self._runs[rid] = new
         return new
@@ -355,19 +357,25 @@ class Engine:
 
     def _namespace(self, run: RunRecord, spec: PipelineSpec) -> dict[str, Any]:
         secrets = self._secrets_of(run.id)
-        inputs = {**run.inputs, **secrets.get("inputs", {})}
-        steps = {k: dict(v) for k, v in run.vars.items()}
-        for sid, outs in secrets.get("outputs", {}).items():
-            steps.setdefault(sid, {}).update(outs)
-        return {"inputs": inputs, "steps": steps, "env": dict(os.environ),
-                "run": {"id": run.id, "dir": str(run_dir_for(self.state_dir, run.id)),
+        inputs = {**run.inputs, **secrets["inputs"]} if secrets["inputs"] else run.inputs
+        steps: dict[str, Any] = run.vars
+        if secrets["outputs"]:
+            steps = {k: dict(v) for k, v in run.vars.items()}
+            for sid, outs in secrets["outputs"].items():
+                steps.setdefault(sid, {}).update(outs)
+        return {"inputs": inputs, "steps": steps, "env": os.environ,
+                "run": {"id": run.id, "dir": f"{self._runs_root}/{run.id}",
                         "state_dir": str(self.state_dir), "pipeline": spec.name,
                         "state": run.state}}
 
     def _secrets_of(self, rid: str) -> dict[str, Any]:
-        if rid not in self._secrets:
-            self._secrets[rid] = secret_store.load(run_dir_for(self.state_dir, rid))
-        return self._secrets[rid]
+        found = self._secrets.get(rid)
+        if found is None:
+            found = secret_store.load(run_dir_for(self.state_dir, rid))
+            found.setdefault("inputs", {})
+            found.setdefault("outputs", {})
+            self._secrets[rid] = found
+        return found
 
     def _flush_launches(self) -> None:
         jobs, self._to_launch = self._to_launch, []

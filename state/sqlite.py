@@ -12,7 +12,6 @@ import os
 import sqlite3
 import threading
 from contextlib import contextmanager
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -199,8 +198,7 @@ class _Tx:
         return int(cur.lastrowid or 0)
 
     def put_run(self, run: RunRecord) -> None:
-        d = asdict(run)
-        body = _dumps({k: d[k] for k in _BODY_FIELDS})
+        body = _dumps({k: getattr(run, k) for k in _BODY_FIELDS})
         self._db.execute(
             f"INSERT OR REPLACE INTO {N.T_RUNS}(id, pipeline, spec_hash, state, status, body, "
             f"created, updated) VALUES(?,?,?,?,?,?,?,?)",

@@ -257,11 +257,27 @@ class Sign(BaseStep):
                 cert = client.sign(csr, ctx.idempotency_key, int(days) if days else None)
         out_dir.mkdir(parents=True, exist_ok=True)
         cert_path, chain_path = out_dir / "cert.pem", out_dir / "chain.pem"
-        for path, text in ((cert_path, cert["certificate"]), (chain_path, cert["chain"])):
+        root_path = out_dir / "root.pem"
+        chain, root = _split_chain(cert["chain"])
+        for path, text in ((cert_path, cert["certificate"]), (chain_path, chain),
+                           (root_path, root)):
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text(text)
             os.replace(tmp, path)
         ctx.log.info("ca_cert_signed", serial=cert["serial"], not_after=cert["not_after"])
         return Done({"cert_path": str(cert_path), "chain_path": str(chain_path),
+                     "root_path": str(root_path),
                      "serial": cert["serial"], "fingerprint_sha256": cert["fingerprint_sha256"],
                      "not_after": cert["not_after"]})
+
+
+def _split_chain(pem: str) -> tuple[str, str]:
+    """(intermediates, root) of a PEM chain: servers send the first, clients trust the second."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    certs = x509.load_pem_x509_certificates(pem.encode())
+    roots = [c for c in certs if c.subject == c.issuer]
+    rest = [c for c in certs if c.subject != c.issuer]
+    def dump(cs: list[x509.Certificate]) -> str:
+        return "".join(c.public_bytes(Encoding.PEM).decode() for c in cs)
+    return dump(rest), dump(roots)

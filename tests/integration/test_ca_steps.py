@@ -85,7 +85,10 @@ def test_steps_end_to_end(tmp_path: Path, ca_server: CAServer, smtp_sink: SmtpSi
     signed = done(Sign().run(ctx(tmp_path, params, "r1:4:0")))
     cert = x509.load_pem_x509_certificate(Path(signed["cert_path"]).read_bytes())
     assert format(cert.serial_number, "x") == signed["serial"]
-    assert len(x509.load_pem_x509_certificates(Path(signed["chain_path"]).read_bytes())) == 2
+    chain = x509.load_pem_x509_certificates(Path(signed["chain_path"]).read_bytes())
+    root = x509.load_pem_x509_certificates(Path(signed["root_path"]).read_bytes())
+    assert [c.issuer for c in chain] == [r.subject for r in root]  # intermediate, then its root
+    assert root[0].subject == root[0].issuer and len(chain) == 1
     Path(signed["cert_path"]).unlink()
     recovered = done(Sign().run(ctx(tmp_path, params, "r1:4:0", recovering=True)))
     assert recovered == signed and Path(signed["cert_path"]).exists()

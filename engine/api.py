@@ -1,0 +1,73 @@
+"""The programmatic way in: run pipelines from Python, as the CLI does, without a shell.
+
+``run_pipeline`` drives one run to its end; ``run_pipelines`` drives many at once in one
+engine (one store, one worker pool, group commits), as the daemon does.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from engine.clock import Clock, clock_from_env
+from engine.events import Event
+from engine.foreground import summary
+from engine.inputs import coerce_inputs
+from engine.loader import load_pipeline, resolve_pipeline_path
+from engine.runner import Engine
+from engine.services import start_services
+from engine.spec import PipelineSpec
+from engine.store_open import open_store
+from engine.watch import PathWatcher
+from state.records import FINISHED, WAITING
+
+
+def run_pipelines(pipeline: str | Path | PipelineSpec, inputs: Iterable[Mapping[str, Any]],
+                  state_dir: Path, *, clock: Clock | None = None, workers: int = 8,
+                  timeout: float = 3600.0) -> list[dict[str, Any]]:
+    """Start one run per input mapping and drive them all until each is finished (or
+    ``timeout`` seconds pass: then some may still be waiting); returns their summaries,
+    with ``vars`` (the step outputs)."""
+    spec = pipeline if isinstance(pipeline, PipelineSpec) else load_pipeline(
+        resolve_pipeline_path(str(pipeline)))
+    state_dir = Path(state_dir)
+    with ExitStack() as stack:
+        store = open_store(state_dir)
+        stack.callback(store.close)
+        services: dict[str, Any] = {}
+        prepared = []
+        for given in inputs:
+            services_for_run, values = start_services(spec, dict(given), state_dir, stack) \
+                if not services else (services, dict(given))
+            services = services or services_for_run
+            prepared.append(coerce_inputs(spec, values))
+        engine = Engine(store, state_dir, clock=clock or clock_from_env(), workers=workers,
+                        services=services)
+        stack.callback(engine.close)
+        engine.open()
+        secret = [n for n, i in spec.inputs.items() if i.secret]
+        ids = [engine.start_run(spec, values, secret_inputs=secret) for values in prepared]
+        watcher = PathWatcher(lambda rid, path: engine.submit(
+            Event(kind="file", payload={"path": path}), rid))
+        stack.callback(watcher.stop)
+        watched: dict[str, list[str]] = {}
+        deadline = time.monotonic() + timeout
+        while True:
+            engine.pump(timeout=0.2)
+            if not engine.idle():
+                continue
+            runs = [store.load_run(rid) for rid in ids]
+            if all(r.status in FINISHED for r in runs) or time.monotonic() > deadline:
+                break
+            for r in runs:
+                if r.status == WAITING and watched.get(r.id) != r.watch:
+                    watcher.watch(r.id, r.watch)
+                    watched[r.id] = list(r.watch)
+        return [{**summary(r), "vars": r.vars} for r in runs]
+
+
+def run_pipeline(pipeline: str | Path | PipelineSpec, inputs: Mapping[str, Any],
+                 state_dir: Path, **kw: Any) -> dict[str, Any]:
+    """Start one run and drive it until it finishes (or ``timeout`` passes)."""
+    return run_pipelines(pipeline, [inputs], state_dir, **kw)[0]
