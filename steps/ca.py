@@ -12,12 +12,14 @@ passes it so the CA never issues twice (and asks first when ``ctx.recovering``).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Iterator, Mapping
 
 from ca.client import CAClient, CAError
 from ca.passphrase import generate_passphrase
@@ -78,6 +80,18 @@ def _logged_in(ctx: StepContext) -> CAClient:
     return client
 
 
+@contextlib.contextmanager
+def _account_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock beside the credentials file, held while joining."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class Join(BaseStep):
     """Join the CA (or reuse stored credentials that still log in)."""
 
@@ -92,6 +106,11 @@ class Join(BaseStep):
         ca, email, name = str(ctx.params["ca"]), str(ctx.params["email"]), str(ctx.params["name"])
         log = ctx.log.bind(step=self.name, ca=ca, email=email)
         path = credentials_path(ctx.state_dir, ca, email)
+        with _account_lock(path):  # runs for one account join one at a time, then reuse
+            return self._join(ctx, log, path, ca, email, name)
+
+    def _join(self, ctx: StepContext, log: Any, path: Path, ca: str, email: str,
+              name: str) -> StepResult:
         creds: dict[str, Any] | None = json.loads(path.read_text()) if path.exists() else None
         with _client(ctx) as client:
             if creds:
