@@ -244,3 +244,32 @@ def test_safe_link_normalizes_host_and_default_port() -> None:
     assert safe_link("http://CA.Example/x", "http://ca.example:80/")
     assert safe_link("http://bücher.example/x", "http://xn--bcher-kva.example/")
     assert not safe_link("http://ca.example.evil/x", "http://ca.example/")
+
+
+@pytest.mark.parametrize("body", [
+    b"<a " * 600_000,
+    b"<" * 2_000_000,
+    b"<!--" + b"a" * 2_000_000,
+    b"".join(b"<a href='http://x.example/%d'>x</a>" % i for i in range(100_000)),
+], ids=["open-tags", "lt", "open-comment", "many-links"])
+def test_pathological_html_is_linear(body: bytes) -> None:
+    """HTML built to make parsers quadratic is handled in well under 2 s."""
+    raw = headers(extra="Content-Type: text/html\n") + b"\n" + body
+    start = time.monotonic()
+    mail = parse_message(raw)
+    assert time.monotonic() - start < 2.0
+    assert len(mail.links) <= MailLimits().max_links
+
+
+def test_overlong_header_field_refused() -> None:
+    """A folded Content-Type over the field limit is refused before the email package
+    parses its parameters (which is quadratic)."""
+    folded = "Content-Type: multipart/mixed; boundary=\"" + "\n ;;;;;;;;" * 2000 + "\"\n"
+    assert "header field is longer" in refused(headers(extra=folded) + b"\nx")
+
+
+def test_headers_of_all_parts_bounded() -> None:
+    """Header bytes summed over all parts are bounded too, not only the top level."""
+    part = b"--q\nContent-Type: text/plain\n" + b"X-Pad: " + b"p" * 2000 + b"\n\nx\n"
+    raw = headers(extra='Content-Type: multipart/mixed; boundary="q"\n') + b"\n" + part * 900
+    assert "headers of all parts" in refused(raw + b"--q--\n")
