@@ -85,6 +85,7 @@ class Daemon:
         self._watched: set[str] = set()
         self.engine: DaemonEngine | None = None
         self.router: MailRouter | None = None
+        self.catalog: PipelineCatalog | None = None
         self.ready = threading.Event()
 
     # -- control (thread- and signal-safe) ------------------------------------------------
@@ -145,6 +146,7 @@ class Daemon:
 
             catalog = PipelineCatalog(self.cfg.pipelines)
             catalog.reload()
+            self.catalog = catalog
             observer = make_observer()
             if catalog.folder is not None and catalog.folder.is_dir():
                 observer.schedule(catalog_handler(catalog, self._wake), str(catalog.folder))

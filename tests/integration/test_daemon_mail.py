@@ -1,0 +1,174 @@
+"""The daemon's mail routing on a real Maildir and SQLite store: hostile mail, duplicates,
+unmatched mail, and a run taking its mail; the daemon runs in a thread of this process."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import structlog
+
+from engine.daemon import Daemon
+from engine.daemon_config import DaemonConfig
+from engine.loader import load_pipeline
+from engine.maildir import Maildir
+from engine.runner import Engine
+from engine.store_open import open_store
+from tests.fixtures.daemon.harness import FIXTURES, wait_for
+from tests.support.mail import (CA_BASE, PROBE_PATH, big_body, headers, nested_multipart,
+                                probe_mail, truncated_mime)
+
+TO = "postmaster@h.test"
+
+
+class Running:
+    """A daemon serving ``state`` in a background thread."""
+
+    def __init__(self, state: Path, cfg: DaemonConfig) -> None:
+        self.daemon = Daemon(state, cfg, workers=2)
+        self.result: list[Any] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        if not self.daemon.ready.wait(30):
+            raise AssertionError(f"daemon not ready: {self.result}")
+
+    def _run(self) -> None:
+        try:
+            self.result.append(self.daemon.run())
+        except BaseException as exc:  # noqa: BLE001 - shown by the test
+            self.result.append(exc)
+            self.daemon.ready.set()
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        self.thread.join(30)
+
+
+def park(state: Path, maildir: Path, to: str, run_id: str) -> None:
+    """Start a waitmail run with a separate engine and leave it waiting (as `run --no-wait`)."""
+    spec = load_pipeline(FIXTURES / "waitmail.yaml")
+    store = open_store(state)
+    eng = Engine(store, state, inline=True)
+    eng.open()
+    eng.start_run(spec, {"to": to, "maildir": str(maildir), "link_base": CA_BASE}, run_id)
+    eng.run_until_idle()
+    eng.close()
+    store.close()
+
+
+def run_state(state: Path, run_id: str) -> str:
+    store = open_store(state)
+    try:
+        return store.load_run(run_id).state
+    finally:
+        store.close()
+
+
+def reason_of(md: Maildir, name: str) -> str:
+    return (md.path / ".quarantine" / "reasons" / f"{name}.reason").read_text()
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[Path, Maildir, Running, list[dict[str, Any]]]]:
+    state, md = tmp_path / "state", Maildir(tmp_path / "Maildir")
+    md.ensure()
+    park(state, md.path, TO, "r1")
+    with structlog.testing.capture_logs() as logs:
+        running = Running(state, DaemonConfig(maildirs=(md.path,), unmatched_grace=1.5))
+        try:
+            yield state, md, running, logs
+        finally:
+            running.stop()
+
+
+HOSTILE = {
+    "truncated": (truncated_mime(TO), "truncated MIME"),
+    "twenty_mb": (big_body(20 * 1024 * 1024, TO), "message too large"),
+    "nested_100": (nested_multipart(100, to=TO), "MIME nesting"),
+    "undecodable_from": (headers(TO, "<u@ca.example>").replace(
+        b"From: ca@ca.example", b"From: \xff\xfe <@@\xc3>") + b"\n\nx\n", "address"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_mail_is_moved_aside_with_its_reason_and_the_daemon_serves_on(setup, case):
+    """Each hostile message is logged with its reason and quarantined; a good one then works."""
+    state, md, running, logs = setup
+    raw, why = HOSTILE[case]
+    name = md.deliver(raw)
+    wait_for(lambda: (md.path / ".quarantine" / "new" / name).exists(), 10, "quarantine")
+    assert why in reason_of(md, name)
+    assert any(e["event"] == "mail_hostile" and e["file"] == name and why in e["reason"]
+               for e in logs)
+    good = md.deliver(probe_mail(to=TO, link=f"{CA_BASE}{PROBE_PATH}?token=t0k3n"))
+    wait_for(lambda: run_state(state, "r1") == "verified", 10, "the run to take good mail")
+    assert list(md.cur.iterdir())[0].name.startswith(good)
+    assert running.thread.is_alive()
+
+
+@pytest.mark.parametrize("link,why", [
+    ("http://evil.example/domains/verify/p123?token=t0k3n", "suspicious"),
+    ("http://127.0.0.2:8443/domains/verify/p123?token=t0k3n", "suspicious"),
+])
+def test_link_to_another_host_is_never_taken(setup, link, why):
+    """Another host, or the right token on the wrong host: moved aside, the run still waits."""
+    state, md, running, logs = setup
+    name = md.deliver(probe_mail(to=TO, link=link))
+    wait_for(lambda: (md.path / ".quarantine" / "new" / name).exists(), 10, "quarantine")
+    assert why in reason_of(md, name)
+    assert run_state(state, "r1") == "probed"
+    assert any(e["event"] == "mail_link_suspicious" for e in logs)
+
+
+def test_duplicate_delivery_is_moved_aside_as_duplicate(setup):
+    """The same Message-ID delivered again after the run took it is quarantined at once."""
+    state, md, running, logs = setup
+    raw = probe_mail(to=TO, message_id="<same@ca.example>")
+    md.deliver(raw)
+    wait_for(lambda: run_state(state, "r1") == "verified", 10, "the run to take the mail")
+    again = md.deliver(raw)
+    wait_for(lambda: (md.path / ".quarantine" / "new" / again).exists(), 10, "quarantine")
+    assert reason_of(md, again).startswith("duplicate")
+    assert any(e["event"] == "mail_duplicate" and e["file"] == again for e in logs)
+    assert len(list(md.cur.iterdir())) == 1
+
+
+def test_unmatched_mail_waits_its_grace_then_is_moved_aside(setup):
+    """Mail for nobody stays in new/ during the grace period, then goes aside as unmatched."""
+    state, md, running, logs = setup
+    name = md.deliver(probe_mail(to="nobody@h.test"))
+    time.sleep(0.5)
+    assert (md.new / name).exists()
+    wait_for(lambda: (md.path / ".quarantine" / "new" / name).exists(), 10, "quarantine")
+    assert "unmatched" in reason_of(md, name)
+
+
+def test_mail_arriving_before_its_run_parks_is_routed_once_it_does(tmp_path):
+    """A mail that is in new/ before the daemon starts (downtime) is taken on start-up."""
+    state, md = tmp_path / "state", Maildir(tmp_path / "Maildir")
+    md.ensure()
+    park(state, md.path, "webmaster@late.test", "late")
+    md.deliver(probe_mail(to="webmaster@late.test"))
+    running = Running(state, DaemonConfig(maildirs=(md.path,)))
+    try:
+        wait_for(lambda: run_state(state, "late") == "verified", 10, "start-up scan")
+    finally:
+        running.stop()
+    assert running.result == [0]
+
+
+def test_parked_runs_get_no_poll_timer_under_the_daemon(setup):
+    """A wait the daemon watches by inotify is re-parked without a 30 s poll timer."""
+    state, md, running, logs = setup
+    md.deliver(probe_mail(to=TO, link="http://evil.example/domains/verify/p1?token=x"))
+    wait_for(lambda: running.daemon.router and running.daemon.router.counts, 10, "routing")
+    wait_for(lambda: any(e["event"] == "mail_link_suspicious" for e in logs), 10, "check")
+    time.sleep(0.3)
+    store = open_store(state)
+    try:
+        kinds = [r[0] for r in store._db.execute("SELECT kind FROM timers WHERE run_id='r1'")]
+    finally:
+        store.close()
+    assert kinds == ["timeout"]
