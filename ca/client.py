@@ -12,6 +12,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import threading
+
 import httpx
 
 from engine.errors import StepError
@@ -41,18 +43,44 @@ def origin(url: str) -> tuple[str, str, int]:
     return scheme, (parts.hostname or "").lower(), port
 
 
+_POOLS: dict[tuple[str, bool], httpx.Client] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _new_http(base_url: str, verify: bool) -> httpx.Client:
+    return httpx.Client(base_url=base_url, verify=verify,
+                        headers={"User-Agent": "certwright-ca-client/1"},
+                        limits=httpx.Limits(max_connections=32, max_keepalive_connections=32))
+
+
+def _shared_http(base_url: str, verify: bool) -> httpx.Client:
+    """One pooled httpx client per CA and process (httpx clients are thread-safe)."""
+    with _POOLS_LOCK:
+        client = _POOLS.get((base_url, verify))
+        if client is None or client.is_closed:
+            client = _POOLS[(base_url, verify)] = _new_http(base_url, verify)
+        return client
+
+
 class CAClient:
     """Client of one CA at ``base_url``; keeps the login token after :meth:`login`."""
 
-    def __init__(self, base_url: str, *, timeout: float = 10.0, verify: bool = True) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 10.0, verify: bool = True,
+                 shared: bool = False) -> None:
+        """``shared``: use the process-wide connection pool for this CA (steps do; it saves
+        building an SSL context and a connection per call). ``close`` then keeps it open."""
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, verify=verify,
-                                  headers={"User-Agent": "certwright-ca-client/1"})
+        self._shared = shared
+        self._timeout = timeout
+        self._http = _shared_http(self.base_url, verify) if shared else _new_http(
+            self.base_url, verify)
         self.token: str | None = None
         self.account_id: str | None = None
+        self.token_expires: str | None = None
 
     def close(self) -> None:
-        self._http.close()
+        if not self._shared:
+            self._http.close()
 
     def __enter__(self) -> CAClient:
         return self
@@ -69,7 +97,8 @@ class CAClient:
         if auth and self.token:
             hdrs["Authorization"] = f"Bearer {self.token}"
         try:
-            resp = self._http.request(method, path, json=json, params=params, headers=hdrs)
+            resp = self._http.request(method, path, json=json, params=params, headers=hdrs,
+                                      timeout=self._timeout)
         except httpx.HTTPError as exc:
             raise CAError(f"{where}: {type(exc).__name__}: {exc}") from None
         if resp.status_code == 204:
@@ -110,6 +139,7 @@ class CAClient:
                           json={"email": email, "passphrase": passphrase})
         self.token = str(body["token"])
         self.account_id = body.get("account_id")
+        self.token_expires = body.get("expires")
         return self.token
 
     def add_domain(self, domain: str) -> dict[str, Any]:

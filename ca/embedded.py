@@ -55,7 +55,7 @@ def _read_ports(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _domains_of(given: Mapping[str, Any]) -> set[str]:
+def domains_of(given: Mapping[str, Any]) -> set[str]:
     out = set()
     for key in ("domain", "email"):
         value = str(given.get(key) or "")
@@ -103,7 +103,7 @@ def start_embedded(state_dir: Path, given: Mapping[str, Any], spec: Any,
                    stack: ExitStack) -> Embedded:
     """For a new run with ``ca=embedded``."""
     defaults = {k: i.default for k, i in spec.inputs.items() if i.has_default}
-    return start(state_dir, _domains_of({**defaults, **given}), stack)
+    return start(state_dir, domains_of({**defaults, **given}), stack)
 
 
 def find_embedded(state_dir: Path, given: Mapping[str, Any], spec: Any,
@@ -113,4 +113,4 @@ def find_embedded(state_dir: Path, given: Mapping[str, Any], spec: Any,
     ports = _read_ports(ports_file)
     if not ports or given.get("ca") != ports.get("ca_url"):
         return None
-    return start(state_dir, _domains_of(given), stack)
+    return start(state_dir, domains_of(given), stack)

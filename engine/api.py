@@ -16,11 +16,11 @@ from engine.foreground import summary
 from engine.inputs import coerce_inputs
 from engine.loader import load_pipeline, resolve_pipeline_path
 from engine.runner import Engine
-from engine.services import start_services
+from engine.services import start_services_for
 from engine.spec import PipelineSpec
 from engine.store_open import open_store
 from engine.watch import PathWatcher
-from state.records import FINISHED, WAITING
+from state.records import FINISHED
 
 
 def run_pipelines(pipeline: str | Path | PipelineSpec, inputs: Iterable[Mapping[str, Any]],
@@ -35,13 +35,9 @@ def run_pipelines(pipeline: str | Path | PipelineSpec, inputs: Iterable[Mapping[
     with ExitStack() as stack:
         store = open_store(state_dir)
         stack.callback(store.close)
-        services: dict[str, Any] = {}
-        prepared = []
-        for given in inputs:
-            services_for_run, values = start_services(spec, dict(given), state_dir, stack) \
-                if not services else (services, dict(given))
-            services = services or services_for_run
-            prepared.append(coerce_inputs(spec, values))
+        services, givens = start_services_for(spec, [dict(g) for g in inputs], state_dir,
+                                              stack)
+        prepared = [coerce_inputs(spec, values) for values in givens]
         engine = Engine(store, state_dir, clock=clock or clock_from_env(), workers=workers,
                         services=services)
         stack.callback(engine.close)
@@ -52,6 +48,13 @@ def run_pipelines(pipeline: str | Path | PipelineSpec, inputs: Iterable[Mapping[
             Event(kind="file", payload={"path": path}), rid))
         stack.callback(watcher.stop)
         watched: dict[str, list[str]] = {}
+
+        def on_wait(rid: str, paths: list[str]) -> None:
+            if watched.get(rid) != paths:
+                watcher.watch(rid, paths)
+                watched[rid] = list(paths)
+                engine.wake(rid)  # what arrived before the watch began is seen now
+        engine.on_wait = on_wait
         deadline = time.monotonic() + timeout
         while True:
             engine.pump(timeout=0.2)
@@ -60,10 +63,6 @@ def run_pipelines(pipeline: str | Path | PipelineSpec, inputs: Iterable[Mapping[
             runs = [store.load_run(rid) for rid in ids]
             if all(r.status in FINISHED for r in runs) or time.monotonic() > deadline:
                 break
-            for r in runs:
-                if r.status == WAITING and watched.get(r.id) != r.watch:
-                    watcher.watch(r.id, r.watch)
-                    watched[r.id] = list(r.watch)
         return [{**summary(r), "vars": r.vars} for r in runs]
 
 

@@ -56,6 +56,14 @@ def drive(engine: Engine, run_id: str, *, no_wait: bool = False, out: TextIO | N
         "path": path}), rid))
     shown = ""
     watched: list[str] = []
+
+    def on_wait(rid: str, paths: list[str]) -> None:
+        nonlocal watched
+        if rid == run_id and paths != watched:
+            watcher.watch(run_id, paths)
+            watched = list(paths)
+            engine.wake(run_id)  # what arrived before the watch began is seen now
+    engine.on_wait = on_wait
     last_draw = 0.0
     try:
         while True:
@@ -68,9 +76,8 @@ def drive(engine: Engine, run_id: str, *, no_wait: bool = False, out: TextIO | N
             if run.status in (WAITING, BACKOFF):
                 if no_wait or (stop and stop()):
                     return Outcome(run, parked=True)
-                if run.watch != watched:
-                    watcher.watch(run_id, run.watch)
-                    watched = list(run.watch)
+                if run.watch != watched:  # e.g. a run resumed already waiting
+                    on_wait(run_id, run.watch)
                 line = describe_wait(run, engine.clock.now())
                 now = time.monotonic()
                 if tty and now - last_draw >= 1.0:

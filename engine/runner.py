@@ -94,6 +94,10 @@ class Engine:
         self._dirty: dict[str, RunRecord] = {}
         self._to_launch: list[_Job] = []
         self._commits = 0
+        self._new_waits: list[tuple[str, list[str]]] = []
+        # Called (after the commit) with (run_id, paths) when a run starts waiting on paths,
+        # so a watcher can watch them at once (then wake the run: nothing is missed).
+        self.on_wait: Callable[[str, list[str]], None] | None = None
         self._max_timer_id = 0
         self._crash_after = crash_after_commits
         self._max_batch = max_batch
@@ -378,6 +382,10 @@ class Engine:
         return found
 
     def _flush_launches(self) -> None:
+        waits, self._new_waits = self._new_waits, []
+        if self.on_wait is not None:
+            for rid, paths in waits:
+                self.on_wait(rid, paths)
         jobs, self._to_launch = self._to_launch, []
         for job in jobs:
             self._pool.submit(lambda job=job: self._execute(job))
@@ -442,6 +450,8 @@ class Engine:
                 "waiting": w.description, "memo": dict(w.memo), "wake_at": wake_at,
                 "watch": list(w.watch)})
             self._tx.set_correlations(run.id, run.entry, w.correlations)
+            if w.watch:
+                self._new_waits.append((run.id, list(w.watch)))
             log.info("step_waiting", run_id=run.id, state=run.state, step=job.spec.id,
                      waiting=w.description)
         elif wake_at:

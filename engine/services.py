@@ -27,23 +27,36 @@ def wants_embedded(spec: PipelineSpec, given: Mapping[str, Any]) -> bool:
 def start_services(spec: PipelineSpec, given: dict[str, Any], state_dir: Path,
                    stack: ExitStack) -> tuple[dict[str, Any], dict[str, Any]]:
     """Start what the run needs; returns (services for steps, inputs with addresses)."""
+    services, [values] = start_services_for(spec, [given], state_dir, stack)
+    return services, values
+
+
+def start_services_for(spec: PipelineSpec, givens: list[dict[str, Any]], state_dir: Path,
+                       stack: ExitStack) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """As :func:`start_services`, once for several runs of ``spec`` (all their domains)."""
     services: dict[str, Any] = {}
-    embedded_url = None
     try:
-        from ca.embedded import find_embedded, start_embedded
+        from ca.embedded import domains_of, find_embedded, start
     except ImportError:
-        return services, given
-    if wants_embedded(spec, given):
-        emb = start_embedded(state_dir, given, spec, stack)
+        return services, givens
+    defaults = {k: i.default for k, i in spec.inputs.items() if i.has_default}
+    if givens and wants_embedded(spec, givens[0]):
+        domains: set[str] = set()
+        for given in givens:
+            domains |= domains_of({**defaults, **given})
+        emb = start(state_dir, domains, stack)
     else:
         # a resumed run whose inputs name the embedded CA's recorded address
-        emb = find_embedded(state_dir, given, spec, stack)
-    if emb is not None:
-        embedded_url = emb.ca_url
-        services["embedded"] = emb
-        given = dict(given)
-        given["ca"] = embedded_url
-        if "maildir" in spec.inputs and given.get(
+        emb = find_embedded(state_dir, givens[0], spec, stack) if givens else None
+    if emb is None:
+        return services, givens
+    services["embedded"] = emb
+    out = []
+    for given in givens:
+        values = dict(given)
+        values["ca"] = emb.ca_url
+        if "maildir" in spec.inputs and values.get(
                 "maildir", spec.inputs["maildir"].default) in (EMBEDDED, None):
-            given["maildir"] = str(emb.maildir)
-    return services, given
+            values["maildir"] = str(emb.maildir)
+        out.append(values)
+    return services, out

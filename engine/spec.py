@@ -83,6 +83,9 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+# What a step gets without a `retry:`: three attempts, 1 s then 2 s apart (20 % jitter), for
+# retryable errors only (a refused request, a failed check stop at once: PermanentError).
+DEFAULT_RETRY = RetryPolicy()
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ class StepSpec:
     name: str  # registry name, e.g. "shell", "ca.sign"
     id: str  # output namespace: ${steps.<id>.<key>}; defaults to name with '.' -> '_'
     params: Mapping[str, Any] = field(default_factory=dict)  # raw, still templated
-    retry: RetryPolicy = NO_RETRY
+    retry: RetryPolicy = DEFAULT_RETRY
     timeout: float | None = None
     when: Condition | None = None  # run only when this holds; else recorded as skipped
     loc: Location | None = field(default=None, compare=False)

@@ -18,11 +18,14 @@ import hashlib
 import json
 import os
 import secrets
+import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
 from ca.client import CAClient, CAError
 from ca.passphrase import generate_passphrase
+from engine.clock import parse_instant
 from engine.errors import PermanentError
 from steps.base import BaseStep, Done, StepContext, StepResult
 
@@ -65,19 +68,75 @@ def load_credentials(ctx: StepContext, ca: str, email: str) -> dict[str, Any]:
 
 
 def _client(ctx: StepContext) -> CAClient:
-    return CAClient(str(ctx.params["ca"]), timeout=ctx.timeout or 10.0)
+    return CAClient(str(ctx.params["ca"]), timeout=ctx.timeout or 10.0, shared=True)
+
+
+# API tokens by (CA, email), in memory only: a login costs the CA a memory-hard scrypt,
+# so steps of many runs for one account share a token until shortly before it expires.
+# Expiry is judged on the step's clock, the same time line the CA's tokens live on.
+_TOKENS: dict[tuple[str, str], tuple[str, str | None, datetime]] = {}
+_TOKENS_LOCK = threading.Lock()
+_TOKEN_LIFE = timedelta(minutes=30)  # at most this long (the CA's last an hour)
+_TOKEN_MARGIN = timedelta(minutes=5)  # stop using one this long before the CA's expiry
+
+
+def _cache_token(ctx: StepContext, key: tuple[str, str], client: CAClient) -> None:
+    until = ctx.clock.now() + _TOKEN_LIFE
+    if client.token_expires:
+        try:
+            until = min(until, parse_instant(client.token_expires) - _TOKEN_MARGIN)
+        except ValueError:
+            pass
+    with _TOKENS_LOCK:
+        _TOKENS[key] = (str(client.token), client.account_id, until)
+
+
+def _cached_token(ctx: StepContext, key: tuple[str, str]) -> tuple[str, str | None] | None:
+    with _TOKENS_LOCK:
+        cached = _TOKENS.get(key)
+    if cached and cached[2] > ctx.clock.now():
+        return cached[0], cached[1]
+    return None
 
 
 def _logged_in(ctx: StepContext) -> CAClient:
     ca, email = str(ctx.params["ca"]), str(ctx.params["email"])
-    creds = load_credentials(ctx, ca, email)
+    key = (ca.rstrip("/"), email.lower())
     client = _client(ctx)
+    cached = _cached_token(ctx, key)
+    if cached:
+        client.token, client.account_id = cached
+        return client
+    creds = load_credentials(ctx, ca, email)
     try:
         client.login(creds["email"], creds["passphrase"])
     except BaseException:
         client.close()
         raise
+    _cache_token(ctx, key, client)
     return client
+
+
+@contextlib.contextmanager
+def _session(ctx: StepContext) -> Iterator[CAClient]:
+    """A logged-in client; a token the CA no longer accepts is dropped and the step retried."""
+    client = _logged_in(ctx)
+    try:
+        yield client
+    except CAError as exc:
+        if exc.status == 401:
+            forget_token(str(ctx.params["ca"]), str(ctx.params["email"]))
+            raise CAError(f"{exc} (the cached token was refused; logging in again)",
+                          status=401, code=exc.code, retryable=True) from exc
+        raise
+    finally:
+        client.close()
+
+
+def forget_token(ca: str, email: str) -> None:
+    """Drop a cached token (after the CA refused it)."""
+    with _TOKENS_LOCK:
+        _TOKENS.pop((ca.rstrip("/"), email.lower()), None)
 
 
 @contextlib.contextmanager
@@ -112,10 +171,17 @@ class Join(BaseStep):
     def _join(self, ctx: StepContext, log: Any, path: Path, ca: str, email: str,
               name: str) -> StepResult:
         creds: dict[str, Any] | None = json.loads(path.read_text()) if path.exists() else None
+        key = (ca.rstrip("/"), email.lower())
+        cached = _cached_token(ctx, key)
+        if creds and cached:
+            log.info("ca_account_reused", account_id=cached[1])
+            return Done({"account_id": cached[1], "email": email, "reused": True,
+                         "status": "active"})
         with _client(ctx) as client:
             if creds:
                 try:
                     client.login(creds["email"], creds["passphrase"])
+                    _cache_token(ctx, key, client)
                     log.info("ca_account_reused", account_id=client.account_id)
                     return Done({"account_id": client.account_id, "email": email,
                                  "reused": True, "status": "active"})
@@ -192,7 +258,7 @@ class Activate(BaseStep):
     def run(self, ctx: StepContext) -> StepResult:
         if not ctx.params.get("link"):
             if ctx.params.get("email"):
-                with _logged_in(ctx):  # raises when not active
+                with _session(ctx):  # raises when not active
                     return Done({"status": "already_verified", "skipped": True})
             raise PermanentError("ca.activate: no confirmation link given")
         return Done({"status": _follow(ctx, self.name, "account")["status"], "skipped": False})
@@ -208,7 +274,7 @@ class AddDomain(BaseStep):
         ["ca", "email", "domain"], email=_EMAIL, domain={"type": "string"})
 
     def run(self, ctx: StepContext) -> StepResult:
-        with _logged_in(ctx) as client:
+        with _session(ctx) as client:
             view = client.add_domain(str(ctx.params["domain"]))
         return Done({"domain": view["domain"], "verified": view["status"] == "verified"})
 
@@ -225,7 +291,7 @@ class Probe(BaseStep):
 
     def run(self, ctx: StepContext) -> StepResult:
         domain = str(ctx.params["domain"]).strip().lower()
-        with _logged_in(ctx) as client:
+        with _session(ctx) as client:
             rows = {d["domain"]: d for d in client.domains()}
             if rows.get(domain, {}).get("status") == "verified":
                 ctx.log.info("ca_probe_skipped", domain=domain, reason="verified")
@@ -269,7 +335,7 @@ class Sign(BaseStep):
             raise PermanentError(f"ca.sign: cannot read the CSR {csr_path}: "
                                  f"{exc.strerror}") from None
         out_dir = Path(str(ctx.params.get("out_dir") or ctx.run_dir))
-        with _logged_in(ctx) as client:
+        with _session(ctx) as client:
             cert = client.find_certificate(ctx.idempotency_key) if ctx.recovering else None
             if cert is None:
                 days = ctx.params.get("days")

@@ -16,7 +16,7 @@ import pytest
 from engine.errors import CertwrightError, Location, SpecError
 from engine.loader import (bundled_pipelines, load_pipeline, load_pipeline_text,
                            resolve_pipeline_path)
-from engine.spec import NO_RETRY, Condition, LoopSpec, RetryPolicy, TimeoutSpec
+from engine.spec import DEFAULT_RETRY, Condition, LoopSpec, RetryPolicy, TimeoutSpec
 from steps.base import Done
 from steps.registry import Registry
 
@@ -154,7 +154,7 @@ def test_steps_get_ids_params_retry_and_timeout() -> None:
     new = _load("full.yaml").states["new"]
     short, full = new.steps
     assert (short.name, short.id, dict(short.params), short.retry) == (
-        "key.generate", "key_generate", {}, NO_RETRY)
+        "key.generate", "key_generate", {}, DEFAULT_RETRY)
     assert (full.name, full.id, full.timeout) == ("shell", "mark1", 30.0)
     assert full.params == {"argv": ["touch", "${run.dir}/a"]}
     assert full.retry == RetryPolicy(max_attempts=5, initial_delay=1.0, max_delay=300.0,
