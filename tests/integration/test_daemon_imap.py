@@ -1,0 +1,78 @@
+"""IMAP as a mail source, against a real Dovecot (IMAPS on loopback, IDLE)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import structlog
+
+from engine.daemon_config import DaemonConfig
+from engine.errors import InputError
+from engine.imap import ImapAccount
+from engine.maildir import Maildir
+from tests.fixtures.daemon.harness import wait_for
+from tests.integration.test_daemon_mail import Running, park, run_state
+from tests.support.dovecot import Dovecot, dovecot  # noqa: F401 - the fixture
+from tests.support.mail import probe_mail, truncated_mime
+
+
+def test_imap_url_needs_tls_and_a_password_source():
+    """imap:// (no TLS) and a URL without a password file are refused with the reason."""
+    with pytest.raises(InputError, match="only imaps"):
+        ImapAccount("imap://u@h/INBOX?password_file=/x")
+    with pytest.raises(InputError, match="password_file"):
+        ImapAccount("imaps://u@h/INBOX")
+    acct = ImapAccount("imaps://u:secret@h:1993/Box")
+    assert "secret" not in acct.shown and acct.port == 1993 and acct.mailbox == "Box"
+
+
+def test_mail_fetched_over_imap_idle_wakes_its_run_and_is_flagged_not_deleted(
+        tmp_path: Path, dovecot: Dovecot):  # noqa: F811
+    """Mail appended while the daemon idles is spooled, routed and taken; every message on
+    the server ends up \\Seen + $Certwright and none is deleted; hostile mail goes aside."""
+    state = tmp_path / "state"
+    pw = tmp_path / "imap.pw"
+    pw.write_text(dovecot.password + "\n")
+    url = dovecot.url(pw) + "&name=certs"
+    spool = Maildir(state / "imap" / "certs")
+    park(state, spool.path, "postmaster@imap.test", "viaimap")
+    dovecot.append(probe_mail(to="someone-else@imap.test", message_id="<other@ca.example>"))
+    with structlog.testing.capture_logs() as logs:
+        running = Running(state, DaemonConfig(imap=(url,), imap_cafile=dovecot.cafile))
+        try:
+            wait_for(lambda: any(e["event"] == "imap_connected" for e in logs), 20, "login")
+            wait_for(lambda: len(list(spool.new.iterdir())) == 1, 20, "the first message")
+            dovecot.append(probe_mail(to="postmaster@imap.test", message_id="<p@ca.example>"))
+            wait_for(lambda: run_state(state, "viaimap") == "verified", 20, "the run to verify")
+            dovecot.append(truncated_mime("postmaster@imap.test"))
+            wait_for(lambda: (spool.path / ".quarantine" / "new").is_dir() and any(
+                (spool.path / ".quarantine" / "new").iterdir()), 20, "hostile mail aside")
+            wait_for(lambda: all("$Certwright" in f for f in dovecot.flags())
+                     and len(dovecot.flags()) == 3, 20, "all flagged")
+        finally:
+            running.stop()
+    flags = dovecot.flags()
+    assert len(flags) == 3 and all("\\Seen" in f and "\\Deleted" not in f for f in flags)
+    assert any(e["event"] == "mail_hostile" and "truncated MIME" in e["reason"] for e in logs)
+    assert running.result == [0]
+    assert not any("imap-test-password" in str(e) for e in logs)
+
+
+def test_imap_reconnects_with_backoff_after_a_refused_login(tmp_path: Path,
+                                                             dovecot: Dovecot):  # noqa: F811
+    """A wrong password is logged and retried; fixing the file lets the next try in."""
+    state = tmp_path / "state"
+    pw = tmp_path / "imap.pw"
+    pw.write_text("wrong\n")
+    with structlog.testing.capture_logs() as logs:
+        running = Running(state, DaemonConfig(imap=(dovecot.url(pw),),
+                                              imap_cafile=dovecot.cafile))
+        try:
+            wait_for(lambda: any(e["event"] == "imap_failed" for e in logs), 20, "a failure")
+            pw.write_text(dovecot.password + "\n")
+            wait_for(lambda: any(e["event"] == "imap_connected" for e in logs), 30, "login")
+        finally:
+            running.stop()
+    fails = [e for e in logs if e["event"] == "imap_failed"]
+    assert fails[0]["retry_in"] == 1.0
+    assert not any("wrong" in str(e.get("error", "")).split("password")[0] for e in fails)
