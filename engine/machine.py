@@ -56,7 +56,7 @@ class PipelineMachine:
                                 ignore_invalid_triggers=False)
         for st in spec.states.values():
             for edge in st.next:
-                conditions = [_guard(edge.when)] if edge.when else []
+                conditions: list[Any] = [_guard(edge.when)] if edge.when else []
                 self._machine.add_transition("next", st.name, edge.to, conditions=conditions)
             if st.on_error:
                 self._machine.add_transition("error", st.name, st.on_error)
@@ -73,7 +73,8 @@ class PipelineMachine:
         model = _Model()
         self._machine.add_model(model, initial=state)
         try:
-            fired = model.trigger(trigger, namespace=namespace or {}, counters=counters or {})
+            fire = getattr(model, "trigger")  # added by transitions' add_model
+            fired = fire(trigger, namespace=namespace or {}, counters=counters or {})
         except MachineError as exc:
             raise NoTransition(f"state {state!r} has no {trigger!r} transition") from exc
         finally:

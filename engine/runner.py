@@ -91,6 +91,7 @@ class Engine:
         self._specs: dict[str, tuple[PipelineSpec, PipelineMachine]] = {}
         self._secrets: dict[str, dict[str, Any]] = {}
         self._tx: Any = None
+        self._cm: Any = None
         self._dirty: dict[str, RunRecord] = {}
         self._to_launch: list[_Job] = []
         self._commits = 0
@@ -388,7 +389,12 @@ class Engine:
                 self.on_wait(rid, paths)
         jobs, self._to_launch = self._to_launch, []
         for job in jobs:
-            self._pool.submit(lambda job=job: self._execute(job))
+            self._pool.submit(self._executor_for(job))
+
+    def _executor_for(self, job: _Job) -> Callable[[], None]:
+        def run() -> None:
+            self._execute(job)
+        return run
 
     def _execute(self, job: _Job) -> None:
         """Runs in a worker thread: call the step, send the outcome to the core loop."""
@@ -415,8 +421,8 @@ class Engine:
             self._step_wait(run, job, result)
         else:
             self._step_failed(run, job.spec, result)
-        pending = self._recheck.pop(job.run_id, "none")
-        if pending != "none":
+        if job.run_id in self._recheck:  # an event came while the step executed: re-check
+            pending = self._recheck.pop(job.run_id)
             self._on_event(pending or Event(kind="wake"), job.run_id)
 
     def _step_done(self, run: RunRecord, job: _Job, result: Done) -> None:

@@ -21,7 +21,7 @@ def wants_embedded(spec: PipelineSpec, given: Mapping[str, Any]) -> bool:
     if "ca" not in spec.inputs:
         return False
     value = given.get("ca", spec.inputs["ca"].default)
-    return value == EMBEDDED
+    return bool(value == EMBEDDED)
 
 
 def start_services(spec: PipelineSpec, given: dict[str, Any], state_dir: Path,
@@ -35,6 +35,7 @@ def start_services_for(spec: PipelineSpec, givens: list[dict[str, Any]], state_d
                        stack: ExitStack) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """As :func:`start_services`, once for several runs of ``spec`` (all their domains)."""
     services: dict[str, Any] = {}
+    emb: Any = None
     try:
         from ca.embedded import domains_of, find_embedded, start
     except ImportError:
