@@ -6,6 +6,7 @@ values of keys that name secrets, as a last line of defence: steps must not log 
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import sys
@@ -24,6 +25,29 @@ def _mask_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
     return event
 
 
+# The secret values of the run whose step this thread executes (set by the runner), masked
+# wherever they appear in a log event: a step may log a command line that contains one.
+SECRET_VALUES: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "certwright_secret_values", default=())
+
+
+def _mask_values(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    values = SECRET_VALUES.get()
+    if not values:
+        return event
+    for k, v in event.items():
+        if isinstance(v, str):
+            for secret in values:
+                if secret in v:
+                    v = v.replace(secret, "<secret>")
+            event[k] = v
+        elif isinstance(v, (list, tuple, dict)):
+            text = repr(v)
+            if any(secret in text for secret in values):
+                event[k] = "<secret>"
+    return event
+
+
 def configure(json_lines: bool = False, level: str = "info", stream: Any = None) -> None:
     """Set up structlog (and stdlib logging, for libraries) once per process."""
     out = stream or sys.stderr
@@ -34,6 +58,7 @@ def configure(json_lines: bool = False, level: str = "info", stream: Any = None)
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _mask_secrets,
+        _mask_values,
     ]
     if json_lines:
         processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]

@@ -35,6 +35,7 @@ from engine.clock import Clock, SystemClock, format_instant, parse_instant
 from engine.errors import CertwrightError, PermanentError, StepError
 from engine.events import Event
 from engine.journal import apply
+from engine.logs import SECRET_VALUES
 from engine.machine import NoTransition, PipelineMachine
 from engine.naming import new_run_id, run_dir_for
 from engine.params import check_params
@@ -62,6 +63,7 @@ class _Job:
     kind: str
     spec: StepSpec
     ctx: StepContext
+    secrets: tuple[str, ...] = ()  # the run's secret values, masked in the step's logs
 
 
 class Engine:
@@ -358,7 +360,8 @@ class Engine:
                 run_id=run.id, state=run.state, step=step_spec.id),
             memo=dict(run.memo), event=event, timeout=step_spec.timeout,
             services=self.services, inputs=ns["inputs"], vars=ns["steps"])
-        return _Job(run.id, run.entry, run.step_index, ctx.idempotency_key, kind, step_spec, ctx)
+        return _Job(run.id, run.entry, run.step_index, ctx.idempotency_key, kind, step_spec, ctx,
+                    tuple(secret_store.values(self._secrets_of(run.id))))
 
     def _namespace(self, run: RunRecord, spec: PipelineSpec) -> dict[str, Any]:
         secrets = self._secrets_of(run.id)
@@ -398,12 +401,15 @@ class Engine:
 
     def _execute(self, job: _Job) -> None:
         """Runs in a worker thread: call the step, send the outcome to the core loop."""
+        masked = SECRET_VALUES.set(job.secrets)
         try:
             result: Any = self.registry.get(job.spec.name).run(job.ctx)
         except Exception as exc:  # every failure becomes an event, never a dead thread
             if not isinstance(exc, StepError):
                 exc.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
             result = exc
+        finally:
+            SECRET_VALUES.reset(masked)
         self._queue.put(("result", job, result))
 
     # -- outcomes ---------------------------------------------------------------------
