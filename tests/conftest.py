@@ -1,0 +1,61 @@
+"""Session-wide test plumbing.
+
+A safety net for real processes: tests start daemons, CAs, mail servers, Pebble and Apache
+and must stop them; if one is left behind (a test failed between start and stop), it is
+named at the end of the session and killed, so that CI never hangs on an orphan holding
+its output open.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append((int(entry.name), cmd.strip()))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leftovers = [(pid, cmd) for pid, cmd in _children(os.getpid()) if cmd]
+    if not leftovers:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for pid, cmd in leftovers:
+        if reporter:
+            reporter.write_line(f"warning: a test left process {pid} running: {cmd[:160]}",
+                                yellow=True)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists()
+                                              for p, _ in leftovers):
+        for pid, _ in leftovers:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        time.sleep(0.1)
+    for pid, _ in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
