@@ -160,7 +160,14 @@ class Daemon:
                                 grace=self.cfg.unmatched_grace,
                                 now=lambda: self.clock.now().timestamp())
             self.router = router
-            sources = [MaildirSource(Path(m), router, observer) for m in maildirs]
+            inotify = None
+            try:
+                from engine.daemon_inotify import NewFileWatcher
+                inotify = NewFileWatcher()
+                stack.callback(inotify.stop)
+            except OSError as exc:
+                log.warning("inotify_unavailable", error=str(exc), fallback="watchdog")
+            sources = [MaildirSource(Path(m), router, observer, inotify) for m in maildirs]
             observer.start()
             stack.callback(lambda: (observer.stop(), observer.join(timeout=5)))
             self._watched = {os.path.realpath(f) for f in watched_folders(sources)}

@@ -37,7 +37,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="also serve the embedded CA and mail server (for ca=embedded runs)")
     d.add_argument("--workers", type=int, default=8, help="step worker threads (default 8)")
     d.set_defaults(func=handler)
-    return d
+    parser: argparse.ArgumentParser = d
+    return parser
 
 
 def build_config(args: argparse.Namespace) -> DaemonConfig:

@@ -91,7 +91,7 @@ def installed_certs(run: RunRecord) -> list[dict[str, Any]]:
 
 def backoff(attempts: int, base: float, cap: float) -> float:
     """Seconds before the next attempt after ``attempts`` failures in a row (>= 1)."""
-    return min(cap, base * 2 ** max(0, attempts - 1))
+    return float(min(cap, base * 2 ** max(0, attempts - 1)))
 
 
 class Renewer:

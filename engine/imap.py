@@ -180,7 +180,7 @@ class ImapSource:
     def _sync(self, c: imaplib.IMAP4_SSL) -> None:
         """Fetch, spool, route and flag every message without our keyword."""
         validity = self._uidvalidity(c)
-        typ, data = c.uid("SEARCH", None, "UNKEYWORD", KEYWORD, "NOT", "DELETED")
+        typ, data = c.uid("SEARCH", "UNKEYWORD", KEYWORD, "NOT", "DELETED")
         if typ != "OK":
             raise imaplib.IMAP4.error(f"UID SEARCH: {data!r}")
         uids = [u.decode() for u in (data[0] or b"").split()]
@@ -233,9 +233,9 @@ class ImapSource:
 
     def _idle(self, c: imaplib.IMAP4_SSL) -> bool:
         """IDLE until the mailbox changes, ``idle_timeout`` passes or stop; True on change."""
-        tag = c._new_tag()  # type: ignore[attr-defined]
+        tag: bytes = c._new_tag()
         c.send(tag + b" IDLE\r\n")
-        sock: ssl.SSLSocket = c.sock  # type: ignore[attr-defined]
+        sock: Any = c.sock
         buf, changed, done_at = b"", False, None
         deadline = time.monotonic() + self.idle_timeout
         while True:
