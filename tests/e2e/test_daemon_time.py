@@ -81,7 +81,7 @@ def test_renewal_under_a_moved_clock_then_backoff_with_the_current_pipeline(tmp_
 
     now = datetime.now(timezone.utc)
     d = _daemon(state, tmp_path, "--config", str(config), now=now + timedelta(days=70))
-    started = wait_for(lambda: [e for e in _events(d) if e["event"] == "renewal_started"], 30,
+    started = wait_for(lambda: [e for e in _events(d) if e["event"] == "renewal_started"], 60,
                        "a renewal to start")
     assert started[0]["renews"] == "orig"
     new_id = started[0]["run_id"]
@@ -94,7 +94,7 @@ def test_renewal_under_a_moved_clock_then_backoff_with_the_current_pipeline(tmp_
     good = (FIXTURES / "selfsigned.yaml").read_text()
     (pipes / "selfsigned.yaml").write_text(good.replace("install.files", "install.fils"))
     line = next(i for i, t in enumerate(good.splitlines(), 1) if "install.files" in t)
-    wait_for(lambda: any(e["event"] == "pipeline_invalid" for e in _events(d)), 30,
+    wait_for(lambda: any(e["event"] == "pipeline_invalid" for e in _events(d)), 60,
              "the broken edit to be refused")
     bad = next(e for e in _events(d) if e["event"] == "pipeline_invalid")
     assert f"selfsigned.yaml:{line}:" in bad["problems"]
@@ -102,7 +102,7 @@ def test_renewal_under_a_moved_clock_then_backoff_with_the_current_pipeline(tmp_
     failing = (FIXTURES / "selfsigned.yaml").read_text().replace(
         '"${python}", "${script}"', '"false", "${script}"')
     (pipes / "selfsigned.yaml").write_text(failing.replace("version: 1", "version: 2"))
-    wait_for(lambda: sum(e["event"] == "pipeline_loaded" for e in _events(d)) >= 2, 30,
+    wait_for(lambda: sum(e["event"] == "pipeline_loaded" for e in _events(d)) >= 2, 60,
              "the good edit to be loaded")
     assert d.stop(signal.SIGTERM) == 0
     d = _daemon(state, tmp_path, "--config", str(config), now=now + timedelta(days=140))
