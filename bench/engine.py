@@ -96,8 +96,10 @@ def bench_transitions(runs: int, folder: Path) -> dict[str, float]:
     engine = _engine(folder, reg, workers=2)
     engine.open()
     t0 = time.perf_counter()
-    for i in range(runs):
-        engine.start_run(spec, {}, run_id=f"r{i}")
+    for start in range(0, runs, 1000):  # as an inbox of requests would arrive, in batches
+        batch = range(start, min(runs, start + 1000))
+        engine.start_runs(spec, [{} for _ in batch], [f"r{i}" for i in batch])
+        engine.pump()
     engine.run_until_idle()
     elapsed = time.perf_counter() - t0
     done = engine.store.run_ids(["succeeded"])

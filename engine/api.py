@@ -43,7 +43,7 @@ def run_pipelines(pipeline: str | Path | PipelineSpec, inputs: Iterable[Mapping[
         stack.callback(engine.close)
         engine.open()
         secret = [n for n, i in spec.inputs.items() if i.secret]
-        ids = [engine.start_run(spec, values, secret_inputs=secret) for values in prepared]
+        ids = engine.start_runs(spec, prepared, secret_inputs=secret)
         watcher = PathWatcher(lambda rid, path: engine.submit(
             Event(kind="file", payload={"path": path}), rid))
         stack.callback(watcher.stop)

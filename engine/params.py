@@ -15,9 +15,18 @@ def _validator(schema_json: str) -> Draft202012Validator:
     return Draft202012Validator(json.loads(schema_json))
 
 
+# Step schemas are class attributes that live as long as the process: key them by identity
+# (keeping a reference, so an id is never reused) and serialise each one only once.
+_BY_ID: dict[int, tuple[Mapping[str, Any], Draft202012Validator]] = {}
+
+
 def check_params(step: str, schema: Mapping[str, Any], params: Mapping[str, Any]) -> None:
     """Raise PermanentError listing every way ``params`` break ``schema``."""
-    validator = _validator(json.dumps(schema, sort_keys=True, default=str))
+    found = _BY_ID.get(id(schema))
+    if found is None or found[0] is not schema:
+        found = _BY_ID[id(schema)] = (schema, _validator(json.dumps(schema, sort_keys=True,
+                                                                    default=str)))
+    validator = found[1]
     errors = sorted(validator.iter_errors(dict(params)), key=lambda e: list(e.path))
     if errors:
         parts = []

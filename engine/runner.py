@@ -157,30 +157,43 @@ class Engine:
     def start_run(self, spec: PipelineSpec, inputs: Mapping[str, Any],
                   run_id: str | None = None, secret_inputs: Iterable[str] = ()) -> str:
         """Create a run of ``spec`` with coerced ``inputs``; it starts on the next pump."""
-        rid = run_id or new_run_id(spec.name)
-        if self.store.find_run(rid) is not None:
-            raise CertwrightError(f"a run with id {rid!r} exists already")
+        return self.start_runs(spec, [inputs], [run_id], secret_inputs)[0]
+
+    def start_runs(self, spec: PipelineSpec, inputs: Iterable[Mapping[str, Any]],
+                   run_ids: Iterable[str | None] | None = None,
+                   secret_inputs: Iterable[str] = ()) -> list[str]:
+        """Create several runs of ``spec`` in one transaction (one commit for all)."""
+        values = list(inputs)
+        ids = [rid or new_run_id(spec.name) for rid in (list(run_ids) if run_ids is not None
+                                                        else [None] * len(values))]
+        if len(ids) != len(values) or len(set(ids)) != len(ids):
+            raise CertwrightError("start_runs: one distinct run id per input mapping")
+        for rid in ids:
+            if self.store.find_run(rid) is not None:
+                raise CertwrightError(f"a run with id {rid!r} exists already")
         secret_names = set(secret_inputs)
-        public = {k: (secret_store.REDACTED if k in secret_names else v)
-                  for k, v in inputs.items()}
-        run_dir = run_dir_for(self.state_dir, rid)
-        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if secret_names:
-            secrets = {"inputs": {k: inputs[k] for k in secret_names if k in inputs},
-                       "outputs": {}}
-            secret_store.save(run_dir, secrets)
-            self._secrets[rid] = secrets
         self._specs.setdefault(spec.hash, (spec, PipelineMachine(spec)))
-        if self.scope is not None:
-            self.scope.add(rid)
+        for rid, given in zip(ids, values):
+            run_dir = run_dir_for(self.state_dir, rid)
+            run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if secret_names:
+                secrets = {"inputs": {k: given[k] for k in secret_names if k in given},
+                           "outputs": {}}
+                secret_store.save(run_dir, secrets)
+                self._secrets[rid] = secrets
+            if self.scope is not None:
+                self.scope.add(rid)
         with self._transaction():
             self._tx.put_spec(spec.hash, spec.name, spec.source, spec.text)
-            run = self._record(None, rid, "created", {
-                "pipeline": spec.name, "spec_hash": spec.hash, "inputs": public})
-            self._enter(run, spec.initial, "start")
+            for rid, given in zip(ids, values):
+                public = {k: (secret_store.REDACTED if k in secret_names else v)
+                          for k, v in given.items()}
+                run = self._record(None, rid, "created", {
+                    "pipeline": spec.name, "spec_hash": spec.hash, "inputs": public})
+                self._enter(run, spec.initial, "start")
+                log.info("run_created", run_id=rid, pipeline=spec.name, version=spec.hash[:12])
         self._flush_launches()
-        log.info("run_created", run_id=rid, pipeline=spec.name, version=spec.hash[:12])
-        return rid
+        return ids
 
     # -- the loop -----------------------------------------------------------------------
     def pump(self, timeout: float = 0.0) -> bool:
