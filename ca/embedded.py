@@ -99,6 +99,18 @@ def start(state_dir: Path, domains: Iterable[str], stack: ExitStack) -> Embedded
                     root_cert=paths.root_cert, intermediate_cert=paths.intermediate_cert)
 
 
+def recorded(state_dir: Path) -> Embedded | None:
+    """The embedded services as last started (by this or another process), or None."""
+    _, ca_dir, maildir, ports_file = _paths(state_dir)
+    ports = _read_ports(ports_file)
+    if not ports.get("ca_url"):
+        return None
+    paths = CAPaths(ca_dir)
+    return Embedded(ca_url=str(ports["ca_url"]), maildir=maildir, ca_dir=ca_dir,
+                    smtp_port=int(ports.get("smtp", 0)), root_cert=paths.root_cert,
+                    intermediate_cert=paths.intermediate_cert)
+
+
 def start_embedded(state_dir: Path, given: Mapping[str, Any], spec: Any,
                    stack: ExitStack) -> Embedded:
     """For a new run with ``ca=embedded``."""

@@ -136,9 +136,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         runs = [r for r in store.list_runs() if args.all or r.status not in FINISHED]
     daemon = daemon_lock(args.state_dir).holder()
+    from engine.daemon_renew import renewals_status
+    renewals = renewals_status(args.state_dir)
     if args.json:
-        print(json.dumps({"daemon_pid": daemon, "runs": [summary(r) for r in runs]},
-                         indent=2))
+        print(json.dumps({"daemon_pid": daemon, "runs": [summary(r) for r in runs],
+                          "renewals": renewals}, indent=2))
         return EXIT_OK
     now = clock_from_env().now()
     print(f"daemon: {'serving (pid %d)' % daemon if daemon else 'not running'}")
@@ -159,6 +161,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
     if args.run_id and runs[0].error:
         print(f"error: {runs[0].error}")
+    if renewals and not args.run_id:
+        print("renewals:")
+        for r in renewals:
+            line = f"  {r['cert_path']}: {r['status']}, next {str(r['next_at'])[:16]}Z"
+            if r.get("attempts"):
+                line += f" (failed {r['attempts']}x: {str(r.get('last_error') or '')[:60]})"
+            print(line)
     return EXIT_OK
 
 

@@ -24,6 +24,12 @@ def wants_embedded(spec: PipelineSpec, given: Mapping[str, Any]) -> bool:
     return bool(value == EMBEDDED)
 
 
+def _daemon_serves_embedded(state_dir: Path) -> bool:
+    from state.locks import daemon_lock
+    from ca.embedded import recorded
+    return bool(daemon_lock(state_dir).holder()) and recorded(state_dir) is not None
+
+
 def start_services(spec: PipelineSpec, given: dict[str, Any], state_dir: Path,
                    stack: ExitStack) -> tuple[dict[str, Any], dict[str, Any]]:
     """Start what the run needs; returns (services for steps, inputs with addresses)."""
@@ -41,7 +47,11 @@ def start_services_for(spec: PipelineSpec, givens: list[dict[str, Any]], state_d
     except ImportError:
         return services, givens
     defaults = {k: i.default for k, i in spec.inputs.items() if i.has_default}
-    if givens and wants_embedded(spec, givens[0]):
+    if givens and wants_embedded(spec, givens[0]) and _daemon_serves_embedded(state_dir):
+        # `daemon --embedded` holds the ports: hand the run the daemon's CA and Maildir
+        from ca.embedded import recorded
+        emb = recorded(state_dir)
+    elif givens and wants_embedded(spec, givens[0]):
         domains: set[str] = set()
         for given in givens:
             domains |= domains_of({**defaults, **given})
