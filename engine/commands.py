@@ -163,10 +163,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"error: {runs[0].error}")
     if renewals and not args.run_id:
         print("renewals:")
-        for r in renewals:
-            line = f"  {r['cert_path']}: {r['status']}, next {str(r['next_at'])[:16]}Z"
-            if r.get("attempts"):
-                line += f" (failed {r['attempts']}x: {str(r.get('last_error') or '')[:60]})"
+        for item in renewals:
+            line = f"  {item['cert_path']}: {item['status']}, next {str(item['next_at'])[:16]}Z"
+            if item.get("attempts"):
+                line += (f" (failed {item['attempts']}x: "
+                         f"{str(item.get('last_error') or '')[:60]})")
             print(line)
     return EXIT_OK
 

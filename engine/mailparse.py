@@ -488,7 +488,9 @@ def _parse_checked(raw: bytes, limits: MailLimits, trusted: set[str]) -> ParsedM
         part = stack.pop()
         if part.is_multipart():
             payload = part.get_payload()
-            stack.extend(reversed(payload if isinstance(payload, list) else []))
+            children: list[Message] = [p for p in payload if isinstance(p, Message)] \
+                if isinstance(payload, list) else []
+            stack.extend(reversed(children))
             continue
         if part.get_content_disposition() == "attachment":
             continue
