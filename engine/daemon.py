@@ -188,7 +188,7 @@ class Daemon:
                      pipelines=str(catalog.folder) if catalog.folder else None)
             self._loop(engine, router, catalog, inbox, renewer)
             notify_systemd("STOPPING=1")
-            log.info("daemon_stopping", pid=os.getpid(), executing=len(engine._executing))
+            log.info("daemon_stopping", pid=os.getpid(), idle=engine.idle())
         log.info("daemon_stopped", pid=os.getpid())
         return 0
 

@@ -17,15 +17,13 @@ changing it:
   is 333 wake-ups a second. When ``covered(wait)`` says every watched path is a Maildir the
   daemon watches with inotify (and re-routes unclaimed mail itself), the poll is dropped.
 
-Hazards: this subclass overrides private hooks of ``Engine`` (``_advance``, ``_on_event``,
-``_on_timer``, ``_step_wait``); the engine owner has been asked for public hooks (see the
-daemon's report). The lock file's pid line is written without fsync (it only names the
+Both go through the engine's public hooks (``claim``, ``wait_filter``). Hazard: the lock
+file's pid line is written without fsync (it only names the
 holder for messages); the flock itself is what excludes.
 """
 from __future__ import annotations
 
 import fcntl
-import heapq
 import os
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -33,10 +31,8 @@ from typing import Any, Callable
 
 import structlog
 
-from engine.events import Event
-from engine.runner import Engine, _Job
+from engine.runner import Engine
 from state.locks import run_lock
-from state.records import RunRecord
 from steps.base import Wait
 
 log = structlog.get_logger("certwright.daemon")
@@ -87,10 +83,16 @@ class DaemonEngine(Engine):
 
     def __init__(self, *args: Any, covered: Callable[[Wait], bool] | None = None,
                  **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, claim=self.claim, wait_filter=self._drop_covered_poll,
+                         **kwargs)
         self._covered = covered
         self._held: dict[str, _HeldLock] = {}
         self.refused: dict[str, int] = {}  # run id -> times skipped (locked elsewhere)
+
+    def _drop_covered_poll(self, w: Wait) -> Wait:
+        if w.poll and self._covered is not None and self._covered(w):
+            return replace(w, poll=None)
+        return w
 
     # -- locks --------------------------------------------------------------------------
     def claim(self, run_id: str) -> bool:
@@ -107,8 +109,7 @@ class DaemonEngine(Engine):
             log.info("run_locked_elsewhere", run_id=run_id)
             return False
         self._held[run_id] = held
-        if run_id not in self._dirty:
-            self._runs.pop(run_id, None)
+        self.forget(run_id)
         return True
 
     def release_idle(self) -> int:
@@ -119,10 +120,9 @@ class DaemonEngine(Engine):
         """
         if not self._held:
             return 0
-        queued = {rid for rid, _ in self._ready}
         n = 0
         for rid in list(self._held):
-            if rid in self._executing or rid in self._runs or rid in queued:
+            if self.is_active(rid):
                 continue
             self._held.pop(rid).release()
             n += 1
@@ -136,29 +136,3 @@ class DaemonEngine(Engine):
         super().close()
         for rid in list(self._held):
             self._held.pop(rid).release()
-
-    # -- hooks --------------------------------------------------------------------------
-    def _advance(self, rid: str, retry: bool = False) -> None:
-        if not self.claim(rid):
-            self._runs.pop(rid, None)
-            return
-        super()._advance(rid, retry)
-
-    def _on_event(self, event: Event, run_id: str | None) -> None:
-        ids = [run_id] if run_id else (self.store.runs_for(event.key) if event.key else [])
-        for rid in ids:
-            if self.scope is not None and rid not in self.scope:
-                continue
-            if self.claim(rid):
-                super()._on_event(event, rid)
-
-    def _on_timer(self, t: tuple[float, int, str, int, str, str]) -> None:
-        if not self.claim(t[2]):
-            heapq.heappush(self._heap, (t[0] + TIMER_DEFER, *t[1:]))
-            return
-        super()._on_timer(t)
-
-    def _step_wait(self, run: RunRecord, job: _Job, w: Wait) -> None:
-        if w.poll and self._covered is not None and self._covered(w):
-            w = replace(w, poll=None)
-        super()._step_wait(run, job, w)

@@ -73,7 +73,14 @@ class Engine:
                  clock: Clock | None = None, workers: int = 8, inline: bool = False,
                  rng: random.Random | None = None, services: Mapping[str, Any] | None = None,
                  scope: Iterable[str] | None = None, spec_loader: SpecLoader | None = None,
-                 crash_after_commits: int | None = None, max_batch: int = 2000) -> None:
+                 crash_after_commits: int | None = None, max_batch: int = 2000,
+                 claim: Callable[[str], bool] | None = None,
+                 wait_filter: Callable[[Wait], Wait] | None = None) -> None:
+        """``claim(run_id)`` is asked before anything is dispatched to a run (advancing it,
+        an event, a timer): False leaves the run alone (its timer is retried a second
+        later), e.g. because another process holds its lock. ``wait_filter`` may change a
+        step's :class:`Wait` before it is recorded (the daemon drops polls it does not
+        need)."""
         self.store = store
         self.state_dir = Path(os.path.abspath(state_dir))
         self._runs_root = str(run_dir_for(self.state_dir, "x").parent)
@@ -82,6 +89,8 @@ class Engine:
         self.rng = rng or random.Random()
         self.services = dict(services or {})
         self.scope = set(scope) if scope is not None else None
+        self._claim = claim
+        self._wait_filter = wait_filter
         self._load_spec_text = spec_loader
         self._pool: WorkerPool | InlinePool = InlinePool() if inline else WorkerPool(workers)
         self._queue: "queue.SimpleQueue[tuple[Any, ...]]" = queue.SimpleQueue()
@@ -308,7 +317,20 @@ class Engine:
         elif kind == "cancel":
             self._on_cancel(item[1], item[2])
 
+    def is_active(self, rid: str) -> bool:
+        """Whether the run is in this engine's hands now (executing, ready or in memory)."""
+        return (rid in self._executing or rid in self._runs
+                or any(r == rid for r, _ in self._ready))
+
+    def forget(self, rid: str) -> None:
+        """Drop a cached record, so the next read of the run comes from the store."""
+        if rid not in self._dirty:
+            self._runs.pop(rid, None)
+
     def _advance(self, rid: str, retry: bool = False) -> None:
+        if self._claim is not None and not self._claim(rid):
+            self._runs.pop(rid, None)
+            return
         run = self._get(rid)
         if run is None or rid in self._executing:
             return
@@ -464,6 +486,8 @@ class Engine:
         self._make_ready(run.id)
 
     def _step_wait(self, run: RunRecord, job: _Job, w: Wait) -> None:
+        if self._wait_filter is not None:
+            w = self._wait_filter(w)
         now = self.clock.now()
         wakes = [t for t in (w.until, now + timedelta(seconds=w.poll) if w.poll else None) if t]
         wake_at = format_instant(min(wakes)) if wakes else None
@@ -558,6 +582,8 @@ class Engine:
         for rid in ids:
             if self.scope is not None and rid not in self.scope:
                 continue
+            if self._claim is not None and not self._claim(rid):
+                continue
             run = self._get(rid)
             if run is None or run.status != WAITING:
                 continue
@@ -577,6 +603,9 @@ class Engine:
 
     def _on_timer(self, t: tuple[float, int, str, int, str, str]) -> None:
         _, tid, rid, entry, kind, due = t
+        if self._claim is not None and not self._claim(rid):
+            heapq.heappush(self._heap, (t[0] + 1.0, *t[1:]))  # try again in a second
+            return
         self._tx.delete_timer(tid)
         run = self._get(rid)
         if run is None or run.entry != entry or run.status in FINISHED:
