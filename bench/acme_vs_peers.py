@@ -8,9 +8,9 @@ of certificates (``--n``, default 20) to each client, one client after the other
   own config/work/logs folders (the account is registered by the first one and reused).
 * acme-tiny (Debian): one process per certificate, challenge files served from its
   ``--acme-dir`` by a small static HTTP server; RSA account key made once.
-* certwright: the ACME steps in one process: account once, then per certificate
-  key + CSR, order, challenge, finalize, download, ``--workers`` certificates at a time.
-  :func:`certwright_issue` is the single place to switch to ``engine.api.run_pipeline``.
+* certwright: real runs of ``pipelines/acme.yaml`` (key, CSR, account, order, challenge,
+  finalize, download, install, every transition journaled with synchronous=FULL), all in
+  one engine as the daemon serves them, ``--workers`` steps at a time.
 
 ``--json`` prints one JSON object with ``certbot_s_per_cert``, ``acme_tiny_s_per_cert``,
 ``certwright_s_per_cert`` and ``speedup_vs_fastest_peer`` (the faster peer's s/cert over
@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,9 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
-from engine.clock import SystemClock  # noqa: E402
-from steps import acme, acme_responder  # noqa: E402
-from steps.base import StepContext  # noqa: E402
+from steps import acme_responder  # noqa: E402
 from tests.support.dns import TestDNS  # noqa: E402
 from tests.support.pebble import Pebble  # noqa: E402
 
@@ -122,45 +119,23 @@ def run_acme_tiny(pebble: Pebble, work: Path, domains: list[str]) -> int:
     return ok
 
 
-def _ctx(step: str, params: dict[str, Any], run_dir: Path, state_dir: Path) -> StepContext:
-    return StepContext(run_id=run_dir.name, pipeline="acme", state="bench", step_id=step,
-                       idempotency_key=f"{run_dir.name}:1:0", attempt=1, params=params,
-                       run_dir=run_dir, state_dir=state_dir, clock=SystemClock())
-
-
-def certwright_issue(domain: str, common: dict[str, Any], state_dir: Path) -> dict[str, Any]:
-    """Issue one certificate with certwright; the one place to switch to the engine's API.
-
-    Today it drives the ACME steps in-process; once ``engine.api.run_pipeline`` exists this
-    becomes ``run_pipeline("acme", {"domain": domain, ...}, state_dir)``.
-    """
-    run_dir = state_dir / "runs" / domain
-    csr = _write_key_and_csr(run_dir, domain)
-    out: dict[str, Any] = {}
-    for step, extra in ((acme.Order(), {"domains": [domain]}),
-                        (acme.Challenge(), {"type": "http-01",
-                                            "http_address": common["http_address"]}),
-                        (acme.Finalize(), {"csr": str(csr)}),
-                        (acme.Download(), {})):
-        params = {k: v for k, v in common.items() if k != "http_address"}
-        out = dict(step.run(_ctx(step.name, {**params, **extra}, run_dir, state_dir)).outputs)
-    return out
-
-
 def run_certwright(pebble: Pebble, work: Path, domains: list[str], workers: int) -> int:
-    """Account once, then every certificate, ``workers`` at a time; returns how many succeeded."""
+    """Real pipeline runs (``pipelines/acme.yaml``), all in one engine as the daemon would
+    serve them: the first alone (it registers the account), the rest ``workers`` at a
+    time, reusing the account. Returns how many were installed."""
+    from engine.api import run_pipelines
+    (work / "certs").mkdir(parents=True, exist_ok=True)
     common = {"directory": pebble.directory, "ca_bundle": str(pebble.ca_bundle),
               "contact": f"admin@{ZONE}", "http_address": f"127.0.0.1:{pebble.http_port}"}
-    account = {k: v for k, v in common.items() if k != "http_address"}
-    acme.Account().run(_ctx("acme.account", account, work / "runs" / "account", work))
+    inputs = [{**common, "domain": d, "cert_dir": str(work / "certs" / d)} for d in domains]
     # Hold the responder for the whole batch, so it is not restarted per certificate.
     acme_responder.acquire(common["http_address"])
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(lambda d: certwright_issue(d, common, work), domains))
+        results = run_pipelines("acme", inputs[:1], work, workers=workers, timeout=600)
+        results += run_pipelines("acme", inputs[1:], work, workers=workers, timeout=600)
     finally:
         acme_responder.release(common["http_address"])
-    return sum(1 for r in results if r.get("cert_path"))
+    return sum(1 for r in results if r["state"] == "installed")
 
 
 def main(argv: list[str] | None = None) -> int:
