@@ -19,6 +19,7 @@ import asyncio
 import re
 import socket
 import threading
+import weakref
 from email.utils import format_datetime
 from datetime import datetime, timezone
 from pathlib import Path
@@ -118,14 +119,17 @@ class MailServer:
         self._thread: threading.Thread | None = None
 
     def _factory(self) -> SMTP:
-        return SMTP(_Handler(self), data_size_limit=self.max_message_size,
-                    hostname=self.hostname, ident="certwright mail", loop=self._loop)
+        proto = SMTP(_Handler(self), data_size_limit=self.max_message_size,
+                     hostname=self.hostname, ident="certwright mail", loop=self._loop)
+        self._protocols.add(proto)
+        return proto
 
     def start(self) -> MailServer:
         """Listen and serve in a background thread; returns once listening."""
         if self._thread is not None:
             return self
         self.maildir.ensure()
+        self._protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
         ready = threading.Event()
         failure: list[BaseException] = []
         loop = self._loop = asyncio.new_event_loop()
@@ -144,6 +148,16 @@ class MailServer:
             ready.set()
             loop.run_forever()
             self._server.close()
+            # Close the clients' connections too: a client keeping a session open must see
+            # the server go at once, not block until its own timeout.
+            for proto in list(self._protocols):
+                transport = getattr(proto, "transport", None) or getattr(proto, "_transport", None)
+                if transport is not None:
+                    transport.close()
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(self._server.wait_closed())
             loop.close()
 

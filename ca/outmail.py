@@ -7,6 +7,8 @@ Delivery is synchronous with a short timeout, so the API can answer 502
 2. else the recipient domain's MX hosts in preference order (dnspython);
 3. else, when the domain has no MX record, the domain itself (RFC 5321 5.1 implicit MX).
 
+Sessions are kept alive per host and reused (reconnecting once when one has died).
+
 Hazard: no retry queue. A message that fails is reported to the caller, who may retry;
 nothing is sent twice by this module on its own.
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import threading
+import time
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
@@ -22,6 +26,9 @@ import structlog
 from engine.clock import Clock, SystemClock
 
 log = structlog.get_logger("ca.outmail")
+
+IDLE_S = 30.0  # a kept SMTP session unused this long is closed rather than reused
+PROBE_S = 2.0  # how long a NOOP may take before a kept session counts as dead
 
 
 class MailError(Exception):
@@ -61,6 +68,88 @@ class Mailer:
         self.mail_from = mail_from
         self.clock = clock or SystemClock()
         self.timeout = timeout
+        # One kept-alive SMTP session per host (a session per message costs four extra
+        # round trips: connect, EHLO, QUIT, close); a lock per host serialises its use.
+        self._sessions: dict[tuple[str, int], smtplib.SMTP] = {}
+        self._locks: dict[tuple[str, int], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._used: dict[tuple[str, int], float] = {}
+
+    def _lock(self, host: tuple[str, int]) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(host, threading.Lock())
+
+    def _deliver(self, host: str, port: int, msg: EmailMessage, to: str) -> None:
+        """Send over the kept session, opening it (again) when there is none or it died."""
+        key = (host, port)
+        with self._lock(key):
+            for fresh in (False, True):
+                smtp = self._sessions.get(key)
+                if smtp is not None and not fresh and not self._alive(key, smtp):
+                    smtp = None
+                if smtp is None or fresh:
+                    if smtp is not None:
+                        self._sessions.pop(key, None)
+                        try:
+                            smtp.close()
+                        except OSError:
+                            pass
+                    smtp = smtplib.SMTP(host, port, timeout=self.timeout)
+                    self._sessions[key] = smtp
+                try:
+                    smtp.send_message(msg, from_addr=self.mail_from, to_addrs=[to])
+                    self._used[key] = time.monotonic()
+                    return
+                except smtplib.SMTPServerDisconnected:
+                    if fresh:
+                        raise
+                except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused):
+                    try:
+                        smtp.rset()  # keep the session usable for the next message
+                    except (OSError, smtplib.SMTPException):
+                        self._sessions.pop(key, None)
+                    raise
+                except (OSError, smtplib.SMTPException):
+                    self._sessions.pop(key, None)
+                    if fresh:
+                        raise
+
+    def _alive(self, key: tuple[str, int], smtp: smtplib.SMTP) -> bool:
+        """Whether a kept session still answers: dropped after IDLE_S unused, else probed
+        with NOOP under a short timeout (a server that went away without closing the
+        connection would otherwise block the next message for the full timeout)."""
+        if time.monotonic() - self._used.get(key, 0.0) > IDLE_S:
+            ok = False
+        else:
+            sock = smtp.sock
+            try:
+                if sock is not None:
+                    sock.settimeout(PROBE_S)
+                ok = smtp.noop()[0] == 250
+            except (OSError, smtplib.SMTPException):
+                ok = False
+            finally:
+                if sock is not None:
+                    try:
+                        sock.settimeout(self.timeout)
+                    except OSError:
+                        pass
+        if not ok:
+            self._sessions.pop(key, None)
+            try:
+                smtp.close()
+            except OSError:
+                pass
+        return ok
+
+    def close(self) -> None:
+        """QUIT every kept session."""
+        for key, smtp in list(self._sessions.items()):
+            self._sessions.pop(key, None)
+            try:
+                smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                pass
 
     def send(self, to: str, subject: str, body: str, *, kind: str) -> None:
         """Deliver one message; raises MailError with the last reason when no host took it."""
@@ -79,8 +168,7 @@ class Mailer:
         reason = "no host tried"
         for host, port in hosts:
             try:
-                with smtplib.SMTP(host, port, timeout=self.timeout) as smtp:
-                    smtp.send_message(msg, from_addr=self.mail_from, to_addrs=[to])
+                self._deliver(host, port, msg, to)
                 log.info("mail_sent", kind=kind, to=to, via=f"{host}:{port}")
                 return
             except smtplib.SMTPRecipientsRefused as exc:
