@@ -14,7 +14,6 @@ links may carry userinfo, encoded slashes or another host (see :func:`safe_link`
 from __future__ import annotations
 
 import html
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,22 +22,12 @@ from email.header import decode_header
 from email.message import Message
 from email.utils import parsedate_to_datetime
 from typing import Iterable
-from urllib.parse import urlsplit
 
-import idna
-
-from engine.errors import CertwrightError
+from engine.mailaddr import HostileMail, parse_address_list
+from engine.maillinks import link_problem, safe_link
 
 __all__ = ["HostileMail", "MailLimits", "ParsedMail", "link_problem", "parse_address_list",
            "parse_message", "safe_link"]
-
-
-class HostileMail(CertwrightError):
-    """A message was refused; ``reason`` says why (one line, safe to log)."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
 
 
 @dataclass(frozen=True)
@@ -71,131 +60,6 @@ class ParsedMail:
     links: list[str] = field(default_factory=list)
     authenticated: bool = False
 
-
-_ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-                   "!#$%&'*+-/=?^_`{|}~")
-_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_Token = tuple[str, str, bool]  # kind (atom, quoted, or the special char), text, spaced
-
-
-def _ambiguous(why: str) -> HostileMail:
-    return HostileMail(f"ambiguous address: {why}")
-
-
-def _tokenize(value: str) -> list[_Token]:
-    """RFC 5322 tokens; comments are dropped, anything unbalanced or stray is refused."""
-    tokens: list[_Token] = []
-    i, n, spaced = 0, len(value), False
-    while i < n:
-        c = value[i]
-        if c in " \t\r\n":
-            i, spaced = i + 1, True
-        elif c in "\"(":
-            j, depth, buf = i + 1, 1, []
-            while depth:
-                if j >= n:
-                    raise _ambiguous("unterminated quoted string or comment")
-                d = value[j]
-                if d == "\\":
-                    if j + 1 >= n:
-                        raise _ambiguous("trailing backslash")
-                    buf.append(value[j + 1])
-                    j += 2
-                    continue
-                if c == "(":
-                    depth += (d == "(") - (d == ")")
-                elif d == "\"":
-                    depth = 0
-                else:
-                    buf.append(d)
-                j += 1
-            if c == "\"":
-                tokens.append(("quoted", "".join(buf), spaced))
-            spaced, i = c == "(", j
-        elif c in "<>@,;:.":
-            tokens.append((c, c, spaced))
-            i, spaced = i + 1, False
-        elif c in _ATEXT or ord(c) > 127:
-            j = i
-            while j < n and (value[j] in _ATEXT or ord(value[j]) > 127):
-                j += 1
-            tokens.append(("atom", value[i:j], spaced))
-            i, spaced = j, False
-        else:
-            raise _ambiguous(f"unexpected {c!r}")
-    return tokens
-
-
-def _addr_spec(tokens: list[_Token]) -> str:
-    """``local@domain`` from dot-atoms only (no quoted local part, no inner spaces)."""
-    kinds = [k for k, _, _ in tokens]
-    if kinds.count("@") != 1:
-        raise _ambiguous(f"{kinds.count('@')} '@' signs in one address")
-    if any(sp for _, _, sp in tokens[1:]):
-        raise _ambiguous("space or comment inside an address")
-    if "quoted" in kinds:
-        raise _ambiguous("quoted local part")
-    at = kinds.index("@")
-    local, domain = tokens[:at], tokens[at + 1:]
-    for part in (local, domain):
-        if not part or [k for k, _, _ in part] != ["atom", "."] * (len(part) // 2) + ["atom"]:
-            raise _ambiguous("not a dot-atom")
-    local_text = "".join(t for _, t, _ in local)
-    labels = [t for k, t, _ in domain if k == "atom"]
-    if not local_text.isascii() or not all(_LABEL.fullmatch(lb) for lb in labels):
-        raise HostileMail(f"invalid address: {local_text[:64]!r}@{'.'.join(labels)[:255]!r}")
-    return f"{local_text}@{'.'.join(labels).lower()}"
-
-
-def _mailbox(tokens: list[_Token]) -> str:
-    kinds = [k for k, _, _ in tokens]
-    if kinds.count("<") > 1 or kinds.count(">") > 1 or kinds.count("<") != kinds.count(">"):
-        raise _ambiguous("unbalanced or repeated angle brackets")
-    if "<" not in kinds:
-        return _addr_spec(tokens)
-    start = kinds.index("<")
-    if kinds[-1] != ">" or any(k not in ("atom", "quoted", ".") for k in kinds[:start]):
-        raise _ambiguous("text after '>' or specials in the display name")
-    return _addr_spec(tokens[start + 1:-1])
-
-
-def parse_address_list(value: str) -> list[str]:
-    """Parse an RFC 5322 address list strictly into ``local@domain`` strings.
-
-    Unlike Python 3.11.7's ``email.utils.getaddresses`` (no CVE-2023-27043 fix), refuses
-    anything ambiguous with :class:`HostileMail` ("ambiguous address: ..."): unbalanced
-    quotes, parentheses or brackets, stray specials, several ``@``, quoted local parts,
-    domain literals. Groups (``name: a@b, c@d;``) are flattened; empty entries skipped.
-    Domains are lower-cased; local parts kept as written.
-    """
-    result: list[str] = []
-    current: list[_Token] = []
-    in_angle = in_group = False
-    for token in _tokenize(value):
-        kind = token[0]
-        if kind == "<":
-            in_angle = True
-        elif kind == ">":
-            in_angle = False
-        if in_angle or kind not in (",", ":", ";"):
-            current.append(token)
-            continue
-        if kind == ":":
-            if in_group or any(k not in ("atom", "quoted") for k, _, _ in current):
-                raise _ambiguous("misplaced ':'")
-            in_group, current = True, []
-            continue
-        if kind == ";" and not in_group:
-            raise _ambiguous("';' outside a group")
-        if current:
-            result.append(_mailbox(current))
-        current = []
-        in_group = in_group and kind != ";"
-    if in_group or in_angle:
-        raise _ambiguous("unterminated group or angle address")
-    if current:
-        result.append(_mailbox(current))
-    return result
 
 
 _HEADER_RE = re.compile(rb"^(?:From |[!-9;-~]*:)")  # as email.feedparser's headerRE
@@ -514,64 +378,3 @@ def _parse_checked(raw: bytes, limits: MailLimits, trusted: set[str]) -> ParsedM
         subject=_decode_header(_single(msg, "Subject")), date=date,
         text="\n".join(plain) if plain else "\n".join(html_text),
         links=unique[: limits.max_links], authenticated=_authenticated(msg, trusted))
-
-
-_FORBIDDEN_IN_URL = re.compile(r"[\x00-\x20\x7f\\]|\s")
-_ENCODED_PATH = re.compile(r"%(?:2f|2e|5c)", re.IGNORECASE)
-
-
-def _norm_host(host: str) -> str:
-    """Lower-case a host; IP literals are normalized, names go through IDNA (UTS 46)."""
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        pass
-    return idna.encode(host, uts46=True).decode("ascii").lower()
-
-
-def _origin(url: str) -> tuple[str, str, int, str]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise ValueError(f"scheme {scheme or '(none)'!r} is not http(s)")
-    if "@" in parts.netloc:
-        raise ValueError("userinfo in URL")
-    if not parts.hostname:
-        raise ValueError("no host")
-    port = parts.port or (443 if scheme == "https" else 80)
-    return scheme, _norm_host(parts.hostname), port, parts.path or "/"
-
-
-def link_problem(url: str, base_url: str, path_prefix: str = "") -> str | None:
-    """Why ``url`` may not be followed for ``base_url`` + ``path_prefix``; None if it may.
-
-    The URL must have base_url's scheme, host (case-insensitive, IDNA-normalized) and port
-    (explicit or default); a path under base_url's path + path_prefix, matched at a segment
-    boundary; no userinfo, backslash, control character, whitespace, ``.``/``..`` segment
-    or percent-encoded ``/``, ``.`` or ``\\``.
-    """
-    if _FORBIDDEN_IN_URL.search(url):
-        return "control character, whitespace or backslash in URL"
-    try:
-        scheme, host, port, path = _origin(url)
-    except (ValueError, idna.IDNAError, UnicodeError) as exc:
-        return f"bad URL: {exc}"
-    try:
-        b_scheme, b_host, b_port, b_path = _origin(base_url)
-    except (ValueError, idna.IDNAError, UnicodeError) as exc:
-        return f"bad base URL: {exc}"
-    if (scheme, host, port) != (b_scheme, b_host, b_port):
-        return f"origin {scheme}://{host}:{port} is not {b_scheme}://{b_host}:{b_port}"
-    if _ENCODED_PATH.search(path) or any(s in (".", "..") for s in path.split("/")):
-        return "encoded slash or dot, or dot segment, in path"
-    prefix = b_path.rstrip("/") + ("/" + path_prefix.lstrip("/") if path_prefix else "")
-    if prefix.endswith("/") or not prefix:
-        ok = path.startswith(prefix or "/")
-    else:
-        ok = path == prefix or path.startswith(prefix + "/")
-    return None if ok else f"path {path[:200]!r} is not under {prefix!r}"
-
-
-def safe_link(url: str, base_url: str, path_prefix: str = "") -> bool:
-    """True only if ``url`` may be followed (see :func:`link_problem` for the rules)."""
-    return link_problem(url, base_url, path_prefix) is None
