@@ -327,3 +327,33 @@ states:
     run = engine.store.load_run(rid)
     assert run.status == "failed"
     assert "${steps.first.nothing} has no value" in run.error
+
+
+def test_an_alarm_output_is_recorded_on_the_run_and_shown_by_status(tmp_path, capsys):
+    """notify.check reports a mismatch as an `alarm` output: it lands in the run's alarms
+    (journaled) and `status` shows it instead of what the run waits for."""
+    import argparse
+
+    from engine.commands import cmd_status
+    text = """
+pipeline: alarmed
+version: 1
+initial: a
+states:
+  a:
+    run:
+      - step: test.record
+        id: check
+        with: {outputs: {matched: false, alarm: "issuance mail names serial 02, we hold 01"}}
+    next: done
+  done: {final: true}
+"""
+    engine = make_engine(tmp_path)
+    rid = engine.start_run(load_text(text), {})
+    engine.run_until_idle()
+    run = engine.store.load_run(rid)
+    assert run.alarms == ["issuance mail names serial 02, we hold 01"]
+    assert fold(engine.store.journal(rid)) == run
+    engine.store.close()
+    cmd_status(argparse.Namespace(state_dir=tmp_path, run_id=None, json=False, all=True))
+    assert "ALARM: issuance mail names serial 02" in capsys.readouterr().out
