@@ -13,7 +13,9 @@ a crash after the CA created an account finds the key and recovers the same acco
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -21,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import josepy as jose
@@ -213,6 +215,27 @@ def load_or_create_key(folder: Path, key_type: str = "ec", key_size: int = 2048)
     if isinstance(private, rsa.RSAPrivateKey):
         return jose.JWKRSA(key=private), jose.RS256
     raise PermanentError(f"{path}: account key is neither EC nor RSA")
+
+
+_account_locks: dict[str, threading.Lock] = {}
+_account_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def account_locked(state_dir: Path, params: Mapping[str, Any]) -> Iterator[None]:
+    """Hold the account folder's lock: a thread lock (runs of one engine share a process)
+    and an ``fcntl`` lock on ``account.lock`` (other processes). Runs registering at once
+    for the same directory+contact thus make one key and one account, not one each."""
+    folder = account_folder(state_dir, check_directory(params), params.get("contact"))
+    folder.mkdir(parents=True, exist_ok=True)
+    with _account_locks_guard:
+        local = _account_locks.setdefault(str(folder), threading.Lock())
+    with local, open(folder / "account.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def load_account(state_dir: Path, params: Mapping[str, Any], *, create_key: bool = False) -> Account:

@@ -26,9 +26,9 @@ from engine.clock import format_instant
 from engine.errors import PermanentError
 from steps._acme_challenge import (Presented, load_records, merge_records, present, record_name,
                                    save_records, unpresent, wait_propagation)
-from steps._acme_client import (COMMON_PARAMS, AcmeSession, as_step_error, check_directory,
-                                check_params, load_account, problem_text, read_json,
-                                session_for, write_json)
+from steps._acme_client import (COMMON_PARAMS, AcmeSession, account_folder, account_locked,
+                                as_step_error, check_directory, check_params, load_account,
+                                problem_text, read_json, session_for, write_json)
 from steps._acme_issue import Download, Finalize, load_order_url, open_session, poll_until, sleep_of
 from steps.base import BaseStep, Done, StepContext
 
@@ -49,7 +49,9 @@ class Account(BaseStep):
     Outputs ``account_url`` and ``reused``. Raises PermanentError when the CA refuses
     (terms not agreed, EAB required or wrong), StepError when it cannot be reached.
     Repeat calls reuse the account; after a crash during registration the saved key finds
-    the account the CA already made.
+    the account the CA already made. Concurrent calls for the same directory and contact
+    (many runs in one engine, or several processes) are serialised by the account's lock,
+    so they share one key and one account.
     """
 
     name: ClassVar[str] = "acme.account"
@@ -67,27 +69,53 @@ class Account(BaseStep):
         p = ctx.params
         directory = check_directory(p)
         log = ctx.log.bind(step=self.name, directory=directory)
-        account = load_account(ctx.state_dir, p, create_key=True)
-        verify: str | bool = str(p["ca_bundle"]) if p.get("ca_bundle") else True
-        fresh = account.url is None
-        try:
-            session = AcmeSession(directory, account, verify, sleep_of(ctx))
-            if account.url:
+        doing = f"registering an ACME account at {directory}"
+        # A registered account is only queried, without the lock, so that many runs
+        # starting at once do not queue behind each other (the key never changes once
+        # written, and account.json is replaced atomically).
+        if (account_folder(ctx.state_dir, directory, p.get("contact")) / "account.key").exists():
+            account = load_account(ctx.state_dir, p)
+            if account.url and self._query(ctx, account, log, doing) is not None:
+                return self._ready(account, directory, p, account.url, False, log)
+        # Making a key and registering happen under the account's lock: concurrent runs
+        # (one engine, or several processes) must not each make a key and an account.
+        with account_locked(ctx.state_dir, p):
+            account = load_account(ctx.state_dir, p, create_key=True)
+            url = self._query(ctx, account, log, doing) if account.url else None
+            fresh = url is None
+            if url is None:
                 try:
-                    regr = session.client.query_registration(messages.RegistrationResource(
-                        body=messages.Registration(), uri=account.url))
-                    url = regr.uri
-                except messages.Error as err:
-                    if err.code != "accountDoesNotExist":
-                        raise
-                    log.info("acme_account_forgotten", account_url=account.url)
-                    url, fresh = self._register(session, p), True
-            else:
-                url = self._register(session, p)
-        except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
-            raise as_step_error(exc, f"registering an ACME account at {directory}") from exc
-        write_json(account.folder / "account.json",
-                   {"directory": directory, "contact": p.get("contact"), "url": url})
+                    url = self._register(self._session(ctx, account), p)
+                except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
+                    raise as_step_error(exc, doing) from exc
+            return self._ready(account, directory, p, url, fresh, log)
+
+    @staticmethod
+    def _session(ctx: StepContext, account: Any) -> AcmeSession:
+        """A session of its own (``query_registration`` changes the session's account)."""
+        verify: str | bool = str(ctx.params["ca_bundle"]) if ctx.params.get("ca_bundle") else True
+        return AcmeSession(check_directory(ctx.params), account, verify, sleep_of(ctx))
+
+    def _query(self, ctx: StepContext, account: Any, log: Any, doing: str) -> str | None:
+        """The account's URL as the CA knows it, or None when the CA forgot the account."""
+        try:
+            regr = self._session(ctx, account).client.query_registration(
+                messages.RegistrationResource(body=messages.Registration(), uri=account.url))
+        except messages.Error as err:
+            if err.code == "accountDoesNotExist":
+                log.info("acme_account_forgotten", account_url=account.url)
+                return None
+            raise as_step_error(err, doing) from err
+        except (acme_errors.Error, requests.RequestException) as exc:
+            raise as_step_error(exc, doing) from exc
+        return str(regr.uri)
+
+    @staticmethod
+    def _ready(account: Any, directory: str, p: Mapping[str, Any], url: str, fresh: bool,
+               log: Any) -> Done:
+        if fresh or url != account.url:
+            write_json(account.folder / "account.json",
+                       {"directory": directory, "contact": p.get("contact"), "url": url})
         log.info("acme_account_ready", account_url=url, reused=not fresh)
         return Done({"account_url": url, "reused": not fresh})
 
@@ -101,7 +129,7 @@ class Account(BaseStep):
         if p.get("eab_kid") or p.get("eab_hmac_key"):
             check_params(p, ("eab_kid", "eab_hmac_key"))
             eab = messages.ExternalAccountBinding.from_data(
-                session.net.key.public_key(), p["eab_kid"], p["eab_hmac_key"], session.directory)
+                session.account.key.public_key(), p["eab_kid"], p["eab_hmac_key"], session.directory)
         elif meta.external_account_required:
             raise PermanentError(f"the CA at {session.url} requires external account binding: "
                                  "set eab_kid and eab_hmac_key")
@@ -140,7 +168,7 @@ def list_orders(session: AcmeSession) -> list[str]:
     Returns [] when the CA does not list orders (Let's Encrypt does not).
     """
     account = session.post(session.account.url or "", None).json()
-    url, urls = account.get("orders"), []
+    url, urls = account.get("orders"), list[str]()
     while url and len(urls) < 10000:
         resp = session.post(url, None)
         urls.extend(resp.json().get("orders", []))
