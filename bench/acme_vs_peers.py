@@ -9,8 +9,9 @@ of certificates (``--n``, default 20) to each client, one client after the other
 * acme-tiny (Debian): one process per certificate, challenge files served from its
   ``--acme-dir`` by a small static HTTP server; RSA account key made once.
 * certwright: real runs of ``pipelines/acme.yaml`` (key, CSR, account, order, challenge,
-  finalize, download, install, every transition journaled with synchronous=FULL), all in
-  one engine as the daemon serves them, ``--workers`` steps at a time.
+  finalize, download, install, every transition journaled), all N started together in one
+  engine (``engine.api.run_pipelines``) as the daemon serves them, ``--workers`` steps at
+  a time; the account is registered once and reused through acme.account's stored key.
 
 ``--json`` prints one JSON object with ``certbot_s_per_cert``, ``acme_tiny_s_per_cert``,
 ``certwright_s_per_cert`` and ``speedup_vs_fastest_peer`` (the faster peer's s/cert over
@@ -38,6 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
+from engine.api import run_pipelines  # noqa: E402  (imported once, as a daemon has it)
 from steps import acme_responder  # noqa: E402
 from tests.support.dns import TestDNS  # noqa: E402
 from tests.support.pebble import Pebble  # noqa: E402
@@ -120,22 +122,19 @@ def run_acme_tiny(pebble: Pebble, work: Path, domains: list[str]) -> int:
 
 
 def run_certwright(pebble: Pebble, work: Path, domains: list[str], workers: int) -> int:
-    """Real pipeline runs (``pipelines/acme.yaml``), all in one engine as the daemon would
-    serve them: the first alone (it registers the account), the rest ``workers`` at a
-    time, reusing the account. Returns how many were installed."""
-    from engine.api import run_pipelines
+    """Real pipeline runs (``pipelines/acme.yaml``), all started together in one engine as
+    the daemon serves them, ``workers`` steps at a time. The first acme.account step
+    registers the account; the others wait for its lock and reuse the stored key. Returns
+    how many runs reached ``installed``."""
     (work / "certs").mkdir(parents=True, exist_ok=True)
     common = {"directory": pebble.directory, "ca_bundle": str(pebble.ca_bundle),
               "contact": f"admin@{ZONE}", "http_address": f"127.0.0.1:{pebble.http_port}"}
     inputs = [{**common, "domain": d, "cert_dir": str(work / "certs" / d)} for d in domains]
-    # Hold the responder for the whole batch, so it is not restarted per certificate.
-    acme_responder.acquire(common["http_address"])
-    try:
-        results = run_pipelines("acme", inputs[:1], work, workers=workers, timeout=600)
-        results += run_pipelines("acme", inputs[1:], work, workers=workers, timeout=600)
-    finally:
-        acme_responder.release(common["http_address"])
-    return sum(1 for r in results if r["state"] == "installed")
+    results = run_pipelines("acme", inputs, work / "state", workers=workers, timeout=600)
+    failed = [f"{r['run']}: {r['error']}" for r in results if r["state"] != "installed"]
+    if failed:
+        raise RuntimeError("certwright runs failed: " + "; ".join(failed[:3]))
+    return len(results)
 
 
 def main(argv: list[str] | None = None) -> int:
