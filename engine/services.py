@@ -42,6 +42,9 @@ def start_services_for(spec: PipelineSpec, givens: list[dict[str, Any]], state_d
     """As :func:`start_services`, once for several runs of ``spec`` (all their domains)."""
     services: dict[str, Any] = {}
     emb: Any = None
+    recorded_ports = Path(state_dir) / "embedded" / "ports.json"
+    if not givens or not (wants_embedded(spec, givens[0]) or recorded_ports.exists()):
+        return services, givens  # no embedded CA involved: do not even import it (0.3 s)
     try:
         from ca.embedded import domains_of, find_embedded, start
     except ImportError:
