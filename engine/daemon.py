@@ -181,6 +181,7 @@ class Daemon:
                 source.start()
             imaps = self._start_imap(router, stack)
             engine.sync(adopt=engine.claim)
+            self._load_steps(engine)
             self.ready.set()
             notify_systemd("READY=1")
             log.info("daemon_ready", pid=os.getpid(), maildirs=[str(s.md.path) for s in sources],
@@ -240,6 +241,19 @@ class Daemon:
                     renewer.check()
             except Exception as exc:  # noqa: BLE001 - housekeeping must not stop the service
                 log.error("daemon_housekeeping_failed", error=f"{type(exc).__name__}: {exc}")
+            took = time.monotonic() - now
+            if took > 0.005:  # events wait while this runs: say so when it is not short
+                log.warning("daemon_housekeeping_slow", ms=round(took * 1000, 1))
+
+    @staticmethod
+    def _load_steps(engine: DaemonEngine) -> None:
+        """Import every registered step now: a broken plugin is reported at start, and the
+        first mail does not pay for imports (tens of ms)."""
+        for name in engine.registry.names():
+            try:
+                engine.registry.get(name)
+            except Exception as exc:  # noqa: BLE001 - one bad plugin must not stop the rest
+                log.error("step_unavailable", step=name, error=f"{type(exc).__name__}: {exc}")
 
     def _reload_config(self, router: MailRouter, inbox: Inbox | None) -> None:
         notify_systemd("RELOADING=1")
