@@ -46,39 +46,48 @@ class SQLiteStore:
         if self.path != ":memory:":
             os.chmod(self.path, 0o600)
         self._lock = threading.RLock()
+        # busy_timeout first: switching a new file to WAL takes a lock that another process
+        # opening the same new store may hold for a moment.
+        self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        self._db.execute("PRAGMA busy_timeout=10000")
         self._migrate()
 
     # -- schema -----------------------------------------------------------------------
     def _migrate(self) -> None:
+        """Bring the schema up to date. The version is read inside the write transaction,
+        so two processes opening the same new store never both apply a migration."""
         with self._lock:
-            has_meta = self._db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (N.T_META,)
-            ).fetchone()
-            version = 0
-            if has_meta:
-                row = self._db.execute(
-                    f"SELECT value FROM {N.T_META} WHERE key='schema_version'").fetchone()
-                version = int(row[0]) if row else 0
-            if version > len(N.MIGRATIONS):
-                raise StoreError(
-                    f"{self.path} has schema version {version}, newer than this certwright "
-                    f"knows ({len(N.MIGRATIONS)}); upgrade certwright")
-            for number in range(version, len(N.MIGRATIONS)):
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
+            if self._version() == len(N.MIGRATIONS):
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                version = self._version()
+                if version > len(N.MIGRATIONS):
+                    raise StoreError(
+                        f"{self.path} has schema version {version}, newer than this "
+                        f"certwright knows ({len(N.MIGRATIONS)}); upgrade certwright")
+                for number in range(version, len(N.MIGRATIONS)):
                     for statement in N.MIGRATIONS[number].split(";"):
                         if statement.strip():
                             self._db.execute(statement)
                     self._db.execute(
-                        f"INSERT OR REPLACE INTO {N.T_META}(key, value) VALUES('schema_version', ?)",
-                        (str(number + 1),))
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
+                        f"INSERT OR REPLACE INTO {N.T_META}(key, value) "
+                        f"VALUES('schema_version', ?)", (str(number + 1),))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _version(self) -> int:
+        has_meta = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (N.T_META,)
+        ).fetchone()
+        if not has_meta:
+            return 0
+        row = self._db.execute(
+            f"SELECT value FROM {N.T_META} WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else 0
 
     def schema_version(self) -> int:
         row = self._db.execute(

@@ -142,6 +142,7 @@ def test_a_second_process_on_a_driven_run_is_refused_with_the_holders_pid(tmp_pa
             status = cli(state, "status", "busy", "--json")
             if status.returncode == 0 and json.loads(status.stdout)["runs"][0]["status"] == "waiting":
                 break
+            assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, status.stderr
             time.sleep(0.1)
         second = cli(state, "resume", "busy")

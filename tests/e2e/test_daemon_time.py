@@ -47,9 +47,10 @@ def test_deadline_passed_while_down_fires_on_restart(tmp_path: Path):
     later = datetime.now(timezone.utc) + timedelta(days=2, hours=1)
     second = _daemon(state, tmp_path, "--maildir", str(md), now=later)
     try:
-        wait_for(lambda: all(_entered(state, r)[-2:] == ["expired", "probed"] for r in ids),
-                 30, "runs expired and probing again")
-        assert all(statuses(state)[r] == ("probed", "waiting") for r in ids)
+        # entered is committed before wait.mail parks the run again: wait for both
+        wait_for(lambda: all(_entered(state, r)[-2:] == ["expired", "probed"]
+                             and statuses(state)[r] == ("probed", "waiting") for r in ids),
+                 30, "runs expired and waiting (probing) again")
         assert second.text().count("state_timed_out") == 3
     finally:
         second.stop(signal.SIGTERM)

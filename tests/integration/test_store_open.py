@@ -1,0 +1,35 @@
+"""Several processes opening the same new store at once (a `run` and a `status` started
+together, a daemon and a CLI): every one gets a migrated store, none fails."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OPENER = """
+import sys, time
+from pathlib import Path
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.001)
+from state.sqlite import SQLiteStore
+store = SQLiteStore(sys.argv[1])
+print(store.schema_version())
+"""
+
+
+def test_processes_opening_a_new_store_together_all_succeed(tmp_path: Path):
+    root = Path(__file__).resolve().parents[2]
+    for attempt in range(5):  # each round is a fresh race on a new file
+        db, go = tmp_path / f"s{attempt}" / "certwright.sqlite", tmp_path / f"go{attempt}"
+        procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(db), str(go)], cwd=root,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(6)]
+        time.sleep(0.5)  # let every process reach the start line
+        go.touch()
+        results = [p.communicate(timeout=60) for p in procs]
+        for p, (out, err) in zip(procs, results):
+            assert p.returncode == 0, err
+        versions = {out.strip() for out, _ in results}
+        assert len(versions) == 1 and versions != {"0"}
