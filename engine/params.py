@@ -1,32 +1,54 @@
-"""Check a step's rendered parameters against its JSON Schema, with a readable error."""
+"""Check a step's rendered parameters against its JSON Schema, with a readable error.
+
+Two validators per schema: a compiled one (fastjsonschema: the schema turned into Python
+code, ~15x faster) answers "valid?" on the hot path; only when it says no does jsonschema,
+the reference implementation, list every error with its path. jsonschema has the last
+word: fastjsonschema asserts ``format`` where jsonschema (by default) does not, so a value
+the first refuses and the second accepts passes.
+"""
 from __future__ import annotations
 
-from functools import lru_cache
 import json
-from typing import Any, Mapping
+from functools import lru_cache
+from typing import Any, Callable, Mapping
 
+import fastjsonschema
 from jsonschema import Draft202012Validator
 
 from engine.errors import PermanentError
 
+_Fast = Callable[[Any], Any]
+
 
 @lru_cache(maxsize=256)
-def _validator(schema_json: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads(schema_json))
+def _validators(schema_json: str) -> tuple[_Fast | None, Draft202012Validator]:
+    schema = json.loads(schema_json)
+    fast: _Fast | None
+    try:
+        fast = fastjsonschema.compile(schema, use_default=False)
+    except fastjsonschema.JsonSchemaDefinitionException:
+        fast = None  # a schema it cannot compile is checked by jsonschema alone
+    return fast, Draft202012Validator(schema)
 
 
 # Step schemas are class attributes that live as long as the process: key them by identity
 # (keeping a reference, so an id is never reused) and serialise each one only once.
-_BY_ID: dict[int, tuple[Mapping[str, Any], Draft202012Validator]] = {}
+_BY_ID: dict[int, tuple[Mapping[str, Any], _Fast | None, Draft202012Validator]] = {}
 
 
 def check_params(step: str, schema: Mapping[str, Any], params: Mapping[str, Any]) -> None:
     """Raise PermanentError listing every way ``params`` break ``schema``."""
     found = _BY_ID.get(id(schema))
     if found is None or found[0] is not schema:
-        found = _BY_ID[id(schema)] = (schema, _validator(json.dumps(schema, sort_keys=True,
-                                                                    default=str)))
-    validator = found[1]
+        fast, full = _validators(json.dumps(schema, sort_keys=True, default=str))
+        found = _BY_ID[id(schema)] = (schema, fast, full)
+    _, fast, validator = found
+    if fast is not None:
+        try:
+            fast(params)
+            return
+        except fastjsonschema.JsonSchemaException:
+            pass  # let jsonschema decide, and say why
     errors = sorted(validator.iter_errors(dict(params)), key=lambda e: list(e.path))
     if errors:
         parts = []
