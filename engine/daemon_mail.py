@@ -41,6 +41,7 @@ import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from engine import mailcache
 from engine.events import Event, mail_key
 from engine.maildir import Maildir, MessageTooLarge
 from engine.mailparse import HostileMail, parse_message
@@ -120,6 +121,7 @@ class MailRouter:
         except HostileMail as exc:
             return self._aside(md, name, HOSTILE, exc.reason)
         message_id = mail.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+        mailcache.put(md.new, name, mail, message_id, len(raw))  # the steps parse it no more
         addrs = dict.fromkeys(a.lower() for a in [*mail.to_addrs, *mail.delivered_to])
         pending = _Pending(md, tuple(mail_key(a) for a in addrs), message_id,
                            since=max(mtime, self._started))

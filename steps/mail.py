@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from engine.clock import format_instant, parse_instant
 from engine.errors import PermanentError
+from engine import mailcache
 from engine.events import mail_key
 from engine.mailparse import HostileMail, ParsedMail, link_problem, parse_address_list, parse_message
 from engine.maildir import Maildir, MessageTooLarge, ProcessedLog
@@ -100,6 +101,10 @@ class _MailWait:
         judged = [str(n) for n in memo.get("judged", [])]
         known = set(judged)
         names = md.list_new()
+        hinted = str((ctx.event.payload or {}).get("file") or "") if ctx.event else ""
+        if hinted in names:  # the message the router offered us: look at it first
+            names.remove(hinted)
+            names.insert(0, hinted)
         for name in names:
             if name in known:
                 continue
@@ -153,14 +158,13 @@ class _MailWait:
         except FileNotFoundError:
             log.info("mail_vanished", file=name)
 
-    def _consider(self, ctx: StepContext, md: Maildir, plog: ProcessedLog, name: str,
-                  to: str, cutoff: datetime | None, log: Any) -> Done | _Skip | None:
-        """Judge one message; Done if taken, SKIP if left alone, None if gone or aside."""
+    def _parsed(self, md: Maildir, name: str, log: Any) -> tuple[ParsedMail, str] | None:
+        """The parsed message and its Message-ID (or content hash), parsed once per process
+        (:mod:`engine.mailcache`); None when it is gone or was hostile (moved aside)."""
+        cached = mailcache.get(md.new, name)
+        if cached is not None:
+            return cached
         try:
-            if cutoff is not None:
-                mtime = (md.new / name).stat().st_mtime
-                if datetime.fromtimestamp(mtime, timezone.utc) < cutoff:
-                    return SKIP
             raw = md.read(name)
         except FileNotFoundError:
             return None  # another process took it between list and read
@@ -174,9 +178,26 @@ class _MailWait:
             log.warning("mail_hostile", file=name, reason=exc.reason)
             self._aside(md, name, exc.reason, log)
             return None
+        message_id = mail.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+        mailcache.put(md.new, name, mail, message_id, len(raw))
+        return mail, message_id
+
+    def _consider(self, ctx: StepContext, md: Maildir, plog: ProcessedLog, name: str,
+                  to: str, cutoff: datetime | None, log: Any) -> Done | _Skip | None:
+        """Judge one message; Done if taken, SKIP if left alone, None if gone or aside."""
+        try:
+            if cutoff is not None:
+                mtime = (md.new / name).stat().st_mtime
+                if datetime.fromtimestamp(mtime, timezone.utc) < cutoff:
+                    return SKIP
+        except FileNotFoundError:
+            return None  # another process took it
+        parsed = self._parsed(md, name, log)
+        if parsed is None:
+            return None
+        mail, message_id = parsed
         if to not in {a.lower() for a in mail.to_addrs + mail.delivered_to}:
             return SKIP
-        message_id = mail.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
         if plog.seen(message_id, name):
             log.warning("mail_duplicate", file=name, message_id=message_id)
             self._aside(md, name, f"duplicate: Message-ID {message_id} was already taken", log)

@@ -228,3 +228,28 @@ def test_notify_check_ignores_other_subjects(tmp_path: Path, server: MailServer)
     send(server.port, issuance_mail(subject="Welcome"), to="admin@example.test")
     assert isinstance(NotifyCheck().run(notify_ctx(tmp_path)), Wait)
     assert len(Maildir(tmp_path / "mail").list_new()) == 1
+
+
+def test_each_message_is_parsed_once_however_many_runs_scan_the_folder(
+        tmp_path: Path, server: MailServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten runs wait for ten addresses in one Maildir: every message is read and parsed
+    once in all (engine.mailcache), not once per run that scans past it."""
+    import steps.mail as mail_step
+    calls: list[int] = []
+    real = mail_step.parse_message
+
+    def counting(raw: bytes, **kw: Any) -> Any:
+        calls.append(len(raw))
+        return real(raw, **kw)
+    monkeypatch.setattr(mail_step, "parse_message", counting)
+    addresses = [f"admin{i}@example.test" for i in range(10)]
+    for i, addr in reversed(list(enumerate(addresses))):  # each run's mail comes last
+        send(server.port, probe_mail(to=addr, link=f"{CA_BASE}{PROBE_PATH}?token=t{i}"), to=addr)
+    taken = []
+    for i, addr in enumerate(addresses):
+        context = replace(ctx(tmp_path, to=addr), run_id=f"r{i}", idempotency_key=f"r{i}:1:0")
+        result = WaitMail().run(context)
+        assert isinstance(result, Done), result
+        taken.append(result.outputs["link"])
+    assert taken == [f"{CA_BASE}{PROBE_PATH}?token=t{i}" for i in range(10)]
+    assert len(calls) == 10
