@@ -4,10 +4,12 @@ The lineage idea of certbot's ``storage.py``, for plain files a server reads dir
 
 1. the files about to be replaced are copied into ``<dir>/.certwright/versions/<stamp>/``
    with a ``meta.json`` naming the certificate that replaced them;
-2. the new files are staged (fsynced) in ``<dir>/.certwright/staging/``, then the marker
-   ``<dir>/.certwright/pending`` is written: from then on the deploy can always be finished;
+2. when files are replaced, the new ones are staged (fsynced) in
+   ``<dir>/.certwright/staging/`` so the deploy can always be finished; then the marker
+   ``<dir>/.certwright/pending`` is written (for a first install, with nothing to keep,
+   recovery removes a half-written deploy instead and the step's retry installs again);
 3. each target is replaced atomically (temp file in the target folder created with
-   ``O_EXCL|O_NOFOLLOW``, write, fsync, ``rename``, fsync the folder), key first;
+   ``O_EXCL|O_NOFOLLOW``, write, fsync, ``rename``), key first; then the folder is fsynced;
 4. the marker is removed.
 
 A crash leaves either no marker (nothing or everything switched) or a marker with complete
@@ -161,8 +163,10 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(target: Path, data: bytes, mode: int) -> None:
-    """Replace ``target`` with ``data`` (``mode``) atomically; a crash leaves old or new."""
+def write_atomic(target: Path, data: bytes, mode: int, *, sync_dir: bool = True) -> None:
+    """Replace ``target`` with ``data`` (``mode``) atomically; a crash leaves old or new.
+
+    ``sync_dir=False``: the caller fsyncs the folder once after several of these."""
     tmp = target.with_name(f".{target.name}.certwright-tmp")
     try:
         tmp.unlink()  # a leftover of a crash; we own this name in a folder only we write
@@ -182,7 +186,8 @@ def write_atomic(target: Path, data: bytes, mode: int) -> None:
         os.rename(tmp, target)
     except OSError as exc:
         raise StepError(f"install: writing {target} failed: {exc.strerror or exc}") from exc
-    fsync_dir(target.parent)
+    if sync_dir:
+        fsync_dir(target.parent)
 
 
 def read_file(path: Path) -> bytes | None:
@@ -324,10 +329,15 @@ def switch(layout: Layout, files: Files, previous: Files, version: str, log: Any
     check_folder(layout.meta, "metadata folder", create_mode=0o700)
     if layout.staging.exists():
         shutil.rmtree(layout.staging)
-    os.mkdir(layout.staging, 0o700)
-    for role, data in files.items():
-        if data is not None:
-            write_atomic(layout.staging / role, data, 0o600)
+    if any(d is not None for d in previous.values()):
+        # Staged copies let recover() finish this deploy. With nothing installed before,
+        # rolling back (removing what was half written) is as good, and the step's retry
+        # installs again: no staging, six fsyncs fewer.
+        os.mkdir(layout.staging, 0o700)
+        for role, data in files.items():
+            if data is not None:
+                write_atomic(layout.staging / role, data, 0o600, sync_dir=False)
+        fsync_dir(layout.staging)
     marker = {"version": version,
               "files": {r: sha256_hex(d) if d is not None else None for r, d in files.items()},
               "previous": {r: sha256_hex(d) if d is not None else None
@@ -339,6 +349,9 @@ def switch(layout: Layout, files: Files, previous: Files, version: str, log: Any
 
 
 def _apply(layout: Layout, files: Files) -> None:
+    """Replace (or remove) each target, key first; the folder is fsynced once at the end,
+    which is enough: until the pending marker goes, recover() redoes or undoes all."""
+    folders: set[Path] = set()
     for role in ROLES:
         data = files.get(role)
         target = layout.path(role)
@@ -346,9 +359,12 @@ def _apply(layout: Layout, files: Files) -> None:
         if data is None:
             if read_file(target) is not None:
                 target.unlink()
-                fsync_dir(layout.dir)
+                folders.add(target.parent)
         elif read_file(target) != data or stat.S_IMODE(os.lstat(target).st_mode) != MODES[role]:
-            write_atomic(target, data, MODES[role])
+            write_atomic(target, data, MODES[role], sync_dir=False)
+            folders.add(target.parent)
+    for folder in sorted(folders):
+        fsync_dir(folder)
 
 
 def _finish(layout: Layout) -> None:

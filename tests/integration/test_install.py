@@ -237,10 +237,10 @@ class Crash(BaseException):
 def crash_when_writing(monkeypatch: pytest.MonkeyPatch, target_path: Path) -> None:
     real = files_mod.write_atomic
 
-    def fake(path: Path, data: bytes, mode: int) -> None:
+    def fake(path: Path, data: bytes, mode: int, **kw: Any) -> None:
         if path == target_path:
             raise Crash(str(path))
-        real(path, data, mode)
+        real(path, data, mode, **kw)
 
     monkeypatch.setattr(files_mod, "write_atomic", fake)
 
@@ -263,6 +263,27 @@ def test_crash_mid_switch_is_finished_by_next_call(tmp_path: Path, target: Path,
     assert not (target / ".certwright" / "pending").exists()
     assert pem_fingerprint((target / "server.crt").read_bytes()) == pem_fingerprint(
         Path(b["cert"]).read_bytes())
+
+
+def test_crash_mid_first_install_is_undone_then_installed_again(
+        tmp_path: Path, target: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first install stages nothing: a crash after the key was written leaves a marker;
+    the next call removes the half deploy (nothing was there before) and installs."""
+    a = make_material(tmp_path / "in", "a")
+    with monkeypatch.context() as mp:
+        crash_when_writing(mp, target / "server.crt")
+        with pytest.raises(Crash):
+            install(tmp_path, target, a)
+    assert (target / ".certwright" / "pending").exists()
+    assert not (target / ".certwright" / "staging").exists()
+    assert (target / "server.key").exists() and not (target / "server.crt").exists()
+    log = RecordingLog()
+    out = outputs(InstallFiles().run(make_ctx(tmp_path, {**a, "dir": str(target)}, log=log)))
+    assert "install_pending_rolled_back" in log.events()
+    assert out["changed"] is True and not (target / ".certwright" / "pending").exists()
+    assert (target / "server.key").read_bytes() == Path(a["key"]).read_bytes()
+    assert pem_fingerprint((target / "server.crt").read_bytes()) == pem_fingerprint(
+        Path(a["cert"]).read_bytes())
 
 
 def test_crash_with_damaged_staging_is_rolled_back(tmp_path: Path, target: Path,
