@@ -101,8 +101,7 @@ class Outcomes:
             secrets = self._secrets_of(run.id)
             secrets.setdefault("outputs", {})[job.spec.id] = {
                 k: v for k, v in outputs.items() if k in hidden}
-            if not job.secrets_saved:
-                secret_store.save(run_dir_for(self.state_dir, run.id), secrets)
+            self._tx.put_secrets(run.id, secrets)  # commits with the entry below
         public = secret_store.mask(public, secret_store.values(self._secrets_of(run.id)))
         run = self._record(run, run.id, "step_done", {
             "index": job.index, "step": job.spec.id, "key": job.key, "outputs": public})

@@ -220,7 +220,7 @@ class Renewer:
     def _renew(self, pipeline: str, old_id: str) -> str:
         old = self.store.load_run(old_id)
         spec = self._find(pipeline)
-        secrets = secret_store.load(run_dir_for(self.state_dir, old_id)).get("inputs", {})
+        secrets = secret_store.load(self.store, self.state_dir, old_id)["inputs"]
         given = {k: v for k, v in {**old.inputs, **secrets}.items()
                  if k in spec.inputs and v is not None and v != secret_store.REDACTED}
         from engine.inputs import coerce_inputs

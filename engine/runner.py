@@ -44,7 +44,7 @@ from engine.spec import PipelineSpec, StepSpec
 from engine.template import UnresolvedReference, render
 from engine.workers import InlinePool, WorkerPool
 from state.records import BACKOFF, FINISHED, RUNNING, WAITING, JournalEntry, RunRecord
-from steps.base import Done, StepContext, Wait
+from steps.base import StepContext, Wait
 from steps.registry import Registry
 
 log = structlog.get_logger("certwright.engine")
@@ -171,16 +171,16 @@ class Engine(Outcomes):
         for rid, given in zip(ids, values):
             run_dir = run_dir_for(self.state_dir, rid)
             run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if secret_names:
-                secrets = {"inputs": {k: given[k] for k in secret_names if k in given},
-                           "outputs": {}}
-                secret_store.save(run_dir, secrets)
-                self._secrets[rid] = secrets
             if self.scope is not None:
                 self.scope.add(rid)
         with self._transaction():
             self._tx.put_spec(spec.hash, spec.name, spec.source, spec.text)
             for rid, given in zip(ids, values):
+                if secret_names:
+                    secrets = {"inputs": {k: given[k] for k in secret_names if k in given},
+                               "outputs": {}}
+                    self._tx.put_secrets(rid, secrets)
+                    self._secrets[rid] = secrets
                 public = {k: (secret_store.REDACTED if k in secret_names else v)
                           for k, v in given.items()}
                 run = self._record(None, rid, "created", {
@@ -381,11 +381,8 @@ class Engine(Outcomes):
                 run_id=run.id, state=run.state, step=step_spec.id),
             memo=dict(run.memo), event=event, timeout=step_spec.timeout,
             services=self.services, inputs=ns["inputs"], vars=ns["steps"])
-        secrets = self._secrets_of(run.id)
         return Job(run.id, run.entry, run.step_index, ctx.idempotency_key, kind, step_spec, ctx,
-                   tuple(secret_store.values(secrets)),
-                   secret_data={"inputs": dict(secrets["inputs"]),
-                                "outputs": dict(secrets["outputs"])})
+                   tuple(secret_store.values(self._secrets_of(run.id))))
 
     def _namespace(self, run: RunRecord, spec: PipelineSpec) -> dict[str, Any]:
         secrets = self._secrets_of(run.id)
@@ -403,9 +400,7 @@ class Engine(Outcomes):
     def _secrets_of(self, rid: str) -> dict[str, Any]:
         found = self._secrets.get(rid)
         if found is None:
-            found = secret_store.load(run_dir_for(self.state_dir, rid))
-            found.setdefault("inputs", {})
-            found.setdefault("outputs", {})
+            found = secret_store.load(self.store, self.state_dir, rid)
             self._secrets[rid] = found
         return found
 
@@ -428,8 +423,6 @@ class Engine(Outcomes):
         masked = SECRET_VALUES.set(job.secrets)
         try:
             result: Any = self.registry.get(job.spec.name).run(job.ctx)
-            if isinstance(result, Done):
-                self._save_secret_outputs(job, result)
         except Exception as exc:  # every failure becomes an event, never a dead thread
             if not isinstance(exc, StepError):
                 exc.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
@@ -437,16 +430,3 @@ class Engine(Outcomes):
         finally:
             SECRET_VALUES.reset(masked)
         self._queue.put(("result", job, result))
-
-    def _save_secret_outputs(self, job: Job, result: Done) -> None:
-        """Save a step's secret outputs in the worker (fsyncs stay off the core loop),
-        before the result is handed over: the journal entry that refers to them commits
-        later. Only one step of a run executes at a time, so nothing else writes the file."""
-        hidden = set(getattr(self.registry.get(job.spec.name), "secret_outputs", ()))
-        found = {k: v for k, v in result.outputs.items() if k in hidden}
-        if not found or job.secret_data is None:
-            return
-        data = {"inputs": job.secret_data["inputs"],
-                "outputs": {**job.secret_data["outputs"], job.spec.id: found}}
-        secret_store.save(run_dir_for(self.state_dir, job.run_id), data)
-        job.secrets_saved = True

@@ -1,15 +1,18 @@
 """A run's secrets: secret inputs and secret step outputs, kept out of the journal.
 
-They live in ``<run dir>/secrets.json``, mode 0600, replaced atomically (temp file, fsync,
-rename, fsync of the folder) *before* the journal entry that refers to them commits, so a
-crash never leaves the journal pointing at a secret that was not saved.
+They live in the store beside the journal (the ``secrets`` table, one row per run), never
+in it: ``history`` and the journal show ``<secret>`` in their place. A step's secret outputs
+are written in the same transaction as the ``step_done`` entry that refers to them, so they
+are exactly as durable as the journal, with no fsync of their own. Runs from before that
+kept them in ``<run dir>/secrets.json`` (mode 0600); :func:`load` still reads that file.
 """
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from engine.naming import run_dir_for
 
 REDACTED = "<secret>"
 FILE = "secrets.json"
@@ -49,28 +52,24 @@ def mask(value: Any, secrets: list[str]) -> Any:
     return value
 
 
-def load(run_dir: Path) -> dict[str, Any]:
-    """The run's secrets ({"inputs": {...}, "outputs": {step_id: {...}}}); empty if none."""
+class _SecretStore(Protocol):
+    def load_secrets(self, run_id: str) -> dict[str, Any] | None: ...
+
+
+def load(store: _SecretStore, state_dir: Path, run_id: str) -> dict[str, Any]:
+    """The run's secrets ({"inputs": {...}, "outputs": {step_id: {...}}}), empty if none."""
+    found = store.load_secrets(run_id)
+    if found is None:
+        found = _load_legacy(run_dir_for(state_dir, run_id))
+    found.setdefault("inputs", {})
+    found.setdefault("outputs", {})
+    return found
+
+
+def _load_legacy(run_dir: Path) -> dict[str, Any]:
     try:
         with open(run_dir / FILE, encoding="utf-8") as fh:
             data: dict[str, Any] = json.load(fh)
             return data
     except FileNotFoundError:
-        return {"inputs": {}, "outputs": {}}
-
-
-def save(run_dir: Path, data: dict[str, Any]) -> None:
-    """Write the secrets atomically with mode 0600."""
-    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = run_dir / f".{FILE}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, run_dir / FILE)
-    dfd = os.open(run_dir, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+        return {}

@@ -16,7 +16,7 @@ Contract:
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Iterable, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 from state.records import JournalEntry, RunRecord, Timer
 
@@ -52,6 +52,10 @@ class Tx(Protocol):
         """Record that an outside message was handled; False if it already was."""
         ...
 
+    def put_secrets(self, run_id: str, secrets: Mapping[str, Any]) -> None:
+        """Replace the run's secrets (kept apart from the journal)."""
+        ...
+
 
 class Store(Protocol):
     """A durable store of runs, their journals, timers and correlations."""
@@ -69,6 +73,10 @@ class Store(Protocol):
     def timers(self) -> list[Timer]: ...
 
     def runs_for(self, key: str) -> list[str]: ...
+
+    def load_secrets(self, run_id: str) -> dict[str, Any] | None:
+        """The run's secrets as last put, or None."""
+        ...
 
     def load_spec(self, spec_hash: str) -> tuple[str, str, str]:
         """(name, source, text) of a pinned pipeline; raises StoreError when missing."""

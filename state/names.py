@@ -13,6 +13,7 @@ T_JOURNAL = "journal"
 T_TIMERS = "timers"
 T_CORRELATIONS = "correlations"
 T_PROCESSED = "processed"
+T_SECRETS = "secrets"
 
 # Schema migrations, applied in order; meta.schema_version says how many ran.
 # Never edit a released entry: append a new one.
@@ -37,5 +38,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX correlations_run ON {T_CORRELATIONS}(run_id);
     CREATE TABLE {T_PROCESSED} (source TEXT NOT NULL, ident TEXT NOT NULL, run_id TEXT,
                                 at TEXT NOT NULL, PRIMARY KEY (source, ident));
+    """,
+    # 2: a run's secrets (secret inputs, secret step outputs) beside its journal, never in
+    # it: written in the same transaction as the entry that refers to them.
+    f"""
+    CREATE TABLE {T_SECRETS} (run_id TEXT PRIMARY KEY, body TEXT NOT NULL);
     """,
 )

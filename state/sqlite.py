@@ -14,7 +14,7 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from engine.errors import RunNotFound, StoreError
 from state import names as N
@@ -183,6 +183,12 @@ class SQLiteStore:
             raise StoreError(f"pipeline version {spec_hash[:12]} is not in {self.path}")
         return row[0], row[1], row[2]
 
+    def load_secrets(self, run_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT body FROM {N.T_SECRETS} WHERE run_id=?",
+                                   (run_id,)).fetchone()
+        return dict(json.loads(row[0])) if row else None
+
     def is_processed(self, source: str, ident: str) -> bool:
         with self._lock:
             return self._db.execute(
@@ -242,6 +248,10 @@ class _Tx:
         self._db.execute(
             f"INSERT OR IGNORE INTO {N.T_SPECS}(hash, name, source, text, created) "
             f"VALUES(?,?,?,?,?)", (spec_hash, name, source, text, _now()))
+
+    def put_secrets(self, run_id: str, secrets: Mapping[str, Any]) -> None:
+        self._db.execute(f"INSERT OR REPLACE INTO {N.T_SECRETS}(run_id, body) VALUES(?,?)",
+                         (run_id, json.dumps(secrets)))
 
     def mark_processed(self, source: str, ident: str, run_id: str | None) -> bool:
         cur = self._db.execute(

@@ -33,3 +33,25 @@ def test_processes_opening_a_new_store_together_all_succeed(tmp_path: Path):
             assert p.returncode == 0, err
         versions = {out.strip() for out, _ in results}
         assert len(versions) == 1 and versions != {"0"}
+
+
+def test_a_store_of_an_older_schema_is_migrated_in_place(tmp_path: Path):
+    """A version-1 store (before the secrets table) keeps its runs and gains the table."""
+    import sqlite3
+
+    from state import names as N
+    from state.sqlite import SQLiteStore
+
+    db = tmp_path / "certwright.sqlite"
+    conn = sqlite3.connect(db)
+    conn.executescript(N.MIGRATIONS[0] + f";INSERT INTO {N.T_META}(key, value) "
+                       f"VALUES('schema_version', '1');"
+                       f"INSERT INTO {N.T_RUNS} VALUES('r1', 'p', 'h', 'a', 'waiting', '{{}}', "
+                       f"'2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z');")
+    conn.close()
+    store = SQLiteStore(db)
+    assert store.schema_version() == len(N.MIGRATIONS) >= 2
+    assert store.find_run("r1").status == "waiting"
+    with store.transaction() as tx:
+        tx.put_secrets("r1", {"inputs": {"k": "v"}, "outputs": {}})
+    assert store.load_secrets("r1") == {"inputs": {"k": "v"}, "outputs": {}}

@@ -265,9 +265,24 @@ def test_secrets_never_reach_the_journal_but_reach_later_steps(tmp_path):
     use = [c for c in RecordingStep.calls if c.step_id == "use"][0]
     assert use.params["outputs"]["seen"] == "tok-hunter2-Secret"  # the step got the value
     assert run.vars["use"]["seen"] == "<secret>"  # echoed into a public output: masked
-    secrets_file = tmp_path / "runs" / rid / "secrets.json"
-    assert stat.S_IMODE(os.stat(secrets_file).st_mode) == 0o600
-    assert "tok-hunter2-Secret" in secrets_file.read_text()
+    kept = engine.store.load_secrets(rid)  # beside the journal, in the same store
+    assert kept["inputs"] == {"password": "hunter2-Secret"}
+    assert kept["outputs"]["issue"]["token"] == "tok-hunter2-Secret"
+    assert stat.S_IMODE(os.stat(engine.store.path).st_mode) == 0o600
+    assert not (tmp_path / "runs" / rid / "secrets.json").exists()
+
+
+def test_secrets_of_a_run_from_before_the_store_kept_them_are_read_from_its_file(tmp_path):
+    """Runs started by an older certwright kept secrets in <run dir>/secrets.json."""
+    from engine import secrets as secret_store
+    engine = make_engine(tmp_path)
+    run_dir = tmp_path / "runs" / "old-run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "secrets.json").write_text(json.dumps(
+        {"inputs": {"password": "p4ss-Word"}, "outputs": {"issue": {"token": "t0k"}}}))
+    found = secret_store.load(engine.store, tmp_path, "old-run")
+    assert found == {"inputs": {"password": "p4ss-Word"}, "outputs": {"issue": {"token": "t0k"}}}
+    assert secret_store.load(engine.store, tmp_path, "none") == {"inputs": {}, "outputs": {}}
 
 
 def test_step_in_flight_at_a_crash_runs_again_with_the_same_key(tmp_path):
