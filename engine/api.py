@@ -33,7 +33,7 @@ def run_pipelines(pipeline: str | Path | PipelineSpec, inputs: Iterable[Mapping[
         resolve_pipeline_path(str(pipeline)))
     state_dir = Path(state_dir)
     with ExitStack() as stack:
-        store = open_store(state_dir)
+        store = open_store(state_dir, background_checkpoint=True)
         stack.callback(store.close)
         services, givens = start_services_for(spec, [dict(g) for g in inputs], state_dir,
                                               stack)

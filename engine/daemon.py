@@ -127,7 +127,7 @@ class Daemon:
             lock = daemon_lock(self.state_dir).acquire()
             stack.callback(lock.release)
             log.info("daemon_starting", pid=os.getpid(), state_dir=str(self.state_dir))
-            store = open_store(self.state_dir)
+            store = open_store(self.state_dir, background_checkpoint=True)
             stack.callback(store.close)
             lookup_store = open_store(self.state_dir)  # the router's own read connection
             stack.callback(lookup_store.close)

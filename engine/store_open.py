@@ -18,6 +18,10 @@ def default_state_dir() -> Path:
     return Path(base) / "certwright"
 
 
-def open_store(state_dir: Path, synchronous: str = "full") -> SQLiteStore:
+def open_store(state_dir: Path, synchronous: str = "full", *,
+               background_checkpoint: bool = False) -> SQLiteStore:
+    """The store in ``state_dir``; long-lived processes (daemon, many runs at once) pass
+    ``background_checkpoint`` to keep WAL checkpoints off their commits."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return SQLiteStore(state_dir / N.DB_FILE, synchronous=synchronous)
+    return SQLiteStore(state_dir / N.DB_FILE, synchronous=synchronous,
+                       background_checkpoint=background_checkpoint)

@@ -32,10 +32,20 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+CHECKPOINT_EVERY = 0.5  # seconds between background checkpoints
+CHECKPOINT_BACKSTOP_PAGES = 20000  # commits checkpoint themselves past this WAL size
+
+
 class SQLiteStore:
     """A :class:`state.base.Store` on one SQLite file (``path``, or ``:memory:``)."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "full") -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "full",
+                 background_checkpoint: bool = False) -> None:
+        """``background_checkpoint``: copy the WAL into the database from a thread of its
+        own (every :data:`CHECKPOINT_EVERY` seconds) instead of in whichever commit crosses
+        SQLite's 1000-page mark, which then takes several fsyncs longer (a latency spike
+        on the path of a transition). Commits still checkpoint past
+        :data:`CHECKPOINT_BACKSTOP_PAGES`, should the thread fall behind."""
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -52,6 +62,27 @@ class SQLiteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._migrate()
+        self._checkpointer: threading.Thread | None = None
+        self._closing = threading.Event()
+        if background_checkpoint and self.path != ":memory:":
+            self._db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_BACKSTOP_PAGES}")
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop,
+                                                  name="certwright-checkpoint", daemon=True)
+            self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=1000")
+            while not self._closing.wait(CHECKPOINT_EVERY):
+                try:
+                    # PASSIVE: never waits for the writer or blocks it; what it could not
+                    # copy this time it copies next time.
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error:
+                    pass
+        finally:
+            conn.close()
 
     # -- schema -----------------------------------------------------------------------
     def _migrate(self) -> None:
@@ -196,6 +227,9 @@ class SQLiteStore:
                 (source, ident)).fetchone() is not None
 
     def close(self) -> None:
+        self._closing.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=10)
         with self._lock:
             self._db.close()
 

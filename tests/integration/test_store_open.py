@@ -55,3 +55,28 @@ def test_a_store_of_an_older_schema_is_migrated_in_place(tmp_path: Path):
     with store.transaction() as tx:
         tx.put_secrets("r1", {"inputs": {"k": "v"}, "outputs": {}})
     assert store.load_secrets("r1") == {"inputs": {"k": "v"}, "outputs": {}}
+
+
+def test_background_checkpoints_copy_the_wal_into_the_database(tmp_path: Path, monkeypatch):
+    """With background_checkpoint the WAL reaches the database file without any commit
+    checkpointing (the backstop is far away): the thread did it."""
+    import state.sqlite as S
+    from state.records import JournalEntry
+
+    monkeypatch.setattr(S, "CHECKPOINT_EVERY", 0.05)
+    monkeypatch.setattr(S, "CHECKPOINT_BACKSTOP_PAGES", 1_000_000)
+    db = tmp_path / "certwright.sqlite"
+    store = S.SQLiteStore(db, background_checkpoint=True)
+    try:
+        empty = db.stat().st_size
+        with store.transaction() as tx:
+            for i in range(300):
+                tx.append(JournalEntry(run_id=f"r{i}", kind="created", data={"pad": "x" * 2000},
+                                       at="2026-01-01T00:00:00Z"))
+        deadline = time.monotonic() + 10
+        while db.stat().st_size <= empty + 300 * 2000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert db.stat().st_size > empty + 300 * 2000
+    finally:
+        store.close()
+    assert store._checkpointer is not None and not store._checkpointer.is_alive()
