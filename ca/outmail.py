@@ -7,19 +7,35 @@ Delivery is synchronous with a short timeout, so the API can answer 502
 2. else the recipient domain's MX hosts in preference order (dnspython);
 3. else, when the domain has no MX record, the domain itself (RFC 5321 5.1 implicit MX).
 
-Sessions are kept alive per host and reused (reconnecting once when one has died).
+Sessions are kept alive and reused, up to ``max_sessions`` per host at once, so concurrent
+senders do not queue behind one another. A session used within ``FRESH_S`` is reused
+without a NOOP probe, but its first reply (to MAIL) must come within ``PROBE_S``; an
+older one is probed with NOOP first. A session found dead before the message content
+went out is replaced by a new connection once. With PIPELINING (RFC 2920) MAIL, RCPT
+and DATA go out in one write.
+
+The message is built as bytes directly (not through :class:`email.message.EmailMessage`,
+which costs about a millisecond a message): RFC 5322 headers, folded at 78 characters
+(RFC 2047 encoded words for non-ASCII text), a ``text/plain; charset="utf-8"`` body in
+7bit when it is ASCII with short lines, else quoted-printable.
 
 Hazard: no retry queue. A message that fails is reported to the caller, who may retry;
-nothing is sent twice by this module on its own.
+nothing is sent twice by this module on its own: once the content went out, a lost
+connection is reported, not retried (the server may have taken the message).
 """
 from __future__ import annotations
 
+import binascii
+import re
 import smtplib
 import socket
 import threading
 import time
+from email import policy as email_policy
+from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from io import BytesIO
 
 import structlog
 
@@ -28,7 +44,16 @@ from engine.clock import Clock, SystemClock
 log = structlog.get_logger("ca.outmail")
 
 IDLE_S = 30.0  # a kept SMTP session unused this long is closed rather than reused
-PROBE_S = 2.0  # how long a NOOP may take before a kept session counts as dead
+PROBE_S = 2.0  # how long a NOOP (or a fresh session's MAIL reply) may take before it counts as dead
+FRESH_S = 1.0  # a session used this recently is not probed with NOOP before reuse
+MAX_SESSIONS = 4  # kept sessions per host (a small pool: MX hosts limit connections per client)
+MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be no longer than 78 characters
+
+_CRLF = b"\r\n"
+_SIMPLE_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+_FOLD_PIECES = re.compile(r"[ ]+[^ ]*")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 class MailError(Exception):
@@ -59,116 +84,369 @@ def mx_hosts(domain: str, *, timeout: float = 5.0) -> list[tuple[str, int]]:
     return [(h, 25) for h in hosts if h]
 
 
+def _no_newline(name: str, value: str) -> None:
+    if len(value.splitlines()) > 1 or "\r" in value or "\n" in value:
+        raise ValueError(f"{name}: header values may not contain linefeed or carriage "
+                         "return characters")
+
+
+def _header(name: str, value: str) -> str:
+    """``Name: value`` folded to lines of at most 78 characters, each ending in CRLF.
+
+    Printable ASCII is folded at spaces here; anything else (non-ASCII, control
+    characters, a word too long to fit, text that looks like an encoded word) goes
+    through the email package's folder, which encodes it per RFC 2047.
+    """
+    _no_newline(name, value)
+    line = f"{name}: {value}"
+    if len(line) <= MAX_LINE and not _NOT_PRINTABLE.search(value) and "=?" not in value:
+        return line + "\r\n"
+    if not _NOT_PRINTABLE.search(value) and "=?" not in value:
+        lines: list[str] = []
+        current = f"{name}:"
+        for piece in _FOLD_PIECES.findall(" " + value):
+            if len(current) + len(piece) > MAX_LINE and current != f"{name}:":
+                lines.append(current)
+                current = piece
+            else:
+                current += piece
+        lines.append(current)
+        if all(len(x) <= MAX_LINE and x.strip() for x in lines):
+            return "\r\n".join(lines) + "\r\n"
+    folded: str = email_policy.SMTP.header_factory(name, value).fold(policy=email_policy.SMTP)
+    return folded
+
+
+def _address_header(name: str, value: str) -> str:
+    _no_newline(name, value)
+    if _SIMPLE_ADDRESS.fullmatch(value) and len(value) + len(name) + 2 <= MAX_LINE:
+        return f"{name}: {value}\r\n"
+    folded: str = email_policy.SMTP.header_factory(name, value).fold(policy=email_policy.SMTP)
+    return folded
+
+
+def _text_body(body: str) -> tuple[str, bytes]:
+    """(Content-Transfer-Encoding, encoded body with CRLF line ends) for a text body."""
+    lines = body.encode("utf-8").splitlines()
+    raw = _CRLF.join(lines) + _CRLF
+    if raw.isascii() and all(len(x) <= MAX_LINE for x in lines):
+        return "7bit", raw
+    return "quoted-printable", binascii.b2a_qp(raw, istext=True)
+
+
+class _Session:
+    """A kept SMTP session: the connection, when it was last used, which close() it predates."""
+
+    __slots__ = ("smtp", "used", "generation", "content_sent")
+
+    def __init__(self, smtp: smtplib.SMTP, used: float, generation: int) -> None:
+        self.smtp = smtp
+        self.used = used
+        self.generation = generation
+        self.content_sent = False
+
+
+class _HostPool:
+    """The kept sessions of one host: idle ones (last used on top) and how many are open."""
+
+    def __init__(self) -> None:
+        self.idle: list[_Session] = []
+        self.open = 0
+        self.cond = threading.Condition()
+
+
 class Mailer:
     """Sends plain-text mail via the smarthost or the recipient's MX."""
 
     def __init__(self, *, smarthost: tuple[str, int] | None, mail_from: str,
-                 clock: Clock | None = None, timeout: float = 10.0) -> None:
+                 clock: Clock | None = None, timeout: float = 10.0,
+                 max_sessions: int = MAX_SESSIONS) -> None:
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
         self.smarthost = smarthost
         self.mail_from = mail_from
         self.clock = clock or SystemClock()
         self.timeout = timeout
-        # One kept-alive SMTP session per host (a session per message costs four extra
-        # round trips: connect, EHLO, QUIT, close); a lock per host serialises its use.
-        self._sessions: dict[tuple[str, int], smtplib.SMTP] = {}
-        self._locks: dict[tuple[str, int], threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-        self._used: dict[tuple[str, int], float] = {}
+        self.max_sessions = max_sessions
+        # Kept-alive SMTP sessions per host (a session per message costs four extra round
+        # trips: connect, EHLO, QUIT, close), at most max_sessions of them open at once.
+        self._pools: dict[tuple[str, int], _HostPool] = {}
+        self._pools_guard = threading.Lock()
+        self._generation = 0  # bumped by close(): sessions from before it are not reused
+        self._fqdn: str | None = None
 
-    def _lock(self, host: tuple[str, int]) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(host, threading.Lock())
+    # -- building -------------------------------------------------------------------------
 
-    def _deliver(self, host: str, port: int, msg: EmailMessage, to: str) -> None:
-        """Send over the kept session, opening it (again) when there is none or it died."""
-        key = (host, port)
-        with self._lock(key):
-            for fresh in (False, True):
-                smtp = self._sessions.get(key)
-                if smtp is not None and not fresh and not self._alive(key, smtp):
-                    smtp = None
-                if smtp is None or fresh:
-                    if smtp is not None:
-                        self._sessions.pop(key, None)
-                        try:
-                            smtp.close()
-                        except OSError:
-                            pass
-                    smtp = smtplib.SMTP(host, port, timeout=self.timeout)
-                    self._sessions[key] = smtp
-                try:
-                    smtp.send_message(msg, from_addr=self.mail_from, to_addrs=[to])
-                    self._used[key] = time.monotonic()
-                    return
-                except smtplib.SMTPServerDisconnected:
-                    if fresh:
-                        raise
-                except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused):
-                    try:
-                        smtp.rset()  # keep the session usable for the next message
-                    except (OSError, smtplib.SMTPException):
-                        self._sessions.pop(key, None)
-                    raise
-                except (OSError, smtplib.SMTPException):
-                    self._sessions.pop(key, None)
-                    if fresh:
-                        raise
+    def build(self, to: str, subject: str, body: str, *, kind: str) -> bytes:
+        """The message as it goes over the wire (CRLF line ends, not dot-stuffed)."""
+        return self._build(to, subject, body, kind)[0]
 
-    def _alive(self, key: tuple[str, int], smtp: smtplib.SMTP) -> bool:
-        """Whether a kept session still answers: dropped after IDLE_S unused, else probed
-        with NOOP under a short timeout (a server that went away without closing the
-        connection would otherwise block the next message for the full timeout)."""
-        if time.monotonic() - self._used.get(key, 0.0) > IDLE_S:
-            ok = False
-        else:
-            sock = smtp.sock
-            try:
-                if sock is not None:
-                    sock.settimeout(PROBE_S)
-                ok = smtp.noop()[0] == 250
-            except (OSError, smtplib.SMTPException):
-                ok = False
-            finally:
-                if sock is not None:
-                    try:
-                        sock.settimeout(self.timeout)
-                    except OSError:
-                        pass
-        if not ok:
-            self._sessions.pop(key, None)
-            try:
-                smtp.close()
-            except OSError:
-                pass
-        return ok
+    def _msgid_domain(self) -> str:
+        domain = self.mail_from.rpartition("@")[2]
+        if domain:
+            return domain
+        if self._fqdn is None:
+            self._fqdn = socket.getfqdn()
+        return self._fqdn
 
-    def close(self) -> None:
-        """QUIT every kept session."""
-        for key, smtp in list(self._sessions.items()):
-            self._sessions.pop(key, None)
-            try:
-                smtp.quit()
-            except (OSError, smtplib.SMTPException):
-                pass
+    def _build(self, to: str, subject: str, body: str, kind: str) -> tuple[bytes, bool]:
+        """(message bytes, whether it needs SMTPUTF8: a non-ASCII address)."""
+        _no_newline("To", to)
+        _no_newline("From", self.mail_from)
+        date = format_datetime(self.clock.now())
+        msgid = make_msgid(domain=self._msgid_domain())
+        if not (to.isascii() and self.mail_from.isascii()):
+            return self._build_international(to, subject, body, kind, date, msgid), True
+        cte, encoded = _text_body(body)
+        head = "".join((
+            _address_header("From", self.mail_from),
+            _address_header("To", to),
+            _header("Subject", subject),
+            f"Date: {date}\r\n",
+            _header("Message-ID", msgid),
+            "Auto-Submitted: auto-generated\r\n",
+            _header("X-Certwright-Kind", kind),
+            "MIME-Version: 1.0\r\n",
+            'Content-Type: text/plain; charset="utf-8"\r\n',
+            f"Content-Transfer-Encoding: {cte}\r\n\r\n"))
+        return head.encode("ascii") + encoded, False
 
-    def send(self, to: str, subject: str, body: str, *, kind: str) -> None:
-        """Deliver one message; raises MailError with the last reason when no host took it."""
+    def _build_international(self, to: str, subject: str, body: str, kind: str, date: str,
+                             msgid: str) -> bytes:
+        """A message with a non-ASCII address: RFC 6532 UTF-8 headers (rare; the slow way)."""
         msg = EmailMessage()
         msg["From"] = self.mail_from
         msg["To"] = to
         msg["Subject"] = subject
-        msg["Date"] = format_datetime(self.clock.now())
-        msg["Message-ID"] = make_msgid(domain=self.mail_from.rpartition("@")[2] or None)
+        msg["Date"] = date
+        msg["Message-ID"] = msgid
         msg["Auto-Submitted"] = "auto-generated"
         msg["X-Certwright-Kind"] = kind
         msg.set_content(body)
+        out = BytesIO()
+        BytesGenerator(out, policy=email_policy.SMTPUTF8).flatten(msg, linesep="\r\n")
+        return out.getvalue()
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def _pool(self, key: tuple[str, int]) -> _HostPool:
+        with self._pools_guard:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = _HostPool()
+            return pool
+
+    def _checkout(self, key: tuple[str, int], pool: _HostPool, *,
+                  reuse: bool) -> tuple[_Session, bool]:
+        """A session for one message and whether it needs its first reply guarded.
+
+        Takes the most recently used idle session (``reuse``), else opens a new one when
+        fewer than ``max_sessions`` are open, else waits for one to come back. Raises what
+        connecting raises (the slot is given back).
+        """
+        stale: list[_Session] = []
+        session: _Session | None = None
+        with pool.cond:
+            while True:
+                now = time.monotonic()
+                while reuse and pool.idle:
+                    candidate = pool.idle.pop()
+                    if now - candidate.used > IDLE_S or candidate.generation != self._generation:
+                        stale.append(candidate)
+                        pool.open -= 1
+                        continue
+                    session = candidate
+                    break
+                if session is not None:
+                    break
+                if pool.open < self.max_sessions:
+                    pool.open += 1
+                    break
+                if not reuse and pool.idle:  # make room for the new connection asked for
+                    stale.append(pool.idle.pop(0))
+                    pool.open -= 1
+                    continue
+                pool.cond.wait()
+        for old in stale:
+            self._close_quietly(old.smtp)
+        if session is not None:
+            if now - session.used <= FRESH_S:
+                return session, True
+            if self._alive(session.smtp):
+                return session, False
+            self._close_quietly(session.smtp)  # its slot goes to a new connection
+        try:
+            smtp = smtplib.SMTP(key[0], key[1], timeout=self.timeout)
+            try:
+                smtp.ehlo_or_helo_if_needed()
+            except BaseException:
+                self._close_quietly(smtp)
+                raise
+        except BaseException:
+            with pool.cond:
+                pool.open -= 1
+                pool.cond.notify()
+            raise
+        return _Session(smtp, time.monotonic(), self._generation), False
+
+    def _checkin(self, pool: _HostPool, session: _Session, keep: bool) -> None:
+        """Give ``session`` back: kept for reuse when ``keep``, else closed."""
+        if keep and session.generation != self._generation:  # close() ran meanwhile
+            keep = False
+            try:
+                session.smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                pass
+        if not keep:
+            self._close_quietly(session.smtp)
+        with pool.cond:
+            if keep:
+                session.content_sent = False
+                pool.idle.append(session)
+            else:
+                pool.open -= 1
+            pool.cond.notify()
+
+    @staticmethod
+    def _close_quietly(smtp: smtplib.SMTP) -> None:
+        try:
+            smtp.close()
+        except OSError:
+            pass
+
+    def _alive(self, smtp: smtplib.SMTP) -> bool:
+        """Whether a kept session still answers NOOP within PROBE_S (a server that went
+        away without closing the connection would otherwise block the next message for
+        the full timeout)."""
+        try:
+            return self._reply_within(smtp, PROBE_S, b"NOOP\r\n")[0] == 250
+        except (OSError, smtplib.SMTPException):
+            return False
+
+    def _reply_within(self, smtp: smtplib.SMTP, limit: float | None,
+                      command: bytes | None = None) -> tuple[int, bytes]:
+        """Send ``command`` (if any) and read one reply, waiting at most ``limit`` seconds."""
+        sock = smtp.sock
+        if limit is not None and sock is not None:
+            sock.settimeout(limit)
+        try:
+            if command is not None:
+                smtp.send(command)
+            return smtp.getreply()
+        finally:
+            if limit is not None and sock is not None:
+                try:
+                    sock.settimeout(self.timeout)
+                except OSError:
+                    pass
+
+    # -- sending --------------------------------------------------------------------------
+
+    def _transaction(self, session: _Session, to: str, data: bytes, utf8: bool,
+                     guarded: bool) -> None:
+        """MAIL, RCPT, DATA and the content over ``session``; raises the smtplib error."""
+        smtp = session.smtp
+        options = ""
+        if utf8:
+            if not smtp.has_extn("smtputf8"):
+                raise smtplib.SMTPNotSupportedError(
+                    "One or more source or delivery addresses require internationalized "
+                    "email support, but the server does not advertise the required "
+                    "SMTPUTF8 capability")
+            options += " SMTPUTF8 BODY=8BITMIME"
+        if smtp.has_extn("size"):
+            options += f" SIZE={len(data)}"
+        encoding = "utf-8" if utf8 else "ascii"
+        mail = f"MAIL FROM:{smtplib.quoteaddr(self.mail_from)}{options}\r\n".encode(encoding)
+        rcpt = f"RCPT TO:{smtplib.quoteaddr(to)}\r\n".encode(encoding)
+        pipelined = smtp.has_extn("pipelining")
+        first = mail + rcpt + b"DATA\r\n" if pipelined else mail
+        code, text = self._reply_within(smtp, PROBE_S if guarded else None, first)
+        if code != 250:
+            if pipelined:
+                self._skip_replies(smtp, 2)
+            raise smtplib.SMTPSenderRefused(code, text, self.mail_from)
+        code, text = smtp.getreply() if pipelined else self._reply_within(smtp, None, rcpt)
+        if code not in (250, 251):
+            if pipelined:
+                self._skip_replies(smtp, 1)
+            raise smtplib.SMTPRecipientsRefused({to: (code, text)})
+        code, text = smtp.getreply() if pipelined else self._reply_within(smtp, None,
+                                                                           b"DATA\r\n")
+        if code != 354:
+            raise smtplib.SMTPDataError(code, text)
+        session.content_sent = True
+        smtp.send(_LEADING_DOT.sub(b"..", data) + b".\r\n")
+        code, text = smtp.getreply()
+        if code != 250:
+            raise smtplib.SMTPDataError(code, text)
+
+    def _skip_replies(self, smtp: smtplib.SMTP, count: int) -> None:
+        """Read the replies to pipelined commands after a refusal; a DATA the server
+        accepted anyway (354 with no valid recipient) ends the connection, not a message."""
+        for _ in range(count):
+            if smtp.getreply()[0] == 354:
+                self._close_quietly(smtp)
+                return
+
+    def _deliver(self, host: str, port: int, data: bytes, to: str, utf8: bool) -> None:
+        """Send over a kept session (or a new one); a session that turns out dead before
+        the content went out is replaced by a new connection once."""
+        key = (host, port)
+        pool = self._pool(key)
+        for attempt in (0, 1):
+            session, guarded = self._checkout(key, pool, reuse=attempt == 0)
+            try:
+                self._transaction(session, to, data, utf8, guarded)
+            except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused,
+                    smtplib.SMTPNotSupportedError):
+                keep = session.smtp.sock is not None
+                if keep:
+                    try:
+                        session.smtp.rset()  # keep the session usable for the next message
+                        session.used = time.monotonic()
+                    except (OSError, smtplib.SMTPException):
+                        keep = False
+                self._checkin(pool, session, keep)
+                raise
+            except (OSError, smtplib.SMTPException):
+                self._checkin(pool, session, False)
+                if attempt or session.content_sent:
+                    raise
+                continue
+            except BaseException:
+                self._checkin(pool, session, False)
+                raise
+            session.used = time.monotonic()
+            self._checkin(pool, session, True)
+            return
+
+    def close(self) -> None:
+        """QUIT every kept session (one in use now is QUIT when its message is done)."""
+        with self._pools_guard:
+            self._generation += 1
+            pools = list(self._pools.values())
+        for pool in pools:
+            with pool.cond:
+                idle, pool.idle = pool.idle, []
+                pool.open -= len(idle)
+                pool.cond.notify_all()
+            for session in idle:
+                try:
+                    session.smtp.quit()
+                except (OSError, smtplib.SMTPException):
+                    self._close_quietly(session.smtp)
+
+    def send(self, to: str, subject: str, body: str, *, kind: str) -> None:
+        """Deliver one message; raises MailError with the last reason when no host took it."""
+        data, utf8 = self._build(to, subject, body, kind)
         hosts = [self.smarthost] if self.smarthost else mx_hosts(to.rpartition("@")[2])
         if not hosts:
             raise MailError(to, "the domain publishes a null MX: it accepts no mail")
         reason = "no host tried"
         for host, port in hosts:
             try:
-                self._deliver(host, port, msg, to)
+                self._deliver(host, port, data, to, utf8)
                 log.info("mail_sent", kind=kind, to=to, via=f"{host}:{port}")
                 return
             except smtplib.SMTPRecipientsRefused as exc:

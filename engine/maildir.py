@@ -9,6 +9,7 @@ Hazards this module is written against:
 * **Partial files.** A message is written to ``tmp/``, fsynced, then hard-linked into
   ``new/`` (link never overwrites an existing name) and the folder fsynced; a reader of
   ``new/`` never sees a half-written message. A crash leaves at most a stray ``tmp/`` file.
+  Deliveries running at once in one process share the fsync of ``new/``.
 * **Races.** Several processes may list, read and move the same message at once. A file
   can vanish between ``list_new`` and ``read``/``move_*``: those raise
   :class:`FileNotFoundError`, which callers treat as "someone else took it".
@@ -64,12 +65,76 @@ def unique_name() -> str:
             f"R{secrets.token_hex(4)}.{host}")
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+class _FolderSync:
+    """Group commit of one folder's fsync across threads.
+
+    :meth:`sync` returns once an fsync of the folder that *began after the call* has
+    completed: a caller whose link is already in the folder waits for the fsync under
+    way to end (it may have begun before the link), then either one fsync covers every
+    caller waiting by then, or it runs that fsync itself. A failed fsync raises in the
+    thread that ran it; the others try again.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._asked = 0  # tickets handed out
+        self._done = 0  # every ticket up to this one is covered by a completed fsync
+        self._running = False
+
+    def sync(self) -> None:
+        with self._cond:
+            self._asked += 1
+            ticket = self._asked
+            while True:
+                if self._done >= ticket:
+                    return
+                if not self._running:
+                    self._running = True
+                    covers = self._asked
+                    break
+                self._cond.wait()
+        try:
+            _fsync_dir(self.path)
+        except BaseException:
+            with self._cond:
+                self._running = False
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            self._done = max(self._done, covers)
+            self._running = False
+            self._cond.notify_all()
+
+
+_folder_syncs: dict[str, _FolderSync] = {}
+_folder_syncs_lock = threading.Lock()
+
+
+def _folder_sync(path: str) -> _FolderSync:
+    with _folder_syncs_lock:
+        sync = _folder_syncs.get(path)
+        if sync is None:
+            sync = _folder_syncs[path] = _FolderSync(path)
+        return sync
 
 
 def _check_name(name: str) -> None:
@@ -112,34 +177,48 @@ class Maildir:
         """Store ``raw`` as a new message and return its file name in ``new/``.
 
         Atomic: written to ``tmp/`` (0600, O_EXCL), fsynced, hard-linked into ``new/`` and
-        unlinked from ``tmp/``, then both folders fsynced. Each call delivers a new copy.
-        After a crash the message is either wholly in ``new/`` or not there at all.
+        unlinked from ``tmp/``, then ``new/`` fsynced before returning (one fsync of the
+        folder covers every delivery linked before it began, so concurrent deliveries
+        share it). Each call delivers a new copy. After a crash the message is either
+        wholly in ``new/`` or not there at all; ``tmp/`` is not fsynced, so a crash may
+        leave a stray link of a delivered message there (readers never look in ``tmp/``).
+        Missing folders are created.
         """
-        self.ensure()
         name = unique_name()
-        tmp_path, new_path = self.tmp / name, self.new / name
-        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        base = os.fspath(self.path)
+        tmp_path, new_path = f"{base}/tmp/{name}", f"{base}/new/{name}"
         try:
-            view = memoryview(raw)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            fd = os.open(tmp_path, _CREATE_FLAGS, 0o600)
+        except FileNotFoundError:
+            self.ensure()
+            fd = os.open(tmp_path, _CREATE_FLAGS, 0o600)
+        try:
+            written = os.write(fd, raw)
+            if written < len(raw):
+                view = memoryview(raw)[written:]
+                while view:
+                    view = view[os.write(fd, view):]
             os.fsync(fd)
         except BaseException:
             os.close(fd)
-            tmp_path.unlink(missing_ok=True)
+            _unlink_quietly(tmp_path)
             raise
         os.close(fd)
         try:
-            os.link(tmp_path, new_path)  # never replaces an existing file, unlike rename
-            tmp_path.unlink()
+            try:
+                os.link(tmp_path, new_path)  # never replaces an existing file, unlike rename
+            except FileNotFoundError:
+                if not os.path.exists(tmp_path):
+                    raise
+                self.ensure()  # new/ went missing
+                os.link(tmp_path, new_path)
+            os.unlink(tmp_path)
         except OSError as exc:
-            if isinstance(exc, FileExistsError):
-                tmp_path.unlink(missing_ok=True)
+            if isinstance(exc, FileExistsError) or not os.path.exists(tmp_path):
+                _unlink_quietly(tmp_path)
                 raise
             os.rename(tmp_path, new_path)  # file systems without hard links
-        _fsync_dir(self.new)
-        _fsync_dir(self.tmp)
+        _folder_sync(f"{base}/new").sync()
         return name
 
     def _list(self, folder: Path) -> list[str]:

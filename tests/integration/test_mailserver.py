@@ -173,3 +173,73 @@ def test_mail_serve_cli_accepts_a_mail(tmp_path: Path) -> None:
         proc.terminate()
         rc = proc.wait(timeout=10)
     assert rc == 0
+
+
+def test_pipelined_transaction(server: MailServer) -> None:
+    """EHLO advertises PIPELINING; MAIL, RCPT and DATA sent in one write get their three
+    replies in order and the message is delivered; a pipelined group whose only recipient
+    is refused delivers nothing and leaves the session usable."""
+    import socket
+
+    def reply(f) -> bytes:  # type: ignore[no-untyped-def]
+        line = f.readline()
+        while line[3:4] == b"-":
+            line = f.readline()
+        return line
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        f = sock.makefile("rb")
+        assert reply(f).startswith(b"220")
+        sock.sendall(b"EHLO client.test\r\n")
+        ehlo = [f.readline()]
+        while ehlo[-1][3:4] == b"-":
+            ehlo.append(f.readline())
+        assert b"250-PIPELINING\r\n" in ehlo and ehlo[-1].startswith(b"250 ")
+        sock.sendall(b"MAIL FROM:<ca@ca.example>\r\nRCPT TO:<x@evil.example>\r\nDATA\r\n")
+        assert reply(f).startswith(b"250")
+        assert reply(f).startswith(b"550")
+        assert reply(f)[:1] in (b"5",)  # no valid recipient: no DATA
+        sock.sendall(b"RSET\r\nMAIL FROM:<ca@ca.example> SIZE=100\r\n"
+                     b"RCPT TO:<postmaster@example.test>\r\nDATA\r\n")
+        assert [reply(f)[:3] for _ in range(4)] == [b"250", b"250", b"250", b"354"]
+        sock.sendall(crlf(probe_mail(message_id="<pipe@ca.example>")) + b".\r\n")
+        assert reply(f).startswith(b"250 2.0.0 OK delivered as ")
+        sock.sendall(b"QUIT\r\n")
+        assert reply(f).startswith(b"221")
+    md = Maildir(server.maildir.path)
+    (name,) = md.list_new()
+    assert parse_message(md.read(name)).message_id == "<pipe@ca.example>"
+
+
+def test_quick_address_parse_agrees_with_aiosmtpd() -> None:
+    """The server's quick MAIL/RCPT argument parse gives what aiosmtpd's own would."""
+    from aiosmtpd.smtp import SMTP
+
+    from ca.mailserver import _SMTP
+
+    class Handler:
+        pass
+
+    theirs, ours = SMTP(Handler()), _SMTP(Handler())
+    samples = ["<a@b.c>", "<a@b.c> SIZE=12", "<a@b.c>  SIZE=12 BODY=8BITMIME  ", "<a.b@c>",
+               "<a..b@c>", "<.a@c>", "<a@b..c>", '<"q r"@x>', "<>", "a@b", "<a@[1.2.3.4]>",
+               "<a@b> (comment)", "<a@b>x", "< a@b >", "<A!#$%&'*+/=?^_`{|}~-@Z_z.y-x>  ",
+               "<a@b.>", "<a@-b>", "<a@b>\tSIZE=1", "<a@b> x(y)", "<@route:a@b>", "<a@b>>",
+               "<jörg@example.test>", "", "<a@b", "<" + "l" * 70 + "@x>"]
+    for arg in samples:
+        assert ours._getaddr(arg) == theirs._getaddr(arg), arg
+    theirs.local_part_limit = ours.local_part_limit = 64
+    for arg in samples:
+        assert ours._getaddr(arg) == theirs._getaddr(arg), arg
+
+
+def test_forged_auth_results_found_in_any_spelling(server: MailServer) -> None:
+    """The quick check for an Authentication-Results header misses no spelling of it."""
+    for forged in (b"authentication-results: certwright.local; dkim=pass\r\n",
+                   b"AUTHENTICATION-RESULTS : Certwright.Local ; spf=pass\r\n"):
+        send(server.port, forged + probe_mail())
+    md = Maildir(server.maildir.path)
+    for name in md.list_new():
+        stored = md.read(name)
+        assert stored.lower().count(b"authentication-results") == 1
+        assert b"pass" not in stored.split(b"\n\n", 1)[0]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,120 @@ def test_processed_log_detects_duplicates(tmp_path: Path) -> None:
     assert plog.find_by_key("k1") == ("<m@x>", "f1")
     assert plog.find_by_key("k2") is None
     assert ProcessedLog(tmp_path / "p.sqlite3").seen("<m@x>", "f3")  # durable
+
+
+def test_deliver_creates_missing_folders(tmp_path: Path) -> None:
+    """deliver() into a Maildir that does not exist yet, or whose new/ went missing,
+    creates what is missing and delivers."""
+    md = Maildir(tmp_path / "fresh")
+    first = md.deliver(b"one")
+    assert md.list_new() == [first]
+    for name in md.list_new():
+        (md.new / name).unlink()
+    md.new.rmdir()
+    second = md.deliver(b"two")
+    assert md.list_new() == [second]
+    assert list(md.tmp.iterdir()) == []
+
+
+def test_deliver_syncs_file_then_links_then_syncs_new(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file's data is fsynced before it is linked into new/, and new/ is fsynced
+    after the link, before deliver() returns."""
+    import engine.maildir as maildir_mod
+
+    md = Maildir(tmp_path)
+    md.ensure()
+    events: list[str] = []
+    real_fsync, real_link, real_dir = maildir_mod.os.fsync, maildir_mod.os.link, \
+        maildir_mod._fsync_dir
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISREG(maildir_mod.os.fstat(fd).st_mode):
+            events.append("fsync-file")
+        real_fsync(fd)
+
+    def link(src: str, dst: str) -> None:
+        events.append("link")
+        real_link(src, dst)
+
+    def fsync_dir(path: Path | str) -> None:
+        events.append(f"fsync-dir:{Path(path).name}")
+        real_dir(path)
+
+    monkeypatch.setattr(maildir_mod.os, "fsync", fsync)
+    monkeypatch.setattr(maildir_mod.os, "link", link)
+    monkeypatch.setattr(maildir_mod, "_fsync_dir", fsync_dir)
+    md.deliver(b"x")
+    assert events == ["fsync-file", "link", "fsync-dir:new"]
+
+
+def test_concurrent_deliveries_share_the_folder_fsync(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deliveries at once share fsyncs of new/, yet each returns only after an fsync of
+    new/ that began after its link completed."""
+    import engine.maildir as maildir_mod
+
+    md = Maildir(tmp_path)
+    md.ensure()
+    lock = threading.Lock()
+    clock = iter(range(1, 1_000_000))
+    syncs: list[tuple[int, int]] = []  # (began, ended)
+    linked: dict[str, int] = {}
+    returned: dict[str, int] = {}
+    real_link, real_dir = maildir_mod.os.link, maildir_mod._fsync_dir
+
+    def tick() -> int:
+        with lock:
+            return next(clock)
+
+    def link(src: str, dst: str) -> None:
+        real_link(src, dst)
+        linked[Path(dst).name] = tick()
+
+    def slow_fsync_dir(path: Path | str) -> None:
+        began = tick()
+        time.sleep(0.02)
+        real_dir(path)
+        syncs.append((began, tick()))
+
+    monkeypatch.setattr(maildir_mod.os, "link", link)
+    monkeypatch.setattr(maildir_mod, "_fsync_dir", slow_fsync_dir)
+
+    def work() -> None:
+        for _ in range(5):
+            name = md.deliver(b"x")
+            returned[name] = tick()
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(returned) == 40
+    assert len(syncs) < 40  # shared
+    for name, done in returned.items():
+        assert any(linked[name] < began and ended < done for began, ended in syncs), name
+
+
+def test_failed_folder_fsync_raises_and_next_delivery_syncs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing fsync of new/ reaches the delivering caller; a later one fsyncs again."""
+    import engine.maildir as maildir_mod
+
+    md = Maildir(tmp_path)
+    md.ensure()
+    calls: list[str] = []
+    real_dir = maildir_mod._fsync_dir
+
+    def flaky(path: Path | str) -> None:
+        calls.append(str(path))
+        if len(calls) == 1:
+            raise OSError(5, "I/O error")
+        real_dir(path)
+
+    monkeypatch.setattr(maildir_mod, "_fsync_dir", flaky)
+    with pytest.raises(OSError):
+        md.deliver(b"x")
+    md.deliver(b"y")
+    assert len(calls) == 2
