@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.state_dir = default_state_dir()
     # absolute, so that paths recorded in runs stay right whatever the working directory
     args.state_dir = Path(os.path.abspath(os.path.expanduser(args.state_dir)))
-    configure(json_lines=args.log_json, level=args.log_level)
+    configure(json_lines=args.log_json, level=args.log_level, cache=True)
     try:
         return int(args.func(args))
     except SpecError as exc:

@@ -48,8 +48,14 @@ def _mask_values(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMap
     return event
 
 
-def configure(json_lines: bool = False, level: str = "info", stream: Any = None) -> None:
-    """Set up structlog (and stdlib logging, for libraries) once per process."""
+def configure(json_lines: bool = False, level: str = "info", stream: Any = None, *,
+              cache: bool = False) -> None:
+    """Set up structlog (and stdlib logging, for libraries) once per process.
+
+    ``cache``: each logger binds its configuration on first use and keeps it (structlog's
+    ``cache_logger_on_first_use``; saves a rebind on every log call). For a process that
+    configures once before it logs (the CLI, the daemon); not for tests, which swap
+    processors (``structlog.testing.capture_logs``)."""
     out = stream or sys.stderr
     lvl = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(level=max(lvl, logging.WARNING), stream=out, format="%(message)s")
@@ -67,4 +73,4 @@ def configure(json_lines: bool = False, level: str = "info", stream: Any = None)
     structlog.configure(processors=processors,
                         wrapper_class=structlog.make_filtering_bound_logger(lvl),
                         logger_factory=structlog.PrintLoggerFactory(out),
-                        cache_logger_on_first_use=False)
+                        cache_logger_on_first_use=cache)
