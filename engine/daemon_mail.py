@@ -125,6 +125,14 @@ class MailRouter:
         addrs = dict.fromkeys(a.lower() for a in [*mail.to_addrs, *mail.delivered_to])
         pending = _Pending(md, tuple(mail_key(a) for a in addrs), message_id,
                            since=max(mtime, self._started))
+        owner = md.processed_log().taken(message_id, name)
+        if owner is not None:  # taken already; its move to cur/ was lost (a power cut)
+            try:
+                md.move_to_cur(name)
+            except FileNotFoundError:
+                pass
+            log.info("mail_move_finished", file=name, taken_by=owner)
+            return GONE
         with self._lock:
             self._pending[(str(md.path), name)] = pending
         # Offer first (latency): a waiting step checks duplicates itself before taking.

@@ -262,11 +262,14 @@ class Maildir:
             raise MessageTooLarge(name, len(data), self.max_read)
         return data
 
-    def move_to_cur(self, name: str, flags: str = "S") -> str:
+    def move_to_cur(self, name: str, flags: str = "S", *, sync: bool = True) -> str:
         """Move ``new/<name>`` to ``cur/<name>:2,<flags>`` and return the new name.
 
         Repeat-safe: if the message is already in ``cur/`` under that name, returns it.
         Raises FileNotFoundError when it is in neither place (another process took it).
+        ``sync=False`` skips the fsync of ``cur/``: for a caller that recorded the take
+        durably first (a :class:`ProcessedLog` mark), so a move lost to a power cut is
+        redone by whoever finds the message back in ``new/`` (see :meth:`ProcessedLog.taken`).
         """
         _check_name(name)
         target = f"{name}:2,{''.join(sorted(set(flags)))}"
@@ -276,7 +279,8 @@ class Maildir:
             if (self.cur / target).exists():
                 return target
             raise
-        _fsync_dir(self.cur)
+        if sync:
+            _fsync_dir(self.cur)
         return target
 
     def quarantine(self) -> Maildir:
@@ -349,6 +353,7 @@ class ProcessedLog:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("CREATE TABLE IF NOT EXISTS processed (message_id TEXT PRIMARY KEY,"
                      " name TEXT NOT NULL, step_key TEXT, at REAL NOT NULL)")
+        conn.execute("CREATE INDEX IF NOT EXISTS processed_step_key ON processed(step_key)")
         conns[key] = conn
         return conn
 
@@ -361,6 +366,15 @@ class ProcessedLog:
         row = self._connect().execute("SELECT name FROM processed WHERE message_id = ?",
                                       (message_id,)).fetchone()
         return row is not None and row[0] != name
+
+    def taken(self, message_id: str, name: str) -> str | None:
+        """The step key that took ``message_id`` from this very file ``name``, or None.
+
+        A message found in ``new/`` that was taken from that file already is one whose
+        move to ``cur/`` was lost (a power cut after the mark): finish the move."""
+        row = self._connect().execute("SELECT name, step_key FROM processed WHERE message_id = ?",
+                                      (message_id,)).fetchone()
+        return str(row[1] or "") if row is not None and row[0] == name else None
 
     def mark(self, message_id: str, name: str, step_key: str | None = None) -> bool:
         """Record that ``message_id`` (file ``name``) was taken by step ``step_key``.

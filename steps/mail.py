@@ -152,6 +152,14 @@ class _MailWait:
         log.info("mail_taken_again", file=cur)
         return Done({**verdict, "file": str(md.cur / cur)})
 
+    @staticmethod
+    def _finish_move(md: Maildir, name: str, owner: str, log: Any) -> None:
+        try:
+            md.move_to_cur(name)
+            log.info("mail_move_finished", file=name, taken_by=owner)
+        except FileNotFoundError:
+            pass
+
     def _aside(self, md: Maildir, name: str, reason: str, log: Any) -> None:
         try:
             md.move_aside(name, reason)
@@ -198,6 +206,10 @@ class _MailWait:
         mail, message_id = parsed
         if to not in {a.lower() for a in mail.to_addrs + mail.delivered_to}:
             return SKIP
+        owner = plog.taken(message_id, name)
+        if owner is not None and owner != ctx.idempotency_key:
+            self._finish_move(md, name, owner, log)  # taken by another step; move was lost
+            return None
         if plog.seen(message_id, name):
             log.warning("mail_duplicate", file=name, message_id=message_id)
             self._aside(md, name, f"duplicate: Message-ID {message_id} was already taken", log)
@@ -211,7 +223,7 @@ class _MailWait:
         if not plog.mark(message_id, name, ctx.idempotency_key):
             return None  # another step claimed it first
         try:
-            cur = md.move_to_cur(name)
+            cur = md.move_to_cur(name, sync=False)  # the mark above is the durable record
         except FileNotFoundError:
             log.warning("mail_vanished", file=name)
             return None

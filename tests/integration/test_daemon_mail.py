@@ -172,3 +172,18 @@ def test_parked_runs_get_no_poll_timer_under_the_daemon(setup):
     finally:
         store.close()
     assert kinds == ["timeout"]
+
+
+def test_router_finishes_a_move_to_cur_a_power_cut_undid(tmp_path):
+    """A message in new/ that the processed log says was taken from this very file (its
+    unsynced move to cur/ was lost) is moved to cur/, not offered or quarantined."""
+    from engine.daemon_mail import GONE, MailRouter
+    md = Maildir(tmp_path / "Maildir")
+    md.ensure()
+    from tests.support.mail import probe_mail
+    name = md.deliver(probe_mail(to="postmaster@lost.test", message_id="<lost@ca.example>"))
+    md.processed_log().mark("<lost@ca.example>", name, "run-x:2:0")
+    offered: list[Any] = []
+    router = MailRouter(lambda key: ["someone"], offered.append, grace=0.0)
+    assert router.route(md, name) == GONE
+    assert offered == [] and md.list_new() == [] and md.list_cur() == [f"{name}:2,S"]

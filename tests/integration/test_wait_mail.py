@@ -253,3 +253,18 @@ def test_each_message_is_parsed_once_however_many_runs_scan_the_folder(
         taken.append(result.outputs["link"])
     assert taken == [f"{CA_BASE}{PROBE_PATH}?token=t{i}" for i in range(10)]
     assert len(calls) == 10
+
+
+def test_a_message_taken_whose_move_was_lost_is_moved_not_taken_again(
+        tmp_path: Path, server: MailServer) -> None:
+    """The take is recorded durably (ProcessedLog mark) before a move to cur/ that is not
+    fsynced; a power cut can put the message back in new/. Another run finds it there:
+    it finishes the move and does not take it."""
+    send(server.port, probe_mail(message_id="<lost-move@ca.example>"))
+    md = Maildir(tmp_path / "mail")
+    name = md.list_new()[0]
+    md.processed_log().mark("<lost-move@ca.example>", name, "earlier-run:1:0")
+    result = WaitMail().run(ctx(tmp_path))
+    assert isinstance(result, Wait)
+    assert md.list_new() == [] and md.list_cur() == [f"{name}:2,S"]
+    assert quarantined(tmp_path) == {}
