@@ -62,6 +62,7 @@ class SQLiteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._migrate()
+        self._open_tx: _Tx | None = None
         self._checkpointer: threading.Thread | None = None
         self._closing = threading.Event()
         if background_checkpoint and self.path != ":memory:":
@@ -131,16 +132,26 @@ class SQLiteStore:
         """One atomic group of writes; commits at the end of the block."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
+            tx = self._open_tx = _Tx(self._db)
             try:
-                yield _Tx(self._db)
+                yield tx
+                tx.flush()
             except BaseException:
+                self._open_tx = None
                 self._db.execute("ROLLBACK")
                 raise
+            self._open_tx = None
             self._db.execute("COMMIT")
+
+    def _flush_open_tx(self) -> None:
+        """Reads of runs or the journal inside a transaction see its buffered writes."""
+        if self._open_tx is not None:
+            self._open_tx.flush()
 
     # -- reads ------------------------------------------------------------------------
     def find_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
+            self._flush_open_tx()
             row = self._db.execute(
                 f"SELECT id, pipeline, spec_hash, state, status, body, created, updated "
                 f"FROM {N.T_RUNS} WHERE id=?", (run_id,)).fetchone()
@@ -160,6 +171,7 @@ class SQLiteStore:
             args = tuple(statuses)
             sql += f" WHERE status IN ({','.join('?' * len(args))})"
         with self._lock:
+            self._flush_open_tx()
             rows = self._db.execute(sql + " ORDER BY created, id", args).fetchall()
         return [_run_from_row(r) for r in rows]
 
@@ -167,12 +179,14 @@ class SQLiteStore:
         """(id, spec_hash) of runs with these statuses, cheaply (no bodies parsed)."""
         args = tuple(statuses)
         with self._lock:
+            self._flush_open_tx()
             return self._db.execute(
                 f"SELECT id, spec_hash FROM {N.T_RUNS} WHERE status IN "
                 f"({','.join('?' * len(args))})", args).fetchall()
 
     def journal(self, run_id: str) -> list[JournalEntry]:
         with self._lock:
+            self._flush_open_tx()
             rows = self._db.execute(
                 f"SELECT seq, run_id, at, kind, data FROM {N.T_JOURNAL} WHERE run_id=? "
                 f"ORDER BY seq", (run_id,)).fetchall()
@@ -234,25 +248,58 @@ class SQLiteStore:
             self._db.close()
 
 
+ROWS_PER_INSERT = 500  # journal rows or runs per multi-row INSERT
+
+
 class _Tx:
-    """Writes inside one open transaction (see :class:`state.base.Tx`)."""
+    """Writes inside one open transaction (see :class:`state.base.Tx`).
+
+    Journal entries and run rows are buffered and written at the end of the transaction
+    (or before a read of them), many rows per INSERT: each statement a Python thread runs
+    releases and re-takes the GIL, which under load costs far more than the statement.
+    Journal sequence numbers are assigned here, from the table's maximum read once per
+    transaction: the write lock (BEGIN IMMEDIATE) makes that safe across processes.
+    """
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        self._next_seq = 0
+        self._journal: list[tuple[int, str, str, str, str]] = []
+        self._runs: dict[str, tuple[Any, ...]] = {}
 
     def append(self, entry: JournalEntry) -> int:
-        cur = self._db.execute(
-            f"INSERT INTO {N.T_JOURNAL}(run_id, at, kind, data) VALUES(?,?,?,?)",
-            (entry.run_id, entry.at, entry.kind, _dumps(entry.data)))
-        return int(cur.lastrowid or 0)
+        if not self._next_seq:
+            row = self._db.execute(f"SELECT MAX(seq) FROM {N.T_JOURNAL}").fetchone()
+            seq_row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name=?",
+                                       (N.T_JOURNAL,)).fetchone()
+            # AUTOINCREMENT never reuses a number, not even one whose row is gone
+            self._next_seq = max(int(row[0] or 0), int(seq_row[0] if seq_row else 0)) + 1
+        seq = self._next_seq
+        self._next_seq += 1
+        self._journal.append((seq, entry.run_id, entry.at, entry.kind, _dumps(entry.data)))
+        return seq
 
     def put_run(self, run: RunRecord) -> None:
         body = _dumps({k: getattr(run, k) for k in _BODY_FIELDS})
-        self._db.execute(
-            f"INSERT OR REPLACE INTO {N.T_RUNS}(id, pipeline, spec_hash, state, status, body, "
-            f"created, updated) VALUES(?,?,?,?,?,?,?,?)",
-            (run.id, run.pipeline, run.spec_hash, run.state, run.status, body, run.created,
-             run.updated))
+        self._runs[run.id] = (run.id, run.pipeline, run.spec_hash, run.state, run.status, body,
+                              run.created, run.updated)
+
+    def flush(self) -> None:
+        """Write the buffered journal entries and runs (in seq order)."""
+        rows, self._journal = self._journal, []
+        for i in range(0, len(rows), ROWS_PER_INSERT):
+            chunk = rows[i:i + ROWS_PER_INSERT]
+            self._db.execute(
+                f"INSERT INTO {N.T_JOURNAL}(seq, run_id, at, kind, data) VALUES "
+                + ",".join(["(?,?,?,?,?)"] * len(chunk)), [v for r in chunk for v in r])
+        runs = list(self._runs.values())
+        self._runs = {}
+        for i in range(0, len(runs), ROWS_PER_INSERT):
+            chunk = runs[i:i + ROWS_PER_INSERT]
+            self._db.execute(
+                f"INSERT OR REPLACE INTO {N.T_RUNS}(id, pipeline, spec_hash, state, status, "
+                f"body, created, updated) VALUES " + ",".join(["(?,?,?,?,?,?,?,?)"] * len(chunk)),
+                [v for r in chunk for v in r])
 
     def add_timer(self, run_id: str, entry: int, kind: str, due: str) -> int:
         cur = self._db.execute(

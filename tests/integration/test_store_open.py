@@ -80,3 +80,27 @@ def test_background_checkpoints_copy_the_wal_into_the_database(tmp_path: Path, m
     finally:
         store.close()
     assert store._checkpointer is not None and not store._checkpointer.is_alive()
+
+
+def test_journal_sequence_numbers_stay_unique_across_connections(tmp_path: Path):
+    """Entries are written in batches with numbers the transaction assigns; two
+    connections (two processes' stores) taking turns never reuse a number, and a read
+    inside a transaction sees what it buffered."""
+    from state.records import JournalEntry
+    from state.sqlite import SQLiteStore
+
+    db = tmp_path / "certwright.sqlite"
+    a, b = SQLiteStore(db), SQLiteStore(db)
+    seqs = []
+    for turn in range(6):
+        store = (a, b)[turn % 2]
+        with store.transaction() as tx:
+            for i in range(3):
+                seqs.append(tx.append(JournalEntry(run_id=f"r{turn % 2}", kind="note",
+                                                   data={"i": i}, at="2026-01-01T00:00:00Z")))
+            assert [e.seq for e in store.journal(f"r{turn % 2}")][-3:] == seqs[-3:]
+    assert seqs == list(range(1, 19))
+    r0, r1 = [e.seq for e in a.journal("r0")], [e.seq for e in b.journal("r1")]
+    assert r0 == [1, 2, 3, 7, 8, 9, 13, 14, 15] and r1 == [4, 5, 6, 10, 11, 12, 16, 17, 18]
+    a.close()
+    b.close()
