@@ -103,11 +103,13 @@ class Outcomes:
                 k: v for k, v in outputs.items() if k in hidden}
             self._tx.put_secrets(run.id, secrets)  # commits with the entry below
         public = secret_store.mask(public, secret_store.values(self._secrets_of(run.id)))
+        had_wake = run.status == WAITING or run.wake_at is not None
         run = self._record(run, run.id, "step_done", {
             "index": job.index, "step": job.spec.id, "key": job.key, "outputs": public})
         if "alarm" in outputs and outputs["alarm"]:
             run = self._record(run, run.id, "alarm", {"message": str(outputs["alarm"])})
-        self._tx.clear_timers(run.id, ["wake"])
+        if had_wake:  # else no wake timer can exist (a stale one fires and finds nothing)
+            self._tx.clear_timers(run.id, ["wake"])
         log.info("step_succeeded", run_id=run.id, state=run.state, step=job.spec.id)
         self._make_ready(run.id)
 
