@@ -6,6 +6,7 @@ exit and joins the thread. Signal handlers are not installed (not the main threa
 """
 from __future__ import annotations
 
+import importlib.util
 import socket
 import threading
 from pathlib import Path
@@ -19,6 +20,12 @@ from ca.setup import init_ca
 from engine.clock import Clock
 
 log = structlog.get_logger("ca.server")
+
+# httptools (a C HTTP parser) and uvloop (a libuv event loop) cost a request less CPU than
+# uvicorn's pure-Python h11 and asyncio's loop; both are dependencies, but the pure-Python
+# pair still serves when one is missing (e.g. a platform without wheels).
+HTTP_IMPL = "httptools" if importlib.util.find_spec("httptools") else "h11"
+LOOP_IMPL = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 
 
 class CAServer:
@@ -60,7 +67,8 @@ class CAServer:
         self._sock = sock
         app = create_app(self.ca_dir, public_url=self.public_url, smarthost=self.smarthost,
                          policy=self.policy, clock=self.clock, mail_from=self.mail_from)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                http=HTTP_IMPL, loop=LOOP_IMPL, ws="none")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name=f"ca-server-{self.port}", daemon=True)

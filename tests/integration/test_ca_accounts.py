@@ -148,3 +148,17 @@ def test_logs_hold_no_secrets(http: httpx.Client, smtp_sink: SmtpSink) -> None:
     link_token = LINK_RE.search(link).group(3)  # type: ignore[union-attr]
     for secret in (phrase, token, link_token, "answer 1"):
         assert secret not in text
+
+
+def test_request_id_echoed_and_logged(http: httpx.Client) -> None:
+    """Every answer carries X-Request-Id: the client's (cut to 64 characters) or a random
+    one; each request is logged once with method, path (no query) and status."""
+    with capture_logs() as logs:
+        mine = http.get("/api/v1/domains", headers={"X-Request-Id": "r" * 80})
+        other = http.get("/nowhere", params={"token": "sekrit"})
+    assert mine.status_code == 401 and mine.headers["x-request-id"] == "r" * 64
+    assert other.status_code == 404 and len(other.headers["x-request-id"]) == 12
+    assert other.json()["error"] == "not_found"
+    lines = [(e["method"], e["path"], e["status"]) for e in logs if e["event"] == "http_request"]
+    assert lines == [("GET", "/api/v1/domains", 401), ("GET", "/nowhere", 404)]
+    assert "sekrit" not in repr(logs)
