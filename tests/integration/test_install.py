@@ -243,6 +243,14 @@ def crash_when_writing(monkeypatch: pytest.MonkeyPatch, target_path: Path) -> No
         real(path, data, mode, **kw)
 
     monkeypatch.setattr(files_mod, "write_atomic", fake)
+    real_publish = files_mod._publish
+
+    def fake_publish(tmp: Path, target: Path) -> None:
+        if target == target_path:
+            raise Crash(str(target))
+        real_publish(tmp, target)
+
+    monkeypatch.setattr(files_mod, "_publish", fake_publish)
 
 
 def test_crash_mid_switch_is_finished_by_next_call(tmp_path: Path, target: Path,
