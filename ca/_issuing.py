@@ -45,14 +45,15 @@ def _error(*args: Any, **kw: Any) -> Exception:
 class IssuingMixin:
     """Domain, probe and certificate operations; mixed into CAService."""
 
-    def _domain_view(self: CAService, row: dict[str, Any]) -> dict[str, Any]:
+    def _domain_view(self: CAService, row: dict[str, Any],
+                     now: datetime | None = None) -> dict[str, Any]:
         verified_at = row["verified_at"]
         expires = None
         status = "pending"
         if verified_at:
             until = parse_instant(verified_at) + timedelta(days=self.config["verification_days"])
             expires = format_instant(until)
-            status = "verified" if self.clock.now() < until else "pending"
+            status = "verified" if (now or self.clock.now()) < until else "pending"
         return {"domain": row["domain"], "status": status, "verified_at": verified_at,
                 "verification_expires": expires}
 
@@ -68,8 +69,12 @@ class IssuingMixin:
         row = self.store.find_domain(account_id, domain)
         return self._domain_view(row or {}), created
 
-    def list_domains(self: CAService, account_id: str) -> list[dict[str, Any]]:
-        return [self._domain_view(r) for r in self.store.domains(account_id)]
+    def list_domains(self: CAService, account_id: str,
+                     names: list[str] | None = None) -> list[dict[str, Any]]:
+        """The account's domains (all, or those in ``names``), from committed state; never
+        waits for a writer, so it may run on the event loop."""
+        now = self.clock.now()
+        return [self._domain_view(r, now) for r in self.store.domains(account_id, names)]
 
     def delete_domain(self: CAService, account_id: str, domain: str) -> None:
         if not self.store.delete_domain(account_id, domain.strip().lower()):
@@ -127,7 +132,13 @@ class IssuingMixin:
                 "names": row["names"].split(","), "revoked": row["revoked_at"] is not None}
 
     def _check_names(self: CAService, account_id: str, names: list[str]) -> None:
-        verified = [d["domain"] for d in self.list_domains(account_id)
+        # Only the account's domains that could cover a name: each name's base and the
+        # domains above it (not every domain of the account, which may be thousands).
+        candidates = set()
+        for name in names:
+            labels = (name[2:] if name.startswith("*.") else name).split(".")
+            candidates.update(".".join(labels[i:]) for i in range(len(labels)))
+        verified = [d["domain"] for d in self.list_domains(account_id, sorted(candidates))
                     if d["status"] == "verified"]
         for name in names:
             base = name[2:] if name.startswith("*.") else name
@@ -200,13 +211,16 @@ class IssuingMixin:
                         reason=exc.reason)
 
     def find_certificate(self: CAService, account_id: str, idem_key: str) -> dict[str, Any]:
-        row = self.store.find_certificate(account_id=account_id, idem_key=idem_key)
+        """What was issued for the key (committed state; safe on the event loop)."""
+        row = self.store.find_certificate(account_id=account_id, idem_key=idem_key,
+                                          committed=True)
         if row is None:
             raise _error(404, "not_found", f"nothing issued for idempotency key {idem_key!r}")
         return self._cert_view(row)
 
     def certificate(self: CAService, serial: str) -> dict[str, Any]:
-        row = self.store.find_certificate(serial=serial.lower())
+        """A certificate by serial (committed state; safe on the event loop)."""
+        row = self.store.find_certificate(serial=serial.lower(), committed=True)
         if row is None:
             raise _error(404, "not_found", f"no certificate with serial {serial}")
         return self._cert_view(row)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ log = structlog.get_logger("ca.service")
 
 MAX_TOKEN_FAILURES = 6
 SESSION_HOURS = 1
+#: How often requests run the purge of unconfirmed accounts (48 h old): a minute late
+#: at most, instead of a write transaction on every request.
+PURGE_EVERY = timedelta(minutes=1)
 POLICIES: dict[str, tuple[str, ...]] = {
     "cacert": ("root", "hostmaster", "postmaster", "admin", "webmaster"),
     "cabf": ("admin", "administrator", "webmaster", "hostmaster", "postmaster"),
@@ -72,6 +75,7 @@ class CAService(IssuingMixin):
         self.store = CAStore(CAPaths(Path(ca_dir)).db, clock=self.clock)
         self.signer = Signer(ca_dir, self.public_url)
         self.mailer = Mailer(smarthost=smarthost, mail_from=mail_from, clock=self.clock)
+        self._purged_at: datetime | None = None
         self.purge()
 
     def close(self) -> None:
@@ -79,9 +83,22 @@ class CAService(IssuingMixin):
 
     def purge(self) -> None:
         """Drop accounts left unconfirmed for ``account_purge_hours`` (cheap; run often)."""
-        before = self.clock.now() - timedelta(hours=self.config["account_purge_hours"])
+        now = self.clock.now()
+        self._purged_at = now
+        before = now - timedelta(hours=self.config["account_purge_hours"])
         for account_id in self.store.purge_unconfirmed(before):
             log.info("account_purged", account_id=account_id, reason="unconfirmed")
+
+    def purge_due(self) -> bool:
+        """True when the last :meth:`purge` is :data:`PURGE_EVERY` old (or the clock went
+        back): requests call purge only then, not each a write transaction of its own."""
+        last = self._purged_at
+        now = self.clock.now()
+        return last is None or not last <= now < last + PURGE_EVERY
+
+    def purge_if_due(self) -> None:
+        if self.purge_due():
+            self.purge()
 
     # -- join ----------------------------------------------------------------------------
     def join(self, email: str, name: str, passphrase: str,
@@ -252,7 +269,9 @@ class CAService(IssuingMixin):
         return {"token": token, "expires": format_instant(expires), "account_id": account["id"]}
 
     def authenticate(self, token: str) -> str:
-        """The account id behind an API token; ApiError 401 when unknown or expired."""
+        """The account id behind an API token; ApiError 401 when unknown or expired.
+
+        Reads committed state only (never waits for a writer): safe on the event loop."""
         account_id = self.store.session_account(token) if token else None
         if account_id is None:
             raise ApiError(401, "unauthorized", "missing, unknown or expired bearer token; "

@@ -5,6 +5,9 @@ Contract:
 * One connection shared by the request threads, guarded by a re-entrant lock; every
   public method is one transaction. :meth:`CAStore.transaction` lets the service group
   several calls (look up, then insert) so a check and its action are atomic.
+* A second, query-only connection reads committed state (sessions, the domain list,
+  certificate look-ups) without waiting for the writer, so the HTTP event loop can
+  authenticate and answer reads without a thread hop and without blocking on a commit.
 * Secrets are stored only as hashes: passphrases and recovery answers with scrypt, link
   and session tokens with sha256 (they are 256-bit random, so a fast hash suffices).
 * Instants are ISO 8601 UTC strings (``engine.clock.format_instant``), which sort.
@@ -106,10 +109,17 @@ class CAStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         self._depth = 0
+        # A second connection for reads of committed state (see :meth:`read_one`): in WAL
+        # mode it never waits for the writer, so the HTTP event loop may use it.
+        self._ro_lock = threading.Lock()
+        self._ro = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._ro.row_factory = sqlite3.Row
+        self._ro.execute("PRAGMA query_only=1")
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._ro_lock:
             self._db.close()
+            self._ro.close()
 
     def now(self) -> str:
         return format_instant(self.clock.now())
@@ -138,13 +148,29 @@ class CAStore:
                 self._depth = 0
 
     def _one(self, sql: str, *args: Any) -> dict[str, Any] | None:
-        with self.transaction() as db:
-            row = db.execute(sql, args).fetchone()
-        return dict(row) if row else None
+        # One SELECT is a transaction of its own (autocommit); inside transaction() it
+        # joins that one and sees its uncommitted writes. fetchall() runs the statement
+        # to its end, so no read transaction stays open.
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return dict(rows[0]) if rows else None
 
     def _all(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        with self.transaction() as db:
-            return [dict(r) for r in db.execute(sql, args).fetchall()]
+        with self._lock:
+            return [dict(r) for r in self._db.execute(sql, args).fetchall()]
+
+    def read_one(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        """One row of committed state through the read connection: never waits for a
+        writer's transaction (WAL), so it is safe on an event loop. Not for reads that
+        must see the caller's own open transaction."""
+        with self._ro_lock:
+            rows = self._ro.execute(sql, args).fetchall()
+        return dict(rows[0]) if rows else None
+
+    def read_all(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        """Like :meth:`read_one`, every row."""
+        with self._ro_lock:
+            return [dict(r) for r in self._ro.execute(sql, args).fetchall()]
 
     def _exec(self, sql: str, *args: Any) -> int:
         with self.transaction() as db:
@@ -220,8 +246,9 @@ class CAStore:
         return token
 
     def session_account(self, token: str) -> str | None:
-        row = self._one("SELECT account_id FROM sessions WHERE token_hash=? AND expires_at>?",
-                        hash_token(token), self.now())
+        """The account of a live session (committed state, through the read connection)."""
+        row = self.read_one("SELECT account_id FROM sessions WHERE token_hash=? AND "
+                            "expires_at>?", hash_token(token), self.now())
         return row["account_id"] if row else None
 
     # -- links (account confirmations and domain probes) ----------------------------------
@@ -267,8 +294,14 @@ class CAStore:
         return self._exec("INSERT OR IGNORE INTO domains (account_id, domain, created_at) "
                           "VALUES (?,?,?)", account_id, domain, self.now()) == 1
 
-    def domains(self, account_id: str) -> list[dict[str, Any]]:
-        return self._all("SELECT * FROM domains WHERE account_id=? ORDER BY domain", account_id)
+    def domains(self, account_id: str, names: list[str] | None = None) -> list[dict[str, Any]]:
+        """The account's domains (committed state), all or those in ``names``."""
+        if names is None:
+            return self.read_all("SELECT * FROM domains WHERE account_id=? ORDER BY domain",
+                                 account_id)
+        marks = ",".join("?" * len(names))
+        return self.read_all(f"SELECT * FROM domains WHERE account_id=? AND domain IN "
+                             f"({marks}) ORDER BY domain", account_id, *names)
 
     def find_domain(self, account_id: str, domain: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM domains WHERE account_id=? AND domain=?",
@@ -284,11 +317,15 @@ class CAStore:
 
     # -- certificates --------------------------------------------------------------------
     def find_certificate(self, *, serial: str | None = None, account_id: str | None = None,
-                         idem_key: str | None = None) -> dict[str, Any] | None:
+                         idem_key: str | None = None,
+                         committed: bool = False) -> dict[str, Any] | None:
+        """A certificate by serial or by (account, key); ``committed``: through the read
+        connection (see :meth:`read_one`)."""
+        one = self.read_one if committed else self._one
         if serial is not None:
-            return self._one("SELECT * FROM certificates WHERE serial=?", serial)
-        return self._one("SELECT * FROM certificates WHERE account_id=? AND idem_key=?",
-                         account_id, idem_key)
+            return one("SELECT * FROM certificates WHERE serial=?", serial)
+        return one("SELECT * FROM certificates WHERE account_id=? AND idem_key=?",
+                   account_id, idem_key)
 
     def insert_certificate(self, row: dict[str, Any]) -> None:
         cols = ", ".join(row)

@@ -133,6 +133,9 @@ def test_wildcard_needs_its_base(http: httpx.Client, smtp_sink: SmtpSink, acct: 
     assert r.status_code == 422 and r.json()["domain"] == "other.test"
     ok = sign(http, acct, make_csr([f"*.{DOMAIN}", "www.shop.other.test"])[0], "k2")
     assert ok.status_code == 201, ok.text
+    # only whole labels count: x<domain> is not under <domain>
+    r = sign(http, acct, make_csr([f"www.{DOMAIN}", f"x{DOMAIN}"])[0], "k3")
+    assert r.status_code == 422 and r.json()["domain"] == f"x{DOMAIN}"
 
 
 def test_bad_signature_refused(http: httpx.Client, acct: Account) -> None:
