@@ -134,7 +134,7 @@ class IssuingMixin:
     def _check_names(self: CAService, account_id: str, names: list[str]) -> None:
         # Only the account's domains that could cover a name: each name's base and the
         # domains above it (not every domain of the account, which may be thousands).
-        candidates = set()
+        candidates: set[str] = set()
         for name in names:
             labels = (name[2:] if name.startswith("*.") else name).split(".")
             candidates.update(".".join(labels[i:]) for i in range(len(labels)))
