@@ -236,9 +236,9 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(value, dict):
                 print(f"{key}:")
                 for k, v in value.items():
-                    print(f"  {k:>22}: {v}")
+                    print(f"  {k:>30}: {v}")
             else:
-                print(f"{key:>24}: {value}")
+                print(f"{key:>32}: {value}")
     return 0
 
 

@@ -7,6 +7,7 @@ The issuance mail is sent afterwards; its failure is logged, never undoes the is
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,14 @@ def br_max_days(when: datetime) -> int:
     return next((days for start, days in BR_SCHEDULE if when >= start), 398)
 
 
+@functools.lru_cache(maxsize=4096)
+def _verification_end(verified_at: str, days: int) -> tuple[datetime, str]:
+    """When a verification made at ``verified_at`` lapses: (instant, formatted). Cached:
+    a domain list parses the same few instants on every request."""
+    until = parse_instant(verified_at) + timedelta(days=days)
+    return until, format_instant(until)
+
+
 def _error(*args: Any, **kw: Any) -> Exception:
     from ca._service import ApiError
 
@@ -51,8 +60,7 @@ class IssuingMixin:
         expires = None
         status = "pending"
         if verified_at:
-            until = parse_instant(verified_at) + timedelta(days=self.config["verification_days"])
-            expires = format_instant(until)
+            until, expires = _verification_end(verified_at, self.config["verification_days"])
             status = "verified" if (now or self.clock.now()) < until else "pending"
         return {"domain": row["domain"], "status": status, "verified_at": verified_at,
                 "verification_expires": expires}
