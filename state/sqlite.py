@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,7 +60,7 @@ class SQLiteStore:
         # busy_timeout first: switching a new file to WAL takes a lock that another process
         # opening the same new store may hold for a moment.
         self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._enter_wal()
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._migrate()
         self._open_tx: _Tx | None = None
@@ -84,6 +85,20 @@ class SQLiteStore:
                     pass
         finally:
             conn.close()
+
+    def _enter_wal(self) -> None:
+        """Switch to WAL. On a new file another process may be switching at the same
+        moment, and SQLite answers that with SQLITE_BUSY at once, without its busy
+        handler: so try again for a while."""
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
+                time.sleep(0.01)
 
     # -- schema -----------------------------------------------------------------------
     def _migrate(self) -> None:

@@ -21,7 +21,7 @@ print(store.schema_version())
 
 def test_processes_opening_a_new_store_together_all_succeed(tmp_path: Path):
     root = Path(__file__).resolve().parents[2]
-    for attempt in range(5):  # each round is a fresh race on a new file
+    for attempt in range(12):  # each round is a fresh race on a new file
         db, go = tmp_path / f"s{attempt}" / "certwright.sqlite", tmp_path / f"go{attempt}"
         procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(db), str(go)], cwd=root,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
