@@ -38,7 +38,7 @@ import structlog
 from engine.clock import Clock, clock_from_env
 from engine.daemon_config import DaemonConfig, load_config_file, merge_args
 from engine.daemon_engine import DaemonEngine
-from engine.daemon_inbox import Inbox, PipelineCatalog, catalog_handler
+from engine.daemon_inbox import QUIET, Inbox, PipelineCatalog, catalog_handler
 from engine.daemon_mail import MailRouter, MaildirSource, make_observer, watched_folders
 from engine.daemon_renew import Renewer
 from engine.events import Event
@@ -212,13 +212,15 @@ class Daemon:
         while not self._stop.is_set():
             now = time.monotonic()
             wait = max(0.0, min(HOUSEKEEPING - (now - last_house), 60.0))
+            if catalog.dirty.is_set():
+                wait = min(wait, QUIET)
             engine.pump(timeout=wait)
             engine.release_idle()
             if self._stop.is_set():
                 break
             now = time.monotonic()
             if now - last_house < HOUSEKEEPING and not self._reload.is_set() \
-                    and not catalog.dirty.is_set():
+                    and not catalog.settled(now):
                 continue
             last_house = now
             try:
@@ -226,7 +228,7 @@ class Daemon:
                     self._reload.clear()
                     self._reload_config(router, inbox)
                     catalog.reload()
-                elif catalog.dirty.is_set():
+                elif catalog.settled(now):
                     catalog.reload()
                 router.sweep()
                 if inbox is not None:

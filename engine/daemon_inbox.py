@@ -42,6 +42,7 @@ log = structlog.get_logger("certwright.daemon")
 
 REQUEST_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_REQUEST = 64 * 1024
+QUIET = 0.25  # seconds without an event in the pipelines folder before it is reloaded
 SETTLE = 2.0  # seconds a file must be unchanged before a sweep takes it without an event
 
 StartRun = Callable[[PipelineSpec, Mapping[str, Any], str, list[str]], str]
@@ -54,7 +55,13 @@ class PipelineCatalog:
         self.folder = Path(folder).resolve() if folder else None
         self._by_file: dict[str, PipelineSpec] = {}
         self.dirty = threading.Event()
+        self.last_change = 0.0  # monotonic time of the last event in the folder
         self.errors: dict[str, str] = {}  # file -> last problem text
+
+    def settled(self, now: float) -> bool:
+        """Dirty, and no event for :data:`QUIET` seconds: an editor writing a file in place
+        (truncate, then write) is not caught half way (an empty or cut-off pipeline)."""
+        return self.dirty.is_set() and now - self.last_change >= QUIET
 
     def reload(self) -> list[str]:
         """Re-validate every file; returns the names (re)loaded. Never raises for a file."""
@@ -118,6 +125,7 @@ def catalog_handler(catalog: PipelineCatalog, wake: Callable[[], None]) -> FileS
     """A watchdog handler marking ``catalog`` dirty on changes to ``*.yaml``."""
     def noted(path: str, kind: str) -> None:
         if path.endswith(".yaml"):
+            catalog.last_change = time.monotonic()
             catalog.dirty.set()
             wake()
     return _Handler(noted)
