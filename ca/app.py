@@ -200,6 +200,15 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     async def domains(account_id: Account) -> JSONResponse:
         return JSONResponse(svc.list_domains(account_id))
 
+    @app.get("/api/v1/domains/{domain}", response_model=dict[str, Any])
+    async def domain(domain: str, account_id: Account) -> JSONResponse:
+        name = domain.strip().lower().rstrip(".")
+        found = svc.list_domains(account_id, [name])
+        if not found:
+            raise ApiError(404, "unknown_domain", f"{name} is not on this account",
+                           domain=name)
+        return JSONResponse(found[0])
+
     @app.delete("/api/v1/domains/{domain}", status_code=204)
     def delete_domain(domain: str, account_id: Account) -> Response:
         svc.delete_domain(account_id, domain)

@@ -293,6 +293,15 @@ class CAClient:
     def domains(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/api/v1/domains"))
 
+    def domain(self, domain: str) -> dict[str, Any] | None:
+        """One domain of the account (status, verification dates), or None if not added."""
+        try:
+            return dict(self._call("GET", f"/api/v1/domains/{domain}"))
+        except CAError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def delete_domain(self, domain: str) -> None:
         self._call("DELETE", f"/api/v1/domains/{domain}")
 

@@ -292,11 +292,11 @@ class Probe(BaseStep):
     def run(self, ctx: StepContext) -> StepResult:
         domain = str(ctx.params["domain"]).strip().lower()
         with _session(ctx) as client:
-            rows = {d["domain"]: d for d in client.domains()}
-            if rows.get(domain, {}).get("status") == "verified":
+            row = client.domain(domain)  # one domain, not the account's whole list
+            if row is not None and row.get("status") == "verified":
                 ctx.log.info("ca_probe_skipped", domain=domain, reason="verified")
                 return Done({"skipped": True, "domain": domain})
-            if domain not in rows:
+            if row is None:
                 client.add_domain(domain)
             out = client.probe(domain, str(ctx.params["local_part"]), ctx.idempotency_key)
         ctx.log.info("ca_probe_sent", domain=domain, probe_id=out["probe_id"])

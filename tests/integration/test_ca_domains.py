@@ -49,6 +49,24 @@ def test_add_domain_is_idempotent(http: httpx.Client, acct: Account) -> None:
     assert http.get("/api/v1/domains", headers=acct.auth).json() == []
 
 
+def test_one_domain_is_looked_up_by_name(http: httpx.Client, smtp_sink: SmtpSink,
+                                         acct: Account) -> None:
+    """GET /api/v1/domains/{domain}: the one row (any case), 404 unknown_domain when it was
+    never added, and verified once its probe link is followed."""
+    missing = http.get(f"/api/v1/domains/{DOMAIN}", headers=acct.auth)
+    assert missing.status_code == 404 and missing.json()["error"] == "unknown_domain"
+    http.post("/api/v1/domains", json={"domain": DOMAIN}, headers=acct.auth)
+    http.post("/api/v1/domains", json={"domain": "other.test"}, headers=acct.auth)
+    one = http.get("/api/v1/domains/Example.Test", headers=acct.auth)
+    assert one.status_code == 200 and one.json() == {
+        "domain": DOMAIN, "status": "pending", "verified_at": None,
+        "verification_expires": None}
+    probe(http, acct)
+    follow(http, smtp_sink.last_to(f"postmaster@{DOMAIN}").link()).raise_for_status()
+    assert http.get(f"/api/v1/domains/{DOMAIN}", headers=acct.auth).json()["status"] == "verified"
+    assert http.get(f"/api/v1/domains/{DOMAIN}").status_code == 401
+
+
 def test_probe_get_verifies_nothing_post_does(http: httpx.Client, smtp_sink: SmtpSink,
                                              acct: Account) -> None:
     """Probe mail to postmaster@; the GET page shows the domain and both choices and
