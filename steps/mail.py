@@ -291,8 +291,10 @@ def _hex(value: str) -> str:
 class NotifyCheck(_MailWait):
     """``notify.check``: wait for the CA's issuance mail and check serial and fingerprint.
 
-    Done ``{matched: true, message_id}`` when the mail names exactly this serial and
-    SHA-256 fingerprint; otherwise logs ``issuance_mismatch`` (error) and is Done
+    The mail for this certificate is the one naming its serial (mail naming other serials
+    belongs to other runs of the account and is left alone). Done ``{matched: true,
+    message_id}`` when it names exactly this serial and SHA-256 fingerprint; otherwise
+    (another fingerprint, or more serials) logs ``issuance_mismatch`` (error) and is Done
     ``{matched: false, alarm, message_id}``. The mail goes to ``cur/`` either way.
     """
 
@@ -323,10 +325,15 @@ class NotifyCheck(_MailWait):
         want_serial, want_fp = _hex(str(ctx.params["serial"])), _hex(str(ctx.params["fingerprint"]))
         serials = {_hex(s) for s in _SERIAL.findall(mail.text)}
         fps = {_hex(f) for f in _FINGERPRINT.findall(mail.text)}
+        if want_serial.lstrip("0") not in {s.lstrip("0") for s in serials}:
+            # Another certificate's mail (runs of one account share its mailbox): leave it
+            # for the run it belongs to.
+            ctx.log.debug("issuance_mail_not_ours", file=name, serials=sorted(serials))
+            return SKIP
         problems = []
-        if {s.lstrip("0") for s in serials} != {want_serial.lstrip("0")}:
+        if len(serials) > 1:
             problems.append(f"serial: expected {want_serial}, mail names "
-                            f"{', '.join(sorted(serials)) or 'none'}")
+                            f"{', '.join(sorted(serials))}")
         if fps != {want_fp}:
             problems.append(f"SHA-256 fingerprint: expected {want_fp}, mail names "
                             f"{', '.join(sorted(fps)) or 'none'}")

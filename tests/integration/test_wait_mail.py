@@ -209,18 +209,38 @@ def test_notify_check_match(tmp_path: Path, server: MailServer) -> None:
 
 
 def test_notify_check_mismatch_raises_alarm(tmp_path: Path, server: MailServer) -> None:
-    """Another serial: issuance_mismatch logged at error, Done with matched false and alarm."""
-    send(server.port, issuance_mail(serial="FF:EE"), to="admin@example.test")
+    """This serial with another fingerprint: issuance_mismatch logged at error, Done with
+    matched false and the alarm."""
+    send(server.port, issuance_mail(fingerprint="cd" * 32), to="admin@example.test")
     with capture_logs() as logs:
         done = NotifyCheck().run(notify_ctx(tmp_path))
     assert isinstance(done, Done)
     assert done.outputs["matched"] is False
-    assert "serial" in done.outputs["alarm"] and "ffee" in done.outputs["alarm"]
-    assert "fingerprint" not in done.outputs["alarm"]
+    assert "fingerprint" in done.outputs["alarm"] and "cd" * 32 in done.outputs["alarm"]
+    assert "serial" not in done.outputs["alarm"]
     alarm = [e for e in logs if e["event"] == "issuance_mismatch"]
     assert alarm and alarm[0]["log_level"] == "error"
-    assert alarm[0]["expected_serial"] == "0a1b2c" and alarm[0]["found_serials"] == ["ffee"]
+    assert alarm[0]["expected_serial"] == "0a1b2c" and alarm[0]["found_serials"] == ["0a1b2c"]
     assert len(Maildir(tmp_path / "mail").list_cur()) == 1
+
+
+def test_notify_check_leaves_other_certificates_mail_to_their_runs(
+        tmp_path: Path, server: MailServer) -> None:
+    """Runs of one account share its mailbox: the mail naming another serial arrives first
+    and is left in new/ (no alarm); each run takes the mail naming its own serial."""
+    send(server.port, issuance_mail(serial="FF:EE", fingerprint="cd" * 32),
+         to="admin@example.test")
+    send(server.port, issuance_mail(), to="admin@example.test")
+    with capture_logs() as logs:
+        mine = NotifyCheck().run(notify_ctx(tmp_path))
+    assert isinstance(mine, Done) and mine.outputs["matched"] is True
+    assert not [e for e in logs if e["event"] == "issuance_mismatch"]
+    assert len(Maildir(tmp_path / "mail").list_new()) == 1
+    other = replace(notify_ctx(tmp_path, serial="ffee", fingerprint="cd" * 32),
+                    run_id="r2", idempotency_key="r2:1:0")
+    theirs = NotifyCheck().run(other)
+    assert isinstance(theirs, Done) and theirs.outputs["matched"] is True
+    assert Maildir(tmp_path / "mail").list_new() == []
 
 
 def test_notify_check_ignores_other_subjects(tmp_path: Path, server: MailServer) -> None:
