@@ -284,11 +284,11 @@ class _Tx:
 
     def append(self, entry: JournalEntry) -> int:
         if not self._next_seq:
-            row = self._db.execute(f"SELECT MAX(seq) FROM {N.T_JOURNAL}").fetchone()
-            seq_row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name=?",
-                                       (N.T_JOURNAL,)).fetchone()
-            # AUTOINCREMENT never reuses a number, not even one whose row is gone
-            self._next_seq = max(int(row[0] or 0), int(seq_row[0] if seq_row else 0)) + 1
+            # AUTOINCREMENT keeps the largest number ever used here (explicit ones too) and
+            # never reuses one, not even one whose row is gone
+            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name=?",
+                                   (N.T_JOURNAL,)).fetchone()
+            self._next_seq = int(row[0] if row else 0) + 1
         seq = self._next_seq
         self._next_seq += 1
         self._journal.append((seq, entry.run_id, entry.at, entry.kind, _dumps(entry.data)))
