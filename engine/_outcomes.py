@@ -18,7 +18,6 @@ from engine.errors import CertwrightError, PermanentError, StepError
 from engine.events import Event
 from engine.jobs import Job
 from engine.machine import NoTransition, PipelineMachine
-from engine.naming import run_dir_for
 from engine.spec import PipelineSpec, StepSpec
 from engine.template import UnresolvedReference
 from state.records import BACKOFF, FINISHED, WAITING, RunRecord, Timer

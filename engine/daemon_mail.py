@@ -122,17 +122,14 @@ class MailRouter:
             return self._aside(md, name, HOSTILE, exc.reason)
         message_id = mail.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
         mailcache.put(md.new, name, mail, message_id, len(raw))  # the steps parse it no more
+        owner = md.processed_log().taken(message_id, name)
+        if owner is not None:  # taken already; its move to cur/ was lost (a power cut)
+            if md.finish_taken(name):
+                log.info("mail_move_finished", file=name, taken_by=owner)
+            return GONE
         addrs = dict.fromkeys(a.lower() for a in [*mail.to_addrs, *mail.delivered_to])
         pending = _Pending(md, tuple(mail_key(a) for a in addrs), message_id,
                            since=max(mtime, self._started))
-        owner = md.processed_log().taken(message_id, name)
-        if owner is not None:  # taken already; its move to cur/ was lost (a power cut)
-            try:
-                md.move_to_cur(name)
-            except FileNotFoundError:
-                pass
-            log.info("mail_move_finished", file=name, taken_by=owner)
-            return GONE
         with self._lock:
             self._pending[(str(md.path), name)] = pending
         # Offer first (latency): a waiting step checks duplicates itself before taking.

@@ -39,7 +39,7 @@ import structlog
 from engine import secrets as secret_store
 from engine.clock import Clock, format_instant, parse_instant
 from engine.errors import CertwrightError
-from engine.naming import new_run_id, run_dir_for
+from engine.naming import new_run_id
 from engine.spec import PipelineSpec
 from state.records import CANCELLED, FAILED, SUCCEEDED, RunRecord
 

@@ -3,8 +3,9 @@
 One machine per pipeline version. Runs are not kept as models (a model costs about 6 KB and
 ``add_model`` checks membership in a list, which grows quadratically with many parked
 runs): the machine has one model of its own, set to a run's state while a trigger is
-dispatched for that run (attaching a model per dispatch cost more than the dispatch). Timeouts and retry counters live in the store, not in transitions'
-``Timeout``/``Retry`` states (those use ``threading.Timer``).
+dispatched for that run (attaching a model per dispatch cost more than the dispatch).
+Timeouts and retry counters live in the store, not in transitions' ``Timeout``/``Retry``
+states (those use ``threading.Timer``).
 
 Triggers: ``next`` (the state's steps all succeeded; guarded edges tried in order),
 ``error`` (a step failed for good), ``timeout`` (the state's deadline passed), ``loop``

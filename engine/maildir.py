@@ -283,6 +283,15 @@ class Maildir:
             _fsync_dir(self.cur)
         return target
 
+    def finish_taken(self, name: str) -> bool:
+        """Move a message the processed log says was taken (its unsynced move to ``cur/``
+        lost to a power cut) on to ``cur/``; False when it is gone already."""
+        try:
+            self.move_to_cur(name)
+            return True
+        except FileNotFoundError:
+            return False
+
     def quarantine(self) -> Maildir:
         """The ``.quarantine`` Maildir++ subfolder (created on first use)."""
         sub = Maildir(self.path / QUARANTINE, max_read=self.max_read)

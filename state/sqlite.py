@@ -57,8 +57,6 @@ class SQLiteStore:
         if self.path != ":memory:":
             os.chmod(self.path, 0o600)
         self._lock = threading.RLock()
-        # busy_timeout first: switching a new file to WAL takes a lock that another process
-        # opening the same new store may hold for a moment.
         self._db.execute("PRAGMA busy_timeout=10000")
         self._enter_wal()
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")

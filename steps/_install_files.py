@@ -163,31 +163,9 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(target: Path, data: bytes, mode: int, *, sync_dir: bool = True) -> None:
-    """Replace ``target`` with ``data`` (``mode``) atomically; a crash leaves old or new.
-
-    ``sync_dir=False``: the caller fsyncs the folder once after several of these."""
-    tmp = target.with_name(f".{target.name}.certwright-tmp")
-    try:
-        tmp.unlink()  # a leftover of a crash; we own this name in a folder only we write
-    except FileNotFoundError:
-        pass
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     mode)
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, target)
-    except OSError as exc:
-        raise StepError(f"install: writing {target} failed: {exc.strerror or exc}") from exc
-    if sync_dir:
-        fsync_dir(target.parent)
+def write_atomic(target: Path, data: bytes, mode: int) -> None:
+    """Replace ``target`` with ``data`` (``mode``) atomically; a crash leaves old or new."""
+    write_many_atomic([(target, data, mode)])
 
 
 def _publish(tmp: Path, target: Path) -> None:

@@ -152,14 +152,6 @@ class _MailWait:
         log.info("mail_taken_again", file=cur)
         return Done({**verdict, "file": str(md.cur / cur)})
 
-    @staticmethod
-    def _finish_move(md: Maildir, name: str, owner: str, log: Any) -> None:
-        try:
-            md.move_to_cur(name)
-            log.info("mail_move_finished", file=name, taken_by=owner)
-        except FileNotFoundError:
-            pass
-
     def _aside(self, md: Maildir, name: str, reason: str, log: Any) -> None:
         try:
             md.move_aside(name, reason)
@@ -208,7 +200,8 @@ class _MailWait:
             return SKIP
         owner = plog.taken(message_id, name)
         if owner is not None and owner != ctx.idempotency_key:
-            self._finish_move(md, name, owner, log)  # taken by another step; move was lost
+            if md.finish_taken(name):  # taken by another step; its move was lost
+                log.info("mail_move_finished", file=name, taken_by=owner)
             return None
         if plog.seen(message_id, name):
             log.warning("mail_duplicate", file=name, message_id=message_id)
