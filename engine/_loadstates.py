@@ -356,15 +356,20 @@ def _state_field(ctx: Ctx, name: str, key: Any, vnode: YNode, fields: dict[str, 
     elif key == "on_error":
         fields["on_error"] = ctx.target(name, "on_error", vnode)
     elif key == "timeout" and ctx.mapping(vnode, f"{what}: timeout"):
-        ctx.keys(vnode, ("after", "to"), f"{what}: timeout")
-        after, to = vnode.get("after"), vnode.get("to")
-        if after is None or to is None:
-            ctx.add(vnode, f"{what}: timeout needs both 'after' and 'to'")
+        ctx.keys(vnode, ("after", "at", "to"), f"{what}: timeout")
+        after, at, to = vnode.get("after"), vnode.get("at"), vnode.get("to")
+        if (after is None and at is None) or to is None:
+            ctx.add(vnode, f"{what}: timeout needs 'to' and 'after' or 'at' (or both)")
             return
-        secs = ctx.duration(after, f"{what}: timeout.after")
+        secs = ctx.duration(after, f"{what}: timeout.after") if after is not None else None
+        when = None
+        if at is not None:
+            when = ctx.text_of(at, f"{what}: timeout.at")
+            if when is not None:
+                ctx.templated.append((at, f"{what}: timeout.at", "all"))
         target = ctx.target(name, "timeout.to", to)
-        if secs is not None and target is not None:
-            fields["timeout"] = TimeoutSpec(secs, target, vnode.loc)
+        if (secs is not None or when is not None) and target is not None:
+            fields["timeout"] = TimeoutSpec(secs, target, vnode.loc, when)
     elif key == "retry" and ctx.mapping(vnode, f"{what}: retry"):
         fields["loop"] = _loop(ctx, name, vnode)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,8 +18,8 @@ from engine.errors import CertwrightError, PermanentError, StepError
 from engine.events import Event
 from engine.jobs import Job
 from engine.machine import NoTransition, PipelineMachine
-from engine.spec import PipelineSpec, StepSpec
-from engine.template import UnresolvedReference
+from engine.spec import PipelineSpec, StepSpec, TimeoutSpec
+from engine.template import UnresolvedReference, render
 from state.records import BACKOFF, FINISHED, WAITING, RunRecord, Timer
 from steps.base import Done, Wait
 from steps.registry import Registry
@@ -151,6 +151,9 @@ class Outcomes:
         retry_at = None
         if retryable and attempt < step_spec.retry.max_attempts:
             delay = step_spec.retry.delay(attempt, self.rng)
+            asked = getattr(exc, "retry_after", None)
+            if isinstance(asked, (int, float)) and asked > delay:
+                delay = float(asked)  # the other side's Retry-After: never sooner
             retry_at = format_instant(self.clock.now() + timedelta(seconds=delay))
         run = self._record(run, run.id, "step_failed", {
             "index": run.step_index, "step": step_spec.id, "key": f"{run.id}:{run.entry}:"
@@ -186,8 +189,7 @@ class Outcomes:
         spec, _ = self._spec_of(run)
         st = spec.states[to]
         before = run.state or None
-        deadline = (format_instant(self.clock.now() + timedelta(seconds=st.timeout.after))
-                    if st.timeout else None)
+        deadline, problem = self._deadline(run, spec, to, st.timeout) if st.timeout else (None, None)
         run = self._record(run, run.id, "entered", {
             "from": run.state or None, "to": to, "trigger": trigger, "entry": run.entry + 1,
             "final": st.final, "deadline": deadline,
@@ -197,11 +199,30 @@ class Outcomes:
         if deadline:
             self._add_timer(run, "timeout", deadline)
         log.info("transitioned", run_id=run.id, **{"from": before}, to=to, trigger=trigger)
+        if problem:
+            self._fail(run, problem)
+            return
         if st.final:
             log.info("run_succeeded" if st.final == "success" else "run_failed",
                      run_id=run.id, state=to, error=run.error)
         else:
             self._make_ready(run.id)
+
+    def _deadline(self, run: RunRecord, spec: PipelineSpec, state: str,
+                  t: TimeoutSpec) -> tuple[str | None, str | None]:
+        """(deadline, problem) of a state being entered: the earlier of ``after`` from now
+        and the instant ``at`` resolves to (an empty value: no ``at``)."""
+        now = self.clock.now()
+        due = [now + timedelta(seconds=t.after)] if t.after is not None else []
+        if t.at:
+            try:
+                value = render(t.at, self._namespace(run, spec))
+                if value not in (None, ""):
+                    due.append(value if isinstance(value, datetime)
+                               else parse_instant(str(value)))
+            except (UnresolvedReference, ValueError, TypeError) as exc:
+                return None, f"state {state!r}: timeout.at {t.at!r} is not an instant: {exc}"
+        return (format_instant(min(due)) if due else None), None
 
     # -- events, timers, cancel -------------------------------------------------------
     def _on_event(self, event: Event, run_id: str | None) -> None:

@@ -57,14 +57,23 @@ class InputError(CertwrightError):
 
 
 class StepError(CertwrightError):
-    """A step failed; the runner may retry it (see ``retryable``)."""
+    """A step failed; the runner may retry it (see ``retryable``).
+
+    ``retry_after``: the other side asked us to wait this many seconds before trying again
+    (an HTTP ``Retry-After``); the runner's next attempt comes no sooner, even past the
+    step's ``max_delay`` (it still counts against ``max_attempts``).
+    """
 
     retryable: bool = True
+    retry_after: float | None = None
 
-    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+    def __init__(self, message: str, *, retryable: bool | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         if retryable is not None:
             self.retryable = retryable
+        if retry_after is not None:
+            self.retry_after = max(0.0, float(retry_after))
 
 
 class PermanentError(StepError):

@@ -13,7 +13,11 @@ def _edges(spec: PipelineSpec) -> list[tuple[str, str, str]]:
             out.append((st.name, st.on_error, "error"))
         if st.timeout:
             from engine.spec import format_duration
-            out.append((st.name, st.timeout.to, f"timeout {format_duration(st.timeout.after)}"))
+            t = st.timeout
+            label = " or ".join(x for x in (
+                f"timeout {format_duration(t.after)}" if t.after is not None else "",
+                f"at {t.at}" if t.at else "") if x)
+            out.append((st.name, t.to, label))
         if st.loop:
             out.append((st.name, st.loop.to, f"retry (max {st.loop.max})"))
             out.append((st.name, st.loop.else_, "retries exhausted"))

@@ -141,11 +141,14 @@ class TransitionSpec:
 
 @dataclass(frozen=True)
 class TimeoutSpec:
-    """Leave the state for ``to`` if still in it ``after`` seconds after entering it."""
+    """Leave the state for ``to`` if still in it ``after`` seconds after entering it, or at
+    the instant ``at`` (a template resolved on entry, e.g. an order's expiry), whichever
+    comes first. ``at`` resolving to an empty value leaves ``after`` alone."""
 
-    after: float
+    after: float | None
     to: str
     loc: Location | None = field(default=None, compare=False)
+    at: str | None = None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ class Call:
 
 
 class RecordingStep(BaseStep):
-    """``test.record``: records calls; ``fail`` first N attempts (``permanent`` to stop)."""
+    """``test.record``: records calls; ``fail`` first N attempts (``permanent`` to stop;
+    ``retry_after`` seconds asked for, as a server's Retry-After would)."""
 
     name: ClassVar[str] = "test.record"
     description: ClassVar[str] = "Record the call; optionally fail"
@@ -41,7 +42,7 @@ class RecordingStep(BaseStep):
     params_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object", "additionalProperties": False,
         "properties": {"fail": {"type": "integer"}, "permanent": {"type": "boolean"},
-                       "outputs": {"type": "object"}}}
+                       "retry_after": {"type": "number"}, "outputs": {"type": "object"}}}
     calls: ClassVar[list[Call]] = []
     _lock = threading.Lock()
 
@@ -51,7 +52,8 @@ class RecordingStep(BaseStep):
                                    ctx.recovering, dict(ctx.params)))
         if ctx.attempt <= int(ctx.params.get("fail", 0)):
             cls = PermanentError if ctx.params.get("permanent") else StepError
-            raise cls(f"{ctx.step_id} failed on attempt {ctx.attempt} (as asked)")
+            raise cls(f"{ctx.step_id} failed on attempt {ctx.attempt} (as asked)",
+                      retry_after=ctx.params.get("retry_after"))
         return Done(dict(ctx.params.get("outputs") or {"attempt": ctx.attempt}))
 
     @classmethod

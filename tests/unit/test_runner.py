@@ -113,6 +113,31 @@ def test_retryable_failures_back_off_on_the_policy_schedule(tmp_path):
     assert {c.key for c in RecordingStep.calls} == {f"{rid}:1:0"}
 
 
+def test_a_retry_after_asked_by_the_step_outlasts_the_policy(tmp_path):
+    """A StepError with retry_after (a CA's Retry-After: 1 h) delays the next attempt that
+    long, past the policy's 60 s max_delay; a shorter one leaves the policy's delay."""
+    clock = FakeClock()
+    engine = make_engine(tmp_path, clock)
+    spec = load_text(RETRY.replace("permanent: %(permanent)s}", "permanent: false, "
+                                   "retry_after: 3600}") % {"fail": 2, "on_error": "on_error: broken"})
+    rid = engine.start_run(spec, {})
+    engine.run_until_idle()
+    run = engine.store.load_run(rid)
+    assert run.status == "backoff"
+    assert parse_instant(run.wake_at) - clock.now() == timedelta(seconds=3600)
+    clock.advance(3599)
+    engine.run_until_idle()
+    assert len(RecordingStep.calls) == 1
+    clock.advance(1)
+    engine.run_until_idle()
+    assert len(RecordingStep.calls) == 2
+    short = load_text(RETRY.replace("permanent: %(permanent)s}", "permanent: false, "
+                                    "retry_after: 2}") % {"fail": 1, "on_error": ""})
+    rid2 = engine.start_run(short, {})
+    engine.run_until_idle()
+    assert parse_instant(engine.store.load_run(rid2).wake_at) - clock.now() == timedelta(seconds=10)
+
+
 def test_permanent_error_skips_retries_and_takes_on_error(tmp_path):
     engine = make_engine(tmp_path)
     rid = engine.start_run(_retry_spec(1, permanent=True), {})
@@ -205,6 +230,53 @@ def test_deadline_that_passed_while_no_process_ran_fires_on_next_start(tmp_path)
     assert run.state == "asking" and run.counters["expired"] == 1
     kinds = [(e.kind, e.data.get("trigger")) for e in second.store.journal(rid)]
     assert ("entered", "timeout") in kinds
+
+
+AT = """
+pipeline: at
+version: 1
+initial: order
+states:
+  order:
+    run: [{step: test.record, id: order, with: {outputs: {expires: "%(expires)s"}}}]
+    next: asking
+  asking:
+    run:
+      - step: wait.file
+        id: answer
+        with: {path: "${run.dir}/answer"}
+    timeout: {at: "${steps.order.expires}", %(after)s to: expired}
+    next: answered
+  answered: {final: true}
+  expired: {final: failure}
+"""
+
+
+def test_timeout_at_takes_its_instant_from_a_step_and_the_earlier_one_wins(tmp_path):
+    """``at`` resolves on entry (an order's expiry); with ``after`` too, the earlier wins;
+    an empty value leaves ``after``; a value that is no instant fails the run, saying so."""
+    clock = FakeClock()
+    engine = make_engine(tmp_path, clock)
+    soon = clock.now() + timedelta(hours=5)
+    rid = engine.start_run(load_text(AT % {"expires": soon.isoformat(), "after": "after: 1d,"}), {})
+    engine.run_until_idle()
+    run = engine.store.load_run(rid)
+    assert (run.state, run.status) == ("asking", "waiting")
+    assert parse_instant(run.deadline) == soon
+    clock.advance(hours=5)
+    engine.run_until_idle()
+    assert engine.store.load_run(rid).state == "expired"
+
+    late = clock.now() + timedelta(days=30)
+    rid2 = engine.start_run(load_text(AT % {"expires": late.isoformat(), "after": "after: 1d,"}), {})
+    rid3 = engine.start_run(load_text(AT % {"expires": "", "after": "after: 2h,"}), {})
+    rid4 = engine.start_run(load_text(AT % {"expires": "next tuesday", "after": ""}), {})
+    engine.run_until_idle()
+    assert parse_instant(engine.store.load_run(rid2).deadline) == clock.now() + timedelta(days=1)
+    assert parse_instant(engine.store.load_run(rid3).deadline) == clock.now() + timedelta(hours=2)
+    bad = engine.store.load_run(rid4)
+    assert bad.status == "failed" and bad.state == "asking"
+    assert "timeout.at" in bad.error and "next tuesday" in bad.error and "'asking'" in bad.error
 
 
 def test_a_file_event_completes_the_wait(tmp_path):
