@@ -3,8 +3,11 @@
 Built on certbot's ``acme`` library (``ClientNetwork`` signs and sends JWS requests) with
 two additions the library lacks: ``badNonce`` is retried up to :data:`NONCE_RETRIES` times
 (the library retries once, which fails a quarter of requests when Pebble rejects half of
-all nonces), and ``429``/``503`` answers are retried after their ``Retry-After`` (capped at
-:data:`MAX_RETRY_AFTER` seconds each, :data:`SERVER_RETRIES` times).
+all nonces), and ``429``/``503`` answers (with or without a problem document) are retried
+in place after their ``Retry-After`` when it is at most :data:`MAX_RETRY_AFTER` seconds,
+:data:`SERVER_RETRIES` times. A longer wait (a rate limit of an hour) or one retry too many
+raises :class:`RetryLater`, which :func:`as_step_error` turns into a StepError whose
+``retry_after`` the engine honours: the run backs off durably instead of holding a worker.
 
 Hazards: a session (:class:`AcmeSession`) is cached per (directory, account, CA bundle) and
 shared by threads, so that one process keeps its TCP/TLS connections and directory; the
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import email.utils
 import fcntl
 import hashlib
 import json
@@ -85,6 +89,37 @@ def problem_text(err: messages.Error) -> str:
     return " ".join(parts)
 
 
+def retry_after_seconds(response: requests.Response, default: float) -> float:
+    """Seconds the ``Retry-After`` header asks for (delta-seconds or an HTTP-date), at
+    least 0; ``default`` when it is missing or unreadable."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    if not value:
+        return default
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return default
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
+
+
+class RetryLater(acme_errors.Error):
+    """The CA answered 429/503 and wants us back in ``seconds`` (more than we wait in place,
+    or after :data:`SERVER_RETRIES` tries in place); ``cause`` is its answer."""
+
+    def __init__(self, seconds: float, cause: Exception, status: int) -> None:
+        self.seconds = seconds
+        self.cause = cause
+        self.status = status
+        what = (f"a problem: {problem_text(cause)}" if isinstance(cause, messages.Error)
+                else f"HTTP {status} without a problem document")
+        super().__init__(f"the CA answered {status} with {what}, and asks to retry after "
+                         f"{seconds:g}s")
+
+
 class RetryingNetwork(acme_client.ClientNetwork):
     """``ClientNetwork`` that survives repeated badNonce and honours 429/503 Retry-After."""
 
@@ -119,27 +154,37 @@ class RetryingNetwork(acme_client.ClientNetwork):
         except jose.DeserializationError as exc:
             raise acme_errors.BadNonce(fresh, exc) from exc
 
-    def _retry_delay(self, err: messages.Error, nonce_tries: int, server_tries: int) -> float | None:
-        """Seconds to wait before retrying after ``err``, or None to give up."""
-        if err.code == "badNonce" and nonce_tries < NONCE_RETRIES:
-            return 0.0
+    def last_status(self) -> int | None:
+        """The HTTP status of this thread's last response (None before any)."""
         last: requests.Response | None = getattr(self._local, "last", None)
-        if last is not None and last.status_code in (429, 503) and server_tries < SERVER_RETRIES:
-            when = acme_client.ClientV2.retry_after(last, 1)  # naive local time
-            wait = (when - datetime.datetime.now()).total_seconds()
-            return max(0.0, min(MAX_RETRY_AFTER, wait))
-        return None
+        return last.status_code if last is not None else None
+
+    def _retry_delay(self, err: Exception, nonce_tries: int, server_tries: int) -> float | None:
+        """Seconds to wait in place before retrying after ``err``, or None to give up.
+
+        Raises :class:`RetryLater` when the CA asks for a longer wait than we spend in
+        place, or keeps asking after :data:`SERVER_RETRIES` tries."""
+        if isinstance(err, messages.Error) and err.code == "badNonce":
+            return 0.0 if nonce_tries < NONCE_RETRIES else None
+        last: requests.Response | None = getattr(self._local, "last", None)
+        if last is None or last.status_code not in (429, 503):
+            return None
+        wait = retry_after_seconds(last, 1.0)
+        if wait > MAX_RETRY_AFTER or server_tries >= SERVER_RETRIES:
+            raise RetryLater(wait, err, last.status_code) from err
+        return wait
 
     def _with_retries(self, send: Callable[[], requests.Response]) -> requests.Response:
         nonce_tries = server_tries = 0
         while True:
+            self._local.last = None
             try:
                 return send()
-            except messages.Error as err:
+            except (messages.Error, acme_errors.ClientError) as err:
                 delay = self._retry_delay(err, nonce_tries, server_tries)
                 if delay is None:
                     raise
-                if err.code == "badNonce":
+                if isinstance(err, messages.Error) and err.code == "badNonce":
                     nonce_tries += 1
                     self.bad_nonces += 1
                 else:
@@ -320,6 +365,8 @@ def as_step_error(exc: BaseException, doing: str) -> StepError:
     A CA problem document is permanent unless it is a rate limit, server error or
     badNonce that outlived its retries; network failures are retryable.
     """
+    if isinstance(exc, RetryLater):
+        return StepError(f"{doing}: {exc}", retry_after=exc.seconds)
     if isinstance(exc, messages.Error):
         retryable = exc.code in ("rateLimited", "serverInternal", "badNonce")
         cls = StepError if retryable else PermanentError

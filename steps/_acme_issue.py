@@ -1,21 +1,21 @@
 """The issuing half of the ACME steps: ``acme.finalize`` and ``acme.download``, and polling.
 
-Polling schedule (:func:`poll_until`): when the CA sends ``Retry-After`` we wait that long,
-capped at ``max_retry_after`` seconds (default 10) so a confused CA cannot park a step for
-hours; without it we start at 0.05 s and double up to 2 s — a test CA answers within
+Polling schedule (:func:`poll_until`): when the CA sends ``Retry-After`` we wait that long
+in place if it is at most ``max_retry_after`` seconds (default 10); a longer one ends the
+step with a retryable StepError carrying it, so the run backs off durably (the engine
+honours ``retry_after``) instead of holding a worker thread, and the next attempt only
+polls again. Without it we start at 0.05 s and double up to 2 s: a test CA answers within
 milliseconds and a public one within seconds, so this is quick on both without hammering.
 Polling stops after ``timeout`` seconds (default 300) with a retryable StepError.
 """
 from __future__ import annotations
 
-import datetime
 import os
 import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
 import requests
-from acme import client as acme_client
 from acme import errors as acme_errors
 from acme import messages
 from cryptography import x509
@@ -25,7 +25,8 @@ from cryptography.x509.oid import NameOID
 from engine.clock import format_instant, monotonic
 from engine.errors import PermanentError, StepError
 from steps._acme_client import (COMMON_PARAMS, AcmeSession, as_step_error, check_params,
-                                load_account, problem_text, read_json, session_for)
+                                load_account, problem_text, read_json, retry_after_seconds,
+                                session_for)
 from steps.base import BaseStep, Done, StepContext
 
 PEM_CHAIN = "application/pem-certificate-chain"
@@ -62,9 +63,11 @@ def poll_until(ctx: StepContext, check: Callable[[], tuple[bool, requests.Respon
             return
         delay = backoff
         if resp is not None and "Retry-After" in resp.headers:
-            when = acme_client.ClientV2.retry_after(resp, 1)  # naive local time
-            delay = (when - datetime.datetime.now()).total_seconds()
-        delay = max(0.0, min(delay, cap, deadline - monotonic()))
+            delay = retry_after_seconds(resp, backoff)
+            if delay > cap:
+                raise StepError(f"the CA asks to poll {what} again in {delay:g}s (more than "
+                                f"{cap:g}s): backing off until then", retry_after=delay)
+        delay = max(0.0, min(delay, deadline - monotonic()))
         if monotonic() >= deadline:
             raise StepError(f"gave up waiting for {what} after {timeout:g}s")
         sleep(delay)

@@ -228,10 +228,18 @@ class Order(BaseStep):
 
     @staticmethod
     def _find_usable(session: AcmeSession, url: str, wanted: list[str]) -> messages.Order | None:
+        """The order at ``url`` if it can still be used; None if it is gone or finished.
+
+        Only the CA saying the order does not exist (404) counts as gone: any other error
+        (a 500, a rate limit, a network failure) propagates and the step is retried, so a
+        CA that is merely struggling never makes us open a second order beside the first.
+        """
         try:
             order = session.order(url)
         except messages.Error:
-            return None  # gone (404) or otherwise unusable: open a new one
+            if session.net.last_status() in (404, 410):
+                return None  # the CA no longer knows it: open a new one
+            raise
         if order.status.name not in USABLE:
             return None
         if sorted(i.value for i in order.identifiers) != wanted:

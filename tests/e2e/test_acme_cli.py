@@ -106,6 +106,11 @@ def test_http01_run_installs_a_certificate_that_chains_to_pebbles_root(env: Env)
     assert moves(events) == STATES
     assert outputs(events, "acme_download")[0]["serial"] == format(leaf.serial_number, "x")
     assert status(state, "h1")["state"] == "installed"
+    # the order's expiry is the deadline of probed and verified
+    expires = outputs(events, "acme_order")[0]["expires"]
+    deadlines = {e["data"]["to"]: e["data"]["deadline"] for e in events if e["kind"] == "entered"}
+    assert expires and deadlines["probed"] == deadlines["verified"] == expires
+    assert deadlines["registered"] is None
 
 
 def test_dns01_run_through_the_hook_script(env: Env) -> None:

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from engine.clock import SystemClock
-from engine.errors import PermanentError
+from engine.errors import PermanentError, StepError
 from steps import acme, acme_responder
 from steps._acme_client import forget_sessions
 from steps.base import StepContext
@@ -228,6 +228,27 @@ def test_dns01_missing_txt_is_permanent_with_the_cas_problem(env: Env) -> None:
     text = str(info.value)
     assert "notxt.acme.test" in text and "detail=" in text
     assert "urn:ietf:params:acme:error:" in text
+
+
+def test_dns01_record_that_never_shows_at_the_resolver_is_retryable(env: Env) -> None:
+    """The propagation check asks the given resolver and gives up after propagation_wait,
+    naming the record, before the CA is asked to validate (a retry may find it)."""
+    true = shutil.which("true") or "true"
+    env.run(acme.Account())
+    order = env.run(acme.Order(), domains=["noprop.acme.test"])
+    with pytest.raises(StepError) as info:
+        env.run(acme.Challenge(), type="dns-01", dns_hook=[true, "{name}", "{value}"],
+                dns_resolver=env.dns.address, propagation_wait=2)
+    assert not isinstance(info.value, PermanentError)
+    text = str(info.value)
+    assert "_acme-challenge.noprop.acme.test" in text and "not visible" in text
+    assert env.dns.address in text and "after 2s" in text
+    asked = [q for q in env.dns.resolver.queries if q[0] == "_acme-challenge.noprop.acme.test."]
+    assert len(asked) >= 2  # checked more than once within the wait
+    session = acme.open_session(env.ctx("acme.order", domains=["noprop.acme.test"]))
+    authz_url = order["authorizations"][0]
+    authz, _ = session.authorization(authz_url)
+    assert authz.status.name == "pending"  # the CA was never asked to validate
 
 
 def test_http_directory_is_refused_unless_allowed(env: Env, tmp_path: Path) -> None:

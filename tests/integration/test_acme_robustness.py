@@ -1,6 +1,8 @@
 """ACME steps under hostile conditions: rate limits, 503s, EAB, alternate chains, split states."""
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -8,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import requests
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -22,11 +25,14 @@ from tests.integration.test_acme import Env, _start, issue, make_csr, verify_cha
 class FakeCA:
     """A loopback http:// server speaking just enough ACME to register an account.
 
-    ``fail[path]`` is a list of (status, retry_after) answered before the real answer.
+    ``fail[path]`` is a list of (status, retry_after) answered before the real answer (a
+    negative status: answered forever); paths in ``plain`` fail with an HTML page instead of
+    a problem document, as a load balancer in front of a CA does.
     """
 
     def __init__(self) -> None:
         self.fail: dict[str, list[tuple[int, str]]] = {}
+        self.plain: set[str] = set()
         self.hits: list[str] = []
         ca = self
 
@@ -42,9 +48,13 @@ class FakeCA:
                     kind = "rateLimited" if status == 429 else "serverInternal"
                     body = json.dumps({"type": f"urn:ietf:params:acme:error:{kind}",
                                        "detail": f"try later ({status})"}).encode()
+                    ctype = "application/problem+json"
+                    if self.path in ca.plain:
+                        body, ctype = b"<html><body>Service Unavailable</body></html>", "text/html"
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/problem+json")
-                    self.send_header("Retry-After", retry_after)
+                    self.send_header("Content-Type", ctype)
+                    if retry_after:
+                        self.send_header("Retry-After", retry_after)
                     self.send_header("Replay-Nonce", "bm9uY2U")
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
@@ -58,6 +68,11 @@ class FakeCA:
                     status = 200
                 elif self.path == "/nonce":
                     body, status = b"", 200
+                elif self.path == "/order":  # newOrder
+                    body, status = json.dumps({
+                        "status": "pending", "expires": "2030-01-01T00:00:00Z",
+                        "identifiers": [{"type": "dns", "value": "x.acme.test"}],
+                        "authorizations": [], "finalize": f"{base}/fin/2"}).encode(), 201
                 else:
                     body, status = json.dumps({"status": "valid"}).encode(), 201
                 self.send_response(status)
@@ -65,6 +80,8 @@ class FakeCA:
                 self.send_header("Replay-Nonce", "bm9uY2U")
                 if self.path == "/acct":
                     self.send_header("Location", f"{base}/acct/1")
+                if self.path == "/order":
+                    self.send_header("Location", f"{base}/order/2")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if method != "HEAD":
@@ -107,17 +124,76 @@ def _ctx(tmp_path: Path, ca: FakeCA, sleeps: list[float]) -> StepContext:
                        services={"sleep": sleeps.append})
 
 
-def test_503_and_429_are_retried_after_retry_after_capped(tmp_path: Path, fake_ca: FakeCA) -> None:
-    """503 on the directory and 429 on newAccount are retried after Retry-After, capped."""
+def test_503_and_429_are_retried_in_place_after_a_short_retry_after(tmp_path: Path,
+                                                                     fake_ca: FakeCA) -> None:
+    """503 on the directory and 429 on newAccount are retried after their Retry-After."""
     fake_ca.fail["/dir"] = [(503, "7")]
-    fake_ca.fail["/acct"] = [(429, "3600")]
+    fake_ca.fail["/acct"] = [(429, "3")]
     sleeps: list[float] = []
     out = acme.Account().run(_ctx(tmp_path, fake_ca, sleeps)).outputs
     assert out["account_url"].endswith("/acct/1")
-    assert len(sleeps) == 2
-    assert 5.0 <= sleeps[0] <= 7.0  # the directory's Retry-After: 7
-    assert sleeps[1] == MAX_RETRY_AFTER  # an hour asked, the cap given
+    assert sleeps == [7.0, 3.0]
     assert fake_ca.hits.count("POST /acct") == 2
+
+
+def test_a_long_retry_after_becomes_the_runs_backoff(tmp_path: Path, fake_ca: FakeCA) -> None:
+    """A 429 asking for an hour (delta-seconds or an HTTP-date) is not slept in a worker: the
+    step fails retryably with retry_after, which the engine honours (tests/unit/test_runner)."""
+    fake_ca.fail["/acct"] = [(429, "3600")]
+    sleeps: list[float] = []
+    with pytest.raises(StepError) as info:
+        acme.Account().run(_ctx(tmp_path, fake_ca, sleeps))
+    assert not isinstance(info.value, PermanentError)
+    assert info.value.retry_after == 3600.0 and sleeps == []
+    assert "rateLimited" in str(info.value) and "retry after 3600s" in str(info.value)
+    assert fake_ca.hits.count("POST /acct") == 1
+    when = email.utils.format_datetime(dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2),
+                                       usegmt=True)
+    fake_ca.fail["/acct"] = [(503, when)]
+    with pytest.raises(StepError) as info:
+        acme.Account().run(_ctx(tmp_path, fake_ca, sleeps))
+    assert 7190 <= (info.value.retry_after or 0) <= 7200 and sleeps == []
+    assert MAX_RETRY_AFTER < 7190
+
+
+def test_a_503_without_a_problem_document_is_retried_too(tmp_path: Path,
+                                                         fake_ca: FakeCA) -> None:
+    """An HTML 503 (a proxy in front of the CA) is retried after its Retry-After like a
+    problem document; one that never ends gives a retryable error saying what came back."""
+    fake_ca.plain.add("/acct")
+    fake_ca.fail["/acct"] = [(503, "2")]
+    sleeps: list[float] = []
+    assert acme.Account().run(_ctx(tmp_path, fake_ca, sleeps)).outputs["account_url"]
+    assert sleeps == [2.0]
+    fake_ca.fail["/order"] = [(-503, "")]
+    fake_ca.plain.add("/order")
+    ctx = _ctx(tmp_path, fake_ca, sleeps)
+    ctx.params["domains"] = ["x.acme.test"]
+    with pytest.raises(StepError) as info:
+        acme.Order().run(ctx)
+    assert not isinstance(info.value, PermanentError)
+    assert "HTTP 503 without a problem document" in str(info.value)
+    assert info.value.retry_after == 1.0  # no Retry-After: a second
+    assert fake_ca.hits.count("POST /order") == 1 + SERVER_RETRIES
+
+
+def test_a_struggling_ca_never_gets_a_second_order(tmp_path: Path, fake_ca: FakeCA) -> None:
+    """The saved order answers 500: the step fails retryably and opens no new order; only
+    when the CA says the order does not exist (404) is a new one opened."""
+    sleeps: list[float] = []
+    acme.Account().run(_ctx(tmp_path, fake_ca, sleeps))
+    ctx = _ctx(tmp_path, fake_ca, sleeps)
+    ctx.params["domains"] = ["x.acme.test"]
+    first = acme.Order().run(ctx).outputs
+    assert first["order_url"].endswith("/order/2") and fake_ca.hits.count("POST /order") == 1
+    fake_ca.fail["/order/2"] = [(500, "")]
+    with pytest.raises(StepError) as info:
+        acme.Order().run(ctx)
+    assert not isinstance(info.value, PermanentError) and "serverInternal" in str(info.value)
+    assert fake_ca.hits.count("POST /order") == 1  # no second order
+    fake_ca.fail["/order/2"] = [(404, "")]
+    again = acme.Order().run(ctx).outputs
+    assert again["reused"] is False and fake_ca.hits.count("POST /order") == 2
 
 
 def test_endless_rate_limit_gives_a_retryable_error_with_the_problem(tmp_path: Path,
@@ -223,3 +299,28 @@ def test_responder_is_shared_by_address_and_serves_only_tokens(tmp_path: Path) -
     assert acme_responder.find(address) is None
     with pytest.raises(OSError):
         urllib.request.urlopen(url + "tok_en-1", timeout=2)
+
+
+def test_polling_honours_retry_after_and_hands_long_ones_to_the_engine(tmp_path: Path) -> None:
+    """While polling, a Retry-After up to max_retry_after is slept; a longer one ends the
+    step retryably with retry_after, so the run backs off instead of holding a worker."""
+    from steps._acme_issue import poll_until
+
+    def answer(retry_after: str) -> requests.Response:
+        resp = requests.Response()
+        resp.status_code = 200
+        resp.headers["Retry-After"] = retry_after
+        return resp
+
+    sleeps: list[float] = []
+    ctx = StepContext(run_id="r1", pipeline="t", state="s", step_id="acme_finalize",
+                      idempotency_key="r1:1:0", attempt=1, params={"max_retry_after": 10},
+                      run_dir=tmp_path, state_dir=tmp_path, clock=SystemClock(),
+                      services={"sleep": sleeps.append})
+    answers = iter([(False, answer("4")), (True, None)])
+    poll_until(ctx, lambda: next(answers), "the order")
+    assert sleeps == [4.0]
+    with pytest.raises(StepError) as info:
+        poll_until(ctx, lambda: (False, answer("120")), "the order")
+    assert info.value.retry_after == 120.0 and not isinstance(info.value, PermanentError)
+    assert "poll the order again in 120s" in str(info.value) and sleeps == [4.0]
