@@ -13,6 +13,7 @@ from typing import Any, Callable
 import jsonschema
 
 from engine.errors import Location, Problem
+from engine.params import wording
 from engine.spec import (NO_RETRY, Condition, LoopSpec, RetryPolicy, StateSpec, StepSpec,
                          TimeoutSpec, TransitionSpec, parse_duration)
 from engine.yamlsafe import YNode, problem
@@ -146,7 +147,8 @@ def _schema_errors(ctx: Ctx, what: str, name: str, params: YNode | None,
             elif node.is_seq and isinstance(part, int) and part < len(node.items):
                 node = node.items[part]
         where = ".".join(str(p) for p in err.absolute_path)
-        ctx.add(node or fallback, f"{what}: bad parameter{' ' + where if where else 's'}: {err.message}")
+        ctx.add(node or fallback,
+                f"{what}: bad parameter{' ' + where if where else 's'}: {wording(err)}")
 
 
 def _step(ctx: Ctx, state: str, item: YNode) -> StepSpec | None:

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any, Callable, Mapping
 
 import fastjsonschema
+import jsonschema
 from jsonschema import Draft202012Validator
 
 from engine.errors import PermanentError
@@ -36,6 +37,23 @@ def _validators(schema_json: str) -> tuple[_Fast | None, Draft202012Validator]:
 _BY_ID: dict[int, tuple[Mapping[str, Any], _Fast | None, Draft202012Validator]] = {}
 
 
+def wording(err: jsonschema.ValidationError) -> str:
+    """A schema error in words: jsonschema's own message, except for a choice between
+    required keys (``oneOf``/``anyOf`` of ``required``), where it would say only that
+    ``{}`` "is not valid under any of the given schemas"."""
+    alternatives = err.validator_value if err.validator in ("oneOf", "anyOf") else None
+    if (isinstance(alternatives, list) and isinstance(err.instance, dict) and alternatives
+            and all(isinstance(a, dict) and set(a) == {"required"} for a in alternatives)):
+        keys = [k for a in alternatives for k in a["required"]]
+        names = ", ".join(repr(k) for k in keys)
+        given = [k for k in keys if k in err.instance]
+        if not given:
+            return f"needs {'one' if err.validator == 'oneOf' else 'at least one'} of {names}"
+        if err.validator == "oneOf":
+            return f"takes only one of {names}, not {' and '.join(repr(k) for k in given)}"
+    return str(err.message)
+
+
 def check_params(step: str, schema: Mapping[str, Any], params: Mapping[str, Any]) -> None:
     """Raise PermanentError listing every way ``params`` break ``schema``."""
     found = _BY_ID.get(id(schema))
@@ -54,5 +72,5 @@ def check_params(step: str, schema: Mapping[str, Any], params: Mapping[str, Any]
         parts = []
         for e in errors:
             where = ".".join(str(p) for p in e.path) or "(parameters)"
-            parts.append(f"{where}: {e.message}")
+            parts.append(f"{where}: {wording(e)}")
         raise PermanentError(f"step {step!r}: bad parameters: " + "; ".join(parts))

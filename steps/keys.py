@@ -161,7 +161,8 @@ class KeyGenerate(BaseStep):
         "properties": {
             "type": {"enum": ["ec", "rsa"], "default": "ec"},
             "curve": {"enum": sorted(CURVES), "default": "P-256"},
-            "bits": {"type": "integer", "default": RSA_DEFAULT_BITS},
+            "bits": {"type": "integer", "minimum": RSA_MIN_BITS, "maximum": RSA_MAX_BITS,
+                     "default": RSA_DEFAULT_BITS},
             "path": {"type": "string"},
         },
     }

@@ -87,6 +87,16 @@ def test_sigkill_at_each_step_boundary_then_resume_writes_each_marker_once(tmp_p
     assert sorted(markers) == [f"m{i}" for i in range(1, STEPS + 1)]
     for name, lines in markers.items():
         assert len(lines) == 1, (name, lines)
+    # every step ran with its own key (run:entry:index), the one in flight included
+    expected = {f"m{i}": f"k:1:{i - 1}" if i <= 3 else f"k:2:{i - 4}" for i in range(1, 6)}
+    assert {name: lines[0] for name, lines in markers.items()} == expected
+    history = json.loads(cli(state, "history", "k", "--json").stdout)
+    recovered = [e["data"] for e in history if e["kind"] == "step_started"
+                 and e["data"]["recovering"]]
+    for entry in recovered:  # an intent committed before the kill: re-run, same key
+        assert entry["key"] == expected[entry["step"]]
+    kinds = [e["kind"] for e in history]
+    assert kinds.count("step_done") == STEPS  # each step recorded done exactly once
 
 
 def test_sigkill_in_the_middle_of_a_slow_step_reruns_it_with_the_same_key(tmp_path):
@@ -223,3 +233,26 @@ def test_validate_and_graph(tmp_path):
     assert "asking --> expired: timeout 2d" in mermaid.stdout
     dot = cli(tmp_path, "graph", str(good), "--format", "dot")
     assert '"expired" -> "given_up"' in dot.stdout
+
+
+INVALID = Path(__file__).resolve().parents[1] / "fixtures" / "pipelines" / "invalid"
+
+
+def test_validate_reports_every_broken_fixture_where_its_expect_lines_say(tmp_path):
+    """The real `certwright validate` (real steps and their schemas) on every broken file
+    at once: exit 2, and exactly the problems each file's `# expect:` lines name."""
+    import re
+    files = sorted(INVALID.glob("*.yaml"))
+    assert len(files) >= 15
+    done = cli(tmp_path, "validate", *map(str, files))
+    assert done.returncode == 2
+    got: dict[str, list[tuple[int, int, str]]] = {}
+    for m in re.finditer(r"^(\S+\.yaml):(\d+):(\d+): (.*)$", done.stderr, re.M):
+        got.setdefault(m.group(1), []).append((int(m.group(2)), int(m.group(3)), m.group(4)))
+    for path in files:
+        expected = [(int(l), int(c), msg) for l, c, msg in
+                    re.findall(r"^# expect: (\d+):(\d+): (.*)$", path.read_text(), re.M)]
+        found = got.get(str(path), [])
+        assert len(found) == len(expected), (path.name, found)
+        for (line, col, msg), (gl, gc, gm) in zip(expected, found):
+            assert (gl, gc) == (line, col) and msg in gm, (path.name, found)

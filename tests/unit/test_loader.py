@@ -85,8 +85,10 @@ def _load(name: str) -> Any:
 
 
 def _problems(path: Path) -> SpecError:
+    """The problems of a broken file, checked with the real built-in steps (so each step's
+    own parameter schema takes part, as in ``certwright validate``)."""
     with pytest.raises(SpecError) as info:
-        load_pipeline(path, registry())
+        load_pipeline(path, Registry(plugins=False))
     return info.value
 
 

@@ -47,6 +47,17 @@ def test_schema_documents_its_properties() -> None:
         assert prop.get("description"), name
 
 
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.name)
+def test_bundled_pipelines_point_editors_at_the_schema(path: Path) -> None:
+    """Each bundled pipeline starts with the yaml-language-server line naming a schema file
+    that exists (relative to the pipeline), so editors validate and complete it."""
+    first = path.read_text().splitlines()[0]
+    prefix = "# yaml-language-server: $schema="
+    assert first.startswith(prefix), first
+    target = (path.parent / first[len(prefix):].strip()).resolve()
+    assert target == (ROOT / "schema.json").resolve()
+
+
 @pytest.mark.parametrize("path", VALID + BUNDLED, ids=lambda p: p.name)
 def test_valid_and_bundled_pipelines_match_the_schema(path: Path) -> None:
     """Every valid fixture and every bundled pipeline validates."""

@@ -102,8 +102,21 @@ def test_python_object_apply_is_refused_and_nothing_runs(tmp_path: Path) -> None
 ])
 def test_non_standard_tags_are_refused(text: str, line: int, col: int) -> None:
     """Any tag outside str/int/float/bool/null/seq/map/timestamp is an error at the tag."""
-    error, _ = _refused(lambda: load_yaml(text, "t.yaml"))
+    error, seconds = _refused(lambda: load_yaml(text, "t.yaml"))
     assert error.problems[0].loc == Location("t.yaml", line, col)
+    assert "is not allowed" in error.problems[0].message
+    assert seconds < 1.0
+
+
+def test_python_name_tag_in_a_pipeline_file_is_refused_by_the_loader() -> None:
+    """The hostile fixture through the whole loader (as `validate` reads it): refused at the
+    tag, in under a second, and os.system never resolved into the document."""
+    from engine.loader import load_pipeline
+    path = HOSTILE / "python_name.yaml"
+    error, seconds = _refused(lambda: load_pipeline(path))
+    assert seconds < 1.0
+    assert error.problems[0].loc == Location(str(path), 1, 11)
+    assert "python/name:os.system" in error.problems[0].message
     assert "is not allowed" in error.problems[0].message
 
 
