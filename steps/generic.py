@@ -1,17 +1,123 @@
 """Generic built-in steps: shell, set, assert, noop."""
 from __future__ import annotations
 
+import atexit
 import os
+import selectors
 import shlex
+import signal
 import subprocess
-from typing import Any, ClassVar, Mapping
+import threading
+import time
+from typing import IO, Any, ClassVar, Mapping
 
 from engine.conditions import evaluate, truthy
 from engine.errors import PermanentError, StepError
-from engine.spec import Condition
+from engine.spec import Condition, parse_duration
 from steps.base import BaseStep, Done, StepContext
 
 _OUTPUT_CAP = 64 * 1024  # bytes of stdout/stderr kept in outputs
+# After a timed-out command's process group was killed, how long to keep reading its pipes
+# (what it wrote before dying). Only a process that left the group (setsid) can hold them
+# longer; the step does not wait for it.
+_DRAIN_AFTER_KILL = 1.0
+
+
+class _Captured:
+    """The first ``_OUTPUT_CAP`` bytes of a child's stdout and stderr. Everything is read
+    (the rest is dropped), so a chatty command never blocks on a full pipe and never fills
+    the engine's memory, however much it writes."""
+
+    def __init__(self, stdout: IO[bytes], stderr: IO[bytes]) -> None:
+        self.out = bytearray()
+        self.err = bytearray()
+        self._bufs = {stdout.fileno(): self.out, stderr.fileno(): self.err}
+        self._open = set(self._bufs)
+
+    def read(self, deadline: float | None) -> bool:
+        """Read until both pipes are at end of file (True) or ``deadline`` (a monotonic
+        time) passes (False)."""
+        with selectors.DefaultSelector() as sel:
+            for fd in self._open:
+                sel.register(fd, selectors.EVENT_READ)
+            while self._open:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                for key, _ in sel.select(left):
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        self._open.discard(key.fd)
+                        sel.unregister(key.fd)
+                        continue
+                    buf = self._bufs[key.fd]
+                    if len(buf) < _OUTPUT_CAP:
+                        buf += chunk[:_OUTPUT_CAP - len(buf)]
+        return True
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL a command's whole process group: its children and grandchildren too (a
+    ``sleep 30 &``), which would otherwise outlive the step and keep its pipes open. Called
+    only before the command is reaped, so its pid (the group's id) cannot have been reused."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# Process groups of commands running now. A command in a session of its own no longer gets
+# the terminal's SIGINT, and a foreground ``certwright run`` left with Ctrl-C exits while its
+# step threads (daemon threads) are still executing: nobody would time those commands out
+# or reap them. So they are killed at exit, as a crash would leave them; the journal holds
+# the step as in flight, and ``resume`` runs it again with the same idempotency key.
+_LIVE: set[int] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+@atexit.register
+def _kill_live_groups() -> None:
+    with _LIVE_LOCK:
+        groups = list(_LIVE)
+    for pgid in groups:
+        _kill_group(pgid)
+
+
+def _execute(cmd: list[str] | str, shell: bool, cwd: str | None, env: Mapping[str, str],
+             timeout: float | None) -> tuple[int | None, bytes, bytes]:
+    """Run ``cmd`` in a session of its own and return (exit status, stdout, stderr); the
+    status is None when the timeout passed and the command's process group was killed.
+    Raises OSError when the command cannot be started."""
+    proc = subprocess.Popen(cmd, shell=shell, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    with _LIVE_LOCK:
+        _LIVE.add(proc.pid)
+    assert proc.stdout is not None and proc.stderr is not None
+    captured = _Captured(proc.stdout, proc.stderr)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    timed_out = False
+    try:
+        if not captured.read(deadline):
+            timed_out = True
+        else:  # the pipes are closed, but the command may still run (exec >&-; sleep)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                proc.wait(left)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+        if timed_out:
+            _kill_group(proc.pid)
+            captured.read(time.monotonic() + _DRAIN_AFTER_KILL)
+    finally:
+        if proc.returncode is None and not timed_out:  # interrupted: leave nothing behind
+            _kill_group(proc.pid)
+        proc.stdout.close()
+        proc.stderr.close()
+        with _LIVE_LOCK:
+            _LIVE.discard(proc.pid)
+        proc.wait()
+    return (None if timed_out else proc.returncode), bytes(captured.out), bytes(captured.err)
 
 
 class Shell(BaseStep):
@@ -60,29 +166,31 @@ class Shell(BaseStep):
             "CERTWRIGHT_ATTEMPT": str(ctx.attempt),
             "CERTWRIGHT_RECOVERING": "1" if ctx.recovering else "0"})
         timeout = p.get("timeout", ctx.timeout)
-        if isinstance(timeout, str):
-            from engine.spec import parse_duration
-            timeout = parse_duration(timeout)
+        if timeout is not None:
+            try:
+                timeout = parse_duration(timeout)
+            except ValueError as exc:  # a templated value: the loader could not check it
+                raise PermanentError(f"shell: timeout: {exc}")
         shown = cmd if isinstance(cmd, str) else shlex.join(cmd)
         try:
-            proc = subprocess.run(cmd, shell=use_shell, cwd=p.get("cwd") or None, env=env,
-                                  capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        except FileNotFoundError as exc:
+            code, stdout, stderr = _execute(cmd, use_shell, p.get("cwd") or None, env, timeout)
+        except OSError as exc:  # missing, not executable, no such cwd: a retry cannot help
             raise PermanentError(f"cannot run {shown!r}: {exc.strerror}: {exc.filename}")
-        except subprocess.TimeoutExpired:
-            raise StepError(f"{shown!r} did not finish within {timeout} s; it was killed")
-        out = proc.stdout[:_OUTPUT_CAP].decode(errors="replace")
-        err = proc.stderr[:_OUTPUT_CAP].decode(errors="replace")
+        if code is None:
+            raise StepError(f"{shown!r} did not finish within {timeout} s; it was killed "
+                            "(with every process it started)")
+        out = stdout.decode(errors="replace")
+        err = stderr.decode(errors="replace")
         ok = set(p.get("ok_exit_codes") or [0])
-        if proc.returncode not in ok:
+        if code not in ok:
             tail = err.strip().splitlines()[-3:] if err.strip() else []
-            msg = f"{shown!r} exited with status {proc.returncode}"
+            msg = f"{shown!r} exited with status {code}"
             if tail:
                 msg += ": " + " | ".join(tail)
-            permanent = proc.returncode in set(p.get("permanent_exit_codes") or [])
+            permanent = code in set(p.get("permanent_exit_codes") or [])
             raise StepError(msg, retryable=not permanent)
-        ctx.log.info("command_ran", command=shown, exit_code=proc.returncode)
-        return Done({"exit_code": proc.returncode, "stdout": out, "stderr": err})
+        ctx.log.info("command_ran", command=shown, exit_code=code)
+        return Done({"exit_code": code, "stdout": out, "stderr": err})
 
 
 class Set(BaseStep):
@@ -112,7 +220,12 @@ class Assert(BaseStep):
     def run(self, ctx: StepContext) -> Done:
         p = ctx.params
         if "equals" in p:
-            ok = evaluate(Condition("equals", tuple(p["equals"])), {})
+            # The runner rendered the params already; compare the values through references
+            # to them, so a value containing "${...}" (a command's output, an escaped "$${")
+            # is data, not a template to resolve a second time.
+            left, right = p["equals"]
+            ok = evaluate(Condition("equals", ("${left}", "${right}")),
+                          {"left": left, "right": right})
             what = f"{p['equals'][0]!r} == {p['equals'][1]!r}"
         else:
             ok = truthy(p.get("that"))

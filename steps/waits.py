@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
@@ -13,8 +14,13 @@ from steps.base import BaseStep, Done, StepContext, Wait
 
 
 def _fingerprint(path: Path) -> str | None:
-    """sha256 of the file's content, or None when it does not exist (or is not a file)."""
+    """sha256 of the file's content, or None when it does not exist (or is not a file).
+
+    Only a regular file (or a link to one) is opened: opening a named pipe would block the
+    worker until someone writes to it, and a device is no file that appeared."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with open(path, "rb") as fh:
             return hashlib.sha256(fh.read(64 * 1024 * 1024)).hexdigest()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
