@@ -26,13 +26,12 @@ from __future__ import annotations
 import fcntl
 import os
 from dataclasses import replace
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 import structlog
 
 from engine.runner import Engine
-from state.locks import run_lock
+from state.locks import clear_holder, run_lock, write_holder
 from steps.base import Wait
 
 log = structlog.get_logger("certwright.daemon")
@@ -48,6 +47,7 @@ class _HeldLock:
 
     def release(self) -> None:
         try:
+            clear_holder(self.fd)
             fcntl.flock(self.fd, fcntl.LOCK_UN)
         finally:
             os.close(self.fd)
@@ -68,9 +68,7 @@ def try_run_lock(state_dir: Any, run_id: str) -> _HeldLock | None:
     except BlockingIOError:
         os.close(fd)
         return None
-    os.ftruncate(fd, 0)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    os.pwrite(fd, f"{os.getpid()} {stamp}\n".encode(), 0)
+    write_holder(fd, sync=False)
     return _HeldLock(fd)
 
 

@@ -3,16 +3,26 @@
 ``flock`` locks on files in ``<state_dir>/locks``. The kernel drops a lock when its holder
 dies, even by SIGKILL, so a crashed process never leaves a stale lock behind. The holder
 writes its pid into the file so that a refused process can name it.
+
+Taking the flock and writing the pid are two steps, so a prober may find the lock held and
+the file not yet naming its holder: empty, or still naming an earlier holder that is gone.
+It then looks again for up to :data:`HOLDER_WAIT` seconds (trying the lock too, which may
+have been held only for an instant by :meth:`FileLock.holder`) rather than report "another
+process". A holder clears the file before it lets go, so a pid left behind is a dead one.
 """
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from engine.errors import RunLocked
 from state import names as N
+
+HOLDER_WAIT = 2.0  # seconds a prober waits for a held lock's file to name a live holder
+_HOLDER_POLL = 0.01
 
 
 class FileLock:
@@ -27,20 +37,17 @@ class FileLock:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid, since = _read_holder(fd)
+            _probe(fd, fcntl.LOCK_EX, self.what)
+            write_holder(fd)
+        except BaseException:
             os.close(fd)
-            raise RunLocked(self.what, pid, since) from None
-        os.ftruncate(fd, 0)
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        os.write(fd, f"{os.getpid()} {stamp}\n".encode())
-        os.fsync(fd)
+            raise
         self._fd = fd
         return self
 
     def release(self) -> None:
         if self._fd is not None:
+            clear_holder(self._fd)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
@@ -52,9 +59,9 @@ class FileLock:
         fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return _read_holder(fd)[0]
+                _probe(fd, fcntl.LOCK_SH, self.what)
+            except RunLocked as exc:
+                return exc.pid
             fcntl.flock(fd, fcntl.LOCK_UN)
             return None
         finally:
@@ -65,6 +72,60 @@ class FileLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def write_holder(fd: int, *, sync: bool = True) -> None:
+    """Name this process as the holder of the flock held on ``fd``.
+
+    The line overwrites the start of the file before the rest is cut off, so a reader
+    never sees it empty once this begins (a longer earlier line's tail is ignored).
+    ``sync=False`` skips the fsync (the daemon, on its latency path: the line only names
+    the holder for messages; the flock is what excludes).
+    """
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    line = f"{os.getpid()} {stamp}\n".encode()
+    os.pwrite(fd, line, 0)
+    os.ftruncate(fd, len(line))
+    if sync:
+        os.fsync(fd)
+
+
+def clear_holder(fd: int) -> None:
+    """Before letting go of the flock: leave no pid behind for the next holder's gap."""
+    try:
+        os.ftruncate(fd, 0)
+    except OSError:
+        pass
+
+
+def _probe(fd: int, mode: int, what: str) -> None:
+    """Take ``mode`` on ``fd`` without blocking, or raise RunLocked naming the holder.
+
+    Held, but the file names no live process: the holder is between its flock and its
+    pid (or the lock was held for an instant by a shared probe); look again, a while.
+    """
+    deadline = time.monotonic() + HOLDER_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pid, since = _read_holder(fd)
+        if (pid is not None and _alive(pid)) or time.monotonic() >= deadline:
+            raise RunLocked(what, pid, since)
+        time.sleep(_HOLDER_POLL)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
 
 
 def _read_holder(fd: int) -> tuple[int | None, str | None]:
