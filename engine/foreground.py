@@ -1,12 +1,14 @@
 """Drive one run in the foreground: pump the engine, watch what the run waits for, show it.
 
-Returns when the run finishes, or parks it (``--no-wait``, Ctrl-C): whatever executes at
+Returns when the run finishes, or parks it (``--no-wait``, Ctrl-C, SIGTERM, SIGHUP): whatever executes at
 that moment is left in flight in the journal and runs again, with the same idempotency
 key, on ``resume``.
 """
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -65,6 +67,7 @@ def drive(engine: Engine, run_id: str, *, no_wait: bool = False, out: TextIO | N
             engine.wake(run_id)  # what arrived before the watch began is seen now
     engine.on_wait = on_wait
     last_draw = 0.0
+    restore = _park_on_termination()
     try:
         while True:
             engine.pump(timeout=tick)
@@ -93,9 +96,30 @@ def drive(engine: Engine, run_id: str, *, no_wait: bool = False, out: TextIO | N
             out.write("\n")
         return Outcome(engine.store.load_run(run_id), parked=True)
     finally:
+        restore()
         if tty and shown:
             out.write("\r\033[K")
         watcher.stop()
+
+
+def _park_on_termination() -> Callable[[], None]:
+    """SIGTERM and SIGHUP (``kill PID``, a closed terminal) park the run as Ctrl-C does,
+    instead of ending the process where it stands: the exit then stops commands the run's
+    steps started (they run in sessions of their own, out of the terminal's reach) and the
+    journal keeps the step in flight for ``resume``. Returns what puts the old handlers
+    back. Only the main thread may set handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+    def restore() -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return restore
 
 
 def summary(run: RunRecord) -> dict[str, Any]:

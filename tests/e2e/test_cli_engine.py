@@ -36,9 +36,9 @@ STEP = """      - step: shell
 SLOW = """; [ "$CERTWRIGHT_RECOVERING" = 1 ] || { touch "$0/markers/slow-started"; sleep 60; }"""
 
 
-def _pipeline(tmp_path: Path, slow: str | None = None) -> Path:
+def _pipeline(tmp_path: Path, slow: str | None = None, slow_part: str = SLOW) -> Path:
     ids = [f"m{i}" for i in range(1, STEPS + 1)]
-    render = [STEP % {"id": i, "extra": SLOW if i == slow else ""} for i in ids]
+    render = [STEP % {"id": i, "extra": slow_part if i == slow else ""} for i in ids]
     text = MARKERS % {"first_steps": "".join(render[:3]).rstrip("\n"),
                       "second_steps": "".join(render[3:]).rstrip("\n")}
     path = tmp_path / "markers.yaml"
@@ -120,6 +120,39 @@ def test_sigkill_in_the_middle_of_a_slow_step_reruns_it_with_the_same_key(tmp_pa
     history = json.loads(cli(state, "history", "mid", "--json").stdout)
     recovering = [e for e in history if e["kind"] == "step_started" and e["data"]["recovering"]]
     assert [e["data"]["key"] for e in recovering] == ["mid:2:0"]
+
+
+SLEEPER = ('; [ "$CERTWRIGHT_RECOVERING" = 1 ] || { sleep 60 & echo $! > "$0/markers/sleeper"; '
+           'touch "$0/markers/slow-started"; wait; }')
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_or_sighup_parks_the_run_and_stops_the_steps_commands(tmp_path, sig):
+    """`kill PID` or a closed terminal parks the run like Ctrl-C (exit 3): the command the
+    step started, and its children, are stopped, and resume re-runs the step, same key."""
+    state = tmp_path / "state"
+    pipeline = _pipeline(tmp_path, slow="m4", slow_part=SLEEPER)
+    assert cli(state, "validate", str(pipeline)).returncode == 0
+    proc = popen(state, "run", str(pipeline), "--run-id", "term")
+    started = state / "runs" / "term" / "markers" / "slow-started"
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    sleeper = int((started.parent / "sleeper").read_text())
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == 3, proc.stderr.read()
+    for _ in range(100):  # the grandchild is gone (reaped by init once killed)
+        if not os.path.exists(f"/proc/{sleeper}") or \
+                open(f"/proc/{sleeper}/stat").read().split()[2] == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the step's command {sleeper} outlived the parked run")
+    resumed = cli(state, "resume", "term")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _markers(state, "term")["m4"] == ["term:2:0", "term:2:0"]
 
 
 WAITER = """
