@@ -154,6 +154,11 @@ class RetryingNetwork(acme_client.ClientNetwork):
         except jose.DeserializationError as exc:
             raise acme_errors.BadNonce(fresh, exc) from exc
 
+    def last_date(self) -> str | None:
+        """The ``Date`` header of this thread's last response (None before any)."""
+        last: requests.Response | None = getattr(self._local, "last", None)
+        return last.headers.get("Date") if last is not None else None
+
     def last_status(self) -> int | None:
         """The HTTP status of this thread's last response (None before any)."""
         last: requests.Response | None = getattr(self._local, "last", None)

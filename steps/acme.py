@@ -15,6 +15,7 @@ for the current state before acting, so every step can be called again with the 
 """
 from __future__ import annotations
 
+import email.utils
 import ipaddress
 from typing import Any, ClassVar, Mapping
 
@@ -142,10 +143,25 @@ class Account(BaseStep):
             return str(conflict.location)
 
 
-def _order_outputs(url: str, order: messages.Order, reused: bool) -> Done:
+def _order_outputs(ctx: StepContext, url: str, order: messages.Order, reused: bool,
+                   server_date: str | None) -> Done:
+    """The order as outputs. ``expires`` is the order's expiry on *our* clock: the time the
+    CA leaves (its ``expires`` minus its ``Date``) added to our now, so a skewed clock here
+    (or ``CERTWRIGHT_NOW``) neither expires a live order nor keeps a dead one;
+    ``ca_expires`` is the CA's own instant."""
+    expires = None
+    if order.expires:
+        expires = order.expires
+        try:
+            said = email.utils.parsedate_to_datetime(server_date) if server_date else None
+        except (TypeError, ValueError, IndexError):
+            said = None
+        if said is not None and said.tzinfo is not None:
+            expires = ctx.clock.now() + (order.expires - said)
     return Done({
         "order_url": url, "status": str(order.status.name), "reused": reused,
-        "expires": format_instant(order.expires) if order.expires else None,
+        "expires": format_instant(expires) if expires else None,
+        "ca_expires": format_instant(order.expires) if order.expires else None,
         "authorizations": list(order.authorizations or ())})
 
 
@@ -213,7 +229,7 @@ class Order(BaseStep):
                 if order is not None:
                     self._save(ctx, url, account.url, wanted)
                     log.info("acme_order_reused", order_url=url, status=order.status.name)
-                    return _order_outputs(url, order, True)
+                    return _order_outputs(ctx, url, order, True, session.net.last_date())
             resp = session.post(session.directory["newOrder"], messages.NewOrder(identifiers=idents))
         except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
             raise as_step_error(exc, f"opening an ACME order for {', '.join(wanted)} "
@@ -224,7 +240,7 @@ class Order(BaseStep):
         self._save(ctx, url, account.url, wanted)
         order = messages.Order.from_json(resp.json())
         log.info("acme_order_opened", order_url=url, status=order.status.name)
-        return _order_outputs(url, order, False)
+        return _order_outputs(ctx, url, order, False, resp.headers.get("Date"))
 
     @staticmethod
     def _find_usable(session: AcmeSession, url: str, wanted: list[str]) -> messages.Order | None:

@@ -324,3 +324,22 @@ def test_polling_honours_retry_after_and_hands_long_ones_to_the_engine(tmp_path:
         poll_until(ctx, lambda: (False, answer("120")), "the order")
     assert info.value.retry_after == 120.0 and not isinstance(info.value, PermanentError)
     assert "poll the order again in 120s" in str(info.value) and sleeps == [4.0]
+
+
+def test_the_orders_expiry_is_put_on_our_clock(tmp_path: Path, fake_ca: FakeCA) -> None:
+    """``expires`` is the CA's remaining time (its expires minus its Date) on our clock, so
+    a clock 100 days ahead here does not see the order as long expired; ``ca_expires`` is
+    the CA's instant as sent."""
+    from engine.clock import OffsetClock, parse_instant
+    sleeps: list[float] = []
+    acme.Account().run(_ctx(tmp_path, fake_ca, sleeps))
+    ctx = _ctx(tmp_path, fake_ca, sleeps)
+    ahead = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=100)
+    ctx.clock = OffsetClock(ahead)
+    ctx.params["domains"] = ["x.acme.test"]
+    out = acme.Order().run(ctx).outputs
+    ca_expires = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+    assert parse_instant(out["ca_expires"]) == ca_expires
+    left = ca_expires - dt.datetime.now(dt.timezone.utc)
+    ours = parse_instant(out["expires"]) - ctx.clock.now()
+    assert abs((ours - left).total_seconds()) < 3  # the Date header has 1 s resolution
