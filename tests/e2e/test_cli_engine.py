@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.procs import alive
+
 STEPS = 5
 MARKERS = """
 pipeline: markers
@@ -144,8 +146,7 @@ def test_sigterm_or_sighup_parks_the_run_and_stops_the_steps_commands(tmp_path, 
     proc.send_signal(sig)
     assert proc.wait(timeout=30) == 3, proc.stderr.read()
     for _ in range(100):  # the grandchild is gone (reaped by init once killed)
-        if not os.path.exists(f"/proc/{sleeper}") or \
-                open(f"/proc/{sleeper}/stat").read().split()[2] == "Z":
+        if not alive(sleeper):
             break
         time.sleep(0.05)
     else:

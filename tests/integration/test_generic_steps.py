@@ -24,6 +24,7 @@ from engine.testing import load_text, make_engine
 from steps.base import Done, StepContext, Wait
 from steps.generic import Assert, Set, Shell
 from steps.waits import WaitFile, WaitUntil
+from tests.support.procs import alive
 
 
 def _ctx(tmp_path: Path, params: dict[str, Any], *, step_id: str = "s",
@@ -37,25 +38,9 @@ def _ctx(tmp_path: Path, params: dict[str, Any], *, step_id: str = "s",
                        recovering=recovering, timeout=timeout)
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting for a reaper that may never come in a
-    container counts as gone: it holds nothing)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _gone_soon(pid: int, within: float = 3.0) -> bool:
     deadline = time.monotonic() + within
-    while _alive(pid):
+    while alive(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)

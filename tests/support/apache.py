@@ -38,6 +38,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.support.procs import alive
+
 MODULE_DIRS = ("/usr/lib/apache2/modules", "/usr/lib64/httpd/modules", "/usr/lib/httpd/modules")
 SERVER_NAME = "example.test"
 
@@ -113,21 +115,6 @@ def _run_user() -> tuple[str, str] | None:
             continue
         return user, grp.getgrgid(pw.pw_gid).gr_name
     return None
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -272,7 +259,7 @@ class ApacheServer:
     def is_running(self) -> bool:
         """True while the parent process exists (a zombie counts as gone)."""
         pid = self.pid()
-        return pid is not None and _alive(pid)
+        return pid is not None and alive(pid)
 
     def fingerprint(self) -> str:
         """SHA-256 of the certificate served right now for ``server_name``."""
@@ -296,7 +283,7 @@ class ApacheServer:
         """``-k stop`` (or SIGTERM when that fails, e.g. with a broken config) and wait
         for the parent to go; SIGKILL to its process group as a last resort."""
         pid = self.pid()
-        if pid is None or not _alive(pid):
+        if pid is None or not alive(pid):
             return
         proc = subprocess.run([self.binary, "-f", str(self.conf), "-k", "stop"],
                               env=self._env(), capture_output=True, timeout=timeout)
@@ -304,7 +291,7 @@ class ApacheServer:
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _alive(pid):
+            if not alive(pid):
                 return
             time.sleep(0.05)
         try:
