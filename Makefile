@@ -4,35 +4,52 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-stamp
 DEMO_STATE ?= demo-state
+# The package is installed editable in setuptools' strict mode: a tree of links under
+# build/ that mypy and every other tool can follow (the default mode is an import hook).
+# A link tree does not see new files, so the install is redone when the set of files changes.
+SOURCE_DIRS := core mail state engine steps ca pipelines
+FILES  := $(VENV)/.files
+LINKED := $(VENV)/.linked-stamp
 
-.PHONY: demo test test-fast system-deps bench lint clean
+.PHONY: demo test test-fast system-deps bench lint clean FORCE
 
-$(STAMP): pyproject.toml
+$(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=77' wheel
+	$(PY) -m pip install --quiet -e '.[test]' --config-settings editable_mode=strict
+	touch $@
+
+# the list of package files, rewritten only when it changes (so its mtime says when)
+$(FILES): FORCE
+	@mkdir -p $(VENV)
+	@find $(SOURCE_DIRS) -type f \( -name '*.py' -o -name '*.yaml' -o -name '*.json' \) \
+	    -not -path '*/__pycache__/*' | LC_ALL=C sort > $@.new
+	@cmp -s $@.new $@ && rm -f $@.new || mv $@.new $@
+
+$(LINKED): $(VENV)/.deps-stamp $(FILES)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . \
+	    --config-settings editable_mode=strict
 	touch $@
 
 system-deps:
 	bash scripts/system-deps.sh
 
 # The cacert pipeline on the built-in CA and mail server (loopback), then the check it prints.
-demo: $(STAMP)
+demo: $(LINKED)
 	rm -rf $(DEMO_STATE) && mkdir -p $(DEMO_STATE)
 	$(VENV)/bin/certwright --state-dir $(DEMO_STATE) run cacert \
 	    --set domain=example.test --set cert_dir=$(DEMO_STATE)/certs | tee $(DEMO_STATE)/report.txt
 	@echo "+ $$(grep -m1 'openssl verify' $(DEMO_STATE)/report.txt)"
 	@sh -c "$$(grep -m1 'openssl verify' $(DEMO_STATE)/report.txt)"
 
-test: $(STAMP) system-deps
+test: $(LINKED) system-deps
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-test-fast: $(STAMP)
+test-fast: $(LINKED)
 	$(PY) -m pytest -q -x -p no:cacheprovider tests/unit
 
-bench: $(STAMP)
+bench: $(LINKED)
 	$(PY) bench/engine.py
 	$(PY) bench/cacert.py
 

@@ -31,18 +31,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
-
-from engine.api import run_pipelines  # noqa: E402  (imported once, as a daemon has it)
-from steps import acme_responder  # noqa: E402
-from tests.support.dns import TestDNS  # noqa: E402
-from tests.support.pebble import Pebble  # noqa: E402
+from certwright.engine.api import run_pipelines  (imported once, as a daemon has it)
+from certwright.steps.acme import responder as acme_responder
+from tests.support.dns import TestDNS
+from tests.support.pebble import Pebble
 
 ZONE = "bench.acme.test"
 

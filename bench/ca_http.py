@@ -47,18 +47,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-import structlog  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
-
-from ca.client import CAClient  # noqa: E402
-from ca.mailserver import MailServer  # noqa: E402
-from ca.passphrase import generate_passphrase  # noqa: E402
-from ca.server import CAServer  # noqa: E402
+from certwright.ca.client import CAClient
+from certwright.ca.mailserver import MailServer
+from certwright.ca.passphrase import generate_passphrase
+from certwright.ca.server import CAServer
 
 EMAIL = "admin@bench.test"
 LINK = re.compile(rb"(https?://\S+/(?:account/confirm|domains/verify)/\S+?\?token=\S+)")

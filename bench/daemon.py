@@ -34,8 +34,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
 PIPELINE = """
 pipeline: probewait
 version: 1
@@ -94,13 +92,13 @@ def _cpu_seconds(pid: int) -> float:
 
 def _daemon(state: Path, maildir: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--state-dir", str(state),
+    proc = subprocess.Popen([sys.executable, "-m", "certwright", "--state-dir", str(state),
                              "--log-json", "--log-level", os.environ.get("BENCH_LOG_LEVEL", "warning"), "daemon", "--maildir",
                              str(maildir)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=open(log, "wb"))
     lock = state / "locks" / "daemon.lock"
     end = time.monotonic() + 120
-    from state.locks import daemon_lock
+    from certwright.state.locks import daemon_lock
     while time.monotonic() < end and proc.poll() is None:
         if lock.exists() and daemon_lock(state).holder() == proc.pid:
             break
@@ -112,8 +110,8 @@ def _daemon(state: Path, maildir: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def _park(state: Path, spec: Any, inputs: list[dict[str, str]], ids: list[str]) -> None:
-    from engine.daemon_engine import DaemonEngine
-    from engine.store_open import open_store
+    from certwright.engine.daemon.locking import DaemonEngine
+    from certwright.state.location import open_store
     store = open_store(state, synchronous="normal")
     eng = DaemonEngine(store, state, inline=True, covered=lambda w: True)
     eng.open()
@@ -126,11 +124,11 @@ def _park(state: Path, spec: Any, inputs: list[dict[str, str]], ids: list[str]) 
 
 
 def latency(root: Path, n: int) -> dict[str, float]:
-    from ca.client import CAClient
-    from ca.passphrase import generate_passphrase
-    from ca.server import CAServer
-    from engine.loader import load_pipeline_text
-    from engine.maildir import Maildir
+    from certwright.ca.client import CAClient
+    from certwright.ca.passphrase import generate_passphrase
+    from certwright.ca.server import CAServer
+    from certwright.engine.model.loader import load_pipeline_text
+    from certwright.mail.maildir import Maildir
 
     sink = Sink()
     state, md = root / "lat-state", Maildir(root / "lat-Maildir")
@@ -142,7 +140,7 @@ def latency(root: Path, n: int) -> dict[str, float]:
             c.join(email, "Bench Mark", pw, [{"question": f"q{i}", "answer": f"a{i}"}
                                              for i in range(5)])
             time.sleep(0.3)
-            from engine.mailparse import parse_message
+            from certwright.mail.parse import parse_message
             link = next(u for u in parse_message(sink.by_rcpt[email]).links
                         if "/account/confirm/" in u)
             kind, rid, token = c.parse_link(link)
@@ -193,8 +191,8 @@ def latency(root: Path, n: int) -> dict[str, float]:
 
 
 def parked(root: Path, count: int, idle_seconds: float) -> dict[str, float]:
-    from engine.loader import load_pipeline_text
-    from engine.maildir import Maildir
+    from certwright.engine.model.loader import load_pipeline_text
+    from certwright.mail.maildir import Maildir
 
     md = Maildir(root / "park-Maildir")
     md.ensure()
@@ -233,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle-seconds", type=float, default=30.0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    from engine.logs import configure
+    from certwright.logs import configure
     configure(level="warning")
     root = Path(tempfile.mkdtemp(prefix="certwright-bench-daemon-"))
     try:

@@ -31,15 +31,13 @@ import tracemalloc
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from engine.clock import FakeClock  # noqa: E402
-from engine.events import mail_key  # noqa: E402
-from engine.loader import load_pipeline_text  # noqa: E402
-from engine.runner import Engine  # noqa: E402
-from state.sqlite import SQLiteStore  # noqa: E402
-from steps.base import BaseStep, StepContext, Wait  # noqa: E402
-from steps.registry import Registry  # noqa: E402
+from certwright.clock import FakeClock
+from certwright.events import mail_key
+from certwright.engine.model.loader import load_pipeline_text
+from certwright.engine.run.runner import Engine
+from certwright.state.sqlite import SQLiteStore
+from certwright.engine.plugins.step import BaseStep, StepContext, Wait
+from certwright.engine.plugins.registry import Registry
 
 FIVE_STATES = """
 pipeline: five
@@ -146,7 +144,7 @@ def _park(n: int, folder: Path) -> None:
                 run = engine._record(None, f"p{i}", "created", {
                     "pipeline": spec.name, "spec_hash": spec.hash, "inputs": {}})
                 engine._specs.setdefault(spec.hash, (spec, __import__(
-                    "engine.machine", fromlist=["PipelineMachine"]).PipelineMachine(spec)))
+                    "certwright.engine.run.machine", fromlist=["PipelineMachine"]).PipelineMachine(spec)))
                 engine._enter(run, spec.initial, "start")
         engine._ready.clear()
     engine.close()
@@ -170,7 +168,7 @@ def bench_parked_memory(n: int, folder: Path) -> float:
     engine = _engine(folder, _registry())
     engine.open()
     # dispatch one event to prove the engine is ready, then measure what it keeps
-    engine.submit(__import__("engine.events", fromlist=["Event"]).Event(
+    engine.submit(__import__("certwright.events", fromlist=["Event"]).Event(
         kind="mail", key=mail_key("postmaster@p0.test")))
     engine.run_until_idle()
     gc.collect()
@@ -187,7 +185,7 @@ def bench_resume(n: int, folder: Path) -> float:
     t0 = time.perf_counter()
     engine = _engine(folder, _registry())
     engine.open()
-    engine.submit(__import__("engine.events", fromlist=["Event"]).Event(
+    engine.submit(__import__("certwright.events", fromlist=["Event"]).Event(
         kind="mail", key=mail_key("postmaster@p1.test")))
     engine.pump()
     elapsed = time.perf_counter() - t0

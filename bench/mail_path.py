@@ -36,13 +36,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import structlog
 
-import structlog  # noqa: E402
-
-from ca.mailserver import MailServer  # noqa: E402
-from ca.outmail import Mailer  # noqa: E402
-from engine.maildir import Maildir  # noqa: E402
+from certwright.ca.mailserver import MailServer
+from certwright.ca.outmail import Mailer
+from certwright.mail.maildir import Maildir
 
 SERIAL = "5F:3A:91:0C:77:E2:4B:18:A0:33:9D:61:C4:08:F7:2E:95:1B:6D:40"
 

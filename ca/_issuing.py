@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ca.outmail import MailError
-from ca.signer import REASONS, CSRRejected, inspect_csr, valid_dns_name
-from engine.clock import format_instant, parse_instant
+from certwright.ca.outmail import MailError
+from certwright.ca.signer import REASONS, CSRRejected, inspect_csr, valid_dns_name
+from certwright.clock import format_instant, parse_instant
 
 if TYPE_CHECKING:
-    from ca._service import CAService
+    from certwright.ca._service import CAService
 
 log = structlog.get_logger("ca.issuing")
 
@@ -46,7 +46,7 @@ def _verification_end(verified_at: str, days: int) -> tuple[datetime, str]:
 
 
 def _error(*args: Any, **kw: Any) -> Exception:
-    from ca._service import ApiError
+    from certwright.ca._service import ApiError
 
     return ApiError(*args, **kw)
 

@@ -21,13 +21,13 @@ from typing import Any
 
 import structlog
 
-from ca._issuing import IssuingMixin
-from ca.outmail import Mailer, MailError
-from ca.passphrase import check_passphrase
-from ca.setup import CAPaths, load_config
-from ca.signer import Signer
-from ca.store import CAStore, check_secret, hash_secret, hash_token, normalize_answer
-from engine.clock import Clock, SystemClock, format_instant, parse_instant
+from certwright.ca._issuing import IssuingMixin
+from certwright.ca.outmail import Mailer, MailError
+from certwright.ca.passphrase import check_passphrase
+from certwright.ca.setup import CAPaths, load_config
+from certwright.ca.signer import Signer
+from certwright.ca.store import CAStore, check_secret, hash_secret, hash_token, normalize_answer
+from certwright.clock import Clock, SystemClock, format_instant, parse_instant
 
 log = structlog.get_logger("ca.service")
 

@@ -20,9 +20,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ca import _pages
-from ca._service import ApiError, CAService
-from engine.clock import Clock
+from certwright.ca import _pages
+from certwright.ca._service import ApiError, CAService
+from certwright.clock import Clock
 
 log = structlog.get_logger("ca.app")
 

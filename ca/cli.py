@@ -11,8 +11,8 @@ from typing import Any
 
 import structlog
 
-from ca.setup import CAPaths, init_ca
-from engine.clock import clock_from_env
+from certwright.ca.setup import CAPaths, init_ca
+from certwright.clock import clock_from_env
 
 log = structlog.get_logger("ca.cli")
 
@@ -34,7 +34,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the CA until interrupted."""
-    from ca.server import CAServer
+    from certwright.ca.server import CAServer
 
     host, port = args.listen
     server = CAServer(Path(args.dir), host=host, port=port, public_url=args.public_url,

@@ -24,7 +24,7 @@ from urllib.request import getproxies
 
 import httpx
 
-from engine.errors import StepError
+from certwright.errors import StepError
 
 _RETRYABLE_4XX = (408, 429)
 USER_AGENT = "certwright-ca-client/1"

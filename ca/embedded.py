@@ -20,11 +20,11 @@ from typing import Any, Iterable, Mapping
 
 import structlog
 
-from ca.mailserver import MailServer
-from ca.server import CAServer
-from ca.setup import CAPaths
-from engine.clock import clock_from_env
-from engine.errors import CertwrightError
+from certwright.ca.mailserver import MailServer
+from certwright.ca.server import CAServer
+from certwright.ca.setup import CAPaths
+from certwright.clock import clock_from_env
+from certwright.errors import CertwrightError
 
 log = structlog.get_logger("certwright.embedded")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from ca.mailserver import MailServer
+from certwright.ca.mailserver import MailServer
 
 log = structlog.get_logger(__name__)
 

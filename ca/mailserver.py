@@ -34,7 +34,7 @@ from typing import Any, Iterable
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from engine.maildir import Maildir
+from certwright.mail.maildir import Maildir
 
 log = structlog.get_logger(__name__)
 

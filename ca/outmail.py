@@ -39,7 +39,7 @@ from io import BytesIO
 
 import structlog
 
-from engine.clock import Clock, SystemClock
+from certwright.clock import Clock, SystemClock
 
 log = structlog.get_logger("ca.outmail")
 

@@ -15,9 +15,9 @@ from types import TracebackType
 import structlog
 import uvicorn
 
-from ca.app import create_app
-from ca.setup import init_ca
-from engine.clock import Clock
+from certwright.ca.app import create_app
+from certwright.ca.setup import init_ca
+from certwright.clock import Clock
 
 log = structlog.get_logger("ca.server")
 

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from engine.clock import Clock, SystemClock
+from certwright.clock import Clock, SystemClock
 
 log = structlog.get_logger("ca.setup")
 
@@ -141,7 +141,7 @@ def _ca_cert(subject_key: ec.EllipticCurvePrivateKey, subject: x509.Name,
 
 def init_ca(ca_dir: Path, *, clock: Clock | None = None, name: str = "certwright local CA") -> None:
     """Create (or complete) the CA in ``ca_dir``; a no-op when everything exists."""
-    from ca.store import CAStore
+    from certwright.ca.store import CAStore
 
     clock = clock or SystemClock()
     paths = CAPaths(Path(ca_dir))

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine.clock import Clock, SystemClock, format_instant
+from certwright.clock import Clock, SystemClock, format_instant
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (

@@ -10,17 +10,17 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from engine.clock import Clock, clock_from_env
-from engine.events import Event
-from engine.foreground import summary
-from engine.inputs import coerce_inputs
-from engine.loader import load_pipeline, resolve_pipeline_path
-from engine.runner import Engine
-from engine.services import start_services_for
-from engine.spec import PipelineSpec
-from engine.store_open import open_store
-from engine.watch import PathWatcher
-from state.records import FINISHED
+from certwright.clock import Clock, clock_from_env
+from certwright.events import Event
+from certwright.engine.run.foreground import summary
+from certwright.engine.model.inputs import coerce_inputs
+from certwright.engine.model.loader import load_pipeline, resolve_pipeline_path
+from certwright.engine.run.runner import Engine
+from certwright.engine.run.services import start_services_for
+from certwright.engine.model.spec import PipelineSpec
+from certwright.state.location import open_store
+from certwright.engine.run.watch import PathWatcher
+from certwright.state.records import FINISHED
 
 
 def run_pipelines(pipeline: str | Path | PipelineSpec, inputs: Iterable[Mapping[str, Any]],

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
-from engine.clock import FakeClock
-from engine.errors import PermanentError, StepError
-from engine.runner import Engine
-from engine.spec import PipelineSpec
-from state.sqlite import SQLiteStore
-from steps.base import BaseStep, Done, StepContext
-from steps.registry import Registry
+from certwright.clock import FakeClock
+from certwright.errors import PermanentError, StepError
+from certwright.engine.run.runner import Engine
+from certwright.engine.model.spec import PipelineSpec
+from certwright.state.sqlite import SQLiteStore
+from certwright.engine.plugins.step import BaseStep, Done, StepContext
+from certwright.engine.plugins.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def test_registry() -> Registry:
 
 
 def load_text(text: str, registry: Registry | None = None) -> PipelineSpec:
-    from engine.loader import load_pipeline_text
+    from certwright.engine.model.loader import load_pipeline_text
     return load_pipeline_text(text, "<test>", registry or test_registry())
 
 
@@ -77,7 +77,7 @@ def make_engine(state_dir: Path, clock: FakeClock | None = None, *, inline: bool
                 registry: Registry | None = None, **kw: Any) -> Engine:
     reg = registry or test_registry()
     store = SQLiteStore(Path(state_dir) / "certwright.sqlite", synchronous="normal")
-    from engine.loader import load_pipeline_text
+    from certwright.engine.model.loader import load_pipeline_text
     engine = Engine(store, state_dir, registry=reg, clock=clock or FakeClock(), inline=inline,
                     spec_loader=lambda t, s: load_pipeline_text(t, s, reg), **kw)
     engine.open()

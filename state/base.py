@@ -18,7 +18,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, Iterable, Mapping, Protocol
 
-from state.records import JournalEntry, RunRecord, Timer
+from certwright.state.records import JournalEntry, RunRecord, Timer
 
 
 class Tx(Protocol):

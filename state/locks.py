@@ -18,8 +18,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from engine.errors import RunLocked
-from state import names as N
+from certwright.errors import RunLocked
+from certwright.state import names as N
 
 HOLDER_WAIT = 2.0  # seconds a prober waits for a held lock's file to name a live holder
 _HOLDER_POLL = 0.01

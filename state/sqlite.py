@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from engine.errors import RunNotFound, StoreError
-from state import names as N
-from state.records import JournalEntry, RunRecord, Timer
+from certwright.errors import RunNotFound, StoreError
+from certwright.state import names as N
+from certwright.state.records import JournalEntry, RunRecord, Timer
 
 _BODY_FIELDS = ("entry", "step_index", "attempt", "inflight", "inputs", "vars", "memo",
                 "waiting", "watch", "deadline", "wake_at", "counters", "error", "alarms", "seq")

@@ -37,8 +37,8 @@ from typing import Any, Iterator, Mapping
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from engine.clock import Clock
-from engine.errors import PermanentError, StepError
+from certwright.clock import Clock
+from certwright.errors import PermanentError, StepError
 
 ROLES = ("key", "cert", "chain", "fullchain")  # also the write order: key before cert
 MODES = {"key": 0o600, "cert": 0o644, "chain": 0o644, "fullchain": 0o644}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from engine.errors import PermanentError
+from certwright.errors import PermanentError
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
-from ca.client import CAClient, CAError
-from ca.passphrase import generate_passphrase
-from engine.clock import parse_instant
-from engine.errors import PermanentError
-from steps.base import BaseStep, Done, StepContext, StepResult
+from certwright.ca.client import CAClient, CAError
+from certwright.ca.passphrase import generate_passphrase
+from certwright.clock import parse_instant
+from certwright.errors import PermanentError
+from certwright.engine.plugins.step import BaseStep, Done, StepContext, StepResult
 
 _CA = {"type": "string", "format": "uri", "description": "base URL of the CA"}
 _EMAIL = {"type": "string", "minLength": 3}

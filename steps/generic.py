@@ -11,10 +11,10 @@ import threading
 import time
 from typing import IO, Any, ClassVar, Mapping
 
-from engine.conditions import evaluate, truthy
-from engine.errors import PermanentError, StepError
-from engine.spec import Condition, parse_duration
-from steps.base import BaseStep, Done, StepContext
+from certwright.engine.model.conditions import evaluate, truthy
+from certwright.errors import PermanentError, StepError
+from certwright.engine.model.spec import Condition, parse_duration
+from certwright.engine.plugins.step import BaseStep, Done, StepContext
 
 _OUTPUT_CAP = 64 * 1024  # bytes of stdout/stderr kept in outputs
 # After a timed-out command's process group was killed, how long to keep reading its pipes

@@ -22,11 +22,11 @@ from typing import Any, Callable, ClassVar, Mapping
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from engine.errors import PermanentError, StepError
-from steps import _install_files as files
-from steps._install_tls import Presented, default_server_name, fetch_certificate, split_address
-from steps.base import BaseStep, Done, StepContext
-from steps.keys import parse_private_key, public_key_sha256
+from certwright.errors import PermanentError, StepError
+from certwright.steps import _install_files as files
+from certwright.steps._install_tls import Presented, default_server_name, fetch_certificate, split_address
+from certwright.engine.plugins.step import BaseStep, Done, StepContext
+from certwright.steps.keys import parse_private_key, public_key_sha256
 
 _OUTPUT_CAP = 16 * 1024  # characters of stdout/stderr kept in outputs and messages
 _sleep: Callable[[float], None] = time.sleep  # replaced by tests that must not wait

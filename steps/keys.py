@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from engine.errors import PermanentError, StepError
-from steps.base import BaseStep, Done, StepContext
+from certwright.errors import PermanentError, StepError
+from certwright.engine.plugins.step import BaseStep, Done, StepContext
 
 CURVES: dict[str, type[ec.EllipticCurve]] = {"P-256": ec.SECP256R1, "P-384": ec.SECP384R1}
 _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384"}

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 from urllib.parse import urlsplit
 
-from engine.clock import format_instant, parse_instant
-from engine.errors import PermanentError
-from engine import mailcache
-from engine.events import mail_key
-from engine.mailparse import HostileMail, ParsedMail, link_problem, parse_address_list, parse_message
-from engine.maildir import Maildir, MessageTooLarge, ProcessedLog
-from steps.base import Done, StepContext, StepResult, Wait
+from certwright.clock import format_instant, parse_instant
+from certwright.errors import PermanentError
+from certwright.mail import cache as mailcache
+from certwright.events import mail_key
+from certwright.mail.parse import HostileMail, ParsedMail, link_problem, parse_address_list, parse_message
+from certwright.mail.maildir import Maildir, MessageTooLarge, ProcessedLog
+from certwright.engine.plugins.step import Done, StepContext, StepResult, Wait
 
 MAX_JUDGED = 256  # names judged "not for us" remembered in the memo (keeps the memo small)
 SINCE_SLACK = timedelta(seconds=1)  # file times are coarser than the clock

@@ -7,10 +7,10 @@ import stat
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
-from engine.clock import format_instant, parse_instant
-from engine.errors import PermanentError
-from engine.events import file_key
-from steps.base import BaseStep, Done, StepContext, Wait
+from certwright.clock import format_instant, parse_instant
+from certwright.errors import PermanentError
+from certwright.events import file_key
+from certwright.engine.plugins.step import BaseStep, Done, StepContext, Wait
 
 
 def _fingerprint(path: Path) -> str | None:
@@ -55,7 +55,7 @@ class WaitFile(BaseStep):
         what = "to appear" if mode == "appears" else "to change"
         poll = ctx.params.get("poll", 60)
         if isinstance(poll, str):
-            from engine.spec import parse_duration
+            from certwright.engine.model.spec import parse_duration
             poll = parse_duration(poll)
         return Wait(description=f"file {path} {what}", correlations=(file_key(str(path)),),
                     watch=(str(path.parent),), poll=float(poll), memo=memo)

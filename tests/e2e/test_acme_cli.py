@@ -13,9 +13,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from engine.clock import SystemClock
-from steps import acme
-from steps.base import StepContext
+from certwright.clock import SystemClock
+from certwright.steps import acme
+from certwright.engine.plugins.step import StepContext
 from tests.integration.test_acme import Env, _start
 from tests.integration.test_acme_pipeline import verify_installed
 from tests.support.pebble import free_port
@@ -42,7 +42,7 @@ def cli(state: Path, *args: str, extra_env: dict[str, str] | None = None
         ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "CERTWRIGHT_CRASH_AFTER_COMMITS"}
     env.update({"CERTWRIGHT_STATE_DIR": str(state), **(extra_env or {})})
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "certwright", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=300, check=False)
 
 

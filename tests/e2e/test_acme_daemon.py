@@ -24,7 +24,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
 def _cli(state: Path, *args: str, extra_env: dict[str, str] | None = None
          ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CERTWRIGHT_STATE_DIR": str(state), **(extra_env or {})}
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "certwright", *args], env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -45,7 +45,7 @@ def test_the_daemon_serves_an_acme_request_and_renews_it_a_third_before_expiry(e
 
     from cryptography import x509
 
-    from engine.clock import format_instant
+    from certwright.clock import format_instant
     from tests.fixtures.daemon.harness import drop_request, env_for, spawn, statuses, wait_for
 
     state, inbox = env.tmp / "state", env.tmp / "inbox"

@@ -50,13 +50,13 @@ def _pipeline(tmp_path: Path, slow: str | None = None, slow_part: str = SLOW) ->
 
 def cli(state: Path, *args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "CERTWRIGHT_STATE_DIR": str(state), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], env=full_env,
+    return subprocess.run([sys.executable, "-m", "certwright", *args], env=full_env,
                           capture_output=True, text=True, timeout=120, **kw)
 
 
 def popen(state: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     full_env = {**os.environ, "CERTWRIGHT_STATE_DIR": str(state), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "engine.cli", *args], env=full_env,
+    return subprocess.Popen([sys.executable, "-m", "certwright", *args], env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

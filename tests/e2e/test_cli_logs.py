@@ -33,7 +33,7 @@ def test_log_json_gives_one_json_event_per_transition_and_no_secret(tmp_path):
     env = {**os.environ, "CERTWRIGHT_STATE_DIR": str(tmp_path / "state")}
     secret = "Correct Horse Battery-Staple 42!"
     done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "--log-json", "run", str(pipeline),
+        [sys.executable, "-m", "certwright", "--log-json", "run", str(pipeline),
          "--set", f"password={secret}", "--run-id", "logged-1"],
         env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -45,7 +45,7 @@ def test_log_json_gives_one_json_event_per_transition_and_no_secret(tmp_path):
                            ("second", "done", "next")]
     assert all(e["run_id"] == "logged-1" for e in events if e["event"] == "transitioned")
     assert secret not in done.stderr and secret not in done.stdout
-    history = subprocess.run([sys.executable, "-m", "engine.cli", "history", "logged-1",
+    history = subprocess.run([sys.executable, "-m", "certwright", "history", "logged-1",
                               "--json"], env=env, capture_output=True, text=True)
     assert secret not in history.stdout
     assert '"<secret>"' in history.stdout

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import RunLocked
-from state.locks import HOLDER_WAIT, run_lock
+from certwright.errors import RunLocked
+from certwright.state.locks import HOLDER_WAIT, run_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "pipelines" / "examples" / "hello.yaml"
 _SCRIPT = Path(sys.executable).parent / "certwright"
-CERTWRIGHT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "engine.cli"]
+CERTWRIGHT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "certwright"]
 
 WAIT_LINE = re.compile(r"^waiting for file (?P<path>\S+) to appear; (?P<left>\w+) left "
                        r"\(state '(?P<state>[^']+)' times out at (?P<at>[0-9T:-]+)Z\)$")
@@ -328,7 +328,7 @@ def test_plain_history_tells_the_story_in_order(tmp_path: Path) -> None:
 HOLDER = textwrap.dedent("""
     import fcntl, os, sys
     from pathlib import Path
-    import state.locks as locks
+    import certwright.state.locks as locks
 
     state_dir, run_id, stale = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     lock = locks.run_lock(state_dir, run_id)

@@ -9,8 +9,8 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from engine.clock import format_instant
-from engine.daemon_renew import renewals_status
+from certwright.clock import format_instant
+from certwright.engine.daemon.renew import renewals_status
 from tests.fixtures.daemon.harness import (FIXTURES, cli, drop_request, env_for, spawn,
                                            statuses, store_rows, wait_for)
 

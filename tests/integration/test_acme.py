@@ -14,11 +14,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from engine.clock import SystemClock
-from engine.errors import PermanentError, StepError
-from steps import acme, acme_responder
-from steps._acme_client import forget_sessions
-from steps.base import StepContext
+from certwright.clock import SystemClock
+from certwright.errors import PermanentError, StepError
+from certwright.steps import acme
+from certwright.steps.acme import responder as acme_responder
+from certwright.steps.acme.client import forget_sessions
+from certwright.engine.plugins.step import StepContext
 from tests.support.dns import TestDNS, read_records
 from tests.support.pebble import Pebble, find_pebble, free_port
 

@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from engine.api import run_pipeline, run_pipelines
+from certwright.engine.api import run_pipeline, run_pipelines
 from tests.integration.test_acme import Env, _start
 from tests.support.apache import ApacheServer, apache, pem_fingerprint  # noqa: F401 (fixture)
 

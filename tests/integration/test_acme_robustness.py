@@ -14,11 +14,12 @@ import requests
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from engine.clock import SystemClock
-from engine.errors import PermanentError, StepError
-from steps import acme, acme_responder
-from steps._acme_client import MAX_RETRY_AFTER, SERVER_RETRIES
-from steps.base import StepContext
+from certwright.clock import SystemClock
+from certwright.errors import PermanentError, StepError
+from certwright.steps import acme
+from certwright.steps.acme import responder as acme_responder
+from certwright.steps.acme.client import MAX_RETRY_AFTER, SERVER_RETRIES
+from certwright.engine.plugins.step import StepContext
 from tests.integration.test_acme import Env, _start, issue, make_csr, verify_chain
 
 
@@ -304,7 +305,7 @@ def test_responder_is_shared_by_address_and_serves_only_tokens(tmp_path: Path) -
 def test_polling_honours_retry_after_and_hands_long_ones_to_the_engine(tmp_path: Path) -> None:
     """While polling, a Retry-After up to max_retry_after is slept; a longer one ends the
     step retryably with retry_after, so the run backs off instead of holding a worker."""
-    from steps._acme_issue import poll_until
+    from certwright.steps.acme.issue import poll_until
 
     def answer(retry_after: str) -> requests.Response:
         resp = requests.Response()
@@ -330,7 +331,7 @@ def test_the_orders_expiry_is_put_on_our_clock(tmp_path: Path, fake_ca: FakeCA) 
     """``expires`` is the CA's remaining time (its expires minus its Date) on our clock, so
     a clock 100 days ahead here does not see the order as long expired; ``ca_expires`` is
     the CA's instant as sent."""
-    from engine.clock import OffsetClock, parse_instant
+    from certwright.clock import OffsetClock, parse_instant
     sleeps: list[float] = []
     acme.Account().run(_ctx(tmp_path, fake_ca, sleeps))
     ctx = _ctx(tmp_path, fake_ca, sleeps)

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from engine.clock import SystemClock
-from engine.errors import PermanentError
-from steps.base import Done, StepContext
-from steps.install import InstallCheck, InstallFiles, InstallReload
+from certwright.clock import SystemClock
+from certwright.errors import PermanentError
+from certwright.engine.plugins.step import Done, StepContext
+from certwright.steps.install import InstallCheck, InstallFiles, InstallReload
 from tests.support.apache import ApacheServer, apache, make_self_signed, pem_fingerprint  # noqa: F401
 
 pytestmark = pytest.mark.slow

@@ -5,12 +5,12 @@ from __future__ import annotations
 import httpx
 from structlog.testing import capture_logs
 
-from ca.passphrase import generate_passphrase
+from certwright.ca.passphrase import generate_passphrase
 from tests.support.ca import (  # noqa: F401  (fixtures)
     LINK_RE, SmtpSink, active_account, ca_server, fake_clock, follow, http, questions,
     smtp_sink,
 )
-from engine.clock import FakeClock
+from certwright.clock import FakeClock
 
 EMAIL = "qzyx@mailhost.test"
 NAME = "Quentin Zyxwar"

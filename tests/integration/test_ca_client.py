@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ca.client import CAClient, CAError
+from certwright.ca.client import CAClient, CAError
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ca.server import CAServer
-from engine.clock import FakeClock
+from certwright.ca.server import CAServer
+from certwright.clock import FakeClock
 from tests.support.ca import (  # noqa: F401  (fixtures)
     LINK_RE, Account, SmtpSink, active_account, ca_server, fake_clock, follow, http, smtp_sink,
 )

@@ -11,10 +11,10 @@ from typing import Iterator
 
 import pytest
 
-import ca.outmail as outmail
-from ca.mailserver import MailServer
-from ca.outmail import Mailer, MailError
-from engine.maildir import Maildir
+import certwright.ca.outmail as outmail
+from certwright.ca.mailserver import MailServer
+from certwright.ca.outmail import Mailer, MailError
+from certwright.mail.maildir import Maildir
 
 TO = "postmaster@example.test"
 

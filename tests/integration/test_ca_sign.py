@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ca._issuing import br_max_days
-from ca.server import CAServer
-from engine.clock import UTC, FakeClock
+from certwright.ca._issuing import br_max_days
+from certwright.ca.server import CAServer
+from certwright.clock import UTC, FakeClock
 from tests.support.ca import (  # noqa: F401  (fixtures)
     Account, SmtpSink, active_account, ca_server, fake_clock, fermat_weak_key, http,
     make_csr, roca_like_key, smtp_sink, verified_domain,

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from ca.client import CAClient, CAError
-from ca.server import CAServer
-from engine.clock import SystemClock
-from engine.errors import PermanentError
-from steps.base import Done, StepContext
-from steps.ca import Activate, AddDomain, Join, Probe, Sign, Verify, credentials_path
+from certwright.ca.client import CAClient, CAError
+from certwright.ca.server import CAServer
+from certwright.clock import SystemClock
+from certwright.errors import PermanentError
+from certwright.engine.plugins.step import Done, StepContext
+from certwright.steps.ca import Activate, AddDomain, Join, Probe, Sign, Verify, credentials_path
 from tests.support.ca import (  # noqa: F401  (fixtures)
     SmtpSink, ca_server, fake_clock, make_csr, smtp_sink,
 )

@@ -14,16 +14,16 @@ from typing import Callable
 
 import pytest
 
-from ca.client import CAClient, CAError
-from ca.mailserver import MailServer
-from ca.server import CAServer
-from engine.clock import FakeClock, SystemClock
-from engine.inputs import coerce_inputs
-from engine.loader import load_pipeline, resolve_pipeline_path
-from engine.mailparse import parse_message
-from engine.maildir import Maildir
-from engine.runner import Engine
-from state.sqlite import SQLiteStore
+from certwright.ca.client import CAClient, CAError
+from certwright.ca.mailserver import MailServer
+from certwright.ca.server import CAServer
+from certwright.clock import FakeClock, SystemClock
+from certwright.engine.model.inputs import coerce_inputs
+from certwright.engine.model.loader import load_pipeline, resolve_pipeline_path
+from certwright.mail.parse import parse_message
+from certwright.mail.maildir import Maildir
+from certwright.engine.run.runner import Engine
+from certwright.state.sqlite import SQLiteStore
 from tests.support.apache import apache  # noqa: F401  (fixture)
 
 DOMAIN = "example.test"
@@ -133,7 +133,7 @@ def test_expired_probe_link_is_refused_and_the_run_probes_again(world):
 def test_cli_run_on_the_built_in_ca_installs_a_certificate_openssl_verifies(tmp_path):
     state = tmp_path / "state"
     env = {**os.environ, "CERTWRIGHT_STATE_DIR": str(state)}
-    args = [sys.executable, "-m", "engine.cli", "run", "cacert", "--set", f"domain={DOMAIN}",
+    args = [sys.executable, "-m", "certwright", "run", "cacert", "--set", f"domain={DOMAIN}",
             "--set", f"cert_dir={tmp_path / 'certs'}", "--run-id", "first"]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -148,7 +148,7 @@ def test_cli_run_on_the_built_in_ca_installs_a_certificate_openssl_verifies(tmp_
                            timeout=120)
     assert again.returncode == 0, again.stderr[-3000:]
     history = json.loads(subprocess.run(
-        [sys.executable, "-m", "engine.cli", "history", "second", "--json"], env=env,
+        [sys.executable, "-m", "certwright", "history", "second", "--json"], env=env,
         capture_output=True, text=True).stdout)
     moves = [(e["data"]["from"], e["data"]["to"]) for e in history if e["kind"] == "entered"]
     assert ("registered", "verified") in moves and ("registered", "probed") not in moves
@@ -163,7 +163,7 @@ def test_install_into_a_real_apache_reloads_and_serves_the_new_certificate(tmp_p
     before = apache.fingerprint()
     state = tmp_path / "state"
     env = {**os.environ, "CERTWRIGHT_STATE_DIR": str(state)}
-    args = [sys.executable, "-m", "engine.cli", "run", "cacert", "--set", f"domain={DOMAIN}",
+    args = [sys.executable, "-m", "certwright", "run", "cacert", "--set", f"domain={DOMAIN}",
             "--set", f"cert_dir={apache.cert_dir}",
             "--set", "reload_test=" + " ".join(apache.test_argv),
             "--set", "reload=" + " ".join(apache.reload_argv),
@@ -171,11 +171,11 @@ def test_install_into_a_real_apache_reloads_and_serves_the_new_certificate(tmp_p
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     status = json.loads(subprocess.run(
-        [sys.executable, "-m", "engine.cli", "status", "web", "--json"], env=env,
+        [sys.executable, "-m", "certwright", "status", "web", "--json"], env=env,
         capture_output=True, text=True).stdout)["runs"][0]
     assert status["state"] == "installed"
     history = json.loads(subprocess.run(
-        [sys.executable, "-m", "engine.cli", "history", "web", "--json"], env=env,
+        [sys.executable, "-m", "certwright", "history", "web", "--json"], env=env,
         capture_output=True, text=True).stdout)
     checked = [e for e in history if e["kind"] == "step_done"
                and e["data"]["step"] == "install_check"][0]["data"]["outputs"]

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import structlog
 
-from engine.daemon_config import DaemonConfig
-from engine.errors import InputError
-from engine.imap import ImapAccount
-from engine.maildir import Maildir
+from certwright.engine.daemon.config import DaemonConfig
+from certwright.errors import InputError
+from certwright.mail.imap import ImapAccount
+from certwright.mail.maildir import Maildir
 from tests.fixtures.daemon.harness import wait_for
 from tests.integration.test_daemon_mail import Running, park, run_state
 from tests.support.dovecot import Dovecot, dovecot  # noqa: F401 - the fixture

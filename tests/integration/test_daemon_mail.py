@@ -10,12 +10,12 @@ from typing import Any, Iterator
 import pytest
 import structlog
 
-from engine.daemon import Daemon
-from engine.daemon_config import DaemonConfig
-from engine.loader import load_pipeline
-from engine.maildir import Maildir
-from engine.runner import Engine
-from engine.store_open import open_store
+from certwright.engine.daemon.service import Daemon
+from certwright.engine.daemon.config import DaemonConfig
+from certwright.engine.model.loader import load_pipeline
+from certwright.mail.maildir import Maildir
+from certwright.engine.run.runner import Engine
+from certwright.state.location import open_store
 from tests.fixtures.daemon.harness import FIXTURES, wait_for
 from tests.support.mail import (CA_BASE, PROBE_PATH, big_body, headers, nested_multipart,
                                 probe_mail, truncated_mime)
@@ -177,7 +177,7 @@ def test_parked_runs_get_no_poll_timer_under_the_daemon(setup):
 def test_router_finishes_a_move_to_cur_a_power_cut_undid(tmp_path):
     """A message in new/ that the processed log says was taken from this very file (its
     unsynced move to cur/ was lost) is moved to cur/, not offered or quarantined."""
-    from engine.daemon_mail import GONE, MailRouter
+    from certwright.engine.daemon.mailroute import GONE, MailRouter
     md = Maildir(tmp_path / "Maildir")
     md.ensure()
     from tests.support.mail import probe_mail

@@ -18,12 +18,12 @@ from typing import Any, Iterator
 
 import pytest
 
-from engine.clock import FakeClock, SystemClock, format_instant
-from engine.errors import PermanentError, StepError
-from engine.testing import load_text, make_engine
-from steps.base import Done, StepContext, Wait
-from steps.generic import Assert, Set, Shell
-from steps.waits import WaitFile, WaitUntil
+from certwright.clock import FakeClock, SystemClock, format_instant
+from certwright.errors import PermanentError, StepError
+from certwright.engine.testing import load_text, make_engine
+from certwright.engine.plugins.step import Done, StepContext, Wait
+from certwright.steps.generic import Assert, Set, Shell
+from certwright.steps.waits import WaitFile, WaitUntil
 from tests.support.procs import alive
 
 
@@ -222,9 +222,9 @@ def test_shell_a_command_that_closes_its_output_still_times_out(tmp_path: Path) 
 EXIT_WHILE_RUNNING = """
 import sys, threading, time
 from pathlib import Path
-from engine.clock import SystemClock
-from steps.base import StepContext
-from steps.generic import Shell
+from certwright.clock import SystemClock
+from certwright.engine.plugins.step import StepContext
+from certwright.steps.generic import Shell
 
 pidfile = Path(sys.argv[1])
 ctx = StepContext(run_id="r1", pipeline="t", state="s", step_id="s", idempotency_key="k",

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from engine.clock import FakeClock
-from engine.errors import PermanentError, StepError
-from steps import _install_files as files_mod
-from steps.base import Done, StepContext
-from steps.install import InstallCheck, InstallFiles, InstallReload
+from certwright.clock import FakeClock
+from certwright.errors import PermanentError, StepError
+from certwright.steps import _install_files as files_mod
+from certwright.engine.plugins.step import Done, StepContext
+from certwright.steps.install import InstallCheck, InstallFiles, InstallReload
 from tests.support.apache import make_self_signed, pem_fingerprint
 
 

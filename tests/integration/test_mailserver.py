@@ -12,9 +12,9 @@ from typing import Iterator
 
 import pytest
 
-from ca.mailserver import MailServer
-from engine.maildir import Maildir
-from engine.mailparse import parse_message
+from certwright.ca.mailserver import MailServer
+from certwright.mail.maildir import Maildir
+from certwright.mail.parse import parse_message
 from tests.support.mail import crlf, probe_mail, send
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,15 +149,14 @@ def test_stop_is_idempotent_and_frees_port(tmp_path: Path) -> None:
 
 def test_mail_serve_cli_accepts_a_mail(tmp_path: Path) -> None:
     """`mail serve` runs as a process, prints its port, accepts mail, exits on SIGTERM."""
-    driver = ("import argparse, sys; from ca import mail_cli; p = argparse.ArgumentParser(); "
+    driver = ("import argparse, sys; from certwright.ca import mail_cli; p = argparse.ArgumentParser(); "
               "mail_cli.register(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); "
               "sys.exit(a.func(a))")
     maildir = tmp_path / "cli-mail"
     proc = subprocess.Popen(
         [sys.executable, "-c", driver, "mail", "serve", "--listen", "127.0.0.1:0",
          "--domain", "example.test", "--maildir", str(maildir), "--max-size", "100000"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = ""
@@ -215,7 +214,7 @@ def test_quick_address_parse_agrees_with_aiosmtpd() -> None:
     """The server's quick MAIL/RCPT argument parse gives what aiosmtpd's own would."""
     from aiosmtpd.smtp import SMTP
 
-    from ca.mailserver import _SMTP
+    from certwright.ca.mailserver import _SMTP
 
     class Handler:
         pass

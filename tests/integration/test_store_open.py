@@ -13,7 +13,7 @@ from pathlib import Path
 go = Path(sys.argv[2])
 while not go.exists():
     time.sleep(0.001)
-from state.sqlite import SQLiteStore
+from certwright.state.sqlite import SQLiteStore
 store = SQLiteStore(sys.argv[1])
 print(store.schema_version())
 """
@@ -39,8 +39,8 @@ def test_a_store_of_an_older_schema_is_migrated_in_place(tmp_path: Path):
     """A version-1 store (before the secrets table) keeps its runs and gains the table."""
     import sqlite3
 
-    from state import names as N
-    from state.sqlite import SQLiteStore
+    from certwright.state import names as N
+    from certwright.state.sqlite import SQLiteStore
 
     db = tmp_path / "certwright.sqlite"
     conn = sqlite3.connect(db)
@@ -60,8 +60,8 @@ def test_a_store_of_an_older_schema_is_migrated_in_place(tmp_path: Path):
 def test_background_checkpoints_copy_the_wal_into_the_database(tmp_path: Path, monkeypatch):
     """With background_checkpoint the WAL reaches the database file without any commit
     checkpointing (the backstop is far away): the thread did it."""
-    import state.sqlite as S
-    from state.records import JournalEntry
+    import certwright.state.sqlite as S
+    from certwright.state.records import JournalEntry
 
     monkeypatch.setattr(S, "CHECKPOINT_EVERY", 0.05)
     monkeypatch.setattr(S, "CHECKPOINT_BACKSTOP_PAGES", 1_000_000)
@@ -86,8 +86,8 @@ def test_journal_sequence_numbers_stay_unique_across_connections(tmp_path: Path)
     """Entries are written in batches with numbers the transaction assigns; two
     connections (two processes' stores) taking turns never reuse a number, and a read
     inside a transaction sees what it buffered."""
-    from state.records import JournalEntry
-    from state.sqlite import SQLiteStore
+    from certwright.state.records import JournalEntry
+    from certwright.state.sqlite import SQLiteStore
 
     db = tmp_path / "certwright.sqlite"
     a, b = SQLiteStore(db), SQLiteStore(db)

@@ -9,12 +9,12 @@ from typing import Any, Iterator
 import pytest
 from structlog.testing import capture_logs
 
-from ca.mailserver import MailServer
-from engine.clock import SystemClock
-from engine.events import mail_key
-from engine.maildir import Maildir
-from steps.base import Done, StepContext, Wait
-from steps.mail import NotifyCheck, WaitMail
+from certwright.ca.mailserver import MailServer
+from certwright.clock import SystemClock
+from certwright.events import mail_key
+from certwright.mail.maildir import Maildir
+from certwright.engine.plugins.step import Done, StepContext, Wait
+from certwright.steps.mail import NotifyCheck, WaitMail
 from tests.support.mail import (CA_BASE, PROBE_PATH, big_body, issuance_mail, nested_multipart,
                                 probe_mail, send, truncated_mime)
 
@@ -254,7 +254,7 @@ def test_each_message_is_parsed_once_however_many_runs_scan_the_folder(
         tmp_path: Path, server: MailServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ten runs wait for ten addresses in one Maildir: every message is read and parsed
     once in all (engine.mailcache), not once per run that scans past it."""
-    import steps.mail as mail_step
+    import certwright.steps.mail as mail_step
     calls: list[int] = []
     real = mail_step.parse_message
 

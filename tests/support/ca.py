@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from ca.passphrase import generate_passphrase
-from ca.server import CAServer
-from engine.clock import FakeClock
+from certwright.ca.passphrase import generate_passphrase
+from certwright.ca.server import CAServer
+from certwright.clock import FakeClock
 
 LINK_RE = re.compile(r"(https?://\S+/(?:account/confirm|domains/verify)/(\S+?)\?token=(\S+))")
 
@@ -234,7 +234,7 @@ def fermat_weak_key(bits: int = 2048) -> rsa.RSAPrivateKey:
 
 def roca_like_key(bits: int = 2048) -> rsa.RSAPrivateKey:
     """An RSA key whose primes have Infineon's form ``k*M + 65537^a mod M`` (ROCA)."""
-    from ca._weakkeys import ROCA_PRIMES
+    from certwright.ca._weakkeys import ROCA_PRIMES
 
     m = 1
     for prime in ROCA_PRIMES:

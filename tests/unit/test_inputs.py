@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from engine.errors import InputError
-from engine.inputs import SECRET, coerce_inputs, redact_inputs
-from engine.spec import InputSpec, PipelineSpec, StateSpec
+from certwright.errors import InputError
+from certwright.engine.model.inputs import SECRET, coerce_inputs, redact_inputs
+from certwright.engine.model.spec import InputSpec, PipelineSpec, StateSpec
 
 
 def spec(*inputs: InputSpec) -> PipelineSpec:

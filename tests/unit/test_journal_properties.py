@@ -15,9 +15,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from engine.clock import FakeClock
-from engine.journal import fold
-from engine.testing import RecordingStep, load_text, make_engine
+from certwright.clock import FakeClock
+from certwright.engine.run.journal import fold
+from certwright.engine.testing import RecordingStep, load_text, make_engine
 
 PIPELINE = """
 pipeline: prop

@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from engine.clock import SystemClock
-from engine.errors import PermanentError
-from steps.base import Done, StepContext
-from steps.keys import CsrGenerate, KeyGenerate, validate_dns_name
+from certwright.clock import SystemClock
+from certwright.errors import PermanentError
+from certwright.engine.plugins.step import Done, StepContext
+from certwright.steps.keys import CsrGenerate, KeyGenerate, validate_dns_name
 
 
 def ctx(tmp_path: Path, **params: Any) -> StepContext:

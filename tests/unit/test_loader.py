@@ -13,12 +13,12 @@ from typing import Any, ClassVar, Mapping
 
 import pytest
 
-from engine.errors import CertwrightError, Location, SpecError
-from engine.loader import (bundled_pipelines, load_pipeline, load_pipeline_text,
+from certwright.errors import CertwrightError, Location, SpecError
+from certwright.engine.model.loader import (bundled_pipelines, load_pipeline, load_pipeline_text,
                            resolve_pipeline_path)
-from engine.spec import DEFAULT_RETRY, Condition, LoopSpec, RetryPolicy, TimeoutSpec
-from steps.base import Done
-from steps.registry import Registry
+from certwright.engine.model.spec import DEFAULT_RETRY, Condition, LoopSpec, RetryPolicy, TimeoutSpec
+from certwright.engine.plugins.step import Done
+from certwright.engine.plugins.registry import Registry
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pipelines"
 EXPECT = re.compile(r"^# expect: (\d+):(\d+): (.*)$", re.M)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.maildir import Maildir, MessageTooLarge, ProcessedLog
+from certwright.mail.maildir import Maildir, MessageTooLarge, ProcessedLog
 
 
 def test_ensure_creates_private_folders(tmp_path: Path) -> None:
@@ -137,7 +137,7 @@ def test_deliver_syncs_file_then_links_then_syncs_new(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The file's data is fsynced before it is linked into new/, and new/ is fsynced
     after the link, before deliver() returns."""
-    import engine.maildir as maildir_mod
+    import certwright.mail.maildir as maildir_mod
 
     md = Maildir(tmp_path)
     md.ensure()
@@ -169,7 +169,7 @@ def test_concurrent_deliveries_share_the_folder_fsync(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Deliveries at once share fsyncs of new/, yet each returns only after an fsync of
     new/ that began after its link completed."""
-    import engine.maildir as maildir_mod
+    import certwright.mail.maildir as maildir_mod
 
     md = Maildir(tmp_path)
     md.ensure()
@@ -216,7 +216,7 @@ def test_concurrent_deliveries_share_the_folder_fsync(tmp_path: Path,
 def test_failed_folder_fsync_raises_and_next_delivery_syncs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failing fsync of new/ reaches the delivering caller; a later one fsyncs again."""
-    import engine.maildir as maildir_mod
+    import certwright.mail.maildir as maildir_mod
 
     md = Maildir(tmp_path)
     md.ensure()

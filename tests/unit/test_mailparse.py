@@ -6,8 +6,8 @@ from email.utils import getaddresses, parseaddr
 
 import pytest
 
-from engine.errors import CertwrightError
-from engine.mailparse import (HostileMail, MailLimits, link_problem, parse_address_list,
+from certwright.errors import CertwrightError
+from certwright.mail.parse import (HostileMail, MailLimits, link_problem, parse_address_list,
                               parse_message, safe_link)
 from tests.support.mail import (CA_BASE, PROBE_PATH, big_body, headers, nested_multipart,
                                 probe_mail, truncated_mime)

@@ -7,8 +7,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from ca.outmail import Mailer
-from engine.clock import FakeClock
+from certwright.ca.outmail import Mailer
+from certwright.clock import FakeClock
 
 SERIAL = "5F:3A:91:0C:77:E2:4B:18:A0:33:9D:61:C4:08:F7:2E:95:1B:6D:40"
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from jsonschema import Draft202012Validator
 
-from engine.errors import PermanentError
-from engine.params import check_params
-from steps.registry import Registry
+from certwright.errors import PermanentError
+from certwright.engine.model.params import check_params
+from certwright.engine.plugins.registry import Registry
 
 REGISTRY = Registry()
 NAMES = sorted(REGISTRY.names()) if hasattr(REGISTRY, "names") else []

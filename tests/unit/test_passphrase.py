@@ -6,7 +6,7 @@ import string
 
 import pytest
 
-from ca.passphrase import check_passphrase, find_english_word, generate_passphrase
+from certwright.ca.passphrase import check_passphrase, find_english_word, generate_passphrase
 
 NAME = "Quentin Zyxwar"
 EMAIL = "qzyx@mailhost.test"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from watchdog.events import FileModifiedEvent
 
-from engine.daemon_inbox import QUIET, PipelineCatalog, catalog_handler
+from certwright.engine.daemon.inbox import QUIET, PipelineCatalog, catalog_handler
 
 GOOD = """
 pipeline: tiny

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import CertwrightError
-from steps.base import Step
-from steps.registry import BUILTIN, Registry
+from certwright.errors import CertwrightError
+from certwright.engine.plugins.step import Step
+from certwright.engine.plugins.registry import BUILTIN, Registry
 
 
 def test_every_builtin_step_loads_and_keeps_the_interface():
@@ -27,7 +27,7 @@ def _plugin(tmp_path: Path, step_name: str, module: str) -> Path:
     site = tmp_path / "site"
     site.mkdir()
     (site / f"{module}.py").write_text(textwrap.dedent(f"""
-        from steps.base import BaseStep, Done
+        from certwright.engine.plugins.step import BaseStep, Done
         class Hello(BaseStep):
             name = "{step_name}"
             description = "say hello"

@@ -9,9 +9,9 @@ from datetime import timedelta
 
 import pytest
 
-from engine.clock import FakeClock, parse_instant
-from engine.journal import fold
-from engine.testing import RecordingStep, load_text, make_engine
+from certwright.clock import FakeClock, parse_instant
+from certwright.engine.run.journal import fold
+from certwright.engine.testing import RecordingStep, load_text, make_engine
 
 LINEAR = """
 pipeline: linear
@@ -169,7 +169,7 @@ def test_failure_without_on_error_fails_the_run_naming_state_and_step(tmp_path):
 
 
 def test_jitter_spreads_delays_within_bounds():
-    from engine.spec import RetryPolicy
+    from certwright.engine.model.spec import RetryPolicy
     policy = RetryPolicy(max_attempts=5, initial_delay=10, multiplier=2, max_delay=100,
                          jitter=0.2)
     rng = random.Random(1)
@@ -346,7 +346,7 @@ def test_secrets_never_reach_the_journal_but_reach_later_steps(tmp_path):
 
 def test_secrets_of_a_run_from_before_the_store_kept_them_are_read_from_its_file(tmp_path):
     """Runs started by an older certwright kept secrets in <run dir>/secrets.json."""
-    from engine import secrets as secret_store
+    from certwright.engine.run import secrets as secret_store
     engine = make_engine(tmp_path)
     run_dir = tmp_path / "runs" / "old-run"
     run_dir.mkdir(parents=True)
@@ -421,7 +421,7 @@ def test_an_alarm_output_is_recorded_on_the_run_and_shown_by_status(tmp_path, ca
     (journaled) and `status` shows it instead of what the run waits for."""
     import argparse
 
-    from engine.commands import cmd_status
+    from certwright.engine.cli.commands import cmd_status
     text = """
 pipeline: alarmed
 version: 1

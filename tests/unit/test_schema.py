@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-import pipelines
-from engine.yamlsafe import load_yaml
+from certwright import pipelines
+from certwright.engine.model.yamlsafe import load_yaml
 
 ROOT = Path(pipelines.__file__).parent
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pipelines"

@@ -1,6 +1,7 @@
 """engine/ and state/ stay clean under mypy --strict (the configuration in pyproject.toml)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_engine_and_state_pass_mypy_strict():
-    done = subprocess.run([sys.executable, "-m", "mypy", "--no-error-summary"], cwd=ROOT,
+    done = subprocess.run(["bash", "scripts/typecheck.sh", "--no-error-summary"], cwd=ROOT, env={**os.environ, "PYTHON": sys.executable},
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

@@ -7,10 +7,10 @@ from typing import Callable
 
 import pytest
 
-from engine.errors import Location, SpecError
-from engine.loader import load_pipeline_text
-from engine.yamlsafe import MAX_BYTES, MAX_DEPTH, load_yaml
-from steps.registry import Registry
+from certwright.errors import Location, SpecError
+from certwright.engine.model.loader import load_pipeline_text
+from certwright.engine.model.yamlsafe import MAX_BYTES, MAX_DEPTH, load_yaml
+from certwright.engine.plugins.registry import Registry
 
 HOSTILE = Path(__file__).resolve().parents[1] / "fixtures" / "pipelines" / "hostile"
 LIMIT = 1.0  # seconds: a safety bound, not a performance target
@@ -111,7 +111,7 @@ def test_non_standard_tags_are_refused(text: str, line: int, col: int) -> None:
 def test_python_name_tag_in_a_pipeline_file_is_refused_by_the_loader() -> None:
     """The hostile fixture through the whole loader (as `validate` reads it): refused at the
     tag, in under a second, and os.system never resolved into the document."""
-    from engine.loader import load_pipeline
+    from certwright.engine.model.loader import load_pipeline
     path = HOSTILE / "python_name.yaml"
     error, seconds = _refused(lambda: load_pipeline(path))
     assert seconds < 1.0
@@ -149,7 +149,7 @@ def test_two_mebibyte_file_is_refused_before_parsing() -> None:
 
 def test_two_mebibyte_file_on_disk_is_refused(tmp_path: Path) -> None:
     """load_pipeline checks the size before reading the file."""
-    from engine.loader import load_pipeline
+    from certwright.engine.model.loader import load_pipeline
     path = tmp_path / "big.yaml"
     path.write_text("# " + "x" * (2 * 1024 * 1024) + "\n")
     error, elapsed = _refused(lambda: load_pipeline(path, Registry(plugins=False)))

@@ -1,0 +1,230 @@
+"""The CLI's commands: each takes parsed arguments and returns an exit code."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from certwright.engine.model import graph
+from certwright.clock import clock_from_env, parse_instant
+from certwright.errors import CertwrightError, InputError, SpecError
+from certwright.engine.run.foreground import Outcome, describe_wait, drive, summary
+from certwright.engine.run.naming import check_run_id, new_run_id
+from certwright.engine.run.runner import Engine
+from certwright.engine.run.services import start_services
+from certwright.state.location import open_store
+from certwright.state.locks import daemon_lock, run_lock
+from certwright.state.records import FINISHED, SUCCEEDED
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARKED, EXIT_LOCKED = 0, 1, 2, 3, 4
+
+
+def _load(name: str) -> Any:
+    from certwright.engine.model.loader import load_pipeline, resolve_pipeline_path
+    return load_pipeline(resolve_pipeline_path(name))
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    """``["a=1", "b=x=y"]`` -> ``{"a": "1", "b": "x=y"}``; raises InputError on ``a``."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def _engine(args: argparse.Namespace, run_id: str, services: dict[str, Any]) -> Engine:
+    crash = os.environ.get("CERTWRIGHT_CRASH_AFTER_COMMITS")  # fault-injection hook (tests)
+    store = open_store(args.state_dir)
+    return Engine(store, args.state_dir, clock=clock_from_env(), scope=[run_id],
+                  services=services, crash_after_commits=int(crash) if crash else None)
+
+
+def _finish(outcome: Outcome) -> int:
+    run = outcome.run
+    if outcome.parked:
+        print(f"parked: run {run.id} is {describe_wait(run, clock_from_env().now()) or run.status}"
+              f"\nresume with: certwright resume {run.id}", file=sys.stderr)
+        return EXIT_PARKED
+    if run.status == SUCCEEDED:
+        for outputs in run.vars.values():
+            if isinstance(outputs, dict) and outputs.get("report"):
+                print(str(outputs["report"]).rstrip())
+        print(f"run {run.id} succeeded: state {run.state!r}", file=sys.stderr)
+        return EXIT_OK
+    print(f"run {run.id} {run.status} in state {run.state!r}: {run.error}\n"
+          f"see: certwright history {run.id}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _refuse_if_daemon(state_dir: Path) -> None:
+    pid = daemon_lock(state_dir).holder()
+    if pid:
+        raise CertwrightError(
+            f"a daemon (pid {pid}) serves the store in {state_dir}; use `certwright run "
+            f"--no-wait` to hand it a run, or stop the daemon first")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from certwright.engine.model.inputs import coerce_inputs
+    spec = _load(args.pipeline)
+    given: dict[str, Any] = parse_sets(args.set)
+    run_id = check_run_id(args.run_id) if args.run_id else new_run_id(spec.name)
+    if not args.no_wait:
+        _refuse_if_daemon(args.state_dir)
+    with ExitStack() as stack:
+        stack.enter_context(run_lock(args.state_dir, run_id))
+        services, given = start_services(spec, given, args.state_dir, stack)
+        inputs = coerce_inputs(spec, given)
+        engine = _engine(args, run_id, services)
+        stack.callback(engine.close)
+        engine.open()
+        secret = [n for n, i in spec.inputs.items() if i.secret]
+        engine.start_run(spec, inputs, run_id, secret_inputs=secret)
+        print(f"run {run_id} started (pipeline {spec.name}, {spec.source})", file=sys.stderr)
+        return _finish(drive(engine, run_id, no_wait=args.no_wait))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    store = open_store(args.state_dir)
+    run = store.load_run(args.run_id)
+    if run.status in FINISHED:
+        print(f"run {run.id} already {run.status} (state {run.state!r})", file=sys.stderr)
+        return EXIT_OK if run.status == SUCCEEDED else EXIT_FAILED
+    if not args.no_wait:
+        _refuse_if_daemon(args.state_dir)
+    with ExitStack() as stack:
+        stack.enter_context(run_lock(args.state_dir, run.id))
+        name, source, text = store.load_spec(run.spec_hash)
+        from certwright.engine.model.loader import load_pipeline_text
+        spec = load_pipeline_text(text, source)
+        services, _ = start_services(spec, dict(run.inputs), args.state_dir, stack)
+        engine = _engine(args, run.id, services)
+        stack.callback(engine.close)
+        engine.open()
+        engine.wake(run.id)  # re-check a wait at once: the mail may have come meanwhile
+        print(f"resuming run {run.id} in state {run.state!r}", file=sys.stderr)
+        return _finish(drive(engine, run.id, no_wait=args.no_wait))
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    store = open_store(args.state_dir)
+    run = store.load_run(args.run_id)
+    if run.status in FINISHED:
+        print(f"run {run.id} already {run.status}", file=sys.stderr)
+        return EXIT_OK
+    with run_lock(args.state_dir, run.id):
+        engine = Engine(store, args.state_dir, clock=clock_from_env(), scope=[run.id],
+                        inline=True)
+        engine.cancel(run.id, args.reason)
+        engine.pump()
+        engine.close()
+    print(f"run {run.id} cancelled", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store = open_store(args.state_dir)
+    if args.run_id:
+        runs = [store.load_run(args.run_id)]
+    else:
+        runs = [r for r in store.list_runs() if args.all or r.status not in FINISHED]
+    daemon = daemon_lock(args.state_dir).holder()
+    from certwright.engine.daemon.renew import renewals_status
+    renewals = renewals_status(args.state_dir)
+    if args.json:
+        print(json.dumps({"daemon_pid": daemon, "runs": [summary(r) for r in runs],
+                          "renewals": renewals}, indent=2))
+        return EXIT_OK
+    now = clock_from_env().now()
+    print(f"daemon: {'serving (pid %d)' % daemon if daemon else 'not running'}")
+    rows = [("RUN", "PIPELINE", "STATE", "STATUS", "WAITING FOR", "DEADLINE")]
+    for r in runs:
+        deadline = ""
+        if r.deadline:
+            left = (parse_instant(r.deadline) - now).total_seconds()
+            from certwright.engine.model.spec import format_duration
+            deadline = f"{r.deadline[:16]}Z ({format_duration(left)} left)" if left > 0 \
+                else f"{r.deadline[:16]}Z (passed)"
+        waiting = r.waiting or (f"retry: {r.error}" if r.status == "backoff" else "")
+        if r.alarms:
+            waiting = f"ALARM: {r.alarms[-1]}"
+        rows.append((r.id, r.pipeline, r.state, r.status, waiting[:60], deadline))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    if args.run_id and runs[0].error:
+        print(f"error: {runs[0].error}")
+    if renewals and not args.run_id:
+        print("renewals:")
+        for item in renewals:
+            line = f"  {item['cert_path']}: {item['status']}, next {str(item['next_at'])[:16]}Z"
+            if item.get("attempts"):
+                line += (f" (failed {item['attempts']}x: "
+                         f"{str(item.get('last_error') or '')[:60]})")
+            print(line)
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    store = open_store(args.state_dir)
+    store.load_run(args.run_id)
+    entries = store.journal(args.run_id)
+    if args.json:
+        print(json.dumps([{"seq": e.seq, "at": e.at, "kind": e.kind, "data": e.data}
+                          for e in entries], indent=2))
+        return EXIT_OK
+    for e in entries:
+        print(f"{e.seq:>6}  {e.at[:23]}Z  {e.kind:<13} {_describe(e.kind, e.data)}")
+    return EXIT_OK
+
+
+def _describe(kind: str, d: dict[str, Any]) -> str:
+    if kind == "created":
+        return f"pipeline {d['pipeline']} ({d['spec_hash'][:12]})"
+    if kind == "entered":
+        extra = f" [{d['final']}]" if d.get("final") else ""
+        dl = f" deadline {d['deadline'][:19]}Z" if d.get("deadline") else ""
+        return f"{d.get('from') or '-'} -> {d['to']} on {d['trigger']}{extra}{dl}"
+    if kind == "step_started":
+        rec = " (recovering)" if d.get("recovering") else ""
+        return f"{d['step']} attempt {d['attempt']} key {d['key']}{rec}"
+    if kind == "step_done":
+        return f"{d['step']} done " + json.dumps(d["outputs"], default=str)[:120]
+    if kind == "step_waiting":
+        return f"{d['step']} waiting for {d['waiting']}"
+    if kind == "step_failed":
+        retry = f"; retry at {d['retry_at'][:19]}Z" if d.get("retry_at") else ""
+        return f"{d['step']} attempt {d['attempt']} failed: {d['error']}{retry}"
+    return json.dumps(d, default=str)[:160]
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from certwright.engine.model.loader import load_pipeline, resolve_pipeline_path
+    bad = 0
+    for name in args.pipelines:
+        try:
+            spec = load_pipeline(resolve_pipeline_path(name))
+        except SpecError as exc:
+            bad += 1
+            print(str(exc), file=sys.stderr)
+            continue
+        except CertwrightError as exc:
+            bad += 1
+            print(f"{name}: {exc}", file=sys.stderr)
+            continue
+        print(f"{spec.source}: ok (pipeline {spec.name} v{spec.version}, "
+              f"{len(spec.states)} states)")
+    return EXIT_USAGE if bad else EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    spec = _load(args.pipeline)
+    sys.stdout.write(graph.mermaid(spec) if args.format == "mermaid" else graph.dot(spec))
+    return EXIT_OK

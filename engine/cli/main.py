@@ -1,0 +1,124 @@
+"""The ``certwright`` command line. ``main(argv)`` parses and calls one function.
+
+Exit codes:
+
+* 0 — success: the run reached a final success state, or the command did its job
+* 1 — the run failed (final failure state, a step failed with nowhere to go) or was cancelled
+* 2 — usage error: bad arguments, an invalid pipeline file, a bad input value
+* 3 — parked: the run waits (``--no-wait``, or Ctrl-C); ``certwright resume RUN`` goes on
+* 4 — locked: another process drives this run or serves this store (its pid is named)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from certwright.engine.cli import commands
+from certwright.errors import CertwrightError, InputError, RunLocked, SpecError
+from certwright.logs import configure
+from certwright.state.location import default_state_dir
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARKED, EXIT_LOCKED = 0, 1, 2, 3, 4
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="certwright",
+        description="Durable pipelines that take a domain to an installed TLS certificate.",
+        epilog="exit codes: 0 success, 1 run failed or cancelled, 2 usage or pipeline error, "
+               "3 parked (waiting; resume later), 4 locked by another process")
+    p.add_argument("--state-dir", type=Path, default=None,
+                   help="where runs are stored (env CERTWRIGHT_STATE_DIR; default "
+                        "$XDG_STATE_HOME/certwright)")
+    p.add_argument("--log-json", action="store_true", help="log JSON lines to stderr")
+    p.add_argument("--log-level", default=os.environ.get("CERTWRIGHT_LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warning", "error"])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="start a run of a pipeline and drive it as far as it goes")
+    r.add_argument("pipeline", help="a pipeline file, or the name of a bundled one (cacert, acme)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an input value (repeatable)")
+    r.add_argument("--run-id", help="the new run's id (default: <pipeline>-<date>-<random>)")
+    r.add_argument("--no-wait", action="store_true",
+                   help="park the run when it waits, for `resume` or the daemon")
+    r.set_defaults(func=commands.cmd_run)
+
+    s = sub.add_parser("resume", help="drive a parked or interrupted run on")
+    s.add_argument("run_id")
+    s.add_argument("--no-wait", action="store_true")
+    s.set_defaults(func=commands.cmd_resume)
+
+    st = sub.add_parser("status", help="show runs (all, or one)")
+    st.add_argument("run_id", nargs="?")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--all", action="store_true", help="include finished runs")
+    st.set_defaults(func=commands.cmd_status)
+
+    h = sub.add_parser("history", help="show a run's journal")
+    h.add_argument("run_id")
+    h.add_argument("--json", action="store_true")
+    h.set_defaults(func=commands.cmd_history)
+
+    v = sub.add_parser("validate", help="check pipeline files; exit 2 on any error")
+    v.add_argument("pipelines", nargs="+")
+    v.set_defaults(func=commands.cmd_validate)
+
+    g = sub.add_parser("graph", help="print a pipeline's state machine")
+    g.add_argument("pipeline")
+    g.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    g.set_defaults(func=commands.cmd_graph)
+
+    c = sub.add_parser("cancel", help="cancel a run")
+    c.add_argument("run_id")
+    c.add_argument("--reason", default="cancelled by user")
+    c.set_defaults(func=commands.cmd_cancel)
+
+    for module in ("certwright.ca.cli", "certwright.ca.mail_cli", "certwright.engine.daemon.cli"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ImportError:
+            continue
+        mod.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (see the module docstring)."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) and EXIT_USAGE
+    if getattr(args, "state_dir", None) is None:
+        args.state_dir = default_state_dir()
+    # absolute, so that paths recorded in runs stay right whatever the working directory
+    args.state_dir = Path(os.path.abspath(os.path.expanduser(args.state_dir)))
+    configure(json_lines=args.log_json, level=args.log_level, cache=True)
+    try:
+        return int(args.func(args))
+    except SpecError as exc:
+        print(f"certwright: invalid pipeline:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except InputError as exc:
+        print(f"certwright: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RunLocked as exc:
+        print(f"certwright: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except CertwrightError as exc:
+        print(f"certwright: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""``certwright daemon``: argparse wiring for the service (see :mod:`engine.daemon`).
+
+Exit codes: 0 after a graceful stop (SIGTERM/SIGINT), 2 for a bad option or config file,
+4 when another daemon already serves the store (its pid is named).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from certwright.engine.daemon.config import DaemonConfig, load_config_file, merge_args
+from certwright.errors import InputError, RunLocked
+
+EXIT_OK, EXIT_USAGE, EXIT_LOCKED = 0, 2, 4
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``daemon`` to the main CLI's subparsers; its handler is :func:`handler`."""
+    d = subparsers.add_parser(
+        "daemon", help="serve every run of the store: mail, files, deadlines, renewals",
+        description="Serve the runs of a store until SIGTERM: react to mail (Maildir via "
+                    "inotify, IMAP IDLE), files dropped in an inbox, deadlines, and renew "
+                    "installed certificates. SIGHUP reloads pipelines and the config file.")
+    d.add_argument("--maildir", action="append", type=Path, default=[], metavar="DIR",
+                   help="a Maildir to watch for mail to waiting runs (repeatable)")
+    d.add_argument("--imap", action="append", default=[], metavar="URL",
+                   help="an IMAP account, imaps://USER@HOST[:PORT]/MAILBOX?password_file=F "
+                        "(repeatable)")
+    d.add_argument("--pipelines", type=Path, metavar="DIR",
+                   help="a folder of pipeline files, reloaded when they change")
+    d.add_argument("--inbox", type=Path, metavar="DIR",
+                   help="a folder where dropped request files and CSRs start runs")
+    d.add_argument("--config", type=Path, metavar="FILE", help="a YAML file with these keys")
+    d.add_argument("--embedded", action="store_true",
+                   help="also serve the embedded CA and mail server (for ca=embedded runs)")
+    d.add_argument("--workers", type=int, default=8, help="step worker threads (default 8)")
+    d.set_defaults(func=handler)
+    parser: argparse.ArgumentParser = d
+    return parser
+
+
+def build_config(args: argparse.Namespace) -> DaemonConfig:
+    """The config file (if any) with the command line's values over it."""
+    cfg = load_config_file(args.config) if args.config else DaemonConfig()
+    return merge_args(cfg, **overrides(args))
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {"maildirs": list(args.maildir), "imap": list(args.imap),
+            "pipelines": args.pipelines, "inbox": args.inbox, "embedded": args.embedded}
+
+
+def handler(args: argparse.Namespace) -> int:
+    """Run the daemon in the foreground until stopped; returns the exit code."""
+    from certwright.engine.daemon.service import Daemon
+    try:
+        cfg = build_config(args)
+    except InputError as exc:
+        print(f"certwright daemon: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    daemon = Daemon(Path(args.state_dir), cfg, workers=max(1, args.workers),
+                    cli_overrides=overrides(args))
+    daemon.install_signals()
+    try:
+        return daemon.run()
+    except RunLocked as exc:
+        print(f"certwright daemon: another daemon serves this store: {exc}", file=sys.stderr)
+        return EXIT_LOCKED

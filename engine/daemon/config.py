@@ -1,0 +1,152 @@
+"""The daemon's settings: command-line options merged over a YAML config file.
+
+The config file (``--config FILE``) takes the same keys as the options, plus a few that only
+make sense in a file::
+
+    maildirs: [/var/mail/certwright]          # --maildir (repeatable)
+    imap: ["imaps://certs@mail.example.org/INBOX?password_file=/etc/certwright/imap.pw"]
+    pipelines: /etc/certwright/pipelines       # --pipelines
+    inbox: /var/lib/certwright/inbox           # --inbox
+    embedded: false                            # --embedded
+    csr_pipeline: cacert                       # pipeline a dropped *.csr starts
+    csr_inputs: {cert_dir: /etc/ssl/certwright}  # extra inputs for CSR-started runs
+    unmatched_grace: 10m                       # how long unclaimed mail may wait in new/
+    sync_interval: 2s                          # how often runs started elsewhere are picked up
+    suppress_mail_polls: true                  # rely on inotify, not 30 s polls per run
+    renew_check: 1m                            # how often renewals are considered at most
+    renew_retry: 1h                            # first back-off of a failed renewal ...
+    renew_retry_cap: 1d                        # ... doubling up to this
+    imap_cafile: /etc/ssl/mail-ca.pem          # trust anchors for IMAP servers (else system)
+
+Options given on the command line win over the file; list options (``--maildir``,
+``--imap``) are added to the file's. Relative paths in the file are taken relative to the
+file's folder. Raises :class:`engine.errors.InputError` naming the key for a bad value.
+Loading is pure: re-reading the same file (SIGHUP) gives an equal config.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from certwright.errors import CertwrightError, InputError
+from certwright.engine.model.spec import parse_duration
+
+KEYS = ("maildirs", "imap", "pipelines", "inbox", "embedded", "csr_pipeline", "csr_inputs",
+        "unmatched_grace", "sync_interval", "suppress_mail_polls", "renew_check",
+        "renew_retry", "renew_retry_cap", "imap_cafile", "embedded_domains")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """Everything the daemon is told. Durations are seconds."""
+
+    maildirs: tuple[Path, ...] = ()
+    imap: tuple[str, ...] = ()
+    pipelines: Path | None = None
+    inbox: Path | None = None
+    embedded: bool = False
+    embedded_domains: tuple[str, ...] = ()
+    csr_pipeline: str = "cacert"
+    csr_inputs: Mapping[str, Any] = field(default_factory=dict)
+    unmatched_grace: float = 600.0
+    sync_interval: float = 2.0
+    suppress_mail_polls: bool = True
+    renew_check: float = 60.0
+    renew_retry: float = 3600.0
+    renew_retry_cap: float = 86400.0
+    imap_cafile: Path | None = None
+    source: str | None = None  # the config file it came from, if any
+
+
+def _duration(value: Any, key: str) -> float:
+    try:
+        seconds = parse_duration(value)
+    except (ValueError, TypeError, CertwrightError) as exc:
+        raise InputError(f"config {key}: {value!r} is not a duration ({exc})") from None
+    if seconds < 0:
+        raise InputError(f"config {key}: must not be negative")
+    return seconds
+
+
+def _path(value: Any, key: str, base: Path) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"config {key}: expected a path, got {value!r}")
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _list(value: Any, key: str) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (str, Path)):
+        return [value]
+    if not isinstance(value, list):
+        raise InputError(f"config {key}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def from_mapping(data: Mapping[str, Any], base: Path, source: str | None = None) -> DaemonConfig:
+    """A config from a parsed mapping; relative paths resolve against ``base``."""
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise InputError(f"config {source or ''}: unknown key(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(KEYS)})")
+    cfg = DaemonConfig(source=source)
+    out: dict[str, Any] = {}
+    if "maildirs" in data:
+        out["maildirs"] = tuple(_path(v, "maildirs", base) for v in _list(data["maildirs"],
+                                                                          "maildirs"))
+    if "imap" in data:
+        out["imap"] = tuple(str(v) for v in _list(data["imap"], "imap"))
+    for key in ("pipelines", "inbox", "imap_cafile"):
+        if data.get(key) is not None:
+            out[key] = _path(data[key], key, base)
+    if "embedded" in data:
+        out["embedded"] = bool(data["embedded"])
+    if "embedded_domains" in data:
+        out["embedded_domains"] = tuple(str(v) for v in _list(data["embedded_domains"],
+                                                              "embedded_domains"))
+    if "suppress_mail_polls" in data:
+        out["suppress_mail_polls"] = bool(data["suppress_mail_polls"])
+    if "csr_pipeline" in data:
+        out["csr_pipeline"] = str(data["csr_pipeline"])
+    if "csr_inputs" in data:
+        if not isinstance(data["csr_inputs"], dict):
+            raise InputError("config csr_inputs: expected a mapping of input names to values")
+        out["csr_inputs"] = dict(data["csr_inputs"])
+    for key in ("unmatched_grace", "sync_interval", "renew_check", "renew_retry",
+                "renew_retry_cap"):
+        if key in data:
+            out[key] = _duration(data[key], key)
+    return replace(cfg, **out)
+
+
+def load_config_file(path: Path) -> DaemonConfig:
+    """Read a YAML config file (safe loader, limits); raises InputError on any problem."""
+    from certwright.engine.model.yamlsafe import load_yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the config file {path}: {exc}") from None
+    try:
+        root = load_yaml(text, str(path))
+    except CertwrightError as exc:
+        raise InputError(f"config file {path}: {exc}") from None
+    data = root.value if root.value is not None else {}
+    if not isinstance(data, dict):
+        raise InputError(f"config file {path}: expected a mapping at the top")
+    return from_mapping(data, path.parent.resolve(), str(path))
+
+
+def merge_args(cfg: DaemonConfig, *, maildirs: list[Path] | None = None,
+               imap: list[str] | None = None, pipelines: Path | None = None,
+               inbox: Path | None = None, embedded: bool = False) -> DaemonConfig:
+    """Command-line values over the file's (lists are added)."""
+    return replace(
+        cfg,
+        maildirs=tuple(dict.fromkeys([*cfg.maildirs, *(Path(m) for m in maildirs or [])])),
+        imap=tuple(dict.fromkeys([*cfg.imap, *(imap or [])])),
+        pipelines=pipelines or cfg.pipelines, inbox=inbox or cfg.inbox,
+        embedded=embedded or cfg.embedded)

@@ -1,0 +1,271 @@
+"""Mail sources of the daemon: Maildirs watched with inotify, and routing to waiting runs.
+
+Each message that appears in a watched Maildir's ``new/`` is read and parsed **once**
+(:func:`engine.mailparse.parse_message`, Postfix-like limits); its recipients (``To`` and
+``Delivered-To``) become correlation keys (``mail_key(addr)``); the store's correlation
+index says which runs wait for them (an indexed lookup, never a scan of runs); the engine
+gets one ``Event(kind="mail", key=..., payload={"file": name})`` per key with a waiting
+run, and the run's ``wait.mail`` step takes the message (moves it to ``cur/``).
+
+The rule for everything else (``unmatched_grace`` defaults to 10 minutes):
+
+* **hostile** (``HostileMail``: truncated MIME, too big, nested too deep, undecodable or
+  ambiguous headers) -> moved aside at once, the reason logged (``mail_hostile``).
+* **duplicate** (its Message-ID, or the SHA-256 of a message without one, was already
+  taken from another file, per the Maildir's ``ProcessedLog``) -> moved aside at once.
+* **unmatched** (no run waits for any recipient) -> kept in ``new/``: a run may be just
+  about to park and wait for it. The sweep re-routes it each second; once it has been in
+  ``new/`` for the grace period (counted from the later of its delivery and this daemon's
+  start) it is moved aside as ``unmatched``.
+* **not taken** (routed, but the waiting run(s) left it in ``new/``, e.g. a link for
+  another request) -> moved aside after the same grace period.
+
+Nothing is ever deleted; moving aside goes to ``<maildir>/.quarantine`` with a reason file
+(:meth:`engine.maildir.Maildir.move_aside`). Every exception from a message is caught and
+logged (``mail_route_failed``) so that no mail can stop the daemon.
+
+Thread-safety: :meth:`MailRouter.route` is called from the watcher thread and from the
+main loop (start-up scan, sweep); its bookkeeping is under a lock, the store lookups use
+the router's own read connection.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from certwright.mail import cache as mailcache
+from certwright.events import Event, mail_key
+from certwright.mail.maildir import Maildir, MessageTooLarge
+from certwright.mail.parse import HostileMail, parse_message
+
+log = structlog.get_logger("certwright.daemon.mail")
+
+TRUSTED_AUTHSERV_IDS = ("certwright.local",)  # as steps.mail: our own mail server's id
+
+HOSTILE, DUPLICATE, ROUTED, PENDING, GONE, ASIDE = (
+    "hostile", "duplicate", "routed", "pending", "gone", "aside")
+
+
+@dataclass
+class _Pending:
+    """A message still in ``new/`` after routing: its keys and when the grace started."""
+
+    md: Maildir
+    keys: tuple[str, ...]
+    message_id: str
+    since: float  # wall-clock seconds
+    routed: set[str] = field(default_factory=set)  # run ids it was offered to
+
+
+class MailRouter:
+    """Turns Maildir messages into engine events; moves aside what nobody can take.
+
+    ``lookup(key)`` returns the run ids waiting for a correlation key; ``submit(event)``
+    hands an event to the engine (thread-safe); ``now()`` is wall-clock seconds.
+    """
+
+    def __init__(self, lookup: Callable[[str], list[str]], submit: Callable[[Event], None],
+                 *, grace: float = 600.0, now: Callable[[], float] = time.time) -> None:
+        self._lookup = lookup
+        self._submit = submit
+        self.grace = grace
+        self._now = now
+        self._started = now()
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self.counts: dict[str, int] = {}
+        self.last_routed: dict[str, float] = {}  # file name -> monotonic time (benchmark)
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.counts[what] = self.counts.get(what, 0) + 1
+
+    def route(self, md: Maildir, name: str) -> str:
+        """Route message ``name`` of ``md`` once; returns what happened (see module doc).
+
+        Never raises for anything about the message. Repeat calls for a message already
+        seen only re-offer it (no second parse).
+        """
+        if name.startswith(".") or "/" in name:
+            return GONE
+        with self._lock:
+            known = self._pending.get((str(md.path), name))
+        if known is not None:
+            self._offer(known, name)
+            return PENDING
+        try:
+            return self._route_new(md, name)
+        except Exception as exc:  # noqa: BLE001 - nothing about one mail may stop the daemon
+            log.error("mail_route_failed", file=name, maildir=str(md.path),
+                      error=f"{type(exc).__name__}: {exc}")
+            return PENDING
+
+    def _route_new(self, md: Maildir, name: str) -> str:
+        try:
+            raw = md.read(name)
+            mtime = (md.new / name).stat().st_mtime
+        except FileNotFoundError:
+            return GONE  # taken already (a run scanned new/ first)
+        except MessageTooLarge as exc:
+            return self._aside(md, name, HOSTILE, str(exc))
+        try:
+            mail = parse_message(raw, trusted_authserv_ids=TRUSTED_AUTHSERV_IDS)
+        except HostileMail as exc:
+            return self._aside(md, name, HOSTILE, exc.reason)
+        message_id = mail.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+        mailcache.put(md.new, name, mail, message_id, len(raw))  # the steps parse it no more
+        owner = md.processed_log().taken(message_id, name)
+        if owner is not None:  # taken already; its move to cur/ was lost (a power cut)
+            if md.finish_taken(name):
+                log.info("mail_move_finished", file=name, taken_by=owner)
+            return GONE
+        addrs = dict.fromkeys(a.lower() for a in [*mail.to_addrs, *mail.delivered_to])
+        pending = _Pending(md, tuple(mail_key(a) for a in addrs), message_id,
+                           since=max(mtime, self._started))
+        with self._lock:
+            self._pending[(str(md.path), name)] = pending
+        # Offer first (latency): a waiting step checks duplicates itself before taking.
+        offered = self._offer(pending, name)
+        if md.processed_log().seen(message_id, name):
+            return self._aside(md, name, DUPLICATE,
+                               f"duplicate: Message-ID {message_id} was already taken")
+        self._count(ROUTED if offered else PENDING)
+        log.info("mail_routed" if offered else "mail_unmatched", file=name,
+                 message_id=message_id, runs=sorted(pending.routed)[:10])
+        return ROUTED if offered else PENDING
+
+    def _offer(self, p: _Pending, name: str) -> bool:
+        """Submit one event per key that has waiting runs not yet offered this message."""
+        offered = False
+        for key in p.keys:
+            runs = [r for r in self._lookup(key) if r not in p.routed]
+            if runs:
+                p.routed.update(runs)
+                self.last_routed[name] = time.monotonic()
+                self._submit(Event(kind="mail", key=key, payload={"file": name}))
+                offered = True
+        return offered
+
+    def _aside(self, md: Maildir, name: str, kind: str, reason: str) -> str:
+        log.warning(f"mail_{kind}", file=name, reason=reason, maildir=str(md.path))
+        try:
+            md.move_aside(name, reason)
+        except FileNotFoundError:
+            return GONE
+        with self._lock:
+            self._pending.pop((str(md.path), name), None)
+        self._count(kind)
+        return kind
+
+    def sweep(self) -> int:
+        """Forget taken messages, re-offer pending ones, move aside expired ones.
+
+        Returns how many were moved aside. Safe to call often; never raises for a message.
+        """
+        with self._lock:
+            items = list(self._pending.items())
+        now, moved = self._now(), 0
+        for (_, name), p in items:
+            try:
+                if not (p.md.new / name).exists():
+                    with self._lock:
+                        self._pending.pop((str(p.md.path), name), None)
+                    continue
+                if p.md.processed_log().seen(p.message_id, name):
+                    self._aside(p.md, name, DUPLICATE,
+                                f"duplicate: Message-ID {p.message_id} was already taken")
+                    moved += 1
+                elif now - p.since >= self.grace:
+                    why = (f"not taken by the run(s) it was offered to "
+                           f"({', '.join(sorted(p.routed)[:5])})" if p.routed
+                           else "unmatched: no run waits for " + (", ".join(
+                               k.removeprefix("mail:") for k in p.keys[:5]) or "no recipient"))
+                    self._aside(p.md, name, "unmatched", f"{why} within "
+                                f"{int(self.grace)} s")
+                    moved += 1
+                else:
+                    self._offer(p, name)
+            except Exception as exc:  # noqa: BLE001
+                log.error("mail_route_failed", file=name, error=f"{type(exc).__name__}: {exc}")
+        return moved
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+
+class _NewHandler(FileSystemEventHandler):
+    def __init__(self, source: "MaildirSource") -> None:
+        self.source = source
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory or event.event_type not in ("created", "moved", "closed"):
+            return
+        path = event.dest_path if event.event_type == "moved" else event.src_path
+        path = path.decode() if isinstance(path, bytes) else str(path)
+        if Path(path).parent != self.source.md.new:
+            return
+        self.source.router.route(self.source.md, Path(path).name)
+
+
+class MaildirSource:
+    """Watches one Maildir's ``new/`` and routes every message that appears there.
+
+    Uses :class:`engine.daemon_inotify.NewFileWatcher` when given (no added latency), else
+    a watchdog observer (portable; up to 0.5 s late after a message was taken).
+    """
+
+    def __init__(self, path: Path, router: MailRouter, observer: Any,
+                 inotify: Any = None) -> None:
+        self.md = Maildir(Path(path).resolve())
+        self.router = router
+        self._observer = observer
+        self._inotify = inotify  # engine.daemon_inotify.NewFileWatcher, when available
+
+    def start(self) -> None:
+        """Create the Maildir if needed, watch ``new/``, then route what is already there.
+
+        Watch first, scan second: a message arriving in between is seen twice, which
+        routing tolerates (the second sight only re-offers it).
+        """
+        self.md.ensure()
+        if self._inotify is not None:
+            self._inotify.watch(str(self.md.new), self._appeared)
+        else:
+            self._observer.schedule(_NewHandler(self), str(self.md.new), recursive=False)
+        self.scan()
+
+    def _appeared(self, name: str | None) -> None:
+        if name is None:  # the kernel's event queue overflowed: look at everything
+            self.scan()
+        else:
+            self.router.route(self.md, name)
+
+    def scan(self) -> int:
+        """Route every message in ``new/`` (mail that arrived while the daemon was down)."""
+        names = self.md.list_new()
+        for name in names:
+            self.router.route(self.md, name)
+        if names:
+            log.info("maildir_scanned", maildir=str(self.md.path), messages=len(names))
+        return len(names)
+
+
+def watched_folders(sources: Iterable[MaildirSource]) -> set[str]:
+    """The ``new/`` folders (resolved) of these sources, for poll suppression."""
+    return {str(s.md.new) for s in sources}
+
+
+def make_observer() -> Any:
+    """A started-later watchdog observer (daemon thread)."""
+    obs = Observer()
+    obs.daemon = True
+    return obs

@@ -1,0 +1,274 @@
+"""``certwright daemon``: one process serving many runs, reacting to mail, files and deadlines.
+
+Start-up, in order: take the daemon lock (a second daemon on the same store is refused,
+naming the first one's pid); open the store; start the embedded CA and mail server if asked;
+``engine.open()`` (timers loaded; running runs driven; overdue deadlines fire on the first
+pump); recover and scan the inbox; load the pipelines folder; watch and scan each Maildir's
+``new/`` (mail that arrived while down); start the IMAP sources; then loop.
+
+The loop is ``engine.pump(timeout)``, which blocks until an event arrives or the next timer
+is due (one timer heap for every deadline; no thread per run or timer). Watchers (inotify
+threads) only translate file events into ``engine.submit(...)`` or note names for the loop.
+Once a second at most (and only when something woke the loop or a second passed) the loop
+does its housekeeping: unclaimed-mail sweep, inbox files, pipeline reloads, renewals, and
+every ``sync_interval`` ``engine.sync(adopt=...)`` for runs and timers that other processes
+(``certwright run --no-wait``) added.
+
+Signals: SIGTERM/SIGINT stop taking events, let the current pump's transaction commit and
+leave: steps still executing stay "started" in the journal and run again, with the same
+idempotency key, on the next start. SIGHUP reloads the pipelines folder and the config
+file (mail sources, inbox and embedded services are fixed at start: restart for those).
+
+One driver per run: see :mod:`engine.daemon_engine` (run locks while a run is active
+here; ``resume``/``run`` refuse in the foreground while the daemon lock is held).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Mapping
+
+import structlog
+
+from certwright.clock import Clock, clock_from_env
+from certwright.engine.daemon.config import DaemonConfig, load_config_file, merge_args
+from certwright.engine.daemon.locking import DaemonEngine
+from certwright.engine.daemon.inbox import QUIET, Inbox, PipelineCatalog, catalog_handler
+from certwright.engine.daemon.mailroute import MailRouter, MaildirSource, make_observer, watched_folders
+from certwright.engine.daemon.renew import Renewer
+from certwright.events import Event
+from certwright.engine.model.spec import PipelineSpec
+from certwright.state.location import open_store
+from certwright.state.locks import daemon_lock
+from certwright.engine.plugins.step import Wait
+
+log = structlog.get_logger("certwright.daemon")
+
+HOUSEKEEPING = 1.0  # seconds between sweeps (unclaimed mail, inbox, reloads)
+
+
+def notify_systemd(state: str) -> None:
+    """Tell systemd (``Type=notify``) ``READY=1``/``STOPPING=1``/...; no-op elsewhere."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(state.encode(), addr)
+    except OSError as exc:
+        log.warning("systemd_notify_failed", error=str(exc))
+
+
+class Daemon:
+    """The service loop. ``run()`` blocks until :meth:`stop` (or a signal); returns 0.
+
+    Raises :class:`engine.errors.RunLocked` (naming the pid) when another daemon serves
+    the store. Not re-entrant: one ``run()`` per instance.
+    """
+
+    def __init__(self, state_dir: Path, cfg: DaemonConfig, *, clock: Clock | None = None,
+                 workers: int = 8, cli_overrides: Mapping[str, Any] | None = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.cfg = cfg
+        self.clock = clock or clock_from_env()
+        self.workers = workers
+        self._overrides = dict(cli_overrides or {})
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._watched: set[str] = set()
+        self.engine: DaemonEngine | None = None
+        self.router: MailRouter | None = None
+        self.catalog: PipelineCatalog | None = None
+        self.ready = threading.Event()
+
+    # -- control (thread- and signal-safe) ------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.engine is not None:
+            self.engine.submit(Event(kind="tick"))  # SimpleQueue.put is reentrant-safe
+
+    def install_signals(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reloads (main thread only)."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+
+    # -- helpers ------------------------------------------------------------------------
+    def _covered(self, w: Wait) -> bool:
+        """Whether the daemon watches everything this wait watches (then: no poll)."""
+        if not self.cfg.suppress_mail_polls or not w.watch:
+            return False
+        return (all(c.startswith("mail:") for c in w.correlations)
+                and all(os.path.realpath(p) in self._watched for p in w.watch))
+
+    def _start_run(self, spec: PipelineSpec, inputs: Mapping[str, Any], run_id: str,
+                   secret: list[str]) -> str:
+        if self.engine is None:
+            raise RuntimeError("the daemon is not running")
+        return self.engine.start_run(spec, inputs, run_id, secret_inputs=secret)
+
+    # -- the service ----------------------------------------------------------------------
+    def run(self) -> int:
+        with ExitStack() as stack:
+            lock = daemon_lock(self.state_dir).acquire()
+            stack.callback(lock.release)
+            log.info("daemon_starting", pid=os.getpid(), state_dir=str(self.state_dir))
+            store = open_store(self.state_dir, background_checkpoint=True)
+            stack.callback(store.close)
+            lookup_store = open_store(self.state_dir)  # the router's own read connection
+            stack.callback(lookup_store.close)
+            services: dict[str, Any] = {}
+            maildirs = list(self.cfg.maildirs)
+            if self.cfg.embedded:
+                from certwright.ca.embedded import start as start_embedded
+                emb = start_embedded(self.state_dir, self.cfg.embedded_domains, stack)
+                services["embedded"] = emb
+                maildirs.append(emb.maildir)
+            engine = DaemonEngine(store, self.state_dir, clock=self.clock, workers=self.workers,
+                                  services=services, covered=self._covered)
+            self.engine = engine
+            stack.callback(engine.close)
+            engine.open()
+
+            catalog = PipelineCatalog(self.cfg.pipelines)
+            catalog.reload()
+            self.catalog = catalog
+            observer = make_observer()
+            if catalog.folder is not None and catalog.folder.is_dir():
+                observer.schedule(catalog_handler(catalog, self._wake), str(catalog.folder))
+            inbox = None
+            if self.cfg.inbox is not None:
+                inbox = Inbox(self.cfg.inbox, catalog, self._start_run,
+                              lambda rid: store.find_run(rid) is not None,
+                              csr_pipeline=self.cfg.csr_pipeline, csr_inputs=self.cfg.csr_inputs)
+                observer.schedule(inbox.handler(self._wake), str(inbox.folder))
+            router = MailRouter(lookup_store.runs_for, engine.submit,
+                                grace=self.cfg.unmatched_grace,
+                                now=lambda: self.clock.now().timestamp())
+            self.router = router
+            inotify = None
+            try:
+                from certwright.mail.inotify import NewFileWatcher
+                inotify = NewFileWatcher()
+                stack.callback(inotify.stop)
+            except OSError as exc:
+                log.warning("inotify_unavailable", error=str(exc), fallback="watchdog")
+            sources = [MaildirSource(Path(m), router, observer, inotify) for m in maildirs]
+            observer.start()
+            stack.callback(lambda: (observer.stop(), observer.join(timeout=5)))
+            self._watched = {os.path.realpath(f) for f in watched_folders(sources)}
+            renewer = Renewer(self.state_dir, store, self.clock, catalog.find, self._start_run,
+                              retry=self.cfg.renew_retry, retry_cap=self.cfg.renew_retry_cap)
+            stack.callback(renewer.close)
+            if inbox is not None:
+                inbox.recover()
+                inbox.process(sweep=True)
+            for source in sources:
+                source.start()
+            imaps = self._start_imap(router, stack)
+            engine.sync(adopt=engine.claim)
+            self._load_steps(engine)
+            self.ready.set()
+            notify_systemd("READY=1")
+            log.info("daemon_ready", pid=os.getpid(), maildirs=[str(s.md.path) for s in sources],
+                     imap=len(imaps), inbox=str(inbox.folder) if inbox else None,
+                     pipelines=str(catalog.folder) if catalog.folder else None)
+            self._loop(engine, router, catalog, inbox, renewer)
+            notify_systemd("STOPPING=1")
+            log.info("daemon_stopping", pid=os.getpid(), idle=engine.idle())
+        log.info("daemon_stopped", pid=os.getpid())
+        return 0
+
+    def _start_imap(self, router: MailRouter, stack: ExitStack) -> list[Any]:
+        if not self.cfg.imap:
+            return []
+        from certwright.mail.imap import ImapSource
+        out = []
+        for url in self.cfg.imap:
+            src = ImapSource(url, self.state_dir, router, cafile=self.cfg.imap_cafile)
+            src.start()
+            stack.callback(src.stop)
+            out.append(src)
+            self._watched.add(os.path.realpath(src.md.new))
+        return out
+
+    def _loop(self, engine: DaemonEngine, router: MailRouter, catalog: PipelineCatalog,
+              inbox: Inbox | None, renewer: Renewer) -> None:
+        last_house = last_sync = last_renew = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            wait = max(0.0, min(HOUSEKEEPING - (now - last_house), 60.0))
+            if catalog.dirty.is_set():
+                wait = min(wait, QUIET)
+            engine.pump(timeout=wait)
+            engine.release_idle()
+            if self._stop.is_set():
+                break
+            now = time.monotonic()
+            if now - last_house < HOUSEKEEPING and not self._reload.is_set() \
+                    and not catalog.settled(now):
+                continue
+            last_house = now
+            try:
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self._reload_config(router, inbox)
+                    catalog.reload()
+                elif catalog.settled(now):
+                    catalog.reload()
+                router.sweep()
+                if inbox is not None:
+                    inbox.process(sweep=True)
+                if now - last_sync >= self.cfg.sync_interval:
+                    last_sync = now
+                    engine.sync(adopt=engine.claim)
+                due = renewer.next_due()
+                if now - last_renew >= self.cfg.renew_check or (
+                        due is not None and due <= self.clock.now() and now - last_renew >= 5):
+                    last_renew = now
+                    renewer.check()
+            except Exception as exc:  # noqa: BLE001 - housekeeping must not stop the service
+                log.error("daemon_housekeeping_failed", error=f"{type(exc).__name__}: {exc}")
+            took = time.monotonic() - now
+            if took > 0.005:  # events wait while this runs: say so when it is not short
+                log.warning("daemon_housekeeping_slow", ms=round(took * 1000, 1))
+
+    @staticmethod
+    def _load_steps(engine: DaemonEngine) -> None:
+        """Import every registered step now: a broken plugin is reported at start, and the
+        first mail does not pay for imports (tens of ms)."""
+        for name in engine.registry.names():
+            try:
+                engine.registry.get(name)
+            except Exception as exc:  # noqa: BLE001 - one bad plugin must not stop the rest
+                log.error("step_unavailable", step=name, error=f"{type(exc).__name__}: {exc}")
+
+    def _reload_config(self, router: MailRouter, inbox: Inbox | None) -> None:
+        notify_systemd("RELOADING=1")
+        if self.cfg.source:
+            try:
+                fresh = load_config_file(Path(self.cfg.source))
+            except Exception as exc:  # noqa: BLE001 - keep the old config
+                log.error("config_invalid", file=self.cfg.source, error=str(exc))
+            else:
+                fresh = merge_args(fresh, **self._overrides)
+                self.cfg = fresh
+                router.grace = fresh.unmatched_grace
+                if inbox is not None:
+                    inbox.csr_pipeline, inbox.csr_inputs = fresh.csr_pipeline, dict(fresh.csr_inputs)
+                log.info("config_reloaded", file=self.cfg.source)
+        notify_systemd("READY=1")

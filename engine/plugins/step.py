@@ -1,0 +1,124 @@
+"""The step interface: what a step is given, what it returns, how it fails.
+
+A step is a class with a registry ``name``, a JSON Schema for its ``with:`` parameters, and
+``run(ctx)``. It returns :class:`Done` with outputs (``${steps.<id>.<key>}`` for later steps)
+or :class:`Wait` to park the run until an event, a file change or an instant. To fail it
+raises :class:`engine.errors.StepError` (retryable by default) or
+:class:`engine.errors.PermanentError`.
+
+Contract every step keeps:
+
+* **Idempotent under its key.** ``ctx.idempotency_key`` is the same on every attempt of the
+  same step in the same state entry, and after a crash. A step with side effects passes it
+  on (to the CA, into file names) or checks first whether its work is already done.
+  ``ctx.recovering`` is True when the runner found this step in flight after a crash: the
+  step may ask the remote side what happened before acting again.
+* **Secrets stay out of the journal.** Outputs go to the journal, except those named in
+  ``secret_outputs``: the runner keeps those in the run's 0600 secrets file and journals
+  ``"<secret>"``. Long-lived secrets (keys, passphrases) go to 0600 files; output the path.
+* **A waiting step re-checks cheaply.** A step that returned :class:`Wait` is called again
+  (same key) when a correlated event arrives, a watched path changes, ``until`` passes or
+  ``poll`` seconds go by; ``ctx.event`` holds the event and ``ctx.memo`` what the step
+  stored in its last ``Wait``. Checking must not have side effects.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Protocol, runtime_checkable
+
+import structlog
+
+from certwright.clock import Clock
+from certwright.events import Event
+
+
+@dataclass(frozen=True)
+class Done:
+    """The step finished; ``outputs`` become ``${steps.<id>.<key>}``."""
+
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Park the run until something happens; the step is then called again.
+
+    * ``description``: what is awaited, for ``status`` and the foreground display
+      (e.g. "mail to postmaster@example.test").
+    * ``correlations``: keys (see ``engine.events``) under which outside events reach it.
+    * ``watch``: paths (files or folders) whose changes should wake it.
+    * ``until``: wake at this instant (``wait.until``).
+    * ``poll``: also wake every this many seconds (a fallback; None for never).
+    * ``memo``: small JSON-able state handed back as ``ctx.memo`` on the next call.
+    """
+
+    description: str
+    correlations: tuple[str, ...] = ()
+    watch: tuple[str, ...] = ()
+    until: datetime | None = None
+    poll: float | None = None
+    memo: Mapping[str, Any] = field(default_factory=dict)
+
+
+StepResult = Done | Wait
+
+
+@dataclass
+class StepContext:
+    """Everything a step gets from the runner for one call."""
+
+    run_id: str
+    pipeline: str
+    state: str
+    step_id: str
+    idempotency_key: str
+    attempt: int
+    params: Mapping[str, Any]
+    run_dir: Path
+    state_dir: Path
+    clock: Clock
+    log: Any = field(default_factory=structlog.get_logger)
+    memo: Mapping[str, Any] = field(default_factory=dict)
+    event: Event | None = None
+    recovering: bool = False
+    timeout: float | None = None
+    services: Mapping[str, Any] = field(default_factory=dict)  # shared clients (CA, mail)
+    inputs: Mapping[str, Any] = field(default_factory=dict)  # the run's inputs, resolved
+    vars: Mapping[str, Any] = field(default_factory=dict)  # outputs of earlier steps by id
+
+
+@runtime_checkable
+class Step(Protocol):
+    """A unit of work in a state. Instances are stateless and shared across runs."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    params_schema: ClassVar[Mapping[str, Any]]
+    idempotent: ClassVar[bool]
+    secret_outputs: ClassVar[frozenset[str]]
+
+    def run(self, ctx: StepContext) -> StepResult:
+        """Do the work (or check the awaited thing) and return Done or Wait."""
+        ...
+
+
+@runtime_checkable
+class Cleanup(Protocol):
+    """Optional capability: undo what ``run`` did, even after ``run`` failed."""
+
+    def cleanup(self, ctx: StepContext) -> None: ...
+
+
+class BaseStep:
+    """Convenience base: a no-parameter, non-idempotent step named by subclasses."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    params_schema: ClassVar[Mapping[str, Any]] = {"type": "object", "additionalProperties": False}
+    idempotent: ClassVar[bool] = False
+    secret_outputs: ClassVar[frozenset[str]] = frozenset()
+
+    def run(self, ctx: StepContext) -> StepResult:  # pragma: no cover - abstract
+        raise NotImplementedError

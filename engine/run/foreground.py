@@ -1,0 +1,130 @@
+"""Drive one run in the foreground: pump the engine, watch what the run waits for, show it.
+
+Returns when the run finishes, or parks it (``--no-wait``, Ctrl-C, SIGTERM, SIGHUP): whatever executes at
+that moment is left in flight in the journal and runs again, with the same idempotency
+key, on ``resume``.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, TextIO
+
+from certwright.clock import parse_instant
+from certwright.events import Event
+from certwright.engine.run.runner import Engine
+from certwright.engine.model.spec import format_duration
+from certwright.engine.run.watch import PathWatcher
+from certwright.state.records import BACKOFF, FINISHED, WAITING, RunRecord
+
+PARKED = "parked"
+
+
+@dataclass
+class Outcome:
+    """How a foreground drive ended: the run's final record, or parked."""
+
+    run: RunRecord
+    parked: bool
+
+
+def describe_wait(run: RunRecord, now: datetime) -> str:
+    """One line: what the run waits for and how long is left."""
+    parts = []
+    if run.status == WAITING:
+        parts.append(f"waiting for {run.waiting}")
+    elif run.status == BACKOFF:
+        parts.append(f"retrying after: {run.error}")
+        if run.wake_at:
+            left = (parse_instant(run.wake_at) - now).total_seconds()
+            parts.append(f"next attempt in {format_duration(max(left, 0))}")
+    if run.deadline:
+        left = (parse_instant(run.deadline) - now).total_seconds()
+        parts.append(f"{format_duration(max(left, 0))} left (state {run.state!r} times out at "
+                     f"{run.deadline[:19]}Z)")
+    return "; ".join(parts)
+
+
+def drive(engine: Engine, run_id: str, *, no_wait: bool = False, out: TextIO | None = None,
+          tick: float = 1.0, stop: Callable[[], bool] | None = None) -> Outcome:
+    """Pump until ``run_id`` finishes, or parks it (no_wait, Ctrl-C, ``stop()``)."""
+    out = out or sys.stderr
+    tty = out.isatty()
+    watcher = PathWatcher(lambda rid, path: engine.submit(Event(kind="file", payload={
+        "path": path}), rid))
+    shown = ""
+    watched: list[str] = []
+
+    def on_wait(rid: str, paths: list[str]) -> None:
+        nonlocal watched
+        if rid == run_id and paths != watched:
+            watcher.watch(run_id, paths)
+            watched = list(paths)
+            engine.wake(run_id)  # what arrived before the watch began is seen now
+    engine.on_wait = on_wait
+    last_draw = 0.0
+    restore = _park_on_termination()
+    try:
+        while True:
+            engine.pump(timeout=tick)
+            if not engine.idle():
+                continue
+            run = engine.store.load_run(run_id)
+            if run.status in FINISHED:
+                return Outcome(run, parked=False)
+            if run.status in (WAITING, BACKOFF):
+                if no_wait or (stop and stop()):
+                    return Outcome(run, parked=True)
+                if run.watch != watched:  # e.g. a run resumed already waiting
+                    on_wait(run_id, run.watch)
+                line = describe_wait(run, engine.clock.now())
+                now = time.monotonic()
+                if tty and now - last_draw >= 1.0:
+                    out.write("\r\033[K" + line)
+                    out.flush()
+                    last_draw = now
+                elif not tty and line.split(";")[0] != shown.split(";")[0]:
+                    out.write(line + "\n")
+                    out.flush()
+                shown = line
+    except KeyboardInterrupt:
+        if tty:
+            out.write("\n")
+        return Outcome(engine.store.load_run(run_id), parked=True)
+    finally:
+        restore()
+        if tty and shown:
+            out.write("\r\033[K")
+        watcher.stop()
+
+
+def _park_on_termination() -> Callable[[], None]:
+    """SIGTERM and SIGHUP (``kill PID``, a closed terminal) park the run as Ctrl-C does,
+    instead of ending the process where it stands: the exit then stops commands the run's
+    steps started (they run in sessions of their own, out of the terminal's reach) and the
+    journal keeps the step in flight for ``resume``. Returns what puts the old handlers
+    back. Only the main thread may set handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+    def restore() -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return restore
+
+
+def summary(run: RunRecord) -> dict[str, Any]:
+    """A run as shown by ``status --json``."""
+    return {"run": run.id, "pipeline": run.pipeline, "state": run.state, "status": run.status,
+            "waiting_for": run.waiting, "deadline": run.deadline, "wake_at": run.wake_at,
+            "error": run.error, "alarms": run.alarms, "created": run.created,
+            "updated": run.updated, "version": run.spec_hash[:12]}

@@ -1,0 +1,269 @@
+"""IMAP as a mail source of the daemon: IMAP4 over TLS with IDLE, into a local Maildir spool.
+
+``imaps://USER@HOST[:PORT]/MAILBOX?password_file=FILE[&cafile=PEM][&name=ACCOUNT]``: the
+daemon logs in (TLS always, certificate and host name checked), selects the mailbox and
+fetches every message without the keyword ``$Certwright``. Each is delivered into the spool
+Maildir ``<state_dir>/imap/<ACCOUNT>/`` (ACCOUNT defaults to ``USER@HOST``) under the name
+``<uidvalidity>.<uid>.imap`` and routed like any Maildir message (see
+:mod:`engine.daemon_mail`), so ``wait.mail`` steps simply name that Maildir. Then the
+message is flagged ``\\Seen`` and ``$Certwright`` on the server. Nothing is ever deleted
+or expunged on the server.
+
+Waiting: IDLE (RFC 2177) when the server offers it, re-issued every ``idle_timeout``
+seconds (servers drop idlers after 30 minutes), else a NOOP poll. Failures (refused
+connection, TLS or login error, a dropped connection) are logged and retried with
+exponential back-off: 1 s, 2 s, 4 s ... capped at 5 minutes, reset after a good session.
+
+Crash safety: deliver first (atomic, by link: a name that exists already is not written
+again), then flag. A crash in between delivers nothing twice: on the next pass the message
+is still unflagged, its spool name exists, and it is only flagged. A message larger than
+the parser's limit is not downloaded: it is logged (``mail_hostile``) and flagged.
+
+Hazards: imaplib (before 3.14) has no IDLE; it is done here on the TLS socket directly
+(``select`` + ``pending()``), only between commands, so imaplib's own buffered reader
+never holds bytes of the IDLE exchange. The password is never logged (the URL is shown
+without it).
+"""
+from __future__ import annotations
+
+import imaplib
+import os
+import re
+import select
+import ssl
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import structlog
+
+from certwright.errors import InputError
+from certwright.mail.maildir import Maildir, _fsync_dir
+from certwright.mail.parse import MailLimits
+
+log = structlog.get_logger("certwright.imap")
+
+KEYWORD = "$Certwright"
+BACKOFF_START, BACKOFF_CAP = 1.0, 300.0
+_SAFE = re.compile(r"[^A-Za-z0-9@._-]")
+_UID = re.compile(rb"UID (\d+)")
+_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+
+
+class ImapAccount:
+    """A parsed IMAP URL (the password is read from its file when connecting)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "imaps":
+            raise InputError(f"IMAP URL {self._shown(url)}: only imaps:// (TLS) is supported")
+        if not parts.hostname or not parts.username:
+            raise InputError(f"IMAP URL {self._shown(url)}: needs USER@HOST")
+        query = parse_qs(parts.query)
+        self.host = parts.hostname
+        self.port = parts.port or 993
+        self.user = unquote(parts.username)
+        self.mailbox = unquote(parts.path.lstrip("/")) or "INBOX"
+        self._password = unquote(parts.password) if parts.password else None
+        self.password_file = query.get("password_file", [None])[0]
+        self.cafile = query.get("cafile", [None])[0]
+        if self._password is None and not self.password_file:
+            raise InputError(f"IMAP URL {self._shown(url)}: give ?password_file=FILE")
+        name = query.get("name", [f"{self.user}@{self.host}"])[0]
+        self.name = _SAFE.sub("_", name)[:100] or "account"
+        self.shown = f"imaps://{self.user}@{self.host}:{self.port}/{self.mailbox}"
+
+    @staticmethod
+    def _shown(url: str) -> str:
+        p = urlsplit(url)
+        return f"{p.scheme}://{p.username or ''}@{p.hostname or ''}{p.path}"
+
+    def password(self) -> str:
+        """The password (from the file, first line); raises InputError when unreadable."""
+        if self._password is not None:
+            return self._password
+        try:
+            return Path(str(self.password_file)).read_text().splitlines()[0]
+        except (OSError, IndexError) as exc:
+            raise InputError(f"{self.shown}: cannot read the password file: {exc}") from None
+
+
+class ImapSource:
+    """One IMAP account feeding its spool Maildir and the daemon's router (a thread)."""
+
+    def __init__(self, url: str, state_dir: Path, router: Any, *, cafile: Path | None = None,
+                 idle_timeout: float = 300.0, limits: MailLimits = MailLimits()) -> None:
+        self.account = ImapAccount(url)
+        self.md = Maildir(Path(state_dir) / "imap" / self.account.name)
+        self.router = router
+        self.cafile = self.account.cafile or (str(cafile) if cafile else None)
+        self.idle_timeout = idle_timeout
+        self.limits = limits
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._delivered: set[str] = set()
+        self.counts = {"fetched": 0, "flagged": 0, "sessions": 0, "errors": 0}
+        self.log = log.bind(imap=self.account.shown)
+
+    def start(self) -> None:
+        """Create the spool, route what it holds, and start the IMAP thread."""
+        self.md.ensure()
+        for folder in (self.md.new, self.md.cur, self.md.path / ".quarantine" / "new"):
+            if folder.is_dir():
+                self._delivered.update(n.split(":", 1)[0] for n in os.listdir(folder))
+        for name in self.md.list_new():
+            self.router.route(self.md, name)
+        self._thread = threading.Thread(target=self._run, name=f"imap-{self.account.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to leave (it ends IDLE with DONE and logs out); waits 15 s."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(15)
+
+    # -- the session loop ---------------------------------------------------------------
+    def _run(self) -> None:
+        delay = BACKOFF_START
+        while not self._stop.is_set():
+            try:
+                self._session()
+                delay = BACKOFF_START
+            except Exception as exc:  # noqa: BLE001 - any failure: back off and reconnect
+                self.counts["errors"] += 1
+                self.log.warning("imap_failed", error=f"{type(exc).__name__}: {exc}"[:300],
+                                 retry_in=delay)
+                self._stop.wait(delay)
+                delay = min(BACKOFF_CAP, delay * 2)
+
+    def _connect(self) -> imaplib.IMAP4_SSL:
+        ctx = ssl.create_default_context(cafile=self.cafile)
+        c = imaplib.IMAP4_SSL(self.account.host, self.account.port, ssl_context=ctx,
+                              timeout=30)
+        c.login(self.account.user, self.account.password())
+        typ, data = c.select(_quote(self.account.mailbox))
+        if typ != "OK":
+            raise imaplib.IMAP4.error(f"SELECT {self.account.mailbox}: {data!r}")
+        return c
+
+    def _session(self) -> None:
+        c = self._connect()
+        self.counts["sessions"] += 1
+        self.log.info("imap_connected", mailbox=self.account.mailbox)
+        try:
+            idle = b"IDLE" in b" ".join(x if isinstance(x, bytes) else str(x).encode()
+                                       for x in c.capabilities)
+            while not self._stop.is_set():
+                self._sync(c)
+                if idle:
+                    self._idle(c)
+                else:
+                    self._stop.wait(30)
+                    c.noop()
+        finally:
+            try:
+                c.logout()
+            except Exception:  # noqa: BLE001 - the connection may be gone already
+                pass
+
+    def _uidvalidity(self, c: imaplib.IMAP4_SSL) -> str:
+        typ, data = c.response("UIDVALIDITY")
+        if data and data[0]:
+            return data[0].decode() if isinstance(data[0], bytes) else str(data[0])
+        typ, data = c.status(_quote(self.account.mailbox), "(UIDVALIDITY)")
+        m = re.search(rb"UIDVALIDITY (\d+)", data[0] or b"")
+        return m.group(1).decode() if m else "0"
+
+    def _sync(self, c: imaplib.IMAP4_SSL) -> None:
+        """Fetch, spool, route and flag every message without our keyword."""
+        validity = self._uidvalidity(c)
+        typ, data = c.uid("SEARCH", "UNKEYWORD", KEYWORD, "NOT", "DELETED")
+        if typ != "OK":
+            raise imaplib.IMAP4.error(f"UID SEARCH: {data!r}")
+        uids = [u.decode() for u in (data[0] or b"").split()]
+        for uid in uids:
+            if self._stop.is_set():
+                return
+            name = f"{validity}.{uid}.imap"
+            if name not in self._delivered:
+                raw = self._fetch(c, uid)
+                if raw is not None:
+                    self._deliver(name, raw)
+                    self.router.route(self.md, name)
+            typ, data = c.uid("STORE", uid, "+FLAGS.SILENT", f"(\\Seen {KEYWORD})")
+            if typ != "OK":
+                raise imaplib.IMAP4.error(f"UID STORE {uid}: {data!r}")
+            self.counts["flagged"] += 1
+
+    def _fetch(self, c: imaplib.IMAP4_SSL, uid: str) -> bytes | None:
+        typ, data = c.uid("FETCH", uid, "(RFC822.SIZE)")
+        m = _SIZE.search(data[0] if data and isinstance(data[0], bytes) else b"")
+        size = int(m.group(1)) if m else 0
+        if size > self.limits.max_message_size:
+            self.log.warning("mail_hostile", uid=uid, reason=f"message too large: {size} "
+                             f"bytes (limit {self.limits.max_message_size}); not downloaded")
+            return None
+        typ, data = c.uid("FETCH", uid, "(BODY.PEEK[])")
+        for item in data or []:
+            if isinstance(item, tuple) and len(item) == 2:
+                self.counts["fetched"] += 1
+                return bytes(item[1])
+        raise imaplib.IMAP4.error(f"UID FETCH {uid}: no body in {str(data)[:200]}")
+
+    def _deliver(self, name: str, raw: bytes) -> None:
+        """Atomically put ``raw`` into the spool's ``new/`` as ``name`` (once)."""
+        tmp = self.md.tmp / f"{name}.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, raw)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, self.md.new / name)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(self.md.new)
+        self._delivered.add(name)
+
+    def _idle(self, c: imaplib.IMAP4_SSL) -> bool:
+        """IDLE until the mailbox changes, ``idle_timeout`` passes or stop; True on change."""
+        tag: bytes = c._new_tag()
+        c.send(tag + b" IDLE\r\n")
+        sock: Any = c.sock
+        buf, changed, done_at = b"", False, None
+        deadline = time.monotonic() + self.idle_timeout
+        while True:
+            while b"\n" in buf:
+                line, _, buf = buf.partition(b"\n")
+                line = line.rstrip(b"\r")
+                if line.startswith(tag):
+                    if not line[len(tag):].strip().upper().startswith(b"OK"):
+                        raise imaplib.IMAP4.error(f"IDLE: {line[:200]!r}")
+                    return changed
+                if line.startswith(b"*") and (line.upper().endswith(b"EXISTS")
+                                              or line.upper().endswith(b"RECENT")):
+                    changed = True
+            now = time.monotonic()
+            if done_at is None and (changed or self._stop.is_set() or now >= deadline):
+                c.send(b"DONE\r\n")
+                done_at = now
+            if done_at is not None and now - done_at > 30:
+                raise imaplib.IMAP4.abort("no answer to DONE within 30 s")
+            if not sock.pending():
+                ready, _, _ = select.select([sock], [], [], 0.5)
+                if not ready:
+                    continue
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise imaplib.IMAP4.abort("the server closed the connection during IDLE")
+            buf += chunk
+
+
+def _quote(mailbox: str) -> str:
+    return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'

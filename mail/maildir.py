@@ -1,0 +1,406 @@
+"""A Maildir that is safe to share between a delivering MTA and several waiting steps.
+
+Layout: ``<path>/{tmp,new,cur}`` holds messages, one file each; ``<path>/.quarantine`` is a
+Maildir++ subfolder for messages moved aside (never deleted) with a ``reasons/<name>.reason``
+sidecar each; ``<path>/certwright-processed.sqlite3`` is the :class:`ProcessedLog`.
+
+Hazards this module is written against:
+
+* **Partial files.** A message is written to ``tmp/``, fsynced, then hard-linked into
+  ``new/`` (link never overwrites an existing name) and the folder fsynced; a reader of
+  ``new/`` never sees a half-written message. A crash leaves at most a stray ``tmp/`` file.
+  Deliveries running at once in one process share the fsync of ``new/``.
+* **Races.** Several processes may list, read and move the same message at once. A file
+  can vanish between ``list_new`` and ``read``/``move_*``: those raise
+  :class:`FileNotFoundError`, which callers treat as "someone else took it".
+* **Huge files.** :meth:`Maildir.read` refuses a file over its cap without reading it
+  whole (:class:`MessageTooLarge`).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import structlog
+
+from certwright.errors import CertwrightError
+
+log = structlog.get_logger(__name__)
+
+#: Files larger than this are refused by :meth:`Maildir.read` (the parser's own limit is
+#: lower, 10240000 bytes; this cap only keeps a runaway file out of memory).
+DEFAULT_MAX_READ = 16 * 1024 * 1024
+QUARANTINE = ".quarantine"
+PROCESSED_LOG = "certwright-processed.sqlite3"
+
+_counter = itertools.count(1)
+_counter_lock = threading.Lock()
+
+
+class MessageTooLarge(CertwrightError):
+    """A Maildir file is larger than the reader's cap; it was not read."""
+
+    def __init__(self, name: str, size: int, limit: int) -> None:
+        self.name, self.size, self.limit = name, size, limit
+        super().__init__(f"message too large: {name} has {size} bytes (limit {limit})")
+
+
+def unique_name() -> str:
+    """A fresh Maildir file name: ``<sec>.M<usec>P<pid>Q<n>R<rand>.<host>``.
+
+    Unique across threads (counter), processes (pid) and pid reuse (random bits); ``/``
+    and ``:`` in the host name are escaped as the Maildir convention asks.
+    """
+    now = time.time()
+    with _counter_lock:
+        n = next(_counter)
+    host = socket.gethostname().replace("/", r"\057").replace(":", r"\072") or "localhost"
+    return (f"{int(now)}.M{int((now % 1) * 1_000_000):06d}P{os.getpid()}Q{n}"
+            f"R{secrets.token_hex(4)}.{host}")
+
+
+def _fsync_dir(path: Path | str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+class _FolderSync:
+    """Group commit of one folder's fsync across threads.
+
+    :meth:`sync` returns once an fsync of the folder that *began after the call* has
+    completed: a caller whose link is already in the folder waits for the fsync under
+    way to end (it may have begun before the link), then either one fsync covers every
+    caller waiting by then, or it runs that fsync itself. A failed fsync raises in the
+    thread that ran it; the others try again.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._asked = 0  # tickets handed out
+        self._done = 0  # every ticket up to this one is covered by a completed fsync
+        self._running = False
+
+    def sync(self) -> None:
+        with self._cond:
+            self._asked += 1
+            ticket = self._asked
+            while True:
+                if self._done >= ticket:
+                    return
+                if not self._running:
+                    self._running = True
+                    covers = self._asked
+                    break
+                self._cond.wait()
+        try:
+            _fsync_dir(self.path)
+        except BaseException:
+            with self._cond:
+                self._running = False
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            self._done = max(self._done, covers)
+            self._running = False
+            self._cond.notify_all()
+
+
+_folder_syncs: dict[str, _FolderSync] = {}
+_folder_syncs_lock = threading.Lock()
+
+
+def _folder_sync(path: str) -> _FolderSync:
+    with _folder_syncs_lock:
+        sync = _folder_syncs.get(path)
+        if sync is None:
+            sync = _folder_syncs[path] = _FolderSync(path)
+        return sync
+
+
+def _check_name(name: str) -> None:
+    """Refuse names that could escape the folder (``../x``, ``a/b``) or are hidden."""
+    if not name or "/" in name or "\\" in name or name.startswith(".") or "\x00" in name:
+        raise ValueError(f"not a Maildir file name: {name!r}")
+
+
+class Maildir:
+    """One Maildir folder (``cur``, ``new``, ``tmp``).
+
+    All methods are safe to call from several threads and processes at once. Methods that
+    touch a message by name raise :class:`FileNotFoundError` when it is gone (another
+    reader moved it), and :class:`ValueError` for a name with a path separator in it.
+    """
+
+    def __init__(self, path: Path | str, *, max_read: int = DEFAULT_MAX_READ) -> None:
+        self.path = Path(path)
+        self.max_read = max_read
+
+    @property
+    def new(self) -> Path:
+        return self.path / "new"
+
+    @property
+    def cur(self) -> Path:
+        return self.path / "cur"
+
+    @property
+    def tmp(self) -> Path:
+        return self.path / "tmp"
+
+    def ensure(self) -> None:
+        """Create ``cur``, ``new`` and ``tmp`` (mode 0700) if missing; a repeat is a no-op."""
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for sub in (self.cur, self.new, self.tmp):
+            sub.mkdir(mode=0o700, exist_ok=True)
+
+    def deliver(self, raw: bytes) -> str:
+        """Store ``raw`` as a new message and return its file name in ``new/``.
+
+        Atomic: written to ``tmp/`` (0600, O_EXCL), fsynced, hard-linked into ``new/`` and
+        unlinked from ``tmp/``, then ``new/`` fsynced before returning (one fsync of the
+        folder covers every delivery linked before it began, so concurrent deliveries
+        share it). Each call delivers a new copy. After a crash the message is either
+        wholly in ``new/`` or not there at all; ``tmp/`` is not fsynced, so a crash may
+        leave a stray link of a delivered message there (readers never look in ``tmp/``).
+        Missing folders are created.
+        """
+        name = unique_name()
+        base = os.fspath(self.path)
+        tmp_path, new_path = f"{base}/tmp/{name}", f"{base}/new/{name}"
+        try:
+            fd = os.open(tmp_path, _CREATE_FLAGS, 0o600)
+        except FileNotFoundError:
+            self.ensure()
+            fd = os.open(tmp_path, _CREATE_FLAGS, 0o600)
+        try:
+            written = os.write(fd, raw)
+            if written < len(raw):
+                view = memoryview(raw)[written:]
+                while view:
+                    view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(tmp_path)
+            raise
+        os.close(fd)
+        try:
+            try:
+                os.link(tmp_path, new_path)  # never replaces an existing file, unlike rename
+            except FileNotFoundError:
+                if not os.path.exists(tmp_path):
+                    raise
+                self.ensure()  # new/ went missing
+                os.link(tmp_path, new_path)
+            os.unlink(tmp_path)
+        except OSError as exc:
+            if isinstance(exc, FileExistsError) or not os.path.exists(tmp_path):
+                _unlink_quietly(tmp_path)
+                raise
+            os.rename(tmp_path, new_path)  # file systems without hard links
+        _folder_sync(f"{base}/new").sync()
+        return name
+
+    def _list(self, folder: Path) -> list[str]:
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if not n.startswith("."))
+
+    def list_new(self) -> list[str]:
+        """Names in ``new/``, oldest first (names start with the delivery time)."""
+        return self._list(self.new)
+
+    def list_cur(self) -> list[str]:
+        """Names in ``cur/`` (with their ``:2,<flags>`` info), sorted."""
+        return self._list(self.cur)
+
+    def locate(self, name: str) -> Path:
+        """The path of message ``name`` in ``new/`` or ``cur/``; FileNotFoundError if neither."""
+        _check_name(name)
+        for folder in (self.new, self.cur):
+            candidate = folder / name
+            if candidate.exists():
+                return candidate
+        raise FileNotFoundError(f"no message {name!r} in {self.path}")
+
+    def read(self, name: str) -> bytes:
+        """The bytes of message ``name`` (looked up in ``new/`` then ``cur/``).
+
+        Raises :class:`MessageTooLarge` for a file over ``max_read`` bytes without reading it
+        (the size is checked on the open file, and at most ``max_read + 1`` bytes are read
+        in case it grows), :class:`FileNotFoundError` if it vanished.
+        """
+        path = self.locate(name)
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > self.max_read:
+                raise MessageTooLarge(name, size, self.max_read)
+            data = fh.read(self.max_read + 1)
+        if len(data) > self.max_read:
+            raise MessageTooLarge(name, len(data), self.max_read)
+        return data
+
+    def move_to_cur(self, name: str, flags: str = "S", *, sync: bool = True) -> str:
+        """Move ``new/<name>`` to ``cur/<name>:2,<flags>`` and return the new name.
+
+        Repeat-safe: if the message is already in ``cur/`` under that name, returns it.
+        Raises FileNotFoundError when it is in neither place (another process took it).
+        ``sync=False`` skips the fsync of ``cur/``: for a caller that recorded the take
+        durably first (a :class:`ProcessedLog` mark), so a move lost to a power cut is
+        redone by whoever finds the message back in ``new/`` (see :meth:`ProcessedLog.taken`).
+        """
+        _check_name(name)
+        target = f"{name}:2,{''.join(sorted(set(flags)))}"
+        try:
+            os.rename(self.new / name, self.cur / target)
+        except FileNotFoundError:
+            if (self.cur / target).exists():
+                return target
+            raise
+        if sync:
+            _fsync_dir(self.cur)
+        return target
+
+    def finish_taken(self, name: str) -> bool:
+        """Move a message the processed log says was taken (its unsynced move to ``cur/``
+        lost to a power cut) on to ``cur/``; False when it is gone already."""
+        try:
+            self.move_to_cur(name)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def quarantine(self) -> Maildir:
+        """The ``.quarantine`` Maildir++ subfolder (created on first use)."""
+        sub = Maildir(self.path / QUARANTINE, max_read=self.max_read)
+        sub.ensure()
+        (sub.path / "reasons").mkdir(mode=0o700, exist_ok=True)
+        (sub.path / "maildirfolder").touch(mode=0o600, exist_ok=True)
+        return sub
+
+    def move_aside(self, name: str, reason: str) -> Path:
+        """Move message ``name`` (from ``new/`` or ``cur/``) into ``.quarantine/new/``.
+
+        The reason (one line) is written first to ``.quarantine/reasons/<name>.reason``,
+        so a crash leaves at worst a reason without its message, and the next attempt
+        overwrites it. Never deletes anything. Returns the quarantined message's path;
+        raises FileNotFoundError when the message is gone.
+        """
+        source = self.locate(name)
+        sub = self.quarantine()
+        reason_line = " ".join(reason.split())[:1000] + "\n"
+        reason_path = sub.path / "reasons" / f"{name}.reason"
+        tmp_reason = sub.tmp / f"{name}.reason.{secrets.token_hex(4)}"
+        with open(os.open(tmp_reason, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(reason_line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_reason, reason_path)
+        target = sub.new / name
+        try:
+            os.rename(source, target)
+        except FileNotFoundError:
+            reason_path.unlink(missing_ok=True)
+            raise
+        _fsync_dir(sub.new)
+        _fsync_dir(sub.path / "reasons")
+        log.warning("mail_moved_aside", file=name, reason=reason_line.strip(),
+                    quarantine=str(sub.path))
+        return target
+
+    def processed_log(self) -> ProcessedLog:
+        """The :class:`ProcessedLog` kept in this Maildir's folder."""
+        return ProcessedLog(self.path / PROCESSED_LOG)
+
+
+class ProcessedLog:
+    """Which Message-IDs were taken by a step, from which file, under which step key.
+
+    A small SQLite file in WAL mode (synchronous=FULL: a mark survives power loss once it
+    returned). Each thread keeps its own connection to it (opened once: a new connection
+    and a rollback journal per call cost several fsyncs a message), so the log is safe
+    across threads and processes. The first mark of a Message-ID wins; later marks of the
+    same id are ignored.
+    """
+
+    _local = threading.local()
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def _connect(self) -> sqlite3.Connection:
+        conns: dict[str, sqlite3.Connection] = getattr(self._local, "conns", None) or {}
+        self._local.conns = conns
+        key = str(self.path)
+        conn = conns.get(key)
+        if conn is not None and os.path.exists(key):
+            return conn
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE IF NOT EXISTS processed (message_id TEXT PRIMARY KEY,"
+                     " name TEXT NOT NULL, step_key TEXT, at REAL NOT NULL)")
+        conn.execute("CREATE INDEX IF NOT EXISTS processed_step_key ON processed(step_key)")
+        conns[key] = conn
+        return conn
+
+    def seen(self, message_id: str, name: str) -> bool:
+        """True if ``message_id`` was already taken from a file other than ``name``.
+
+        False when never seen, or seen from this very file (a repeat after a crash between
+        :meth:`mark` and moving the file): that is the same delivery, not a duplicate.
+        """
+        row = self._connect().execute("SELECT name FROM processed WHERE message_id = ?",
+                                      (message_id,)).fetchone()
+        return row is not None and row[0] != name
+
+    def taken(self, message_id: str, name: str) -> str | None:
+        """The step key that took ``message_id`` from this very file ``name``, or None.
+
+        A message found in ``new/`` that was taken from that file already is one whose
+        move to ``cur/`` was lost (a power cut after the mark): finish the move."""
+        row = self._connect().execute("SELECT name, step_key FROM processed WHERE message_id = ?",
+                                      (message_id,)).fetchone()
+        return str(row[1] or "") if row is not None and row[0] == name else None
+
+    def mark(self, message_id: str, name: str, step_key: str | None = None) -> bool:
+        """Record that ``message_id`` (file ``name``) was taken by step ``step_key``.
+
+        Durable when it returns. The first record of a Message-ID wins: returns True if
+        this call made it or the existing record has the same name and step key (a repeat
+        after a crash), False if someone else took that Message-ID first.
+        """
+        conn = self._connect()
+        conn.execute("INSERT OR IGNORE INTO processed (message_id, name, step_key, at)"
+                     " VALUES (?, ?, ?, ?)", (message_id, name, step_key, time.time()))
+        row = conn.execute("SELECT name, step_key FROM processed WHERE message_id = ?",
+                           (message_id,)).fetchone()
+        return row is not None and (row[0], row[1]) == (name, step_key)
+
+    def find_by_key(self, step_key: str) -> tuple[str, str] | None:
+        """``(message_id, name)`` taken by the step with ``step_key``, or None."""
+        row = self._connect().execute("SELECT message_id, name FROM processed WHERE step_key = ?"
+                                      " ORDER BY at LIMIT 1", (step_key,)).fetchone()
+        return (row[0], row[1]) if row else None

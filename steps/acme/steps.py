@@ -1,0 +1,398 @@
+"""ACME (RFC 8555) steps: account, order, challenge, finalize, download.
+
+Read in protocol order. Each step reloads what it needs from disk (the account under
+``state_dir/acme/accounts/``, the order URL in ``run_dir/acme-order.json``) and asks the CA
+for the current state before acting, so every step can be called again with the same
+``idempotency_key`` (after a crash too) without making the CA do anything twice:
+
+* ``acme.account`` reuses the stored account; its key is written before registering, so a
+  crash mid-registration recovers the same account.
+* ``acme.order`` reuses the run's order while it is pending/ready/processing/valid; when
+  recovering with no saved order it adopts a matching usable order from the account's list.
+* ``acme.challenge`` skips valid authorizations and answers only pending challenges.
+* ``acme.finalize`` finalizes only a ``ready`` order; a processing/valid one is just polled.
+* ``acme.download`` rewrites the same files from the valid order.
+"""
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+from typing import Any, ClassVar, Mapping
+
+import requests
+from acme import errors as acme_errors
+from acme import messages
+
+from certwright.clock import format_instant
+from certwright.errors import PermanentError
+from certwright.steps.acme.challenge import (Presented, load_records, merge_records, present, record_name,
+                                   save_records, unpresent, wait_propagation)
+from certwright.steps.acme.client import (COMMON_PARAMS, AcmeSession, account_folder, account_locked,
+                                as_step_error, check_directory, check_params, load_account,
+                                problem_text, read_json, session_for, write_json)
+from certwright.steps.acme.issue import Download, Finalize, load_order_url, open_session, poll_until, sleep_of
+from certwright.engine.plugins.step import BaseStep, Done, StepContext
+
+__all__ = ["Account", "Challenge", "Download", "Finalize", "Order", "list_orders", "open_session"]
+
+ORDER_FILE = "acme-order.json"
+USABLE = ("pending", "ready", "processing", "valid")
+
+
+def _schema(extra: Mapping[str, Any], required: tuple[str, ...] = ("directory",)) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "required": list(required),
+            "properties": {**COMMON_PARAMS, **extra}}
+
+
+class Account(BaseStep):
+    """Create the ACME account for (directory, contact), or reuse the stored one.
+
+    Outputs ``account_url`` and ``reused``. Raises PermanentError when the CA refuses
+    (terms not agreed, EAB required or wrong), StepError when it cannot be reached.
+    Repeat calls reuse the account; after a crash during registration the saved key finds
+    the account the CA already made. Concurrent calls for the same directory and contact
+    (many runs in one engine, or several processes) are serialised by the account's lock,
+    so they share one key and one account.
+    """
+
+    name: ClassVar[str] = "acme.account"
+    description: ClassVar[str] = "register (or reuse) an ACME account"
+    idempotent: ClassVar[bool] = True
+    params_schema: ClassVar[Mapping[str, Any]] = _schema({
+        "agree_tos": {"type": "boolean", "default": True},
+        "key_type": {"enum": ["ec", "rsa"], "default": "ec"},
+        "key_size": {"type": "integer", "minimum": 2048, "default": 2048},
+        "eab_kid": {"type": "string"},
+        "eab_hmac_key": {"type": "string"},
+    })
+
+    def run(self, ctx: StepContext) -> Done:
+        p = ctx.params
+        directory = check_directory(p)
+        log = ctx.log.bind(step=self.name, directory=directory)
+        doing = f"registering an ACME account at {directory}"
+        # A registered account is only queried, without the lock, so that many runs
+        # starting at once do not queue behind each other (the key never changes once
+        # written, and account.json is replaced atomically).
+        if (account_folder(ctx.state_dir, directory, p.get("contact")) / "account.key").exists():
+            account = load_account(ctx.state_dir, p)
+            if account.url and self._query(ctx, account, log, doing) is not None:
+                return self._ready(account, directory, p, account.url, False, log)
+        # Making a key and registering happen under the account's lock: concurrent runs
+        # (one engine, or several processes) must not each make a key and an account.
+        with account_locked(ctx.state_dir, p):
+            account = load_account(ctx.state_dir, p, create_key=True)
+            url = self._query(ctx, account, log, doing) if account.url else None
+            fresh = url is None
+            if url is None:
+                try:
+                    url = self._register(self._session(ctx, account), p)
+                except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
+                    raise as_step_error(exc, doing) from exc
+            return self._ready(account, directory, p, url, fresh, log)
+
+    @staticmethod
+    def _session(ctx: StepContext, account: Any) -> AcmeSession:
+        """A session of its own (``query_registration`` changes the session's account)."""
+        verify: str | bool = str(ctx.params["ca_bundle"]) if ctx.params.get("ca_bundle") else True
+        return AcmeSession(check_directory(ctx.params), account, verify, sleep_of(ctx))
+
+    def _query(self, ctx: StepContext, account: Any, log: Any, doing: str) -> str | None:
+        """The account's URL as the CA knows it, or None when the CA forgot the account."""
+        try:
+            regr = self._session(ctx, account).client.query_registration(
+                messages.RegistrationResource(body=messages.Registration(), uri=account.url))
+        except messages.Error as err:
+            if err.code == "accountDoesNotExist":
+                log.info("acme_account_forgotten", account_url=account.url)
+                return None
+            raise as_step_error(err, doing) from err
+        except (acme_errors.Error, requests.RequestException) as exc:
+            raise as_step_error(exc, doing) from exc
+        return str(regr.uri)
+
+    @staticmethod
+    def _ready(account: Any, directory: str, p: Mapping[str, Any], url: str, fresh: bool,
+               log: Any) -> Done:
+        if fresh or url != account.url:
+            write_json(account.folder / "account.json",
+                       {"directory": directory, "contact": p.get("contact"), "url": url})
+        log.info("acme_account_ready", account_url=url, reused=not fresh)
+        return Done({"account_url": url, "reused": not fresh})
+
+    @staticmethod
+    def _register(session: AcmeSession, p: Mapping[str, Any]) -> str:
+        meta = session.directory.meta
+        if meta.terms_of_service and not p.get("agree_tos", True):
+            raise PermanentError(f"the CA requires agreeing to its terms ({meta.terms_of_service}); "
+                                 "set agree_tos: true")
+        eab = None
+        if p.get("eab_kid") or p.get("eab_hmac_key"):
+            check_params(p, ("eab_kid", "eab_hmac_key"))
+            eab = messages.ExternalAccountBinding.from_data(
+                session.account.key.public_key(), p["eab_kid"], p["eab_hmac_key"], session.directory)
+        elif meta.external_account_required:
+            raise PermanentError(f"the CA at {session.url} requires external account binding: "
+                                 "set eab_kid and eab_hmac_key")
+        reg = messages.NewRegistration.from_data(
+            email=p.get("contact") or None, terms_of_service_agreed=bool(p.get("agree_tos", True)),
+            external_account_binding=eab)
+        try:
+            return str(session.client.new_account(reg).uri)
+        except acme_errors.ConflictError as conflict:  # the key already has an account
+            return str(conflict.location)
+
+
+def _order_outputs(ctx: StepContext, url: str, order: messages.Order, reused: bool,
+                   server_date: str | None) -> Done:
+    """The order as outputs. ``expires`` is the order's expiry on *our* clock: the time the
+    CA leaves (its ``expires`` minus its ``Date``) added to our now, so a skewed clock here
+    (or ``CERTWRIGHT_NOW``) neither expires a live order nor keeps a dead one;
+    ``ca_expires`` is the CA's own instant."""
+    expires = None
+    if order.expires:
+        expires = order.expires
+        try:
+            said = email.utils.parsedate_to_datetime(server_date) if server_date else None
+        except (TypeError, ValueError, IndexError):
+            said = None
+        if said is not None and said.tzinfo is not None:
+            expires = ctx.clock.now() + (order.expires - said)
+    return Done({
+        "order_url": url, "status": str(order.status.name), "reused": reused,
+        "expires": format_instant(expires) if expires else None,
+        "ca_expires": format_instant(order.expires) if order.expires else None,
+        "authorizations": list(order.authorizations or ())})
+
+
+def _identifiers(domains: list[str]) -> list[messages.Identifier]:
+    out: dict[str, messages.Identifier] = {}
+    for d in domains:
+        value = str(d).strip().lower().rstrip(".")
+        try:
+            ipaddress.ip_address(value)
+            typ = messages.IDENTIFIER_IP
+        except ValueError:
+            typ = messages.IDENTIFIER_FQDN
+        out.setdefault(value, messages.Identifier(typ=typ, value=value))
+    return list(out.values())
+
+
+def list_orders(session: AcmeSession) -> list[str]:
+    """URLs of the account's orders (RFC 8555 §7.1.2.1), following ``next`` links.
+
+    Returns [] when the CA does not list orders (Let's Encrypt does not).
+    """
+    account = session.post(session.account.url or "", None).json()
+    url, urls = account.get("orders"), list[str]()
+    while url and len(urls) < 10000:
+        resp = session.post(url, None)
+        urls.extend(resp.json().get("orders", []))
+        url = resp.links.get("next", {}).get("url")
+    return urls
+
+
+class Order(BaseStep):
+    """Open an order for ``domains``, or reuse the run's order while it is usable.
+
+    Outputs ``order_url``, ``status``, ``expires``, ``authorizations`` (and ``reused``).
+    The order URL is saved in ``run_dir/acme-order.json`` before the step returns. Never
+    opens a second order while the saved one is pending, ready, processing or valid.
+    """
+
+    name: ClassVar[str] = "acme.order"
+    description: ClassVar[str] = "open (or resume) an ACME order"
+    idempotent: ClassVar[bool] = True
+    params_schema: ClassVar[Mapping[str, Any]] = _schema(
+        {"domains": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}},
+        ("directory", "domains"))
+
+    def run(self, ctx: StepContext) -> Done:
+        check_params(ctx.params, ("directory", "domains"))
+        idents = _identifiers(list(ctx.params["domains"]))
+        wanted = sorted(i.value for i in idents)
+        account = load_account(ctx.state_dir, ctx.params)
+        if not account.url:
+            raise PermanentError("no registered ACME account: run acme.account first")
+        session = session_for(ctx.services, ctx.params, account)
+        log = ctx.log.bind(step=self.name, domains=wanted)
+        path = ctx.run_dir / ORDER_FILE
+        saved = read_json(path)
+        try:
+            candidates = []
+            if saved and saved.get("account_url") == account.url and saved.get("identifiers") == wanted:
+                candidates.append(saved["order_url"])
+            elif saved is None and ctx.recovering:
+                candidates.extend(reversed(list_orders(session)))  # newest last in Pebble
+            for url in candidates:
+                order = self._find_usable(session, url, wanted)
+                if order is not None:
+                    self._save(ctx, url, account.url, wanted)
+                    log.info("acme_order_reused", order_url=url, status=order.status.name)
+                    return _order_outputs(ctx, url, order, True, session.net.last_date())
+            resp = session.post(session.directory["newOrder"], messages.NewOrder(identifiers=idents))
+        except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
+            raise as_step_error(exc, f"opening an ACME order for {', '.join(wanted)} "
+                                     f"at {session.url}") from exc
+        url = resp.headers.get("Location")
+        if not url:
+            raise PermanentError(f"the CA at {session.url} answered newOrder without a Location")
+        self._save(ctx, url, account.url, wanted)
+        order = messages.Order.from_json(resp.json())
+        log.info("acme_order_opened", order_url=url, status=order.status.name)
+        return _order_outputs(ctx, url, order, False, resp.headers.get("Date"))
+
+    @staticmethod
+    def _find_usable(session: AcmeSession, url: str, wanted: list[str]) -> messages.Order | None:
+        """The order at ``url`` if it can still be used; None if it is gone or finished.
+
+        Only the CA saying the order does not exist (404) counts as gone: any other error
+        (a 500, a rate limit, a network failure) propagates and the step is retried, so a
+        CA that is merely struggling never makes us open a second order beside the first.
+        """
+        try:
+            order = session.order(url)
+        except messages.Error:
+            if session.net.last_status() in (404, 410):
+                return None  # the CA no longer knows it: open a new one
+            raise
+        if order.status.name not in USABLE:
+            return None
+        if sorted(i.value for i in order.identifiers) != wanted:
+            return None
+        return order
+
+    @staticmethod
+    def _save(ctx: StepContext, url: str, account_url: str, wanted: list[str]) -> None:
+        write_json(ctx.run_dir / ORDER_FILE, {"order_url": url, "account_url": account_url,
+                                              "identifiers": wanted, "key": ctx.idempotency_key})
+
+
+class Challenge(BaseStep):
+    """Present and answer the order's challenges, then poll until every authorization is valid.
+
+    ``type: http-01`` serves answers from the built-in responder on ``http_address`` or
+    from files in ``webroot``; ``type: dns-01`` runs ``dns_hook`` (then waits for
+    propagation) and ``dns_cleanup_hook`` afterwards. With ``wait: false`` it only presents
+    (for a pipeline state "challenges presented"); the next call with ``wait: true``
+    presents again (idempotently), answers and polls.
+
+    Raises PermanentError with the CA's problem (type, detail, identifier) when an
+    authorization turns invalid, StepError when polling exceeds ``timeout`` seconds.
+    ``cleanup(ctx)`` takes the answers down; ``run`` calls it once the authorizations
+    settled, and it is safe after a crash (it reads ``run_dir/acme-challenges.json``).
+    """
+
+    name: ClassVar[str] = "acme.challenge"
+    description: ClassVar[str] = "answer ACME challenges and wait for valid authorizations"
+    idempotent: ClassVar[bool] = True
+    params_schema: ClassVar[Mapping[str, Any]] = _schema({
+        "type": {"enum": ["http-01", "dns-01"], "default": "http-01"},
+        "http_address": {"type": "string", "default": "0.0.0.0:80"},
+        "webroot": {"type": "string"},
+        "dns_hook": {"type": ["array", "string"], "items": {"type": "string"},
+                     "description": "argv (or a string split shell-like) adding the TXT record"},
+        "dns_cleanup_hook": {"type": ["array", "string"], "items": {"type": "string"}},
+        "propagation_wait": {"type": "number", "minimum": 0, "default": 30},
+        "dns_resolver": {"type": "string"},
+        "wait": {"type": "boolean", "default": True},
+        "timeout": {"type": "number", "minimum": 1, "default": 300},
+        "max_retry_after": {"type": "number", "minimum": 0, "default": 10},
+    })
+
+    def run(self, ctx: StepContext) -> Done:
+        p = ctx.params
+        ctype = str(p.get("type", "http-01"))
+        if ctype == "dns-01":
+            check_params(p, ("dns_hook",))
+        account = load_account(ctx.state_dir, p)
+        session = session_for(ctx.services, p, account)
+        order_url = load_order_url(ctx.run_dir)
+        log = ctx.log.bind(step=self.name, order_url=order_url, type=ctype)
+        doing = f"answering {ctype} challenges of order {order_url}"
+        try:
+            order = session.order(order_url)
+            pending = self._pending(session, order, ctype)
+            fresh = [self._record(ctx, account.key, ident, chall, ctype) for ident, chall in pending]
+            records = merge_records(load_records(ctx.run_dir), fresh)
+            save_records(ctx.run_dir, records)  # before presenting: cleanup must find them
+            present(ctx.run_dir, p, records)
+            wait_propagation(records, p, sleep_of(ctx))
+            log.info("acme_challenges_presented", count=len(records))
+            if not p.get("wait", True):
+                return Done({"presented": len(fresh), "status": "presented"})
+            for ident, chall in pending:
+                if chall.status.name == "pending":
+                    session.post(chall.uri, chall.chall.response(account.key))
+            log.info("acme_challenges_answered", count=len(pending))
+            self._poll(ctx, session, order)
+        except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
+            self.cleanup(ctx)
+            raise as_step_error(exc, doing) from exc
+        except BaseException:
+            self.cleanup(ctx)
+            raise
+        problems = unpresent(ctx.run_dir, p)
+        log.info("acme_authorizations_valid", cleanup_problems=problems or None)
+        return Done({"presented": len(fresh), "status": "valid"})
+
+    def cleanup(self, ctx: StepContext) -> None:
+        """Take down every answer this run presented; never raises."""
+        problems = unpresent(ctx.run_dir, ctx.params)
+        if problems:
+            ctx.log.warning("acme_challenge_cleanup_failed", problems=problems)
+
+    @staticmethod
+    def _pending(session: AcmeSession, order: messages.Order, ctype: str) -> list[tuple[str, Any]]:
+        """(identifier, challenge body) for each authorization that still needs answering."""
+        out = []
+        for url in order.authorizations:
+            authz, _ = session.authorization(url)
+            ident = authz.identifier.value
+            status = authz.status.name
+            if status == "valid":
+                continue
+            if status != "pending":
+                raise PermanentError(_authz_failure(url, authz))
+            chall = next((c for c in authz.challenges if c.chall.typ == ctype), None)
+            if chall is None:
+                offered = ", ".join(c.chall.typ for c in authz.challenges)
+                raise PermanentError(f"the CA offers no {ctype} challenge for {ident} "
+                                     f"(offered: {offered})")
+            out.append((("*." + ident) if authz.wildcard else ident, chall))
+        return out
+
+    @staticmethod
+    def _record(ctx: StepContext, key: Any, ident: str, chall: Any, ctype: str) -> Presented:
+        token = chall.chall.encode("token")
+        if ctype == "dns-01":
+            return Presented(ident, ctype, token, "dns", name=record_name(ident),
+                             value=chall.chall.validation(key))
+        keyauth = chall.chall.key_authorization(key)
+        if ctx.params.get("webroot"):
+            return Presented(ident, ctype, token, "webroot", keyauth, webroot=str(ctx.params["webroot"]))
+        return Presented(ident, ctype, token, "responder", keyauth,
+                         address=str(ctx.params.get("http_address", "0.0.0.0:80")))
+
+    @staticmethod
+    def _poll(ctx: StepContext, session: AcmeSession, order: messages.Order) -> None:
+        def check() -> tuple[bool, requests.Response | None]:
+            last = None
+            for url in order.authorizations:
+                authz, resp = session.authorization(url)
+                if authz.status.name == "valid":
+                    continue
+                if authz.status.name != "pending":
+                    raise PermanentError(_authz_failure(url, authz))
+                return False, resp
+            return True, last
+
+        poll_until(ctx, check, "authorizations of the order to become valid")
+
+
+def _authz_failure(url: str, authz: messages.Authorization) -> str:
+    ident = authz.identifier.value
+    errors = [problem_text(c.error) for c in authz.challenges if c.error is not None]
+    detail = "; ".join(errors) or "no problem document"
+    return (f"authorization {url} for identifier {ident} is {authz.status.name}: "
+            f"the CA reported {detail}")
