@@ -8,6 +8,10 @@ Contract: a certificate is issued at most once per (account, idempotency key): t
 look-up, the signing and the insert happen in one store transaction, and a repeat with
 the same key returns the stored certificate (a different CSR under the same key is 409).
 The issuance mail is sent afterwards; its failure is logged, never undoes the issuance.
+
+Hazards: a probe whose mail fails is deleted again (502). A domain verification lapses
+``verification_days`` after it was made, judged at each use by the clock: a domain can be
+verified for one request and pending for the next.
 """
 from __future__ import annotations
 
