@@ -3,6 +3,8 @@
 Mail scanners open links within seconds of delivery, so a GET only shows what would be
 confirmed; each choice is a form that POSTs to the same URL with the token in a hidden
 field. Everything interpolated is HTML-escaped.
+
+Private to :mod:`certwright.ca.app`, whose responses these are (it imports FastAPI).
 """
 from __future__ import annotations
 

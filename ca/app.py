@@ -21,7 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from certwright.ca import _pages
-from certwright.ca._service import ApiError, CAService
+from certwright.ca.errors import ApiError
+from certwright.ca.service import CAService
 from certwright.clock import Clock
 
 log = structlog.get_logger("ca.app")
@@ -125,6 +126,7 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
                     clock=clock, mail_from=mail_from)
     app = FastAPI(title="certwright CA", version="1", description=__doc__)
     app.state.service = svc
+    accounts, issuing = svc.accounts, svc.issuing
 
     app.add_middleware(_RequestLog)
 
@@ -154,10 +156,10 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     # waits for a writer. Everything that writes (a commit is an fsync) or sends mail
     # stays a sync endpoint, run in the threadpool.
     async def account(authorization: Annotated[str | None, Header()] = None) -> str:
-        if svc.purge_due():
-            await run_in_threadpool(svc.purge)
+        if accounts.purge_due():
+            await run_in_threadpool(accounts.purge)
         scheme, _, token = (authorization or "").partition(" ")
-        return svc.authenticate(token.strip() if scheme.lower() == "bearer" else "")
+        return accounts.authenticate(token.strip() if scheme.lower() == "bearer" else "")
 
     Account = Annotated[str, Depends(account)]
     IdemHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
@@ -165,45 +167,46 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     # -- accounts ------------------------------------------------------------------------
     @app.post("/api/v1/accounts", status_code=201)
     def join(body: JoinIn) -> JSONResponse:
-        svc.purge_if_due()
-        out, created = svc.join(body.email, body.name, body.passphrase,
-                                [(q.question, q.answer) for q in body.questions])
+        accounts.purge_if_due()
+        out, created = accounts.join(body.email, body.name, body.passphrase,
+                                     [(q.question, q.answer) for q in body.questions])
         return JSONResponse(out, status_code=201 if created else 200)
 
     # (Endpoints returning a JSONResponse themselves skip FastAPI's validation of the
     # answer against the annotation; response_model keeps the published schema.)
     @app.post("/api/v1/confirmations", response_model=dict[str, Any])
     def confirm(body: ConfirmIn) -> JSONResponse:
-        svc.purge_if_due()
-        return JSONResponse(svc.confirm(body.request_id, body.token, body.action))
+        accounts.purge_if_due()
+        return JSONResponse(accounts.confirm(body.request_id, body.token, body.action))
 
     @app.post("/api/v1/login")
     def login(body: LoginIn) -> dict[str, Any]:
-        svc.purge_if_due()
-        return svc.login(body.email, body.passphrase)
+        accounts.purge_if_due()
+        return accounts.login(body.email, body.passphrase)
 
     @app.post("/api/v1/recovery")
     def recovery(body: RecoveryIn) -> dict[str, Any]:
-        return svc.recovery_question(body.email)
+        return accounts.recovery_question(body.email)
 
     @app.post("/api/v1/recovery/answer")
     def recovery_answer(body: RecoveryAnswerIn) -> dict[str, Any]:
-        return svc.recovery_answer(body.email, body.question, body.answer, body.new_passphrase)
+        return accounts.recovery_answer(body.email, body.question, body.answer,
+                                        body.new_passphrase)
 
     # -- domains and probes --------------------------------------------------------------
     @app.post("/api/v1/domains", status_code=201)
     def add_domain(body: DomainIn, account_id: Account) -> JSONResponse:
-        out, created = svc.add_domain(account_id, body.domain)
+        out, created = issuing.add_domain(account_id, body.domain)
         return JSONResponse(out, status_code=201 if created else 200)
 
     @app.get("/api/v1/domains", response_model=list[dict[str, Any]])
     async def domains(account_id: Account) -> JSONResponse:
-        return JSONResponse(svc.list_domains(account_id))
+        return JSONResponse(issuing.list_domains(account_id))
 
     @app.get("/api/v1/domains/{domain}", response_model=dict[str, Any])
     async def domain(domain: str, account_id: Account) -> JSONResponse:
         name = domain.strip().lower().rstrip(".")
-        found = svc.list_domains(account_id, [name])
+        found = issuing.list_domains(account_id, [name])
         if not found:
             raise ApiError(404, "unknown_domain", f"{name} is not on this account",
                            domain=name)
@@ -211,37 +214,37 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
 
     @app.delete("/api/v1/domains/{domain}", status_code=204)
     def delete_domain(domain: str, account_id: Account) -> Response:
-        svc.delete_domain(account_id, domain)
+        issuing.delete_domain(account_id, domain)
         return Response(status_code=204)
 
     @app.post("/api/v1/domains/{domain}/probes", status_code=201)
     def probe(domain: str, body: ProbeIn, account_id: Account,
               idempotency_key: IdemHeader = None) -> JSONResponse:
-        out, created = svc.probe(account_id, domain, body.local_part,
-                                 idempotency_key or body.idempotency_key)
+        out, created = issuing.probe(account_id, domain, body.local_part,
+                                     idempotency_key or body.idempotency_key)
         return JSONResponse(out, status_code=201 if created else 200)
 
     # -- certificates --------------------------------------------------------------------
     @app.post("/api/v1/certificates", status_code=201)
     def sign(body: SignIn, account_id: Account,
              idempotency_key: IdemHeader = None) -> JSONResponse:
-        out, created = svc.sign(account_id, body.csr,
-                                body.idempotency_key or idempotency_key or "", body.days)
+        out, created = issuing.sign(account_id, body.csr,
+                                    body.idempotency_key or idempotency_key or "", body.days)
         return JSONResponse(out, status_code=201 if created else 200)
 
     @app.get("/api/v1/certificates", response_model=dict[str, Any])
     async def find_certificate(account_id: Account,
                                idempotency_key: Annotated[str, Query(max_length=200)],
                                ) -> JSONResponse:
-        return JSONResponse(svc.find_certificate(account_id, idempotency_key))
+        return JSONResponse(issuing.find_certificate(account_id, idempotency_key))
 
     @app.get("/api/v1/certificates/{serial}", response_model=dict[str, Any])
     async def certificate(serial: str) -> JSONResponse:
-        return JSONResponse(svc.certificate(serial))
+        return JSONResponse(issuing.certificate(serial))
 
     @app.post("/api/v1/certificates/{serial}/revoke")
     def revoke(serial: str, body: RevokeIn, account_id: Account) -> dict[str, Any]:
-        return svc.revoke(account_id, serial, body.reason)
+        return issuing.revoke(account_id, serial, body.reason)
 
     # -- CA material ---------------------------------------------------------------------
     @app.get("/ca/intermediate.crt")
@@ -255,18 +258,18 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
 
     @app.get("/ca/crl")
     def crl() -> Response:
-        return Response(svc.crl_der(), media_type="application/pkix-crl")
+        return Response(issuing.crl_der(), media_type="application/pkix-crl")
 
     # -- pages ---------------------------------------------------------------------------
     def link_get(kind: str, link_id: str, token: str, request: Request) -> Response:
-        info = svc.describe_link(link_id, token, kind)
+        info = accounts.describe_link(link_id, token, kind)
         return _pages.link_page(info, request.url.path, token)
 
     async def link_post(kind: str, link_id: str, request: Request) -> Response:
         form = parse_qs((await request.body()).decode(errors="replace")[:4096])
         token = (form.get("token") or [""])[0]
         action = (form.get("action") or ["verify"])[0]
-        result = await run_in_threadpool(svc.confirm, link_id, token, action, kind)
+        result = await run_in_threadpool(accounts.confirm, link_id, token, action, kind)
         return _pages.result_page(result)
 
     @app.get("/account/confirm/{link_id}", include_in_schema=False)
@@ -287,7 +290,7 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
 
     @app.get("/certificates/{serial}", include_in_schema=False)
     def certificate_page(serial: str) -> Response:
-        return _pages.certificate_page(svc.certificate(serial))
+        return _pages.certificate_page(issuing.certificate(serial))
 
     @app.get("/", include_in_schema=False)
     def home() -> Response:

@@ -54,7 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``ca init`` and ``ca serve`` to an argparse subparsers object."""
-    ca = subparsers.add_parser("ca", help="the built-in CA")
+    ca: argparse.ArgumentParser = subparsers.add_parser("ca", help="the built-in CA")
     sub = ca.add_subparsers(dest="ca_command", required=True)
     init = sub.add_parser("init", help="create a CA directory (idempotent)")
     init.add_argument("--dir", required=True, help="the CA directory")

@@ -12,12 +12,7 @@ senders do not queue behind one another. A session used within ``FRESH_S`` is re
 without a NOOP probe, but its first reply (to MAIL) must come within ``PROBE_S``; an
 older one is probed with NOOP first. A session found dead before the message content
 went out is replaced by a new connection once. With PIPELINING (RFC 2920) MAIL, RCPT
-and DATA go out in one write.
-
-The message is built as bytes directly (not through :class:`email.message.EmailMessage`,
-which costs about a millisecond a message): RFC 5322 headers, folded at 78 characters
-(RFC 2047 encoded words for non-ASCII text), a ``text/plain; charset="utf-8"`` body in
-7bit when it is ASCII with short lines, else quoted-printable.
+and DATA go out in one write. The message itself is built by :mod:`certwright.ca.message`.
 
 Hazard: no retry queue. A message that fails is reported to the caller, who may retry;
 nothing is sent twice by this module on its own: once the content went out, a lost
@@ -25,20 +20,15 @@ connection is reported, not retried (the server may have taken the message).
 """
 from __future__ import annotations
 
-import binascii
 import re
 import smtplib
 import socket
 import threading
 import time
-from email import policy as email_policy
-from email.generator import BytesGenerator
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
-from io import BytesIO
 
 import structlog
 
+from certwright.ca.message import MessageBuilder
 from certwright.clock import Clock, SystemClock
 
 log = structlog.get_logger("ca.outmail")
@@ -47,12 +37,7 @@ IDLE_S = 30.0  # a kept SMTP session unused this long is closed rather than reus
 PROBE_S = 2.0  # how long a NOOP (or a fresh session's MAIL reply) may take before it counts as dead
 FRESH_S = 1.0  # a session used this recently is not probed with NOOP before reuse
 MAX_SESSIONS = 4  # kept sessions per host (a small pool: MX hosts limit connections per client)
-MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be no longer than 78 characters
 
-_CRLF = b"\r\n"
-_SIMPLE_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
-_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
-_FOLD_PIECES = re.compile(r"[ ]+[^ ]*")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
@@ -84,54 +69,9 @@ def mx_hosts(domain: str, *, timeout: float = 5.0) -> list[tuple[str, int]]:
     return [(h, 25) for h in hosts if h]
 
 
-def _no_newline(name: str, value: str) -> None:
-    if len(value.splitlines()) > 1 or "\r" in value or "\n" in value:
-        raise ValueError(f"{name}: header values may not contain linefeed or carriage "
-                         "return characters")
-
-
-def _header(name: str, value: str) -> str:
-    """``Name: value`` folded to lines of at most 78 characters, each ending in CRLF.
-
-    Printable ASCII is folded at spaces here; anything else (non-ASCII, control
-    characters, a word too long to fit, text that looks like an encoded word) goes
-    through the email package's folder, which encodes it per RFC 2047.
-    """
-    _no_newline(name, value)
-    line = f"{name}: {value}"
-    if len(line) <= MAX_LINE and not _NOT_PRINTABLE.search(value) and "=?" not in value:
-        return line + "\r\n"
-    if not _NOT_PRINTABLE.search(value) and "=?" not in value:
-        lines: list[str] = []
-        current = f"{name}:"
-        for piece in _FOLD_PIECES.findall(" " + value):
-            if len(current) + len(piece) > MAX_LINE and current != f"{name}:":
-                lines.append(current)
-                current = piece
-            else:
-                current += piece
-        lines.append(current)
-        if all(len(x) <= MAX_LINE and x.strip() for x in lines):
-            return "\r\n".join(lines) + "\r\n"
-    folded: str = email_policy.SMTP.header_factory(name, value).fold(policy=email_policy.SMTP)
-    return folded
-
-
-def _address_header(name: str, value: str) -> str:
-    _no_newline(name, value)
-    if _SIMPLE_ADDRESS.fullmatch(value) and len(value) + len(name) + 2 <= MAX_LINE:
-        return f"{name}: {value}\r\n"
-    folded: str = email_policy.SMTP.header_factory(name, value).fold(policy=email_policy.SMTP)
-    return folded
-
-
-def _text_body(body: str) -> tuple[str, bytes]:
-    """(Content-Transfer-Encoding, encoded body with CRLF line ends) for a text body."""
-    lines = body.encode("utf-8").splitlines()
-    raw = _CRLF.join(lines) + _CRLF
-    if raw.isascii() and all(len(x) <= MAX_LINE for x in lines):
-        return "7bit", raw
-    return "quoted-printable", binascii.b2a_qp(raw, istext=True)
+def _text(reply: bytes | str) -> str:
+    """An SMTP reply's text (smtplib hands it over as bytes, some of its errors as str)."""
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else reply
 
 
 class _Session:
@@ -173,59 +113,13 @@ class Mailer:
         self._pools: dict[tuple[str, int], _HostPool] = {}
         self._pools_guard = threading.Lock()
         self._generation = 0  # bumped by close(): sessions from before it are not reused
-        self._fqdn: str | None = None
+        self.messages = MessageBuilder(mail_from=mail_from, clock=self.clock)
 
     # -- building -------------------------------------------------------------------------
 
     def build(self, to: str, subject: str, body: str, *, kind: str) -> bytes:
         """The message as it goes over the wire (CRLF line ends, not dot-stuffed)."""
-        return self._build(to, subject, body, kind)[0]
-
-    def _msgid_domain(self) -> str:
-        domain = self.mail_from.rpartition("@")[2]
-        if domain:
-            return domain
-        if self._fqdn is None:
-            self._fqdn = socket.getfqdn()
-        return self._fqdn
-
-    def _build(self, to: str, subject: str, body: str, kind: str) -> tuple[bytes, bool]:
-        """(message bytes, whether it needs SMTPUTF8: a non-ASCII address)."""
-        _no_newline("To", to)
-        _no_newline("From", self.mail_from)
-        date = format_datetime(self.clock.now())
-        msgid = make_msgid(domain=self._msgid_domain())
-        if not (to.isascii() and self.mail_from.isascii()):
-            return self._build_international(to, subject, body, kind, date, msgid), True
-        cte, encoded = _text_body(body)
-        head = "".join((
-            _address_header("From", self.mail_from),
-            _address_header("To", to),
-            _header("Subject", subject),
-            f"Date: {date}\r\n",
-            _header("Message-ID", msgid),
-            "Auto-Submitted: auto-generated\r\n",
-            _header("X-Certwright-Kind", kind),
-            "MIME-Version: 1.0\r\n",
-            'Content-Type: text/plain; charset="utf-8"\r\n',
-            f"Content-Transfer-Encoding: {cte}\r\n\r\n"))
-        return head.encode("ascii") + encoded, False
-
-    def _build_international(self, to: str, subject: str, body: str, kind: str, date: str,
-                             msgid: str) -> bytes:
-        """A message with a non-ASCII address: RFC 6532 UTF-8 headers (rare; the slow way)."""
-        msg = EmailMessage()
-        msg["From"] = self.mail_from
-        msg["To"] = to
-        msg["Subject"] = subject
-        msg["Date"] = date
-        msg["Message-ID"] = msgid
-        msg["Auto-Submitted"] = "auto-generated"
-        msg["X-Certwright-Kind"] = kind
-        msg.set_content(body)
-        out = BytesIO()
-        BytesGenerator(out, policy=email_policy.SMTPUTF8).flatten(msg, linesep="\r\n")
-        return out.getvalue()
+        return self.messages.build(to, subject, body, kind=kind)[0]
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -439,7 +333,7 @@ class Mailer:
 
     def send(self, to: str, subject: str, body: str, *, kind: str) -> None:
         """Deliver one message; raises MailError with the last reason when no host took it."""
-        data, utf8 = self._build(to, subject, body, kind)
+        data, utf8 = self.messages.build(to, subject, body, kind=kind)
         hosts = [self.smarthost] if self.smarthost else mx_hosts(to.rpartition("@")[2])
         if not hosts:
             raise MailError(to, "the domain publishes a null MX: it accepts no mail")
@@ -451,9 +345,9 @@ class Mailer:
                 return
             except smtplib.SMTPRecipientsRefused as exc:
                 code, text = next(iter(exc.recipients.values()))
-                reason = f"{host}:{port} refused the recipient: {code} {text.decode(errors='replace')}"
+                reason = f"{host}:{port} refused the recipient: {code} {_text(text)}"
             except smtplib.SMTPResponseException as exc:
-                reason = f"{host}:{port} said {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}"
+                reason = f"{host}:{port} said {exc.smtp_code} {_text(exc.smtp_error)}"
             except (OSError, smtplib.SMTPException, socket.timeout) as exc:
                 reason = f"{host}:{port}: {exc or type(exc).__name__}"
             log.warning("mail_attempt_failed", kind=kind, to=to, reason=reason)

@@ -116,7 +116,8 @@ def _name(common_name: str) -> x509.Name:
 
 def _ca_cert(subject_key: ec.EllipticCurvePrivateKey, subject: x509.Name,
              issuer_key: ec.EllipticCurvePrivateKey, issuer: x509.Name, *, clock: Clock,
-             years: int, path_len: int | None, hash_alg: hashes.HashAlgorithm) -> x509.Certificate:
+             years: int, path_len: int | None,
+             hash_alg: hashes.SHA256 | hashes.SHA384) -> x509.Certificate:
     now = clock.now().replace(microsecond=0)
     ski = x509.SubjectKeyIdentifier.from_public_key(subject_key.public_key())
     builder = (

@@ -23,9 +23,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from certwright.ca._weakkeys import fermat_factor, roca_vulnerable
+from certwright.ca.weakkeys import fermat_factor, roca_vulnerable
 from certwright.ca.setup import CAPaths
 
 DV_POLICY = x509.ObjectIdentifier("2.23.140.1.2.1")
@@ -148,7 +148,7 @@ class Signer:
         self.chain_pem = (self.intermediate.public_bytes(serialization.Encoding.PEM)
                           + self.root.public_bytes(serialization.Encoding.PEM)).decode()
 
-    def _hash(self) -> hashes.HashAlgorithm:
+    def _hash(self) -> hashes.SHA256 | hashes.SHA384:
         return hashes.SHA384() if self._key.curve.name == "secp384r1" else hashes.SHA256()
 
     def issue(self, csr: x509.CertificateSigningRequest, names: list[str], *,
@@ -184,7 +184,7 @@ class Signer:
             .add_extension(x509.CertificatePolicies([x509.PolicyInformation(DV_POLICY, None)]),
                            critical=False)
             .add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-                x509.AuthorityInformationAccessOID.CA_ISSUERS,
+                AuthorityInformationAccessOID.CA_ISSUERS,
                 x509.UniformResourceIdentifier(f"{self.public_url}/ca/intermediate.crt"))]),
                 critical=False)
             .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(

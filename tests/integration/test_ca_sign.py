@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from certwright.ca._issuing import br_max_days
+from certwright.ca.issuing import br_max_days
 from certwright.ca.server import CAServer
 from certwright.clock import UTC, FakeClock
 from tests.support.ca import (  # noqa: F401  (fixtures)

@@ -234,7 +234,7 @@ def fermat_weak_key(bits: int = 2048) -> rsa.RSAPrivateKey:
 
 def roca_like_key(bits: int = 2048) -> rsa.RSAPrivateKey:
     """An RSA key whose primes have Infineon's form ``k*M + 65537^a mod M`` (ROCA)."""
-    from certwright.ca._weakkeys import ROCA_PRIMES
+    from certwright.ca.weakkeys import ROCA_PRIMES
 
     m = 1
     for prime in ROCA_PRIMES:

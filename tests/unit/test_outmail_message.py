@@ -124,7 +124,7 @@ def test_matches_what_email_message_would_say() -> None:
 
 def test_non_ascii_address_needs_smtputf8() -> None:
     """A non-ASCII address makes an RFC 6532 message (sent only with SMTPUTF8)."""
-    data, utf8 = _mailer()._build("jörg@example.test", "s", "b", "k")
+    data, utf8 = _mailer().messages.build("jörg@example.test", "s", "b", kind="k")
     assert utf8
     assert "jörg@example.test".encode() in data
-    assert not _mailer()._build("a@example.test", "s", "b", "k")[1]
+    assert not _mailer().messages.build("a@example.test", "s", "b", kind="k")[1]

@@ -1,14 +1,19 @@
-"""The CA's decisions, independent of HTTP: accounts, login, recovery, links.
+"""The CA's accounts: join, confirmation links, login sessions, recovery, the purge.
 
-Every public method either returns a JSON-able dict or raises :class:`ApiError` (status,
-code, message, details), which the app turns into ``{"error": code, "message": ...}``.
-Domain, probe and certificate operations live in :mod:`ca._issuing` (a mixin).
+:class:`Accounts` holds what it works with (the store, the mailer, the clock, the config)
+and, for domain links, the object that records a domain as verified (:class:`Issuing`,
+seen here only through :class:`DomainVerifier`). Every public method returns a JSON-able
+dict or raises :class:`ApiError`, which the app turns into ``{"error": code, ...}``.
 
 Contract for links (account confirmations and domain probes): 256-bit tokens stored as
 sha256, valid ``link_hours`` (48), single use; :data:`MAX_TOKEN_FAILURES` wrong tokens
-cancel the request. Reading a link (:meth:`CAService.describe_link`) never changes
-anything; only :meth:`CAService.confirm` does, inside one store transaction so two
+cancel the request. Reading a link (:meth:`Accounts.describe_link`) never changes
+anything; only :meth:`Accounts.confirm` does, inside one store transaction so two
 concurrent POSTs cannot both act.
+
+Hazards: a join whose confirmation mail fails deletes the account again (502); the purge
+of unconfirmed accounts runs at most every :data:`PURGE_EVERY` (see :meth:`purge_due`),
+so an account may outlive ``account_purge_hours`` by that much.
 """
 from __future__ import annotations
 
@@ -16,71 +21,51 @@ import hmac
 import re
 import secrets
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
-from certwright.ca._issuing import IssuingMixin
+from certwright.ca.errors import ApiError
 from certwright.ca.outmail import Mailer, MailError
 from certwright.ca.passphrase import check_passphrase
-from certwright.ca.setup import CAPaths, load_config
-from certwright.ca.signer import Signer
 from certwright.ca.store import CAStore, check_secret, hash_secret, hash_token, normalize_answer
-from certwright.clock import Clock, SystemClock, format_instant, parse_instant
+from certwright.clock import Clock, format_instant, parse_instant
 
-log = structlog.get_logger("ca.service")
+log = structlog.get_logger("ca.accounts")
 
 MAX_TOKEN_FAILURES = 6
 SESSION_HOURS = 1
 #: How often requests run the purge of unconfirmed accounts (48 h old): a minute late
 #: at most, instead of a write transaction on every request.
 PURGE_EVERY = timedelta(minutes=1)
-POLICIES: dict[str, tuple[str, ...]] = {
-    "cacert": ("root", "hostmaster", "postmaster", "admin", "webmaster"),
-    "cabf": ("admin", "administrator", "webmaster", "hostmaster", "postmaster"),
-}
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[a-z0-9.-]{1,253}$")
 # Compared against when an email is unknown, so both paths cost one scrypt.
 _DUMMY_HASH = hash_secret(secrets.token_urlsafe(16))
 
 
-class ApiError(Exception):
-    """A refusal with an HTTP status, a stable code and a human message."""
+class DomainVerifier(Protocol):
+    """What a followed domain link needs from the issuing side."""
 
-    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-
-    def body(self) -> dict[str, Any]:
-        return {"error": self.code, "message": self.message, **self.details}
+    def mark_verified(self, account_id: str, domain: str, link_id: str) -> bool | None:
+        """Record ``domain`` as verified by ``link_id``: False when it now is, True when
+        it was already, None when the domain is no longer on the account. Runs inside
+        the caller's store transaction."""
 
 
-class CAService(IssuingMixin):
-    """One CA: its store, signer, mailer, policy and clock."""
+class Accounts:
+    """Accounts, their links, sessions and recovery (see the module contract)."""
 
-    def __init__(self, ca_dir: Path, *, public_url: str,
-                 smarthost: tuple[str, int] | None = None, policy: str = "cacert",
-                 clock: Clock | None = None, mail_from: str = "ca@certwright.invalid") -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"unknown probe policy {policy!r}; choose from {sorted(POLICIES)}")
-        self.clock = clock or SystemClock()
-        self.config = load_config(ca_dir)
-        self.public_url = public_url.rstrip("/")
-        self.policy = policy
-        self.local_parts = POLICIES[policy]
-        self.store = CAStore(CAPaths(Path(ca_dir)).db, clock=self.clock)
-        self.signer = Signer(ca_dir, self.public_url)
-        self.mailer = Mailer(smarthost=smarthost, mail_from=mail_from, clock=self.clock)
+    def __init__(self, *, store: CAStore, mailer: Mailer, clock: Clock,
+                 config: dict[str, Any], public_url: str, domains: DomainVerifier) -> None:
+        self.store = store
+        self.mailer = mailer
+        self.clock = clock
+        self.config = config
+        self.public_url = public_url
+        self.domains = domains
         self._purged_at: datetime | None = None
-        self.purge()
 
-    def close(self) -> None:
-        self.store.close()
-
+    # -- the purge of unconfirmed accounts ------------------------------------------------
     def purge(self) -> None:
         """Drop accounts left unconfirmed for ``account_purge_hours`` (cheap; run often)."""
         now = self.clock.now()
@@ -97,6 +82,7 @@ class CAService(IssuingMixin):
         return last is None or not last <= now < last + PURGE_EVERY
 
     def purge_if_due(self) -> None:
+        """:meth:`purge` when :meth:`purge_due`; repeat-safe."""
         if self.purge_due():
             self.purge()
 
@@ -198,6 +184,8 @@ class CAService(IssuingMixin):
 
     def _confirm_locked(self, link_id: str, token: str, action: str,
                         kind: str | None) -> dict[str, Any] | ApiError:
+        # A refusal is returned, not raised, so what it recorded (a failure count, a
+        # closed link) commits with the transaction.
         link = self.store.find_link(link_id)
         if not link or (kind and link["kind"] != kind):
             return ApiError(404, "not_found", f"no confirmation request {link_id!r}")
@@ -238,14 +226,12 @@ class CAService(IssuingMixin):
             if not already:
                 self.store.activate_account(link["account_id"])
         else:
-            row = self.store.find_domain(link["account_id"], link["domain"])
-            if row is None:
+            verified = self.domains.mark_verified(link["account_id"], link["domain"], link_id)
+            if verified is None:
                 self.store.close_link(link_id, "cancelled")
                 return ApiError(410, "link_cancelled", f"{link['domain']} was removed from "
                                 "the account; add it and probe again")
-            already = self._domain_view(row)["status"] == "verified"
-            if not already:
-                self.store.verify_domain(link["account_id"], link["domain"], link_id)
+            already = verified
         self.store.close_link(link_id, "verified")
         self.store.record("link_verified", link["account_id"], link_id,
                           link["domain"] or link["address"])

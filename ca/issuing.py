@@ -1,25 +1,33 @@
-"""Domains, probes, certificates and the CRL: the second half of :class:`CAService`.
+"""The CA's issuing: domains, probes, verification, signing, certificates, the CRL.
+
+:class:`Issuing` holds what it works with (the store, the signer, the mailer, the clock,
+the config, the probe policy). Every public method returns a JSON-able value or raises
+:class:`ApiError`.
 
 Contract: a certificate is issued at most once per (account, idempotency key): the
 look-up, the signing and the insert happen in one store transaction, and a repeat with
 the same key returns the stored certificate (a different CSR under the same key is 409).
 The issuance mail is sent afterwards; its failure is logged, never undoes the issuance.
+
+Hazards: a probe whose mail fails is deleted again (502). A domain verification lapses
+``verification_days`` after it was made, judged at each use by the clock: a domain can be
+verified for one request and pending for the next.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
-from certwright.ca.outmail import MailError
-from certwright.ca.signer import REASONS, CSRRejected, inspect_csr, valid_dns_name
-from certwright.clock import format_instant, parse_instant
-
-if TYPE_CHECKING:
-    from certwright.ca._service import CAService
+from certwright.ca.errors import ApiError
+from certwright.ca.outmail import Mailer, MailError
+from certwright.ca.signer import REASONS, CSRRejected, Signer, inspect_csr, valid_dns_name
+from certwright.ca.store import CAStore
+from certwright.clock import Clock, format_instant, parse_instant
 
 log = structlog.get_logger("ca.issuing")
 
@@ -45,17 +53,41 @@ def _verification_end(verified_at: str, days: int) -> tuple[datetime, str]:
     return until, format_instant(until)
 
 
-def _error(*args: Any, **kw: Any) -> Exception:
-    from certwright.ca._service import ApiError
+POLICIES: dict[str, tuple[str, ...]] = {
+    "cacert": ("root", "hostmaster", "postmaster", "admin", "webmaster"),
+    "cabf": ("admin", "administrator", "webmaster", "hostmaster", "postmaster"),
+}
 
-    return ApiError(*args, **kw)
+
+@dataclass(frozen=True)
+class ProbePolicy:
+    """Which local parts of a domain a probe may mail (see :data:`POLICIES`)."""
+
+    name: str
+    local_parts: tuple[str, ...]
+
+    @classmethod
+    def named(cls, name: str) -> ProbePolicy:
+        """The policy called ``name``; ValueError for an unknown one."""
+        if name not in POLICIES:
+            raise ValueError(f"unknown probe policy {name!r}; choose from {sorted(POLICIES)}")
+        return cls(name, POLICIES[name])
 
 
-class IssuingMixin:
-    """Domain, probe and certificate operations; mixed into CAService."""
+class Issuing:
+    """Domains, probes and certificates of the CA's accounts (see the module contract)."""
 
-    def _domain_view(self: CAService, row: dict[str, Any],
-                     now: datetime | None = None) -> dict[str, Any]:
+    def __init__(self, *, store: CAStore, signer: Signer, mailer: Mailer, clock: Clock,
+                 config: dict[str, Any], public_url: str, policy: ProbePolicy) -> None:
+        self.store = store
+        self.signer = signer
+        self.mailer = mailer
+        self.clock = clock
+        self.config = config
+        self.public_url = public_url
+        self.policy = policy
+
+    def _domain_view(self, row: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
         verified_at = row["verified_at"]
         expires = None
         status = "pending"
@@ -66,45 +98,61 @@ class IssuingMixin:
                 "verification_expires": expires}
 
     # -- domains -------------------------------------------------------------------------
-    def add_domain(self: CAService, account_id: str, domain: str) -> tuple[dict[str, Any], bool]:
+    def add_domain(self, account_id: str, domain: str) -> tuple[dict[str, Any], bool]:
         """Add a domain (idempotent); returns (view, created)."""
         domain = domain.strip().lower().rstrip(".")
         if not valid_dns_name(domain):
-            raise _error(422, "bad_request", f"{domain!r} is not a domain name", field="domain")
+            raise ApiError(422, "bad_request", f"{domain!r} is not a domain name",
+                           field="domain")
         created = self.store.add_domain(account_id, domain)
         if created:
             log.info("domain_added", account_id=account_id, domain=domain)
         row = self.store.find_domain(account_id, domain)
         return self._domain_view(row or {}), created
 
-    def list_domains(self: CAService, account_id: str,
+    def list_domains(self, account_id: str,
                      names: list[str] | None = None) -> list[dict[str, Any]]:
         """The account's domains (all, or those in ``names``), from committed state; never
         waits for a writer, so it may run on the event loop."""
         now = self.clock.now()
         return [self._domain_view(r, now) for r in self.store.domains(account_id, names)]
 
-    def delete_domain(self: CAService, account_id: str, domain: str) -> None:
+    def delete_domain(self, account_id: str, domain: str) -> None:
+        """Remove a domain from the account (its verification goes with it)."""
         if not self.store.delete_domain(account_id, domain.strip().lower()):
-            raise _error(404, "unknown_domain", f"{domain} is not on this account")
+            raise ApiError(404, "unknown_domain", f"{domain} is not on this account")
         log.info("domain_deleted", account_id=account_id, domain=domain)
 
-    def _owned_domain(self: CAService, account_id: str, domain: str) -> dict[str, Any]:
+    def _owned_domain(self, account_id: str, domain: str) -> dict[str, Any]:
         row = self.store.find_domain(account_id, domain.strip().lower())
         if row is None:
-            raise _error(404, "unknown_domain", f"{domain} is not on this account; "
-                         "POST /api/v1/domains first", domain=domain)
+            raise ApiError(404, "unknown_domain", f"{domain} is not on this account; "
+                           "POST /api/v1/domains first", domain=domain)
         return row
 
+    def mark_verified(self, account_id: str, domain: str, link_id: str) -> bool | None:
+        """Record ``domain`` as verified by the probe ``link_id`` (a followed link): False
+        when it now is, True when it was verified already (nothing changes), None when
+        the domain is no longer on the account. Runs inside the caller's store
+        transaction, which also closes the link."""
+        row = self.store.find_domain(account_id, domain)
+        if row is None:
+            return None
+        if self._domain_view(row)["status"] == "verified":
+            return True
+        self.store.verify_domain(account_id, domain, link_id)
+        return False
+
     # -- probes --------------------------------------------------------------------------
-    def probe(self: CAService, account_id: str, domain: str, local_part: str,
+    def probe(self, account_id: str, domain: str, local_part: str,
               idem_key: str | None = None) -> tuple[dict[str, Any], bool]:
         """Mail a verification link to ``local_part@domain``; returns (view, created)."""
         local_part = local_part.strip().lower()
-        if local_part not in self.local_parts:
-            raise _error(422, "bad_local_part", f"{local_part!r} is not allowed; the "
-                         f"{self.policy} policy allows {', '.join(self.local_parts)}",
-                         allowed=list(self.local_parts))
+        allowed = self.policy.local_parts
+        if local_part not in allowed:
+            raise ApiError(422, "bad_local_part", f"{local_part!r} is not allowed; the "
+                           f"{self.policy.name} policy allows {', '.join(allowed)}",
+                           allowed=list(allowed))
         row = self._owned_domain(account_id, domain)
         if idem_key:
             seen = self.store.find_link_by_key(account_id, idem_key)
@@ -126,20 +174,20 @@ class IssuingMixin:
         except MailError as exc:
             self.store.delete_link(link_id)
             log.warning("probe_undeliverable", account_id=account_id, address=address)
-            raise _error(502, "mail_undeliverable", str(exc), reason=exc.reason) from None
+            raise ApiError(502, "mail_undeliverable", str(exc), reason=exc.reason) from None
         self.store.record("probe_sent", account_id, link_id, address)
         log.info("probe_sent", account_id=account_id, probe_id=link_id, address=address)
         return {"probe_id": link_id, "address": address,
                 "expires_at": format_instant(expires)}, True
 
     # -- certificates --------------------------------------------------------------------
-    def _cert_view(self: CAService, row: dict[str, Any]) -> dict[str, Any]:
+    def _cert_view(self, row: dict[str, Any]) -> dict[str, Any]:
         return {"serial": row["serial"], "certificate": row["cert_pem"],
                 "chain": self.signer.chain_pem, "fingerprint_sha256": row["fingerprint"],
                 "not_before": row["not_before"], "not_after": row["not_after"],
                 "names": row["names"].split(","), "revoked": row["revoked_at"] is not None}
 
-    def _check_names(self: CAService, account_id: str, names: list[str]) -> None:
+    def _check_names(self, account_id: str, names: list[str]) -> None:
         # Only the account's domains that could cover a name: each name's base and the
         # domains above it (not every domain of the account, which may be thousands).
         candidates: set[str] = set()
@@ -152,20 +200,20 @@ class IssuingMixin:
             base = name[2:] if name.startswith("*.") else name
             if not any(base == d or base.endswith("." + d) for d in verified):
                 hint = f" (a wildcard needs {base} verified)" if base != name else ""
-                raise _error(422, "unverified_domain", f"{base} is not verified for this "
-                             f"account{hint}", domain=base)
+                raise ApiError(422, "unverified_domain", f"{base} is not verified for this "
+                               f"account{hint}", domain=base)
 
-    def sign(self: CAService, account_id: str, csr_pem: str, idem_key: str,
+    def sign(self, account_id: str, csr_pem: str, idem_key: str,
              days: int | None = None) -> tuple[dict[str, Any], bool]:
         """Issue (once per key) a certificate for the CSR; returns (view, created)."""
         if not idem_key:
-            raise _error(422, "bad_request", "an idempotency_key is required (field or "
-                         "Idempotency-Key header)", field="idempotency_key")
+            raise ApiError(422, "bad_request", "an idempotency_key is required (field or "
+                           "Idempotency-Key header)", field="idempotency_key")
         now = self.clock.now()
         cap = min(self.config["max_days"], br_max_days(now))
         days = self.config["default_days"] if days is None else days
         if not 1 <= days <= cap:
-            raise _error(422, "bad_request", f"days={days}; 1 to {cap} allowed", field="days")
+            raise ApiError(422, "bad_request", f"days={days}; 1 to {cap} allowed", field="days")
         csr_sha = hashlib.sha256(csr_pem.strip().encode()).hexdigest()
         bound = log.bind(account_id=account_id, idempotency_key=idem_key)
         seen = self.store.find_certificate(account_id=account_id, idem_key=idem_key)
@@ -175,7 +223,7 @@ class IssuingMixin:
             csr, names = inspect_csr(csr_pem)
         except CSRRejected as exc:
             bound.info("csr_refused", reason=exc.code, message=exc.message)
-            raise _error(422, exc.code, exc.message, **exc.details) from None
+            raise ApiError(422, exc.code, exc.message, **exc.details) from None
         self._check_names(account_id, names)
         with self.store.transaction():
             seen = self.store.find_certificate(account_id=account_id, idem_key=idem_key)
@@ -194,13 +242,13 @@ class IssuingMixin:
         self._mail_issued(account_id, row)
         return self._cert_view({**row, "revoked_at": None}), True
 
-    def _repeat(self: CAService, seen: dict[str, Any], csr_sha: str) -> dict[str, Any]:
+    def _repeat(self, seen: dict[str, Any], csr_sha: str) -> dict[str, Any]:
         if seen["csr_sha256"] != csr_sha:
-            raise _error(409, "idempotency_key_reused", "this idempotency key was used for a "
-                         "different CSR", serial=seen["serial"])
+            raise ApiError(409, "idempotency_key_reused", "this idempotency key was used for a "
+                           "different CSR", serial=seen["serial"])
         return self._cert_view(seen)
 
-    def _mail_issued(self: CAService, account_id: str, row: dict[str, Any]) -> None:
+    def _mail_issued(self, account_id: str, row: dict[str, Any]) -> None:
         account = self.store.find_account(account_id=account_id)
         if account is None:
             return
@@ -218,35 +266,36 @@ class IssuingMixin:
             log.warning("issuance_mail_failed", account_id=account_id, serial=row["serial"],
                         reason=exc.reason)
 
-    def find_certificate(self: CAService, account_id: str, idem_key: str) -> dict[str, Any]:
+    def find_certificate(self, account_id: str, idem_key: str) -> dict[str, Any]:
         """What was issued for the key (committed state; safe on the event loop)."""
         row = self.store.find_certificate(account_id=account_id, idem_key=idem_key,
                                           committed=True)
         if row is None:
-            raise _error(404, "not_found", f"nothing issued for idempotency key {idem_key!r}")
+            raise ApiError(404, "not_found", f"nothing issued for idempotency key {idem_key!r}")
         return self._cert_view(row)
 
-    def certificate(self: CAService, serial: str) -> dict[str, Any]:
+    def certificate(self, serial: str) -> dict[str, Any]:
         """A certificate by serial (committed state; safe on the event loop)."""
         row = self.store.find_certificate(serial=serial.lower(), committed=True)
         if row is None:
-            raise _error(404, "not_found", f"no certificate with serial {serial}")
+            raise ApiError(404, "not_found", f"no certificate with serial {serial}")
         return self._cert_view(row)
 
-    def revoke(self: CAService, account_id: str, serial: str, reason: str) -> dict[str, Any]:
+    def revoke(self, account_id: str, serial: str, reason: str) -> dict[str, Any]:
         """Revoke one of the account's certificates (repeat-safe)."""
         flag = REASONS.get(reason.replace("_", "").replace(" ", "").lower())
         if flag is None:
-            raise _error(422, "bad_reason", f"unknown revocation reason {reason!r}",
-                         allowed=sorted({f.value for f in REASONS.values()}))
+            raise ApiError(422, "bad_reason", f"unknown revocation reason {reason!r}",
+                           allowed=sorted({f.value for f in REASONS.values()}))
         row = self.store.find_certificate(serial=serial.lower())
         if row is None or row["account_id"] != account_id:
-            raise _error(404, "not_found", f"no certificate {serial} on this account")
+            raise ApiError(404, "not_found", f"no certificate {serial} on this account")
         self.store.revoke(row["serial"], flag.value)
         log.info("cert_revoked", account_id=account_id, serial=row["serial"], reason=flag.value)
         return {"serial": row["serial"], "status": "revoked", "reason": flag.value}
 
-    def crl_der(self: CAService) -> bytes:
+    def crl_der(self) -> bytes:
+        """The CRL (DER) of every revoked certificate, signed now by the intermediate."""
         now = self.clock.now()
         revoked = [(r["serial"], parse_instant(r["revoked_at"]), r["revoke_reason"])
                    for r in self.store.revoked()]
