@@ -135,6 +135,7 @@ class StoreContract:
                 with store.transaction() as tx:
                     tx.append(entry("r1", 1))
                     tx.put_run(run("r1", RUNNING, error="changed"))
+                    store.journal("r1")  # buffered writes, if any, reach the database
                     tx.clear_timers("r1")
                     tx.set_correlations("r1", 2, [])
                     tx.put_secrets("r1", {})
@@ -262,6 +263,17 @@ class StoreContract:
             assert store.run_ids([RUNNING]) == [("r1", "c" * 64)]
             assert set(store.run_ids([RUNNING, WAITING])) == {("r1", "c" * 64),
                                                               ("r2", "c" * 64)}
+
+    def test_empty_filters_match_nothing(self, tmp_path: Path) -> None:
+        """No statuses list no runs; clearing timers of no kinds clears none."""
+        with self.opened(tmp_path) as store:
+            with store.transaction() as tx:
+                tx.put_run(run("r1", RUNNING))
+                tx.add_timer("r1", 1, "wake", AT)
+            with store.transaction() as tx:
+                tx.clear_timers("r1", [])
+            assert store.list_runs([]) == [] and store.run_ids([]) == []
+            assert len(store.timers()) == 1
 
     # -- timers --------------------------------------------------------------------------
     def test_timers_come_back_as_added(self, tmp_path: Path) -> None:

@@ -3,9 +3,10 @@
 :class:`SharedStoreContract` is the half of the store contract that needs more than one
 opening of a store: a second connection sees nothing of an open transaction and all of a
 committed one, a long-lived reader sees later commits (the daemon's ``sync``), two writers
-taking turns never reuse a seq, everything committed survives closing and reopening, other
-processes read and write the same store, and the schema version is recorded, upgraded
-from an older one and refused from a newer one. A back-end subclasses it beside
+taking turns never reuse a seq, a process killed inside a transaction leaves none of it,
+everything committed survives closing and reopening, other processes read and write the
+same store, and the schema version is recorded, upgraded from an older one and refused
+from a newer one. A back-end subclasses it beside
 :class:`state.contract.StoreContract`, with the same ``make_store``.
 
 :class:`LockContract` checks ``state.locks`` (one driver per run, one daemon per state
@@ -69,14 +70,16 @@ class SharedStoreContract:
         """The store ``name`` in ``tmp_path``, closed at the end of the block."""
         return opened(self.make_store, tmp_path / name)
 
-    def in_process(self, tmp_path: Path, code: str) -> Any:
-        """Run ``code`` with ``store`` open in another process; the JSON it printed."""
+    def in_process(self, tmp_path: Path, code: str, *, returncode: int = 0) -> Any:
+        """Run ``code`` with ``store`` open in another process, which must end with
+        ``returncode`` (negative: killed by that signal); the JSON it printed, if any."""
         source = self.store_code(tmp_path / "store") + "\n" + code + "\nstore.close()\n"
         done = subprocess.run([sys.executable, "-c", source], capture_output=True,
                               text=True, timeout=120, check=False)
-        if done.returncode != 0:
-            raise AssertionError(f"the other process failed:\n{done.stderr}")
-        return json.loads(done.stdout)
+        if done.returncode != returncode:
+            raise AssertionError(f"the other process ended with {done.returncode}, not "
+                                 f"{returncode}:\n{done.stderr}")
+        return json.loads(done.stdout) if done.stdout.strip() else None
 
     # -- other connections ---------------------------------------------------------------
     def test_another_connection_sees_nothing_before_the_commit(self, tmp_path: Path) -> None:
@@ -124,6 +127,26 @@ class SharedStoreContract:
                 "print('{}')"]))
             assert store.load_run("r9").status == WAITING
             assert len(store.journal("r9")) == 1 and len(store.timers_after(0)) == 1
+
+    def test_a_process_killed_inside_a_transaction_leaves_none_of_it(
+            self, tmp_path: Path) -> None:
+        """A process killed (SIGKILL) in the middle of a transaction, its writes already
+        in the database, leaves nothing of that transaction and all of the one before."""
+        self.in_process(tmp_path, "\n".join([
+            "import os, signal",
+            "from certwright.state.contract import entry, write_everything",
+            "with store.transaction() as tx:",
+            "    write_everything(tx, 'r1')",
+            "with store.transaction() as tx:",
+            "    write_everything(tx, 'r2')",
+            "    tx.append(entry('r1', 1))",
+            "    assert store.find_run('r2') is not None",
+            "    os.kill(os.getpid(), signal.SIGKILL)"]), returncode=-signal.SIGKILL)
+        with self.opened(tmp_path) as store:
+            assert [e.data for e in store.journal("r1")] == [{"n": 0}]
+            assert store.find_run("r2") is None and store.load_secrets("r2") is None
+            assert {t.run_id for t in store.timers()} == {"r1"}
+            assert store.runs_for("mail:r2@example.test") == []
 
     def test_two_connections_taking_turns_never_reuse_a_seq(self, tmp_path: Path) -> None:
         """Seqs stay unique and increasing when two connections write one after another."""
