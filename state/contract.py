@@ -124,7 +124,7 @@ class StoreContract:
 
     def test_a_rolled_back_transaction_leaves_earlier_data_as_it_was(
             self, tmp_path: Path) -> None:
-        """Replacing, clearing and deleting inside a failed transaction change nothing."""
+        """Appending, replacing and clearing inside a failed transaction change nothing."""
         with self.opened(tmp_path) as store:
             with store.transaction() as tx:
                 write_everything(tx, "r1")
