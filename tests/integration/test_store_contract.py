@@ -1,0 +1,105 @@
+"""The store contract (``state.contract``, ``state.contract_shared``) run on the SQLite store.
+
+Every test runs in each way the engine opens the store: ``synchronous=full`` (the default,
+``run`` and the CLI), ``normal`` (tests, benchmarks) and ``normal`` with the background
+checkpointer (the daemon). A later back-end adds its own subclasses of the same contracts.
+Below them, what only the SQLite store promises: its files are private.
+"""
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from certwright.state import names as N
+from certwright.state.contract import StoreContract, write_everything
+from certwright.state.contract_shared import LockContract, SharedStoreContract
+from certwright.state.sqlite import SQLiteStore
+
+MODES: dict[str, dict[str, Any]] = {
+    "full": {"synchronous": "full"},
+    "normal": {"synchronous": "normal"},
+    "normal-checkpointer": {"synchronous": "normal", "background_checkpoint": True},
+}
+
+
+class _SQLite:
+    """The SQLite factory and hooks, in each mode of :data:`MODES`."""
+
+    options: dict[str, Any] = {}
+
+    @pytest.fixture(autouse=True, params=sorted(MODES))
+    def _mode(self, request: pytest.FixtureRequest) -> None:
+        self.options = MODES[request.param]
+
+    def make_store(self, path: Path) -> SQLiteStore:
+        return SQLiteStore(path, **self.options)
+
+
+class TestSQLiteStore(_SQLite, StoreContract):
+    pass
+
+
+class TestSQLiteStoreShared(_SQLite, SharedStoreContract):
+    def store_code(self, path: Path) -> str:
+        return (f"from certwright.state.sqlite import SQLiteStore\n"
+                f"store = SQLiteStore({str(path)!r}, **{self.options!r})")
+
+    def make_old_store(self, path: Path) -> list[str]:
+        """A version-1 store (before the secrets table), with two runs."""
+        conn = sqlite3.connect(path)
+        conn.executescript(N.MIGRATIONS[0])
+        conn.execute(f"INSERT INTO {N.T_META}(key, value) VALUES('schema_version', '1')")
+        for rid, status in (("old1", "waiting"), ("old2", "succeeded")):
+            conn.execute(f"INSERT INTO {N.T_RUNS} VALUES(?, 'p', 'h', 'a', ?, '{{}}', "
+                         f"'2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')", (rid, status))
+        conn.commit()
+        conn.close()
+        return ["old1", "old2"]
+
+    def make_newer_store(self, path: Path) -> None:
+        conn = sqlite3.connect(path)
+        conn.execute(f"UPDATE {N.T_META} SET value=? WHERE key='schema_version'",
+                     (str(len(N.MIGRATIONS) + 1),))
+        conn.commit()
+        conn.close()
+
+
+class TestFileLocks(LockContract):
+    pass
+
+
+def test_the_store_files_are_private(tmp_path: Path) -> None:
+    """The database and its WAL, which hold secrets, are 0600 in a 0700 folder."""
+    db = tmp_path / "state" / "certwright.sqlite"
+    store = SQLiteStore(db)
+    try:
+        with store.transaction() as tx:
+            write_everything(tx, "r1")
+        files = [p for p in db.parent.iterdir() if p.name.startswith(db.name)]
+        assert {p.name for p in files} >= {db.name, db.name + "-wal"}
+        assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {
+            p.name: 0o600 for p in files}
+        assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+    finally:
+        store.close()
+
+
+def test_secrets_are_in_no_run_or_journal_row(tmp_path: Path) -> None:
+    """Read raw, the runs and journal tables hold no secret; the secrets table does."""
+    db = tmp_path / "certwright.sqlite"
+    store = SQLiteStore(db)
+    with store.transaction() as tx:
+        write_everything(tx, "r1")
+    store.close()
+    conn = sqlite3.connect(db)
+    try:
+        def text(table: str) -> str:
+            return repr(conn.execute(f"SELECT * FROM {table}").fetchall())
+        assert "contract-secret-value" not in text(N.T_RUNS) + text(N.T_JOURNAL)
+        assert "contract-secret-value" in text(N.T_SECRETS)
+    finally:
+        conn.close()
