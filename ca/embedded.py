@@ -1,5 +1,8 @@
 """The CA and mail server in-process on loopback, for ``ca=embedded`` (``make demo``).
 
+Started by the CA's provider (:mod:`certwright.ca.provider`, which decides when a run needs
+them and points the run's inputs at them) and by ``daemon --embedded``.
+
 Both live under ``<state_dir>/embedded/``: the CA's folder, the Maildir, and ``ports.json``
 recording the ports first chosen. A resumed run asks for the same ports, because the run's
 pinned inputs (and the links in mail already delivered) name them; if a port is taken by
@@ -21,14 +24,13 @@ from typing import Any, Iterable, Mapping
 import structlog
 
 from certwright.ca.mailserver import MailServer
+from certwright.ca.provider import FOLDER, ports_file
 from certwright.ca.server import CAServer
 from certwright.ca.setup import CAPaths
 from certwright.clock import clock_from_env
 from certwright.errors import CertwrightError
 
 log = structlog.get_logger("certwright.embedded")
-
-FOLDER = "embedded"
 
 
 @dataclass
@@ -45,7 +47,7 @@ class Embedded:
 
 def _paths(state_dir: Path) -> tuple[Path, Path, Path, Path]:
     base = Path(state_dir) / FOLDER
-    return base, base / "ca", base / "Maildir", base / "ports.json"
+    return base, base / "ca", base / "Maildir", ports_file(state_dir)
 
 
 def _read_ports(path: Path) -> dict[str, Any]:
@@ -109,13 +111,6 @@ def recorded(state_dir: Path) -> Embedded | None:
     return Embedded(ca_url=str(ports["ca_url"]), maildir=maildir, ca_dir=ca_dir,
                     smtp_port=int(ports.get("smtp", 0)), root_cert=paths.root_cert,
                     intermediate_cert=paths.intermediate_cert)
-
-
-def start_embedded(state_dir: Path, given: Mapping[str, Any], spec: Any,
-                   stack: ExitStack) -> Embedded:
-    """For a new run with ``ca=embedded``."""
-    defaults = {k: i.default for k, i in spec.inputs.items() if i.has_default}
-    return start(state_dir, domains_of({**defaults, **given}), stack)
 
 
 def find_embedded(state_dir: Path, given: Mapping[str, Any], spec: Any,

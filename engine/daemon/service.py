@@ -133,11 +133,11 @@ class Daemon:
             stack.callback(lookup_store.close)
             services: dict[str, Any] = {}
             maildirs = list(self.cfg.maildirs)
-            if self.cfg.embedded:
-                from certwright.ca.embedded import start as start_embedded
-                emb = start_embedded(self.state_dir, self.cfg.embedded_domains, stack)
-                services["embedded"] = emb
-                maildirs.append(emb.maildir)
+            if self.cfg.embedded:  # the built-in CA's provider, as `run` would start it
+                from certwright.ca.provider import serve_embedded
+                provision = serve_embedded(self.state_dir, self.cfg.embedded_domains, stack)
+                services.update(provision.services)
+                maildirs.extend(provision.maildirs)
             engine = DaemonEngine(store, self.state_dir, clock=self.clock, workers=self.workers,
                                   services=services, covered=self._covered)
             self.engine = engine

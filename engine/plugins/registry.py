@@ -1,62 +1,62 @@
-"""The step registry: built-in steps plus third-party ones from entry points.
+"""The step registry: every step comes from the entry-point group ``certwright.steps``.
 
-Third-party packages register steps under the entry-point group ``certwright.steps``;
-each entry point names a step class. A name clash with a built-in step is an error, so a
-plugin can never silently replace ``ca.sign``.
+The built-in steps are entry points of the ``certwright`` distribution itself (listed in
+``pyproject.toml``); third-party packages add theirs to the same group. Each entry point
+names a step class as ``module:Class``. A plugin cannot take a name that is already taken
+(a built-in's or another plugin's), so it can never silently replace ``ca.sign``.
+
+Hazards: a step's module is imported the first time the step is asked for (``get``), not at
+discovery, so that ``validate`` does not load the CA client; a broken plugin therefore shows
+only when its step is used (the daemon asks for every step at start to say so early).
+Discovery itself is cached per process (see :mod:`._entrypoints`). Without the package's
+metadata (not installed) there are no built-in steps: :class:`Registry` says so.
 """
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 from typing import Any, Iterable, Mapping
 
-from certwright.errors import CertwrightError
+from certwright.engine.plugins._entrypoints import discover
 from certwright.engine.plugins.step import Step
+from certwright.errors import CertwrightError
 
 ENTRY_POINT_GROUP = "certwright.steps"
 
-# name -> "module:Class". Imported lazily so that `validate` does not load the CA client.
-BUILTIN: dict[str, str] = {
-    "shell": "certwright.steps.generic:Shell",
-    "set": "certwright.steps.generic:Set",
-    "assert": "certwright.steps.generic:Assert",
-    "noop": "certwright.steps.generic:Noop",
-    "wait.file": "certwright.steps.waits:WaitFile",
-    "wait.mail": "certwright.steps.mail:WaitMail",
-    "wait.until": "certwright.steps.waits:WaitUntil",
-    "notify.check": "certwright.steps.mail:NotifyCheck",
-    "key.generate": "certwright.steps.keys:KeyGenerate",
-    "csr.generate": "certwright.steps.keys:CsrGenerate",
-    "ca.join": "certwright.steps.ca:Join",
-    "ca.activate": "certwright.steps.ca:Activate",
-    "ca.add_domain": "certwright.steps.ca:AddDomain",
-    "ca.probe": "certwright.steps.ca:Probe",
-    "ca.verify": "certwright.steps.ca:Verify",
-    "ca.sign": "certwright.steps.ca:Sign",
-    "install.files": "certwright.steps.install:InstallFiles",
-    "install.reload": "certwright.steps.install:InstallReload",
-    "install.check": "certwright.steps.install:InstallCheck",
-    "acme.account": "certwright.steps.acme:Account",
-    "acme.order": "certwright.steps.acme:Order",
-    "acme.challenge": "certwright.steps.acme:Challenge",
-    "acme.finalize": "certwright.steps.acme:Finalize",
-    "acme.download": "certwright.steps.acme:Download",
-}
+
+def builtin_steps() -> dict[str, str]:
+    """The built-in steps, name -> ``module:Class``; raises CertwrightError when the package's
+    metadata (its entry points) cannot be found."""
+    found = {f.name: f.value for f in discover(ENTRY_POINT_GROUP) if f.builtin}
+    if not found:
+        raise CertwrightError(
+            f"no built-in steps: the entry points of group {ENTRY_POINT_GROUP!r} of the "
+            f"certwright distribution are missing; install the package (pip install -e .) "
+            f"rather than putting its folders on PYTHONPATH")
+    return found
 
 
 class Registry:
-    """Maps step names to step instances."""
+    """Maps step names to step instances.
+
+    ``Registry()`` holds the built-in steps and the plugins; ``plugins=False`` leaves the
+    plugins out. ``classes`` (name -> class or ``module:Class``) replaces the built-ins, for
+    tests and embedders that bring their own steps.
+    """
 
     def __init__(self, classes: Mapping[str, str | type] | None = None, *,
                  plugins: bool = True) -> None:
-        self._specs: dict[str, str | type] = dict(BUILTIN if classes is None else classes)
+        self._specs: dict[str, str | type] = (
+            dict(builtin_steps()) if classes is None else dict(classes))
         self._loaded: dict[str, Step] = {}
         if plugins:
-            for ep in entry_points(group=ENTRY_POINT_GROUP):
-                if ep.name in self._specs:
+            for found in discover(ENTRY_POINT_GROUP):
+                if found.builtin:
+                    continue
+                if found.name in self._specs:
                     raise CertwrightError(
-                        f"step plugin {ep.value!r} wants the name {ep.name!r}, which is taken")
-                self._specs[ep.name] = ep.value
+                        f"step plugin {found.value!r} (distribution {found.dist}) wants the "
+                        f"name {found.name!r}, which is taken")
+                self._specs[found.name] = found.value
 
     def names(self) -> list[str]:
         return sorted(self._specs)

@@ -1,76 +1,62 @@
-"""Services a run needs in-process (the embedded CA and mail server of ``ca=embedded``).
+"""Services a run needs in-process, from the registered providers.
 
-``start_services`` looks at a pipeline's inputs; when a pipeline has an input ``ca`` whose
-value is ``embedded`` (given or by default), it starts the built-in CA and mail server on
-loopback for as long as the command runs, and substitutes their addresses for the inputs
-``ca`` and ``maildir`` (when that is ``embedded`` too). A resumed run asks for the same
-ports, recorded in the state directory, so links in mail already sent still work.
+``start_services_for`` asks every provider (:mod:`certwright.engine.plugins.providers`) in
+turn about a pipeline and its runs' inputs; each one that applies starts its services for as
+long as the command runs and rewrites the inputs (a later provider sees the earlier ones'
+substitutions). The engine knows no provider, input name or service: the built-in CA and
+mail server of ``ca=embedded`` are a provider of the CA package.
+
+Hazards: providers are asked before every foreground run, so this costs what their
+entry-point modules cost to import (small by contract) when none applies. A service name
+offered by two providers is an error rather than one silently replacing the other.
 """
 from __future__ import annotations
 
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable
 
 from certwright.engine.model.spec import PipelineSpec
-
-EMBEDDED = "embedded"
-
-
-def wants_embedded(spec: PipelineSpec, given: Mapping[str, Any]) -> bool:
-    if "ca" not in spec.inputs:
-        return False
-    value = given.get("ca", spec.inputs["ca"].default)
-    return bool(value == EMBEDDED)
-
-
-def _daemon_serves_embedded(state_dir: Path) -> bool:
-    from certwright.state.locks import daemon_lock
-    from certwright.ca.embedded import recorded
-    return bool(daemon_lock(state_dir).holder()) and recorded(state_dir) is not None
+from certwright.engine.plugins.providers import Provider, load_providers
+from certwright.errors import CertwrightError
 
 
 def start_services(spec: PipelineSpec, given: dict[str, Any], state_dir: Path,
-                   stack: ExitStack) -> tuple[dict[str, Any], dict[str, Any]]:
+                   stack: ExitStack, *, providers: Iterable[Provider] | None = None,
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Start what the run needs; returns (services for steps, inputs with addresses)."""
-    services, [values] = start_services_for(spec, [given], state_dir, stack)
+    services, [values] = start_services_for(spec, [given], state_dir, stack,
+                                            providers=providers)
     return services, values
 
 
 def start_services_for(spec: PipelineSpec, givens: list[dict[str, Any]], state_dir: Path,
-                       stack: ExitStack) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """As :func:`start_services`, once for several runs of ``spec`` (all their domains)."""
+                       stack: ExitStack, *, providers: Iterable[Provider] | None = None,
+                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """As :func:`start_services`, once for several runs of ``spec`` (all their inputs).
+
+    ``providers`` defaults to the registered ones (:func:`load_providers`). Raises what a
+    provider raises, and CertwrightError when two offer one service or a provider answers
+    for a different number of runs than it was asked about.
+    """
     services: dict[str, Any] = {}
-    emb: Any = None
-    recorded_ports = Path(state_dir) / "embedded" / "ports.json"
-    if not givens or not (wants_embedded(spec, givens[0]) or recorded_ports.exists()):
-        return services, givens  # no embedded CA involved: do not even import it (0.3 s)
-    try:
-        from certwright.ca.embedded import domains_of, find_embedded, start
-    except ImportError:
+    if not givens:
         return services, givens
-    defaults = {k: i.default for k, i in spec.inputs.items() if i.has_default}
-    if givens and wants_embedded(spec, givens[0]) and _daemon_serves_embedded(state_dir):
-        # `daemon --embedded` holds the ports: hand the run the daemon's CA and Maildir
-        from certwright.ca.embedded import recorded
-        emb = recorded(state_dir)
-    elif givens and wants_embedded(spec, givens[0]):
-        domains: set[str] = set()
-        for given in givens:
-            domains |= domains_of({**defaults, **given})
-        emb = start(state_dir, domains, stack)
-    else:
-        # a resumed run whose inputs name the embedded CA's recorded address
-        emb = find_embedded(state_dir, givens[0], spec, stack) if givens else None
-    if emb is None:
-        return services, givens
-    services["embedded"] = emb
-    out = []
-    for given in givens:
-        values = dict(given)
-        values["ca"] = emb.ca_url
-        if "maildir" in spec.inputs and values.get(
-                "maildir", spec.inputs["maildir"].default) in (EMBEDDED, None):
-            values["maildir"] = str(emb.maildir)
-        out.append(values)
-    return services, out
+    offered_by: dict[str, str] = {}
+    for provider in load_providers() if providers is None else providers:
+        provision = provider.provide(spec, givens, Path(state_dir), stack)
+        if provision is None:
+            continue
+        if len(provision.inputs) != len(givens):
+            raise CertwrightError(
+                f"provider {provider.name!r} returned inputs for {len(provision.inputs)} "
+                f"runs when asked about {len(givens)}")
+        for key, value in provision.services.items():
+            if key in services:
+                raise CertwrightError(
+                    f"providers {offered_by[key]!r} and {provider.name!r} both offer the "
+                    f"service {key!r}")
+            services[key] = value
+            offered_by[key] = provider.name
+        givens = [dict(values) for values in provision.inputs]
+    return services, givens
