@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 import structlog
 
 from certwright.ca.mailserver import MailServer
-from certwright.ca.provider import FOLDER, ports_file
+from certwright.ca.embedded_paths import FOLDER, ports_file
 from certwright.ca.server import CAServer
 from certwright.ca.setup import CAPaths
 from certwright.clock import clock_from_env

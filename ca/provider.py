@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from certwright.ca.embedded_paths import FOLDER, ports_file
 from certwright.engine.plugins.providers import Provision
 
 if TYPE_CHECKING:
@@ -26,13 +27,7 @@ if TYPE_CHECKING:
     from certwright.engine.model.spec import PipelineSpec
 
 EMBEDDED = "embedded"  # the value of the `ca` (and `maildir`) input that asks for us
-FOLDER = "embedded"    # under the state dir: the CA, the Maildir, ports.json
 SERVICE = "embedded"   # the name of the Embedded record in the steps' ctx.services
-
-
-def ports_file(state_dir: Path) -> Path:
-    """Where the ports first chosen (and the CA's URL) are recorded."""
-    return Path(state_dir) / FOLDER / "ports.json"
 
 
 def wants_embedded(spec: PipelineSpec, given: Mapping[str, Any]) -> bool:

@@ -160,4 +160,5 @@ def test_asking_the_builtin_provider_about_a_pipeline_without_a_ca_imports_no_ca
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
-    assert json.loads(out.stdout) == ["certwright.ca", "certwright.ca.provider"]
+    assert json.loads(out.stdout) == ["certwright.ca", "certwright.ca.embedded_paths",
+                                      "certwright.ca.provider"]
