@@ -81,7 +81,7 @@ def _tmp_tag(key: str) -> str:
 
 def public_key_sha256(key: PrivateKey | Any) -> str:
     """Hex SHA-256 of the DER SubjectPublicKeyInfo of a private or public key."""
-    pub = key.public_key() if hasattr(key, "public_key") else key
+    pub: Any = key.public_key() if hasattr(key, "public_key") else key
     der = pub.public_bytes(serialization.Encoding.DER,
                            serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()
