@@ -34,6 +34,7 @@ from typing import Any, Iterable
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from certwright.mail.intake import AUTHSERV_ID
 from certwright.mail.maildir import Maildir
 
 log = structlog.get_logger(__name__)
@@ -203,7 +204,7 @@ class MailServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, domains: Iterable[str],
                  maildir: Path, max_message_size: int = 10 * 1024 * 1024,
-                 authserv_id: str = "certwright.local") -> None:
+                 authserv_id: str = AUTHSERV_ID) -> None:
         self.host = host
         self.port = port
         self.domains = frozenset(d.strip().lower().rstrip(".") for d in domains)

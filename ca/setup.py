@@ -12,7 +12,8 @@ Layout of ``ca_dir`` (0700)::
 Contract: :func:`init_ca` is idempotent. It creates only what is missing and never
 replaces an existing key or certificate. A crash half-way leaves files that a second call
 completes: keys are written before the certificates that need them, each file atomically
-(temporary file + rename).
+and only if it is missing (:func:`certwright.atomic.write_new`: temporary file, fsync, link,
+folder fsync), so two calls at once never replace each other's files.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from certwright.atomic import write_new
 from certwright.clock import Clock, SystemClock
 
 log = structlog.get_logger("ca.setup")
@@ -80,28 +82,23 @@ class CAPaths:
         return self.root / "ca.sqlite3"
 
 
-def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` atomically to ``path`` with ``mode`` from the first byte on."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+def _create(path: Path, data: bytes, mode: int, *, follow_folder: bool = True) -> None:
+    """Create ``path`` atomically unless it exists (a concurrent ``init_ca`` won the race:
+    its file stays, as every existing file does). The CA folder may be a symlink the user
+    made; keys pass ``follow_folder=False``, so ``private/`` never is."""
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        write_new(path, data, mode, follow_folder=follow_folder)
+    except FileExistsError:
+        pass
 
 
 def _key(path: Path) -> ec.EllipticCurvePrivateKey:
     curve = ec.SECP384R1() if path.name == "root.key" else ec.SECP256R1()
     if not path.exists():
         key = ec.generate_private_key(curve)
-        write_private(path, key.private_bytes(
+        _create(path, key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
+            serialization.NoEncryption()), 0o600, follow_folder=False)
         log.info("ca_key_created", file=path.name)
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(loaded, ec.EllipticCurvePrivateKey):
@@ -151,22 +148,22 @@ def init_ca(ca_dir: Path, *, clock: Clock | None = None, name: str = "certwright
     os.chmod(paths.root, 0o700)
     os.chmod(paths.private, 0o700)
     if not paths.config.exists():
-        write_private(paths.config, (json.dumps({**DEFAULT_CONFIG, "name": name},
-                                                indent=2) + "\n").encode(), 0o644)
+        _create(paths.config, (json.dumps({**DEFAULT_CONFIG, "name": name},
+                                          indent=2) + "\n").encode(), 0o644)
     root_key = _key(paths.root_key)
     root_name = _name(f"{name} Root")
     if not paths.root_cert.exists():
         root = _ca_cert(root_key, root_name, root_key, root_name, clock=clock, years=20,
                         path_len=None, hash_alg=hashes.SHA384())
-        write_private(paths.root_cert, root.public_bytes(serialization.Encoding.PEM), 0o644)
+        _create(paths.root_cert, root.public_bytes(serialization.Encoding.PEM), 0o644)
         log.info("ca_root_created", subject=root_name.rfc4514_string())
     inter_key = _key(paths.intermediate_key)
     if not paths.intermediate_cert.exists():
         root = x509.load_pem_x509_certificate(paths.root_cert.read_bytes())
         inter = _ca_cert(inter_key, _name(f"{name} Intermediate"), root_key, root.subject,
                          clock=clock, years=8, path_len=0, hash_alg=hashes.SHA384())
-        write_private(paths.intermediate_cert, inter.public_bytes(serialization.Encoding.PEM),
-                      0o644)
+        _create(paths.intermediate_cert, inter.public_bytes(serialization.Encoding.PEM),
+                0o644)
         log.info("ca_intermediate_created")
     CAStore(paths.db, clock=clock).close()
 

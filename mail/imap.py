@@ -40,7 +40,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import structlog
 
 from certwright.errors import InputError
-from certwright.mail.maildir import Maildir, _fsync_dir
+from certwright.mail.maildir import Maildir
 from certwright.mail.parse import MailLimits
 
 log = structlog.get_logger("certwright.imap")
@@ -215,20 +215,7 @@ class ImapSource:
 
     def _deliver(self, name: str, raw: bytes) -> None:
         """Atomically put ``raw`` into the spool's ``new/`` as ``name`` (once)."""
-        tmp = self.md.tmp / f"{name}.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, raw)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, self.md.new / name)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(self.md.new)
+        self.md.deliver(raw, name=name)
         self._delivered.add(name)
 
     def _idle(self, c: imaplib.IMAP4_SSL) -> bool:

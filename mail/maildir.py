@@ -29,6 +29,7 @@ from pathlib import Path
 
 import structlog
 
+from certwright.atomic import fsync_dir, write_file
 from certwright.errors import CertwrightError
 
 log = structlog.get_logger(__name__)
@@ -65,22 +66,11 @@ def unique_name() -> str:
             f"R{secrets.token_hex(4)}.{host}")
 
 
-def _fsync_dir(path: Path | str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
 class _FolderSync:
@@ -113,7 +103,7 @@ class _FolderSync:
                     break
                 self._cond.wait()
         try:
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         except BaseException:
             with self._cond:
                 self._running = False
@@ -173,37 +163,30 @@ class Maildir:
         for sub in (self.cur, self.new, self.tmp):
             sub.mkdir(mode=0o700, exist_ok=True)
 
-    def deliver(self, raw: bytes) -> str:
+    def deliver(self, raw: bytes, *, name: str | None = None) -> str:
         """Store ``raw`` as a new message and return its file name in ``new/``.
 
-        Atomic: written to ``tmp/`` (0600, O_EXCL), fsynced, hard-linked into ``new/`` and
-        unlinked from ``tmp/``, then ``new/`` fsynced before returning (one fsync of the
-        folder covers every delivery linked before it began, so concurrent deliveries
-        share it). Each call delivers a new copy. After a crash the message is either
-        wholly in ``new/`` or not there at all; ``tmp/`` is not fsynced, so a crash may
-        leave a stray link of a delivered message there (readers never look in ``tmp/``).
-        Missing folders are created.
+        Atomic: written to ``tmp/`` (:func:`certwright.atomic.write_file`: 0600 from the
+        start, O_EXCL, fsynced), hard-linked into ``new/`` and unlinked from ``tmp/``, then
+        ``new/`` fsynced before returning (one fsync of the folder covers every delivery
+        linked before it began, so concurrent deliveries share it). Each call delivers a
+        new copy, except with ``name``: the message is delivered under that name, once (if
+        ``new/<name>`` exists it counts as delivered; the IMAP spool names messages by
+        UID). After a crash the message is either wholly in ``new/`` or not there at all;
+        ``tmp/`` is not fsynced, so a crash may leave a stray link of a delivered message
+        there (readers never look in ``tmp/``). Missing folders are created.
         """
-        name = unique_name()
+        if name is not None:
+            _check_name(name)
+        final = unique_name() if name is None else name
         base = os.fspath(self.path)
-        tmp_path, new_path = f"{base}/tmp/{name}", f"{base}/new/{name}"
+        tmp_path = f"{base}/tmp/{final if name is None else unique_name()}"
+        new_path = f"{base}/new/{final}"
         try:
-            fd = os.open(tmp_path, _CREATE_FLAGS, 0o600)
+            write_file(tmp_path, raw, 0o600)
         except FileNotFoundError:
             self.ensure()
-            fd = os.open(tmp_path, _CREATE_FLAGS, 0o600)
-        try:
-            written = os.write(fd, raw)
-            if written < len(raw):
-                view = memoryview(raw)[written:]
-                while view:
-                    view = view[os.write(fd, view):]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            _unlink_quietly(tmp_path)
-            raise
-        os.close(fd)
+            write_file(tmp_path, raw, 0o600)
         try:
             try:
                 os.link(tmp_path, new_path)  # never replaces an existing file, unlike rename
@@ -214,12 +197,15 @@ class Maildir:
                 os.link(tmp_path, new_path)
             os.unlink(tmp_path)
         except OSError as exc:
-            if isinstance(exc, FileExistsError) or not os.path.exists(tmp_path):
+            if isinstance(exc, FileExistsError) and name is not None:
+                _unlink_quietly(tmp_path)  # delivered under this name already
+            elif isinstance(exc, FileExistsError) or not os.path.exists(tmp_path):
                 _unlink_quietly(tmp_path)
                 raise
-            os.rename(tmp_path, new_path)  # file systems without hard links
+            else:
+                os.rename(tmp_path, new_path)  # file systems without hard links
         _folder_sync(f"{base}/new").sync()
-        return name
+        return final
 
     def _list(self, folder: Path) -> list[str]:
         try:
@@ -280,7 +266,7 @@ class Maildir:
                 return target
             raise
         if sync:
-            _fsync_dir(self.cur)
+            fsync_dir(self.cur)
         return target
 
     def finish_taken(self, name: str) -> bool:
@@ -313,10 +299,7 @@ class Maildir:
         reason_line = " ".join(reason.split())[:1000] + "\n"
         reason_path = sub.path / "reasons" / f"{name}.reason"
         tmp_reason = sub.tmp / f"{name}.reason.{secrets.token_hex(4)}"
-        with open(os.open(tmp_reason, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
-            fh.write(reason_line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_file(tmp_reason, reason_line.encode(), 0o600)
         os.replace(tmp_reason, reason_path)
         target = sub.new / name
         try:
@@ -324,8 +307,8 @@ class Maildir:
         except FileNotFoundError:
             reason_path.unlink(missing_ok=True)
             raise
-        _fsync_dir(sub.new)
-        _fsync_dir(sub.path / "reasons")
+        fsync_dir(sub.new)
+        fsync_dir(sub.path / "reasons")
         log.warning("mail_moved_aside", file=name, reason=reason_line.strip(),
                     quarantine=str(sub.path))
         return target

@@ -8,8 +8,9 @@ The lineage idea of certbot's ``storage.py``, for plain files a server reads dir
    ``<dir>/.certwright/staging/`` so the deploy can always be finished; then the marker
    ``<dir>/.certwright/pending`` is written (for a first install, with nothing to keep,
    recovery removes a half-written deploy instead and the step's retry installs again);
-3. each target is replaced atomically (temp file in the target folder created with
-   ``O_EXCL|O_NOFOLLOW``, write, fsync, ``rename``), key first; then the folder is fsynced;
+3. each target is replaced atomically (:mod:`certwright.atomic`: temp file in the target
+   folder created with ``O_EXCL|O_NOFOLLOW``, write, fsync, ``rename``), key first; then
+   the folder is fsynced;
 4. the marker is removed.
 
 A crash leaves either no marker (nothing or everything switched) or a marker with complete
@@ -17,150 +18,33 @@ staging; :func:`recover` finishes that deploy, or rolls it back to the saved ver
 the staging copies do not match the marker, and logs which.
 
 Hazards: the target folder must not be writable by anyone else and neither it nor any
-target may be a symlink, or another user could redirect our writes (the checks use
-``lstat`` and ``O_NOFOLLOW``). Version folders hold private keys: ``.certwright`` is 0700.
+target may be a symlink, or another user could redirect our writes (the checks, in
+:mod:`steps._install_layout`, use ``lstat`` and ``O_NOFOLLOW``). Version folders hold
+private keys: ``.certwright`` is 0700. One install into a folder at a time (:func:`locked`).
 """
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
 import stat
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
+from certwright import atomic
+from certwright.atomic import fsync_dir
 from certwright.clock import Clock
 from certwright.errors import PermanentError, StepError
+from certwright.steps._install_layout import (MODES, ROLES, Files, Layout, check_folder,
+                                              check_target, leaf_fingerprint, read_file,
+                                              sha256_hex)
 
-ROLES = ("key", "cert", "chain", "fullchain")  # also the write order: key before cert
-MODES = {"key": 0o600, "cert": 0o644, "chain": 0o644, "fullchain": 0o644}
-DEFAULT_NAMES = {"key": "server.key", "cert": "server.crt", "chain": "chain.pem",
-                 "fullchain": "fullchain.pem"}
-META_DIR = ".certwright"
-
-Files = Mapping[str, bytes | None]  # role -> content, None for "absent"
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def leaf_fingerprint(pem: bytes) -> str:
-    """SHA-256 (hex) of the DER of the first certificate in ``pem``; "" if none."""
-    try:
-        cert = x509.load_pem_x509_certificates(pem)[0]
-    except (ValueError, IndexError):
-        return ""
-    return sha256_hex(cert.public_bytes(serialization.Encoding.DER))
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where the installed files live: the target folder and each role's file name."""
-
-    dir: Path
-    names: Mapping[str, str]
-
-    @classmethod
-    def from_params(cls, p: Mapping[str, Any]) -> "Layout":
-        if not p.get("dir"):
-            raise PermanentError("install: parameter 'dir' (the target folder) is required")
-        names = {r: str(p.get(f"{r}_name") or DEFAULT_NAMES[r]) for r in ROLES}
-        for role, name in names.items():
-            if "/" in name or name in (".", "..", META_DIR) or not name:
-                raise PermanentError(f"install: {role}_name {name!r} must be a plain file name")
-        if len(set(names.values())) != len(names):
-            raise PermanentError(f"install: file names must differ, got {names}")
-        return cls(Path(str(p["dir"])), names)
-
-    def path(self, role: str) -> Path:
-        return self.dir / self.names[role]
-
-    @property
-    def meta(self) -> Path:
-        return self.dir / META_DIR
-
-    @property
-    def versions(self) -> Path:
-        return self.meta / "versions"
-
-    @property
-    def staging(self) -> Path:
-        return self.meta / "staging"
-
-    @property
-    def pending(self) -> Path:
-        return self.meta / "pending"
-
-
-# -- folder and file safety ----------------------------------------------------------------
-
-def _unsafe_mode(st: os.stat_result) -> bool:
-    return bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
-
-
-def check_folder(folder: Path, what: str, *, create_mode: int | None = None) -> None:
-    """Refuse a symlinked, non-folder or group/world-writable ``folder``.
-
-    When it is missing and ``create_mode`` is given, create it with that mode provided its
-    parent exists, is a real folder and is not group/world-writable; else PermanentError.
-    """
-    try:
-        st = os.lstat(folder)
-    except FileNotFoundError:
-        if create_mode is None:
-            raise PermanentError(f"{what} {folder} does not exist") from None
-        try:
-            pst = os.lstat(folder.parent)
-        except FileNotFoundError:
-            raise PermanentError(f"{what} {folder} does not exist, nor does its parent; "
-                                 "create it first") from None
-        if stat.S_ISLNK(pst.st_mode) or not stat.S_ISDIR(pst.st_mode) or _unsafe_mode(pst):
-            raise PermanentError(f"{what} {folder} does not exist and its parent is a symlink, "
-                                 "not a folder, or writable by group/others; create it first")
-        try:
-            os.mkdir(folder, create_mode)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise PermanentError(f"cannot create {what} {folder}: {exc.strerror}") from exc
-        os.chmod(folder, create_mode)  # the umask filters mkdir's mode
-        st = os.lstat(folder)
-    if stat.S_ISLNK(st.st_mode):
-        raise PermanentError(f"{what} {folder} is a symlink; refusing to write through it")
-    if not stat.S_ISDIR(st.st_mode):
-        raise PermanentError(f"{what} {folder} exists but is not a folder")
-    if _unsafe_mode(st):
-        raise PermanentError(f"{what} {folder} is writable by group or others (mode "
-                             f"{stat.S_IMODE(st.st_mode):04o}); chmod go-w it first")
-
-
-def check_target(path: Path) -> None:
-    """Refuse a target that is a symlink or not a regular file (missing is fine)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISLNK(st.st_mode):
-        raise PermanentError(f"install target {path} is a symlink; refusing to replace it")
-    if not stat.S_ISREG(st.st_mode):
-        raise PermanentError(f"install target {path} exists but is not a regular file")
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+TMP_TAG = "certwright-tmp"  # temp files ".<name>.certwright-tmp": ours, under the lock
 
 
 def write_atomic(target: Path, data: bytes, mode: int) -> None:
@@ -168,76 +52,24 @@ def write_atomic(target: Path, data: bytes, mode: int) -> None:
     write_many_atomic([(target, data, mode)])
 
 
-def _publish(tmp: Path, target: Path) -> None:
-    os.rename(tmp, target)
-
-
 def write_many_atomic(items: list[tuple[Path, bytes, int]]) -> None:
-    """Replace several targets atomically each, in order, with one journal commit's worth
-    of syncing: every temp file is written first, then each is fsynced (on ext4 the first
-    fsync commits the data of all of them; the rest find little to do), then each is
-    renamed in order, then each folder is fsynced once. A crash leaves each target old or
-    new (the caller's pending marker says which set was meant)."""
-    opened: list[tuple[Path, Path]] = []
-    fds: list[int] = []
+    """Replace several targets atomically each, in order, with one round of syncing
+    (:func:`certwright.atomic.write_many_atomic`); StepError when that fails. A crash
+    leaves each target old or new (the caller's pending marker says which set was meant)."""
     try:
-        for target, data, mode in items:
-            tmp = target.with_name(f".{target.name}.certwright-tmp")
-            try:
-                tmp.unlink()  # a leftover of a crash; we own this name
-            except FileNotFoundError:
-                pass
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, mode)
-            fds.append(fd)
-            opened.append((target, tmp))
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        for fd in fds:
-            os.fsync(fd)
-        while fds:
-            os.close(fds.pop())
-        for target, tmp in opened:
-            _publish(tmp, target)
+        atomic.write_many_atomic(items, tag=TMP_TAG)
     except OSError as exc:
-        where = opened[-1][0] if opened else (items[0][0] if items else "")
+        where = _failed_target(items, exc)
         raise StepError(f"install: writing {where} failed: {exc.strerror or exc}") from exc
-    finally:
-        for fd in fds:
-            os.close(fd)
-    for folder in sorted({t.parent for t, _, _ in items}):
-        fsync_dir(folder)
 
 
-def read_file(path: Path) -> bytes | None:
-    """The bytes of a regular file, None if missing (symlinks are not followed)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise PermanentError(f"install: cannot read {path}: {exc.strerror}") from exc
-    with os.fdopen(fd, "rb") as fh:
-        return fh.read()
-
-
-def read_current(layout: Layout) -> dict[str, bytes | None]:
-    return {r: read_file(layout.path(r)) for r in ROLES}
-
-
-def matches(layout: Layout, files: Files) -> bool:
-    """True if every target already holds exactly ``files`` with the right modes."""
-    for role in ROLES:
-        want = files.get(role)
-        path = layout.path(role)
-        have = read_file(path)
-        if have != want:
-            return False
-        if want is not None and stat.S_IMODE(os.lstat(path).st_mode) != MODES[role]:
-            return False
-    return True
+def _failed_target(items: list[tuple[Path, bytes, int]], exc: OSError) -> Path | str:
+    """The target whose file ``exc`` is about (its temp name or its own), else the last."""
+    name = os.path.basename(str(exc.filename or ""))
+    for target, _, _ in items:
+        if name in (target.name, f".{target.name}.{TMP_TAG}"):
+            return target
+    return items[-1][0] if items else ""
 
 
 # -- versions ------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
+from certwright.atomic import write_atomic, write_many_atomic
 from certwright.ca.client import CAClient, CAError
 from certwright.ca.passphrase import generate_passphrase
 from certwright.clock import parse_instant
@@ -45,16 +46,10 @@ def credentials_path(state_dir: Path, ca: str, email: str) -> Path:
 
 
 def save_credentials(path: Path, data: Mapping[str, Any]) -> None:
-    """Write atomically, 0600, in a 0700 folder."""
+    """Write atomically (:func:`certwright.atomic.write_atomic`), 0600, in a 0700 folder."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(dict(data), fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(dict(data), indent=2).encode(), 0o600)
 
 
 def load_credentials(ctx: StepContext, ca: str, email: str) -> dict[str, Any]:
@@ -344,11 +339,10 @@ class Sign(BaseStep):
         cert_path, chain_path = out_dir / "cert.pem", out_dir / "chain.pem"
         root_path = out_dir / "root.pem"
         chain, root = _split_chain(cert["chain"])
-        for path, text in ((cert_path, cert["certificate"]), (chain_path, chain),
-                           (root_path, root)):
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+        # public files, in a folder the user may have named (a symlinked one included)
+        write_many_atomic([(path, text.encode(), 0o644) for path, text in (
+            (cert_path, cert["certificate"]), (chain_path, chain), (root_path, root))],
+            follow_folder=True)
         ctx.log.info("ca_cert_signed", serial=cert["serial"], not_after=cert["not_after"])
         return Done({"cert_path": str(cert_path), "chain_path": str(chain_path),
                      "root_path": str(root_path),

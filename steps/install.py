@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certwright.errors import PermanentError, StepError
 from certwright.steps import _install_files as files
+from certwright.steps import _install_layout as layout_mod
 from certwright.steps._install_tls import Presented, default_server_name, fetch_certificate, split_address
 from certwright.engine.plugins.step import BaseStep, Done, StepContext
 from certwright.steps.keys import parse_private_key, public_key_sha256
@@ -31,7 +32,7 @@ from certwright.steps.keys import parse_private_key, public_key_sha256
 _OUTPUT_CAP = 16 * 1024  # characters of stdout/stderr kept in outputs and messages
 _sleep: Callable[[float], None] = time.sleep  # replaced by tests that must not wait
 
-_NAME_PROPS = {f"{r}_name": {"type": "string", "minLength": 1} for r in files.ROLES}
+_NAME_PROPS = {f"{r}_name": {"type": "string", "minLength": 1} for r in layout_mod.ROLES}
 _ARGV = {"type": ["array", "string"], "items": {"type": ["string", "number"]}}
 
 
@@ -87,7 +88,7 @@ class InstallFiles(BaseStep):
 
     def run(self, ctx: StepContext) -> Done:
         p = ctx.params
-        layout = files.Layout.from_params(p)
+        layout = layout_mod.Layout.from_params(p)
         keep = p.get("keep", 5)
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
             raise PermanentError(f"install.files: keep must be a whole number >= 0, got {keep!r}")
@@ -105,20 +106,20 @@ class InstallFiles(BaseStep):
                 f"{p['cert']} (serial {leaf.serial_number:x}); nothing was written to "
                 f"{layout.dir}")
         leaf_pem = _pem([leaf])
-        fingerprint = files.sha256_hex(leaf.public_bytes(serialization.Encoding.DER))
+        fingerprint = layout_mod.sha256_hex(leaf.public_bytes(serialization.Encoding.DER))
         wanted: dict[str, bytes | None] = {
             "key": key_pem, "cert": leaf_pem,
             "chain": _pem(chain) if chain else None, "fullchain": leaf_pem + _pem(chain)}
 
         # 2. The folder and targets must be safe; finish a deploy a crash interrupted.
-        files.check_folder(layout.dir, "target folder", create_mode=0o755)
-        for role in files.ROLES:
-            files.check_target(layout.path(role))
+        layout_mod.check_folder(layout.dir, "target folder", create_mode=0o755)
+        for role in layout_mod.ROLES:
+            layout_mod.check_target(layout.path(role))
         with files.locked(layout):
             return self._install(ctx, layout, wanted, fingerprint, keep, bool(chain), log)
 
     @staticmethod
-    def _install(ctx: StepContext, layout: files.Layout, wanted: dict[str, bytes | None],
+    def _install(ctx: StepContext, layout: layout_mod.Layout, wanted: dict[str, bytes | None],
                  fingerprint: str, keep: int, chain: bool, log: Any) -> Done:
         """Steps 2b-3 of :meth:`run`, under the folder's lock."""
         files.recover(layout, log)
@@ -127,12 +128,12 @@ class InstallFiles(BaseStep):
                "chain_path": str(layout.path("chain")) if chain else "",
                "fullchain_path": str(layout.path("fullchain")),
                "fingerprint_sha256": fingerprint}
-        if files.matches(layout, wanted):
+        if layout_mod.matches(layout, wanted):
             log.info("install_unchanged", fingerprint_sha256=fingerprint)
             return Done({**out, "previous": "", "changed": False})
 
         # 3. Keep what is there, then switch.
-        current = files.read_current(layout)
+        current = layout_mod.read_current(layout)
         version = files.save_version(layout, current, fingerprint, ctx.clock)
         files.switch(layout, wanted, current, version.name if version else "", log)
         pruned = files.prune_versions(layout, keep)
@@ -240,21 +241,21 @@ class InstallReload(BaseStep):
 
 # -- install.check -------------------------------------------------------------------------
 
-def _restore_previous(layout: files.Layout, previous: Any, log: Any) -> tuple[Path, str]:
+def _restore_previous(layout: layout_mod.Layout, previous: Any, log: Any) -> tuple[Path, str]:
     """Put back the version that the current files replaced; (folder, its cert SHA-256).
 
     ``previous`` names the version folder (``install.files``' output); when empty, the
     newest version whose ``replaced_by`` is the installed certificate is used. Raises
     PermanentError when there is none (nothing is changed then).
     """
-    files.check_folder(layout.dir, "target folder")
+    layout_mod.check_folder(layout.dir, "target folder")
     with files.locked(layout):
         return _restore_locked(layout, previous, log)
 
 
-def _restore_locked(layout: files.Layout, previous: Any, log: Any) -> tuple[Path, str]:
+def _restore_locked(layout: layout_mod.Layout, previous: Any, log: Any) -> tuple[Path, str]:
     files.recover(layout, log)  # a crash mid-deploy: settle it before choosing
-    current_fp = files.leaf_fingerprint(files.read_file(layout.path("cert")) or b"")
+    current_fp = layout_mod.leaf_fingerprint(layout_mod.read_file(layout.path("cert")) or b"")
     if previous:
         folder = Path(str(previous))
         if folder.parent.resolve() != layout.versions.resolve():
@@ -271,9 +272,9 @@ def _restore_locked(layout: files.Layout, previous: Any, log: Any) -> tuple[Path
     if old.get("cert") is None or old.get("key") is None:
         raise PermanentError(f"install.check: version {folder} lacks a certificate or key; "
                              "nothing was restored")
-    files.switch(layout, old, files.read_current(layout), "", log)
+    files.switch(layout, old, layout_mod.read_current(layout), "", log)
     log.warning("install_rolled_back", version=str(folder), restored=meta.get("cert_sha256"))
-    return folder, str(meta.get("cert_sha256") or files.leaf_fingerprint(old["cert"] or b""))
+    return folder, str(meta.get("cert_sha256") or layout_mod.leaf_fingerprint(old["cert"] or b""))
 
 
 class InstallCheck(BaseStep):
@@ -320,12 +321,12 @@ class InstallCheck(BaseStep):
         sni = str(p.get("server_name") or "") or default_server_name(host)
         if not p.get("cert"):
             raise PermanentError("install.check: parameter 'cert' (the expected PEM) is required")
-        expected = files.leaf_fingerprint(_read(p["cert"], "expected certificate"))
+        expected = layout_mod.leaf_fingerprint(_read(p["cert"], "expected certificate"))
         if not expected:
             raise PermanentError(f"install.check: {p['cert']} holds no PEM certificate")
         rollback = bool(p.get("rollback", True))
         # Without 'dir' there is nothing to put back: the check still runs, and says so.
-        layout = files.Layout.from_params(p) if rollback and p.get("dir") else None
+        layout = layout_mod.Layout.from_params(p) if rollback and p.get("dir") else None
         timeout = float(p.get("timeout") or 10)
         log = ctx.log.bind(step="install.check", address=address, server_name=sni)
 

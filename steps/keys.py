@@ -6,10 +6,11 @@ CSR that already carries the same names and public key, and otherwise (re)writes
 is derived data, so replacing a stale one is safe.
 
 Hazards: a private key must never reach a log, an output or a world-readable file. The key
-is written into a temp file created 0600 with ``O_CREAT|O_EXCL|O_NOFOLLOW`` next to the
-target, fsynced, then published with ``link()``, which fails if the target exists. So the
-target name is created exclusively, and a crash never leaves a half-written key under it
-(only a temp file, which the next attempt with the same idempotency key removes).
+is written by :func:`certwright.atomic.write_new`: a temp file created 0600 with
+``O_CREAT|O_EXCL|O_NOFOLLOW`` next to the target, fsynced, then published with ``link()``,
+which fails if the target exists. So the target name is created exclusively, and a crash
+never leaves a half-written key under it (only a temp file, which the next attempt with the
+same idempotency key removes).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from certwright.atomic import write_atomic, write_new
 from certwright.errors import PermanentError, StepError
 from certwright.engine.plugins.step import BaseStep, Done, StepContext
 
@@ -71,39 +73,15 @@ def _ensure_private_dir(folder: Path) -> None:
             f"{stat.S_IMODE(st.st_mode):04o}); chmod go-w it or choose another path")
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _tmp_name(target: Path, key: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
-    return target.with_name(f".{target.name}.{safe}.tmp")
-
-
-def _write_new(tmp: Path, data: bytes, mode: int) -> None:
-    """Create ``tmp`` exclusively (no symlink follow) with ``mode``, write, fsync."""
-    try:
-        tmp.unlink()  # a leftover of a crashed attempt with the same idempotency key
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _tmp_tag(key: str) -> str:
+    """The temporary file's suffix for a write under idempotency key ``key``: a leftover of
+    a crashed attempt with the same key is removed by the next one."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", key) + ".tmp"
 
 
 def public_key_sha256(key: PrivateKey | Any) -> str:
     """Hex SHA-256 of the DER SubjectPublicKeyInfo of a private or public key."""
-    pub = key.public_key() if hasattr(key, "public_key") else key
+    pub: Any = key.public_key() if hasattr(key, "public_key") else key
     der = pub.public_bytes(serialization.Encoding.DER,
                            serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()
@@ -203,10 +181,9 @@ class KeyGenerate(BaseStep):
             key = rsa.generate_private_key(public_exponent=65537, key_size=int(want))
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-        tmp = _tmp_name(path, ctx.idempotency_key)
         try:
-            _write_new(tmp, pem, 0o600)
-            os.link(tmp, path)  # fails with FileExistsError if someone created it meanwhile
+            # fails with FileExistsError if someone created it meanwhile
+            write_new(path, pem, 0o600, tag=_tmp_tag(ctx.idempotency_key))
         except FileExistsError:
             existing = self._existing(path, kind, want)
             if existing is None:  # pragma: no cover - raced by a file that vanished again
@@ -217,12 +194,6 @@ class KeyGenerate(BaseStep):
         except OSError as exc:
             raise PermanentError(f"key.generate: cannot write key file {path}: "
                                  f"{exc.strerror}") from exc
-        finally:
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
-        _fsync_dir(path.parent)
         log.info("key_generated", public_key_sha256=public_key_sha256(key))
         return Done(self._outputs(path, key, reused=False))
 
@@ -364,13 +335,12 @@ class CsrGenerate(BaseStep):
                               critical=False)
                .sign(key, hashes.SHA256()))
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _tmp_name(path, ctx.idempotency_key)
         try:
-            _write_new(tmp, csr.public_bytes(serialization.Encoding.PEM), 0o644)
-            os.rename(tmp, path)
+            # a CSR may go into any folder the user names (a symlinked one included)
+            write_atomic(path, csr.public_bytes(serialization.Encoding.PEM), 0o644,
+                         tag=_tmp_tag(ctx.idempotency_key), follow_folder=True)
         except OSError as exc:
             raise PermanentError(f"csr.generate: cannot write {path}: {exc.strerror}") from exc
-        _fsync_dir(path.parent)
         log.info("csr_generated", key=str(key_path))
         return Done({"path": str(path), "domains": names, "reused": False})
 

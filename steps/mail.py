@@ -1,11 +1,12 @@
 """Steps that wait for mail in a Maildir: ``wait.mail`` (a probe link) and ``notify.check``.
 
-Both scan ``new/`` of a shared Maildir on every call. A message that fails to parse (see
-:mod:`engine.mailparse`) is hostile for everyone: it is logged and moved to the
+Both scan ``new/`` of a shared Maildir on every call, taking each message in through the
+mail intake (:class:`certwright.mail.intake.Intake`, which the daemon's router uses too). A
+message that fails to parse is hostile for everyone: it is logged and moved to the
 ``.quarantine`` subfolder. A message for our address is judged by the step: taken (moved to
-``cur/`` and recorded in the Maildir's :class:`engine.maildir.ProcessedLog` under the step's
-idempotency key), moved aside (suspicious links, duplicate Message-ID), or left alone.
-Messages for other addresses are always left alone: other runs may wait for them.
+``cur/`` and recorded in the Maildir's :class:`certwright.mail.maildir.ProcessedLog` under
+the step's idempotency key), moved aside (suspicious links, duplicate Message-ID), or left
+alone. Messages for other addresses are always left alone: other runs may wait for them.
 
 Crash safety: the ProcessedLog mark comes first, then the move to ``cur/``, then Done. A
 step called again with the same idempotency key finds its mark and returns the same
@@ -15,7 +16,6 @@ mark wins, the other leaves it.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,15 +24,14 @@ from urllib.parse import urlsplit
 
 from certwright.clock import format_instant, parse_instant
 from certwright.errors import PermanentError
-from certwright.mail import cache as mailcache
 from certwright.events import mail_key
-from certwright.mail.parse import HostileMail, ParsedMail, link_problem, parse_address_list, parse_message
-from certwright.mail.maildir import Maildir, MessageTooLarge, ProcessedLog
+from certwright.mail.intake import Admitted, Intake, Refused, parse
+from certwright.mail.maildir import Maildir, MessageTooLarge
+from certwright.mail.parse import HostileMail, ParsedMail, link_problem, parse_address_list
 from certwright.engine.plugins.step import Done, StepContext, StepResult, Wait
 
 MAX_JUDGED = 256  # names judged "not for us" remembered in the memo (keeps the memo small)
 SINCE_SLACK = timedelta(seconds=1)  # file times are coarser than the clock
-TRUSTED_AUTHSERV_IDS = ("certwright.local",)
 
 _ADDRESS_SCHEMA = {"type": "string", "minLength": 3, "maxLength": 320}
 
@@ -93,8 +92,8 @@ class _MailWait:
         log = ctx.log.bind(step=self.name, to=to, maildir=str(md.path))
         memo = dict(ctx.memo)
         started = str(memo.get("started") or format_instant(ctx.clock.now()))
-        plog = md.processed_log()
-        recovered = self._recover(ctx, md, plog, log)
+        intake = Intake(md, log)
+        recovered = self._recover(ctx, intake, log)
         if recovered is not None:
             return recovered
         cutoff = self._cutoff(ctx, started)
@@ -108,7 +107,7 @@ class _MailWait:
         for name in names:
             if name in known:
                 continue
-            result = self._consider(ctx, md, plog, name, to, cutoff, log)
+            result = self._consider(ctx, intake, name, to, cutoff, log)
             if isinstance(result, Done):
                 return result
             if result is SKIP:
@@ -133,16 +132,16 @@ class _MailWait:
             raise PermanentError(f"parameter since: not an ISO 8601 instant: {since!r}") from None
         return when - SINCE_SLACK
 
-    def _recover(self, ctx: StepContext, md: Maildir, plog: ProcessedLog,
-                 log: Any) -> Done | None:
+    def _recover(self, ctx: StepContext, intake: Intake, log: Any) -> Done | None:
         """The message this step (same idempotency key) already took, if any."""
-        found = plog.find_by_key(ctx.idempotency_key)
+        found = intake.plog.find_by_key(ctx.idempotency_key)
         if found is None:
             return None
         _, name = found
+        md = intake.md
         try:
             cur = md.move_to_cur(name)
-            mail = parse_message(md.read(cur), trusted_authserv_ids=TRUSTED_AUTHSERV_IDS)
+            mail = parse(md.read(cur))
         except (FileNotFoundError, HostileMail, MessageTooLarge) as exc:
             log.warning("mail_recovery_failed", file=name, error=str(exc))
             return None
@@ -152,39 +151,16 @@ class _MailWait:
         log.info("mail_taken_again", file=cur)
         return Done({**verdict, "file": str(md.cur / cur)})
 
-    def _aside(self, md: Maildir, name: str, reason: str, log: Any) -> None:
-        try:
-            md.move_aside(name, reason)
-        except FileNotFoundError:
+    @staticmethod
+    def _log_if_vanished(refused: Refused, name: str, log: Any) -> None:
+        """What the steps add to a move aside: a line when the message had vanished."""
+        if not refused.moved:
             log.info("mail_vanished", file=name)
 
-    def _parsed(self, md: Maildir, name: str, log: Any) -> tuple[ParsedMail, str] | None:
-        """The parsed message and its Message-ID (or content hash), parsed once per process
-        (:mod:`engine.mailcache`); None when it is gone or was hostile (moved aside)."""
-        cached = mailcache.get(md.new, name)
-        if cached is not None:
-            return cached
-        try:
-            raw = md.read(name)
-        except FileNotFoundError:
-            return None  # another process took it between list and read
-        except MessageTooLarge as exc:
-            log.warning("mail_hostile", file=name, reason=str(exc))
-            self._aside(md, name, str(exc), log)
-            return None
-        try:
-            mail = parse_message(raw, trusted_authserv_ids=TRUSTED_AUTHSERV_IDS)
-        except HostileMail as exc:
-            log.warning("mail_hostile", file=name, reason=exc.reason)
-            self._aside(md, name, exc.reason, log)
-            return None
-        message_id = mail.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
-        mailcache.put(md.new, name, mail, message_id, len(raw))
-        return mail, message_id
-
-    def _consider(self, ctx: StepContext, md: Maildir, plog: ProcessedLog, name: str,
-                  to: str, cutoff: datetime | None, log: Any) -> Done | _Skip | None:
+    def _consider(self, ctx: StepContext, intake: Intake, name: str, to: str,
+                  cutoff: datetime | None, log: Any) -> Done | _Skip | None:
         """Judge one message; Done if taken, SKIP if left alone, None if gone or aside."""
+        md = intake.md
         try:
             if cutoff is not None:
                 mtime = (md.new / name).stat().st_mtime
@@ -192,28 +168,27 @@ class _MailWait:
                     return SKIP
         except FileNotFoundError:
             return None  # another process took it
-        parsed = self._parsed(md, name, log)
-        if parsed is None:
+        admitted = intake.admit(name)  # parsed once per process; hostile mail moved aside
+        if not isinstance(admitted, Admitted):
+            if admitted is not None:
+                self._log_if_vanished(admitted, name, log)
             return None
-        mail, message_id = parsed
+        mail, message_id = admitted.mail, admitted.message_id
         if to not in {a.lower() for a in mail.to_addrs + mail.delivered_to}:
-            return SKIP
-        owner = plog.taken(message_id, name)
-        if owner is not None and owner != ctx.idempotency_key:
-            if md.finish_taken(name):  # taken by another step; its move was lost
-                log.info("mail_move_finished", file=name, taken_by=owner)
-            return None
-        if plog.seen(message_id, name):
-            log.warning("mail_duplicate", file=name, message_id=message_id)
-            self._aside(md, name, f"duplicate: Message-ID {message_id} was already taken", log)
+            return SKIP  # other runs may wait for it: no processed-log check of ours
+        if intake.finish_taken(name, message_id, own_key=ctx.idempotency_key):
+            return None  # taken by another step; its move was lost, and is finished now
+        refused = intake.refuse_duplicate(name, message_id)
+        if refused is not None:
+            self._log_if_vanished(refused, name, log)
             return None
         verdict = self.judge(ctx, name, mail)
         if isinstance(verdict, _Skip):
             return SKIP
         if isinstance(verdict, _Aside):
-            self._aside(md, name, verdict.reason, log)
+            self._log_if_vanished(intake.set_aside(name, verdict.reason), name, log)
             return None
-        if not plog.mark(message_id, name, ctx.idempotency_key):
+        if not intake.plog.mark(message_id, name, ctx.idempotency_key):
             return None  # another step claimed it first
         try:
             cur = md.move_to_cur(name, sync=False)  # the mark above is the durable record

@@ -1,7 +1,7 @@
 """Mail sources of the daemon: Maildirs watched with inotify, and routing to waiting runs.
 
 Each message that appears in a watched Maildir's ``new/`` is read and parsed **once**
-(:func:`engine.mailparse.parse_message`, Postfix-like limits); its recipients (``To`` and
+(:class:`certwright.mail.intake.Intake`, shared with the mail steps); its recipients (``To`` and
 ``Delivered-To``) become correlation keys (``mail_key(addr)``); the store's correlation
 index says which runs wait for them (an indexed lookup, never a scan of runs); the engine
 gets one ``Event(kind="mail", key=..., payload={"file": name})`` per key with a waiting
@@ -21,7 +21,7 @@ The rule for everything else (``unmatched_grace`` defaults to 10 minutes):
   another request) -> moved aside after the same grace period.
 
 Nothing is ever deleted; moving aside goes to ``<maildir>/.quarantine`` with a reason file
-(:meth:`engine.maildir.Maildir.move_aside`). Every exception from a message is caught and
+(:meth:`certwright.mail.maildir.Maildir.move_aside`). Every exception from a message is caught and
 logged (``mail_route_failed``) so that no mail can stop the daemon.
 
 Thread-safety: :meth:`MailRouter.route` is called from the watcher thread and from the
@@ -30,7 +30,6 @@ the router's own read connection.
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,17 +40,14 @@ import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from certwright.mail import cache as mailcache
 from certwright.events import Event, mail_key
-from certwright.mail.maildir import Maildir, MessageTooLarge
-from certwright.mail.parse import HostileMail, parse_message
+from certwright.mail.intake import Intake, Refused
+from certwright.mail.maildir import Maildir
 
 log = structlog.get_logger("certwright.daemon.mail")
 
-TRUSTED_AUTHSERV_IDS = ("certwright.local",)  # as steps.mail: our own mail server's id
-
-HOSTILE, DUPLICATE, ROUTED, PENDING, GONE, ASIDE = (
-    "hostile", "duplicate", "routed", "pending", "gone", "aside")
+# what route() did; a message moved aside is reported by its kind ("hostile", "duplicate")
+ROUTED, PENDING, GONE, ASIDE = "routed", "pending", "gone", "aside"
 
 
 @dataclass
@@ -108,25 +104,24 @@ class MailRouter:
                       error=f"{type(exc).__name__}: {exc}")
             return PENDING
 
+    def _intake(self, md: Maildir) -> Intake:
+        return Intake(md, log.bind(maildir=str(md.path)))
+
     def _route_new(self, md: Maildir, name: str) -> str:
+        intake = self._intake(md)
         try:
-            raw = md.read(name)
             mtime = (md.new / name).stat().st_mtime
         except FileNotFoundError:
             return GONE  # taken already (a run scanned new/ first)
-        except MessageTooLarge as exc:
-            return self._aside(md, name, HOSTILE, str(exc))
-        try:
-            mail = parse_message(raw, trusted_authserv_ids=TRUSTED_AUTHSERV_IDS)
-        except HostileMail as exc:
-            return self._aside(md, name, HOSTILE, exc.reason)
-        message_id = mail.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
-        mailcache.put(md.new, name, mail, message_id, len(raw))  # the steps parse it no more
-        owner = md.processed_log().taken(message_id, name)
-        if owner is not None:  # taken already; its move to cur/ was lost (a power cut)
-            if md.finish_taken(name):
-                log.info("mail_move_finished", file=name, taken_by=owner)
+        admitted = intake.admit(name)
+        if admitted is None:
             return GONE
+        if isinstance(admitted, Refused):
+            return self._settled(md, name, admitted)
+        message_id = admitted.message_id
+        if intake.finish_taken(name, message_id):
+            return GONE  # taken already; its move to cur/ was lost (a power cut)
+        mail = admitted.mail
         addrs = dict.fromkeys(a.lower() for a in [*mail.to_addrs, *mail.delivered_to])
         pending = _Pending(md, tuple(mail_key(a) for a in addrs), message_id,
                            since=max(mtime, self._started))
@@ -134,9 +129,9 @@ class MailRouter:
             self._pending[(str(md.path), name)] = pending
         # Offer first (latency): a waiting step checks duplicates itself before taking.
         offered = self._offer(pending, name)
-        if md.processed_log().seen(message_id, name):
-            return self._aside(md, name, DUPLICATE,
-                               f"duplicate: Message-ID {message_id} was already taken")
+        refused = intake.refuse_duplicate(name, message_id)
+        if refused is not None:
+            return self._settled(md, name, refused)
         self._count(ROUTED if offered else PENDING)
         log.info("mail_routed" if offered else "mail_unmatched", file=name,
                  message_id=message_id, runs=sorted(pending.routed)[:10])
@@ -154,16 +149,14 @@ class MailRouter:
                 offered = True
         return offered
 
-    def _aside(self, md: Maildir, name: str, kind: str, reason: str) -> str:
-        log.warning(f"mail_{kind}", file=name, reason=reason, maildir=str(md.path))
-        try:
-            md.move_aside(name, reason)
-        except FileNotFoundError:
+    def _settled(self, md: Maildir, name: str, refused: Refused) -> str:
+        """Forget a message the intake moved aside and count it; GONE if it had vanished."""
+        if not refused.moved:
             return GONE
         with self._lock:
             self._pending.pop((str(md.path), name), None)
-        self._count(kind)
-        return kind
+        self._count(refused.kind)
+        return refused.kind
 
     def sweep(self) -> int:
         """Forget taken messages, re-offer pending ones, move aside expired ones.
@@ -179,17 +172,18 @@ class MailRouter:
                     with self._lock:
                         self._pending.pop((str(p.md.path), name), None)
                     continue
-                if p.md.processed_log().seen(p.message_id, name):
-                    self._aside(p.md, name, DUPLICATE,
-                                f"duplicate: Message-ID {p.message_id} was already taken")
+                intake = self._intake(p.md)
+                refused = intake.refuse_duplicate(name, p.message_id)
+                if refused is not None:
+                    self._settled(p.md, name, refused)
                     moved += 1
                 elif now - p.since >= self.grace:
                     why = (f"not taken by the run(s) it was offered to "
                            f"({', '.join(sorted(p.routed)[:5])})" if p.routed
                            else "unmatched: no run waits for " + (", ".join(
                                k.removeprefix("mail:") for k in p.keys[:5]) or "no recipient"))
-                    self._aside(p.md, name, "unmatched", f"{why} within "
-                                f"{int(self.grace)} s")
+                    self._settled(p.md, name, intake.set_aside(
+                        name, f"{why} within {int(self.grace)} s", kind="unmatched"))
                     moved += 1
                 else:
                     self._offer(p, name)

@@ -22,7 +22,6 @@ import email.utils
 import fcntl
 import hashlib
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from acme import jws, messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from certwright.atomic import write_atomic
 from certwright.errors import PermanentError, StepError
 
 NONCE_RETRIES = 10
@@ -143,7 +143,9 @@ class RetryingNetwork(acme_client.ClientNetwork):
         # The library's version is not thread-safe (check, fetch, pop); this one is.
         with self._nonce_lock:
             if self._nonces:
-                return self._nonces.pop()
+                # the library annotates _nonces as set[str], but its _add_nonce stores the
+                # decoded bytes, which is what signing takes
+                return self._nonces.pop()  # type: ignore[return-value]
         response = (self.head(url) if new_nonce_url is None else
                     self._check_response(self.head(new_nonce_url), content_type=None))
         fresh = response.headers.get(self.REPLAY_NONCE_HEADER)
@@ -222,15 +224,9 @@ def account_folder(state_dir: Path, directory: str, contact: str | None) -> Path
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, created 0600."""
+    """Write ``data`` to ``path`` atomically, created 0600 (:mod:`certwright.atomic`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, data, 0o600)
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:

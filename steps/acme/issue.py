@@ -10,7 +10,6 @@ Polling stops after ``timeout`` seconds (default 300) with a retryable StepError
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
@@ -22,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
+from certwright.atomic import write_many_atomic
 from certwright.clock import format_instant, monotonic
 from certwright.errors import PermanentError, StepError
 from certwright.steps.acme.client import (COMMON_PARAMS, AcmeSession, as_step_error, check_params,
@@ -168,14 +168,6 @@ def _issuer_cns(chain: list[x509.Certificate]) -> list[str]:
     return out
 
 
-def _write_public(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 class Download(BaseStep):
     """Download the certificate of the run's valid order into ``out_dir`` (default run_dir).
 
@@ -222,9 +214,13 @@ class Download(BaseStep):
         pem = serialization.Encoding.PEM
         cert_path, chain_path, full_path = out / "cert.pem", out / "chain.pem", out / "fullchain.pem"
         try:
-            _write_public(cert_path, leaf.public_bytes(pem))
-            _write_public(chain_path, b"".join(c.public_bytes(pem) for c in intermediates))
-            _write_public(full_path, b"".join(c.public_bytes(pem) for c in chosen))
+            out.mkdir(parents=True, exist_ok=True)
+            # public files, in a folder the user may have named (a symlinked one included)
+            write_many_atomic([(cert_path, leaf.public_bytes(pem), 0o644),
+                               (chain_path, b"".join(c.public_bytes(pem) for c in intermediates),
+                                0o644),
+                               (full_path, b"".join(c.public_bytes(pem) for c in chosen), 0o644)],
+                              follow_folder=True)
         except OSError as exc:
             raise StepError(f"downloaded the certificate of order {url} but could not write "
                             f"it into {out}: {exc}") from exc

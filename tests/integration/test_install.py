@@ -11,6 +11,7 @@ import pytest
 
 from certwright.clock import FakeClock
 from certwright.errors import PermanentError, StepError
+from certwright import atomic as atomic_mod
 from certwright.steps import _install_files as files_mod
 from certwright.engine.plugins.step import Done, StepContext
 from certwright.steps.install import InstallCheck, InstallFiles, InstallReload
@@ -243,14 +244,14 @@ def crash_when_writing(monkeypatch: pytest.MonkeyPatch, target_path: Path) -> No
         real(path, data, mode, **kw)
 
     monkeypatch.setattr(files_mod, "write_atomic", fake)
-    real_publish = files_mod._publish
+    real_publish = atomic_mod._publish
 
-    def fake_publish(tmp: Path, target: Path) -> None:
+    def fake_publish(tmp: str, target: Path, dir_fd: int) -> None:
         if target == target_path:
             raise Crash(str(target))
-        real_publish(tmp, target)
+        real_publish(tmp, target, dir_fd)
 
-    monkeypatch.setattr(files_mod, "_publish", fake_publish)
+    monkeypatch.setattr(atomic_mod, "_publish", fake_publish)
 
 
 def test_crash_mid_switch_is_finished_by_next_call(tmp_path: Path, target: Path,

@@ -253,15 +253,15 @@ def test_notify_check_ignores_other_subjects(tmp_path: Path, server: MailServer)
 def test_each_message_is_parsed_once_however_many_runs_scan_the_folder(
         tmp_path: Path, server: MailServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ten runs wait for ten addresses in one Maildir: every message is read and parsed
-    once in all (engine.mailcache), not once per run that scans past it."""
-    import certwright.steps.mail as mail_step
+    once in all (certwright.mail.cache), not once per run that scans past it."""
+    import certwright.mail.intake as intake_mod
     calls: list[int] = []
-    real = mail_step.parse_message
+    real = intake_mod.parse_message
 
     def counting(raw: bytes, **kw: Any) -> Any:
         calls.append(len(raw))
         return real(raw, **kw)
-    monkeypatch.setattr(mail_step, "parse_message", counting)
+    monkeypatch.setattr(intake_mod, "parse_message", counting)
     addresses = [f"admin{i}@example.test" for i in range(10)]
     for i, addr in reversed(list(enumerate(addresses))):  # each run's mail comes last
         send(server.port, probe_mail(to=addr, link=f"{CA_BASE}{PROBE_PATH}?token=t{i}"), to=addr)

@@ -143,7 +143,7 @@ def test_deliver_syncs_file_then_links_then_syncs_new(tmp_path: Path,
     md.ensure()
     events: list[str] = []
     real_fsync, real_link, real_dir = maildir_mod.os.fsync, maildir_mod.os.link, \
-        maildir_mod._fsync_dir
+        maildir_mod.fsync_dir
 
     def fsync(fd: int) -> None:
         if stat.S_ISREG(maildir_mod.os.fstat(fd).st_mode):
@@ -160,7 +160,7 @@ def test_deliver_syncs_file_then_links_then_syncs_new(tmp_path: Path,
 
     monkeypatch.setattr(maildir_mod.os, "fsync", fsync)
     monkeypatch.setattr(maildir_mod.os, "link", link)
-    monkeypatch.setattr(maildir_mod, "_fsync_dir", fsync_dir)
+    monkeypatch.setattr(maildir_mod, "fsync_dir", fsync_dir)
     md.deliver(b"x")
     assert events == ["fsync-file", "link", "fsync-dir:new"]
 
@@ -178,7 +178,7 @@ def test_concurrent_deliveries_share_the_folder_fsync(tmp_path: Path,
     syncs: list[tuple[int, int]] = []  # (began, ended)
     linked: dict[str, int] = {}
     returned: dict[str, int] = {}
-    real_link, real_dir = maildir_mod.os.link, maildir_mod._fsync_dir
+    real_link, real_dir = maildir_mod.os.link, maildir_mod.fsync_dir
 
     def tick() -> int:
         with lock:
@@ -195,7 +195,7 @@ def test_concurrent_deliveries_share_the_folder_fsync(tmp_path: Path,
         syncs.append((began, tick()))
 
     monkeypatch.setattr(maildir_mod.os, "link", link)
-    monkeypatch.setattr(maildir_mod, "_fsync_dir", slow_fsync_dir)
+    monkeypatch.setattr(maildir_mod, "fsync_dir", slow_fsync_dir)
 
     def work() -> None:
         for _ in range(5):
@@ -221,7 +221,7 @@ def test_failed_folder_fsync_raises_and_next_delivery_syncs(
     md = Maildir(tmp_path)
     md.ensure()
     calls: list[str] = []
-    real_dir = maildir_mod._fsync_dir
+    real_dir = maildir_mod.fsync_dir
 
     def flaky(path: Path | str) -> None:
         calls.append(str(path))
@@ -229,7 +229,7 @@ def test_failed_folder_fsync_raises_and_next_delivery_syncs(
             raise OSError(5, "I/O error")
         real_dir(path)
 
-    monkeypatch.setattr(maildir_mod, "_fsync_dir", flaky)
+    monkeypatch.setattr(maildir_mod, "fsync_dir", flaky)
     with pytest.raises(OSError):
         md.deliver(b"x")
     md.deliver(b"y")

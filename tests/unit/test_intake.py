@@ -1,0 +1,122 @@
+"""certwright.mail.intake: the one read → parse → Message-ID → processed-log path that the
+daemon's router and the mail steps share."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import structlog
+
+from certwright.mail import cache as mailcache
+from certwright.mail import intake as intake_mod
+from certwright.mail.intake import Admitted, Intake, Refused
+from certwright.mail.maildir import Maildir
+from tests.support.mail import probe_mail, truncated_mime
+
+
+@pytest.fixture
+def md(tmp_path: Path) -> Iterator[Maildir]:
+    box = Maildir(tmp_path / "Maildir")
+    box.ensure()
+    mailcache.clear()
+    yield box
+    mailcache.clear()
+
+
+def quarantine_reason(md: Maildir, name: str) -> str:
+    return (md.path / ".quarantine" / "reasons" / f"{name}.reason").read_text().strip()
+
+
+def test_admit_parses_once_and_names_the_message(md: Maildir,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clean message is admitted with its Message-ID; a second admit, by anyone in the
+    process, takes it from the cache without reading or parsing it again."""
+    name = md.deliver(probe_mail(message_id="<one@ca.example>"))
+    calls: list[int] = []
+    real = intake_mod.parse_message
+
+    def counting(raw: bytes, **kw: Any) -> Any:
+        calls.append(len(raw))
+        return real(raw, **kw)
+    monkeypatch.setattr(intake_mod, "parse_message", counting)
+    first = Intake(md, structlog.get_logger()).admit(name)
+    second = Intake(md, structlog.get_logger()).admit(name)
+    assert isinstance(first, Admitted) and first.message_id == "<one@ca.example>"
+    assert second == first and len(calls) == 1
+
+
+def test_a_message_without_message_id_is_named_by_its_hash(md: Maildir) -> None:
+    """No Message-ID: the SHA-256 of the bytes stands in for it."""
+    raw = b"".join(line for line in probe_mail().splitlines(keepends=True)
+                   if not line.lower().startswith(b"message-id:"))
+    name = md.deliver(raw)
+    got = Intake(md, structlog.get_logger()).admit(name)
+    assert isinstance(got, Admitted)
+    assert got.message_id == "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def test_hostile_mail_is_logged_and_moved_aside_with_its_reason(md: Maildir) -> None:
+    """A message that does not parse: mail_hostile with the caller's bindings, then moved
+    into the quarantine with the reason; it is not cached."""
+    name = md.deliver(truncated_mime("postmaster@example.test"))
+    with structlog.testing.capture_logs() as logs:
+        got = Intake(md, structlog.get_logger().bind(maildir="mine")).admit(name)
+    assert isinstance(got, Refused) and got.kind == "hostile" and got.moved
+    assert "truncated MIME" in quarantine_reason(md, name)
+    hostile = [e for e in logs if e["event"] == "mail_hostile"]
+    assert hostile and hostile[0]["file"] == name and hostile[0]["maildir"] == "mine"
+    assert mailcache.get(md.new, name) is None
+
+
+def test_too_large_mail_is_refused_unread(tmp_path: Path) -> None:
+    """A file over the Maildir's read cap is moved aside as hostile (message too large)."""
+    small = Maildir(tmp_path / "small", max_read=100)
+    small.ensure()
+    name = small.deliver(b"x" * 200)
+    got = Intake(small, structlog.get_logger()).admit(name)
+    assert isinstance(got, Refused) and got.kind == "hostile"
+    assert "message too large" in quarantine_reason(small, name)
+
+
+def test_gone_message_is_none(md: Maildir) -> None:
+    """A message another process took before the read is reported gone, not raised."""
+    assert Intake(md, structlog.get_logger()).admit("1.M1P1Q1R0.host") is None
+
+
+def test_finish_taken_moves_a_lost_take_on_unless_it_is_the_callers_own(md: Maildir) -> None:
+    """A take recorded for this very file whose move to cur/ was lost: the caller's own key
+    leaves it to the caller; anyone else finishes the move and treats it as gone."""
+    name = md.deliver(probe_mail(message_id="<lost@ca.example>"))
+    intake = Intake(md, structlog.get_logger())
+    assert not intake.finish_taken(name, "<lost@ca.example>")  # not taken at all
+    intake.plog.mark("<lost@ca.example>", name, "run-1:1:0")
+    assert not intake.finish_taken(name, "<lost@ca.example>", own_key="run-1:1:0")
+    assert md.list_new() == [name]
+    with structlog.testing.capture_logs() as logs:
+        assert intake.finish_taken(name, "<lost@ca.example>", own_key="run-2:1:0")
+    assert md.list_new() == [] and md.list_cur() == [f"{name}:2,S"]
+    assert [e["taken_by"] for e in logs if e["event"] == "mail_move_finished"] == ["run-1:1:0"]
+
+
+def test_a_message_id_taken_from_another_file_is_a_duplicate(md: Maildir) -> None:
+    """The same Message-ID in a second file is moved aside as a duplicate, logged with its
+    Message-ID; the first file is no duplicate of itself."""
+    first = md.deliver(probe_mail(message_id="<same@ca.example>"))
+    again = md.deliver(probe_mail(message_id="<same@ca.example>"))
+    intake = Intake(md, structlog.get_logger())
+    intake.plog.mark("<same@ca.example>", first, "run-1:1:0")
+    assert intake.refuse_duplicate(first, "<same@ca.example>") is None
+    with structlog.testing.capture_logs() as logs:
+        refused = intake.refuse_duplicate(again, "<same@ca.example>")
+    assert refused is not None and refused.kind == "duplicate" and refused.moved
+    assert quarantine_reason(md, again).startswith("duplicate: Message-ID <same@ca.example>")
+    assert any(e["event"] == "mail_duplicate" and e["file"] == again
+               and e["message_id"] == "<same@ca.example>" for e in logs)
+
+
+def test_set_aside_of_a_vanished_message_says_so(md: Maildir) -> None:
+    """Moving aside a message that is gone reports moved=False and raises nothing."""
+    refused = Intake(md, structlog.get_logger()).set_aside("1.M1P1Q1R0.host", "why")
+    assert refused == Refused("aside", "why", moved=False)
