@@ -15,14 +15,15 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+
 from certwright import pipelines
-from certwright.engine.model.states import ID, Ctx, did_you_mean, parse_state
-from certwright.errors import CertwrightError, Location, Problem, SpecError
 from certwright.engine.model.inputs import coerce_value, default_order
 from certwright.engine.model.spec import INPUT_TYPES, InputSpec, PipelineSpec, RenewSpec, StateSpec
+from certwright.engine.model.states import ID, Ctx, did_you_mean, parse_state
 from certwright.engine.model.template import REF, RUN_FIELDS
-from certwright.engine.model.yamlsafe import MAX_BYTES, YNode, load_yaml, problem
+from certwright.engine.model.yamlsafe import MAX_BYTES, LoadStats, YNode, load_yaml, problem
 from certwright.engine.plugins.registry import Registry
+from certwright.errors import CertwrightError, Location, Problem, SpecError
 
 TOP_KEYS = ("pipeline", "version", "description", "renew", "inputs", "initial", "states")
 INPUT_KEYS = ("type", "required", "default", "values", "secret", "description")
@@ -57,8 +58,12 @@ def resolve_pipeline_path(name_or_path: str) -> Path:
                           f"name (bundled: {', '.join(bundled) or 'none'})")
 
 
-def load_pipeline(path: str | Path, registry: Registry | None = None) -> PipelineSpec:
-    """Read and validate a pipeline file; raises SpecError (located) or CertwrightError."""
+def load_pipeline(path: str | Path, registry: Registry | None = None,
+                  stats: LoadStats | None = None) -> PipelineSpec:
+    """Read and validate a pipeline file; raises SpecError (located) or CertwrightError.
+
+    ``stats``, if given, counts the work done (bytes read, then as :func:`load_yaml`).
+    """
     p = Path(path)
     where = Location(str(p), 1, 1)
     try:
@@ -67,22 +72,26 @@ def load_pipeline(path: str | Path, registry: Registry | None = None) -> Pipelin
             raise SpecError([Problem(where, f"file too large: {size} bytes "
                                             f"(the limit is {MAX_BYTES})")])
         raw = p.read_bytes()
+        if stats is not None:
+            stats.bytes_read += len(raw)
     except OSError as exc:
         raise CertwrightError(f"cannot read pipeline file {str(p)!r}: {exc.strerror or exc}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError([Problem(where, f"not UTF-8 text (byte {exc.start}: {exc.reason})")])
-    return load_pipeline_text(text, str(p), registry)
+    return load_pipeline_text(text, str(p), registry, stats)
 
 
 def load_pipeline_text(text: str, filename: str = "<string>",
-                       registry: Registry | None = None) -> PipelineSpec:
+                       registry: Registry | None = None,
+                       stats: LoadStats | None = None) -> PipelineSpec:
     """Validate ``text`` as a pipeline; ``filename`` is used in messages and as ``source``.
 
     Raises SpecError carrying every problem found. Pure: the same text gives an equal spec.
+    ``stats``, if given, is filled by :func:`load_yaml`.
     """
-    root = load_yaml(text, filename)
+    root = load_yaml(text, filename, stats)
     ctx = Ctx(text, filename, registry if registry is not None else Registry())
     if not root.is_map:
         ctx.add(root, "a pipeline file is a mapping with pipeline, version, initial and states"
