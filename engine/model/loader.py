@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from importlib import resources
 from pathlib import Path
 
-from certwright import pipelines
 from certwright.engine.model.inputs import coerce_value, default_order
 from certwright.engine.model.spec import INPUT_TYPES, InputSpec, PipelineSpec, RenewSpec, StateSpec
 from certwright.engine.model.states import ID, Ctx, did_you_mean, parse_state
@@ -34,8 +34,15 @@ __all__ = ["bundled_pipelines", "load_pipeline", "load_pipeline_text", "resolve_
 
 
 def bundled_pipelines() -> dict[str, Path]:
-    """Pipelines shipped with certwright by name: ``pipelines/*.yaml``, then examples."""
-    folder = Path(pipelines.__file__).parent
+    """Pipelines shipped with certwright by name: ``pipelines/*.yaml``, then examples.
+
+    Found as package data of ``certwright.pipelines`` (``importlib.resources``), which is
+    where an installed wheel puts them. Raises CertwrightError if the package is not on the
+    file system (certwright is never installed zipped; pipelines are read as files).
+    """
+    folder = resources.files("certwright.pipelines")
+    if not isinstance(folder, Path):
+        raise CertwrightError(f"the bundled pipelines are not files on disk ({folder!r})")
     out: dict[str, Path] = {}
     for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("examples/*.yaml")):
         out.setdefault(path.stem, path)
