@@ -51,8 +51,10 @@ class LoadStats:
     """The work one load did, filled in as it goes (also when the document is refused).
 
     * ``bytes_read``: bytes of the file read (``load_pipeline``; 0 when refused on its size).
-    * ``chars_scanned``: characters PyYAML's scanner consumed (it looks ahead up to 1024
-      characters for a possible simple key, so this runs ahead of the refusal point).
+    * ``chars_scanned``: characters PyYAML's scanner consumed, and ``tokens`` the tokens
+      it made: it looks ahead up to 1024 characters for a possible simple key, so both run
+      ahead of the refusal point (and ``[[[[...`` costs about a thousand tokens, each
+      checked against every open flow level: bounded, but the slowest refusal here).
     * ``events``: parser events consumed; ``depth``: the deepest nesting opened.
     * ``nodes_built``: YNode objects created; ``nodes_counted``: nodes counted against
       ``MAX_NODES``, aliases expanded (an alias bomb counts many and builds few).
@@ -60,6 +62,7 @@ class LoadStats:
 
     bytes_read: int = 0
     chars_scanned: int = 0
+    tokens: int = 0
     events: int = 0
     depth: int = 0
     nodes_built: int = 0
@@ -330,5 +333,6 @@ def load_yaml(text: str, filename: str, stats: LoadStats | None = None) -> YNode
     finally:
         if loader is not None:
             builder.stats.chars_scanned = loader.index
+            builder.stats.tokens = loader.tokens_taken + len(loader.tokens)
             loader.dispose()
     return root if root is not None else YNode("scalar", Location(filename, 1, 1), None)

@@ -161,6 +161,7 @@ def test_ten_thousand_deep_nesting_is_refused_early(make: Callable[[int], str]) 
     assert full.depth == MAX_DEPTH
     assert full.events <= 2 * MAX_DEPTH + 4  # a block mapping level is a key and a mapping
     assert full.chars_scanned <= 4096
+    assert full.tokens <= 1024 + 2 * MAX_DEPTH + 4
 
 
 def test_two_mebibyte_file_is_refused_before_parsing() -> None:
