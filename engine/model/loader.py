@@ -17,9 +17,10 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from certwright.engine.model.context import ID, Ctx, did_you_mean
 from certwright.engine.model.inputs import coerce_value, default_order
 from certwright.engine.model.spec import INPUT_TYPES, InputSpec, PipelineSpec, RenewSpec, StateSpec
-from certwright.engine.model.states import ID, Ctx, did_you_mean, parse_state
+from certwright.engine.model.states import parse_state
 from certwright.engine.model.template import REF, RUN_FIELDS
 from certwright.engine.model.yamlsafe import MAX_BYTES, LoadStats, YNode, load_yaml, problem
 from certwright.engine.plugins.registry import Registry
