@@ -72,7 +72,7 @@ HEADERS = (b"From: ca@ca.example\nTo: postmaster@example.test\nSubject: verify\n
 def billion_laughs() -> str:
     """Nine levels of nine aliases: about 387 million nodes if expanded."""
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    for prev, name in zip("abcdefgh", "bcdefghi"):
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
         lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
     return "\n".join(lines) + "\n"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from certwright.engine.model.spec import parse_duration
 from certwright.engine.model.yamlsafe import YNode, problem
@@ -74,7 +74,8 @@ class Ctx:
             return None
         return v
 
-    def number(self, node: YNode, what: str, ok: Callable[[float], bool], rule: str) -> float | None:
+    def number(self, node: YNode, what: str, ok: Callable[[float], bool],
+               rule: str) -> float | None:
         v = node.value
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(float(v)):
             self.add(node, f"{what} must be a number {rule}, not {v!r}")

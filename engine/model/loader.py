@@ -59,7 +59,7 @@ def resolve_pipeline_path(name_or_path: str) -> Path:
     if path.is_file():
         return path
     bundled = bundled_pipelines()
-    stem = name_or_path[:-5] if name_or_path.endswith(".yaml") else name_or_path
+    stem = name_or_path.removesuffix(".yaml")
     if stem in bundled:
         return bundled[stem]
     raise CertwrightError(f"no pipeline file {name_or_path!r} and no bundled pipeline of that "
@@ -83,11 +83,13 @@ def load_pipeline(path: str | Path, registry: Registry | None = None,
         if stats is not None:
             stats.bytes_read += len(raw)
     except OSError as exc:
-        raise CertwrightError(f"cannot read pipeline file {str(p)!r}: {exc.strerror or exc}")
+        raise CertwrightError(
+            f"cannot read pipeline file {str(p)!r}: {exc.strerror or exc}") from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError([Problem(where, f"not UTF-8 text (byte {exc.start}: {exc.reason})")])
+        raise SpecError([Problem(where, f"not UTF-8 text (byte {exc.start}: {exc.reason})")]) \
+            from exc
     return load_pipeline_text(text, str(p), registry, stats)
 
 
@@ -156,7 +158,8 @@ def _renew(ctx: Ctx, node: YNode | None) -> RenewSpec | None:
     base = RenewSpec()
     fraction, jitter = base.fraction, base.jitter
     if (f := node.get("fraction")) is not None:
-        fraction = ctx.number(f, "renew.fraction", lambda x: 0 < x < 1, "between 0 and 1") or fraction
+        fraction = ctx.number(f, "renew.fraction", lambda x: 0 < x < 1,
+                              "between 0 and 1") or fraction
     if (j := node.get("jitter")) is not None:
         got = ctx.number(j, "renew.jitter", lambda x: 0 <= x <= 0.5, "from 0 to 0.5")
         jitter = got if got is not None else jitter
@@ -185,7 +188,7 @@ def _input(ctx: Ctx, name: str, knode: YNode, node: YNode) -> InputSpec | None:
     what = f"input {name!r}"
     if not ctx.mapping(node, what):
         return None
-    ctx.keys(node, INPUT_KEYS + ("enum",), what)
+    ctx.keys(node, (*INPUT_KEYS, "enum"), what)
     kind = "string"
     tnode, vnode, enode = node.get("type"), node.get("values"), node.get("enum")
     if tnode is not None:
@@ -195,7 +198,7 @@ def _input(ctx: Ctx, name: str, knode: YNode, node: YNode) -> InputSpec | None:
                     did_you_mean(kind, list(INPUT_TYPES)) or f"types: {', '.join(INPUT_TYPES)}")
             return None
     if enode is not None:  # the shorthand {enum: [a, b]} means type enum with those values
-        if vnode is not None or kind != "enum" and tnode is not None:
+        if vnode is not None or (kind != "enum" and tnode is not None):
             ctx.add(node.key_node("enum"), f"{what}: use either 'enum: [...]' or "
                                            "'type: enum' with 'values: [...]'")
         kind, vnode = "enum", enode
@@ -322,8 +325,9 @@ def _references(ctx: Ctx, inputs: dict[str, InputSpec]) -> None:
 def _bad_reference(ctx: Ctx, ref: str, inputs: dict[str, InputSpec], allowed: str) -> str | None:
     parts = ref.split(".")
     head = parts[0]
-    if len(parts) == 1 and head in inputs or head == "inputs" and len(parts) == 2 \
-            and parts[1] in inputs or head == "env" and len(parts) == 2:
+    if (len(parts) == 1 and head in inputs) or (
+            head == "inputs" and len(parts) == 2 and parts[1] in inputs) or (
+            head == "env" and len(parts) == 2):
         return None
     if allowed == "inputs":
         if head in ("steps", "run"):

@@ -22,7 +22,7 @@ STEP_KEYS = ("step", "id", "with", "retry", "timeout", "when")
 RETRY_KEYS = ("max_attempts", "initial_delay", "max_delay", "multiplier", "jitter")
 WAIT_KINDS = ("mail", "file", "until")
 PAIR_OPS = ("equals", "not_equals", "matches", "in")
-OPS = PAIR_OPS + ("truthy", "falsy", "all", "any", "not")
+OPS = (*PAIR_OPS, "truthy", "falsy", "all", "any", "not")
 
 
 def _retry_policy(ctx: Ctx, node: YNode, what: str) -> RetryPolicy:

@@ -25,8 +25,9 @@ is JSON-able. Merge keys (``<<: *defaults``) are supported; explicit keys win ov
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -212,7 +213,8 @@ class _Builder:
             sources = m.items if m.is_seq else [m]
             for src in sources:
                 if not src.is_map:
-                    raise self.fail(src.loc, "'<<' (merge key) needs a mapping or a list of mappings")
+                    raise self.fail(src.loc,
+                                    "'<<' (merge key) needs a mapping or a list of mappings")
                 for k, v in src.pairs:
                     if k.scalar not in seen:
                         seen[k.scalar] = k

@@ -156,10 +156,10 @@ def cycles(edges: set[tuple[str, str]]) -> set[frozenset[str]]:
     stack: list[str] = []
     on_stack: set[str] = set()
     out: set[frozenset[str]] = set()
-    for start in graph:
+    for start, targets in graph.items():
         if start in index:
             continue
-        work = [(start, iter(graph[start]))]
+        work = [(start, iter(targets))]
         index[start] = low[start] = len(index)
         stack.append(start)
         on_stack.add(start)

@@ -153,7 +153,8 @@ def test_checker_reports_exactly_an_upward_import(tmp_path: Path) -> None:
         "core/errors.py": "import os\n",
         "state/base.py": "from certwright.engine.run import runner\nfrom certwright import errors\n"
                          "import json\nfrom . import base\n",
-        "engine/run/runner.py": "from certwright.state.base import Store\nimport certwright.errors\n",
+        "engine/run/runner.py": "from certwright.state.base import Store\n"
+                                "import certwright.errors\n",
     })
     modules, imports = scan(tmp_path)
     assert set(modules) == {"certwright", "certwright.errors", "certwright.state",

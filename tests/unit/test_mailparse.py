@@ -12,10 +12,24 @@ from email.utils import getaddresses, parseaddr
 import pytest
 
 from certwright.errors import CertwrightError
-from certwright.mail.parse import (HostileMail, MailLimits, ParseStats, link_problem,
-                                  parse_address_list, parse_message, safe_link)
-from tests.support.mail import (CA_BASE, PROBE_PATH, big_body, headers, nested_multipart,
-                                probe_mail, truncated_mime)
+from certwright.mail.parse import (
+    HostileMail,
+    MailLimits,
+    ParseStats,
+    link_problem,
+    parse_address_list,
+    parse_message,
+    safe_link,
+)
+from tests.support.mail import (
+    CA_BASE,
+    PROBE_PATH,
+    big_body,
+    headers,
+    nested_multipart,
+    probe_mail,
+    truncated_mime,
+)
 
 LINK = f"{CA_BASE}{PROBE_PATH}?token=t0k3n"
 
@@ -180,7 +194,7 @@ CVE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("value,stdlib_answer", CVE_CASES)
+@pytest.mark.parametrize(("value", "stdlib_answer"), CVE_CASES)
 def test_cve_2023_27043_addresses_refused(value: str, stdlib_answer: str | None) -> None:
     """Our parser refuses what the unfixed stdlib mis-parses into a plausible address."""
     if stdlib_answer is not None:  # document the stdlib's wrong answer on this Python
@@ -195,9 +209,9 @@ def test_cve_address_in_from_refuses_the_message() -> None:
     assert "ambiguous address" in refused(b"From: alice@example.org)<bob@example.com>\n\nx")
 
 
-@pytest.mark.parametrize("value,expected", [
+@pytest.mark.parametrize(("value", "expected"), [
     ("a@B.Example", ["a@b.example"]),
-    ("Alice <a@b.example>, \"Bob, Jr.\" <c@d.example>", ["a@b.example", "c@d.example"]),
+    ('Alice <a@b.example>, "Bob, Jr." <c@d.example>', ["a@b.example", "c@d.example"]),
     ("a@b.example (Alice)", ["a@b.example"]),
     ("=?utf-8?q?Al=C3=ADce?= <a@b.example>", ["a@b.example"]),
     ("undisclosed-recipients:;", []),
@@ -229,7 +243,7 @@ def test_safe_link_accepts_same_origin_under_prefix(url: str) -> None:
     assert safe_link(url, BASE, PROBE_PATH)
 
 
-@pytest.mark.parametrize("url,why", [
+@pytest.mark.parametrize(("url", "why"), [
     (f"http://127.0.0.1:9999{PROBE_PATH}", "origin"),
     (f"http://evil.example{PROBE_PATH}", "origin"),
     (f"https://127.0.0.1:8443{PROBE_PATH}", "origin"),
@@ -283,7 +297,7 @@ def test_pathological_html_is_linear(make: Callable[[int], bytes], size: int) ->
 def test_overlong_header_field_refused() -> None:
     """A folded Content-Type over the field limit is refused before the email package
     parses its parameters (which is quadratic)."""
-    folded = "Content-Type: multipart/mixed; boundary=\"" + "\n ;;;;;;;;" * 2000 + "\"\n"
+    folded = 'Content-Type: multipart/mixed; boundary="' + "\n ;;;;;;;;" * 2000 + '"\n'
     assert "header field is longer" in refused(headers(extra=folded) + b"\nx")
 
 

@@ -5,8 +5,8 @@ events read, nodes built), never on wall time: bench/hostile_inputs.py has the t
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -104,7 +104,7 @@ def test_python_object_apply_is_refused_and_nothing_runs(tmp_path: Path) -> None
     assert stats.events <= 10
 
 
-@pytest.mark.parametrize("text,line,col", [
+@pytest.mark.parametrize(("text", "line", "col"), [
     ("pipeline: !!python/name:os.system\n", 1, 11),
     ("a: !custom x\n", 1, 4),
     ("a: !!binary aGVsbG8=\n", 1, 4),
