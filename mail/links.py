@@ -104,26 +104,32 @@ def scan_html(doc: str) -> HtmlScan:
     text: list[str] = []
     hrefs: list[str] = []
     i, n, skip = 0, len(doc), ""
-    examined, tags = 0, 0  # kept in locals: the loop runs once per tag
+    # Work is counted in locals, in as few additions as the loop allows (it runs once per
+    # tag): the searches for "<" and ">" span doc[i:gt + 1], the tag-name match the tag.
+    examined, tags = 0, 0
     while i < n:
         lt = doc.find("<", i)
-        examined += (n if lt < 0 else lt + 1) - i
         if lt < 0:
-            lt = n
+            examined += n - i
+            if not skip:
+                text.append(doc[i:])
+            break
         if not skip:
             text.append(doc[i:lt])
         if doc.startswith("<!--", lt):
             end = doc.find("-->", lt + 4)
-            i = n if end < 0 else end + 3
-            examined += i - lt
+            after = n if end < 0 else end + 3
+            examined += after - i
+            i = after
             continue
         gt = doc.find(">", lt + 1)
-        examined += (n if gt < 0 else gt + 1) - (lt + 1)
         if gt < 0:
+            examined += n - i
             break
-        tag, i = doc[lt + 1:gt], gt + 1
+        tag = doc[lt + 1:gt]
+        examined += 2 * gt - lt - i  # (gt + 1 - i) searched, then len(tag) matched
         tags += 1
-        examined += len(tag)  # the tag-name match (anchored, at most the tag)
+        i = gt + 1
         match = _TAG_NAME.match(tag)
         if not match:
             continue
