@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from certwright.engine.model.spec import Condition
 from certwright.engine.model.template import render

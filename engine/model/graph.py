@@ -7,8 +7,8 @@ from certwright.engine.model.spec import PipelineSpec
 def _edges(spec: PipelineSpec) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
     for st in spec.states.values():
-        for e in st.next:
-            out.append((st.name, e.to, "next" + (f" if {e.when.op}" if e.when else "")))
+        out.extend((st.name, e.to, "next" + (f" if {e.when.op}" if e.when else ""))
+                   for e in st.next)
         if st.on_error:
             out.append((st.name, st.on_error, "error"))
         if st.timeout:

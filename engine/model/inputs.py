@@ -22,13 +22,14 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from certwright.errors import InputError
 from certwright.engine.model.spec import InputSpec, PipelineSpec, parse_duration
 from certwright.engine.model.template import UnresolvedReference, references, render
+from certwright.errors import InputError
 
-SECRET = "<secret>"
+SECRET = "<secret>"  # noqa: S105 - what a secret value is shown as, not a password
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -94,7 +95,7 @@ def coerce_value(spec: InputSpec, value: Any) -> Any:
             raise ValueError(f"expected text, not {type(value).__name__}")
         return str(value)
     if kind == "int":
-        if isinstance(value, bool) or isinstance(value, float):
+        if isinstance(value, (bool, float)):
             raise ValueError("expected a whole number")
         if isinstance(value, int):
             return value
@@ -136,7 +137,7 @@ def input_dependencies(spec: InputSpec, names: Mapping[str, Any]) -> list[str]:
     """Names of other inputs that ``spec``'s default refers to (``NAME`` or ``inputs.NAME``)."""
     out: list[str] = []
     for ref in references(spec.default) if spec.has_default else []:
-        name = ref[len("inputs."):] if ref.startswith("inputs.") else ref
+        name = ref.removeprefix("inputs.")
         if name in names and name not in out:
             out.append(name)
     return out
@@ -160,7 +161,7 @@ def default_order(inputs: Mapping[str, InputSpec]) -> list[str]:
                 dep = deps.pop(0)
                 if state.get(dep) == 1:
                     cycle = [n for n, _ in stack]
-                    cycle = cycle[cycle.index(dep):] + [dep]
+                    cycle = [*cycle[cycle.index(dep):], dep]
                     raise ValueError("input defaults refer to each other in a cycle: "
                                      + " -> ".join(cycle))
                 if dep not in state:

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import re
+from importlib import resources
 from pathlib import Path
-from certwright import pipelines
-from certwright.engine.model.states import ID, Ctx, did_you_mean, parse_state
-from certwright.errors import CertwrightError, Location, Problem, SpecError
+
+from certwright.engine.model.context import ID, Ctx, did_you_mean
 from certwright.engine.model.inputs import coerce_value, default_order
 from certwright.engine.model.spec import INPUT_TYPES, InputSpec, PipelineSpec, RenewSpec, StateSpec
+from certwright.engine.model.states import parse_state
 from certwright.engine.model.template import REF, RUN_FIELDS
-from certwright.engine.model.yamlsafe import MAX_BYTES, YNode, load_yaml, problem
+from certwright.engine.model.yamlsafe import MAX_BYTES, LoadStats, YNode, load_yaml, problem
 from certwright.engine.plugins.registry import Registry
+from certwright.errors import CertwrightError, Location, Problem, SpecError
 
 TOP_KEYS = ("pipeline", "version", "description", "renew", "inputs", "initial", "states")
 INPUT_KEYS = ("type", "required", "default", "values", "secret", "description")
@@ -33,8 +35,15 @@ __all__ = ["bundled_pipelines", "load_pipeline", "load_pipeline_text", "resolve_
 
 
 def bundled_pipelines() -> dict[str, Path]:
-    """Pipelines shipped with certwright by name: ``pipelines/*.yaml``, then examples."""
-    folder = Path(pipelines.__file__).parent
+    """Pipelines shipped with certwright by name: ``pipelines/*.yaml``, then examples.
+
+    Found as package data of ``certwright.pipelines`` (``importlib.resources``), which is
+    where an installed wheel puts them. Raises CertwrightError if the package is not on the
+    file system (certwright is never installed zipped; pipelines are read as files).
+    """
+    folder = resources.files("certwright.pipelines")
+    if not isinstance(folder, Path):
+        raise CertwrightError(f"the bundled pipelines are not files on disk ({folder!r})")
     out: dict[str, Path] = {}
     for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("examples/*.yaml")):
         out.setdefault(path.stem, path)
@@ -50,15 +59,19 @@ def resolve_pipeline_path(name_or_path: str) -> Path:
     if path.is_file():
         return path
     bundled = bundled_pipelines()
-    stem = name_or_path[:-5] if name_or_path.endswith(".yaml") else name_or_path
+    stem = name_or_path.removesuffix(".yaml")
     if stem in bundled:
         return bundled[stem]
     raise CertwrightError(f"no pipeline file {name_or_path!r} and no bundled pipeline of that "
                           f"name (bundled: {', '.join(bundled) or 'none'})")
 
 
-def load_pipeline(path: str | Path, registry: Registry | None = None) -> PipelineSpec:
-    """Read and validate a pipeline file; raises SpecError (located) or CertwrightError."""
+def load_pipeline(path: str | Path, registry: Registry | None = None,
+                  stats: LoadStats | None = None) -> PipelineSpec:
+    """Read and validate a pipeline file; raises SpecError (located) or CertwrightError.
+
+    ``stats``, if given, counts the work done (bytes read, then as :func:`load_yaml`).
+    """
     p = Path(path)
     where = Location(str(p), 1, 1)
     try:
@@ -67,22 +80,28 @@ def load_pipeline(path: str | Path, registry: Registry | None = None) -> Pipelin
             raise SpecError([Problem(where, f"file too large: {size} bytes "
                                             f"(the limit is {MAX_BYTES})")])
         raw = p.read_bytes()
+        if stats is not None:
+            stats.bytes_read += len(raw)
     except OSError as exc:
-        raise CertwrightError(f"cannot read pipeline file {str(p)!r}: {exc.strerror or exc}")
+        raise CertwrightError(
+            f"cannot read pipeline file {str(p)!r}: {exc.strerror or exc}") from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError([Problem(where, f"not UTF-8 text (byte {exc.start}: {exc.reason})")])
-    return load_pipeline_text(text, str(p), registry)
+        raise SpecError([Problem(where, f"not UTF-8 text (byte {exc.start}: {exc.reason})")]) \
+            from exc
+    return load_pipeline_text(text, str(p), registry, stats)
 
 
 def load_pipeline_text(text: str, filename: str = "<string>",
-                       registry: Registry | None = None) -> PipelineSpec:
+                       registry: Registry | None = None,
+                       stats: LoadStats | None = None) -> PipelineSpec:
     """Validate ``text`` as a pipeline; ``filename`` is used in messages and as ``source``.
 
     Raises SpecError carrying every problem found. Pure: the same text gives an equal spec.
+    ``stats``, if given, is filled by :func:`load_yaml`.
     """
-    root = load_yaml(text, filename)
+    root = load_yaml(text, filename, stats)
     ctx = Ctx(text, filename, registry if registry is not None else Registry())
     if not root.is_map:
         ctx.add(root, "a pipeline file is a mapping with pipeline, version, initial and states"
@@ -139,7 +158,8 @@ def _renew(ctx: Ctx, node: YNode | None) -> RenewSpec | None:
     base = RenewSpec()
     fraction, jitter = base.fraction, base.jitter
     if (f := node.get("fraction")) is not None:
-        fraction = ctx.number(f, "renew.fraction", lambda x: 0 < x < 1, "between 0 and 1") or fraction
+        fraction = ctx.number(f, "renew.fraction", lambda x: 0 < x < 1,
+                              "between 0 and 1") or fraction
     if (j := node.get("jitter")) is not None:
         got = ctx.number(j, "renew.jitter", lambda x: 0 <= x <= 0.5, "from 0 to 0.5")
         jitter = got if got is not None else jitter
@@ -168,7 +188,7 @@ def _input(ctx: Ctx, name: str, knode: YNode, node: YNode) -> InputSpec | None:
     what = f"input {name!r}"
     if not ctx.mapping(node, what):
         return None
-    ctx.keys(node, INPUT_KEYS + ("enum",), what)
+    ctx.keys(node, (*INPUT_KEYS, "enum"), what)
     kind = "string"
     tnode, vnode, enode = node.get("type"), node.get("values"), node.get("enum")
     if tnode is not None:
@@ -178,7 +198,7 @@ def _input(ctx: Ctx, name: str, knode: YNode, node: YNode) -> InputSpec | None:
                     did_you_mean(kind, list(INPUT_TYPES)) or f"types: {', '.join(INPUT_TYPES)}")
             return None
     if enode is not None:  # the shorthand {enum: [a, b]} means type enum with those values
-        if vnode is not None or kind != "enum" and tnode is not None:
+        if vnode is not None or (kind != "enum" and tnode is not None):
             ctx.add(node.key_node("enum"), f"{what}: use either 'enum: [...]' or "
                                            "'type: enum' with 'values: [...]'")
         kind, vnode = "enum", enode
@@ -305,8 +325,9 @@ def _references(ctx: Ctx, inputs: dict[str, InputSpec]) -> None:
 def _bad_reference(ctx: Ctx, ref: str, inputs: dict[str, InputSpec], allowed: str) -> str | None:
     parts = ref.split(".")
     head = parts[0]
-    if len(parts) == 1 and head in inputs or head == "inputs" and len(parts) == 2 \
-            and parts[1] in inputs or head == "env" and len(parts) == 2:
+    if (len(parts) == 1 and head in inputs) or (
+            head == "inputs" and len(parts) == 2 and parts[1] in inputs) or (
+            head == "env" and len(parts) == 2):
         return None
     if allowed == "inputs":
         if head in ("steps", "run"):

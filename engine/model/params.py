@@ -9,8 +9,9 @@ the first refuses and the second accepts passes.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import fastjsonschema
 import jsonschema

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from certwright.errors import Location
 
@@ -48,7 +49,7 @@ def parse_duration(value: object) -> float:
 
 def format_duration(seconds: float) -> str:
     """Render seconds compactly: ``2d``, ``1h30m``, ``45s``."""
-    s = int(round(seconds))
+    s = round(seconds)
     if s <= 0:
         return "0s"
     out = []
@@ -153,7 +154,8 @@ class TimeoutSpec:
 
 @dataclass(frozen=True)
 class LoopSpec:
-    """A bounded loop: entering this state goes on to ``to`` at most ``max`` times, then ``else_``."""
+    """A bounded loop: entering this state goes on to ``to`` at most ``max`` times, then
+    ``else_``."""
 
     max: int
     to: str

@@ -11,7 +11,8 @@ step), ``run.id``, ``run.dir``, ``run.state_dir``, ``run.pipeline``, ``run.state
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 REF = re.compile(r"(?<!\$)\$\{\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}")
 _ESCAPE = "$${"
@@ -51,10 +52,10 @@ def lookup(namespace: Mapping[str, Any], name: str) -> Any:
         if isinstance(node, Mapping) and part in node:
             node = node[part]
             continue
-        if i == 0 and "inputs" in namespace and isinstance(namespace["inputs"], Mapping):
-            if part in namespace["inputs"]:
-                node = namespace["inputs"][part]
-                continue
+        if i == 0 and "inputs" in namespace and isinstance(namespace["inputs"], Mapping) \
+                and part in namespace["inputs"]:
+            node = namespace["inputs"][part]
+            continue
         raise UnresolvedReference(name)
     return node
 

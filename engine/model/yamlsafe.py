@@ -16,13 +16,18 @@ Hazards this module exists for (PyYAML's ``safe_load`` has all of them):
   constructed from any other tag (``!!python/object/apply:...``), so no code runs.
 * **Size**: texts over ``MAX_BYTES`` are refused before parsing.
 
+What a load examined (characters, events, nodes) is counted in a :class:`LoadStats` when
+one is passed in, so tests and benchmarks can check that a hostile document is refused
+after a bounded amount of work rather than timing it.
+
 Timestamps stay strings (``2001-12-14`` is not turned into a ``date``), so that every value
 is JSON-able. Merge keys (``<<: *defaults``) are supported; explicit keys win over merged.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -40,6 +45,29 @@ SEQ, MAP, TIMESTAMP, MERGE = _T + "seq", _T + "map", _T + "timestamp", _T + "mer
 _SCALAR_TAGS = {STR, INT, FLOAT, BOOL, NULL, TIMESTAMP, "!"}
 
 Kind = Literal["scalar", "seq", "map"]
+
+
+@dataclass
+class LoadStats:
+    """The work one load did, filled in as it goes (also when the document is refused).
+
+    * ``bytes_read``: bytes of the file read (``load_pipeline``; 0 when refused on its size).
+    * ``chars_scanned``: characters PyYAML's scanner consumed, and ``tokens`` the tokens
+      it made: it looks ahead up to 1024 characters for a possible simple key, so both run
+      ahead of the refusal point (and ``[[[[...`` costs about a thousand tokens, each
+      checked against every open flow level: bounded, but the slowest refusal here).
+    * ``events``: parser events consumed; ``depth``: the deepest nesting opened.
+    * ``nodes_built``: YNode objects created; ``nodes_counted``: nodes counted against
+      ``MAX_NODES``, aliases expanded (an alias bomb counts many and builds few).
+    """
+
+    bytes_read: int = 0
+    chars_scanned: int = 0
+    tokens: int = 0
+    events: int = 0
+    depth: int = 0
+    nodes_built: int = 0
+    nodes_counted: int = 0
 
 
 @dataclass(eq=False)
@@ -126,11 +154,10 @@ def problem(text: str, loc: Location | None, message: str, hint: str | None = No
 class _Builder:
     """Composes YNodes from parser events with an explicit stack (no recursion)."""
 
-    def __init__(self, text: str, filename: str) -> None:
-        self.text, self.filename = text, filename
+    def __init__(self, text: str, filename: str, stats: LoadStats) -> None:
+        self.text, self.filename, self.stats = text, filename, stats
         self.anchors: dict[str, YNode] = {}
         self.open_anchors: set[str] = set()
-        self.total = 0
         self.resolver = Resolver()
         self.constructor = SafeConstructor()
 
@@ -141,8 +168,8 @@ class _Builder:
         return SpecError([problem(self.text, loc, message, hint)])
 
     def count(self, n: int, loc: Location) -> None:
-        self.total += n
-        if self.total > MAX_NODES:
+        self.stats.nodes_counted += n
+        if self.stats.nodes_counted > MAX_NODES:
             raise self.fail(loc, f"document too large: more than {MAX_NODES} nodes once "
                                  "aliases are expanded", "is this an alias bomb?")
 
@@ -156,11 +183,14 @@ class _Builder:
             tag = self.resolver.resolve(yaml.ScalarNode, ev.value,  # type: ignore[no-untyped-call]
                                         ev.implicit)
         if tag in (TIMESTAMP, "!", MERGE):
-            return YNode("scalar", loc, ev.value, tag=tag)
-        try:
-            value = self.constructor.construct_object(yaml.ScalarNode(tag, ev.value))
-        except (ConstructorError, ValueError) as exc:
-            raise self.fail(loc, f"{ev.value!r} is not a valid {tag.rsplit(':', 1)[-1]}: {exc}")
+            value = ev.value
+        else:
+            try:
+                value = self.constructor.construct_object(yaml.ScalarNode(tag, ev.value))
+            except (ConstructorError, ValueError) as exc:
+                raise self.fail(loc, f"{ev.value!r} is not a valid {tag.rsplit(':', 1)[-1]}: "
+                                     f"{exc}") from None
+        self.stats.nodes_built += 1
         return YNode("scalar", loc, value, tag=tag)
 
     def finish_map(self, node: YNode, merges: list[YNode]) -> None:
@@ -183,7 +213,8 @@ class _Builder:
             sources = m.items if m.is_seq else [m]
             for src in sources:
                 if not src.is_map:
-                    raise self.fail(src.loc, "'<<' (merge key) needs a mapping or a list of mappings")
+                    raise self.fail(src.loc,
+                                    "'<<' (merge key) needs a mapping or a list of mappings")
                 for k, v in src.pairs:
                     if k.scalar not in seen:
                         seen[k.scalar] = k
@@ -197,8 +228,10 @@ def _frames(builder: _Builder, loader: yaml.SafeLoader) -> YNode | None:
     stack: list[list[Any]] = []
     root: YNode | None = None
     documents = 0
+    stats = builder.stats
     while loader.check_event():
         ev = loader.get_event()  # type: ignore[no-untyped-call]
+        stats.events += 1
         if isinstance(ev, yaml.DocumentStartEvent):
             documents += 1
             if documents > 1:
@@ -235,6 +268,8 @@ def _frames(builder: _Builder, loader: yaml.SafeLoader) -> YNode | None:
                 builder.open_anchors.add(ev.anchor)
             kind: Kind = "seq" if expected == SEQ else "map"
             stack.append([YNode(kind, loc), ev.anchor, None, []])
+            stats.nodes_built += 1
+            stats.depth = max(stats.depth, len(stack))
             continue
         elif isinstance(ev, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
             node, anchor, _, merges = stack.pop()
@@ -268,18 +303,18 @@ def _frames(builder: _Builder, loader: yaml.SafeLoader) -> YNode | None:
     return root
 
 
-
-def load_yaml(text: str, filename: str) -> YNode:
+def load_yaml(text: str, filename: str, stats: LoadStats | None = None) -> YNode:
     """Parse one YAML document safely; raises SpecError with a located problem.
 
     An empty document gives a null scalar at 1:1. Repeat calls are independent; nothing
-    is cached between them and nothing outside ``text`` is read.
+    is cached between them and nothing outside ``text`` is read. ``stats``, if given, is
+    filled with the work done (see :class:`LoadStats`), whether the load succeeds or not.
     """
     size = len(text.encode("utf-8", errors="surrogatepass"))
     if size > MAX_BYTES:
         raise SpecError([problem(text, Location(filename, 1, 1),
                                  f"file too large: {size} bytes (the limit is {MAX_BYTES})")])
-    builder = _Builder(text, filename)
+    builder = _Builder(text, filename, stats if stats is not None else LoadStats())
     loader: yaml.SafeLoader | None = None
     try:
         loader = yaml.SafeLoader(text)
@@ -299,5 +334,7 @@ def load_yaml(text: str, filename: str) -> YNode:
         raise SpecError([problem(text, Location(filename, 1, 1), f"YAML error: {exc}")]) from None
     finally:
         if loader is not None:
+            builder.stats.chars_scanned = loader.index
+            builder.stats.tokens = loader.tokens_taken + len(loader.tokens)
             loader.dispose()
     return root if root is not None else YNode("scalar", Location(filename, 1, 1), None)

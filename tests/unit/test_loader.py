@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
@@ -291,3 +292,19 @@ def test_resolve_pipeline_path_prefers_files_then_bundled(tmp_path: Path,
     with pytest.raises(CertwrightError) as info:
         resolve_pipeline_path("no-such-pipeline")
     assert "no-such-pipeline" in str(info.value) and "hello" in str(info.value)
+
+
+def test_bundled_pipelines_are_the_package_data_found_by_importlib_resources() -> None:
+    """bundled_pipelines() names exactly the YAML files that importlib.resources finds in
+    the certwright.pipelines package and its examples folder (where a wheel puts them),
+    each with the same content, and the schema is beside them."""
+    root = resources.files("certwright.pipelines")
+    found = {entry.name.removesuffix(".yaml"): entry
+             for folder in (root, root / "examples") for entry in folder.iterdir()
+             if entry.name.endswith(".yaml")}
+    bundled = bundled_pipelines()
+    assert set(bundled) == set(found)
+    assert {"cacert", "acme", "hello"} <= set(bundled)
+    for name, path in bundled.items():
+        assert path.read_bytes() == found[name].read_bytes()
+    assert root.joinpath("schema.json").is_file()

@@ -2,19 +2,33 @@
 from __future__ import annotations
 
 import json
+import posixpath
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 
-from certwright import pipelines
 from certwright.engine.model.yamlsafe import load_yaml
 
-ROOT = Path(pipelines.__file__).parent
+
+def _yaml_in(folder: Traversable) -> list[Traversable]:
+    return sorted((e for e in folder.iterdir() if e.name.endswith(".yaml")), key=lambda e: e.name)
+
+
+# the package data, found as an installed wheel has it (not through a source path)
+ROOT = resources.files("certwright.pipelines")
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pipelines"
 VALID = sorted((FIXTURES / "valid").glob("*.yaml"))
-BUNDLED = sorted(ROOT.glob("*.yaml")) + sorted(ROOT.glob("examples/*.yaml"))
+# bundled pipelines by their path inside the package, e.g. "examples/hello.yaml"
+BUNDLED = [e.name for e in _yaml_in(ROOT)] + [f"examples/{e.name}"
+                                              for e in _yaml_in(ROOT / "examples")]
+
+
+def _bundled(name: str) -> Traversable:
+    return ROOT.joinpath(*name.split("/"))
 # broken files whose fault is structural, so the schema alone must refuse them
 STRUCTURAL = ["unknown_top_key", "version_not_int", "loop_with_run", "final_with_next",
               "enum_without_values", "unknown_condition", "wait_two_kinds", "no_next",
@@ -28,7 +42,7 @@ def _schema() -> dict[str, Any]:
     return loaded
 
 
-def _errors(path: Path) -> list[str]:
+def _errors(path: Path | Traversable) -> list[str]:
     data = load_yaml(path.read_text(), str(path)).value
     return [e.message for e in Draft202012Validator(_schema()).iter_errors(data)]
 
@@ -47,19 +61,21 @@ def test_schema_documents_its_properties() -> None:
         assert prop.get("description"), name
 
 
-@pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.name)
-def test_bundled_pipelines_point_editors_at_the_schema(path: Path) -> None:
+@pytest.mark.parametrize("name", BUNDLED, ids=posixpath.basename)
+def test_bundled_pipelines_point_editors_at_the_schema(name: str) -> None:
     """Each bundled pipeline starts with the yaml-language-server line naming a schema file
     that exists (relative to the pipeline), so editors validate and complete it."""
-    first = path.read_text().splitlines()[0]
+    first = _bundled(name).read_text().splitlines()[0]
     prefix = "# yaml-language-server: $schema="
     assert first.startswith(prefix), first
-    target = (path.parent / first[len(prefix):].strip()).resolve()
-    assert target == (ROOT / "schema.json").resolve()
+    target = posixpath.normpath(posixpath.join(posixpath.dirname(name),
+                                               first[len(prefix):].strip()))
+    assert target == "schema.json"
+    assert ROOT.joinpath(target).is_file()
 
 
-@pytest.mark.parametrize("path", VALID + BUNDLED, ids=lambda p: p.name)
-def test_valid_and_bundled_pipelines_match_the_schema(path: Path) -> None:
+@pytest.mark.parametrize("path", VALID + [_bundled(n) for n in BUNDLED], ids=lambda p: p.name)
+def test_valid_and_bundled_pipelines_match_the_schema(path: Path | Traversable) -> None:
     """Every valid fixture and every bundled pipeline validates."""
     assert _errors(path) == []
 
