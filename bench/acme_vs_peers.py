@@ -31,12 +31,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
+# The repository, appended for tests.support (the Pebble and DNS harnesses) alone:
+# certwright itself always comes from the installed package, which precedes it.
+sys.path.append(str(ROOT))
+
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from certwright.engine.api import run_pipelines  (imported once, as a daemon has it)
+from certwright.engine.api import run_pipelines  # imported once, as a daemon has it
 from certwright.steps.acme import responder as acme_responder
 from tests.support.dns import TestDNS
 from tests.support.pebble import Pebble
