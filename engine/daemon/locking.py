@@ -4,7 +4,7 @@
 changing it:
 
 * **One driver per run.** Before the daemon dispatches anything to a run (advances it,
-  delivers an event, fires a timer) it takes that run's lock (``state.locks.run_lock``,
+  delivers an event, fires a timer) it takes that run's lock (``state.locks.try_run_lock``,
   an flock) without blocking, and keeps it while the run is active here (a step
   executing, ready, or between steps). It lets it go once the run parks or finishes, so
   ``certwright resume RUN`` / ``run --no-wait`` can drive a parked run; while such a
@@ -23,53 +23,18 @@ holder for messages); the flock itself is what excludes.
 """
 from __future__ import annotations
 
-import fcntl
-import os
 from dataclasses import replace
 from typing import Any, Callable
 
 import structlog
 
 from certwright.engine.run.runner import Engine
-from certwright.state.locks import clear_holder, run_lock, write_holder
+from certwright.state.locks import HeldLock, try_run_lock
 from certwright.engine.plugins.step import Wait
 
 log = structlog.get_logger("certwright.daemon")
 
 TIMER_DEFER = 1.0  # seconds a timer of a run locked elsewhere waits before trying again
-
-
-class _HeldLock:
-    """A run lock held by this process (an open fd with an exclusive flock)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def release(self) -> None:
-        try:
-            clear_holder(self.fd)
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-        finally:
-            os.close(self.fd)
-
-
-def try_run_lock(state_dir: Any, run_id: str) -> _HeldLock | None:
-    """Take ``run_id``'s lock without blocking; None when another process holds it.
-
-    Same file and flock as :func:`state.locks.run_lock`, so the CLI's ``run``/``resume``
-    and the daemon exclude each other. Never raises for a held lock; raises OSError if
-    the lock folder cannot be created.
-    """
-    path = run_lock(state_dir, run_id).path
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    write_holder(fd, sync=False)
-    return _HeldLock(fd)
 
 
 class DaemonEngine(Engine):
@@ -84,7 +49,7 @@ class DaemonEngine(Engine):
         super().__init__(*args, claim=self.claim, wait_filter=self._drop_covered_poll,
                          **kwargs)
         self._covered = covered
-        self._held: dict[str, _HeldLock] = {}
+        self._held: dict[str, HeldLock] = {}
         self.refused: dict[str, int] = {}  # run id -> times skipped (locked elsewhere)
 
     def _drop_covered_poll(self, w: Wait) -> Wait:
