@@ -1,10 +1,13 @@
-"""A step execution as the engine hands it to a worker."""
+"""What the engine hands to a worker: a step to execute or re-check."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from certwright.engine.model.spec import StepSpec
 from certwright.engine.plugins.step import StepContext
+
+JobKind = Literal["step", "check"]
 
 
 @dataclass
@@ -15,7 +18,7 @@ class Job:
     entry: int
     index: int
     key: str
-    kind: str
+    kind: JobKind
     spec: StepSpec
     ctx: StepContext
     secrets: tuple[str, ...] = ()  # the run's secret values, masked in the step's logs
