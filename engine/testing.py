@@ -2,6 +2,8 @@
 
 * :class:`RecordingStep` — a step that records every call (key, attempt, recovering) and can
   fail a given number of times, retryably or permanently.
+* :class:`CleaningStep` — a recording step with ``cleanup``, which records its cleanups
+  (and can fail them).
 * :class:`CrashAfterCommits` — an interceptor that kills the process (SIGKILL) right after
   its N-th commit, or calls what a test gives instead: crash points for kill-and-resume.
 * :func:`make_engine` — an engine on a real SQLite file in a temp folder, with a fake clock
@@ -69,6 +71,32 @@ class RecordingStep(BaseStep):
             cls.calls.clear()
 
 
+class CleaningStep(RecordingStep):
+    """``test.clean``: as ``test.record``, with a ``cleanup`` that records its calls in
+    ``cleanups`` (and raises when ``cleanup_fails`` is set)."""
+
+    name: ClassVar[str] = "test.clean"
+    description: ClassVar[str] = "Record the call and its cleanup; optionally fail"
+    params_schema: ClassVar[Mapping[str, Any]] = {
+        **RecordingStep.params_schema,
+        "properties": {**RecordingStep.params_schema["properties"],
+                       "cleanup_fails": {"type": "boolean"}}}
+    cleanups: ClassVar[list[Call]] = []
+
+    def cleanup(self, ctx: StepContext) -> None:
+        with self._lock:
+            self.cleanups.append(Call(ctx.run_id, ctx.step_id, ctx.idempotency_key,
+                                      ctx.attempt, ctx.recovering, dict(ctx.params)))
+        if ctx.params.get("cleanup_fails"):
+            raise OSError(f"cleanup of {ctx.step_id} failed (as asked)")
+
+    @classmethod
+    def reset(cls) -> None:
+        with cls._lock:
+            cls.cleanups.clear()
+        RecordingStep.reset()
+
+
 class Crashed(Exception):
     """What :class:`CrashAfterCommits` raises when a test asks for an exception."""
 
@@ -99,6 +127,7 @@ class CrashAfterCommits(Interceptor):
 def test_registry() -> Registry:
     reg = Registry(plugins=False)
     reg.register(RecordingStep)
+    reg.register(CleaningStep)
     return reg
 
 

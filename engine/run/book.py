@@ -5,9 +5,11 @@
 * ``dirty``: records changed in the open transaction, written when it commits.
 * ``ready``: runs to advance in this or the next pump, in order (``retry``: a backoff
   timer fired, so a run in backoff may start its step again).
-* ``executing``: the job each run has in a worker (a step or a re-check); one at a time
-  per run.
+* ``executing``: the job each run has in a worker (a step, a re-check, or its cleanups);
+  one at a time per run.
 * ``recheck``: an event that came while the run's job executed, to re-check after it.
+* ``recovered``: runs found running in the store (``open``/``sync``), not yet advanced:
+  their first advance checks whether a crash interrupted the cleanup of the state they left.
 * the secrets of active runs, loaded once per activation.
 
 Everything here is touched by the core loop only. Hazard: a record here is newer than the
@@ -18,7 +20,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable
 
-from certwright.engine.run.jobs import Job
+from certwright.engine.run.jobs import CleanupJob, Job
 from certwright.events import Event
 from certwright.state.records import BACKOFF, FINISHED, WAITING, RunRecord
 
@@ -32,8 +34,9 @@ class RunBook:
         self.active: dict[str, RunRecord] = {}
         self.dirty: dict[str, RunRecord] = {}
         self.ready: deque[tuple[str, bool]] = deque()
-        self.executing: dict[str, Job] = {}
+        self.executing: dict[str, Job | CleanupJob] = {}
         self.recheck: dict[str, Event | None] = {}
+        self.recovered: set[str] = set()
         self._secrets: dict[str, dict[str, Any]] = {}
 
     # -- records --------------------------------------------------------------------------
@@ -82,11 +85,11 @@ class RunBook:
     def make_ready(self, rid: str, retry: bool = False) -> None:
         self.ready.append((rid, retry))
 
-    def begin(self, job: Job) -> None:
+    def begin(self, job: Job | CleanupJob) -> None:
         """The run's job goes to a worker; the run does nothing else until it is back."""
         self.executing[job.run_id] = job
 
-    def end(self, job: Job) -> bool:
+    def end(self, job: Job | CleanupJob) -> bool:
         """A job came back: True if it is still the run's current one (then removed)."""
         if self.executing.get(job.run_id) is job:
             del self.executing[job.run_id]

@@ -1,7 +1,8 @@
 """What a step is given: the namespace its templates see, its rendered params, its context.
 
 :class:`Contexts` turns a run and one of its steps into a :class:`Job` (to execute or
-re-check the step), or into the context of any step of its current state. The namespace a step's ``${...}`` templates and ``when`` guards see:
+re-check the step) or into the tasks of a :class:`CleanupJob` (to undo what the steps of
+a state did). The namespace a step's ``${...}`` templates and ``when`` guards see:
 ``inputs`` (secret ones resolved), ``steps`` (earlier outputs, secret ones resolved),
 ``env``, and ``run`` (id, dir, state_dir, pipeline, state).
 

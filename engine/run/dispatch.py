@@ -5,7 +5,8 @@ of runs, records through its journal writer, and is called only by the core loop
 the pump's transaction. Read it in a run's life order: ``advance`` (start the next step,
 or leave the state), ``on_result`` (a step came back: done, waiting, failed), ``on_event``
 (re-check a waiting step), ``on_timer`` (timeout, retry, wake), ``on_cancel``,
-``transition`` and ``enter`` (the machine picks the next state; the entry is journaled).
+``transition`` and ``enter`` (the machine picks the next state; the entry is journaled;
+the state left is cleaned up after the commit, before the new state's steps start).
 
 Every dispatch to a run is first claimed (``Interceptor.claim``): a run another process
 drives is left alone. Hazard: a step that is executing when its state times out (or its
@@ -21,12 +22,13 @@ from certwright.engine.model.spec import StepSpec
 from certwright.engine.model.template import UnresolvedReference
 from certwright.engine.plugins.step import Done, Wait
 from certwright.engine.run.book import RunBook
+from certwright.engine.run.cleanup import Cleanups
 from certwright.engine.run.context import Contexts
 from certwright.engine.run.interceptor import Interceptors
-from certwright.engine.run.jobs import Job
+from certwright.engine.run.jobs import CleanupJob, Job
 from certwright.engine.run.journal import Cancelled, Entered, StepStarted
-from certwright.engine.run.launcher import (CancelAsked, EventArrived, Item, Launcher,
-                                            StepReturned)
+from certwright.engine.run.launcher import (CancelAsked, CleanedUp, EventArrived, Item,
+                                            Launcher, StepReturned)
 from certwright.engine.run.machine import NoTransition
 from certwright.engine.run.outcomes import Outcomes, state_deadline
 from certwright.engine.run.specs import Specs
@@ -50,7 +52,7 @@ class Dispatcher:
     def __init__(self, *, store: Store, scope: set[str] | None, clock: Clock,
                  hooks: Interceptors, book: RunBook, timers: TimerHeap, launcher: Launcher,
                  specs: Specs, contexts: Contexts, writer: JournalWriter,
-                 outcomes: Outcomes) -> None:
+                 outcomes: Outcomes, cleanups: Cleanups) -> None:
         """The parts of one engine; ``scope`` is the engine's own set (it grows)."""
         self._store = store
         self._scope = scope
@@ -63,18 +65,21 @@ class Dispatcher:
         self._ctx = contexts
         self._writer = writer
         self._outcomes = outcomes
+        self._cleanups = cleanups
 
     def _get(self, rid: str) -> RunRecord | None:
         return self._book.cached(rid) or self._store.find_run(rid)
 
     def handle(self, item: Item) -> None:
-        """One inbox item: a step's outcome, an event, a cancel."""
+        """One inbox item: a step's outcome, an event, a cancel, cleanups done."""
         if isinstance(item, StepReturned):
             self._on_result(item.job, item.result)
         elif isinstance(item, EventArrived):
             self._on_event(item.event, item.run_id)
         elif isinstance(item, CancelAsked):
             self._on_cancel(item.run_id, item.reason)
+        elif isinstance(item, CleanedUp):
+            self._on_cleaned(item.job)
 
     def advance(self, rid: str, retry: bool = False) -> None:
         """Start the run's next step (journal the intent; it executes after the commit),
@@ -88,6 +93,12 @@ class Dispatcher:
             return
         if run.status != RUNNING and not (retry and run.status == BACKOFF):
             return
+        if rid in book.recovered:  # after a crash: finish the cleanups of the state left
+            book.recovered.discard(rid)
+            again = self._cleanups.again(run)
+            if again is not None:
+                self._launch_cleanup(again)
+                return
         spec, _ = self._specs.of(run)
         st = spec.states[run.state]
         if st.loop:
@@ -203,10 +214,13 @@ class Dispatcher:
         run = self._get(rid)
         if run is None or run.status in FINISHED:
             return
+        cleanup = self._cleanups.job(run, run.entry)
         cancelled = self._writer.record(run, rid, "cancelled", Cancelled(reason=reason))
         self._writer.tx.clear_timers(rid)
         self._writer.tx.set_correlations(rid, run.entry, [])
         self._book.executing.pop(rid, None)
+        if cleanup is not None:
+            self._launch_cleanup(cleanup)
         log.info("run_cancelled", run_id=rid, state=run.state, reason=reason)
         self._hooks.run_finished(cancelled)
 
@@ -222,10 +236,12 @@ class Dispatcher:
         self.enter(run, target, trigger)
 
     def enter(self, run: RunRecord, to: str, trigger: str) -> None:
-        """Enter state ``to``: journal it, set its deadline, make the run ready."""
+        """Enter state ``to``: journal it, set its deadline, then clean up the state left
+        (after the commit) before its steps start."""
         spec, _ = self._specs.of(run)
         st = spec.states[to]
         before = run.state or None
+        cleanup = self._cleanups.job(run, run.entry + 1, st) if before else None
         deadline, problem = None, None
         if st.timeout:
             ns = self._ctx.namespace(run, spec) if st.timeout.at else {}
@@ -240,6 +256,9 @@ class Dispatcher:
             self._timers.add(self._writer.tx, run, "timeout", deadline)
         log.info("transitioned", run_id=run.id, **{"from": before}, to=to, trigger=trigger)
         self._hooks.transitioned(run, before, to, trigger)
+        self._book.recovered.discard(run.id)
+        if cleanup is not None:
+            self._launch_cleanup(cleanup)
         if problem:
             self._outcomes.run_failed(run, problem)
             return
@@ -247,5 +266,19 @@ class Dispatcher:
             log.info("run_succeeded" if st.final == "success" else "run_failed",
                      run_id=run.id, state=to, error=run.error)
             self._hooks.run_finished(run)
-        else:
-            self._book.make_ready(run.id)
+        elif cleanup is None:
+            self._book.make_ready(run.id)  # else once the cleanups are done
+
+    # -- cleanup ----------------------------------------------------------------------------
+    def _launch_cleanup(self, job: CleanupJob) -> None:
+        """The run's cleanups go to a worker after the commit; the run waits for them."""
+        self._book.begin(job)
+        self._launcher.launch(job)
+
+    def _on_cleaned(self, job: CleanupJob) -> None:
+        """The cleanups are done: the run goes on, if it is still where it was."""
+        if not self._book.end(job):
+            return
+        run = self._get(job.run_id)
+        if run is not None and run.entry == job.entry and run.status == RUNNING:
+            self._book.make_ready(job.run_id)

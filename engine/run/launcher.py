@@ -1,14 +1,15 @@
 """The launcher of jobs: the worker pool, the core loop's inbox, and jobs held until commit.
 
 Everything that reaches the core loop from elsewhere arrives in one queue, the inbox:
-outcomes of steps (:class:`StepReturned`), events (:class:`EventArrived`) and cancels
-(:class:`CancelAsked`). Putting into it is thread-safe
+outcomes of steps (:class:`StepReturned`), cleanups done (:class:`CleanedUp`), events
+(:class:`EventArrived`) and cancels (:class:`CancelAsked`). Putting into it is thread-safe
 (and reentrant, so a signal handler may).
 
 Jobs are launched only after the transaction that recorded their intent has committed
 (journal first): :meth:`Launcher.launch` holds them, :meth:`Launcher.flush` hands them to
-the pool. In a worker, a step's ``run`` executes with the run's secrets masked in its
-logs, and every failure becomes an outcome, never a dead thread.
+the pool. In a worker, a step's ``run`` and a state's ``cleanup`` calls execute with the
+run's secrets masked in their logs, and every failure becomes an outcome, never a dead
+thread. A failing cleanup is logged (``step_cleanup_failed``) and goes no further.
 
 Hazard: with the inline pool (tests, benchmarks), a job executes inside :meth:`flush` and
 its outcome waits in the inbox for the next pump.
@@ -18,16 +19,21 @@ from __future__ import annotations
 import queue
 import traceback
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Callable, Union, cast
+
+import structlog
 
 from certwright.engine.plugins.registry import Registry
-from certwright.engine.run.jobs import Job
+from certwright.engine.plugins.step import Cleanup
+from certwright.engine.run.jobs import CleanupJob, Job
 from certwright.engine.run.workers import InlinePool, WorkerPool
 from certwright.errors import StepError
 from certwright.events import Event
 from certwright.logs import SECRET_VALUES
 
-__all__ = ["CancelAsked", "EventArrived", "Item", "Launcher", "StepReturned"]
+__all__ = ["CancelAsked", "CleanedUp", "EventArrived", "Item", "Launcher", "StepReturned"]
+
+log = structlog.get_logger("certwright.engine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +42,13 @@ class StepReturned:
 
     job: Job
     result: object
+
+
+@dataclass(frozen=True, slots=True)
+class CleanedUp:
+    """A run's cleanups were done (each failure logged already)."""
+
+    job: CleanupJob
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +65,7 @@ class CancelAsked:
     reason: str
 
 
-Item = Union[StepReturned, EventArrived, CancelAsked]
+Item = Union[StepReturned, CleanedUp, EventArrived, CancelAsked]
 
 
 class Launcher:
@@ -62,7 +75,7 @@ class Launcher:
         self._registry = registry
         self._pool: WorkerPool | InlinePool = InlinePool() if inline else WorkerPool(workers)
         self._inbox: "queue.SimpleQueue[Item]" = queue.SimpleQueue()
-        self._held: list[Job] = []
+        self._held: list[Job | CleanupJob] = []
 
     # -- the inbox (thread-safe) ------------------------------------------------------------
     def put(self, item: Item) -> None:
@@ -84,7 +97,7 @@ class Launcher:
         return self._inbox.empty()
 
     # -- launching --------------------------------------------------------------------------
-    def launch(self, job: Job) -> None:
+    def launch(self, job: Job | CleanupJob) -> None:
         """Hold ``job`` until :meth:`flush` (after the commit of its intent)."""
         self._held.append(job)
 
@@ -101,7 +114,12 @@ class Launcher:
     def close(self) -> None:
         self._pool.shutdown()
 
-    def _executor_for(self, job: Job) -> Callable[[], None]:
+    def _executor_for(self, job: Job | CleanupJob) -> Callable[[], None]:
+        if isinstance(job, CleanupJob):
+            def clean() -> None:
+                self._clean(job)
+            return clean
+
         def run() -> None:
             self._execute(job)
         return run
@@ -119,3 +137,21 @@ class Launcher:
         finally:
             SECRET_VALUES.reset(masked)
         self._inbox.put(StepReturned(job, result))
+
+    def _clean(self, job: CleanupJob) -> None:
+        """Call each task's ``cleanup`` in order; a failure is logged, never raised."""
+        masked = SECRET_VALUES.set(job.secrets)
+        try:
+            for spec, ctx in job.tasks:
+                try:
+                    cast(Cleanup, self._registry.get(spec.name)).cleanup(ctx)
+                except Exception as exc:  # noqa: BLE001 - a cleanup never fails the run
+                    log.warning("step_cleanup_failed", run_id=job.run_id, state=ctx.state,
+                                step=spec.id, key=ctx.idempotency_key,
+                                error=f"{type(exc).__name__}: {exc}")
+                else:
+                    log.info("step_cleaned_up", run_id=job.run_id, state=ctx.state,
+                             step=spec.id, key=ctx.idempotency_key)
+        finally:
+            SECRET_VALUES.reset(masked)
+        self._inbox.put(CleanedUp(job))

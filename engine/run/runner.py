@@ -16,8 +16,8 @@ Read the run core top to bottom: this module (open, submit, start, pump), then
 The engine is composed of small objects, each in a module of its own: the book of runs
 (``book``: active, ready, executing), the timer heap (``timers``), the launcher
 (``launcher``: worker pool, inbox, jobs held until commit), the journal writer
-(``writer``), the spec cache (``specs``), the builder of step contexts (``context``) and
-the recorder of step outcomes (``outcomes``).
+(``writer``), the spec cache (``specs``), the builder of step contexts (``context``), the
+recorder of step outcomes (``outcomes``) and the cleanups of states left (``cleanup``).
 Hooks (run locks, crash points, watchers, observers) are :class:`Interceptor` objects
 given at construction (``interceptor``).
 
@@ -39,6 +39,7 @@ from certwright.engine.model.spec import PipelineSpec
 from certwright.engine.plugins.registry import Registry
 from certwright.engine.run import secrets as secret_store
 from certwright.engine.run.book import RunBook
+from certwright.engine.run.cleanup import Cleanups
 from certwright.engine.run.context import Contexts
 from certwright.engine.run.dispatch import Dispatcher
 from certwright.engine.run.interceptor import Interceptor, Interceptors
@@ -93,7 +94,8 @@ class Engine:
             book=self._book, timers=self._timers, launcher=self._launcher, specs=self._specs,
             contexts=contexts, writer=self._writer,
             outcomes=Outcomes(self._writer, self._timers, contexts, self.registry,
-                              self._hooks, self.clock, self.rng))
+                              self._hooks, self.clock, self.rng),
+            cleanups=Cleanups(store, self._specs, contexts))
         self._hooks.bind(self)
 
     # -- life cycle ---------------------------------------------------------------------
@@ -103,7 +105,7 @@ class Engine:
         self._timers.load(self.store.timers(), self.scope)
         for rid, _ in self.store.run_ids([RUNNING]):
             if self.scope is None or rid in self.scope:
-                self._book.make_ready(rid)
+                self._recovered(rid)
 
     def sync(self, adopt: Callable[[str], bool] | None = None) -> int:
         """Adopt what other processes added to the store since ``open``/the last sync:
@@ -117,9 +119,13 @@ class Engine:
                     or rid in queued or (self.scope is not None and rid not in self.scope)):
                 continue
             if adopt is None or adopt(rid):
-                self._book.make_ready(rid)
+                self._recovered(rid)
                 n += 1
         return n
+
+    def _recovered(self, rid: str) -> None:
+        self._book.make_ready(rid)
+        self._book.recovered.add(rid)
 
     def close(self) -> None:
         self._launcher.close()
