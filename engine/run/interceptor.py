@@ -73,7 +73,8 @@ class Interceptor:
         """A step's attempt began (its intent is in the journal)."""
 
     def step_finished(self, run: RunRecord, step_id: str, outcome: StepOutcome) -> None:
-        """A step's attempt ended: done, waiting (parked), or failed."""
+        """A step's attempt ended: done, waiting (it parked the run, or changed what it
+        waits for; a re-check that finds nothing new is no outcome), or failed."""
 
     def run_finished(self, run: RunRecord) -> None:
         """A run reached succeeded, failed or cancelled."""
