@@ -110,16 +110,19 @@ def _daemon(state: Path, maildir: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def _park(state: Path, spec: Any, inputs: list[dict[str, str]], ids: list[str]) -> None:
-    from certwright.engine.daemon.locking import DaemonEngine
+    from certwright.engine.daemon.locking import RunLocks
+    from certwright.engine.run.runner import Engine, EngineOptions
     from certwright.state.location import open_store
     store = open_store(state, synchronous="normal")
-    eng = DaemonEngine(store, state, inline=True, covered=lambda w: True)
+    locks = RunLocks(state, covered=lambda w: True)
+    eng = Engine(store, state, options=EngineOptions(inline=True), interceptors=[locks])
     eng.open()
     for inp, rid in zip(inputs, ids):
         eng.start_run(spec, inp, rid)
         eng.run_until_idle()
-        eng.release_idle()
+        locks.release_idle()
     eng.close()
+    locks.close()
     store.close()
 
 

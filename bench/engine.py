@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Mapping
 from certwright.clock import FakeClock
 from certwright.events import mail_key
 from certwright.engine.model.loader import load_pipeline_text
-from certwright.engine.run.runner import Engine
+from certwright.engine.run.runner import Engine, EngineOptions
 from certwright.state.sqlite import SQLiteStore
 from certwright.engine.plugins.step import BaseStep, StepContext, Wait
 from certwright.engine.plugins.registry import Registry
@@ -82,10 +82,11 @@ def _registry() -> Registry:
     return reg
 
 
-def _engine(folder: Path, reg: Registry, **kw: Any) -> Engine:
+def _engine(folder: Path, reg: Registry, **options: Any) -> Engine:
     store = SQLiteStore(folder / "certwright.sqlite")
     return Engine(store, folder, registry=reg, clock=FakeClock(),
-                  spec_loader=lambda t, s: load_pipeline_text(t, s, reg), **kw)
+                  spec_loader=lambda t, s: load_pipeline_text(t, s, reg),
+                  options=EngineOptions(**options))
 
 
 def bench_transitions(runs: int, folder: Path) -> dict[str, float]:
@@ -137,16 +138,9 @@ def _park(n: int, folder: Path) -> None:
     engine = _engine(folder, reg, inline=True, max_batch=5000)
     engine.open()
     batch = 5000
-    for start in range(0, n, batch):
-        with engine._transaction():
-            for i in range(start, min(n, start + batch)):
-                engine._tx.put_spec(spec.hash, spec.name, spec.source, spec.text)
-                run = engine._record(None, f"p{i}", "created", {
-                    "pipeline": spec.name, "spec_hash": spec.hash, "inputs": {}})
-                engine._specs.setdefault(spec.hash, (spec, __import__(
-                    "certwright.engine.run.machine", fromlist=["PipelineMachine"]).PipelineMachine(spec)))
-                engine._enter(run, spec.initial, "start")
-        engine._ready.clear()
+    for start in range(0, n, batch):  # created and entered, one commit per batch, not driven
+        ids = [f"p{i}" for i in range(start, min(n, start + batch))]
+        engine.start_runs(spec, [{} for _ in ids], ids)
     engine.close()
     engine.store.close()
     # Now drive each to its wait (the step parks on a correlation key).

@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from certwright.clock import Clock, clock_from_env
-from certwright.events import Event
 from certwright.engine.run.foreground import summary
 from certwright.engine.model.inputs import coerce_inputs
 from certwright.engine.model.loader import load_pipeline, resolve_pipeline_path
-from certwright.engine.run.runner import Engine
+from certwright.engine.run.runner import Engine, EngineOptions
 from certwright.engine.run.services import start_services_for
 from certwright.engine.model.spec import PipelineSpec
 from certwright.state.location import open_store
-from certwright.engine.run.watch import PathWatcher
+from certwright.engine.run.watch import WaitWatcher
 from certwright.state.records import FINISHED
 
 
@@ -38,23 +37,14 @@ def run_pipelines(pipeline: str | Path | PipelineSpec, inputs: Iterable[Mapping[
         services, givens = start_services_for(spec, [dict(g) for g in inputs], state_dir,
                                               stack)
         prepared = [coerce_inputs(spec, values) for values in givens]
-        engine = Engine(store, state_dir, clock=clock or clock_from_env(), workers=workers,
-                        services=services)
+        watcher = WaitWatcher()  # watches what the runs wait on, and wakes them
+        engine = Engine(store, state_dir, clock=clock or clock_from_env(), services=services,
+                        options=EngineOptions(workers=workers), interceptors=[watcher])
         stack.callback(engine.close)
+        stack.callback(watcher.stop)
         engine.open()
         secret = [n for n, i in spec.inputs.items() if i.secret]
         ids = engine.start_runs(spec, prepared, secret_inputs=secret)
-        watcher = PathWatcher(lambda rid, path: engine.submit(
-            Event(kind="file", payload={"path": path}), rid))
-        stack.callback(watcher.stop)
-        watched: dict[str, list[str]] = {}
-
-        def on_wait(rid: str, paths: list[str]) -> None:
-            if watched.get(rid) != paths:
-                watcher.watch(rid, paths)
-                watched[rid] = list(paths)
-                engine.wake(rid)  # what arrived before the watch began is seen now
-        engine.on_wait = on_wait
         deadline = time.monotonic() + timeout
         while True:
             engine.pump(timeout=0.2)

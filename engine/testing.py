@@ -2,23 +2,32 @@
 
 * :class:`RecordingStep` — a step that records every call (key, attempt, recovering) and can
   fail a given number of times, retryably or permanently.
+* :class:`CleaningStep` — a recording step with ``cleanup``, which records its cleanups
+  (and can fail them).
+* :class:`CrashAfterCommits` — an interceptor that kills the process (SIGKILL) right after
+  its N-th commit, or calls what a test gives instead: crash points for kill-and-resume.
 * :func:`make_engine` — an engine on a real SQLite file in a temp folder, with a fake clock
   and inline execution, so a test is deterministic and never sleeps.
 """
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from certwright.clock import FakeClock
-from certwright.errors import PermanentError, StepError
-from certwright.engine.run.runner import Engine
 from certwright.engine.model.spec import PipelineSpec
-from certwright.state.sqlite import SQLiteStore
-from certwright.engine.plugins.step import BaseStep, Done, StepContext
 from certwright.engine.plugins.registry import Registry
+from certwright.engine.plugins.step import BaseStep, Done, StepContext
+from certwright.engine.run.interceptor import Interceptor
+from certwright.engine.run.options import EngineOptions
+from certwright.engine.run.runner import Engine
+from certwright.errors import PermanentError, StepError
+from certwright.state.base import Store
+from certwright.state.sqlite import SQLiteStore
 
 
 @dataclass(frozen=True)
@@ -62,9 +71,63 @@ class RecordingStep(BaseStep):
             cls.calls.clear()
 
 
+class CleaningStep(RecordingStep):
+    """``test.clean``: as ``test.record``, with a ``cleanup`` that records its calls in
+    ``cleanups`` (and raises when ``cleanup_fails`` is set)."""
+
+    name: ClassVar[str] = "test.clean"
+    description: ClassVar[str] = "Record the call and its cleanup; optionally fail"
+    params_schema: ClassVar[Mapping[str, Any]] = {
+        **RecordingStep.params_schema,
+        "properties": {**RecordingStep.params_schema["properties"],
+                       "cleanup_fails": {"type": "boolean"}}}
+    cleanups: ClassVar[list[Call]] = []
+
+    def cleanup(self, ctx: StepContext) -> None:
+        with self._lock:
+            self.cleanups.append(Call(ctx.run_id, ctx.step_id, ctx.idempotency_key,
+                                      ctx.attempt, ctx.recovering, dict(ctx.params)))
+        if ctx.params.get("cleanup_fails"):
+            raise OSError(f"cleanup of {ctx.step_id} failed (as asked)")
+
+    @classmethod
+    def reset(cls) -> None:
+        with cls._lock:
+            cls.cleanups.clear()
+        RecordingStep.reset()
+
+
+class Crashed(Exception):
+    """What :class:`CrashAfterCommits` raises when a test asks for an exception."""
+
+
+def kill_self() -> None:
+    """End this process at once, as a power cut would end the engine (SIGKILL)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class CrashAfterCommits(Interceptor):
+    """Crash right after the engine's ``after``-th commit, before anything else happens
+    (the steps it started have not begun, the hooks have not heard of it).
+
+    ``crash`` is what crashing means: by default :func:`kill_self`; a test in-process
+    passes e.g. a function raising :class:`Crashed` (the pump then leaves, and the engine
+    is to be thrown away, as after a real crash).
+    """
+
+    def __init__(self, after: int, crash: Callable[[], None] = kill_self) -> None:
+        self.after = after
+        self._crash = crash
+
+    def committed(self, count: int) -> None:
+        if count == self.after:
+            self._crash()
+
+
 def test_registry() -> Registry:
     reg = Registry(plugins=False)
     reg.register(RecordingStep)
+    reg.register(CleaningStep)
     return reg
 
 
@@ -74,11 +137,15 @@ def load_text(text: str, registry: Registry | None = None) -> PipelineSpec:
 
 
 def make_engine(state_dir: Path, clock: FakeClock | None = None, *, inline: bool = True,
-                registry: Registry | None = None, **kw: Any) -> Engine:
+                registry: Registry | None = None, options: EngineOptions | None = None,
+                interceptors: Sequence[Interceptor] = ()) -> Engine:
+    """An opened engine on ``state_dir``'s SQLite store (``inline`` unless ``options``
+    say otherwise)."""
     reg = registry or test_registry()
-    store = SQLiteStore(Path(state_dir) / "certwright.sqlite", synchronous="normal")
+    store: Store = SQLiteStore(Path(state_dir) / "certwright.sqlite", synchronous="normal")
     from certwright.engine.model.loader import load_pipeline_text
-    engine = Engine(store, state_dir, registry=reg, clock=clock or FakeClock(), inline=inline,
-                    spec_loader=lambda t, s: load_pipeline_text(t, s, reg), **kw)
+    engine = Engine(store, state_dir, registry=reg, clock=clock or FakeClock(),
+                    spec_loader=lambda t, s: load_pipeline_text(t, s, reg),
+                    options=options or EngineOptions(inline=inline), interceptors=interceptors)
     engine.open()
     return engine

@@ -1,4 +1,6 @@
-"""The store contract. SQLite implements it now (``state.sqlite``); others may later.
+"""The store contract: the :class:`Store` and :class:`Tx` Protocols the engine is typed against.
+
+SQLite implements them (``state.sqlite``); other back-ends must keep every promise below.
 
 Contract:
 
@@ -6,73 +8,125 @@ Contract:
   a transaction's writes become durable together at the end of the block, or none do (an
   exception inside the block rolls it back). Several runs' changes may share a transaction
   (group commit); the order of journal entries within a run is kept.
-* **Missing things.** ``load_run`` raises :class:`engine.errors.RunNotFound`; ``find_run``
-  returns None.
-* **Single writer.** One engine writes a given run at a time; the caller holds the run's
-  lock (``state.locks``) and re-reads the run after taking it.
+* **Reads see the open transaction.** Reads of runs and journals made on the store while
+  one of its transactions is open include that transaction's writes so far.
+* **Missing things.** ``load_*`` raises (``load_run``: :class:`certwright.errors.RunNotFound`,
+  ``load_spec``: :class:`certwright.errors.StoreError`); ``find_*`` and the other reads
+  return None or an empty list.
+* **Single writer per run.** One engine writes a given run at a time; the caller holds the
+  run's lock (``state.locks``). A run read before its lock was taken may be stale: re-read
+  it after taking the lock (lock, reload, re-check that the work is still needed).
+* **Several processes.** ``transaction()`` takes the store's write lock for the whole
+  block, so ids and sequence numbers handed out inside it are unique across processes;
+  reads outside a transaction never block a writer and see only committed data.
 * **Durability.** With ``synchronous="full"`` (the default) a committed transaction
   survives power loss; with ``"normal"`` it survives a crash of the process only.
+
+Hazard: a :class:`Tx` is valid only inside its ``with`` block; keep no reference to it.
 """
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
 
 from certwright.state.records import JournalEntry, RunRecord, Timer
 
+__all__ = ["Store", "Tx"]
+
 
 class Tx(Protocol):
-    """The writes allowed inside one transaction."""
+    """The writes allowed inside one transaction (nothing is visible to other processes
+    before the block ends)."""
 
     def append(self, entry: JournalEntry) -> int:
-        """Append a journal entry; returns its seq."""
+        """Append a journal entry (its ``seq`` is ignored); returns the seq assigned.
+
+        Seqs increase with every append, across runs and processes, and are never reused.
+        """
         ...
 
     def put_run(self, run: RunRecord) -> None:
-        """Insert or replace the run's projection row."""
+        """Insert or replace the run's projection row (the fold of its journal)."""
         ...
 
     def add_timer(self, run_id: str, entry: int, kind: str, due: str) -> int:
-        """Add a durable timer; returns its id."""
+        """Add a durable timer (``due``: an ISO instant, UTC); returns its id.
+
+        Ids increase, so ``Store.timers_after(id)`` finds the ones added later.
+        """
+        ...
+
+    def delete_timer(self, timer_id: int) -> None:
+        """Drop one timer by id; nothing happens when it is gone already."""
         ...
 
     def clear_timers(self, run_id: str, kinds: Iterable[str] | None = None) -> None:
-        """Drop the run's timers (all, or of the given kinds)."""
+        """Drop the run's timers (all, or those of the given kinds); none is no error."""
         ...
 
     def set_correlations(self, run_id: str, entry: int, keys: Iterable[str]) -> None:
-        """Replace the run's correlation keys."""
+        """Replace all of the run's correlation keys by ``keys`` (empty: none left)."""
         ...
 
     def put_spec(self, spec_hash: str, name: str, source: str, text: str) -> None:
-        """Keep a pipeline's text under its hash (idempotent)."""
+        """Keep a pipeline's text under its hash; a hash kept already is left as it is."""
         ...
 
     def mark_processed(self, source: str, ident: str, run_id: str | None) -> bool:
-        """Record that an outside message was handled; False if it already was."""
+        """Record that an outside message was handled; False if it already was (then
+        nothing changes), so two processes never both handle one message."""
         ...
 
     def put_secrets(self, run_id: str, secrets: Mapping[str, Any]) -> None:
-        """Replace the run's secrets (kept apart from the journal)."""
+        """Replace the run's secrets (kept apart from the journal, never in it)."""
         ...
 
 
 class Store(Protocol):
-    """A durable store of runs, their journals, timers and correlations."""
+    """A durable store of runs, their journals, timers, correlations, specs and secrets."""
 
-    def transaction(self) -> AbstractContextManager[Tx]: ...
+    def transaction(self) -> AbstractContextManager[Tx]:
+        """One atomic group of writes: commits at the end of the block, rolls back when
+        it raises. Blocks while another process writes (up to the back-end's timeout,
+        then raises StoreError). Not re-entrant."""
+        ...
 
-    def load_run(self, run_id: str) -> RunRecord: ...
+    def load_run(self, run_id: str) -> RunRecord:
+        """The run's current record; raises RunNotFound when there is none."""
+        ...
 
-    def find_run(self, run_id: str) -> RunRecord | None: ...
+    def find_run(self, run_id: str) -> RunRecord | None:
+        """The run's current record, or None."""
+        ...
 
-    def list_runs(self, statuses: Iterable[str] | None = None) -> list[RunRecord]: ...
+    def list_runs(self, statuses: Iterable[str] | None = None) -> list[RunRecord]:
+        """Every run (or those with one of ``statuses``), oldest first (created, id)."""
+        ...
 
-    def journal(self, run_id: str) -> list[JournalEntry]: ...
+    def run_ids(self, statuses: Iterable[str]) -> list[tuple[str, str]]:
+        """(id, spec_hash) of the runs with one of ``statuses``, in no order; cheap (no
+        record is decoded), for start-up with many parked runs."""
+        ...
 
-    def timers(self) -> list[Timer]: ...
+    def journal(self, run_id: str) -> list[JournalEntry]:
+        """The run's journal in seq order; empty for an unknown run."""
+        ...
 
-    def runs_for(self, key: str) -> list[str]: ...
+    def timers(self) -> list[Timer]:
+        """Every durable timer, in no order."""
+        ...
+
+    def timers_after(self, timer_id: int) -> list[Timer]:
+        """The timers whose id is above ``timer_id`` (added since a reader looked)."""
+        ...
+
+    def runs_for(self, key: str) -> list[str]:
+        """Ids of the runs waiting under correlation ``key`` (empty: none)."""
+        ...
+
+    def correlations(self, run_id: str) -> list[str]:
+        """The run's correlation keys, sorted."""
+        ...
 
     def load_secrets(self, run_id: str) -> dict[str, Any] | None:
         """The run's secrets as last put, or None."""
@@ -82,4 +136,17 @@ class Store(Protocol):
         """(name, source, text) of a pinned pipeline; raises StoreError when missing."""
         ...
 
-    def close(self) -> None: ...
+    def is_processed(self, source: str, ident: str) -> bool:
+        """Whether ``mark_processed(source, ident, ...)`` was committed."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's connections; the object is unusable afterwards."""
+        ...
+
+
+if TYPE_CHECKING:  # checked by mypy, not at run time: the SQLite store keeps the contract
+    from certwright.state.sqlite import SQLiteStore
+
+    def _sqlite_is_a_store(store: SQLiteStore) -> Store:
+        return store

@@ -1,8 +1,13 @@
-"""Process locks: one driver per run, one daemon per store.
+"""Process locks: one driver per run, one daemon per store. The only module that opens
+the lock files.
 
 ``flock`` locks on files in ``<state_dir>/locks``. The kernel drops a lock when its holder
 dies, even by SIGKILL, so a crashed process never leaves a stale lock behind. The holder
 writes its pid into the file so that a refused process can name it.
+
+Two ways to take a run's lock, on the same file and flock, so they exclude each other:
+:meth:`FileLock.acquire` (``run``/``resume``/``cancel``: raises RunLocked naming the holder)
+and :func:`try_run_lock` (the daemon, on its latency path: None when held, no waiting).
 
 Taking the flock and writing the pid are two steps, so a prober may find the lock held and
 the file not yet naming its holder: empty, or still naming an earlier holder that is gone.
@@ -25,32 +30,45 @@ HOLDER_WAIT = 2.0  # seconds a prober waits for a held lock's file to name a liv
 _HOLDER_POLL = 0.01
 
 
+class HeldLock:
+    """A lock this process holds: an open fd with an exclusive flock on it."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def release(self) -> None:
+        """Clear the holder line, unlock and close; call once."""
+        try:
+            clear_holder(self.fd)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self.fd)
+
+
 class FileLock:
     """An exclusive, non-blocking flock on ``path``; raises RunLocked naming the holder."""
 
     def __init__(self, path: Path, what: str) -> None:
         self.path = path
         self.what = what
-        self._fd: int | None = None
+        self._held: HeldLock | None = None
 
     def acquire(self) -> "FileLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fd = _open(self.path)
         try:
             _probe(fd, fcntl.LOCK_EX, self.what)
             write_holder(fd)
         except BaseException:
             os.close(fd)
             raise
-        self._fd = fd
+        self._held = HeldLock(fd)
         return self
 
     def release(self) -> None:
-        if self._fd is not None:
-            clear_holder(self._fd)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        """Let go (a repeat call, or one without ``acquire``, does nothing)."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.release()
 
     def holder(self) -> int | None:
         """The pid holding the lock now, or None if it is free."""
@@ -72,6 +90,30 @@ class FileLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def try_run_lock(state_dir: Path, run_id: str) -> HeldLock | None:
+    """Take ``run_id``'s lock without blocking; None when another process holds it.
+
+    The file and flock of :func:`run_lock`, so the CLI's ``run``/``resume`` and the daemon
+    exclude each other. Never raises for a held lock (and never waits for a holder to name
+    itself); raises OSError if the lock folder cannot be created. The holder line is
+    written without fsync: it only names the holder for messages, the flock excludes.
+    """
+    fd = _open(run_lock(state_dir, run_id).path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    write_holder(fd, sync=False)
+    return HeldLock(fd)
+
+
+def _open(path: Path) -> int:
+    """Open (creating) a lock file, 0600, never through a symlink."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
 
 
 def write_holder(fd: int, *, sync: bool = True) -> None:

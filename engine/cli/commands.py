@@ -14,7 +14,9 @@ from certwright.clock import clock_from_env, parse_instant
 from certwright.errors import CertwrightError, InputError, SpecError
 from certwright.engine.run.foreground import Outcome, describe_wait, drive, summary
 from certwright.engine.run.naming import check_run_id, new_run_id
-from certwright.engine.run.runner import Engine
+from certwright.engine.run.interceptor import Interceptor
+from certwright.engine.run.runner import Engine, EngineOptions
+from certwright.engine.run.watch import WaitWatcher
 from certwright.engine.run.services import start_services
 from certwright.state.location import open_store
 from certwright.state.locks import daemon_lock, run_lock
@@ -39,11 +41,16 @@ def parse_sets(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _engine(args: argparse.Namespace, run_id: str, services: dict[str, Any]) -> Engine:
+def _engine(args: argparse.Namespace, run_id: str, services: dict[str, Any],
+            watcher: WaitWatcher) -> Engine:
+    hooks: list[Interceptor] = [watcher]
     crash = os.environ.get("CERTWRIGHT_CRASH_AFTER_COMMITS")  # fault-injection hook (tests)
+    if crash:
+        from certwright.engine.testing import CrashAfterCommits
+        hooks.append(CrashAfterCommits(int(crash)))
     store = open_store(args.state_dir)
-    return Engine(store, args.state_dir, clock=clock_from_env(), scope=[run_id],
-                  services=services, crash_after_commits=int(crash) if crash else None)
+    return Engine(store, args.state_dir, clock=clock_from_env(), services=services,
+                  options=EngineOptions(scope=[run_id]), interceptors=hooks)
 
 
 def _finish(outcome: Outcome) -> int:
@@ -82,13 +89,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         stack.enter_context(run_lock(args.state_dir, run_id))
         services, given = start_services(spec, given, args.state_dir, stack)
         inputs = coerce_inputs(spec, given)
-        engine = _engine(args, run_id, services)
+        watcher = WaitWatcher()
+        engine = _engine(args, run_id, services, watcher)
         stack.callback(engine.close)
         engine.open()
         secret = [n for n, i in spec.inputs.items() if i.secret]
         engine.start_run(spec, inputs, run_id, secret_inputs=secret)
         print(f"run {run_id} started (pipeline {spec.name}, {spec.source})", file=sys.stderr)
-        return _finish(drive(engine, run_id, no_wait=args.no_wait))
+        return _finish(drive(engine, run_id, watcher, no_wait=args.no_wait))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -105,12 +113,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
         from certwright.engine.model.loader import load_pipeline_text
         spec = load_pipeline_text(text, source)
         services, _ = start_services(spec, dict(run.inputs), args.state_dir, stack)
-        engine = _engine(args, run.id, services)
+        watcher = WaitWatcher()
+        engine = _engine(args, run.id, services, watcher)
         stack.callback(engine.close)
         engine.open()
         engine.wake(run.id)  # re-check a wait at once: the mail may have come meanwhile
         print(f"resuming run {run.id} in state {run.state!r}", file=sys.stderr)
-        return _finish(drive(engine, run.id, no_wait=args.no_wait))
+        return _finish(drive(engine, run.id, watcher, no_wait=args.no_wait))
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -120,8 +129,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         print(f"run {run.id} already {run.status}", file=sys.stderr)
         return EXIT_OK
     with run_lock(args.state_dir, run.id):
-        engine = Engine(store, args.state_dir, clock=clock_from_env(), scope=[run.id],
-                        inline=True)
+        engine = Engine(store, args.state_dir, clock=clock_from_env(),
+                        options=EngineOptions(scope=[run.id], inline=True))
         engine.cancel(run.id, args.reason)
         engine.pump()
         engine.close()

@@ -1,103 +1,69 @@
-"""The engine as the daemon runs it: one driver per run (run locks), and no per-run polls.
+"""The daemon's hold on runs: one driver per run (run locks), and no per-run polls.
 
-:class:`DaemonEngine` composes two things onto :class:`engine.runner.Engine` without
-changing it:
+:class:`RunLocks` is an interceptor the daemon gives its :class:`Engine`:
 
-* **One driver per run.** Before the daemon dispatches anything to a run (advances it,
-  delivers an event, fires a timer) it takes that run's lock (``state.locks.run_lock``,
-  an flock) without blocking, and keeps it while the run is active here (a step
-  executing, ready, or between steps). It lets it go once the run parks or finishes, so
+* **One driver per run.** Before the engine dispatches anything to a run (advances it,
+  delivers an event, fires a timer) it asks ``claim``, which takes that run's lock
+  (``state.locks.try_run_lock``, an flock) without blocking and keeps it while the run is
+  active here (a step executing, ready, or between steps). :meth:`RunLocks.release_idle`,
+  called between pumps, lets it go once the run parks or finishes, so
   ``certwright resume RUN`` / ``run --no-wait`` can drive a parked run; while such a
   process holds the lock the daemon leaves the run alone: events for it are dropped (the
   other process re-checks the wait itself), timers are deferred by a second, running runs
-  are not adopted. Lock → reload → re-check: a run not active here is re-read from the
-  store after its lock is taken.
+  are not adopted (``engine.sync(adopt=locks.claim)``). Lock → reload → re-check: a run
+  newly claimed is dropped from the engine's memory, so it is re-read from the store.
 * **No per-run poll timers** when the daemon watches what a wait waits on. ``wait.mail``
   asks for a 30 s poll as a fallback for missed file events; with 10,000 parked runs that
   is 333 wake-ups a second. When ``covered(wait)`` says every watched path is a Maildir the
   daemon watches with inotify (and re-routes unclaimed mail itself), the poll is dropped.
 
-Both go through the engine's public hooks (``claim``, ``wait_filter``). Hazard: the lock
-file's pid line is written without fsync (it only names the
-holder for messages); the flock itself is what excludes.
+Hazards: the lock file's pid line is written without fsync (it only names the holder for
+messages; the flock itself is what excludes). ``release_idle`` must run between pumps,
+never inside one, and :meth:`RunLocks.close` after the engine's ``close``.
 """
 from __future__ import annotations
 
-import fcntl
-import os
 from dataclasses import replace
-from typing import Any, Callable
+from pathlib import Path
+from typing import Callable
 
 import structlog
 
-from certwright.engine.run.runner import Engine
-from certwright.state.locks import clear_holder, run_lock, write_holder
 from certwright.engine.plugins.step import Wait
+from certwright.engine.run.interceptor import EngineView, Interceptor
+from certwright.state.locks import HeldLock, try_run_lock
+
+__all__ = ["RunLocks"]
 
 log = structlog.get_logger("certwright.daemon")
 
-TIMER_DEFER = 1.0  # seconds a timer of a run locked elsewhere waits before trying again
 
+class RunLocks(Interceptor):
+    """Holds run locks while the engine drives runs, and drops polls ``covered`` says
+    the daemon does not need (a callable telling whether a :class:`Wait`'s watched paths
+    are all watched by the daemon)."""
 
-class _HeldLock:
-    """A run lock held by this process (an open fd with an exclusive flock)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def release(self) -> None:
-        try:
-            clear_holder(self.fd)
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-        finally:
-            os.close(self.fd)
-
-
-def try_run_lock(state_dir: Any, run_id: str) -> _HeldLock | None:
-    """Take ``run_id``'s lock without blocking; None when another process holds it.
-
-    Same file and flock as :func:`state.locks.run_lock`, so the CLI's ``run``/``resume``
-    and the daemon exclude each other. Never raises for a held lock; raises OSError if
-    the lock folder cannot be created.
-    """
-    path = run_lock(state_dir, run_id).path
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    write_holder(fd, sync=False)
-    return _HeldLock(fd)
-
-
-class DaemonEngine(Engine):
-    """An :class:`Engine` that holds run locks while it drives runs and can drop polls.
-
-    Extra keyword ``covered``: a callable telling whether a :class:`steps.base.Wait`'s
-    watched paths are all watched by the daemon (then its ``poll`` is dropped).
-    """
-
-    def __init__(self, *args: Any, covered: Callable[[Wait], bool] | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(*args, claim=self.claim, wait_filter=self._drop_covered_poll,
-                         **kwargs)
+    def __init__(self, state_dir: Path, *, covered: Callable[[Wait], bool] | None = None
+                 ) -> None:
+        self.state_dir = Path(state_dir)
         self._covered = covered
-        self._held: dict[str, _HeldLock] = {}
+        self._engine: EngineView | None = None
+        self._held: dict[str, HeldLock] = {}
         self.refused: dict[str, int] = {}  # run id -> times skipped (locked elsewhere)
 
-    def _drop_covered_poll(self, w: Wait) -> Wait:
-        if w.poll and self._covered is not None and self._covered(w):
-            return replace(w, poll=None)
-        return w
+    def bind(self, engine: EngineView) -> None:
+        self._engine = engine
 
-    # -- locks --------------------------------------------------------------------------
+    def filter_wait(self, wait: Wait) -> Wait:
+        if wait.poll and self._covered is not None and self._covered(wait):
+            return replace(wait, poll=None)
+        return wait
+
     def claim(self, run_id: str) -> bool:
         """Hold ``run_id``'s lock (True), or False if another process holds it.
 
         Repeat calls while held are free. On taking the lock anew the run is dropped from
-        any cache, so the next read comes from the store (lock, then reload).
+        the engine's cache, so the next read comes from the store (lock, then reload).
         """
         if run_id in self._held:
             return True
@@ -107,30 +73,31 @@ class DaemonEngine(Engine):
             log.info("run_locked_elsewhere", run_id=run_id)
             return False
         self._held[run_id] = held
-        self.forget(run_id)
+        if self._engine is not None:
+            self._engine.forget(run_id)
         return True
 
     def release_idle(self) -> int:
-        """Let go of the locks of runs no longer active here; returns how many.
+        """Let go of the locks of runs no longer active in the engine; returns how many.
 
         Call between pumps (never inside one): a run that parked or finished in the last
         committed pump is released, so other processes may take it.
         """
-        if not self._held:
+        if not self._held or self._engine is None:
             return 0
         n = 0
         for rid in list(self._held):
-            if self.is_active(rid):
+            if self._engine.is_active(rid):
                 continue
             self._held.pop(rid).release()
             n += 1
         return n
 
     def held(self) -> set[str]:
-        """Run ids whose lock this engine holds now."""
+        """Run ids whose lock is held now."""
         return set(self._held)
 
     def close(self) -> None:
-        super().close()
+        """Let go of every lock (after the engine has stopped)."""
         for rid in list(self._held):
             self._held.pop(rid).release()

@@ -41,6 +41,7 @@ from certwright.clock import Clock, format_instant, parse_instant
 from certwright.errors import CertwrightError
 from certwright.engine.run.naming import new_run_id
 from certwright.engine.model.spec import PipelineSpec
+from certwright.state.base import Store
 from certwright.state.records import CANCELLED, FAILED, SUCCEEDED, RunRecord
 
 log = structlog.get_logger("certwright.daemon.renew")
@@ -97,7 +98,7 @@ def backoff(attempts: int, base: float, cap: float) -> float:
 class Renewer:
     """Keeps the renewal schedule and starts renewal runs when due (main loop only)."""
 
-    def __init__(self, state_dir: Path, store: Any, clock: Clock,
+    def __init__(self, state_dir: Path, store: Store, clock: Clock,
                  find_pipeline: Callable[[str], PipelineSpec],
                  start: Callable[[PipelineSpec, dict[str, Any], str, list[str]], str], *,
                  retry: float = 3600.0, retry_cap: float = 86400.0) -> None:

@@ -19,8 +19,8 @@ leave: steps still executing stay "started" in the journal and run again, with t
 idempotency key, on the next start. SIGHUP reloads the pipelines folder and the config
 file (mail sources, inbox and embedded services are fixed at start: restart for those).
 
-One driver per run: see :mod:`engine.daemon_engine` (run locks while a run is active
-here; ``resume``/``run`` refuse in the foreground while the daemon lock is held).
+One driver per run: see :mod:`certwright.engine.daemon.locking` (run locks while a run
+is active here; ``resume``/``run`` refuse in the foreground while the daemon lock is held).
 """
 from __future__ import annotations
 
@@ -37,12 +37,13 @@ import structlog
 
 from certwright.clock import Clock, clock_from_env
 from certwright.engine.daemon.config import DaemonConfig, load_config_file, merge_args
-from certwright.engine.daemon.locking import DaemonEngine
+from certwright.engine.daemon.locking import RunLocks
 from certwright.engine.daemon.inbox import QUIET, Inbox, PipelineCatalog, catalog_handler
 from certwright.engine.daemon.mailroute import MailRouter, MaildirSource, make_observer, watched_folders
 from certwright.engine.daemon.renew import Renewer
 from certwright.events import Event
 from certwright.engine.model.spec import PipelineSpec
+from certwright.engine.run.runner import Engine, EngineOptions
 from certwright.state.location import open_store
 from certwright.state.locks import daemon_lock
 from certwright.engine.plugins.step import Wait
@@ -83,7 +84,8 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._watched: set[str] = set()
-        self.engine: DaemonEngine | None = None
+        self.engine: Engine | None = None
+        self.locks: RunLocks | None = None
         self.router: MailRouter | None = None
         self.catalog: PipelineCatalog | None = None
         self.ready = threading.Event()
@@ -138,8 +140,11 @@ class Daemon:
                 provision = serve_embedded(self.state_dir, self.cfg.embedded_domains, stack)
                 services.update(provision.services)
                 maildirs.extend(provision.maildirs)
-            engine = DaemonEngine(store, self.state_dir, clock=self.clock, workers=self.workers,
-                                  services=services, covered=self._covered)
+            locks = RunLocks(self.state_dir, covered=self._covered)
+            self.locks = locks
+            stack.callback(locks.close)  # after the engine's close: nothing runs any more
+            engine = Engine(store, self.state_dir, clock=self.clock, services=services,
+                            options=EngineOptions(workers=self.workers), interceptors=[locks])
             self.engine = engine
             stack.callback(engine.close)
             engine.open()
@@ -180,14 +185,14 @@ class Daemon:
             for source in sources:
                 source.start()
             imaps = self._start_imap(router, stack)
-            engine.sync(adopt=engine.claim)
+            engine.sync(adopt=locks.claim)
             self._load_steps(engine)
             self.ready.set()
             notify_systemd("READY=1")
             log.info("daemon_ready", pid=os.getpid(), maildirs=[str(s.md.path) for s in sources],
                      imap=len(imaps), inbox=str(inbox.folder) if inbox else None,
                      pipelines=str(catalog.folder) if catalog.folder else None)
-            self._loop(engine, router, catalog, inbox, renewer)
+            self._loop(engine, locks, router, catalog, inbox, renewer)
             notify_systemd("STOPPING=1")
             log.info("daemon_stopping", pid=os.getpid(), idle=engine.idle())
         log.info("daemon_stopped", pid=os.getpid())
@@ -206,8 +211,8 @@ class Daemon:
             self._watched.add(os.path.realpath(src.md.new))
         return out
 
-    def _loop(self, engine: DaemonEngine, router: MailRouter, catalog: PipelineCatalog,
-              inbox: Inbox | None, renewer: Renewer) -> None:
+    def _loop(self, engine: Engine, locks: RunLocks, router: MailRouter,
+              catalog: PipelineCatalog, inbox: Inbox | None, renewer: Renewer) -> None:
         last_house = last_sync = last_renew = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
@@ -215,7 +220,7 @@ class Daemon:
             if catalog.dirty.is_set():
                 wait = min(wait, QUIET)
             engine.pump(timeout=wait)
-            engine.release_idle()
+            locks.release_idle()
             if self._stop.is_set():
                 break
             now = time.monotonic()
@@ -235,7 +240,7 @@ class Daemon:
                     inbox.process(sweep=True)
                 if now - last_sync >= self.cfg.sync_interval:
                     last_sync = now
-                    engine.sync(adopt=engine.claim)
+                    engine.sync(adopt=locks.claim)
                 due = renewer.next_due()
                 if now - last_renew >= self.cfg.renew_check or (
                         due is not None and due <= self.clock.now() and now - last_renew >= 5):
@@ -248,7 +253,7 @@ class Daemon:
                 log.warning("daemon_housekeeping_slow", ms=round(took * 1000, 1))
 
     @staticmethod
-    def _load_steps(engine: DaemonEngine) -> None:
+    def _load_steps(engine: Engine) -> None:
         """Import every registered step now: a broken plugin is reported at start, and the
         first mail does not pay for imports (tens of ms)."""
         for name in engine.registry.names():

@@ -16,6 +16,8 @@ Contract every step keeps:
 * **Secrets stay out of the journal.** Outputs go to the journal, except those named in
   ``secret_outputs``: the runner keeps those in the run's 0600 secrets file and journals
   ``"<secret>"``. Long-lived secrets (keys, passphrases) go to 0600 files; output the path.
+* **Cleanup undoes, idempotently.** A step with ``cleanup`` (:class:`Cleanup`) has it
+  called when its state is left or its run cancelled; it may be called twice.
 * **A waiting step re-checks cheaply.** A step that returned :class:`Wait` is called again
   (same key) when a correlated event arrives, a watched path changes, ``until`` passes or
   ``poll`` seconds go by; ``ctx.event`` holds the event and ``ctx.memo`` what the step
@@ -106,7 +108,17 @@ class Step(Protocol):
 
 @runtime_checkable
 class Cleanup(Protocol):
-    """Optional capability: undo what ``run`` did, even after ``run`` failed."""
+    """Optional capability: undo what ``run`` did, even after ``run`` failed.
+
+    The engine calls ``cleanup`` when the run leaves the step's state (unless the state
+    entered runs a step of the same name, which carries the work on) and when the run is
+    cancelled, for each step of that state that ran in this entry. It runs in a worker,
+    after the transition is committed and before the next state's steps start, with the
+    context the step had (same key, params, run folder; ``attempt`` 0 except for the
+    step that was current). It must be idempotent: after a crash it may run again, and it
+    may run while a timed-out ``run`` still executes. An exception it raises is logged
+    (``step_cleanup_failed``) and never fails the run.
+    """
 
     def cleanup(self, ctx: StepContext) -> None: ...
 

@@ -15,10 +15,9 @@ from datetime import datetime
 from typing import Any, Callable, TextIO
 
 from certwright.clock import parse_instant
-from certwright.events import Event
-from certwright.engine.run.runner import Engine
 from certwright.engine.model.spec import format_duration
-from certwright.engine.run.watch import PathWatcher
+from certwright.engine.run.runner import Engine
+from certwright.engine.run.watch import WaitWatcher
 from certwright.state.records import BACKOFF, FINISHED, WAITING, RunRecord
 
 PARKED = "parked"
@@ -49,23 +48,17 @@ def describe_wait(run: RunRecord, now: datetime) -> str:
     return "; ".join(parts)
 
 
-def drive(engine: Engine, run_id: str, *, no_wait: bool = False, out: TextIO | None = None,
-          tick: float = 1.0, stop: Callable[[], bool] | None = None) -> Outcome:
-    """Pump until ``run_id`` finishes, or parks it (no_wait, Ctrl-C, ``stop()``)."""
+def drive(engine: Engine, run_id: str, watcher: WaitWatcher, *, no_wait: bool = False,
+          out: TextIO | None = None, tick: float = 1.0,
+          stop: Callable[[], bool] | None = None) -> Outcome:
+    """Pump until ``run_id`` finishes, or parks it (no_wait, Ctrl-C, ``stop()``).
+
+    ``watcher`` is the engine's interceptor that watches what the run waits on; it is
+    stopped when the drive ends.
+    """
     out = out or sys.stderr
     tty = out.isatty()
-    watcher = PathWatcher(lambda rid, path: engine.submit(Event(kind="file", payload={
-        "path": path}), rid))
     shown = ""
-    watched: list[str] = []
-
-    def on_wait(rid: str, paths: list[str]) -> None:
-        nonlocal watched
-        if rid == run_id and paths != watched:
-            watcher.watch(run_id, paths)
-            watched = list(paths)
-            engine.wake(run_id)  # what arrived before the watch began is seen now
-    engine.on_wait = on_wait
     last_draw = 0.0
     restore = _park_on_termination()
     try:
@@ -79,8 +72,8 @@ def drive(engine: Engine, run_id: str, *, no_wait: bool = False, out: TextIO | N
             if run.status in (WAITING, BACKOFF):
                 if no_wait or (stop and stop()):
                     return Outcome(run, parked=True)
-                if run.watch != watched:  # e.g. a run resumed already waiting
-                    on_wait(run_id, run.watch)
+                if run.watch != watcher.watching(run_id):  # e.g. resumed already waiting
+                    watcher.waiting(run_id, run.watch)
                 line = describe_wait(run, engine.clock.now())
                 now = time.monotonic()
                 if tty and now - last_draw >= 1.0:

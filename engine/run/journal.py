@@ -1,43 +1,132 @@
-"""The journal's meaning: how each entry changes a run (a pure fold).
+"""The journal's meaning: a typed record per entry kind, and how each changes a run (a fold).
 
 The runner never changes a :class:`RunRecord` any other way than through :func:`apply`,
 and writes the entry and the result in one transaction; so ``fold(journal) == stored run``
 always holds, and ``history`` can show a run's whole story from the journal alone.
 
-Entry kinds and their data:
+Each kind's data is a TypedDict below (:data:`Kind` names them all). The stored form is the
+plain JSON object of those fields: a ``JournalEntry`` keeps ``kind: str`` and
+``data: dict``, and this module reads them through the TypedDicts. Fields marked
+``NotRequired`` are missing from entries written by older versions: read them with
+``.get`` (their absence means None, or empty), never by index.
 
-* ``created``: pipeline, spec_hash, inputs (secrets redacted)
-* ``entered``: from, to, trigger, entry, final (None|success|failure), deadline, error
-* ``step_started``: index, step, key, attempt, recovering
-* ``step_done``: index, step, key, outputs (secret outputs redacted)
-* ``step_waiting``: index, step, key, waiting, memo, wake_at
-* ``step_failed``: index, step, key, attempt, error, retry_at (None: no retry left)
-* ``run_failed``: error    ``cancelled``: reason    ``alarm``: message
+Hazard: a new kind or field must still read every old store (the stored form never
+changes); an unknown kind raises StoreError, so an older certwright refuses a newer journal
+instead of folding it wrongly.
 """
 from __future__ import annotations
 
 import copy
-from typing import Iterable
+from typing import Any, Iterable, Literal, NotRequired, TypedDict, Union, cast, get_args
 
 from certwright.errors import StoreError
 from certwright.state.records import (BACKOFF, CANCELLED, FAILED, RUNNING, SUCCEEDED, WAITING,
-                           JournalEntry, RunRecord)
+                                      JournalEntry, RunRecord)
+
+Kind = Literal["created", "entered", "step_started", "step_done", "step_waiting",
+               "step_failed", "run_failed", "cancelled", "alarm"]
+KINDS: frozenset[str] = frozenset(get_args(Kind))
+
+
+class Created(TypedDict):
+    """The run exists: its pipeline version and inputs (secret ones redacted)."""
+
+    pipeline: str
+    spec_hash: str
+    inputs: dict[str, Any]
+
+
+# The run entered a state (a transition). The functional form: ``from`` is a keyword.
+Entered = TypedDict("Entered", {
+    "from": str | None,                  # the state left (None: the run's start)
+    "to": str,
+    "trigger": str,                      # start | next | error | timeout | loop
+    "entry": int,                        # how many states the run has entered, this one too
+    "final": NotRequired[str | None],    # None | "success" | "failure"
+    "deadline": NotRequired[str | None],  # the state's timeout instant
+    "error": NotRequired[str | None],    # a final failure state's reason
+})
+
+
+class StepStarted(TypedDict):
+    """Intent: a step is about to execute (journal first, then the side effect)."""
+
+    index: int
+    step: str        # the step's id
+    key: str         # idempotency key, ``run:entry:index``
+    attempt: int
+    recovering: bool  # found in flight after a crash: run again with the same key
+
+
+class StepDone(TypedDict):
+    """A step finished (or was skipped by its ``when``: outputs ``{"skipped": True}``)."""
+
+    index: int
+    step: str
+    key: str
+    outputs: dict[str, Any]  # secret outputs redacted
+
+
+class StepWaiting(TypedDict):
+    """A step parked the run until an event, a file change or an instant."""
+
+    index: int
+    step: str
+    key: str
+    waiting: str
+    memo: NotRequired[dict[str, Any]]
+    wake_at: NotRequired[str | None]
+    watch: NotRequired[list[str]]
+
+
+class StepFailed(TypedDict):
+    """A step's attempt failed; ``retry_at`` None: no retry left."""
+
+    index: int
+    step: str
+    key: str
+    attempt: int
+    error: str
+    retry_at: NotRequired[str | None]
+
+
+class RunFailed(TypedDict):
+    """The run failed for good without a state to go to."""
+
+    error: str
+
+
+class Cancelled(TypedDict):
+    """A user cancelled the run."""
+
+    reason: NotRequired[str]
+
+
+class Alarm(TypedDict):
+    """A step raised an alarm for a person (shown by ``status``)."""
+
+    message: str
+
+
+Data = Union[Created, Entered, StepStarted, StepDone, StepWaiting, StepFailed, RunFailed,
+             Cancelled, Alarm]
 
 
 def apply(run: RunRecord | None, e: JournalEntry) -> RunRecord:
     """Return the run after entry ``e`` (a new object; ``run`` is not changed)."""
-    d = e.data
-    if e.kind == "created":
-        r = RunRecord(id=e.run_id, pipeline=d["pipeline"], spec_hash=d["spec_hash"],
-                      inputs=dict(d["inputs"]), created=e.at)
+    k = e.kind
+    if k == "created":
+        c = cast(Created, e.data)
+        r = RunRecord(id=e.run_id, pipeline=c["pipeline"], spec_hash=c["spec_hash"],
+                      inputs=dict(c["inputs"]), created=e.at)
     elif run is None:
         raise StoreError(f"journal of run {e.run_id} does not start with 'created'")
     else:
         # A shallow copy: every container a kind changes is replaced, never mutated, so the
         # old record stays valid (and copying stays cheap: no deepcopy per entry).
         r = copy.copy(run)
-    k = e.kind
     if k == "entered":
+        d = cast(Entered, e.data)
         r.state = d["to"]
         r.entry = d["entry"]
         r.step_index = 0
@@ -53,14 +142,16 @@ def apply(run: RunRecord | None, e: JournalEntry) -> RunRecord:
         r.status = SUCCEEDED if final == "success" else FAILED if final == "failure" else RUNNING
         r.error = d.get("error") if final == "failure" else None
     elif k == "step_started":
-        r.inflight = d["key"]
-        r.attempt = d["attempt"]
+        s = cast(StepStarted, e.data)
+        r.inflight = s["key"]
+        r.attempt = s["attempt"]
         r.status = RUNNING
         r.waiting = None
         r.wake_at = None
     elif k == "step_done":
-        r.vars = {**r.vars, d["step"]: d["outputs"]}
-        r.step_index = d["index"] + 1
+        done = cast(StepDone, e.data)
+        r.vars = {**r.vars, done["step"]: done["outputs"]}
+        r.step_index = done["index"] + 1
         r.inflight = None
         r.attempt = 0
         r.memo = {}
@@ -70,30 +161,32 @@ def apply(run: RunRecord | None, e: JournalEntry) -> RunRecord:
         r.error = None
         r.status = RUNNING
     elif k == "step_waiting":
+        w = cast(StepWaiting, e.data)
         r.status = WAITING
-        r.waiting = d["waiting"]
-        r.watch = list(d.get("watch") or [])
-        r.memo = dict(d.get("memo") or {})
-        r.wake_at = d.get("wake_at")
+        r.waiting = w["waiting"]
+        r.watch = list(w.get("watch") or [])
+        r.memo = dict(w.get("memo") or {})
+        r.wake_at = w.get("wake_at")
     elif k == "step_failed":
+        f = cast(StepFailed, e.data)
         r.inflight = None
-        r.error = d["error"]
-        r.wake_at = d.get("retry_at")
-        r.status = BACKOFF if d.get("retry_at") else RUNNING
+        r.error = f["error"]
+        r.wake_at = f.get("retry_at")
+        r.status = BACKOFF if f.get("retry_at") else RUNNING
     elif k == "run_failed":
         r.status = FAILED
-        r.error = d["error"]
+        r.error = cast(RunFailed, e.data)["error"]
         r.inflight = None
         r.waiting = None
         r.wake_at = None
     elif k == "cancelled":
         r.status = CANCELLED
-        r.error = d.get("reason") or "cancelled"
+        r.error = cast(Cancelled, e.data).get("reason") or "cancelled"
         r.inflight = None
         r.waiting = None
         r.wake_at = None
     elif k == "alarm":
-        r.alarms = [*r.alarms, d["message"]]
+        r.alarms = [*r.alarms, cast(Alarm, e.data)["message"]]
     elif k != "created":
         raise StoreError(f"unknown journal entry kind {k!r} (seq {e.seq})")
     r.updated = e.at
@@ -109,3 +202,13 @@ def fold(entries: Iterable[JournalEntry]) -> RunRecord:
     if run is None:
         raise StoreError("an empty journal describes no run")
     return run
+
+
+def before_entry(entries: list[JournalEntry], entry: int) -> RunRecord | None:
+    """The run as it was just before it entered its ``entry``-th state (None if it never
+    did): what it had done in the state it left."""
+    for i in range(len(entries) - 1, -1, -1):
+        e = entries[i]
+        if e.kind == "entered" and cast(Entered, e.data)["entry"] == entry:
+            return fold(entries[:i]) if i else None
+    return None

@@ -10,12 +10,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 from certwright.engine.run.naming import run_dir_for
 
 REDACTED = "<secret>"
 FILE = "secrets.json"
+
+
+def split_inputs(given: Mapping[str, Any], secret: Iterable[str]
+                 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(public, secrets) of a new run's inputs: the inputs with the ``secret`` ones shown
+    as ``<secret>`` (for the journal), and the run's secrets (None when no input is
+    secret)."""
+    names = set(secret)
+    public = {k: (REDACTED if k in names else v) for k, v in given.items()}
+    if not names:
+        return public, None
+    return public, {"inputs": {k: given[k] for k in names if k in given}, "outputs": {}}
 
 
 def values(data: dict[str, Any]) -> list[str]:

@@ -2,7 +2,9 @@
 
 Watchers only translate events into ``engine.wake(run_id)``/``engine.submit(event)``; they
 never touch run state. A wait that watches a path that does not exist yet watches the
-nearest existing parent folder.
+nearest existing parent folder. :class:`WaitWatcher` is the interceptor that plugs this
+into an engine: told (after the commit) that a run waits on paths, it watches them and
+wakes the run, so a change that came before the watch began is seen too.
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from typing import Callable
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+
+from certwright.engine.run.interceptor import EngineView, Interceptor
+from certwright.events import Event
 
 
 class _Handler(FileSystemEventHandler):
@@ -37,6 +42,7 @@ class PathWatcher:
         self._folders: dict[str, set[str]] = {}   # folder -> run ids
         self._watches: dict[str, object] = {}
         self._started = False
+        self._stopped = False
 
     def watch(self, run_id: str, paths: list[str]) -> None:
         """Watch ``paths`` for ``run_id`` (replacing what it watched before)."""
@@ -66,9 +72,45 @@ class PathWatcher:
             self._callback(rid, path)
 
     def stop(self) -> None:
-        if self._started:
+        """Stop watching (a repeat call does nothing)."""
+        if self._started and not self._stopped:
+            self._stopped = True
             self._observer.stop()
             self._observer.join(timeout=5)
+
+
+class WaitWatcher(Interceptor):
+    """Watches the paths runs wait on; a change there is a ``file`` event for the run.
+
+    Call :meth:`stop` when the engine is done. Repeat calls with the paths a run already
+    watches do nothing.
+    """
+
+    def __init__(self) -> None:
+        self._engine: EngineView | None = None
+        self._watcher = PathWatcher(self._changed)
+        self._watched: dict[str, list[str]] = {}
+
+    def bind(self, engine: EngineView) -> None:
+        self._engine = engine
+
+    def waiting(self, run_id: str, paths: list[str]) -> None:
+        if self._watched.get(run_id, []) != paths:
+            self._watcher.watch(run_id, paths)
+            self._watched[run_id] = list(paths)
+            if self._engine is not None:
+                self._engine.wake(run_id)  # what arrived before the watch began is seen now
+
+    def watching(self, run_id: str) -> list[str]:
+        """The paths watched for ``run_id`` (empty: none)."""
+        return self._watched.get(run_id, [])
+
+    def _changed(self, run_id: str, path: str) -> None:
+        if self._engine is not None:
+            self._engine.submit(Event(kind="file", payload={"path": path}), run_id)
+
+    def stop(self) -> None:
+        self._watcher.stop()
 
 
 def _existing_folder(path: str) -> str:

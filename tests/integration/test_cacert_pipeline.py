@@ -22,7 +22,7 @@ from certwright.engine.model.inputs import coerce_inputs
 from certwright.engine.model.loader import load_pipeline, resolve_pipeline_path
 from certwright.mail.parse import parse_message
 from certwright.mail.maildir import Maildir
-from certwright.engine.run.runner import Engine
+from certwright.engine.run.runner import Engine, EngineOptions
 from certwright.state.sqlite import SQLiteStore
 from tests.support.apache import apache  # noqa: F401  (fixture)
 
@@ -70,7 +70,8 @@ def world(tmp_path):
     ca = CAServer(tmp_path / "ca", smarthost=("127.0.0.1", mail.port), clock=clock)
     ca.start()
     state = tmp_path / "state"
-    engine = Engine(SQLiteStore(state / "certwright.sqlite"), state, clock=clock, workers=4)
+    engine = Engine(SQLiteStore(state / "certwright.sqlite"), state, clock=clock,
+                    options=EngineOptions(workers=4))
     engine.open()
     try:
         yield clock, ca, server_md, inbox, engine, tmp_path

@@ -14,7 +14,7 @@ from certwright.engine.daemon.service import Daemon
 from certwright.engine.daemon.config import DaemonConfig
 from certwright.engine.model.loader import load_pipeline
 from certwright.mail.maildir import Maildir
-from certwright.engine.run.runner import Engine
+from certwright.engine.run.runner import Engine, EngineOptions
 from certwright.state.location import open_store
 from tests.fixtures.daemon.harness import FIXTURES, wait_for
 from tests.support.mail import (CA_BASE, PROBE_PATH, big_body, headers, nested_multipart,
@@ -50,7 +50,7 @@ def park(state: Path, maildir: Path, to: str, run_id: str) -> None:
     """Start a waitmail run with a separate engine and leave it waiting (as `run --no-wait`)."""
     spec = load_pipeline(FIXTURES / "waitmail.yaml")
     store = open_store(state)
-    eng = Engine(store, state, inline=True)
+    eng = Engine(store, state, options=EngineOptions(inline=True))
     eng.open()
     eng.start_run(spec, {"to": to, "maildir": str(maildir), "link_base": CA_BASE}, run_id)
     eng.run_until_idle()

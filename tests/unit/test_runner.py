@@ -11,7 +11,8 @@ import pytest
 
 from certwright.clock import FakeClock, parse_instant
 from certwright.engine.run.journal import fold
-from certwright.engine.testing import RecordingStep, load_text, make_engine
+from certwright.engine.testing import (CrashAfterCommits, Crashed, RecordingStep, load_text,
+                                       make_engine)
 
 LINEAR = """
 pipeline: linear
@@ -41,6 +42,10 @@ states:
 @pytest.fixture(autouse=True)
 def _reset() -> None:
     RecordingStep.reset()
+
+
+def _raise_crashed() -> None:
+    raise Crashed()
 
 
 def _journal_kinds(engine, rid):
@@ -359,14 +364,15 @@ def test_secrets_of_a_run_from_before_the_store_kept_them_are_read_from_its_file
 
 def test_step_in_flight_at_a_crash_runs_again_with_the_same_key(tmp_path):
     """An intent without a result is re-run, recovering=True, same idempotency key."""
-    engine = make_engine(tmp_path, inline=True)
+    # commit 1 starts the run; commit 2 holds the intent of step one: "crash" right after
+    engine = make_engine(tmp_path, inline=True,
+                         interceptors=[CrashAfterCommits(2, crash=_raise_crashed)])
     spec = load_text(LINEAR)
     rid = engine.start_run(spec, {"flavour": "plain"}, run_id="r9")
-    # commit the intent of step one, then "crash" before the step executes
-    with engine._transaction():
-        engine._advance(*engine._ready.popleft())
+    with pytest.raises(Crashed):
+        engine.pump()
     assert engine.store.load_run(rid).inflight == "r9:1:0"
-    engine._to_launch.clear()
+    assert RecordingStep.calls == []  # the step never began
     engine.close()
     engine.store.close()
     RecordingStep.reset()

@@ -1,0 +1,77 @@
+"""The engine's write path: one transaction at a time, journal entries, run projections.
+
+:meth:`JournalWriter.record` appends an entry and folds it into the run (``journal.apply``)
+in the open transaction; the run's new record is held in the book, and all records changed
+in a transaction are written just before it commits, so ``fold(journal) == stored run``.
+Every transaction counts (``commits``), and interceptors hear ``committed(count)`` right
+after each successful commit.
+
+Hazard: ``tx`` exists only inside :meth:`JournalWriter.transaction`; asking for it outside
+raises CertwrightError (a bug in the engine, not a user's error).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, Iterator, cast
+
+from certwright.clock import Clock, format_instant
+from certwright.engine.run.book import RunBook
+from certwright.engine.run.interceptor import Interceptors
+from certwright.engine.run.journal import Data, Kind, apply
+from certwright.errors import CertwrightError
+from certwright.state.base import Store, Tx
+from certwright.state.records import JournalEntry, RunRecord
+
+__all__ = ["JournalWriter"]
+
+
+class JournalWriter:
+    """Writes the journal of an engine's runs into its store (the only writer)."""
+
+    def __init__(self, store: Store, book: RunBook, clock: Clock,
+                 hooks: Interceptors) -> None:
+        self._store = store
+        self._book = book
+        self._clock = clock
+        self._hooks = hooks
+        self._tx: Tx | None = None
+        self.commits = 0
+
+    @property
+    def tx(self) -> Tx:
+        """The open transaction."""
+        if self._tx is None:
+            raise CertwrightError("the engine wrote outside a transaction")
+        return self._tx
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """One transaction: the changed runs are put at its end, then it commits (or rolls
+        back, dropping the hooks' notes). Counted either way."""
+        ok = False
+        try:
+            with self._store.transaction() as tx:
+                self._tx = tx
+                try:
+                    yield tx
+                    for run in self._book.take_dirty():
+                        tx.put_run(run)
+                finally:
+                    self._book.dirty.clear()
+                    self._tx = None
+            ok = True
+        finally:
+            self.commits += 1
+            if not ok:
+                self._hooks.discard()
+        self._hooks.committed(self.commits)
+
+    def record(self, run: RunRecord | None, rid: str, kind: Kind, data: Data) -> RunRecord:
+        """Append entry ``kind`` to the run's journal; returns the run after it."""
+        entry = JournalEntry(run_id=rid, kind=kind, data=cast(dict[str, Any], data),
+                             at=format_instant(self._clock.now()))
+        seq = self.tx.append(entry)
+        new = apply(run, replace(entry, seq=seq))
+        self._book.keep(new)
+        return new
