@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NoReturn, Protocol, cast
+from typing import Any, Callable, Iterable, Iterator, NoReturn
 
 from certwright.errors import RunNotFound, StoreError
 from certwright.state.base import Store, Tx
@@ -25,20 +25,6 @@ from certwright.state.records import BACKOFF, RUNNING, WAITING, JournalEntry, Ru
 
 AT = "2026-01-01T00:00:00.000000Z"
 SECRET = "contract-secret-value"
-
-
-class EngineStore(Store, Protocol):
-    """The reads the engine makes beyond :class:`state.base.Store`."""
-
-    def run_ids(self, statuses: Iterable[str]) -> list[tuple[str, str]]: ...
-
-    def timers_after(self, timer_id: int) -> list[Timer]: ...
-
-
-class EngineTx(Tx, Protocol):
-    """The writes the engine makes beyond :class:`state.base.Tx`."""
-
-    def delete_timer(self, timer_id: int) -> None: ...
 
 
 def skip(reason: str) -> NoReturn:
@@ -84,11 +70,11 @@ def write_everything(tx: Tx, run_id: str) -> None:
 
 
 @contextmanager
-def opened(make_store: Callable[[Path], Store], path: Path) -> Iterator[EngineStore]:
+def opened(make_store: Callable[[Path], Store], path: Path) -> Iterator[Store]:
     """``make_store(path)``, closed at the end of the block."""
     store = make_store(path)
     try:
-        yield cast(EngineStore, store)
+        yield store
     finally:
         store.close()
 
@@ -101,7 +87,7 @@ class StoreContract:
         temporary folder; the same ``path`` again opens the same store."""
         raise NotImplementedError
 
-    def opened(self, tmp_path: Path, name: str = "store") -> AbstractContextManager[EngineStore]:
+    def opened(self, tmp_path: Path, name: str = "store") -> AbstractContextManager[Store]:
         """The store ``name`` in ``tmp_path``, closed at the end of the block."""
         return opened(self.make_store, tmp_path / name)
 
@@ -290,7 +276,7 @@ class StoreContract:
         with self.opened(tmp_path) as store:
             with store.transaction() as tx:
                 first, second = tx.add_timer("r1", 1, "wake", AT), tx.add_timer("r1", 1, "x", AT)
-                cast(EngineTx, tx).delete_timer(second)
+                tx.delete_timer(second)
             with store.transaction() as tx:
                 third = tx.add_timer("r2", 1, "timeout", AT)
             assert first < second < third
@@ -323,7 +309,7 @@ class StoreContract:
                               ("r2", "wake")}
             with store.transaction() as tx:
                 tx.clear_timers("r1")
-                cast(EngineTx, tx).delete_timer(ids["r2", "retry"])
+                tx.delete_timer(ids["r2", "retry"])
             assert left() == {("r2", "timeout"), ("r2", "wake")}
 
     # -- correlations --------------------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 from certwright.errors import RunLocked, StoreError
 from certwright.state.base import Store
-from certwright.state.contract import EngineStore, entry, opened, raises, skip, write_everything
+from certwright.state.contract import entry, opened, raises, skip, write_everything
 from certwright.state.locks import daemon_lock, run_lock
 from certwright.state.records import WAITING
 
@@ -66,7 +66,7 @@ class SharedStoreContract:
         skip("this store is not opened from another process")
 
     # -- plumbing ------------------------------------------------------------------------
-    def opened(self, tmp_path: Path, name: str = "store") -> AbstractContextManager[EngineStore]:
+    def opened(self, tmp_path: Path, name: str = "store") -> AbstractContextManager[Store]:
         """The store ``name`` in ``tmp_path``, closed at the end of the block."""
         return opened(self.make_store, tmp_path / name)
 

@@ -13,9 +13,7 @@ MAX_LINES = 400
 
 # Modules over the limit today, being split by concern now. Each must still be over it:
 # when its split lands this test fails until the entry is deleted, so the set only shrinks.
-KNOWN_OVERSIZE = {
-    "engine/run/runner.py",
-}
+KNOWN_OVERSIZE: set[str] = set()
 
 
 def _oversize() -> dict[str, int]:
