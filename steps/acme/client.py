@@ -58,6 +58,13 @@ COMMON_PARAMS: dict[str, Any] = {
 }
 
 
+def step_schema(extra: Mapping[str, Any],
+                required: tuple[str, ...] = ("directory",)) -> dict[str, Any]:
+    """The JSON Schema of an acme.* step's parameters: COMMON_PARAMS and ``extra``, no others."""
+    return {"type": "object", "additionalProperties": False, "required": list(required),
+            "properties": {**COMMON_PARAMS, **extra}}
+
+
 def check_params(params: Mapping[str, Any], required: tuple[str, ...]) -> None:
     """Raise PermanentError naming each required parameter that is missing or empty."""
     missing = [k for k in required if params.get(k) in (None, "", [])]

@@ -24,9 +24,9 @@ from cryptography.x509.oid import NameOID
 from certwright.atomic import write_many_atomic
 from certwright.clock import format_instant, monotonic
 from certwright.errors import PermanentError, StepError
-from certwright.steps.acme.client import (COMMON_PARAMS, AcmeSession, as_step_error, check_params,
+from certwright.steps.acme.client import (AcmeSession, as_step_error, check_params,
                                 load_account, problem_text, read_json, retry_after_seconds,
-                                session_for)
+                                session_for, step_schema)
 from certwright.engine.plugins.step import BaseStep, Done, StepContext
 
 PEM_CHAIN = "application/pem-certificate-chain"
@@ -74,11 +74,6 @@ def poll_until(ctx: StepContext, check: Callable[[], tuple[bool, requests.Respon
         backoff = min(backoff * 2, 2.0)
 
 
-def _schema(extra: Mapping[str, Any], required: tuple[str, ...]) -> dict[str, Any]:
-    return {"type": "object", "additionalProperties": False, "required": list(required),
-            "properties": {**COMMON_PARAMS, **extra}}
-
-
 def open_session(ctx: StepContext) -> AcmeSession:
     """The (cached) session of the stored account; PermanentError if none is registered."""
     account = load_account(ctx.state_dir, ctx.params)
@@ -99,7 +94,7 @@ class Finalize(BaseStep):
     name: ClassVar[str] = "acme.finalize"
     description: ClassVar[str] = "finalize the ACME order with a CSR"
     idempotent: ClassVar[bool] = True
-    params_schema: ClassVar[Mapping[str, Any]] = _schema({
+    params_schema: ClassVar[Mapping[str, Any]] = step_schema({
         "csr": {"type": "string", "minLength": 1, "description": "path of a PEM CSR"},
         "timeout": {"type": "number", "minimum": 1, "default": 300},
         "max_retry_after": {"type": "number", "minimum": 0, "default": 10},
@@ -181,7 +176,7 @@ class Download(BaseStep):
     name: ClassVar[str] = "acme.download"
     description: ClassVar[str] = "download the issued certificate and its chain"
     idempotent: ClassVar[bool] = True
-    params_schema: ClassVar[Mapping[str, Any]] = _schema({
+    params_schema: ClassVar[Mapping[str, Any]] = step_schema({
         "out_dir": {"type": "string"},
         "preferred_chain": {"type": "string", "description": "issuer CN of the chain's top"},
     }, ("directory",))
