@@ -27,8 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 # The repository, appended for tests.support (the Pebble and DNS harnesses) alone:
@@ -147,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only these clients (repeatable)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    import structlog
     import logging
+
+    import structlog
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     chosen = args.only or ["certbot", "acme-tiny", "certwright"]
     figures: dict[str, Any] = {"n": args.n, "workers": args.workers}

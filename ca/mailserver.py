@@ -25,11 +25,12 @@ import re
 import socket
 import threading
 import weakref
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterable
+from typing import Any
 
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -49,7 +50,7 @@ DELIVERY_THREADS = 4  # deliveries (each a file fsync and a share of a folder fs
 RECV_SIZE = 64 * 1024 - 1
 _OUR_AUTH_RESULTS = re.compile(rb"(?im)^authentication-results[ \t]*:")
 _ATOMS = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-_PLAIN_PATH = re.compile(rf"<({_ATOMS}@{_ATOMS})>(.*)", re.S)
+_PLAIN_PATH = re.compile(rf"<({_ATOMS}@{_ATOMS})>(.*)", re.DOTALL)
 
 
 def _strip_our_auth_results(content: bytes, authserv_id: str) -> bytes:
@@ -299,7 +300,7 @@ class MailServer:
         helo = _SAFE_TOKEN.sub("", str(session.host_name or "unknown"))[:255] or "unknown"
         peer: Any = session.peer
         peer_ip = _SAFE_TOKEN.sub("", str(peer[0] if isinstance(peer, tuple) else peer))
-        now = format_datetime(datetime.now(timezone.utc))
+        now = format_datetime(datetime.now(UTC))
         proto = "ESMTP" if session.extended_smtp else "SMTP"
         lines = [f"Delivered-To: {rcpt}" for rcpt in envelope.rcpt_tos]
         lines.append(f"Received: from {helo} ([{peer_ip}])\n\tby {self.hostname} "

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 import smtplib
-import socket
 import threading
 import time
 
@@ -77,7 +76,7 @@ def _text(reply: bytes | str) -> str:
 class _Session:
     """A kept SMTP session: the connection, when it was last used, which close() it predates."""
 
-    __slots__ = ("smtp", "used", "generation", "content_sent")
+    __slots__ = ("content_sent", "generation", "smtp", "used")
 
     def __init__(self, smtp: smtplib.SMTP, used: float, generation: int) -> None:
         self.smtp = smtp
@@ -348,7 +347,7 @@ class Mailer:
                 reason = f"{host}:{port} refused the recipient: {code} {_text(text)}"
             except smtplib.SMTPResponseException as exc:
                 reason = f"{host}:{port} said {exc.smtp_code} {_text(exc.smtp_error)}"
-            except (OSError, smtplib.SMTPException, socket.timeout) as exc:
+            except (TimeoutError, OSError, smtplib.SMTPException) as exc:
                 reason = f"{host}:{port}: {exc or type(exc).__name__}"
             log.warning("mail_attempt_failed", kind=kind, to=to, reason=reason)
         raise MailError(to, reason)

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from certwright.ca.weakkeys import fermat_factor, roca_vulnerable
 from certwright.ca.setup import CAPaths
+from certwright.ca.weakkeys import fermat_factor, roca_vulnerable
 
 DV_POLICY = x509.ObjectIdentifier("2.23.140.1.2.1")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 __all__ = ["create_file", "fsync_dir", "write_all", "write_atomic", "write_file",
            "write_many_atomic", "write_new"]

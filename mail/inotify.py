@@ -18,7 +18,7 @@ import os
 import select
 import struct
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 IN_CREATE, IN_MOVED_TO, IN_Q_OVERFLOW, IN_ISDIR = 0x100, 0x080, 0x4000, 0x40000000
 IN_NONBLOCK, IN_CLOEXEC = 0o4000, 0o2000000

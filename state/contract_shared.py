@@ -24,9 +24,10 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from certwright.errors import RunLocked, StoreError
 from certwright.state.base import Store
@@ -273,7 +274,7 @@ def _try_lock(state_dir: Path, run_id: str) -> str:
 
 
 @contextmanager
-def _holding(state_dir: Path, which: str, *args: str) -> Iterator["subprocess.Popen[str]"]:
+def _holding(state_dir: Path, which: str, *args: str) -> Iterator[subprocess.Popen[str]]:
     """Another process holding a lock (``run_lock``, ``daemon_lock``) for the block; it
     lets go and ends at the end of the block (if it is still alive)."""
     proc = subprocess.Popen([sys.executable, "-c", _LOCK_CODE, which, str(state_dir),

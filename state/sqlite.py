@@ -12,10 +12,11 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from certwright.errors import RunNotFound, StoreError
 from certwright.state import names as N
@@ -30,7 +31,7 @@ def _dumps(value: Any) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 CHECKPOINT_EVERY = 0.5  # seconds between background checkpoints
@@ -141,7 +142,7 @@ class SQLiteStore:
 
     # -- writes -----------------------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator["_Tx"]:
+    def transaction(self) -> Iterator[_Tx]:
         """One atomic group of writes; commits at the end of the block."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")

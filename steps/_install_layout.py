@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -54,7 +55,7 @@ class Layout:
     names: Mapping[str, str]
 
     @classmethod
-    def from_params(cls, p: Mapping[str, Any]) -> "Layout":
+    def from_params(cls, p: Mapping[str, Any]) -> Layout:
         if not p.get("dir"):
             raise PermanentError("install: parameter 'dir' (the target folder) is required")
         names = {r: str(p.get(f"{r}_name") or DEFAULT_NAMES[r]) for r in ROLES}

@@ -9,12 +9,13 @@ import signal
 import subprocess
 import threading
 import time
-from typing import IO, Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import IO, Any, ClassVar
 
 from certwright.engine.model.conditions import evaluate, truthy
-from certwright.errors import PermanentError, StepError
 from certwright.engine.model.spec import Condition, parse_duration
 from certwright.engine.plugins.step import BaseStep, Done, StepContext
+from certwright.errors import PermanentError, StepError
 
 _OUTPUT_CAP = 64 * 1024  # bytes of stdout/stderr kept in outputs
 # After a timed-out command's process group was killed, how long to keep reading its pipes

@@ -16,17 +16,23 @@ from __future__ import annotations
 import shlex
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certwright.engine.plugins.step import BaseStep, Done, StepContext
 from certwright.errors import PermanentError, StepError
 from certwright.steps import _install_files as files
 from certwright.steps import _install_layout as layout_mod
-from certwright.steps._install_tls import Presented, default_server_name, fetch_certificate, split_address
-from certwright.engine.plugins.step import BaseStep, Done, StepContext
+from certwright.steps._install_tls import (
+    Presented,
+    default_server_name,
+    fetch_certificate,
+    split_address,
+)
 from certwright.steps.keys import parse_private_key, public_key_sha256
 
 _OUTPUT_CAP = 16 * 1024  # characters of stdout/stderr kept in outputs and messages

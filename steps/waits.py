@@ -4,13 +4,14 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from certwright.clock import format_instant, parse_instant
+from certwright.engine.plugins.step import BaseStep, Done, StepContext, Wait
 from certwright.errors import PermanentError
 from certwright.events import file_key
-from certwright.engine.plugins.step import BaseStep, Done, StepContext, Wait
 
 
 def _fingerprint(path: Path) -> str | None:

@@ -28,15 +28,16 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
-from certwright.errors import CertwrightError, InputError, SpecError
-from certwright.engine.run.naming import check_run_id, new_run_id
 from certwright.engine.model.spec import PipelineSpec
+from certwright.engine.run.naming import check_run_id, new_run_id
+from certwright.errors import CertwrightError, InputError, SpecError
 
 log = structlog.get_logger("certwright.daemon")
 

@@ -6,19 +6,35 @@ authorizations, presents the same answers again and answers only pending challen
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import requests
 from acme import errors as acme_errors
 from acme import messages
 
-from certwright.errors import PermanentError
-from certwright.steps.acme.challenge import (Presented, load_records, merge_records, present, record_name,
-                                   save_records, unpresent, wait_propagation)
-from certwright.steps.acme.client import (AcmeSession, as_step_error, check_params, load_account,
-                                problem_text, session_for, step_schema)
-from certwright.steps.acme.issue import load_order_url, poll_until, sleep_of
 from certwright.engine.plugins.step import BaseStep, Done, StepContext
+from certwright.errors import PermanentError
+from certwright.steps.acme.challenge import (
+    Presented,
+    load_records,
+    merge_records,
+    present,
+    record_name,
+    save_records,
+    unpresent,
+    wait_propagation,
+)
+from certwright.steps.acme.client import (
+    AcmeSession,
+    as_step_error,
+    check_params,
+    load_account,
+    problem_text,
+    session_for,
+    step_schema,
+)
+from certwright.steps.acme.issue import load_order_url, poll_until, sleep_of
 
 __all__ = ["Challenge"]
 

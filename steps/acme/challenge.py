@@ -16,9 +16,10 @@ import shlex
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from dnslib import DNSRecord  # type: ignore[import-untyped]
 

@@ -11,8 +11,9 @@ Polling stops after ``timeout`` seconds (default 300) with a retryable StepError
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import requests
 from acme import errors as acme_errors
@@ -23,11 +24,19 @@ from cryptography.x509.oid import NameOID
 
 from certwright.atomic import write_many_atomic
 from certwright.clock import format_instant, monotonic
-from certwright.errors import PermanentError, StepError
-from certwright.steps.acme.client import (AcmeSession, as_step_error, check_params,
-                                load_account, problem_text, read_json, retry_after_seconds,
-                                session_for, step_schema)
 from certwright.engine.plugins.step import BaseStep, Done, StepContext
+from certwright.errors import PermanentError, StepError
+from certwright.steps.acme.client import (
+    AcmeSession,
+    as_step_error,
+    check_params,
+    load_account,
+    problem_text,
+    read_json,
+    retry_after_seconds,
+    session_for,
+    step_schema,
+)
 
 PEM_CHAIN = "application/pem-certificate-chain"
 

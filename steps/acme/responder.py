@@ -70,14 +70,14 @@ class Responder:
                 return None
         return value
 
-    def start(self) -> "Responder":
+    def start(self) -> Responder:
         """Bind and serve in a daemon thread. Raises OSError if the address is taken."""
         responder = self
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "certwright-acme-responder"
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+            def do_GET(self) -> None:
                 value = None
                 if self.path.startswith(PREFIX):
                     value = responder.lookup(self.path[len(PREFIX):].split("?", 1)[0])

@@ -18,20 +18,31 @@ from __future__ import annotations
 
 import email.utils
 import ipaddress
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import requests
 from acme import errors as acme_errors
 from acme import messages
 
 from certwright.clock import format_instant
+from certwright.engine.plugins.step import BaseStep, Done, StepContext
 from certwright.errors import PermanentError
 from certwright.steps.acme.authorize import Challenge
-from certwright.steps.acme.client import (AcmeSession, account_folder, account_locked,
-                                as_step_error, check_directory, check_params, load_account,
-                                read_json, session_for, step_schema, write_json)
+from certwright.steps.acme.client import (
+    AcmeSession,
+    account_folder,
+    account_locked,
+    as_step_error,
+    check_directory,
+    check_params,
+    load_account,
+    read_json,
+    session_for,
+    step_schema,
+    write_json,
+)
 from certwright.steps.acme.issue import Download, Finalize, open_session, sleep_of
-from certwright.engine.plugins.step import BaseStep, Done, StepContext
 
 __all__ = ["Account", "Challenge", "Download", "Finalize", "Order", "list_orders", "open_session"]
 

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -210,7 +210,7 @@ def test_deadline_passes_while_nothing_runs_and_fires_on_resume(tmp_path):
     assert parked.returncode == 3, parked.stderr
     run = json.loads(cli(state, "status", "late", "--json").stdout)["runs"][0]
     assert run["state"] == "asking" and run["deadline"]
-    later = datetime.now(timezone.utc) + timedelta(days=2, hours=1)
+    later = datetime.now(UTC) + timedelta(days=2, hours=1)
     moved = cli(state, "resume", "late", "--no-wait",
                 env={"CERTWRIGHT_NOW": later.isoformat()})
     assert moved.returncode == 3, moved.stderr
@@ -281,11 +281,11 @@ def test_validate_reports_every_broken_fixture_where_its_expect_lines_say(tmp_pa
     done = cli(tmp_path, "validate", *map(str, files))
     assert done.returncode == 2
     got: dict[str, list[tuple[int, int, str]]] = {}
-    for m in re.finditer(r"^(\S+\.yaml):(\d+):(\d+): (.*)$", done.stderr, re.M):
+    for m in re.finditer(r"^(\S+\.yaml):(\d+):(\d+): (.*)$", done.stderr, re.MULTILINE):
         got.setdefault(m.group(1), []).append((int(m.group(2)), int(m.group(3)), m.group(4)))
     for path in files:
         expected = [(int(l), int(c), msg) for l, c, msg in
-                    re.findall(r"^# expect: (\d+):(\d+): (.*)$", path.read_text(), re.M)]
+                    re.findall(r"^# expect: (\d+):(\d+): (.*)$", path.read_text(), re.MULTILINE)]
         found = got.get(str(path), [])
         assert len(found) == len(expected), (path.name, found)
         for (line, col, msg), (gl, gc, gm) in zip(expected, found):

@@ -12,8 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.daemon.harness import (World, ca_certificates, cli, drop_request,
-                                           start_world, statuses, wait_for)
+from tests.fixtures.daemon.harness import (
+    World,
+    ca_certificates,
+    cli,
+    drop_request,
+    start_world,
+    statuses,
+    wait_for,
+)
 
 RUNS = int(os.environ.get("CERTWRIGHT_DAEMON_RUNS", "200"))
 CLI_RUNS = 4  # of those, started with `certwright run --no-wait` (the rest: inbox drops)

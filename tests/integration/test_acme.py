@@ -4,9 +4,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -15,11 +16,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from certwright.clock import SystemClock
+from certwright.engine.plugins.step import StepContext
 from certwright.errors import PermanentError, StepError
 from certwright.steps import acme
 from certwright.steps.acme import responder as acme_responder
 from certwright.steps.acme.client import forget_sessions
-from certwright.engine.plugins.step import StepContext
 from tests.support.dns import TestDNS, read_records
 from tests.support.pebble import Pebble, find_pebble, free_port
 

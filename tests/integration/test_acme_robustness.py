@@ -5,9 +5,10 @@ import datetime as dt
 import email.utils
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -15,11 +16,11 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from certwright.clock import SystemClock
+from certwright.engine.plugins.step import StepContext
 from certwright.errors import PermanentError, StepError
 from certwright.steps import acme
 from certwright.steps.acme import responder as acme_responder
 from certwright.steps.acme.client import MAX_RETRY_AFTER, SERVER_RETRIES
-from certwright.engine.plugins.step import StepContext
 from tests.integration.test_acme import Env, _start, issue, make_csr, verify_chain
 
 
@@ -88,13 +89,13 @@ class FakeCA:
                 if method != "HEAD":
                     self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._answer("GET")
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 self._answer("HEAD")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self._answer("POST")
 
             def log_message(self, *args: Any) -> None:
@@ -148,7 +149,7 @@ def test_a_long_retry_after_becomes_the_runs_backoff(tmp_path: Path, fake_ca: Fa
     assert info.value.retry_after == 3600.0 and sleeps == []
     assert "rateLimited" in str(info.value) and "retry after 3600s" in str(info.value)
     assert fake_ca.hits.count("POST /acct") == 1
-    when = email.utils.format_datetime(dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2),
+    when = email.utils.format_datetime(dt.datetime.now(dt.UTC) + dt.timedelta(hours=2),
                                        usegmt=True)
     fake_ca.fail["/acct"] = [(503, when)]
     with pytest.raises(StepError) as info:
@@ -335,12 +336,12 @@ def test_the_orders_expiry_is_put_on_our_clock(tmp_path: Path, fake_ca: FakeCA) 
     sleeps: list[float] = []
     acme.Account().run(_ctx(tmp_path, fake_ca, sleeps))
     ctx = _ctx(tmp_path, fake_ca, sleeps)
-    ahead = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=100)
+    ahead = dt.datetime.now(dt.UTC) + dt.timedelta(days=100)
     ctx.clock = OffsetClock(ahead)
     ctx.params["domains"] = ["x.acme.test"]
     out = acme.Order().run(ctx).outputs
-    ca_expires = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+    ca_expires = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     assert parse_instant(out["ca_expires"]) == ca_expires
-    left = ca_expires - dt.datetime.now(dt.timezone.utc)
+    left = ca_expires - dt.datetime.now(dt.UTC)
     ours = parse_instant(out["expires"]) - ctx.clock.now()
     assert abs((ours - left).total_seconds()) < 3  # the Date header has 1 s resolution

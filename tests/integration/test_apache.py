@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from certwright.clock import SystemClock
-from certwright.errors import PermanentError
 from certwright.engine.plugins.step import Done, StepContext
+from certwright.errors import PermanentError
 from certwright.steps.install import InstallCheck, InstallFiles, InstallReload
 from tests.support.apache import ApacheServer, apache, make_self_signed, pem_fingerprint  # noqa: F401
 

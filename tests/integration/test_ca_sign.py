@@ -11,15 +11,24 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from certwright.ca.issuing import br_max_days
 from certwright.ca.server import CAServer
 from certwright.clock import UTC, FakeClock
 from tests.support.ca import (  # noqa: F401  (fixtures)
-    Account, SmtpSink, active_account, ca_server, fake_clock, fermat_weak_key, http,
-    make_csr, roca_like_key, smtp_sink, verified_domain,
+    Account,
+    SmtpSink,
+    active_account,
+    ca_server,
+    fake_clock,
+    fermat_weak_key,
+    http,
+    make_csr,
+    roca_like_key,
+    smtp_sink,
+    verified_domain,
 )
 
 DOMAIN = "example.test"
@@ -27,7 +36,7 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-def fake_clock() -> FakeClock:  # noqa: F811  (overrides the support fixture)
+def fake_clock() -> FakeClock:
     """Real 'now', so that openssl and pkilint see certificates valid today."""
     return FakeClock(datetime.now(UTC))
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from email.message import EmailMessage
-from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -20,9 +18,9 @@ from certwright.ca.server import CAServer
 from certwright.clock import FakeClock, SystemClock
 from certwright.engine.model.inputs import coerce_inputs
 from certwright.engine.model.loader import load_pipeline, resolve_pipeline_path
-from certwright.mail.parse import parse_message
-from certwright.mail.maildir import Maildir
 from certwright.engine.run.runner import Engine
+from certwright.mail.maildir import Maildir
+from certwright.mail.parse import parse_message
 from certwright.state.sqlite import SQLiteStore
 from tests.support.apache import apache  # noqa: F401  (fixture)
 

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import structlog
 
-from certwright.engine.daemon.service import Daemon
 from certwright.engine.daemon.config import DaemonConfig
+from certwright.engine.daemon.service import Daemon
 from certwright.engine.model.loader import load_pipeline
-from certwright.mail.maildir import Maildir
 from certwright.engine.run.runner import Engine
+from certwright.mail.maildir import Maildir
 from certwright.state.location import open_store
 from tests.fixtures.daemon.harness import FIXTURES, wait_for
-from tests.support.mail import (CA_BASE, PROBE_PATH, big_body, headers, nested_multipart,
-                                probe_mail, truncated_mime)
+from tests.support.mail import (
+    CA_BASE,
+    PROBE_PATH,
+    big_body,
+    headers,
+    nested_multipart,
+    probe_mail,
+    truncated_mime,
+)
 
 TO = "postmaster@h.test"
 

@@ -12,16 +12,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from certwright.clock import FakeClock, SystemClock, format_instant
-from certwright.errors import PermanentError, StepError
-from certwright.engine.testing import load_text, make_engine
 from certwright.engine.plugins.step import Done, StepContext, Wait
+from certwright.engine.testing import load_text, make_engine
+from certwright.errors import PermanentError, StepError
 from certwright.steps.generic import Assert, Set, Shell
 from certwright.steps.waits import WaitFile, WaitUntil
 from tests.support.procs import alive

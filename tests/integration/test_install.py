@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from certwright.clock import FakeClock
-from certwright.errors import PermanentError, StepError
 from certwright import atomic as atomic_mod
-from certwright.steps import _install_files as files_mod
+from certwright.clock import FakeClock
 from certwright.engine.plugins.step import Done, StepContext
+from certwright.errors import PermanentError, StepError
+from certwright.steps import _install_files as files_mod
 from certwright.steps.install import InstallCheck, InstallFiles, InstallReload
 from tests.support.apache import make_self_signed, pem_fingerprint
 
@@ -26,7 +26,7 @@ class RecordingLog:
         self.records = [] if records is None else records
         self.bound = bound
 
-    def bind(self, **kw: Any) -> "RecordingLog":
+    def bind(self, **kw: Any) -> RecordingLog:
         return RecordingLog(self.records, **{**self.bound, **kw})
 
     def _log(self, level: str, event: str, **kw: Any) -> None:

@@ -1,14 +1,12 @@
 """The local SMTP receiver on loopback: delivery, relay refusal, size limit, the CLI."""
 from __future__ import annotations
 
-import os
 import smtplib
 import subprocess
 import sys
 import threading
-import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

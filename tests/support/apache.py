@@ -19,18 +19,18 @@ root parent, so their 0600 key is fine.
 from __future__ import annotations
 
 import datetime as dt
+import grp
 import hashlib
 import os
 import pwd
-import grp
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from cryptography import x509
@@ -70,7 +70,7 @@ def free_port() -> int:
 
 def make_self_signed(name: str = SERVER_NAME, *, days: int = 2) -> tuple[bytes, bytes]:
     """A fresh EC key and a self-signed certificate for ``name``: (cert PEM, key PEM)."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
@@ -219,7 +219,7 @@ class ApacheServer:
         return env
 
     # -- lifecycle -----------------------------------------------------------------------
-    def start(self, timeout: float = 15.0) -> "ApacheServer":
+    def start(self, timeout: float = 15.0) -> ApacheServer:
         """Write config and a first certificate, start Apache, wait until TLS answers."""
         for d in (self.cert_dir, self.run_dir, self.log_dir, self.root / "htdocs"):
             d.mkdir(parents=True, exist_ok=True)

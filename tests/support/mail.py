@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import smtplib
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from datetime import datetime, timezone
 
 CA_BASE = "http://127.0.0.1:8443"
 PROBE_PATH = "/domains/verify/p123"
@@ -19,7 +19,7 @@ def probe_mail(*, to: str = "postmaster@example.test", sender: str = "ca@ca.exam
     msg["From"] = sender
     msg["To"] = to
     msg["Subject"] = subject
-    msg["Date"] = format_datetime(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    msg["Date"] = format_datetime(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
     msg["Message-ID"] = message_id or make_msgid(domain="ca.example")
     msg.set_content(f"Hello,\n\nfollow this link to verify:\n{link}\n{extra_text}\n")
     if html:
@@ -70,7 +70,7 @@ def truncated_mime(to: str = "postmaster@example.test") -> bytes:
     return (headers(to, "<trunc@ca.example>",
                     'Content-Type: multipart/alternative; boundary="zz"\n') + b"\n"
             b"--zz\nContent-Type: text/plain\n\n" + f"{CA_BASE}{PROBE_PATH}\n".encode()
-            + b"--zz\nContent-Type: text/html\n\n<a href=\"")
+            + b'--zz\nContent-Type: text/html\n\n<a href="')
 
 
 def big_body(size: int, to: str = "postmaster@example.test") -> bytes:

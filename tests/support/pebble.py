@@ -45,7 +45,7 @@ def find_pebble() -> str | None:
 
 def _write_tls(folder: Path) -> tuple[Path, Path, Path]:
     """Make a test root and a leaf for 127.0.0.1/localhost; returns (root, cert, key) paths."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     root_key = ec.generate_private_key(ec.SECP256R1())
     root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "certwright test root")])
     root = (x509.CertificateBuilder().subject_name(root_name).issuer_name(root_name)
@@ -112,7 +112,7 @@ class Pebble:
     def management(self) -> str:
         return f"https://127.0.0.1:{self.mgmt_port}"
 
-    def start(self, timeout: float = 20.0) -> "Pebble":
+    def start(self, timeout: float = 20.0) -> Pebble:
         """Write the config, start Pebble and wait until its directory answers.
 
         Raises RuntimeError (with Pebble's output) if it exits or is not ready in time.
@@ -184,7 +184,7 @@ class Pebble:
         if getattr(self, "_log", None) is not None:
             self._log.close()
 
-    def __enter__(self) -> "Pebble":
+    def __enter__(self) -> Pebble:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

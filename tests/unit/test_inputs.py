@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from certwright.errors import InputError
 from certwright.engine.model.inputs import SECRET, coerce_inputs, redact_inputs
 from certwright.engine.model.spec import InputSpec, PipelineSpec, StateSpec
+from certwright.errors import InputError
 
 
 def spec(*inputs: InputSpec) -> PipelineSpec:

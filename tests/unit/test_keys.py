@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from certwright.clock import SystemClock
-from certwright.errors import PermanentError
 from certwright.engine.plugins.step import Done, StepContext
+from certwright.errors import PermanentError
 from certwright.steps.keys import CsrGenerate, KeyGenerate, validate_dns_name
 
 

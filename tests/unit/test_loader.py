@@ -8,22 +8,33 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import pytest
 
-from certwright.errors import CertwrightError, Location, SpecError
-from certwright.engine.model.loader import (bundled_pipelines, load_pipeline, load_pipeline_text,
-                           resolve_pipeline_path)
-from certwright.engine.model.spec import DEFAULT_RETRY, Condition, LoopSpec, RetryPolicy, TimeoutSpec
-from certwright.engine.plugins.step import Done
+from certwright.engine.model.loader import (
+    bundled_pipelines,
+    load_pipeline,
+    load_pipeline_text,
+    resolve_pipeline_path,
+)
+from certwright.engine.model.spec import (
+    DEFAULT_RETRY,
+    Condition,
+    LoopSpec,
+    RetryPolicy,
+    TimeoutSpec,
+)
 from certwright.engine.plugins.registry import Registry
+from certwright.engine.plugins.step import Done
+from certwright.errors import CertwrightError, Location, SpecError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pipelines"
-EXPECT = re.compile(r"^# expect: (\d+):(\d+): (.*)$", re.M)
-HINT = re.compile(r"^# hint: (.*)$", re.M)
+EXPECT = re.compile(r"^# expect: (\d+):(\d+): (.*)$", re.MULTILINE)
+HINT = re.compile(r"^# hint: (.*)$", re.MULTILINE)
 
 
 class _Step:
@@ -233,7 +244,7 @@ def test_templated_params_are_not_held_against_the_schema() -> None:
     """`bits: "${n}"` is a string now but an int at run time: no schema error."""
     text = (FIXTURES / "valid" / "minimal.yaml").read_text()
     text = text.replace("only: {final: success}",
-                        "only:\n    run: [{step: key.generate, with: {bits: \"${n}\"}}]\n"
+                        'only:\n    run: [{step: key.generate, with: {bits: "${n}"}}]\n'
                         "    next: done\n  done: {final: true}")
     text = text.replace("initial:", "inputs: {n: {type: int, default: 4096}}\ninitial:")
     spec = load_pipeline_text(text, "t.yaml", registry())

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from certwright.errors import CertwrightError
-from certwright.engine.plugins.step import Step
 from certwright.engine.plugins.registry import Registry, builtin_steps
+from certwright.engine.plugins.step import Step
+from certwright.errors import CertwrightError
 
 # The built-in step names are part of the pipeline language: pyproject.toml must list them all.
 BUILTIN_NAMES = [
