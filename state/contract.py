@@ -25,7 +25,7 @@ from certwright.state.base import Store, Tx
 from certwright.state.records import BACKOFF, RUNNING, WAITING, JournalEntry, RunRecord, Timer
 
 AT = "2026-01-01T00:00:00.000000Z"
-SECRET = "contract-secret-value"
+SECRET = "contract-secret-value"  # noqa: S105 - a fake secret the suite stores, then looks for
 
 
 class EngineStore(Store, Protocol):
