@@ -20,6 +20,7 @@ undelivered and the client without a 250, so the sender retries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import re
 import socket
@@ -115,10 +116,9 @@ class _DeliveryThreads:
                 outcome: tuple[Any, BaseException | None] = (fn(*args), None)
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
                 outcome = (None, exc)
-            try:
+            # RuntimeError: the loop is closed, the server stopped meanwhile
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, future, *outcome)
-            except RuntimeError:  # the loop is closed: the server stopped meanwhile
-                pass
 
     def shutdown(self) -> None:
         for _ in self._threads:

@@ -20,6 +20,7 @@ connection is reported, not retried (the server may have taken the message).
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import smtplib
 import threading
@@ -186,10 +187,8 @@ class Mailer:
         """Give ``session`` back: kept for reuse when ``keep``, else closed."""
         if keep and session.generation != self._generation:  # close() ran meanwhile
             keep = False
-            try:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
                 session.smtp.quit()
-            except (OSError, smtplib.SMTPException):
-                pass
         if not keep:
             self._close_quietly(session.smtp)
         with pool.cond:
@@ -202,10 +201,8 @@ class Mailer:
 
     @staticmethod
     def _close_quietly(smtp: smtplib.SMTP) -> None:
-        try:
+        with contextlib.suppress(OSError):
             smtp.close()
-        except OSError:
-            pass
 
     def _alive(self, smtp: smtplib.SMTP) -> bool:
         """Whether a kept session still answers NOOP within PROBE_S (a server that went
@@ -228,10 +225,8 @@ class Mailer:
             return smtp.getreply()
         finally:
             if limit is not None and sock is not None:
-                try:
+                with contextlib.suppress(OSError):
                     sock.settimeout(self.timeout)
-                except OSError:
-                    pass
 
     # -- sending --------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ Hazards:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterable
@@ -193,7 +194,5 @@ def _publish(tmp: str, target: Path, dir_fd: int) -> None:
 
 
 def _remove(path: PathLike, dir_fd: int | None) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass

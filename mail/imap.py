@@ -26,6 +26,7 @@ without it).
 """
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import os
 import re
@@ -164,10 +165,8 @@ class ImapSource:
                     self._stop.wait(30)
                     c.noop()
         finally:
-            try:
+            with contextlib.suppress(Exception):  # the connection may be gone already
                 c.logout()
-            except Exception:  # noqa: BLE001 - the connection may be gone already
-                pass
 
     def _uidvalidity(self, c: imaplib.IMAP4_SSL) -> str:
         typ, data = c.response("UIDVALIDITY")

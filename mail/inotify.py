@@ -12,6 +12,7 @@ is unavailable (the daemon then falls back to watchdog). ``stop()`` is safe to r
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -81,10 +82,8 @@ class NewFileWatcher:
 
     @staticmethod
     def _call(cb: Callback, name: str | None) -> None:
-        try:
+        with contextlib.suppress(Exception):  # a callback must not kill the watcher thread
             cb(name)
-        except Exception:  # noqa: BLE001 - a callback must not kill the watcher thread
-            pass
 
     def stop(self) -> None:
         if self._stop_w < 0:

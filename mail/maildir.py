@@ -18,6 +18,7 @@ Hazards this module is written against:
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
@@ -67,10 +68,8 @@ def unique_name() -> str:
 
 
 def _unlink_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 class _FolderSync:

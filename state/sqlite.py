@@ -7,6 +7,7 @@ One connection per store object; the engine is its only writer, other processes 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -76,12 +77,10 @@ class SQLiteStore:
         try:
             conn.execute("PRAGMA busy_timeout=1000")
             while not self._closing.wait(CHECKPOINT_EVERY):
-                try:
-                    # PASSIVE: never waits for the writer or blocks it; what it could not
-                    # copy this time it copies next time.
+                # PASSIVE: never waits for the writer or blocks it; what it could not
+                # copy this time (or after an error) it copies next time.
+                with contextlib.suppress(sqlite3.Error):
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error:
-                    pass
         finally:
             conn.close()
 

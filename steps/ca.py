@@ -79,10 +79,8 @@ _TOKEN_MARGIN = timedelta(minutes=5)  # stop using one this long before the CA's
 def _cache_token(ctx: StepContext, key: tuple[str, str], client: CAClient) -> None:
     until = ctx.clock.now() + _TOKEN_LIFE
     if client.token_expires:
-        try:
+        with contextlib.suppress(ValueError):
             until = min(until, parse_instant(client.token_expires) - _TOKEN_MARGIN)
-        except ValueError:
-            pass
     with _TOKENS_LOCK:
         _TOKENS[key] = (str(client.token), client.account_id, until)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import selectors
 import shlex
@@ -61,10 +62,8 @@ def _kill_group(pgid: int) -> None:
     """SIGKILL a command's whole process group: its children and grandchildren too (a
     ``sleep 30 &``), which would otherwise outlive the step and keep its pipes open. Called
     only before the command is reaped, so its pid (the group's id) cannot have been reused."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # Process groups of commands running now. A command in a session of its own no longer gets

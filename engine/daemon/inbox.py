@@ -25,6 +25,7 @@ loop (the engine is single-threaded); the watcher only notes their names.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -169,10 +170,8 @@ class Inbox:
                 log.info("inbox_recovered", run_id=claim.name, file=files[0].name)
             else:
                 self._handle(files[0], claim.name)
-            try:
+            with contextlib.suppress(OSError):
                 claim.rmdir()
-            except OSError:
-                pass
 
     def process(self, sweep: bool = False) -> int:
         """Handle the files noted by the watcher (and, with ``sweep``, any settled file)."""
@@ -214,10 +213,8 @@ class Inbox:
             self._fail(path, name, reason)
             return
         self._move(path, self.folder / "done" / f"{run_id}-{name}")
-        try:
+        with contextlib.suppress(OSError):
             path.parent.rmdir()
-        except OSError:
-            pass
         log.info("inbox_started", file=name, run_id=run_id, pipeline=spec.name)
 
     def _request(self, path: Path, claimed_id: str | None
@@ -255,10 +252,8 @@ class Inbox:
             return
         err = target.with_name(target.name + ".error")
         err.write_text(reason.rstrip() + "\n")
-        try:
+        with contextlib.suppress(OSError):
             path.parent.rmdir() if path.parent.parent.name == ".processing" else None
-        except OSError:
-            pass
 
     @staticmethod
     def _move(src: Path, dst: Path) -> Path:

@@ -5,6 +5,7 @@ path (inline, FakeClock, real SQLite) checks what only the engine can show: temp
 parking, wake timers and polls."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -54,10 +55,8 @@ def strays() -> Iterator[list[int]]:
     pids: list[int] = []
     yield pids
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def _read_pid(path: Path, strays: list[int]) -> int:

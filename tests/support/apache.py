@@ -18,6 +18,7 @@ root parent, so their 0600 key is fine.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import grp
 import hashlib
@@ -118,10 +119,8 @@ def _run_user() -> tuple[str, str] | None:
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 class ApacheServer:
@@ -294,10 +293,8 @@ class ApacheServer:
             if not alive(pid):
                 return
             time.sleep(0.05)
-        try:
-            os.killpg(os.getpgid(pid), signal.SIGKILL)  # Apache runs in its own session
-        except ProcessLookupError:
-            pass
+        with contextlib.suppress(ProcessLookupError):  # Apache runs in its own session
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
 
     def log_tail(self, lines: int = 20) -> str:
         try:
