@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -41,7 +41,8 @@ from certwright.mail.maildir import Maildir
 
 log = structlog.get_logger(__name__)
 
-_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@([A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*)")
+_ADDRESS = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@([A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*)")
 _SAFE_TOKEN = re.compile(r"[^A-Za-z0-9.:\[\]_-]")
 MAX_RECIPIENTS = 100
 DELIVERY_THREADS = 4  # deliveries (each a file fsync and a share of a folder fsync) at once
@@ -156,13 +157,14 @@ class _SMTP(SMTP):
 class _Handler:
     """aiosmtpd handler: EHLO extensions, recipient policy and delivery."""
 
-    def __init__(self, server: MailServer) -> None:
+    def __init__(self, server: MailServer, delivery: _DeliveryThreads) -> None:
         self.server = server
+        self.delivery = delivery
 
     async def handle_EHLO(self, smtp: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
-        return responses[:-1] + ["250-PIPELINING"] + responses[-1:]
+        return [*responses[:-1], "250-PIPELINING", *responses[-1:]]
 
     async def handle_RCPT(self, smtp: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -185,10 +187,8 @@ class _Handler:
         if len(raw) > self.server.max_message_size:
             return "552 5.3.4 message too big"
         loop = asyncio.get_running_loop()
-        delivery = self.server._delivery
-        assert delivery is not None  # set before the server listens
         try:
-            name = await delivery.run(loop, self.server.deliver, raw, envelope, session)
+            name = await self.delivery.run(loop, self.server.deliver, raw, envelope, session)
         except OSError as exc:
             log.error("mail_delivery_failed", error=str(exc))
             return "451 4.3.0 local delivery failed, try again later"
@@ -221,12 +221,14 @@ class MailServer:
         self._delivery: _DeliveryThreads | None = None
 
     def _factory(self) -> SMTP:
-        proto = _SMTP(_Handler(self), data_size_limit=self.max_message_size,
+        if self._delivery is None:  # start() sets it before the server listens
+            raise RuntimeError("mail server: a connection before start() set up delivery")
+        proto = _SMTP(_Handler(self, self._delivery), data_size_limit=self.max_message_size,
                      hostname=self.hostname, ident="certwright mail", loop=self._loop)
         self._protocols.add(proto)
         return proto
 
-    def start(self) -> MailServer:
+    def start(self) -> Self:
         """Listen and serve in a background thread; returns once listening."""
         if self._thread is not None:
             return self
@@ -287,7 +289,7 @@ class MailServer:
         self._thread = None
         log.info("mail_server_stopped", port=self.port)
 
-    def __enter__(self) -> MailServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

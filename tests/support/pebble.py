@@ -24,6 +24,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -112,7 +113,7 @@ class Pebble:
     def management(self) -> str:
         return f"https://127.0.0.1:{self.mgmt_port}"
 
-    def start(self, timeout: float = 20.0) -> Pebble:
+    def start(self, timeout: float = 20.0) -> Self:
         """Write the config, start Pebble and wait until its directory answers.
 
         Raises RuntimeError (with Pebble's output) if it exits or is not ready in time.
@@ -184,7 +185,7 @@ class Pebble:
         if getattr(self, "_log", None) is not None:
             self._log.close()
 
-    def __enter__(self) -> Pebble:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
