@@ -110,7 +110,8 @@ def check_folder(folder: Path, what: str, *, create_mode: int | None = None) -> 
                                  "create it first") from None
         if stat.S_ISLNK(pst.st_mode) or not stat.S_ISDIR(pst.st_mode) or _unsafe_mode(pst):
             raise PermanentError(f"{what} {folder} does not exist and its parent is a symlink, "
-                                 "not a folder, or writable by group/others; create it first")
+                                 "not a folder, or writable by group/others; "
+                                 "create it first") from None
         try:
             os.mkdir(folder, create_mode)
         except FileExistsError:

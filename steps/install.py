@@ -152,7 +152,7 @@ class InstallFiles(BaseStep):
 
 def _command(value: Any, shell: bool) -> list[str] | str | None:
     """An argv list (or a shell string when ``shell``); None when empty."""
-    if value is None or value == "" or value == []:
+    if value is None or value in ("", []):
         return None
     if isinstance(value, (list, tuple)):
         argv = [str(a) for a in value]
@@ -170,7 +170,8 @@ def run_command(cmd: list[str] | str, *, shell: bool, timeout: float,
     """Run ``cmd`` capturing bounded output; StepError on timeout, Permanent if missing."""
     try:
         proc = subprocess.run(cmd, shell=shell, capture_output=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, text=True, errors="replace")
+                              stdin=subprocess.DEVNULL, text=True, errors="replace",
+                              check=False)  # the callers read the return code
     except FileNotFoundError as exc:
         raise PermanentError(f"{what}: cannot run {_shown(cmd)!r}: {exc.strerror}: "
                              f"{exc.filename}") from exc

@@ -205,7 +205,7 @@ class WaitMail(_MailWait):
 
     name = "wait.mail"
     description = "wait for a mail to an address in a Maildir and take the link in it"
-    params_schema = {
+    params_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object", "additionalProperties": False, "required": ["maildir", "to"],
         "properties": {
             "maildir": {"type": "string"}, "to": _ADDRESS_SCHEMA,
@@ -269,7 +269,7 @@ class NotifyCheck(_MailWait):
 
     name = "notify.check"
     description = "wait for the CA's issuance mail and check it names this certificate"
-    params_schema = {
+    params_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object", "additionalProperties": False,
         "required": ["maildir", "to", "serial", "fingerprint"],
         "properties": {

@@ -77,7 +77,8 @@ class WaitUntil(BaseStep):
         try:
             at = parse_instant(str(ctx.params["at"]))
         except ValueError as exc:
-            raise PermanentError(f"wait.until: {ctx.params['at']!r} is not an instant: {exc}")
+            raise PermanentError(f"wait.until: {ctx.params['at']!r} is not an instant: "
+                                 f"{exc}") from exc
         if ctx.clock.now() >= at:
             return Done({"at": format_instant(at)})
         return Wait(description=f"until {format_instant(at)}", until=at)

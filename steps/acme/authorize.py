@@ -84,7 +84,8 @@ class Challenge(BaseStep):
         try:
             order = session.order(order_url)
             pending = self._pending(session, order, ctype)
-            fresh = [self._record(ctx, account.key, ident, chall, ctype) for ident, chall in pending]
+            fresh = [self._record(ctx, account.key, ident, chall, ctype)
+                     for ident, chall in pending]
             records = merge_records(load_records(ctx.run_dir), fresh)
             save_records(ctx.run_dir, records)  # before presenting: cleanup must find them
             present(ctx.run_dir, p, records)
@@ -92,7 +93,7 @@ class Challenge(BaseStep):
             log.info("acme_challenges_presented", count=len(records))
             if not p.get("wait", True):
                 return Done({"presented": len(fresh), "status": "presented"})
-            for ident, chall in pending:
+            for _ident, chall in pending:
                 if chall.status.name == "pending":
                     session.post(chall.uri, chall.chall.response(account.key))
             log.info("acme_challenges_answered", count=len(pending))
@@ -141,7 +142,8 @@ class Challenge(BaseStep):
                              value=chall.chall.validation(key))
         keyauth = chall.chall.key_authorization(key)
         if ctx.params.get("webroot"):
-            return Presented(ident, ctype, token, "webroot", keyauth, webroot=str(ctx.params["webroot"]))
+            return Presented(ident, ctype, token, "webroot", keyauth,
+                             webroot=str(ctx.params["webroot"]))
         return Presented(ident, ctype, token, "responder", keyauth,
                          address=str(ctx.params.get("http_address", "0.0.0.0:80")))
 

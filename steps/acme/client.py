@@ -17,7 +17,7 @@ a crash after the CA created an account finds the key and recovers the same acco
 from __future__ import annotations
 
 import contextlib
-import datetime
+import datetime as dt
 import email.utils
 import fcntl
 import hashlib
@@ -92,8 +92,7 @@ def problem_text(err: messages.Error) -> str:
         parts.append(f"detail={err.detail!r}")
     if err.identifier is not None:
         parts.append(f"identifier={err.identifier.value}")
-    for sub in err.subproblems or ():
-        parts.append(f"[{problem_text(sub)}]")
+    parts.extend(f"[{problem_text(sub)}]" for sub in err.subproblems or ())
     return " ".join(parts)
 
 
@@ -110,8 +109,8 @@ def retry_after_seconds(response: requests.Response, default: float) -> float:
     except (TypeError, ValueError, IndexError):
         return default
     if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 class RetryLater(acme_errors.Error):
@@ -254,7 +253,8 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def load_or_create_key(folder: Path, key_type: str = "ec", key_size: int = 2048) -> tuple[jose.JWK, jose.JWASignature]:
+def load_or_create_key(folder: Path, key_type: str = "ec",
+                       key_size: int = 2048) -> tuple[jose.JWK, jose.JWASignature]:
     """The account key in ``folder/account.key``, generated (0600) when missing."""
     path = folder / "account.key"
     if not path.exists():
@@ -292,7 +292,8 @@ def account_locked(state_dir: Path, params: Mapping[str, Any]) -> Iterator[None]
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def load_account(state_dir: Path, params: Mapping[str, Any], *, create_key: bool = False) -> Account:
+def load_account(state_dir: Path, params: Mapping[str, Any], *,
+                 create_key: bool = False) -> Account:
     """The stored account for the step's directory+contact.
 
     Raises PermanentError when no account was registered yet (run ``acme.account`` first)

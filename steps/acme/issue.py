@@ -139,8 +139,8 @@ class Finalize(BaseStep):
                 resp = session.post(url, None)
                 body = messages.Order.from_json(resp.json())
                 if body.status.name == "invalid":
-                    raise PermanentError(f"order {url} is invalid: the CA reported "
-                                         f"{problem_text(body.error) if body.error else 'no problem document'}")
+                    problem = problem_text(body.error) if body.error else "no problem document"
+                    raise PermanentError(f"order {url} is invalid: the CA reported {problem}")
                 final["order"] = body
                 return body.status.name == "valid" and body.certificate is not None, resp
 
@@ -152,13 +152,15 @@ class Finalize(BaseStep):
                      "certificate_url": final["order"].certificate})
 
     @staticmethod
-    def _check_names(csr: x509.CertificateSigningRequest, order: messages.Order, where: Path) -> None:
+    def _check_names(csr: x509.CertificateSigningRequest, order: messages.Order,
+                     where: Path) -> None:
         try:
             sans = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             names = {n.lower() for n in sans.get_values_for_type(x509.DNSName)}
             names |= {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
         except x509.ExtensionNotFound:
-            names = {str(a.value).lower() for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
+            names = {str(a.value).lower()
+                     for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
         wanted = {i.value.lower() for i in order.identifiers}
         if names != wanted:
             raise PermanentError(f"CSR {where} names {sorted(names)} but the order is for "
@@ -204,9 +206,9 @@ class Download(BaseStep):
             preferred = ctx.params.get("preferred_chain")
             if preferred:
                 links = requests.utils.parse_header_links(resp.headers.get("Link", ""))
-                for link in links:
-                    if link.get("rel") == "alternate" and link.get("url"):
-                        chains.append(session.post(link["url"], None, headers=headers).text)
+                chains.extend(session.post(link["url"], None, headers=headers).text
+                              for link in links
+                              if link.get("rel") == "alternate" and link.get("url"))
         except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
             raise as_step_error(exc, f"downloading the certificate of order {url}") from exc
         parsed = [x509.load_pem_x509_certificates(c.encode()) for c in chains]
@@ -216,7 +218,8 @@ class Download(BaseStep):
         leaf, intermediates = chosen[0], chosen[1:]
         out = Path(str(ctx.params.get("out_dir") or ctx.run_dir))
         pem = serialization.Encoding.PEM
-        cert_path, chain_path, full_path = out / "cert.pem", out / "chain.pem", out / "fullchain.pem"
+        cert_path, chain_path = out / "cert.pem", out / "chain.pem"
+        full_path = out / "fullchain.pem"
         try:
             out.mkdir(parents=True, exist_ok=True)
             # public files, in a folder the user may have named (a symlinked one included)

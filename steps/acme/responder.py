@@ -92,7 +92,7 @@ class Responder:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - as in the base
                 log.debug("responder_request", line=format % args)
 
         self._server = _Server((self.host, self.port), Handler)

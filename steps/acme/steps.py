@@ -130,13 +130,14 @@ class Account(BaseStep):
     def _register(session: AcmeSession, p: Mapping[str, Any]) -> str:
         meta = session.directory.meta
         if meta.terms_of_service and not p.get("agree_tos", True):
-            raise PermanentError(f"the CA requires agreeing to its terms ({meta.terms_of_service}); "
-                                 "set agree_tos: true")
+            raise PermanentError(f"the CA requires agreeing to its terms "
+                                 f"({meta.terms_of_service}); set agree_tos: true")
         eab = None
         if p.get("eab_kid") or p.get("eab_hmac_key"):
             check_params(p, ("eab_kid", "eab_hmac_key"))
             eab = messages.ExternalAccountBinding.from_data(
-                session.account.key.public_key(), p["eab_kid"], p["eab_hmac_key"], session.directory)
+                session.account.key.public_key(), p["eab_kid"], p["eab_hmac_key"],
+                session.directory)
         elif meta.external_account_required:
             raise PermanentError(f"the CA at {session.url} requires external account binding: "
                                  "set eab_kid and eab_hmac_key")
@@ -226,7 +227,8 @@ class Order(BaseStep):
         saved = read_json(path)
         try:
             candidates = []
-            if saved and saved.get("account_url") == account.url and saved.get("identifiers") == wanted:
+            if (saved and saved.get("account_url") == account.url
+                    and saved.get("identifiers") == wanted):
                 candidates.append(saved["order_url"])
             elif saved is None and ctx.recovering:
                 candidates.extend(reversed(list_orders(session)))  # newest last in Pebble
@@ -236,7 +238,8 @@ class Order(BaseStep):
                     self._save(ctx, url, account.url, wanted)
                     log.info("acme_order_reused", order_url=url, status=order.status.name)
                     return _order_outputs(ctx, url, order, True, session.net.last_date())
-            resp = session.post(session.directory["newOrder"], messages.NewOrder(identifiers=idents))
+            resp = session.post(session.directory["newOrder"],
+                                messages.NewOrder(identifiers=idents))
         except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
             raise as_step_error(exc, f"opening an ACME order for {', '.join(wanted)} "
                                      f"at {session.url}") from exc
