@@ -99,6 +99,13 @@ class SQLiteStore:
                 time.sleep(0.01)
 
     # -- schema -----------------------------------------------------------------------
+    def _refuse_newer(self, version: int) -> None:
+        """StoreError when the file's schema ``version`` is newer than this certwright's."""
+        if version > len(N.MIGRATIONS):
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this "
+                f"certwright knows ({len(N.MIGRATIONS)}); upgrade certwright")
+
     def _migrate(self) -> None:
         """Bring the schema up to date. The version is read inside the write transaction,
         so two processes opening the same new store never both apply a migration."""
@@ -108,10 +115,7 @@ class SQLiteStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 version = self._version()
-                if version > len(N.MIGRATIONS):
-                    raise StoreError(
-                        f"{self.path} has schema version {version}, newer than this "
-                        f"certwright knows ({len(N.MIGRATIONS)}); upgrade certwright")
+                self._refuse_newer(version)
                 for number in range(version, len(N.MIGRATIONS)):
                     for statement in N.MIGRATIONS[number].split(";"):
                         if statement.strip():

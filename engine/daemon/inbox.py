@@ -208,7 +208,8 @@ class Inbox:
             values = coerce_inputs(spec, inputs)
             self._start(spec, values, run_id, secret)
         except (CertwrightError, OSError, ValueError) as exc:
-            reason = str(exc) if isinstance(exc, CertwrightError) else f"{type(exc).__name__}: {exc}"
+            reason = (str(exc) if isinstance(exc, CertwrightError)
+                      else f"{type(exc).__name__}: {exc}")
             log.warning("inbox_refused", file=name, reason=reason.splitlines()[0][:300])
             self._fail(path, name, reason)
             return
@@ -237,7 +238,8 @@ class Inbox:
         else:
             raise InputError(f"not a request ({', '.join(REQUEST_SUFFIXES)}) or a CSR (.csr)")
         run_id = claimed_id or new_run_id(spec.name)
-        if claimed_id is not None and self._exists(run_id) and path.parent.parent.name != ".processing":
+        if (claimed_id is not None and self._exists(run_id)
+                and path.parent.parent.name != ".processing"):
             raise InputError(f"a run with id {run_id!r} exists already")
         secret = [n for n, i in spec.inputs.items() if i.secret]
         return spec, inputs, run_id, secret
