@@ -179,7 +179,8 @@ class Maildir:
             _check_name(name)
         final = unique_name() if name is None else name
         base = os.fspath(self.path)
-        tmp_path = f"{base}/tmp/{final if name is None else unique_name()}"
+        # S108: the Maildir's own tmp/ folder, not the system's /tmp
+        tmp_path = f"{base}/tmp/{final if name is None else unique_name()}"  # noqa: S108
         new_path = f"{base}/new/{final}"
         try:
             write_file(tmp_path, raw, 0o600)
