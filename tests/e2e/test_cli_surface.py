@@ -59,7 +59,7 @@ def _env(**extra: str | None) -> dict[str, str]:
 
 def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CERTWRIGHT, *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, check=False)
 
 
 def popen(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
@@ -129,7 +129,7 @@ class _Lines:
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("pipeline, timeout", [("hello", 3600), ("patient", 2 * 86400)])
+@pytest.mark.parametrize(("pipeline", "timeout"), [("hello", 3600), ("patient", 2 * 86400)])
 def test_foreground_shows_the_file_waited_for_and_the_time_left_then_goes_on(
         tmp_path: Path, pipeline: str, timeout: int) -> None:
     state = tmp_path / "state"

@@ -100,8 +100,9 @@ def test_installs_into_apache_with_config_test_reload_and_check(
     assert apache.wait_for_fingerprint(served) == served
     out = result["vars"]
     assert out["install_check"]["fingerprint_sha256"] == served
-    assert out["install_reload"]["skipped"] is False and out["install_reload"]["returncode"] == 0
-    assert "Syntax OK" in out["install_reload"]["test_stderr"] + out["install_reload"]["test_stdout"]
+    reload = out["install_reload"]
+    assert reload["skipped"] is False and reload["returncode"] == 0
+    assert "Syntax OK" in reload["test_stderr"] + reload["test_stdout"]
 
 
 def test_a_failed_check_rolls_apache_back_and_fails_the_run(

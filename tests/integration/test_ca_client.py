@@ -78,7 +78,7 @@ def test_requests_as_sent(server: Any) -> None:
         assert client.probe("example.test", "postmaster", "key 1") == {"ok": True}
         server.answer = lambda path: (404, b'{"error": "not_found", "message": "none"}')
         assert client.find_certificate("a b&c") is None
-    (m1, p1, h1, b1), (m2, p2, h2, b2) = server.seen
+    (m1, p1, h1, b1), (m2, p2, _h2, b2) = server.seen
     assert (m1, p1, b1) == ("POST", "/prefix/api/v1/domains/example.test/probes",
                             {"local_part": "postmaster"})
     assert h1["Authorization"] == "Bearer tok" and h1["Idempotency-Key"] == "key 1"
@@ -89,9 +89,9 @@ def test_requests_as_sent(server: Any) -> None:
 def test_error_answers(server: Any) -> None:
     """A JSON error names method, URL, status, code and message; a non-JSON one quotes it."""
     with CAClient(url(server)) as client:
-        server.answer = lambda path: (422, b'{"error": "passphrase_rejected", "message": '
-                                           b'"2 rule(s)", "rules": [{"message": "a"}, '
-                                           b'{"message": "b"}]}')
+        server.answer = lambda path: (422, (b'{"error": "passphrase_rejected", "message": '
+                                            b'"2 rule(s)", "rules": [{"message": "a"}, '
+                                            b'{"message": "b"}]}'))
         with pytest.raises(CAError) as err:
             client.login("a@b.test", "x")
         assert str(err.value) == (f"POST {url(server)}/api/v1/login: 422 passphrase_rejected:"
@@ -204,8 +204,8 @@ def test_environment_proxy_goes_through_httpx(server: Any,
         assert type(client._http).__name__ == "_Proxied"
         client.token = "tok"
         assert client.add_domain("example.test") == {"ok": True}
-        server.answer = lambda path: (409, b'{"error": "idempotency_key_reused", '
-                                           b'"message": "different CSR"}')
+        server.answer = lambda path: (409, (b'{"error": "idempotency_key_reused", '
+                                            b'"message": "different CSR"}'))
         with pytest.raises(CAError) as err:
             client.sign("csr", "k1")
     assert str(err.value) == (f"POST {url(server)}/api/v1/certificates: 409 "

@@ -73,7 +73,7 @@ def openssl_verify(tmp_path: Path, ca_dir: Path, pem: str) -> str:
     (tmp_path / "leaf.pem").write_text(pem)
     out = subprocess.run(["openssl", "verify", "-CAfile", str(ca_dir / "root.pem"),
                           "-untrusted", str(ca_dir / "intermediate.pem"),
-                          str(tmp_path / "leaf.pem")], capture_output=True, text=True)
+                          str(tmp_path / "leaf.pem")], capture_output=True, text=True, check=False)
     return out.stdout + out.stderr
 
 
@@ -95,7 +95,8 @@ def test_accepted_keys_verify_and_lint(kind: str, http: httpx.Client, acct: Acco
     assert r.status_code == 201, r.text
     body = r.json()
     cert = x509.load_pem_x509_certificate(body["certificate"].encode())
-    assert cert.serial_number.bit_length() >= 64 and format(cert.serial_number, "x") == body["serial"]
+    assert cert.serial_number.bit_length() >= 64
+    assert format(cert.serial_number, "x") == body["serial"]
     assert body["fingerprint_sha256"] == cert.fingerprint(hashes.SHA256()).hex()
     assert cert.public_key().public_numbers() == key.public_key().public_numbers()
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -28,8 +28,8 @@ def test_imap_url_needs_tls_and_a_password_source():
 
 def test_mail_fetched_over_imap_idle_wakes_its_run_and_is_flagged_not_deleted(
         tmp_path: Path, dovecot: Dovecot):
-    """Mail appended while the daemon idles is spooled, routed and taken; every message on
-    the server ends up \\Seen + $Certwright and none is deleted; hostile mail goes aside."""
+    r"""Mail appended while the daemon idles is spooled, routed and taken; every message on
+    the server ends up \Seen + $Certwright and none is deleted; hostile mail goes aside."""
     state = tmp_path / "state"
     pw = tmp_path / "imap.pw"
     pw.write_text(dovecot.password + "\n")

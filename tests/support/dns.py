@@ -135,7 +135,8 @@ class TestDNS:
         change_record(self.records, "del", name, value)
 
     def hook_argv(self, action: str) -> list[str]:
-        """The argv of a dns-01 hook that changes this server's records (``{name}``, ``{value}``)."""
+        """The argv of a dns-01 hook that changes this server's records (``{name}``,
+        ``{value}``)."""
         return [sys.executable, str(Path(__file__).resolve()), str(self.records), action,
                 "{name}", "{value}"]
 

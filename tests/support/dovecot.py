@@ -96,7 +96,7 @@ class Dovecot:
         c = self.client()
         try:
             c.select(mailbox)
-            typ, data = c.uid("FETCH", "1:*", "(FLAGS)")
+            _, data = c.uid("FETCH", "1:*", "(FLAGS)")
             return [d.decode() for d in data if isinstance(d, bytes)]
         finally:
             c.logout()
@@ -161,8 +161,9 @@ service imap-login {{
 }}
 """)
     (root / "state").mkdir()
-    proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=open(root / "dovecot.stderr", "wb"))
+    with open(root / "dovecot.stderr", "wb") as stderr:  # the child keeps its own copy
+        proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                stderr=stderr)
     d = Dovecot("127.0.0.1", port, user, password, cert, root, proc)
     end = time.monotonic() + 20
     while time.monotonic() < end:

@@ -55,13 +55,11 @@ def nested_multipart(depth: int, *, to: str = "postmaster@example.test",
     """A message whose multiparts nest ``depth`` deep (the top level counts as one)."""
     out = [headers(to, f"<deep{depth}@ca.example>",
                    'Content-Type: multipart/mixed; boundary="b0"\n') + b"\n"]
-    for level in range(1, depth):
-        out.append(f'--b{level - 1}\nContent-Type: multipart/mixed; boundary="b{level}"\n\n'
-                   .encode())
+    out.extend(f'--b{level - 1}\nContent-Type: multipart/mixed; boundary="b{level}"\n\n'
+               .encode() for level in range(1, depth))
     out.append(f"--b{depth - 1}\nContent-Type: text/plain\n\n{CA_BASE}{PROBE_PATH}\n".encode())
     if closed:
-        for level in reversed(range(depth)):
-            out.append(f"--b{level}--\n".encode())
+        out.extend(f"--b{level}--\n".encode() for level in reversed(range(depth)))
     return b"".join(out)
 
 

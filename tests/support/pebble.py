@@ -70,7 +70,8 @@ def _write_tls(folder: Path) -> tuple[Path, Path, Path]:
             .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]),
                            critical=False)
             .sign(root_key, hashes.SHA256()))
-    root_path, cert_path, key_path = folder / "test-root.pem", folder / "cert.pem", folder / "key.pem"
+    root_path = folder / "test-root.pem"
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     root_path.write_bytes(root.public_bytes(serialization.Encoding.PEM))
     cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(leaf_key.private_bytes(
@@ -140,10 +141,10 @@ class Pebble:
                    PEBBLE_WFE_NONCEREJECT=str(self.nonce_reject),
                    PEBBLE_WFE_ORDERS_PER_PAGE="100", **self.extra_env)
         env.pop("PEBBLE_VA_ALWAYS_VALID", None)
-        self._log = open(self.folder / "pebble.log", "wb")
-        self._proc = subprocess.Popen(
-            [self.binary, "-config", str(config_path), "-dnsserver", self.dns_server],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        with open(self.folder / "pebble.log", "wb") as log:  # the child keeps its own copy
+            self._proc = subprocess.Popen(
+                [self.binary, "-config", str(config_path), "-dnsserver", self.dns_server],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -182,8 +183,6 @@ class Pebble:
                 self._proc.kill()
                 self._proc.wait(5)
         self._proc = None
-        if getattr(self, "_log", None) is not None:
-            self._log.close()
 
     def __enter__(self) -> Self:
         return self.start()

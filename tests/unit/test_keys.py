@@ -174,7 +174,7 @@ def test_csr_with_other_names_is_rewritten(tmp_path: Path) -> None:
     assert names.get_values_for_type(x509.DNSName) == ["other.test"]
 
 
-@pytest.mark.parametrize("bad,rule", [
+@pytest.mark.parametrize(("bad", "rule"), [
     ("exa_mple.test", "letters, digits or hyphens"),
     ("-bad.test", "letters, digits or hyphens"),
     ("a..test", "letters, digits or hyphens"),
