@@ -26,6 +26,8 @@ from certwright.ca.service import CAService
 from certwright.clock import Clock
 
 log = structlog.get_logger("ca.app")
+#: The header that makes a probe or a signing request safe to repeat.
+IdemHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
 class Question(BaseModel):
@@ -161,8 +163,7 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
         scheme, _, token = (authorization or "").partition(" ")
         return accounts.authenticate(token.strip() if scheme.lower() == "bearer" else "")
 
-    Account = Annotated[str, Depends(account)]
-    IdemHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+    Account = Annotated[str, Depends(account)]  # noqa: N806 - an alias, of this app's accounts
 
     # -- accounts ------------------------------------------------------------------------
     @app.post("/api/v1/accounts", status_code=201)

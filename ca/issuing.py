@@ -169,7 +169,7 @@ class Issuing:
                 f"An account of the certwright CA asked to verify the domain {row['domain']}."
                 f"\n\nIf that was you (or someone you trust), open this link within "
                 f"{self.config['link_hours']} hours and choose \"Verify this domain\":\n\n"
-                f"{url}\n\nIf not, open it and choose \"I did not ask for this\".\n"),
+                f'{url}\n\nIf not, open it and choose "I did not ask for this".\n'),
                 kind="domain_probe")
         except MailError as exc:
             self.store.delete_link(link_id)
@@ -192,12 +192,12 @@ class Issuing:
         # domains above it (not every domain of the account, which may be thousands).
         candidates: set[str] = set()
         for name in names:
-            labels = (name[2:] if name.startswith("*.") else name).split(".")
+            labels = name.removeprefix("*.").split(".")
             candidates.update(".".join(labels[i:]) for i in range(len(labels)))
         verified = [d["domain"] for d in self.list_domains(account_id, sorted(candidates))
                     if d["status"] == "verified"]
         for name in names:
-            base = name[2:] if name.startswith("*.") else name
+            base = name.removeprefix("*.")
             if not any(base == d or base.endswith("." + d) for d in verified):
                 hint = f" (a wildcard needs {base} verified)" if base != name else ""
                 raise ApiError(422, "unverified_domain", f"{base} is not verified for this "

@@ -11,6 +11,7 @@ import socket
 import threading
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import structlog
 import uvicorn
@@ -38,7 +39,8 @@ class CAServer:
         self.ca_dir = Path(ca_dir)
         self.host, self.port = host, port
         self._public_url = public_url
-        self.smarthost, self.policy, self.clock, self.mail_from = smarthost, policy, clock, mail_from
+        self.smarthost, self.policy = smarthost, policy
+        self.clock, self.mail_from = clock, mail_from
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -53,7 +55,7 @@ class CAServer:
     def public_url(self) -> str:
         return (self._public_url or self.url).rstrip("/")
 
-    def start(self, timeout: float = 15.0) -> CAServer:
+    def start(self, timeout: float = 15.0) -> Self:
         """Bind, create the CA if needed, serve in a thread; returns once listening."""
         init_ca(self.ca_dir, clock=self.clock)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -107,7 +109,7 @@ class CAServer:
                 service.close()
             self._server = None
 
-    def __enter__(self) -> CAServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None,

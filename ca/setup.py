@@ -17,6 +17,7 @@ folder fsync), so two calls at once never replace each other's files.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -86,10 +87,8 @@ def _create(path: Path, data: bytes, mode: int, *, follow_folder: bool = True) -
     """Create ``path`` atomically unless it exists (a concurrent ``init_ca`` won the race:
     its file stays, as every existing file does). The CA folder may be a symlink the user
     made; keys pass ``follow_folder=False``, so ``private/`` never is."""
-    try:
+    with contextlib.suppress(FileExistsError):
         write_new(path, data, mode, follow_folder=follow_folder)
-    except FileExistsError:
-        pass
 
 
 def _key(path: Path) -> ec.EllipticCurvePrivateKey:

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from certwright.ca.weakkeys import fermat_factor, roca_vulnerable
 from certwright.ca.setup import CAPaths
+from certwright.ca.weakkeys import fermat_factor, roca_vulnerable
 
 DV_POLICY = x509.ObjectIdentifier("2.23.140.1.2.1")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -88,14 +88,13 @@ def inspect_csr(pem: str) -> tuple[x509.CertificateSigningRequest, list[str]]:
     try:
         signed_ok = csr.is_signature_valid
         key = csr.public_key()
-    except Exception as exc:  # cryptography raises several types for odd keys
+    except Exception as exc:  # noqa: BLE001 - cryptography raises several types for odd keys
         raise CSRRejected("bad_csr", f"unreadable public key: {exc}") from None
     if not signed_ok:
         raise CSRRejected("bad_csr", "the CSR's signature does not verify with its own key")
     check_key(key)
-    names: list[str] = []
-    for attr in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
-        names.append(str(attr.value).strip().lower())
+    names = [str(attr.value).strip().lower()
+             for attr in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     try:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:

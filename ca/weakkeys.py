@@ -13,7 +13,7 @@ Debian's weak keys (CVE-2008-0166) are not tested: that needs the blocklists of 
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from math import isqrt
 
 FERMAT_ROUNDS = 100
@@ -25,7 +25,7 @@ ROCA_PRIMES: tuple[int, ...] = (
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _subgroup(prime: int) -> frozenset[int]:
     """The powers of 65537 modulo ``prime``."""
     g = ROCA_GENERATOR % prime

@@ -1,0 +1,1 @@
+"""The engine: the pipeline model, the step and provider plugins, runs, the daemon, the CLI."""

@@ -1,0 +1,1 @@
+"""``certwright daemon``: one process serving many runs, reacting to mail, files and deadlines."""

@@ -17,16 +17,17 @@ a crash after the CA created an account finds the key and recovers the same acco
 from __future__ import annotations
 
 import contextlib
-import datetime
+import datetime as dt
 import email.utils
 import fcntl
 import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import josepy as jose
@@ -58,6 +59,13 @@ COMMON_PARAMS: dict[str, Any] = {
 }
 
 
+def step_schema(extra: Mapping[str, Any],
+                required: tuple[str, ...] = ("directory",)) -> dict[str, Any]:
+    """The JSON Schema of an acme.* step's parameters: COMMON_PARAMS and ``extra``, no others."""
+    return {"type": "object", "additionalProperties": False, "required": list(required),
+            "properties": {**COMMON_PARAMS, **extra}}
+
+
 def check_params(params: Mapping[str, Any], required: tuple[str, ...]) -> None:
     """Raise PermanentError naming each required parameter that is missing or empty."""
     missing = [k for k in required if params.get(k) in (None, "", [])]
@@ -84,8 +92,7 @@ def problem_text(err: messages.Error) -> str:
         parts.append(f"detail={err.detail!r}")
     if err.identifier is not None:
         parts.append(f"identifier={err.identifier.value}")
-    for sub in err.subproblems or ():
-        parts.append(f"[{problem_text(sub)}]")
+    parts.extend(f"[{problem_text(sub)}]" for sub in err.subproblems or ())
     return " ".join(parts)
 
 
@@ -102,8 +109,8 @@ def retry_after_seconds(response: requests.Response, default: float) -> float:
     except (TypeError, ValueError, IndexError):
         return default
     if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 class RetryLater(acme_errors.Error):
@@ -246,7 +253,8 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def load_or_create_key(folder: Path, key_type: str = "ec", key_size: int = 2048) -> tuple[jose.JWK, jose.JWASignature]:
+def load_or_create_key(folder: Path, key_type: str = "ec",
+                       key_size: int = 2048) -> tuple[jose.JWK, jose.JWASignature]:
     """The account key in ``folder/account.key``, generated (0600) when missing."""
     path = folder / "account.key"
     if not path.exists():
@@ -284,7 +292,8 @@ def account_locked(state_dir: Path, params: Mapping[str, Any]) -> Iterator[None]
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def load_account(state_dir: Path, params: Mapping[str, Any], *, create_key: bool = False) -> Account:
+def load_account(state_dir: Path, params: Mapping[str, Any], *,
+                 create_key: bool = False) -> Account:
     """The stored account for the step's directory+contact.
 
     Raises PermanentError when no account was registered yet (run ``acme.account`` first)

@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_engine_and_state_pass_mypy_strict():
-    done = subprocess.run(["bash", "scripts/typecheck.sh", "--no-error-summary"], cwd=ROOT, env={**os.environ, "PYTHON": sys.executable},
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(["bash", "scripts/typecheck.sh", "--no-error-summary"], cwd=ROOT,
+                          env={**os.environ, "PYTHON": sys.executable},
+                          capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
