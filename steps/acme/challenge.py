@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dnslib import DNSRecord  # type: ignore[import-untyped]
+from dnslib import DNSRecord
 
 from certwright.errors import PermanentError, StepError
 from certwright.steps.acme import responder as acme_responder

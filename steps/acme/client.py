@@ -30,13 +30,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import josepy as jose
 import requests
 from acme import client as acme_client
 from acme import errors as acme_errors
 from acme import jws, messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from josepy.errors import DeserializationError
+from josepy.jwa import ES256, RS256, JWASignature
+from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from certwright.atomic import write_atomic
 from certwright.errors import PermanentError, StepError
@@ -160,7 +162,7 @@ class RetryingNetwork(acme_client.ClientNetwork):
             raise acme_errors.MissingNonce(response)
         try:
             return jws.Header._fields["nonce"].decode(fresh)  # type: ignore[no-any-return]
-        except jose.DeserializationError as exc:
+        except DeserializationError as exc:
             raise acme_errors.BadNonce(fresh, exc) from exc
 
     def last_date(self) -> str | None:
@@ -219,8 +221,8 @@ class Account:
     """An ACME account as stored on disk: its folder, key and registration URL (if any)."""
 
     folder: Path
-    key: jose.JWK
-    alg: jose.JWASignature
+    key: JWK
+    alg: JWASignature
     url: str | None
 
 
@@ -254,7 +256,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def load_or_create_key(folder: Path, key_type: str = "ec",
-                       key_size: int = 2048) -> tuple[jose.JWK, jose.JWASignature]:
+                       key_size: int = 2048) -> tuple[JWK, JWASignature]:
     """The account key in ``folder/account.key``, generated (0600) when missing."""
     path = folder / "account.key"
     if not path.exists():
@@ -265,9 +267,9 @@ def load_or_create_key(folder: Path, key_type: str = "ec",
             serialization.NoEncryption()))
     private = serialization.load_pem_private_key(path.read_bytes(), None)
     if isinstance(private, ec.EllipticCurvePrivateKey):
-        return jose.JWKEC(key=private), jose.ES256
+        return JWKEC(key=private), ES256
     if isinstance(private, rsa.RSAPrivateKey):
-        return jose.JWKRSA(key=private), jose.RS256
+        return JWKRSA(key=private), RS256
     raise PermanentError(f"{path}: account key is neither EC nor RSA")
 
 
@@ -331,7 +333,8 @@ class AcmeSession:
         return self.net.post(url, obj, new_nonce_url=self.directory["newNonce"], **kwargs)
 
     def order(self, url: str) -> messages.Order:
-        return messages.Order.from_json(self.post(url, None).json())
+        order: messages.Order = messages.Order.from_json(self.post(url, None).json())
+        return order
 
     def authorization(self, url: str) -> tuple[messages.Authorization, requests.Response]:
         resp = self.post(url, None)
