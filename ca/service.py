@@ -2,8 +2,9 @@
 
 It opens the CA's folder (made by :func:`certwright.ca.setup.init_ca`): its config, its
 store, the intermediate's signer, the outgoing mailer; then the two halves of the CA's
-work, :class:`Accounts` (join, links, sessions, recovery) and :class:`Issuing` (domains,
-probes, certificates, the CRL), which share those objects. The app calls
+work, :class:`Accounts` (join, links, sessions) and :class:`Issuing` (domains,
+probes, certificates, the CRL), and :class:`Recovery` (passphrase recovery), which share
+those objects. The app calls
 ``service.accounts`` and ``service.issuing`` directly; this class decides nothing itself.
 
 Hazards: constructing it purges unconfirmed accounts (a store write), and it keeps the
@@ -17,6 +18,7 @@ from pathlib import Path
 from certwright.ca.accounts import Accounts
 from certwright.ca.issuing import Issuing, ProbePolicy
 from certwright.ca.outmail import Mailer
+from certwright.ca.recovery import Recovery
 from certwright.ca.setup import CAPaths, load_config
 from certwright.ca.signer import Signer
 from certwright.ca.store import CAStore
@@ -43,6 +45,8 @@ class CAService:
         self.accounts = Accounts(store=self.store, mailer=self.mailer, clock=self.clock,
                                  config=self.config, public_url=self.public_url,
                                  domains=self.issuing)
+        self.recovery = Recovery(store=self.store, mailer=self.mailer, clock=self.clock,
+                                 config=self.config)
         self.accounts.purge()
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ folder fsync), so two calls at once never replace each other's files.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -44,6 +45,13 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "link_hours": 48,             # confirmation and probe links (CAcert: two days)
     "account_purge_hours": 48,    # unconfirmed accounts are dropped after this
     "crl_days": 7,                # CRL nextUpdate
+    # passphrase recovery (ca/recovery.py): a session lives 15 minutes; its question stays
+    # the same for a day; 5 wrong answers within an hour lock recovery for a day
+    "recovery_minutes": 15,
+    "recovery_question_hours": 24,
+    "recovery_attempts": 5,
+    "recovery_window_minutes": 60,
+    "recovery_lock_hours": 24,
 }
 
 
@@ -86,10 +94,8 @@ def _create(path: Path, data: bytes, mode: int, *, follow_folder: bool = True) -
     """Create ``path`` atomically unless it exists (a concurrent ``init_ca`` won the race:
     its file stays, as every existing file does). The CA folder may be a symlink the user
     made; keys pass ``follow_folder=False``, so ``private/`` never is."""
-    try:
+    with contextlib.suppress(FileExistsError):
         write_new(path, data, mode, follow_folder=follow_folder)
-    except FileExistsError:
-        pass
 
 
 def _key(path: Path) -> ec.EllipticCurvePrivateKey:
