@@ -126,10 +126,12 @@ def _client(request: Request) -> str:
 
 def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | None = None,
                policy: str = "cacert", clock: Clock | None = None,
-               mail_from: str = "ca@certwright.invalid") -> FastAPI:
-    """Build the app for the CA in ``ca_dir`` (created by ``ca.setup.init_ca``)."""
+               mail_from: str = "ca@certwright.invalid",
+               settings: dict[str, Any] | None = None) -> FastAPI:
+    """Build the app for the CA in ``ca_dir`` (created by ``ca.setup.init_ca``);
+    ``settings`` override keys of its config.json (rate limits, HTTP limits)."""
     svc = CAService(ca_dir, public_url=public_url, smarthost=smarthost, policy=policy,
-                    clock=clock, mail_from=mail_from)
+                    clock=clock, mail_from=mail_from, settings=settings)
     app = FastAPI(title="certwright CA", version="1", description=__doc__)
     app.state.service = svc
     accounts, issuing = svc.accounts, svc.issuing
@@ -170,15 +172,29 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
         return accounts.authenticate(token.strip() if scheme.lower() == "bearer" else "")
 
     # type aliases, named as types are (N806 asks for a variable's name)
+    def limit(*hits: tuple[str, str]) -> None:
+        """Spend a token of each (limit, key); 429 rate_limited when one is empty."""
+        for name, key in hits:
+            svc.limiter.hit(name, key)
+
     Account = Annotated[str, Depends(account)]  # noqa: N806
     IdemHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]  # noqa: N806
 
     # -- accounts ------------------------------------------------------------------------
+    # Login, join and recovery answers hash passphrases (scrypt): they are rate-limited
+    # first, then run through the gate that bounds concurrent hashes (svc.gate).
     @app.post("/api/v1/accounts", status_code=201)
-    def join(body: JoinIn) -> JSONResponse:
-        accounts.purge_if_due()
-        out, created = accounts.join(body.email, body.name, body.passphrase,
-                                     [(q.question, q.answer) for q in body.questions])
+    async def join(body: JoinIn, request: Request) -> JSONResponse:
+        email = body.email.strip().lower()
+        await run_in_threadpool(limit, ("join.client", _client(request)),
+                                ("join.address", email),
+                                ("join.domain", email.rpartition("@")[2]))
+
+        def work() -> tuple[dict[str, Any], bool]:
+            accounts.purge_if_due()
+            return accounts.join(body.email, body.name, body.passphrase,
+                                 [(q.question, q.answer) for q in body.questions])
+        out, created = await svc.gate.run(work)
         return JSONResponse(out, status_code=201 if created else 200)
 
     # (Endpoints returning a JSONResponse themselves skip FastAPI's validation of the
@@ -189,18 +205,26 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
         return JSONResponse(accounts.confirm(body.request_id, body.token, body.action))
 
     @app.post("/api/v1/login")
-    def login(body: LoginIn) -> dict[str, Any]:
-        accounts.purge_if_due()
-        return accounts.login(body.email, body.passphrase)
+    async def login(body: LoginIn, request: Request) -> dict[str, Any]:
+        await run_in_threadpool(limit, ("login.client", _client(request)),
+                                ("login.account", body.email))
+
+        def work() -> dict[str, Any]:
+            accounts.purge_if_due()
+            return accounts.login(body.email, body.passphrase)
+        return await svc.gate.run(work)
 
     @app.post("/api/v1/recovery")
-    def recovery(body: RecoveryIn) -> dict[str, Any]:
+    def recovery(body: RecoveryIn, request: Request) -> dict[str, Any]:
+        limit(("recovery.client", _client(request)), ("recovery.account", body.email))
         return svc.recovery.start(body.email)
 
     @app.post("/api/v1/recovery/answer")
-    def recovery_answer(body: RecoveryAnswerIn, request: Request) -> dict[str, Any]:
-        return svc.recovery.answer(body.recovery_id, body.answer, body.new_passphrase,
-                                   _client(request))
+    async def recovery_answer(body: RecoveryAnswerIn, request: Request) -> dict[str, Any]:
+        client = _client(request)
+        await run_in_threadpool(limit, ("recovery_answer.client", client))
+        return await svc.gate.run(svc.recovery.answer, body.recovery_id, body.answer,
+                                  body.new_passphrase, client)
 
     # -- domains and probes --------------------------------------------------------------
     @app.post("/api/v1/domains", status_code=201)
@@ -229,6 +253,7 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     @app.post("/api/v1/domains/{domain}/probes", status_code=201)
     def probe(domain: str, body: ProbeIn, account_id: Account,
               idempotency_key: IdemHeader = None) -> JSONResponse:
+        limit(("probe.account", account_id), ("probe.domain", domain.strip().lower().rstrip(".")))
         out, created = issuing.probe(account_id, domain, body.local_part,
                                      idempotency_key or body.idempotency_key)
         return JSONResponse(out, status_code=201 if created else 200)

@@ -11,6 +11,7 @@ import socket
 import threading
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Self
 
 import structlog
 import uvicorn
@@ -34,11 +35,14 @@ class CAServer:
     def __init__(self, ca_dir: Path, *, host: str = "127.0.0.1", port: int = 0,
                  public_url: str | None = None, smarthost: tuple[str, int] | None = None,
                  policy: str = "cacert", clock: Clock | None = None,
-                 mail_from: str = "ca@certwright.invalid") -> None:
+                 mail_from: str = "ca@certwright.invalid",
+                 settings: dict[str, Any] | None = None) -> None:
         self.ca_dir = Path(ca_dir)
         self.host, self.port = host, port
         self._public_url = public_url
-        self.smarthost, self.policy, self.clock, self.mail_from = smarthost, policy, clock, mail_from
+        self.smarthost, self.policy = smarthost, policy
+        self.clock, self.mail_from = clock, mail_from
+        self.settings = dict(settings or {})
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -53,7 +57,7 @@ class CAServer:
     def public_url(self) -> str:
         return (self._public_url or self.url).rstrip("/")
 
-    def start(self, timeout: float = 15.0) -> CAServer:
+    def start(self, timeout: float = 15.0) -> Self:
         """Bind, create the CA if needed, serve in a thread; returns once listening."""
         init_ca(self.ca_dir, clock=self.clock)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -66,7 +70,8 @@ class CAServer:
         self.port = sock.getsockname()[1]
         self._sock = sock
         app = create_app(self.ca_dir, public_url=self.public_url, smarthost=self.smarthost,
-                         policy=self.policy, clock=self.clock, mail_from=self.mail_from)
+                         policy=self.policy, clock=self.clock, mail_from=self.mail_from,
+                         settings=self.settings)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                 http=HTTP_IMPL, loop=LOOP_IMPL, ws="none")
         self._server = uvicorn.Server(config)
@@ -107,7 +112,7 @@ class CAServer:
                 service.close()
             self._server = None
 
-    def __enter__(self) -> CAServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None,

@@ -13,11 +13,14 @@ it; they time out on their own.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from certwright.ca.accounts import Accounts
 from certwright.ca.issuing import Issuing, ProbePolicy
 from certwright.ca.outmail import Mailer
+from certwright.ca.ratelimit import HashGate, RateLimiter, default_hash_concurrency
 from certwright.ca.recovery import Recovery
 from certwright.ca.setup import CAPaths, load_config
 from certwright.ca.signer import Signer
@@ -30,10 +33,17 @@ class CAService:
 
     def __init__(self, ca_dir: Path, *, public_url: str,
                  smarthost: tuple[str, int] | None = None, policy: str = "cacert",
-                 clock: Clock | None = None, mail_from: str = "ca@certwright.invalid") -> None:
+                 clock: Clock | None = None, mail_from: str = "ca@certwright.invalid",
+                 settings: Mapping[str, Any] | None = None) -> None:
         probe_policy = ProbePolicy.named(policy)  # before anything is opened
         self.clock = clock or SystemClock()
-        self.config = load_config(ca_dir)
+        # ``settings`` (the server's options) win over the folder's config.json
+        self.config = {**load_config(ca_dir), **(settings or {})}
+        self.limiter = RateLimiter(Path(ca_dir) / "ratelimit.sqlite3", clock=self.clock,
+                                   setting=self.config.get("rate_limits"))
+        self.gate = HashGate(int(self.config.get("password_hash_concurrency")
+                                 or default_hash_concurrency()),
+                             int(self.config.get("password_hash_queue", 64)))
         self.public_url = public_url.rstrip("/")
         self.policy = policy
         self.store = CAStore(CAPaths(Path(ca_dir)).db, clock=self.clock)
@@ -50,5 +60,6 @@ class CAService:
         self.accounts.purge()
 
     def close(self) -> None:
-        """Close the store; safe to call twice."""
+        """Close the store and the rate limits; safe to call twice."""
         self.store.close()
+        self.limiter.close()

@@ -11,10 +11,11 @@ import re
 import secrets
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +29,8 @@ from certwright.ca.passphrase import generate_passphrase
 from certwright.ca.server import CAServer
 from certwright.clock import FakeClock
 
+#: The test CA's settings (see :func:`ca_server`).
+TEST_SETTINGS: dict[str, Any] = {"rate_limits": "off"}
 LINK_RE = re.compile(r"(https?://\S+/(?:account/confirm|domains/verify)/(\S+?)\?token=(\S+))")
 
 
@@ -113,7 +116,10 @@ def fake_clock() -> FakeClock:
 
 @pytest.fixture
 def ca_server(tmp_path: Path, smtp_sink: SmtpSink, fake_clock: FakeClock) -> Iterator[CAServer]:
-    with CAServer(tmp_path / "ca", smarthost=smtp_sink.smarthost, clock=fake_clock) as server:
+    # Rate limits off: the tests make many calls from 127.0.0.1 while the fake clock stands
+    # still (tests/integration/test_ca_ratelimit.py turns them on one at a time).
+    with CAServer(tmp_path / "ca", smarthost=smtp_sink.smarthost, clock=fake_clock,
+                  settings=TEST_SETTINGS) as server:
         yield server
 
 
@@ -145,7 +151,7 @@ def follow(http: httpx.Client, link: str, action: str = "verify") -> httpx.Respo
     match = LINK_RE.search(link)
     if not match:
         raise AssertionError(f"not a link: {link}")
-    path = link.split("://", 1)[1].split("/", 1)[1].split("?")[0]
+    path = link.split("://", 1)[1].split("/", 1)[1].split("?", maxsplit=1)[0]
     return http.post("/" + path, data={"token": match.group(3), "action": action})
 
 
