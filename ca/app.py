@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from certwright.ca import _pages
 from certwright.ca.errors import ApiError
+from certwright.ca.httpguard import BodyGuard
 from certwright.ca.service import CAService
 from certwright.clock import Clock
 
@@ -136,6 +137,8 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     app.state.service = svc
     accounts, issuing = svc.accounts, svc.issuing
 
+    # Added first, so it runs inside the request log (which logs its 413 and 408).
+    app.add_middleware(BodyGuard, config=svc.config)
     app.add_middleware(_RequestLog)
 
     @app.exception_handler(ApiError)

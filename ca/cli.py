@@ -110,6 +110,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument("--rate-limit", type=_rate, action="append", metavar="NAME=RATE",
                        help="override one rate limit (e.g. login.client=100/minute; "
                        "RATE 'off' lifts it), or 'off' for none; repeatable; defaults "
-                       "and config key rate_limits: docs/security.md")
+                       "and config key rate_limits: docs/ca-limits.md")
     serve.set_defaults(func=cmd_serve)
     return ca

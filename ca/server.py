@@ -17,6 +17,7 @@ import structlog
 import uvicorn
 
 from certwright.ca.app import create_app
+from certwright.ca.httpguard import uvicorn_limits
 from certwright.ca.setup import init_ca
 from certwright.clock import Clock
 
@@ -72,8 +73,10 @@ class CAServer:
         app = create_app(self.ca_dir, public_url=self.public_url, smarthost=self.smarthost,
                          policy=self.policy, clock=self.clock, mail_from=self.mail_from,
                          settings=self.settings)
+        # The edge's limits (connections, backlog, keep-alive, header size) are CA settings.
+        limits = uvicorn_limits(app.state.service.config)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                http=HTTP_IMPL, loop=LOOP_IMPL, ws="none")
+                                http=HTTP_IMPL, loop=LOOP_IMPL, ws="none", **limits)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name=f"ca-server-{self.port}", daemon=True)
