@@ -223,3 +223,20 @@ def test_serve_options_set_the_limits(tmp_path: Path,
         parser.parse_args(["ca", "serve", "--dir", str(tmp_path),
                            "--rate-limit", "login.clients=1/minute"])
     assert "login.clients=1/minute" in capsys.readouterr().err
+
+
+def test_client_hands_retry_after_to_the_engine(tmp_path: Path, smtp_sink: SmtpSink,
+                                                fake_clock: FakeClock) -> None:
+    """The CA's client turns a 429 into a retryable CAError carrying the CA's Retry-After,
+    which the runner waits for before the step's next attempt."""
+    from certwright.ca.client import CAClient, CAError
+
+    with ca(tmp_path, smtp_sink, fake_clock, only(login__client="1/hour")) as http, \
+            CAClient(str(http.base_url)) as client:
+        with pytest.raises(CAError) as first:
+            client.login("a@mailhost.test", "wrong")
+        assert first.value.status == 401
+        with pytest.raises(CAError) as limited:
+            client.login("a@mailhost.test", "wrong")
+    assert limited.value.status == 429 and limited.value.retryable
+    assert limited.value.retry_after == 3600

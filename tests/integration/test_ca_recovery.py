@@ -151,3 +151,23 @@ def test_session_expires(http: httpx.Client, smtp_sink: SmtpSink,
     assert r.status_code == 410 and r.json()["error"] == "recovery_expired"
     assert http.post("/api/v1/login", json={"email": acct.email,
                                             "passphrase": acct.passphrase}).status_code == 200
+
+
+def test_client_recovers_a_passphrase(http: httpx.Client, smtp_sink: SmtpSink) -> None:
+    """The CA's client starts a recovery and answers it; a wrong answer is a permanent
+    CAError bad_answer with the attempts left."""
+    import pytest
+
+    from certwright.ca.client import CAClient, CAError
+
+    acct = active_account(http, smtp_sink, NAME)
+    with CAClient(str(http.base_url)) as client:
+        session = client.start_recovery(acct.email)
+        assert set(session) == {"recovery_id", "question", "expires_at"}
+        with pytest.raises(CAError) as wrong:
+            client.answer_recovery(session["recovery_id"], "nope", generate_passphrase())
+        assert wrong.value.code == "bad_answer" and not wrong.value.retryable
+        assert wrong.value.body["attempts_left"] == 4
+        new = generate_passphrase()
+        client.answer_recovery(session["recovery_id"], answer_of(session["question"]), new)
+        assert client.login(acct.email, new)
