@@ -90,14 +90,22 @@ class Recovery:
             self._refuse_if_locked(subject, now)
             question = subject["question"]
             until = subject["question_until"]
-            if not question or not until or parse_instant(until) <= now:
-                pool = ([q["question"] for q in self.store.questions(account["id"])]
-                        if account else list(DECOY_QUESTIONS))
+            pool = ([q["question"] for q in self.store.questions(account["id"])]
+                    if account else list(DECOY_QUESTIONS))
+            # A new pick once the last one is old, or no longer this email's (an account
+            # joined or went since it was pinned).
+            if question not in pool or not until or parse_instant(until) <= now:
                 question = secrets.choice(pool)
                 until = format_instant(
                     now + timedelta(hours=self.config["recovery_question_hours"]))
                 db.execute("UPDATE recovery_subjects SET question=?, question_until=? "
                            "WHERE email=?", (question, until, email))
+            # Forget what ended a day ago (rows of unknown emails included).
+            cutoff = format_instant(now - timedelta(days=1))
+            db.execute("DELETE FROM recovery_sessions WHERE expires_at<?", (cutoff,))
+            db.execute("DELETE FROM recovery_subjects WHERE coalesce(locked_until, '')<? "
+                       "AND coalesce(question_until, '')<? AND coalesce(window_start, '')<?",
+                       (cutoff, cutoff, cutoff))
             recovery_id = "rec_" + secrets.token_urlsafe(32)
             expires = format_instant(now + timedelta(minutes=self.config["recovery_minutes"]))
             db.execute("INSERT INTO recovery_sessions (id_hash, email, account_id, question, "
@@ -137,12 +145,16 @@ class Recovery:
         if broken:
             raise ApiError(422, "passphrase_rejected", f"the new passphrase breaks "
                            f"{len(broken)} rule(s)", rules=[v.as_dict() for v in broken])
+        pw_hash = hash_secret(new_passphrase)  # before the transaction: it takes 50 ms
         with self.store.transaction() as db:
-            db.execute("UPDATE recovery_sessions SET status='used' WHERE id_hash=?",
-                       (row["id_hash"],))
+            used = db.execute("UPDATE recovery_sessions SET status='used' WHERE id_hash=? "
+                              "AND status='open'", (row["id_hash"],)).rowcount
+            if not used:  # a concurrent answer used or locked it first
+                raise ApiError(410, "recovery_expired", "this recovery session was closed "
+                               "meanwhile; start again with POST /api/v1/recovery")
             db.execute("UPDATE recovery_subjects SET failures=0, window_start=NULL "
                        "WHERE email=?", (email,))
-            self.store.set_passphrase(account["id"], hash_secret(new_passphrase))
+            self.store.set_passphrase(account["id"], pw_hash)
             self.store.record("passphrase_recovered", account["id"], detail=client)
         log.info("passphrase_recovered", account_id=account["id"])
         self._mail(email, "Your certwright CA passphrase was reset", (

@@ -171,3 +171,20 @@ def test_client_recovers_a_passphrase(http: httpx.Client, smtp_sink: SmtpSink) -
         new = generate_passphrase()
         client.answer_recovery(session["recovery_id"], answer_of(session["question"]), new)
         assert client.login(acct.email, new)
+
+
+def test_decoy_question_gives_way_to_a_new_account(http: httpx.Client,
+                                                   smtp_sink: SmtpSink) -> None:
+    """An email asked about before it had an account gets one of its own questions once
+    the account exists, not the decoy's."""
+    from tests.support.ca import follow
+
+    email = "later@mailhost.test"
+    assert start(http, email)["question"] not in {q["question"] for q in questions()}
+    phrase = generate_passphrase(NAME, email)
+    http.post("/api/v1/accounts", json={"email": email, "name": NAME, "passphrase": phrase,
+                                        "questions": questions()}).raise_for_status()
+    follow(http, smtp_sink.last_to(email).link()).raise_for_status()
+    session = start(http, email)
+    assert session["question"] in {q["question"] for q in questions()}
+    assert answer(http, session, answer_of(session["question"])).status_code == 200
