@@ -30,6 +30,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from certwright.ca.errors import SettingError
+
 #: Routes whose bodies may be larger (a CSR in JSON): (method, path).
 LARGE_ROUTES = frozenset({("POST", "/api/v1/certificates")})
 
@@ -46,13 +48,13 @@ HTTP_DEFAULTS: dict[str, Any] = {
 
 
 def http_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The HTTP settings in ``config`` over :data:`HTTP_DEFAULTS`; ValueError naming a
+    """The HTTP settings in ``config`` over :data:`HTTP_DEFAULTS`; SettingError naming a
     setting that is not a positive number."""
     out = {}
     for key, default in HTTP_DEFAULTS.items():
         value = config.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ValueError(f"CA setting {key}: {value!r} is not a positive number")
+            raise SettingError(f"CA setting {key}: {value!r} is not a positive number")
         out[key] = type(default)(value)
     return out
 

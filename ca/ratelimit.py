@@ -38,9 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from starlette.concurrency import run_in_threadpool
-
-from certwright.ca.errors import ApiError
+from certwright.ca.errors import ApiError, SettingError
 from certwright.clock import Clock
 
 T = TypeVar("T")
@@ -73,14 +71,15 @@ class Rate:
 
 
 def parse_rate(text: str, *, name: str = "rate") -> Rate | None:
-    """``"N/unit"`` as a :class:`Rate`, ``"off"`` as None; ValueError saying what is wrong."""
+    """``"N/unit"`` as a :class:`Rate`, ``"off"`` as None; SettingError (a ValueError)
+    saying what is wrong."""
     if text.strip().lower() == "off":
         return None
     count, sep, unit = text.strip().partition("/")
     unit = unit.strip().lower().removesuffix("s")
     if not sep or not count.strip().isdigit() or int(count) < 1 or unit not in _UNITS:
-        raise ValueError(f"rate limit {name}: {text!r} is not N/second, N/minute, N/hour, "
-                         "N/day (N >= 1) or off")
+        raise SettingError(f"CA setting rate limit {name}: {text!r} is not N/second, "
+                           "N/minute, N/hour, N/day (N >= 1) or off")
     return Rate(int(count), float(_UNITS[unit]))
 
 
@@ -88,11 +87,14 @@ def rates_from(setting: Any) -> dict[str, Rate | None]:
     """The limits a CA's ``rate_limits`` setting asks for, over :data:`DEFAULT_RATES`."""
     if isinstance(setting, str) and setting.strip().lower() == "off":
         return dict.fromkeys(DEFAULT_RATES)
+    if setting is not None and not isinstance(setting, dict):
+        raise SettingError(f"CA setting rate_limits: {setting!r} is neither 'off' nor a "
+                           "mapping of limit names to rates")
     given = dict(setting or {})
     unknown = sorted(set(given) - set(DEFAULT_RATES))
     if unknown:
-        raise ValueError(f"rate_limits: unknown limit(s) {unknown}; known: "
-                         f"{sorted(DEFAULT_RATES)}")
+        raise SettingError(f"CA setting rate_limits: unknown limit(s) {unknown}; known: "
+                           f"{sorted(DEFAULT_RATES)}")
     return {name: parse_rate(str(given.get(name, default)), name=name)
             for name, default in DEFAULT_RATES.items()}
 
@@ -176,14 +178,17 @@ class HashGate:
 
     def __init__(self, concurrency: int, queue: int) -> None:
         if concurrency < 1 or queue < 0:
-            raise ValueError("password_hash_concurrency must be >= 1 and "
-                             "password_hash_queue >= 0")
+            raise SettingError("CA settings password_hash_concurrency must be >= 1 and "
+                               "password_hash_queue >= 0")
         self.concurrency, self.queue = concurrency, queue
         self.active = self.peak = self.waiting = 0
         self._sem: asyncio.Semaphore | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in the thread pool once a slot is free."""
+        # imported here: ca.setup reads this module's defaults, and the CLI imports that
+        from starlette.concurrency import run_in_threadpool
+
         if self._sem is None:  # made on the serving loop, at its first use
             self._sem = asyncio.Semaphore(self.concurrency)
         if self._sem.locked() and self.waiting >= self.queue:

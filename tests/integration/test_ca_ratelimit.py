@@ -240,3 +240,26 @@ def test_client_hands_retry_after_to_the_engine(tmp_path: Path, smtp_sink: SmtpS
             client.login("a@mailhost.test", "wrong")
     assert limited.value.status == 429 and limited.value.retryable
     assert limited.value.retry_after == 3600
+
+
+def test_bad_setting_in_config_is_a_usage_error(tmp_path: Path) -> None:
+    """``ca serve`` on a config.json with a malformed limit exits 2 with a sentence naming
+    the setting, not a traceback; ``ca init`` writes every limit with its default."""
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "certwright", "--state-dir",
+                               str(tmp_path / "s"), *args], capture_output=True, text=True,
+                              timeout=120, check=False)
+
+    ca_dir = tmp_path / "ca"
+    assert cli("ca", "init", "--dir", str(ca_dir)).returncode == 0
+    config = json.loads((ca_dir / "config.json").read_text())
+    assert config["rate_limits"] == DEFAULT_RATES and config["http_body_timeout"] == 10.0
+    config["rate_limits"]["login.client"] = "lots"
+    (ca_dir / "config.json").write_text(json.dumps(config))
+    done = cli("ca", "serve", "--dir", str(ca_dir), "--listen", "127.0.0.1:0")
+    assert done.returncode == 2, done.stderr
+    assert "login.client: 'lots'" in done.stderr and "Traceback" not in done.stderr
