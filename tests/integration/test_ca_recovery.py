@@ -4,6 +4,8 @@ recovery and mail its owner, an unknown email looks like a known one, and every 
 mailed to the owner."""
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from certwright.ca.passphrase import generate_passphrase
@@ -188,3 +190,25 @@ def test_decoy_question_gives_way_to_a_new_account(http: httpx.Client,
     session = start(http, email)
     assert session["question"] in {q["question"] for q in questions()}
     assert answer(http, session, answer_of(session["question"])).status_code == 200
+
+
+def test_recovery_keeps_its_secrets(http: httpx.Client, smtp_sink: SmtpSink,
+                                    ca_server: Any) -> None:
+    """Neither the logs, nor the mails, nor the CA's database hold a recovery id, an
+    answer or the new passphrase in clear."""
+    from structlog.testing import capture_logs
+
+    acct = active_account(http, smtp_sink, NAME)
+    new = generate_passphrase()
+    with capture_logs() as logs:
+        session = start(http, acct.email)
+        answer(http, session, "a wrong guess")
+        right = answer_of(session["question"])
+        assert answer(http, session, right, new=new).status_code == 200
+    db = (ca_server.ca_dir / "ca.sqlite3").read_bytes()
+    for path in ca_server.ca_dir.glob("ca.sqlite3*"):
+        db += path.read_bytes()
+    mails = "".join(m.body for m in smtp_sink.messages)
+    for secret in (session["recovery_id"], right, "a wrong guess", new):
+        assert secret not in repr(logs) and secret not in mails
+        assert secret.encode() not in db
