@@ -175,9 +175,12 @@ def test_hash_queue_full_is_503(tmp_path: Path, smtp_sink: SmtpSink,
                 "password_hash_queue": 0}
     with ca(tmp_path, smtp_sink, fake_clock, settings) as http:
         codes: list[int] = []
+        together = threading.Barrier(20)
 
         def one() -> None:
             with httpx.Client(base_url=str(http.base_url), timeout=60) as c:
+                c.get("/ca/root.crt")  # connected before the barrier
+                together.wait()
                 r = login(c, "a@mailhost.test")
                 codes.append(r.status_code)
                 if r.status_code == 503:
