@@ -172,7 +172,8 @@ def bench(folder: Path, domains: int, light: int, threads: int, rounds: int) -> 
     sink = LinkSink("127.0.0.1", 0, domains=["bench.test", *names], maildir=folder / "mail",
                     authserv_id="bench.local")
     out: dict[str, Any] = {"domains": domains, "threads": threads, "rounds": rounds}
-    with sink, CAServer(folder / "ca", smarthost=("127.0.0.1", sink.port)) as server:
+    with sink, CAServer(folder / "ca", smarthost=("127.0.0.1", sink.port),
+                        settings={"rate_limits": "off"}) as server:
         def client_of() -> CAClient:
             client = CAClient(server.url, shared=True)
             client.token = token

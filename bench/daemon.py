@@ -7,7 +7,7 @@
   is renamed into the watched Maildir's ``new/``, and the latency is from just before the
   rename to the journal's ``at`` of the run's committed ``entered verified`` entry (the
   link was followed on the CA in between: ``wait.mail`` then ``ca.verify``).
-* ``rss_bytes_per_parked_run``: (daemon RSS with ``--parked`` runs waiting for mail -
+* ``rss_bytes_per_parked_run``: (daemon RSS with ``--parked`` runs waiting for mail minus
   daemon RSS on an empty store) / ``--parked``, both read once the daemon is ready.
 * ``idle_cpu_percent``: the daemon's user+system CPU over ``--idle-seconds`` with those runs
   parked and nothing arriving.
@@ -93,12 +93,12 @@ def _cpu_seconds(pid: int) -> float:
 
 def _daemon(state: Path, maildir: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    level = os.environ.get("BENCH_LOG_LEVEL", "warning")
-    with open(log, "wb") as err:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen([sys.executable, "-m", "certwright", "--state-dir", str(state),
-                                 "--log-json", "--log-level", level, "daemon", "--maildir",
-                                 str(maildir)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                stderr=err)
+    proc = subprocess.Popen([sys.executable, "-m", "certwright", "--state-dir", str(state),
+                             "--log-json", "--log-level",
+                             os.environ.get("BENCH_LOG_LEVEL", "warning"), "daemon",
+                             "--maildir", str(maildir)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL,
+                            stderr=open(log, "wb"))  # noqa: SIM115 (open while the daemon runs)
     lock = state / "locks" / "daemon.lock"
     end = time.monotonic() + 120
     from certwright.state.locks import daemon_lock
@@ -139,7 +139,8 @@ def latency(root: Path, n: int) -> dict[str, float]:
     sink = Sink()
     state, md = root / "lat-state", Maildir(root / "lat-Maildir")
     md.ensure()
-    with CAServer(root / "ca", smarthost=("127.0.0.1", sink.port)) as ca:
+    with CAServer(root / "ca", smarthost=("127.0.0.1", sink.port),
+                  settings={"rate_limits": "off"}) as ca:
         email = "bench@bench.test"
         pw = generate_passphrase("Bench Mark", email)
         with CAClient(ca.url) as c:
@@ -149,7 +150,7 @@ def latency(root: Path, n: int) -> dict[str, float]:
             from certwright.mail.parse import parse_message
             link = next(u for u in parse_message(sink.by_rcpt[email]).links
                         if "/account/confirm/" in u)
-            _kind, rid, token = c.parse_link(link)
+            _, rid, token = c.parse_link(link)
             c.confirm(rid, token)
             c.login(email, pw)
             for i in range(n):

@@ -1,4 +1,6 @@
-"""The CA's accounts: join, confirmation links, login sessions, recovery, the purge.
+"""The CA's accounts: join, confirmation links, login sessions, the purge.
+
+(Passphrase recovery is :mod:`certwright.ca.recovery`.)
 
 :class:`Accounts` holds what it works with (the store, the mailer, the clock, the config)
 and, for domain links, the object that records a domain as verified (:class:`Issuing`,
@@ -53,7 +55,7 @@ class DomainVerifier(Protocol):
 
 
 class Accounts:
-    """Accounts, their links, sessions and recovery (see the module contract)."""
+    """Accounts, their links and sessions (see the module contract)."""
 
     def __init__(self, *, store: CAStore, mailer: Mailer, clock: Clock,
                  config: dict[str, Any], public_url: str, domains: DomainVerifier) -> None:
@@ -238,7 +240,7 @@ class Accounts:
         bound.info("link_verified", already=already)
         return {**out, "status": "already_verified" if already else "verified"}
 
-    # -- login and recovery ---------------------------------------------------------------
+    # -- login ----------------------------------------------------------------------------
     def login(self, email: str, passphrase: str) -> dict[str, Any]:
         """A 1-hour API token for an active account."""
         account = self.store.find_account(email=email.strip().lower())
@@ -263,36 +265,6 @@ class Accounts:
             raise ApiError(401, "unauthorized", "missing, unknown or expired bearer token; "
                            "POST /api/v1/login")
         return account_id
-
-    def _active_account(self, email: str) -> dict[str, Any]:
-        account = self.store.find_account(email=email.strip().lower())
-        if account is None or account["status"] != "active":
-            raise ApiError(404, "unknown_account", "no active account for that email")
-        return account
-
-    def recovery_question(self, email: str) -> dict[str, Any]:
-        """One of the account's five questions, chosen at random."""
-        account = self._active_account(email)
-        question = secrets.choice(self.store.questions(account["id"]))["question"]
-        return {"question": question}
-
-    def recovery_answer(self, email: str, question: str, answer: str,
-                        new_passphrase: str) -> dict[str, Any]:
-        """Set a new passphrase when ``answer`` fits ``question``; ends all sessions."""
-        account = self._active_account(email)
-        row = next((q for q in self.store.questions(account["id"])
-                    if q["question"] == question.strip()), None)
-        if row is None or not check_secret(normalize_answer(answer), row["answer_hash"]):
-            self.store.record("recovery_refused", account["id"])
-            raise ApiError(403, "bad_answer", "that is not the answer to that question")
-        broken = check_passphrase(new_passphrase, account["name"], account["email"])
-        if broken:
-            raise ApiError(422, "passphrase_rejected", f"the new passphrase breaks "
-                           f"{len(broken)} rule(s)", rules=[v.as_dict() for v in broken])
-        self.store.set_passphrase(account["id"], hash_secret(new_passphrase))
-        self.store.record("passphrase_recovered", account["id"])
-        log.info("passphrase_recovered", account_id=account["id"])
-        return {"status": "ok"}
 
 
 def _token_ok(token: str, link: dict[str, Any]) -> bool:

@@ -15,13 +15,14 @@ import structlog
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from certwright.ca import _pages
 from certwright.ca.errors import ApiError
+from certwright.ca.httpguard import BodyGuard
 from certwright.ca.service import CAService
 from certwright.clock import Clock
 
@@ -58,8 +59,9 @@ class RecoveryIn(BaseModel):
 
 
 class RecoveryAnswerIn(BaseModel):
-    email: str = Field(max_length=254)
-    question: str = Field(max_length=200)
+    # The question is the session's, never the caller's: an unknown field is refused.
+    model_config = ConfigDict(extra="forbid")
+    recovery_id: str = Field(max_length=100)
     answer: str = Field(max_length=200)
     new_passphrase: str = Field(max_length=1000)
 
@@ -120,22 +122,33 @@ class _RequestLog:
                      status=status, ms=round((time.monotonic() - started) * 1000, 1))
 
 
+def _client(request: Request) -> str:
+    """The client's address (the peer of the connection; no proxy header is trusted)."""
+    return request.client.host if request.client else "unknown"
+
+
 def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | None = None,
                policy: str = "cacert", clock: Clock | None = None,
-               mail_from: str = "ca@certwright.invalid") -> FastAPI:
-    """Build the app for the CA in ``ca_dir`` (created by ``ca.setup.init_ca``)."""
+               mail_from: str = "ca@certwright.invalid",
+               settings: dict[str, Any] | None = None) -> FastAPI:
+    """Build the app for the CA in ``ca_dir`` (created by ``ca.setup.init_ca``);
+    ``settings`` override keys of its config.json (rate limits, HTTP limits)."""
     svc = CAService(ca_dir, public_url=public_url, smarthost=smarthost, policy=policy,
-                    clock=clock, mail_from=mail_from)
+                    clock=clock, mail_from=mail_from, settings=settings)
     app = FastAPI(title="certwright CA", version="1", description=__doc__)
     app.state.service = svc
     accounts, issuing = svc.accounts, svc.issuing
 
+    # Added first, so it runs inside the request log (which logs its 413 and 408).
+    app.add_middleware(BodyGuard, config=svc.config)
     app.add_middleware(_RequestLog)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
         if request.url.path.startswith("/api/"):
-            return JSONResponse(exc.body(), status_code=exc.status)
+            retry = exc.details.get("retry_after")
+            headers = {"Retry-After": str(retry)} if retry is not None else None
+            return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
         return _pages.error_page(exc.status, exc.code, exc.message)
 
     @app.exception_handler(RequestValidationError)
@@ -163,14 +176,30 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
         scheme, _, token = (authorization or "").partition(" ")
         return accounts.authenticate(token.strip() if scheme.lower() == "bearer" else "")
 
-    Account = Annotated[str, Depends(account)]  # noqa: N806 - an alias, of this app's accounts
+    # type aliases, named as types are (N806 asks for a variable's name)
+    def limit(*hits: tuple[str, str]) -> None:
+        """Spend a token of each (limit, key); 429 rate_limited when one is empty."""
+        for name, key in hits:
+            svc.limiter.hit(name, key)
+
+    Account = Annotated[str, Depends(account)]  # noqa: N806
+    IdemHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]  # noqa: N806
 
     # -- accounts ------------------------------------------------------------------------
+    # Login, join and recovery answers hash passphrases (scrypt): they are rate-limited
+    # first, then run through the gate that bounds concurrent hashes (svc.gate).
     @app.post("/api/v1/accounts", status_code=201)
-    def join(body: JoinIn) -> JSONResponse:
-        accounts.purge_if_due()
-        out, created = accounts.join(body.email, body.name, body.passphrase,
-                                     [(q.question, q.answer) for q in body.questions])
+    async def join(body: JoinIn, request: Request) -> JSONResponse:
+        email = body.email.strip().lower()
+        await run_in_threadpool(limit, ("join.client", _client(request)),
+                                ("join.address", email),
+                                ("join.domain", email.rpartition("@")[2]))
+
+        def work() -> tuple[dict[str, Any], bool]:
+            accounts.purge_if_due()
+            return accounts.join(body.email, body.name, body.passphrase,
+                                 [(q.question, q.answer) for q in body.questions])
+        out, created = await svc.gate.run(work)
         return JSONResponse(out, status_code=201 if created else 200)
 
     # (Endpoints returning a JSONResponse themselves skip FastAPI's validation of the
@@ -181,18 +210,26 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
         return JSONResponse(accounts.confirm(body.request_id, body.token, body.action))
 
     @app.post("/api/v1/login")
-    def login(body: LoginIn) -> dict[str, Any]:
-        accounts.purge_if_due()
-        return accounts.login(body.email, body.passphrase)
+    async def login(body: LoginIn, request: Request) -> dict[str, Any]:
+        await run_in_threadpool(limit, ("login.client", _client(request)),
+                                ("login.account", body.email))
+
+        def work() -> dict[str, Any]:
+            accounts.purge_if_due()
+            return accounts.login(body.email, body.passphrase)
+        return await svc.gate.run(work)
 
     @app.post("/api/v1/recovery")
-    def recovery(body: RecoveryIn) -> dict[str, Any]:
-        return accounts.recovery_question(body.email)
+    def recovery(body: RecoveryIn, request: Request) -> dict[str, Any]:
+        limit(("recovery.client", _client(request)), ("recovery.account", body.email))
+        return svc.recovery.start(body.email)
 
     @app.post("/api/v1/recovery/answer")
-    def recovery_answer(body: RecoveryAnswerIn) -> dict[str, Any]:
-        return accounts.recovery_answer(body.email, body.question, body.answer,
-                                        body.new_passphrase)
+    async def recovery_answer(body: RecoveryAnswerIn, request: Request) -> dict[str, Any]:
+        client = _client(request)
+        await run_in_threadpool(limit, ("recovery_answer.client", client))
+        return await svc.gate.run(svc.recovery.answer, body.recovery_id, body.answer,
+                                  body.new_passphrase, client)
 
     # -- domains and probes --------------------------------------------------------------
     @app.post("/api/v1/domains", status_code=201)
@@ -221,6 +258,7 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     @app.post("/api/v1/domains/{domain}/probes", status_code=201)
     def probe(domain: str, body: ProbeIn, account_id: Account,
               idempotency_key: IdemHeader = None) -> JSONResponse:
+        limit(("probe.account", account_id), ("probe.domain", domain.strip().lower().rstrip(".")))
         out, created = issuing.probe(account_id, domain, body.local_part,
                                      idempotency_key or body.idempotency_key)
         return JSONResponse(out, status_code=201 if created else 200)

@@ -24,6 +24,42 @@ def _hostport(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _rate(text: str) -> tuple[str, str]:
+    """``NAME=RATE`` (or ``off``, every limit off) for ``--rate-limit``."""
+    from certwright.ca.ratelimit import DEFAULT_RATES, parse_rate
+
+    if text.strip().lower() == "off":
+        return ("*", "off")
+    name, sep, rate = text.partition("=")
+    name = name.strip()
+    if not sep or name not in DEFAULT_RATES:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=RATE with NAME one of {', '.join(sorted(DEFAULT_RATES))}, "
+            f"or off; got {text!r}")
+    try:
+        parse_rate(rate, name=name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return (name, rate.strip())
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The server's settings from ``ca serve``'s options (over the folder's config)."""
+    settings: dict[str, Any] = {}
+    given = dict(args.rate_limit or [])
+    if given.pop("*", None) == "off":
+        settings["rate_limits"] = "off"
+    elif given:
+        from certwright.ca.setup import load_config
+
+        try:
+            base = load_config(Path(args.dir)).get("rate_limits") or {}
+        except FileNotFoundError:
+            base = {}
+        settings["rate_limits"] = {**(base if isinstance(base, dict) else {}), **given}
+    return settings
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """Create the CA in ``--dir`` (idempotent)."""
     init_ca(Path(args.dir), clock=clock_from_env(), name=args.name)
@@ -39,7 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = args.listen
     server = CAServer(Path(args.dir), host=host, port=port, public_url=args.public_url,
                       smarthost=args.smarthost, policy=args.policy, clock=clock_from_env(),
-                      mail_from=args.mail_from)
+                      mail_from=args.mail_from, settings=_settings(args))
     server.start()
     print(f"CA listening on {server.url} (public URL {server.public_url}); Ctrl-C stops it",
           flush=True)
@@ -71,5 +107,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                        help="which probe addresses are allowed")
     serve.add_argument("--mail-from", default="ca@certwright.invalid",
                        help="sender address of the CA's mail")
+    serve.add_argument("--rate-limit", type=_rate, action="append", metavar="NAME=RATE",
+                       help="override one rate limit (e.g. login.client=100/minute; "
+                       "RATE 'off' lifts it), or 'off' for none; repeatable; defaults "
+                       "and config key rate_limits: docs/ca-limits.md")
     serve.set_defaults(func=cmd_serve)
     return ca

@@ -36,10 +36,11 @@ class CAError(StepError):
     """The CA refused or could not be reached; ``status``/``code`` are None for network errors."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 body: dict[str, Any] | None = None, retryable: bool | None = None) -> None:
+                 body: dict[str, Any] | None = None, retryable: bool | None = None,
+                 retry_after: float | None = None) -> None:
         if retryable is None:
             retryable = status is None or status >= 500 or status in _RETRYABLE_4XX
-        super().__init__(message, retryable=retryable)
+        super().__init__(message, retryable=retryable, retry_after=retry_after)
         self.status = status
         self.code = code
         self.body = body or {}
@@ -263,8 +264,10 @@ class CAClient:
         rules = answer.get("rules")
         if isinstance(rules, list):
             message += ": " + "; ".join(str(r.get("message", r)) for r in rules)
-        raise CAError(f"{where}: {status} {code}: {message}",
-                      status=status, code=code, body=answer)
+        # A 429 or 503 says when to come back (the CA puts its Retry-After in the body too).
+        wait = answer.get("retry_after") if status in (429, 503) else None
+        raise CAError(f"{where}: {status} {code}: {message}", status=status, code=code,
+                      body=answer, retry_after=wait if isinstance(wait, int | float) else None)
 
     # -- API -----------------------------------------------------------------------------
     def join(self, email: str, name: str, passphrase: str,
@@ -286,6 +289,18 @@ class CAClient:
         self.account_id = body.get("account_id")
         self.token_expires = body.get("expires")
         return self.token
+
+    def start_recovery(self, email: str) -> dict[str, Any]:
+        """Open a recovery session: ``{"recovery_id", "question", "expires_at"}`` (the
+        same for an email without an account)."""
+        return dict(self._call("POST", "/api/v1/recovery", auth=False, json={"email": email}))
+
+    def answer_recovery(self, recovery_id: str, answer: str, new_passphrase: str) -> None:
+        """Answer the session's question, setting ``new_passphrase``; CAError 403
+        ``bad_answer`` (with ``attempts_left``), 410 ``recovery_expired``, 429
+        ``recovery_locked``, 422 ``passphrase_rejected``."""
+        self._call("POST", "/api/v1/recovery/answer", auth=False, json={
+            "recovery_id": recovery_id, "answer": answer, "new_passphrase": new_passphrase})
 
     def add_domain(self, domain: str) -> dict[str, Any]:
         return dict(self._call("POST", "/api/v1/domains", json={"domain": domain}))

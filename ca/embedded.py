@@ -26,12 +26,17 @@ import structlog
 
 from certwright.ca.embedded_paths import FOLDER, ports_file
 from certwright.ca.mailserver import MailServer
+from certwright.ca.ratelimit import scaled
 from certwright.ca.server import CAServer
 from certwright.ca.setup import CAPaths
 from certwright.clock import clock_from_env
 from certwright.errors import CertwrightError
 
 log = structlog.get_logger("certwright.embedded")
+
+#: The embedded CA serves only this machine's own runs on loopback, many at once from one
+#: address and one account: its rate limits are the defaults times this.
+EMBEDDED_RATE_FACTOR = 100
 
 
 @dataclass
@@ -79,7 +84,8 @@ def start(state_dir: Path, domains: Iterable[str], stack: ExitStack) -> Embedded
         wanted = ["example.test"]
     mail = MailServer("127.0.0.1", int(ports.get("smtp", 0)), domains=wanted, maildir=maildir)
     ca = CAServer(ca_dir, host="127.0.0.1", port=int(ports.get("ca", 0)),
-                  smarthost=("127.0.0.1", 0), clock=clock_from_env())
+                  smarthost=("127.0.0.1", 0), clock=clock_from_env(),
+                  settings={"rate_limits": scaled(EMBEDDED_RATE_FACTOR)})
     try:
         mail.start()
         stack.callback(mail.stop)

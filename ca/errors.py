@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from certwright.errors import InputError
+
 
 class ApiError(Exception):
     """A refusal with an HTTP status, a stable code and a human message."""
@@ -24,3 +26,8 @@ class ApiError(Exception):
     def body(self) -> dict[str, Any]:
         """The JSON answer: ``{"error": code, "message": text, ...details}``."""
         return {"error": self.code, "message": self.message, **self.details}
+
+
+class SettingError(InputError, ValueError):
+    """A CA setting (``config.json`` or the server's options) that cannot be used; the
+    message names the setting and the value. The CLI answers it with its usage code."""

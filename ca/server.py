@@ -11,12 +11,13 @@ import socket
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import structlog
 import uvicorn
 
 from certwright.ca.app import create_app
+from certwright.ca.httpguard import uvicorn_limits
 from certwright.ca.setup import init_ca
 from certwright.clock import Clock
 
@@ -35,12 +36,14 @@ class CAServer:
     def __init__(self, ca_dir: Path, *, host: str = "127.0.0.1", port: int = 0,
                  public_url: str | None = None, smarthost: tuple[str, int] | None = None,
                  policy: str = "cacert", clock: Clock | None = None,
-                 mail_from: str = "ca@certwright.invalid") -> None:
+                 mail_from: str = "ca@certwright.invalid",
+                 settings: dict[str, Any] | None = None) -> None:
         self.ca_dir = Path(ca_dir)
         self.host, self.port = host, port
         self._public_url = public_url
         self.smarthost, self.policy = smarthost, policy
         self.clock, self.mail_from = clock, mail_from
+        self.settings = dict(settings or {})
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -68,9 +71,12 @@ class CAServer:
         self.port = sock.getsockname()[1]
         self._sock = sock
         app = create_app(self.ca_dir, public_url=self.public_url, smarthost=self.smarthost,
-                         policy=self.policy, clock=self.clock, mail_from=self.mail_from)
+                         policy=self.policy, clock=self.clock, mail_from=self.mail_from,
+                         settings=self.settings)
+        # The edge's limits (connections, backlog, keep-alive, header size) are CA settings.
+        limits = uvicorn_limits(app.state.service.config)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                http=HTTP_IMPL, loop=LOOP_IMPL, ws="none")
+                                http=HTTP_IMPL, loop=LOOP_IMPL, ws="none", **limits)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name=f"ca-server-{self.port}", daemon=True)

@@ -2,8 +2,9 @@
 
 It opens the CA's folder (made by :func:`certwright.ca.setup.init_ca`): its config, its
 store, the intermediate's signer, the outgoing mailer; then the two halves of the CA's
-work, :class:`Accounts` (join, links, sessions, recovery) and :class:`Issuing` (domains,
-probes, certificates, the CRL), which share those objects. The app calls
+work, :class:`Accounts` (join, links, sessions) and :class:`Issuing` (domains,
+probes, certificates, the CRL), and :class:`Recovery` (passphrase recovery), which share
+those objects. The app calls
 ``service.accounts`` and ``service.issuing`` directly; this class decides nothing itself.
 
 Hazards: constructing it purges unconfirmed accounts (a store write), and it keeps the
@@ -12,11 +13,15 @@ it; they time out on their own.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from certwright.ca.accounts import Accounts
 from certwright.ca.issuing import Issuing, ProbePolicy
 from certwright.ca.outmail import Mailer
+from certwright.ca.ratelimit import HashGate, RateLimiter, default_hash_concurrency
+from certwright.ca.recovery import Recovery
 from certwright.ca.setup import CAPaths, load_config
 from certwright.ca.signer import Signer
 from certwright.ca.store import CAStore
@@ -28,10 +33,17 @@ class CAService:
 
     def __init__(self, ca_dir: Path, *, public_url: str,
                  smarthost: tuple[str, int] | None = None, policy: str = "cacert",
-                 clock: Clock | None = None, mail_from: str = "ca@certwright.invalid") -> None:
+                 clock: Clock | None = None, mail_from: str = "ca@certwright.invalid",
+                 settings: Mapping[str, Any] | None = None) -> None:
         probe_policy = ProbePolicy.named(policy)  # before anything is opened
         self.clock = clock or SystemClock()
-        self.config = load_config(ca_dir)
+        # ``settings`` (the server's options) win over the folder's config.json
+        self.config = {**load_config(ca_dir), **(settings or {})}
+        self.limiter = RateLimiter(Path(ca_dir) / "ratelimit.sqlite3", clock=self.clock,
+                                   setting=self.config.get("rate_limits"))
+        self.gate = HashGate(int(self.config.get("password_hash_concurrency")
+                                 or default_hash_concurrency()),
+                             int(self.config.get("password_hash_queue", 64)))
         self.public_url = public_url.rstrip("/")
         self.policy = policy
         self.store = CAStore(CAPaths(Path(ca_dir)).db, clock=self.clock)
@@ -43,8 +55,11 @@ class CAService:
         self.accounts = Accounts(store=self.store, mailer=self.mailer, clock=self.clock,
                                  config=self.config, public_url=self.public_url,
                                  domains=self.issuing)
+        self.recovery = Recovery(store=self.store, mailer=self.mailer, clock=self.clock,
+                                 config=self.config)
         self.accounts.purge()
 
     def close(self) -> None:
-        """Close the store; safe to call twice."""
+        """Close the store and the rate limits; safe to call twice."""
         self.store.close()
+        self.limiter.close()

@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from certwright.atomic import write_new
+from certwright.ca.httpguard import HTTP_DEFAULTS
+from certwright.ca.ratelimit import DEFAULT_RATES
 from certwright.clock import Clock, SystemClock
 
 log = structlog.get_logger("ca.setup")
@@ -45,6 +47,18 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "link_hours": 48,             # confirmation and probe links (CAcert: two days)
     "account_purge_hours": 48,    # unconfirmed accounts are dropped after this
     "crl_days": 7,                # CRL nextUpdate
+    # passphrase recovery (ca/recovery.py): a session lives 15 minutes; its question stays
+    # the same for a day; 5 wrong answers within an hour lock recovery for a day
+    "recovery_minutes": 15,
+    "recovery_question_hours": 24,
+    "recovery_attempts": 5,
+    "recovery_window_minutes": 60,
+    "recovery_lock_hours": 24,
+    # rate limits (ca/ratelimit.py) and the HTTP edge (ca/httpguard.py): docs/ca-limits.md
+    "rate_limits": dict(DEFAULT_RATES),
+    "password_hash_concurrency": None,   # None: the number of cores less one
+    "password_hash_queue": 64,
+    **HTTP_DEFAULTS,
 }
 
 

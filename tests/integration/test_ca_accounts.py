@@ -1,5 +1,5 @@
 """Joining the CA: passphrase rules over HTTP, the confirmation mail and link, login,
-recovery, and the 48-hour purge of unconfirmed accounts (real loopback HTTP and SMTP)."""
+and the 48-hour purge of unconfirmed accounts (real loopback HTTP and SMTP)."""
 from __future__ import annotations
 
 import httpx
@@ -110,27 +110,6 @@ def test_not_my_account_cancels(http: httpx.Client, smtp_sink: SmtpSink) -> None
     assert http.post("/api/v1/login", json={"email": EMAIL, "passphrase": phrase}) \
         .status_code == 403
     assert join(http, generate_passphrase()).status_code == 201  # the email is free again
-
-
-def test_recovery(http: httpx.Client, smtp_sink: SmtpSink) -> None:
-    """Recovery asks one of the five questions; the right answer sets a new passphrase."""
-    acct = active_account(http, smtp_sink, NAME)
-    q = http.post("/api/v1/recovery", json={"email": acct.email}).json()["question"]
-    assert q in {x["question"] for x in questions()}
-    answer = next(x["answer"] for x in questions() if x["question"] == q)
-    new = generate_passphrase()
-    wrong = http.post("/api/v1/recovery/answer", json={
-        "email": acct.email, "question": q, "answer": "nope", "new_passphrase": new})
-    assert wrong.status_code == 403 and wrong.json()["error"] == "bad_answer"
-    weak = http.post("/api/v1/recovery/answer", json={
-        "email": acct.email, "question": q, "answer": answer.upper(), "new_passphrase": "x"})
-    assert weak.status_code == 422 and weak.json()["error"] == "passphrase_rejected"
-    ok = http.post("/api/v1/recovery/answer", json={
-        "email": acct.email, "question": q, "answer": answer.upper(), "new_passphrase": new})
-    assert ok.status_code == 200
-    assert http.get("/api/v1/domains", headers=acct.auth).status_code == 401  # sessions ended
-    assert http.post("/api/v1/login", json={"email": acct.email, "passphrase": new}) \
-        .status_code == 200
 
 
 def test_validation_errors_are_json_without_input(http: httpx.Client) -> None:

@@ -29,6 +29,8 @@ from certwright.ca.passphrase import generate_passphrase
 from certwright.ca.server import CAServer
 from certwright.clock import FakeClock
 
+#: The test CA's settings (see :func:`ca_server`).
+TEST_SETTINGS: dict[str, Any] = {"rate_limits": "off"}
 LINK_RE = re.compile(r"(https?://\S+/(?:account/confirm|domains/verify)/(\S+?)\?token=(\S+))")
 
 
@@ -114,7 +116,10 @@ def fake_clock() -> FakeClock:
 
 @pytest.fixture
 def ca_server(tmp_path: Path, smtp_sink: SmtpSink, fake_clock: FakeClock) -> Iterator[CAServer]:
-    with CAServer(tmp_path / "ca", smarthost=smtp_sink.smarthost, clock=fake_clock) as server:
+    # Rate limits off: the tests make many calls from 127.0.0.1 while the fake clock stands
+    # still (tests/integration/test_ca_ratelimit.py turns them on one at a time).
+    with CAServer(tmp_path / "ca", smarthost=smtp_sink.smarthost, clock=fake_clock,
+                  settings=TEST_SETTINGS) as server:
         yield server
 
 
