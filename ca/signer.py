@@ -15,23 +15,25 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from certwright.ca.weakkeys import fermat_factor, roca_vulnerable
 from certwright.ca.setup import CAPaths
+from certwright.ca.weakkeys import fermat_factor, roca_vulnerable
 
 DV_POLICY = x509.ObjectIdentifier("2.23.140.1.2.1")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 REASONS = {f.value.lower(): f for f in x509.ReasonFlags}
 REASONS.update({f.name.replace("_", "").lower(): f for f in x509.ReasonFlags})
+T = TypeVar("T")
 
 
 class CSRRejected(Exception):
@@ -49,7 +51,8 @@ def valid_dns_name(name: str, *, wildcard: bool = False) -> bool:
     if wildcard and name.startswith("*."):
         name = name[2:]
     labels = name.split(".")
-    return len(name) <= 253 and len(labels) >= 2 and all(_LABEL.match(x) for x in labels) \
+    # fullmatch: ``$`` alone would let a label end in a newline
+    return len(name) <= 253 and len(labels) >= 2 and all(_LABEL.fullmatch(x) for x in labels) \
         and not labels[-1].isdigit()
 
 
@@ -79,29 +82,47 @@ def check_key(key: Any) -> str:
                       "use RSA 2048-4096 or EC P-256/P-384")
 
 
+def _parsed(part: str, read: Callable[[], T], hint: str = "") -> T:
+    """``read()``, which parses one lazily parsed part of a CSR; CSRRejected(bad_csr)
+    naming ``part`` when it does not parse."""
+    try:
+        return read()
+    # The library parses the subject, the extensions and the key only when asked and
+    # raises ValueError, TypeError, DuplicateExtension, UnsupportedGeneralNameType or
+    # UnsupportedAlgorithm on hostile bytes: whatever it raises there is the CSR's fault.
+    except Exception as exc:  # noqa: BLE001
+        raise CSRRejected("bad_csr", f"the CSR's {part} cannot be parsed ({exc}){hint}") from None
+
+
+def _common_names(csr: x509.CertificateSigningRequest) -> list[str]:
+    subject = _parsed("subject", lambda: list(csr.subject), "; each attribute must be a "
+                      "valid string of its type (a CN is a UTF8String or PrintableString)")
+    return [str(a.value).strip().lower() for a in subject if a.oid == NameOID.COMMON_NAME]
+
+
+def _san(csr: x509.CertificateSigningRequest) -> x509.SubjectAlternativeName | None:
+    extensions = _parsed("extensions", lambda: csr.extensions)
+    try:
+        return extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+
+
 def inspect_csr(pem: str) -> tuple[x509.CertificateSigningRequest, list[str]]:
-    """Parse and check ``pem``; returns the CSR and its DNS names (CN first, no repeats)."""
+    """Parse and check ``pem``; returns the CSR and its DNS names (CN first, no repeats).
+
+    Every part is parsed here, inside a guard (:func:`_parsed`), so a hostile encoding
+    is a CSRRejected naming the part, never an exception from the library later."""
     try:
         csr = x509.load_pem_x509_csr(pem.encode())
-    except (ValueError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001  (ValueError, InvalidVersion, ...: see _parsed)
         raise CSRRejected("bad_csr", f"not a PEM certificate signing request: {exc}") from None
-    try:
-        signed_ok = csr.is_signature_valid
-        key = csr.public_key()
-    except Exception as exc:  # cryptography raises several types for odd keys
-        raise CSRRejected("bad_csr", f"unreadable public key: {exc}") from None
-    if not signed_ok:
+    key = _parsed("public key", csr.public_key)
+    if not _parsed("signature", lambda: csr.is_signature_valid):
         raise CSRRejected("bad_csr", "the CSR's signature does not verify with its own key")
     check_key(key)
-    names: list[str] = []
-    for attr in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
-        names.append(str(attr.value).strip().lower())
-    try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        san = None
-    except ValueError as exc:
-        raise CSRRejected("bad_csr", f"malformed extensions: {exc}") from None
+    names = _common_names(csr)
+    san = _san(csr)
     if san is not None:
         others = [g for g in san if not isinstance(g, x509.DNSName)]
         if others:
