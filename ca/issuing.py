@@ -25,9 +25,17 @@ import structlog
 
 from certwright.ca.errors import ApiError
 from certwright.ca.outmail import Mailer, MailError
-from certwright.ca.signer import REASONS, CSRRejected, Signer, inspect_csr, valid_dns_name
+from certwright.ca.signer import (
+    REASONS,
+    CSRRejected,
+    Signer,
+    inspect_csr,
+    refuse_public_suffix,
+    valid_dns_name,
+)
 from certwright.ca.store import CAStore
 from certwright.clock import Clock, format_instant, parse_instant
+from certwright.domains import normalize_domain
 
 log = structlog.get_logger("ca.issuing")
 
@@ -100,10 +108,15 @@ class Issuing:
     # -- domains -------------------------------------------------------------------------
     def add_domain(self, account_id: str, domain: str) -> tuple[dict[str, Any], bool]:
         """Add a domain (idempotent); returns (view, created)."""
-        domain = domain.strip().lower().rstrip(".")
+        domain = normalize_domain(domain)
         if not valid_dns_name(domain):
             raise ApiError(422, "bad_request", f"{domain!r} is not a domain name",
                            field="domain")
+        try:
+            refuse_public_suffix(domain)
+        except CSRRejected as exc:
+            raise ApiError(422, exc.code, exc.message, field="domain",
+                           suffix=exc.details["suffix"]) from None
         created = self.store.add_domain(account_id, domain)
         if created:
             log.info("domain_added", account_id=account_id, domain=domain)
@@ -169,7 +182,7 @@ class Issuing:
                 f"An account of the certwright CA asked to verify the domain {row['domain']}."
                 f"\n\nIf that was you (or someone you trust), open this link within "
                 f"{self.config['link_hours']} hours and choose \"Verify this domain\":\n\n"
-                f"{url}\n\nIf not, open it and choose \"I did not ask for this\".\n"),
+                f'{url}\n\nIf not, open it and choose "I did not ask for this".\n'),
                 kind="domain_probe")
         except MailError as exc:
             self.store.delete_link(link_id)
@@ -192,12 +205,12 @@ class Issuing:
         # domains above it (not every domain of the account, which may be thousands).
         candidates: set[str] = set()
         for name in names:
-            labels = (name[2:] if name.startswith("*.") else name).split(".")
+            labels = name.removeprefix("*.").split(".")
             candidates.update(".".join(labels[i:]) for i in range(len(labels)))
         verified = [d["domain"] for d in self.list_domains(account_id, sorted(candidates))
                     if d["status"] == "verified"]
         for name in names:
-            base = name[2:] if name.startswith("*.") else name
+            base = name.removeprefix("*.")
             if not any(base == d or base.endswith("." + d) for d in verified):
                 hint = f" (a wildcard needs {base} verified)" if base != name else ""
                 raise ApiError(422, "unverified_domain", f"{base} is not verified for this "

@@ -3,8 +3,10 @@
 Contract:
 
 * :func:`inspect_csr` parses and checks a CSR and returns its names; it raises
-  :class:`CSRRejected` with an API error code (``bad_csr``, ``weak_key``) and a message
-  that names what was wrong. It never looks at the store.
+  :class:`CSRRejected` with an API error code (``bad_csr``, ``weak_key``,
+  ``public_suffix``) and a message that names what was wrong. It never looks at the
+  store. Every part of the CSR that the library parses lazily (subject, extensions, key)
+  is parsed here, so nothing the client sent can raise later.
 * :meth:`Signer.issue` signs a checked CSR. It has no idempotency of its own: the service
   looks the idempotency key up and stores the result in one store transaction.
 * Certificates follow the CA/B Forum BR profile for DV subscriber certificates (checked by
@@ -28,6 +30,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from certwright.ca.setup import CAPaths
 from certwright.ca.weakkeys import fermat_factor, roca_vulnerable
+from certwright.domains import find_public_suffix
 
 DV_POLICY = x509.ObjectIdentifier("2.23.140.1.2.1")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -136,7 +139,23 @@ def inspect_csr(pem: str) -> tuple[x509.CertificateSigningRequest, list[str]]:
             raise CSRRejected("bad_csr", f"{name!r} is not a valid DNS name", name=name)
     if len(names) > 100:
         raise CSRRejected("bad_csr", f"{len(names)} names; at most 100 per certificate")
+    for name in names:
+        refuse_public_suffix(name)
     return csr, names
+
+
+def refuse_public_suffix(name: str) -> None:
+    """CSRRejected(public_suffix) when ``name``, or the base of a wildcard ``name``, is a
+    public suffix (``co.uk``, ``*.co.uk``): no account can own all names under one (BR
+    3.2.2.6), so none is certified or verified, whatever the store says."""
+    base = name.removeprefix("*.")
+    suffix = find_public_suffix(base)
+    if suffix is None:
+        return
+    what = "is a wildcard directly on" if base != name else "is"
+    raise CSRRejected("public_suffix", f"{name} {what} the public suffix {suffix} (on the "
+                      f"Public Suffix List), which no account can own; ask for a domain "
+                      f"under it, such as example.{suffix}", name=name, suffix=suffix)
 
 
 def fingerprint(cert: x509.Certificate) -> str:
