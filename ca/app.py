@@ -21,9 +21,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from certwright.ca import _pages
+from certwright.ca._openapi import PemFile, PkixCert, PkixCrl, allowed_methods, errors, repeat
+from certwright.ca._openapi import install as install_openapi
 from certwright.ca.errors import ApiError
 from certwright.ca.service import CAService
 from certwright.clock import Clock
+from certwright.domains import normalize_domain
 
 log = structlog.get_logger("ca.app")
 
@@ -148,8 +151,11 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method served at the path, not one route's
+            headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
         return JSONResponse({"error": code, "message": str(exc.detail)},
-                            status_code=exc.status_code)
+                            status_code=exc.status_code, headers=headers)
 
     # Cheap reads run on the event loop (no thread hop): authentication and the GET
     # endpoints read committed state through the store's read connection, which never
@@ -161,11 +167,14 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
         scheme, _, token = (authorization or "").partition(" ")
         return accounts.authenticate(token.strip() if scheme.lower() == "bearer" else "")
 
-    Account = Annotated[str, Depends(account)]
-    IdemHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+    # type aliases of the endpoints' parameters, named as types are
+    Account = Annotated[str, Depends(account)]  # noqa: N806
+    IdemHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]  # noqa: N806
 
     # -- accounts ------------------------------------------------------------------------
-    @app.post("/api/v1/accounts", status_code=201)
+    @app.post("/api/v1/accounts", status_code=201,
+              responses={**repeat("The account exists with these details already"),
+                         **errors(409, 429, 502)})
     def join(body: JoinIn) -> JSONResponse:
         accounts.purge_if_due()
         out, created = accounts.join(body.email, body.name, body.passphrase,
@@ -174,27 +183,29 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
 
     # (Endpoints returning a JSONResponse themselves skip FastAPI's validation of the
     # answer against the annotation; response_model keeps the published schema.)
-    @app.post("/api/v1/confirmations", response_model=dict[str, Any])
+    @app.post("/api/v1/confirmations", response_model=dict[str, Any],
+              responses=errors(403, 404, 410))
     def confirm(body: ConfirmIn) -> JSONResponse:
         accounts.purge_if_due()
         return JSONResponse(accounts.confirm(body.request_id, body.token, body.action))
 
-    @app.post("/api/v1/login")
+    @app.post("/api/v1/login", responses=errors(401, 403, 429))
     def login(body: LoginIn) -> dict[str, Any]:
         accounts.purge_if_due()
         return accounts.login(body.email, body.passphrase)
 
-    @app.post("/api/v1/recovery")
+    @app.post("/api/v1/recovery", responses=errors(404, 429))
     def recovery(body: RecoveryIn) -> dict[str, Any]:
         return accounts.recovery_question(body.email)
 
-    @app.post("/api/v1/recovery/answer")
+    @app.post("/api/v1/recovery/answer", responses=errors(403, 404, 429))
     def recovery_answer(body: RecoveryAnswerIn) -> dict[str, Any]:
         return accounts.recovery_answer(body.email, body.question, body.answer,
                                         body.new_passphrase)
 
     # -- domains and probes --------------------------------------------------------------
-    @app.post("/api/v1/domains", status_code=201)
+    @app.post("/api/v1/domains", status_code=201,
+              responses=repeat("The domain was on the account already"))
     def add_domain(body: DomainIn, account_id: Account) -> JSONResponse:
         out, created = issuing.add_domain(account_id, body.domain)
         return JSONResponse(out, status_code=201 if created else 200)
@@ -203,21 +214,24 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     async def domains(account_id: Account) -> JSONResponse:
         return JSONResponse(issuing.list_domains(account_id))
 
-    @app.get("/api/v1/domains/{domain}", response_model=dict[str, Any])
+    @app.get("/api/v1/domains/{domain}", response_model=dict[str, Any],
+             responses=errors(404))
     async def domain(domain: str, account_id: Account) -> JSONResponse:
-        name = domain.strip().lower().rstrip(".")
+        name = normalize_domain(domain)
         found = issuing.list_domains(account_id, [name])
         if not found:
             raise ApiError(404, "unknown_domain", f"{name} is not on this account",
                            domain=name)
         return JSONResponse(found[0])
 
-    @app.delete("/api/v1/domains/{domain}", status_code=204)
+    @app.delete("/api/v1/domains/{domain}", status_code=204, responses=errors(404))
     def delete_domain(domain: str, account_id: Account) -> Response:
         issuing.delete_domain(account_id, domain)
         return Response(status_code=204)
 
-    @app.post("/api/v1/domains/{domain}/probes", status_code=201)
+    @app.post("/api/v1/domains/{domain}/probes", status_code=201,
+              responses={**repeat("The probe made before under this idempotency key"),
+                         **errors(404, 409, 429, 502)})
     def probe(domain: str, body: ProbeIn, account_id: Account,
               idempotency_key: IdemHeader = None) -> JSONResponse:
         out, created = issuing.probe(account_id, domain, body.local_part,
@@ -225,40 +239,42 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
         return JSONResponse(out, status_code=201 if created else 200)
 
     # -- certificates --------------------------------------------------------------------
-    @app.post("/api/v1/certificates", status_code=201)
+    @app.post("/api/v1/certificates", status_code=201,
+              responses={**repeat("The certificate issued before under this idempotency "
+                                  "key"), **errors(409)})
     def sign(body: SignIn, account_id: Account,
              idempotency_key: IdemHeader = None) -> JSONResponse:
         out, created = issuing.sign(account_id, body.csr,
                                     body.idempotency_key or idempotency_key or "", body.days)
         return JSONResponse(out, status_code=201 if created else 200)
 
-    @app.get("/api/v1/certificates", response_model=dict[str, Any])
+    @app.get("/api/v1/certificates", response_model=dict[str, Any], responses=errors(404))
     async def find_certificate(account_id: Account,
                                idempotency_key: Annotated[str, Query(max_length=200)],
                                ) -> JSONResponse:
         return JSONResponse(issuing.find_certificate(account_id, idempotency_key))
 
-    @app.get("/api/v1/certificates/{serial}", response_model=dict[str, Any])
+    @app.get("/api/v1/certificates/{serial}", response_model=dict[str, Any],
+             responses=errors(404))
     async def certificate(serial: str) -> JSONResponse:
         return JSONResponse(issuing.certificate(serial))
 
-    @app.post("/api/v1/certificates/{serial}/revoke")
+    @app.post("/api/v1/certificates/{serial}/revoke", responses=errors(404))
     def revoke(serial: str, body: RevokeIn, account_id: Account) -> dict[str, Any]:
         return issuing.revoke(account_id, serial, body.reason)
 
     # -- CA material ---------------------------------------------------------------------
-    @app.get("/ca/intermediate.crt")
+    @app.get("/ca/intermediate.crt", response_class=PkixCert)
     def intermediate() -> Response:
-        return Response(svc.signer.der("intermediate"), media_type="application/pkix-cert")
+        return PkixCert(svc.signer.der("intermediate"))
 
-    @app.get("/ca/root.crt")
+    @app.get("/ca/root.crt", response_class=PemFile)
     def root() -> Response:
-        return Response(svc.signer.pem("root"),
-                        media_type="application/x-pem-file")
+        return PemFile(svc.signer.pem("root"))
 
-    @app.get("/ca/crl")
+    @app.get("/ca/crl", response_class=PkixCrl)
     def crl() -> Response:
-        return Response(issuing.crl_der(), media_type="application/pkix-crl")
+        return PkixCrl(issuing.crl_der())
 
     # -- pages ---------------------------------------------------------------------------
     def link_get(kind: str, link_id: str, token: str, request: Request) -> Response:
@@ -299,4 +315,5 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
                            "<a href=/openapi.json>/openapi.json</a>; trust anchor: "
                            "<a href=/ca/root.crt>/ca/root.crt</a>.</p>")
 
+    install_openapi(app, auth=account)
     return app

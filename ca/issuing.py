@@ -132,12 +132,14 @@ class Issuing:
 
     def delete_domain(self, account_id: str, domain: str) -> None:
         """Remove a domain from the account (its verification goes with it)."""
-        if not self.store.delete_domain(account_id, domain.strip().lower()):
+        domain = normalize_domain(domain)
+        if not self.store.delete_domain(account_id, domain):
             raise ApiError(404, "unknown_domain", f"{domain} is not on this account")
         log.info("domain_deleted", account_id=account_id, domain=domain)
 
     def _owned_domain(self, account_id: str, domain: str) -> dict[str, Any]:
-        row = self.store.find_domain(account_id, domain.strip().lower())
+        domain = normalize_domain(domain)
+        row = self.store.find_domain(account_id, domain)
         if row is None:
             raise ApiError(404, "unknown_domain", f"{domain} is not on this account; "
                            "POST /api/v1/domains first", domain=domain)
@@ -167,12 +169,11 @@ class Issuing:
                            f"{self.policy.name} policy allows {', '.join(allowed)}",
                            allowed=list(allowed))
         row = self._owned_domain(account_id, domain)
+        address = f"{local_part}@{row['domain']}"
         if idem_key:
             seen = self.store.find_link_by_key(account_id, idem_key)
             if seen:
-                return ({"probe_id": seen["id"], "address": seen["address"],
-                         "expires_at": seen["expires_at"]}, False)
-        address = f"{local_part}@{row['domain']}"
+                return self._repeat_probe(seen, address), False
         expires = self.clock.now() + timedelta(hours=self.config["link_hours"])
         link_id, token = self.store.create_link("domain", account_id, address, expires,
                                                 domain=row["domain"], idem_key=idem_key)
@@ -192,6 +193,16 @@ class Issuing:
         log.info("probe_sent", account_id=account_id, probe_id=link_id, address=address)
         return {"probe_id": link_id, "address": address,
                 "expires_at": format_instant(expires)}, True
+
+    @staticmethod
+    def _repeat_probe(seen: dict[str, Any], address: str) -> dict[str, Any]:
+        """The probe made before under the same key; 409 when it was for another address
+        (another domain or local part), as signing answers for another CSR."""
+        if seen["kind"] != "domain" or seen["address"] != address:
+            raise ApiError(409, "idempotency_key_reused", "this idempotency key was used for "
+                           "a probe of another address", probe_id=seen["id"])
+        return {"probe_id": seen["id"], "address": seen["address"],
+                "expires_at": seen["expires_at"]}
 
     # -- certificates --------------------------------------------------------------------
     def _cert_view(self, row: dict[str, Any]) -> dict[str, Any]:
