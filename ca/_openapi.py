@@ -5,7 +5,8 @@ from the routes themselves when the document is first asked for, so it cannot dr
 from the code:
 
 * 401 for every route that depends on the bearer-token dependency;
-* 413 and 422 for every route that reads a body, 422 for every route with parameters;
+* 400 (not JSON), 413 and 422 for every route that reads a body, 422 for every route
+  with parameters;
 * whatever a route declares with ``responses=errors(...)``: the refusals of its own
   logic (404 unknown domain, 409 idempotency key reused, 410 link used, 429 rate limit,
   502 mail undeliverable), and ``responses=repeat(...)`` for a 200 next to a 201.
@@ -29,7 +30,7 @@ from starlette.types import Scope
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 DESCRIPTIONS: dict[int, str] = {
-    400: "The request could not be read",
+    400: "The body is not JSON, or not UTF-8 (`bad_request`)",
     401: "No valid bearer token (`unauthorized`), or a wrong email or passphrase "
          "(`bad_credentials`)",
     403: "Refused for this caller: a wrong token or answer, or an account not confirmed",
@@ -99,7 +100,7 @@ def derived_statuses(route: APIRoute, auth: Callable[..., Any]) -> set[int]:
     if _depends_on(route.dependant, auth):
         statuses.add(401)
     if route.body_field is not None:
-        statuses |= {413, 422}
+        statuses |= {400, 413, 422}
     if _has_params(route.dependant):
         statuses.add(422)
     return statuses

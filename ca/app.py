@@ -150,7 +150,8 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {400: "bad_request", 404: "not_found",
+                405: "method_not_allowed"}.get(exc.status_code, "http_error")
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # every method served at the path, not one route's
             headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
