@@ -123,10 +123,11 @@ class _RequestLog:
 
 def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | None = None,
                policy: str = "cacert", clock: Clock | None = None,
-               mail_from: str = "ca@certwright.invalid") -> FastAPI:
+               mail_from: str = "ca@certwright.invalid",
+               weak_key_blocklist: str | None = None) -> FastAPI:
     """Build the app for the CA in ``ca_dir`` (created by ``ca.setup.init_ca``)."""
     svc = CAService(ca_dir, public_url=public_url, smarthost=smarthost, policy=policy,
-                    clock=clock, mail_from=mail_from)
+                    clock=clock, mail_from=mail_from, weak_key_blocklist=weak_key_blocklist)
     app = FastAPI(title="certwright CA", version="1", description=__doc__)
     app.state.service = svc
     accounts, issuing = svc.accounts, svc.issuing

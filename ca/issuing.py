@@ -34,6 +34,7 @@ from certwright.ca.signer import (
     valid_dns_name,
 )
 from certwright.ca.store import CAStore
+from certwright.ca.weakkeys import Blocklist
 from certwright.clock import Clock, format_instant, parse_instant
 from certwright.domains import normalize_domain
 
@@ -86,7 +87,8 @@ class Issuing:
     """Domains, probes and certificates of the CA's accounts (see the module contract)."""
 
     def __init__(self, *, store: CAStore, signer: Signer, mailer: Mailer, clock: Clock,
-                 config: dict[str, Any], public_url: str, policy: ProbePolicy) -> None:
+                 config: dict[str, Any], public_url: str, policy: ProbePolicy,
+                 blocklist: Blocklist | None = None) -> None:
         self.store = store
         self.signer = signer
         self.mailer = mailer
@@ -94,6 +96,7 @@ class Issuing:
         self.config = config
         self.public_url = public_url
         self.policy = policy
+        self.blocklist = blocklist
 
     def _domain_view(self, row: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
         verified_at = row["verified_at"]
@@ -244,7 +247,7 @@ class Issuing:
         if seen:
             return self._repeat(seen, csr_sha), False
         try:
-            csr, names = inspect_csr(csr_pem)
+            csr, names = inspect_csr(csr_pem, self.blocklist)
         except CSRRejected as exc:
             bound.info("csr_refused", reason=exc.code, message=exc.message)
             raise ApiError(422, exc.code, exc.message, **exc.details) from None

@@ -11,6 +11,7 @@ import socket
 import threading
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import structlog
 import uvicorn
@@ -34,11 +35,14 @@ class CAServer:
     def __init__(self, ca_dir: Path, *, host: str = "127.0.0.1", port: int = 0,
                  public_url: str | None = None, smarthost: tuple[str, int] | None = None,
                  policy: str = "cacert", clock: Clock | None = None,
-                 mail_from: str = "ca@certwright.invalid") -> None:
+                 mail_from: str = "ca@certwright.invalid",
+                 weak_key_blocklist: str | None = None) -> None:
         self.ca_dir = Path(ca_dir)
+        self.weak_key_blocklist = weak_key_blocklist
         self.host, self.port = host, port
         self._public_url = public_url
-        self.smarthost, self.policy, self.clock, self.mail_from = smarthost, policy, clock, mail_from
+        self.smarthost, self.policy = smarthost, policy
+        self.clock, self.mail_from = clock, mail_from
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -66,7 +70,8 @@ class CAServer:
         self.port = sock.getsockname()[1]
         self._sock = sock
         app = create_app(self.ca_dir, public_url=self.public_url, smarthost=self.smarthost,
-                         policy=self.policy, clock=self.clock, mail_from=self.mail_from)
+                         policy=self.policy, clock=self.clock, mail_from=self.mail_from,
+                         weak_key_blocklist=self.weak_key_blocklist)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                 http=HTTP_IMPL, loop=LOOP_IMPL, ws="none")
         self._server = uvicorn.Server(config)
@@ -107,8 +112,9 @@ class CAServer:
                 service.close()
             self._server = None
 
-    def __enter__(self) -> CAServer:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
                  tb: TracebackType | None) -> None:

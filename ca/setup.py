@@ -17,6 +17,7 @@ folder fsync), so two calls at once never replace each other's files.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -31,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from certwright.atomic import write_new
+from certwright.atomic import write_atomic, write_new
 from certwright.clock import Clock, SystemClock
 
 log = structlog.get_logger("ca.setup")
@@ -44,6 +45,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "link_hours": 48,             # confirmation and probe links (CAcert: two days)
     "account_purge_hours": 48,    # unconfirmed accounts are dropped after this
     "crl_days": 7,                # CRL nextUpdate
+    # compromised keys refused at signing (ca.weakkeys.Blocklist): a badkeys cache folder
+    # or a text file, relative to the CA folder; null = badkeys' own folder if installed
+    "weak_key_blocklist": None,
 }
 
 
@@ -86,10 +90,8 @@ def _create(path: Path, data: bytes, mode: int, *, follow_folder: bool = True) -
     """Create ``path`` atomically unless it exists (a concurrent ``init_ca`` won the race:
     its file stays, as every existing file does). The CA folder may be a symlink the user
     made; keys pass ``follow_folder=False``, so ``private/`` never is."""
-    try:
+    with contextlib.suppress(FileExistsError):
         write_new(path, data, mode, follow_folder=follow_folder)
-    except FileExistsError:
-        pass
 
 
 def _key(path: Path) -> ec.EllipticCurvePrivateKey:
@@ -166,6 +168,17 @@ def init_ca(ca_dir: Path, *, clock: Clock | None = None, name: str = "certwright
                 0o644)
         log.info("ca_intermediate_created")
     CAStore(paths.db, clock=clock).close()
+
+
+def set_setting(ca_dir: Path, key: str, value: Any) -> None:
+    """Write one setting into the CA's config.json (atomically; the other keys stay);
+    KeyError for a key :data:`DEFAULT_CONFIG` does not know."""
+    if key not in DEFAULT_CONFIG:
+        raise KeyError(f"unknown CA setting {key!r}; known: {', '.join(sorted(DEFAULT_CONFIG))}")
+    path = CAPaths(Path(ca_dir)).config
+    data = json.loads(path.read_text())
+    data[key] = value
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode(), 0o644)
 
 
 def load_config(ca_dir: Path) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from certwright.ca.setup import CAPaths
-from certwright.ca.weakkeys import fermat_factor, roca_vulnerable
+from certwright.ca.weakkeys import Blocklist, fermat_factor, roca_vulnerable
 from certwright.domains import find_public_suffix
 
 DV_POLICY = x509.ObjectIdentifier("2.23.140.1.2.1")
@@ -59,8 +59,15 @@ def valid_dns_name(name: str, *, wildcard: bool = False) -> bool:
         and not labels[-1].isdigit()
 
 
-def check_key(key: Any) -> str:
-    """A short description of an acceptable subscriber key; raises CSRRejected otherwise."""
+def check_key(key: Any, blocklist: Blocklist | None = None) -> str:
+    """A short description of an acceptable subscriber key; raises CSRRejected otherwise
+    (``weak_key``, with ``rule`` naming the check that refused it)."""
+    listed = blocklist.match(key) if blocklist is not None else None
+    if listed is not None:
+        raise CSRRejected("weak_key", f"the key is on the weak-key blocklist {listed!r}: "
+                          "its private key is known (such as Debian's weak keys of "
+                          "CVE-2008-0166); generate a new key", rule="blocklist",
+                          blocklist=listed)
     if isinstance(key, rsa.RSAPublicKey):
         numbers = key.public_numbers()
         if not 2048 <= key.key_size <= 4096:
@@ -111,8 +118,10 @@ def _san(csr: x509.CertificateSigningRequest) -> x509.SubjectAlternativeName | N
         return None
 
 
-def inspect_csr(pem: str) -> tuple[x509.CertificateSigningRequest, list[str]]:
-    """Parse and check ``pem``; returns the CSR and its DNS names (CN first, no repeats).
+def inspect_csr(pem: str, blocklist: Blocklist | None = None,
+                ) -> tuple[x509.CertificateSigningRequest, list[str]]:
+    """Parse and check ``pem`` (its key also against ``blocklist``); returns the CSR and
+    its DNS names (CN first, no repeats).
 
     Every part is parsed here, inside a guard (:func:`_parsed`), so a hostile encoding
     is a CSRRejected naming the part, never an exception from the library later."""
@@ -123,7 +132,7 @@ def inspect_csr(pem: str) -> tuple[x509.CertificateSigningRequest, list[str]]:
     key = _parsed("public key", csr.public_key)
     if not _parsed("signature", lambda: csr.is_signature_valid):
         raise CSRRejected("bad_csr", "the CSR's signature does not verify with its own key")
-    check_key(key)
+    check_key(key, blocklist)
     names = _common_names(csr)
     san = _san(csr)
     if san is not None:
