@@ -83,6 +83,15 @@ class ProbePolicy:
         return cls(name, POLICIES[name])
 
 
+def _refuse_suffix(domain: str) -> None:
+    """ApiError(422, public_suffix) when ``domain`` is a public suffix (never verified)."""
+    try:
+        refuse_public_suffix(domain)
+    except CSRRejected as exc:
+        raise ApiError(422, exc.code, exc.message, field="domain",
+                       suffix=exc.details["suffix"]) from None
+
+
 class Issuing:
     """Domains, probes and certificates of the CA's accounts (see the module contract)."""
 
@@ -115,11 +124,7 @@ class Issuing:
         if not valid_dns_name(domain):
             raise ApiError(422, "bad_request", f"{domain!r} is not a domain name",
                            field="domain")
-        try:
-            refuse_public_suffix(domain)
-        except CSRRejected as exc:
-            raise ApiError(422, exc.code, exc.message, field="domain",
-                           suffix=exc.details["suffix"]) from None
+        _refuse_suffix(domain)
         created = self.store.add_domain(account_id, domain)
         if created:
             log.info("domain_added", account_id=account_id, domain=domain)
@@ -172,6 +177,7 @@ class Issuing:
                            f"{self.policy.name} policy allows {', '.join(allowed)}",
                            allowed=list(allowed))
         row = self._owned_domain(account_id, domain)
+        _refuse_suffix(row["domain"])  # a row an older CA let in is never probed
         address = f"{local_part}@{row['domain']}"
         if idem_key:
             seen = self.store.find_link_by_key(account_id, idem_key)

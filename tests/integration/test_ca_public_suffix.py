@@ -66,3 +66,17 @@ def test_wildcard_on_a_verified_suffix_is_refused(http: httpx.Client, smtp_sink:
     verified_domain(http, smtp_sink, acct, "example.co.uk")
     ok = sign(http, acct, ["*.example.co.uk", "example.co.uk"], "k-ok")
     assert ok.status_code == 201, ok.text
+
+
+def test_no_probe_for_a_suffix_already_in_the_store(http: httpx.Client, smtp_sink: SmtpSink,
+                                                    acct: Account,
+                                                    ca_server: CAServer) -> None:
+    """A public suffix an older CA let onto the account is not probed (422
+    public_suffix, no mail), so it can never become verified."""
+    svc = ca_server._server.config.app.state.service  # type: ignore[union-attr]
+    svc.store.add_domain(acct.account_id, "co.uk")
+    r = http.post("/api/v1/domains/co.uk/probes", json={"local_part": "postmaster"},
+                  headers=acct.auth)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "public_suffix" and r.json()["suffix"] == "co.uk"
+    assert smtp_sink.to("postmaster@co.uk") == []
