@@ -9,6 +9,9 @@ look-up, the signing and the insert happen in one store transaction, and a repea
 the same key returns the stored certificate (a different CSR under the same key is 409).
 The issuance mail is sent afterwards; its failure is logged, never undoes the issuance.
 
+A probe is made at most once per (account, idempotency key), the same way: look-up and
+insert in one transaction; the same key for another address is 409.
+
 Hazards: a probe whose mail fails is deleted again (502). A domain verification lapses
 ``verification_days`` after it was made, judged at each use by the clock: a domain can be
 verified for one request and pending for the next.
@@ -179,13 +182,15 @@ class Issuing:
         row = self._owned_domain(account_id, domain)
         _refuse_suffix(row["domain"])  # a row an older CA let in is never probed
         address = f"{local_part}@{row['domain']}"
-        if idem_key:
-            seen = self.store.find_link_by_key(account_id, idem_key)
+        expires = self.clock.now() + timedelta(hours=self.config["link_hours"])
+        # The look-up and the insert in one transaction: a repeat of the key that runs
+        # at the same time (a client retrying) finds this probe instead of colliding.
+        with self.store.transaction():
+            seen = self.store.find_link_by_key(account_id, idem_key) if idem_key else None
             if seen:
                 return self._repeat_probe(seen, address), False
-        expires = self.clock.now() + timedelta(hours=self.config["link_hours"])
-        link_id, token = self.store.create_link("domain", account_id, address, expires,
-                                                domain=row["domain"], idem_key=idem_key)
+            link_id, token = self.store.create_link("domain", account_id, address, expires,
+                                                    domain=row["domain"], idem_key=idem_key)
         url = f"{self.public_url}/domains/verify/{link_id}?token={token}"
         try:
             self.mailer.send(address, f"Verify {row['domain']} for a certwright CA account", (

@@ -3,11 +3,13 @@ one way on every route, a 405 says what is allowed, and the OpenAPI document lis
 status each endpoint answers."""
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import httpx
 import pytest
 
+from certwright.ca.server import CAServer
 from tests.support.ca import (  # noqa: F401  (fixtures)
     Account,
     SmtpSink,
@@ -53,6 +55,38 @@ def test_probe_key_reused_for_another_request_is_409(http: httpx.Client, smtp_si
     assert smtp_sink.to("postmaster@victim.test") == []
     assert smtp_sink.to("webmaster@first.test") == []
     assert len(smtp_sink.to("postmaster@first.test")) == 1
+
+
+def test_concurrent_probes_with_one_key_make_one_probe(smtp_sink: SmtpSink, acct: Account,
+                                                        ca_server: CAServer) -> None:
+    """Six probes with the same key released at once (a client retrying while its first
+    request is in flight) make one probe and one mail; the others repeat it, none fails
+    on the store's unique index."""
+    issuing = ca_server._server.config.app.state.service.issuing  # type: ignore[union-attr]
+    failures: list[str] = []
+    for round_ in range(20):
+        domain = f"race{round_}.test"
+        issuing.add_domain(acct.account_id, domain)
+        barrier = threading.Barrier(6)
+        results: list[str] = []
+
+        def one(domain: str = domain, key: str = f"key-{round_}",
+                barrier: threading.Barrier = barrier, results: list[str] = results) -> None:
+            barrier.wait()
+            try:
+                results.append(issuing.probe(acct.account_id, domain, "postmaster", key)[0]
+                               ["probe_id"])
+            except Exception as exc:  # noqa: BLE001  (the test reports every failure)
+                failures.append(repr(exc))
+
+        threads = [threading.Thread(target=one) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(set(results)) <= 1, results
+        assert len(smtp_sink.to(f"postmaster@{domain}")) == (1 if results else 0)
+    assert failures == []
 
 
 def test_trailing_dot_is_the_same_domain_on_every_route(http: httpx.Client,
