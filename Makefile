@@ -43,7 +43,8 @@ demo: $(LINKED)
 	@echo "+ $$(grep -m1 'openssl verify' $(DEMO_STATE)/report.txt)"
 	@sh -c "$$(grep -m1 'openssl verify' $(DEMO_STATE)/report.txt)"
 
-test: $(LINKED) system-deps
+# lint first: a finding stops the run before the five minutes of tests
+test: lint system-deps
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 test-fast: $(LINKED)

@@ -7,7 +7,7 @@
   is renamed into the watched Maildir's ``new/``, and the latency is from just before the
   rename to the journal's ``at`` of the run's committed ``entered verified`` entry (the
   link was followed on the CA in between: ``wait.mail`` then ``ca.verify``).
-* ``rss_bytes_per_parked_run``: (daemon RSS with ``--parked`` runs waiting for mail −
+* ``rss_bytes_per_parked_run``: (daemon RSS with ``--parked`` runs waiting for mail -
   daemon RSS on an empty store) / ``--parked``, both read once the daemon is ready.
 * ``idle_cpu_percent``: the daemon's user+system CPU over ``--idle-seconds`` with those runs
   parked and nothing arriving.
@@ -47,7 +47,8 @@ states:
     run:
       - step: wait.mail
         id: probe_mail
-        with: {maildir: "${maildir}", to: "${to}", link_base: "${ca}", link_path: "/domains/verify/"}
+        with: {maildir: "${maildir}", to: "${to}", link_base: "${ca}",
+               link_path: "/domains/verify/"}
       - step: ca.verify
         with: {ca: "${ca}", link: "${steps.probe_mail.link}"}
     next: verified
@@ -92,10 +93,12 @@ def _cpu_seconds(pid: int) -> float:
 
 def _daemon(state: Path, maildir: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "certwright", "--state-dir", str(state),
-                             "--log-json", "--log-level", os.environ.get("BENCH_LOG_LEVEL", "warning"), "daemon", "--maildir",
-                             str(maildir)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(log, "wb"))
+    level = os.environ.get("BENCH_LOG_LEVEL", "warning")
+    with open(log, "wb") as err:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "certwright", "--state-dir", str(state),
+                                 "--log-json", "--log-level", level, "daemon", "--maildir",
+                                 str(maildir)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                stderr=err)
     lock = state / "locks" / "daemon.lock"
     end = time.monotonic() + 120
     from certwright.state.locks import daemon_lock
@@ -117,7 +120,7 @@ def _park(state: Path, spec: Any, inputs: list[dict[str, str]], ids: list[str]) 
     locks = RunLocks(state, covered=lambda w: True)
     eng = Engine(store, state, options=EngineOptions(inline=True), interceptors=[locks])
     eng.open()
-    for inp, rid in zip(inputs, ids):
+    for inp, rid in zip(inputs, ids, strict=True):
         eng.start_run(spec, inp, rid)
         eng.run_until_idle()
         locks.release_idle()
@@ -146,7 +149,7 @@ def latency(root: Path, n: int) -> dict[str, float]:
             from certwright.mail.parse import parse_message
             link = next(u for u in parse_message(sink.by_rcpt[email]).links
                         if "/account/confirm/" in u)
-            kind, rid, token = c.parse_link(link)
+            _kind, rid, token = c.parse_link(link)
             c.confirm(rid, token)
             c.login(email, pw)
             for i in range(n):
@@ -180,7 +183,7 @@ def latency(root: Path, n: int) -> dict[str, float]:
                 if row is None:
                     raise RuntimeError(f"run {rid} did not reach verified; see "
                                        f"{root / 'lat-daemon.log'}")
-                at = datetime.fromisoformat(row[0].replace("Z", "+00:00")).timestamp()
+                at = datetime.fromisoformat(row[0]).timestamp()
                 out.append((at - t0) * 1000)
         finally:
             db.close()

@@ -21,23 +21,23 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import shutil
 import sqlite3
 import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from certwright.clock import FakeClock
-from certwright.events import mail_key
 from certwright.engine.model.loader import load_pipeline_text
-from certwright.engine.run.runner import Engine, EngineOptions
-from certwright.state.sqlite import SQLiteStore
-from certwright.engine.plugins.step import BaseStep, StepContext, Wait
 from certwright.engine.plugins.registry import Registry
+from certwright.engine.plugins.step import BaseStep, StepContext, Wait
+from certwright.engine.run.runner import Engine, EngineOptions
+from certwright.events import mail_key
+from certwright.state.sqlite import SQLiteStore
 
 FIVE_STATES = """
 pipeline: five
@@ -195,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parked", type=int, default=10_000)
     ap.add_argument("--resume", type=int, default=100_000)
     args = ap.parse_args(argv)
-    import structlog
     import logging
+
+    import structlog
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     root = Path(tempfile.mkdtemp(prefix="certwright-bench-"))
     try:

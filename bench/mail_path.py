@@ -51,15 +51,15 @@ def _mail(i: int) -> tuple[str, str, str, str]:
     if i % 2 == 0:
         url = f"http://127.0.0.1:8443/domains/verify/{i:08d}-7c1f0e?token=Zm9vYmFyYmF6cXV4{i:06d}"
         return ("postmaster@bench.test", f"Verify {domain} for a certwright CA account",
-                f"An account of the certwright CA asked to verify the domain {domain}.\n\n"
-                f"If that was you (or someone you trust), open this link within 48 hours "
-                f"and choose \"Verify this domain\":\n\n{url}\n\nIf not, open it and choose "
-                f"\"I did not ask for this\".\n", "domain_probe")
+                (f"An account of the certwright CA asked to verify the domain {domain}.\n\n"
+                 f"If that was you (or someone you trust), open this link within 48 hours "
+                 f'and choose "Verify this domain":\n\n{url}\n\nIf not, open it and choose '
+                 f'"I did not ask for this".\n'), "domain_probe")
     return ("admin@bench.test", f"Your certificate for {domain} (serial {SERIAL})",
-            f"The CA signed a certificate for {domain}.\n\nSerial: {SERIAL}\n"
-            f"SHA256 Fingerprint: {'ab' * 32}\nValid until: 2026-07-01T00:00:00Z\n\n"
-            f"http://127.0.0.1:8443/certificates/{SERIAL}\n\n"
-            "If you did not ask for it, revoke it and tell the CA's operator.\n", "cert_issued")
+            (f"The CA signed a certificate for {domain}.\n\nSerial: {SERIAL}\n"
+             f"SHA256 Fingerprint: {'ab' * 32}\nValid until: 2026-07-01T00:00:00Z\n\n"
+             f"http://127.0.0.1:8443/certificates/{SERIAL}\n\n"
+             "If you did not ask for it, revoke it and tell the CA's operator.\n"), "cert_issued")
 
 
 def send_all(mailer: Mailer, messages: int, threads: int,

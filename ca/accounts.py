@@ -134,7 +134,7 @@ class Accounts:
                 f"Someone, hopefully you, asked for a CA account for {email}.\n\n"
                 f"To confirm it, open this link within {self.config['link_hours']} hours:\n\n"
                 f"{url}\n\nIf you did not ask for it, open the link and choose "
-                "\"I did not ask for this\", or ignore this mail.\n"), kind="account_confirm")
+                '"I did not ask for this", or ignore this mail.\n'), kind="account_confirm")
         except MailError as exc:
             self.store.delete_account(account_id)
             raise ApiError(502, "mail_undeliverable", str(exc), reason=exc.reason) from None

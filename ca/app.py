@@ -29,6 +29,8 @@ from certwright.clock import Clock
 from certwright.domains import normalize_domain
 
 log = structlog.get_logger("ca.app")
+#: The header that makes a probe or a signing request safe to repeat.
+IdemHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
 class Question(BaseModel):
@@ -169,9 +171,7 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
         scheme, _, token = (authorization or "").partition(" ")
         return accounts.authenticate(token.strip() if scheme.lower() == "bearer" else "")
 
-    # type aliases of the endpoints' parameters, named as types are
-    Account = Annotated[str, Depends(account)]  # noqa: N806
-    IdemHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]  # noqa: N806
+    Account = Annotated[str, Depends(account)]  # noqa: N806 - an alias, of this app's accounts
 
     # -- accounts ------------------------------------------------------------------------
     @app.post("/api/v1/accounts", status_code=201,

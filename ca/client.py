@@ -18,7 +18,7 @@ import select
 import ssl
 import threading
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from urllib.request import getproxies
 
@@ -219,7 +219,7 @@ class CAClient:
         if not self._shared:
             self._http.close()
 
-    def __enter__(self) -> CAClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None,

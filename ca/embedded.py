@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import structlog
 
-from certwright.ca.mailserver import MailServer
 from certwright.ca.embedded_paths import FOLDER, ports_file
+from certwright.ca.mailserver import MailServer
 from certwright.ca.server import CAServer
 from certwright.ca.setup import CAPaths
 from certwright.clock import clock_from_env

@@ -20,16 +20,18 @@ undelivered and the client without a 250, so the sender retries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import re
 import socket
 import threading
 import weakref
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterable
+from typing import Any, Self
 
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -39,7 +41,8 @@ from certwright.mail.maildir import Maildir
 
 log = structlog.get_logger(__name__)
 
-_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@([A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*)")
+_ADDRESS = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@([A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*)")
 _SAFE_TOKEN = re.compile(r"[^A-Za-z0-9.:\[\]_-]")
 MAX_RECIPIENTS = 100
 DELIVERY_THREADS = 4  # deliveries (each a file fsync and a share of a folder fsync) at once
@@ -49,7 +52,7 @@ DELIVERY_THREADS = 4  # deliveries (each a file fsync and a share of a folder fs
 RECV_SIZE = 64 * 1024 - 1
 _OUR_AUTH_RESULTS = re.compile(rb"(?im)^authentication-results[ \t]*:")
 _ATOMS = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-_PLAIN_PATH = re.compile(rf"<({_ATOMS}@{_ATOMS})>(.*)", re.S)
+_PLAIN_PATH = re.compile(rf"<({_ATOMS}@{_ATOMS})>(.*)", re.DOTALL)
 
 
 def _strip_our_auth_results(content: bytes, authserv_id: str) -> bytes:
@@ -114,10 +117,9 @@ class _DeliveryThreads:
                 outcome: tuple[Any, BaseException | None] = (fn(*args), None)
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
                 outcome = (None, exc)
-            try:
+            # RuntimeError: the loop is closed, the server stopped meanwhile
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, future, *outcome)
-            except RuntimeError:  # the loop is closed: the server stopped meanwhile
-                pass
 
     def shutdown(self) -> None:
         for _ in self._threads:
@@ -155,13 +157,14 @@ class _SMTP(SMTP):
 class _Handler:
     """aiosmtpd handler: EHLO extensions, recipient policy and delivery."""
 
-    def __init__(self, server: MailServer) -> None:
+    def __init__(self, server: MailServer, delivery: _DeliveryThreads) -> None:
         self.server = server
+        self.delivery = delivery
 
     async def handle_EHLO(self, smtp: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
-        return responses[:-1] + ["250-PIPELINING"] + responses[-1:]
+        return [*responses[:-1], "250-PIPELINING", *responses[-1:]]
 
     async def handle_RCPT(self, smtp: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -184,10 +187,8 @@ class _Handler:
         if len(raw) > self.server.max_message_size:
             return "552 5.3.4 message too big"
         loop = asyncio.get_running_loop()
-        delivery = self.server._delivery
-        assert delivery is not None  # set before the server listens
         try:
-            name = await delivery.run(loop, self.server.deliver, raw, envelope, session)
+            name = await self.delivery.run(loop, self.server.deliver, raw, envelope, session)
         except OSError as exc:
             log.error("mail_delivery_failed", error=str(exc))
             return "451 4.3.0 local delivery failed, try again later"
@@ -220,12 +221,14 @@ class MailServer:
         self._delivery: _DeliveryThreads | None = None
 
     def _factory(self) -> SMTP:
-        proto = _SMTP(_Handler(self), data_size_limit=self.max_message_size,
+        if self._delivery is None:  # start() sets it before the server listens
+            raise RuntimeError("mail server: a connection before start() set up delivery")
+        proto = _SMTP(_Handler(self, self._delivery), data_size_limit=self.max_message_size,
                      hostname=self.hostname, ident="certwright mail", loop=self._loop)
         self._protocols.add(proto)
         return proto
 
-    def start(self) -> MailServer:
+    def start(self) -> Self:
         """Listen and serve in a background thread; returns once listening."""
         if self._thread is not None:
             return self
@@ -286,7 +289,7 @@ class MailServer:
         self._thread = None
         log.info("mail_server_stopped", port=self.port)
 
-    def __enter__(self) -> MailServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -299,7 +302,7 @@ class MailServer:
         helo = _SAFE_TOKEN.sub("", str(session.host_name or "unknown"))[:255] or "unknown"
         peer: Any = session.peer
         peer_ip = _SAFE_TOKEN.sub("", str(peer[0] if isinstance(peer, tuple) else peer))
-        now = format_datetime(datetime.now(timezone.utc))
+        now = format_datetime(datetime.now(UTC))
         proto = "ESMTP" if session.extended_smtp else "SMTP"
         lines = [f"Delivered-To: {rcpt}" for rcpt in envelope.rcpt_tos]
         lines.append(f"Received: from {helo} ([{peer_ip}])\n\tby {self.hostname} "

@@ -20,9 +20,9 @@ connection is reported, not retried (the server may have taken the message).
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import smtplib
-import socket
 import threading
 import time
 
@@ -77,7 +77,7 @@ def _text(reply: bytes | str) -> str:
 class _Session:
     """A kept SMTP session: the connection, when it was last used, which close() it predates."""
 
-    __slots__ = ("smtp", "used", "generation", "content_sent")
+    __slots__ = ("content_sent", "generation", "smtp", "used")
 
     def __init__(self, smtp: smtplib.SMTP, used: float, generation: int) -> None:
         self.smtp = smtp
@@ -187,10 +187,8 @@ class Mailer:
         """Give ``session`` back: kept for reuse when ``keep``, else closed."""
         if keep and session.generation != self._generation:  # close() ran meanwhile
             keep = False
-            try:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
                 session.smtp.quit()
-            except (OSError, smtplib.SMTPException):
-                pass
         if not keep:
             self._close_quietly(session.smtp)
         with pool.cond:
@@ -203,10 +201,8 @@ class Mailer:
 
     @staticmethod
     def _close_quietly(smtp: smtplib.SMTP) -> None:
-        try:
+        with contextlib.suppress(OSError):
             smtp.close()
-        except OSError:
-            pass
 
     def _alive(self, smtp: smtplib.SMTP) -> bool:
         """Whether a kept session still answers NOOP within PROBE_S (a server that went
@@ -229,10 +225,8 @@ class Mailer:
             return smtp.getreply()
         finally:
             if limit is not None and sock is not None:
-                try:
+                with contextlib.suppress(OSError):
                     sock.settimeout(self.timeout)
-                except OSError:
-                    pass
 
     # -- sending --------------------------------------------------------------------------
 
@@ -348,7 +342,7 @@ class Mailer:
                 reason = f"{host}:{port} refused the recipient: {code} {_text(text)}"
             except smtplib.SMTPResponseException as exc:
                 reason = f"{host}:{port} said {exc.smtp_code} {_text(exc.smtp_error)}"
-            except (OSError, smtplib.SMTPException, socket.timeout) as exc:
+            except (TimeoutError, OSError, smtplib.SMTPException) as exc:
                 reason = f"{host}:{port}: {exc or type(exc).__name__}"
             log.warning("mail_attempt_failed", kind=kind, to=to, reason=reason)
         raise MailError(to, reason)

@@ -15,11 +15,12 @@ and whether the ports file exists.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from certwright.ca.embedded_paths import FOLDER, ports_file
+from certwright.ca.embedded_paths import ports_file
 from certwright.engine.plugins.providers import Provision
 
 if TYPE_CHECKING:

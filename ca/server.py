@@ -57,7 +57,7 @@ class CAServer:
     def public_url(self) -> str:
         return (self._public_url or self.url).rstrip("/")
 
-    def start(self, timeout: float = 15.0) -> CAServer:
+    def start(self, timeout: float = 15.0) -> Self:
         """Bind, create the CA if needed, serve in a thread; returns once listening."""
         init_ca(self.ca_dir, clock=self.clock)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -113,8 +113,7 @@ class CAServer:
             self._server = None
 
     def __enter__(self) -> Self:
-        self.start()
-        return self
+        return self.start()
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
                  tb: TracebackType | None) -> None:

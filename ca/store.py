@@ -20,10 +20,11 @@ import hmac
 import secrets
 import sqlite3
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from certwright.clock import Clock, SystemClock, format_instant
 

@@ -31,10 +31,11 @@ Hazards:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 __all__ = ["create_file", "fsync_dir", "write_all", "write_atomic", "write_file",
            "write_many_atomic", "write_new"]
@@ -193,7 +194,5 @@ def _publish(tmp: str, target: Path, dir_fd: int) -> None:
 
 
 def _remove(path: PathLike, dir_fd: int | None) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass

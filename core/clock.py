@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
-
-UTC = timezone.utc
 
 
 class Clock(Protocol):
@@ -61,7 +59,8 @@ class FakeClock:
 
 def parse_instant(text: str) -> datetime:
     """Parse an ISO 8601 instant; a naive one is taken as UTC."""
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    # replace(): 3.11 reads a trailing Z itself, but not in a date alone ("2026-01-01Z")
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))  # noqa: FURB162
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

@@ -40,7 +40,8 @@ class Problem:
             out += f" ({self.hint})"
         if self.loc and self.source_line is not None:
             gutter = f"{self.loc.line:>5} | "
-            out += f"\n{gutter}{self.source_line}\n{' ' * (len(gutter) - 2)}| {' ' * (self.loc.col - 1)}^"
+            caret = f"{' ' * (len(gutter) - 2)}| {' ' * (self.loc.col - 1)}^"
+            out += f"\n{gutter}{self.source_line}\n{caret}"
         return out
 
 

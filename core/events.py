@@ -6,9 +6,10 @@ run: a waiting step declares keys such as ``mail:postmaster@example.test`` or
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 
 def mail_key(address: str) -> str:

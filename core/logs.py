@@ -10,7 +10,8 @@ import contextvars
 import logging
 import re
 import sys
-from typing import Any, MutableMapping
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
@@ -37,10 +38,11 @@ def _mask_values(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMap
         return event
     for k, v in event.items():
         if isinstance(v, str):
+            masked = v
             for secret in values:
-                if secret in v:
-                    v = v.replace(secret, "<secret>")
-            event[k] = v
+                if secret in masked:
+                    masked = masked.replace(secret, "<secret>")
+            event[k] = masked
         elif isinstance(v, (list, tuple, dict)):
             text = repr(v)
             if any(secret in text for secret in values):

@@ -6,19 +6,20 @@ engine (one store, one worker pool, group commits), as the daemon does.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from certwright.clock import Clock, clock_from_env
-from certwright.engine.run.foreground import summary
 from certwright.engine.model.inputs import coerce_inputs
 from certwright.engine.model.loader import load_pipeline, resolve_pipeline_path
+from certwright.engine.model.spec import PipelineSpec
+from certwright.engine.run.foreground import summary
 from certwright.engine.run.runner import Engine, EngineOptions
 from certwright.engine.run.services import start_services_for
-from certwright.engine.model.spec import PipelineSpec
-from certwright.state.location import open_store
 from certwright.engine.run.watch import WaitWatcher
+from certwright.state.location import open_store
 from certwright.state.records import FINISHED
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 from certwright.clock import FakeClock
 from certwright.engine.model.spec import PipelineSpec

@@ -40,7 +40,7 @@ def _tokenize(value: str) -> list[_Token]:
         c = value[i]
         if c in " \t\r\n":
             i, spaced = i + 1, True
-        elif c in "\"(":
+        elif c in '"(':
             j, depth, buf = i + 1, 1, []
             while depth:
                 if j >= n:
@@ -54,12 +54,12 @@ def _tokenize(value: str) -> list[_Token]:
                     continue
                 if c == "(":
                     depth += (d == "(") - (d == ")")
-                elif d == "\"":
+                elif d == '"':
                     depth = 0
                 else:
                     buf.append(d)
                 j += 1
-            if c == "\"":
+            if c == '"':
                 tokens.append(("quoted", "".join(buf), spaced))
             spaced, i = c == "(", j
         elif c in "<>@,;:.":

@@ -22,7 +22,7 @@ MAX_ENTRIES = 4096
 MAX_MESSAGE_BYTES = 256 * 1024
 
 _lock = threading.Lock()
-_cache: "OrderedDict[tuple[str, str], tuple[ParsedMail, str]]" = OrderedDict()
+_cache: OrderedDict[tuple[str, str], tuple[ParsedMail, str]] = OrderedDict()
 
 
 def get(folder: Path, name: str) -> tuple[ParsedMail, str] | None:

@@ -1,12 +1,12 @@
-"""IMAP as a mail source of the daemon: IMAP4 over TLS with IDLE, into a local Maildir spool.
+r"""IMAP as a mail source of the daemon: IMAP4 over TLS with IDLE, into a local Maildir spool.
 
 ``imaps://USER@HOST[:PORT]/MAILBOX?password_file=FILE[&cafile=PEM][&name=ACCOUNT]``: the
 daemon logs in (TLS always, certificate and host name checked), selects the mailbox and
 fetches every message without the keyword ``$Certwright``. Each is delivered into the spool
 Maildir ``<state_dir>/imap/<ACCOUNT>/`` (ACCOUNT defaults to ``USER@HOST``) under the name
 ``<uidvalidity>.<uid>.imap`` and routed like any Maildir message (see
-:mod:`engine.daemon_mail`), so ``wait.mail`` steps simply name that Maildir. Then the
-message is flagged ``\\Seen`` and ``$Certwright`` on the server. Nothing is ever deleted
+:mod:`engine.daemon.mailroute`), so ``wait.mail`` steps simply name that Maildir. Then the
+message is flagged ``\Seen`` and ``$Certwright`` on the server. Nothing is ever deleted
 or expunged on the server.
 
 Waiting: IDLE (RFC 2177) when the server offers it, re-issued every ``idle_timeout``
@@ -26,6 +26,7 @@ without it).
 """
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import os
 import re
@@ -164,16 +165,14 @@ class ImapSource:
                     self._stop.wait(30)
                     c.noop()
         finally:
-            try:
+            with contextlib.suppress(Exception):  # the connection may be gone already
                 c.logout()
-            except Exception:  # noqa: BLE001 - the connection may be gone already
-                pass
 
     def _uidvalidity(self, c: imaplib.IMAP4_SSL) -> str:
-        typ, data = c.response("UIDVALIDITY")
+        _, data = c.response("UIDVALIDITY")
         if data and data[0]:
             return data[0].decode() if isinstance(data[0], bytes) else str(data[0])
-        typ, data = c.status(_quote(self.account.mailbox), "(UIDVALIDITY)")
+        _, data = c.status(_quote(self.account.mailbox), "(UIDVALIDITY)")
         m = re.search(rb"UIDVALIDITY (\d+)", data[0] or b"")
         return m.group(1).decode() if m else "0"
 
@@ -199,14 +198,14 @@ class ImapSource:
             self.counts["flagged"] += 1
 
     def _fetch(self, c: imaplib.IMAP4_SSL, uid: str) -> bytes | None:
-        typ, data = c.uid("FETCH", uid, "(RFC822.SIZE)")
+        _, data = c.uid("FETCH", uid, "(RFC822.SIZE)")
         m = _SIZE.search(data[0] if data and isinstance(data[0], bytes) else b"")
         size = int(m.group(1)) if m else 0
         if size > self.limits.max_message_size:
             self.log.warning("mail_hostile", uid=uid, reason=f"message too large: {size} "
                              f"bytes (limit {self.limits.max_message_size}); not downloaded")
             return None
-        typ, data = c.uid("FETCH", uid, "(BODY.PEEK[])")
+        _, data = c.uid("FETCH", uid, "(BODY.PEEK[])")
         for item in data or []:
             if isinstance(item, tuple) and len(item) == 2:
                 self.counts["fetched"] += 1
@@ -220,7 +219,7 @@ class ImapSource:
 
     def _idle(self, c: imaplib.IMAP4_SSL) -> bool:
         """IDLE until the mailbox changes, ``idle_timeout`` passes or stop; True on change."""
-        tag: bytes = c._new_tag()
+        tag: bytes = c._new_tag()  # noqa: SLF001 - imaplib has no IDLE (before 3.14)
         c.send(tag + b" IDLE\r\n")
         sock: Any = c.sock
         buf, changed, done_at = b"", False, None

@@ -12,13 +12,14 @@ is unavailable (the daemon then falls back to watchdog). ``stop()`` is safe to r
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import select
 import struct
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 IN_CREATE, IN_MOVED_TO, IN_Q_OVERFLOW, IN_ISDIR = 0x100, 0x080, 0x4000, 0x40000000
 IN_NONBLOCK, IN_CLOEXEC = 0o4000, 0o2000000
@@ -81,10 +82,8 @@ class NewFileWatcher:
 
     @staticmethod
     def _call(cb: Callback, name: str | None) -> None:
-        try:
+        with contextlib.suppress(Exception):  # a callback must not kill the watcher thread
             cb(name)
-        except Exception:  # noqa: BLE001 - a callback must not kill the watcher thread
-            pass
 
     def stop(self) -> None:
         if self._stop_w < 0:

@@ -45,12 +45,12 @@ def _origin(url: str) -> tuple[str, str, int, str]:
 
 
 def link_problem(url: str, base_url: str, path_prefix: str = "") -> str | None:
-    """Why ``url`` may not be followed for ``base_url`` + ``path_prefix``; None if it may.
+    r"""Why ``url`` may not be followed for ``base_url`` + ``path_prefix``; None if it may.
 
     The URL must have base_url's scheme, host (case-insensitive, IDNA-normalized) and port
     (explicit or default); a path under base_url's path + path_prefix, matched at a segment
     boundary; no userinfo, backslash, control character, whitespace, ``.``/``..`` segment
-    or percent-encoded ``/``, ``.`` or ``\\``.
+    or percent-encoded ``/``, ``.`` or ``\``.
     """
     if _FORBIDDEN_IN_URL.search(url):
         return "control character, whitespace or backslash in URL"

@@ -18,6 +18,7 @@ Hazards this module is written against:
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
@@ -67,10 +68,8 @@ def unique_name() -> str:
 
 
 def _unlink_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 class _FolderSync:
@@ -180,7 +179,8 @@ class Maildir:
             _check_name(name)
         final = unique_name() if name is None else name
         base = os.fspath(self.path)
-        tmp_path = f"{base}/tmp/{final if name is None else unique_name()}"
+        # S108: the Maildir's own tmp/ folder, not the system's /tmp
+        tmp_path = f"{base}/tmp/{final if name is None else unique_name()}"  # noqa: S108
         new_path = f"{base}/new/{final}"
         try:
             write_file(tmp_path, raw, 0o600)

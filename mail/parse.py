@@ -17,13 +17,13 @@ and benchmarks check that hostile mail costs work linear in its size, not wall t
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes
 from email.header import decode_header
 from email.message import Message
 from email.utils import parsedate_to_datetime
-from typing import Iterable
 
 from certwright.mail.addresses import HostileMail, parse_address_list
 from certwright.mail.links import link_problem, safe_link, scan_html, urls_in

@@ -26,8 +26,9 @@ Hazard: a :class:`Tx` is valid only inside its ``with`` block; keep no reference
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from certwright.state.records import JournalEntry, RunRecord, Timer
 

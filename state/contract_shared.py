@@ -24,9 +24,11 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from certwright.errors import RunLocked, StoreError
 from certwright.state.base import Store
@@ -120,11 +122,11 @@ class SharedStoreContract:
     def test_what_another_process_commits_is_seen_here(self, tmp_path: Path) -> None:
         """A store open here sees runs, entries and timers another process committed."""
         with self.opened(tmp_path) as store:
-            self.in_process(tmp_path, "\n".join([
-                "from certwright.state.contract import write_everything",
-                "with store.transaction() as tx:",
-                "    write_everything(tx, 'r9')",
-                "print('{}')"]))
+            self.in_process(tmp_path, textwrap.dedent("""\
+                from certwright.state.contract import write_everything
+                with store.transaction() as tx:
+                    write_everything(tx, 'r9')
+                print('{}')"""))
             assert store.load_run("r9").status == WAITING
             assert len(store.journal("r9")) == 1 and len(store.timers_after(0)) == 1
 
@@ -132,16 +134,16 @@ class SharedStoreContract:
             self, tmp_path: Path) -> None:
         """A process killed (SIGKILL) in the middle of a transaction, its writes already
         in the database, leaves nothing of that transaction and all of the one before."""
-        self.in_process(tmp_path, "\n".join([
-            "import os, signal",
-            "from certwright.state.contract import entry, write_everything",
-            "with store.transaction() as tx:",
-            "    write_everything(tx, 'r1')",
-            "with store.transaction() as tx:",
-            "    write_everything(tx, 'r2')",
-            "    tx.append(entry('r1', 1))",
-            "    assert store.find_run('r2') is not None",
-            "    os.kill(os.getpid(), signal.SIGKILL)"]), returncode=-signal.SIGKILL)
+        self.in_process(tmp_path, textwrap.dedent("""\
+            import os, signal
+            from certwright.state.contract import entry, write_everything
+            with store.transaction() as tx:
+                write_everything(tx, 'r1')
+            with store.transaction() as tx:
+                write_everything(tx, 'r2')
+                tx.append(entry('r1', 1))
+                assert store.find_run('r2') is not None
+                os.kill(os.getpid(), signal.SIGKILL)"""), returncode=-signal.SIGKILL)
         with self.opened(tmp_path) as store:
             assert [e.data for e in store.journal("r1")] == [{"n": 0}]
             assert store.find_run("r2") is None and store.load_secrets("r2") is None
@@ -273,7 +275,7 @@ def _try_lock(state_dir: Path, run_id: str) -> str:
 
 
 @contextmanager
-def _holding(state_dir: Path, which: str, *args: str) -> Iterator["subprocess.Popen[str]"]:
+def _holding(state_dir: Path, which: str, *args: str) -> Iterator[subprocess.Popen[str]]:
     """Another process holding a lock (``run_lock``, ``daemon_lock``) for the block; it
     lets go and ends at the end of the block (if it is still alive)."""
     proc = subprocess.Popen([sys.executable, "-c", _LOCK_CODE, which, str(state_dir),

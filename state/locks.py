@@ -17,11 +17,13 @@ process". A holder clears the file before it lets go, so a pid left behind is a 
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Self
 
 from certwright.errors import RunLocked
 from certwright.state import names as N
@@ -53,7 +55,7 @@ class FileLock:
         self.what = what
         self._held: HeldLock | None = None
 
-    def acquire(self) -> "FileLock":
+    def acquire(self) -> Self:
         fd = _open(self.path)
         try:
             _probe(fd, fcntl.LOCK_EX, self.what)
@@ -85,7 +87,7 @@ class FileLock:
         finally:
             os.close(fd)
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> Self:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
@@ -124,7 +126,7 @@ def write_holder(fd: int, *, sync: bool = True) -> None:
     ``sync=False`` skips the fsync (the daemon, on its latency path: the line only names
     the holder for messages; the flock is what excludes).
     """
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     line = f"{os.getpid()} {stamp}\n".encode()
     os.pwrite(fd, line, 0)
     os.ftruncate(fd, len(line))
@@ -134,10 +136,8 @@ def write_holder(fd: int, *, sync: bool = True) -> None:
 
 def clear_holder(fd: int) -> None:
     """Before letting go of the flock: leave no pid behind for the next holder's gap."""
-    try:
+    with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)
-    except OSError:
-        pass
 
 
 def _probe(fd: int, mode: int, what: str) -> None:

@@ -69,9 +69,9 @@ def fetch_certificate(host: str, port: int, server_name: str | None,
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # compared by fingerprint below, not verified
-    with socket.create_connection((host, port), timeout=timeout) as raw:
-        with ctx.wrap_socket(raw, server_hostname=server_name) as tls:
-            der = tls.getpeercert(binary_form=True)
+    with (socket.create_connection((host, port), timeout=timeout) as raw,
+          ctx.wrap_socket(raw, server_hostname=server_name) as tls):
+        der = tls.getpeercert(binary_form=True)
     if not der:
         raise ssl.SSLError(f"{host}:{port} completed a handshake but presented no certificate")
     fp = hashlib.sha256(der).hexdigest()

@@ -19,16 +19,17 @@ import json
 import os
 import secrets
 import threading
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar
 
 from certwright.atomic import write_atomic, write_many_atomic
 from certwright.ca.client import CAClient, CAError
 from certwright.ca.passphrase import generate_passphrase
 from certwright.clock import parse_instant
-from certwright.errors import PermanentError
 from certwright.engine.plugins.step import BaseStep, Done, StepContext, StepResult
+from certwright.errors import PermanentError
 
 _CA = {"type": "string", "format": "uri", "description": "base URL of the CA"}
 _EMAIL = {"type": "string", "minLength": 3}
@@ -78,10 +79,8 @@ _TOKEN_MARGIN = timedelta(minutes=5)  # stop using one this long before the CA's
 def _cache_token(ctx: StepContext, key: tuple[str, str], client: CAClient) -> None:
     until = ctx.clock.now() + _TOKEN_LIFE
     if client.token_expires:
-        try:
+        with contextlib.suppress(ValueError):
             until = min(until, parse_instant(client.token_expires) - _TOKEN_MARGIN)
-        except ValueError:
-            pass
     with _TOKENS_LOCK:
         _TOKENS[key] = (str(client.token), client.account_id, until)
 
@@ -221,7 +220,7 @@ def _follow(ctx: StepContext, step: str, want: str) -> dict[str, Any]:
     with _client(ctx) as client:
         if not client.same_origin(link):
             raise PermanentError(f"{step}: refusing to follow link to other host "
-                                 f"({link.split('?')[0]} is not at {client.base_url})")
+                                 f"({link.split('?', maxsplit=1)[0]} is not at {client.base_url})")
         kind, request_id, token = client.parse_link(link)
         if kind != want:
             raise PermanentError(f"{step}: expected a {want} link, got a {kind} link")

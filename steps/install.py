@@ -16,17 +16,23 @@ from __future__ import annotations
 import shlex
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certwright.engine.plugins.step import BaseStep, Done, StepContext
 from certwright.errors import PermanentError, StepError
 from certwright.steps import _install_files as files
 from certwright.steps import _install_layout as layout_mod
-from certwright.steps._install_tls import Presented, default_server_name, fetch_certificate, split_address
-from certwright.engine.plugins.step import BaseStep, Done, StepContext
+from certwright.steps._install_tls import (
+    Presented,
+    default_server_name,
+    fetch_certificate,
+    split_address,
+)
 from certwright.steps.keys import parse_private_key, public_key_sha256
 
 _OUTPUT_CAP = 16 * 1024  # characters of stdout/stderr kept in outputs and messages
@@ -146,7 +152,7 @@ class InstallFiles(BaseStep):
 
 def _command(value: Any, shell: bool) -> list[str] | str | None:
     """An argv list (or a shell string when ``shell``); None when empty."""
-    if value is None or value == "" or value == []:
+    if value is None or value in ("", []):
         return None
     if isinstance(value, (list, tuple)):
         argv = [str(a) for a in value]
@@ -164,7 +170,8 @@ def run_command(cmd: list[str] | str, *, shell: bool, timeout: float,
     """Run ``cmd`` capturing bounded output; StepError on timeout, Permanent if missing."""
     try:
         proc = subprocess.run(cmd, shell=shell, capture_output=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, text=True, errors="replace")
+                              stdin=subprocess.DEVNULL, text=True, errors="replace",
+                              check=False)  # the callers read the return code
     except FileNotFoundError as exc:
         raise PermanentError(f"{what}: cannot run {_shown(cmd)!r}: {exc.strerror}: "
                              f"{exc.filename}") from exc

@@ -18,8 +18,9 @@ import hashlib
 import os
 import re
 import stat
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -28,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from certwright.atomic import write_atomic, write_new
-from certwright.errors import PermanentError, StepError
 from certwright.engine.plugins.step import BaseStep, Done, StepContext
+from certwright.errors import PermanentError, StepError
 
 CURVES: dict[str, type[ec.EllipticCurve]] = {"P-256": ec.SECP256R1, "P-384": ec.SECP384R1}
 _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384"}

@@ -17,18 +17,19 @@ mark wins, the other leaves it.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from certwright.clock import format_instant, parse_instant
+from certwright.engine.plugins.step import Done, StepContext, StepResult, Wait
 from certwright.errors import PermanentError
 from certwright.events import mail_key
 from certwright.mail.intake import Admitted, Intake, Refused, parse
 from certwright.mail.maildir import Maildir, MessageTooLarge
 from certwright.mail.parse import HostileMail, ParsedMail, link_problem, parse_address_list
-from certwright.engine.plugins.step import Done, StepContext, StepResult, Wait
 
 MAX_JUDGED = 256  # names judged "not for us" remembered in the memo (keeps the memo small)
 SINCE_SLACK = timedelta(seconds=1)  # file times are coarser than the clock
@@ -164,7 +165,7 @@ class _MailWait:
         try:
             if cutoff is not None:
                 mtime = (md.new / name).stat().st_mtime
-                if datetime.fromtimestamp(mtime, timezone.utc) < cutoff:
+                if datetime.fromtimestamp(mtime, UTC) < cutoff:
                     return SKIP
         except FileNotFoundError:
             return None  # another process took it
@@ -204,7 +205,7 @@ class WaitMail(_MailWait):
 
     name = "wait.mail"
     description = "wait for a mail to an address in a Maildir and take the link in it"
-    params_schema = {
+    params_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object", "additionalProperties": False, "required": ["maildir", "to"],
         "properties": {
             "maildir": {"type": "string"}, "to": _ADDRESS_SCHEMA,
@@ -268,7 +269,7 @@ class NotifyCheck(_MailWait):
 
     name = "notify.check"
     description = "wait for the CA's issuance mail and check it names this certificate"
-    params_schema = {
+    params_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object", "additionalProperties": False,
         "required": ["maildir", "to", "serial", "fingerprint"],
         "properties": {

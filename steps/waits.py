@@ -4,13 +4,14 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from certwright.clock import format_instant, parse_instant
+from certwright.engine.plugins.step import BaseStep, Done, StepContext, Wait
 from certwright.errors import PermanentError
 from certwright.events import file_key
-from certwright.engine.plugins.step import BaseStep, Done, StepContext, Wait
 
 
 def _fingerprint(path: Path) -> str | None:
@@ -76,7 +77,8 @@ class WaitUntil(BaseStep):
         try:
             at = parse_instant(str(ctx.params["at"]))
         except ValueError as exc:
-            raise PermanentError(f"wait.until: {ctx.params['at']!r} is not an instant: {exc}")
+            raise PermanentError(f"wait.until: {ctx.params['at']!r} is not an instant: "
+                                 f"{exc}") from exc
         if ctx.clock.now() >= at:
             return Done({"at": format_instant(at)})
         return Wait(description=f"until {format_instant(at)}", until=at)

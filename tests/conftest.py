@@ -7,6 +7,7 @@ its output open.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -40,18 +41,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if reporter:
             reporter.write_line(f"warning: a test left process {pid} running: {cmd[:160]}",
                                 yellow=True)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists()
                                               for p, _ in leftovers):
         for pid, _ in leftovers:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
         time.sleep(0.1)
     for pid, _ in leftovers:
         try:

@@ -9,15 +9,15 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from certwright.engine.model import graph
 from certwright.clock import clock_from_env, parse_instant
-from certwright.errors import CertwrightError, InputError, SpecError
+from certwright.engine.model import graph
 from certwright.engine.run.foreground import Outcome, describe_wait, drive, summary
-from certwright.engine.run.naming import check_run_id, new_run_id
 from certwright.engine.run.interceptor import Interceptor
+from certwright.engine.run.naming import check_run_id, new_run_id
 from certwright.engine.run.runner import Engine, EngineOptions
-from certwright.engine.run.watch import WaitWatcher
 from certwright.engine.run.services import start_services
+from certwright.engine.run.watch import WaitWatcher
+from certwright.errors import CertwrightError, InputError, SpecError
 from certwright.state.location import open_store
 from certwright.state.locks import daemon_lock, run_lock
 from certwright.state.records import FINISHED, SUCCEEDED
@@ -109,7 +109,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         _refuse_if_daemon(args.state_dir)
     with ExitStack() as stack:
         stack.enter_context(run_lock(args.state_dir, run.id))
-        name, source, text = store.load_spec(run.spec_hash)
+        _name, source, text = store.load_spec(run.spec_hash)
         from certwright.engine.model.loader import load_pipeline_text
         spec = load_pipeline_text(text, source)
         services, _ = start_services(spec, dict(run.inputs), args.state_dir, stack)
@@ -152,7 +152,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                           "renewals": renewals}, indent=2))
         return EXIT_OK
     now = clock_from_env().now()
-    print(f"daemon: {'serving (pid %d)' % daemon if daemon else 'not running'}")
+    print(f"daemon: {f'serving (pid {daemon})' if daemon else 'not running'}")
     rows = [("RUN", "PIPELINE", "STATE", "STATUS", "WAITING FOR", "DEADLINE")]
     for r in runs:
         deadline = ""
@@ -167,7 +167,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows.append((r.id, r.pipeline, r.state, r.status, waiting[:60], deadline))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     if args.run_id and runs[0].error:
         print(f"error: {runs[0].error}")
     if renewals and not args.run_id:

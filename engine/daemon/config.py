@@ -25,12 +25,13 @@ Loading is pure: re-reading the same file (SIGHUP) gives an equal config.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from certwright.errors import CertwrightError, InputError
 from certwright.engine.model.spec import parse_duration
+from certwright.errors import CertwrightError, InputError
 
 KEYS = ("maildirs", "imap", "pipelines", "inbox", "embedded", "csr_pipeline", "csr_inputs",
         "unmatched_grace", "sync_interval", "suppress_mail_polls", "renew_check",

@@ -25,18 +25,20 @@ loop (the engine is single-threaded); the watcher only notes their names.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
-from certwright.errors import CertwrightError, InputError, SpecError
-from certwright.engine.run.naming import check_run_id, new_run_id
 from certwright.engine.model.spec import PipelineSpec
+from certwright.engine.run.naming import check_run_id, new_run_id
+from certwright.errors import CertwrightError, InputError, SpecError
 
 log = structlog.get_logger("certwright.daemon")
 
@@ -168,10 +170,8 @@ class Inbox:
                 log.info("inbox_recovered", run_id=claim.name, file=files[0].name)
             else:
                 self._handle(files[0], claim.name)
-            try:
+            with contextlib.suppress(OSError):
                 claim.rmdir()
-            except OSError:
-                pass
 
     def process(self, sweep: bool = False) -> int:
         """Handle the files noted by the watcher (and, with ``sweep``, any settled file)."""
@@ -208,15 +208,14 @@ class Inbox:
             values = coerce_inputs(spec, inputs)
             self._start(spec, values, run_id, secret)
         except (CertwrightError, OSError, ValueError) as exc:
-            reason = str(exc) if isinstance(exc, CertwrightError) else f"{type(exc).__name__}: {exc}"
+            reason = (str(exc) if isinstance(exc, CertwrightError)
+                      else f"{type(exc).__name__}: {exc}")
             log.warning("inbox_refused", file=name, reason=reason.splitlines()[0][:300])
             self._fail(path, name, reason)
             return
         self._move(path, self.folder / "done" / f"{run_id}-{name}")
-        try:
+        with contextlib.suppress(OSError):
             path.parent.rmdir()
-        except OSError:
-            pass
         log.info("inbox_started", file=name, run_id=run_id, pipeline=spec.name)
 
     def _request(self, path: Path, claimed_id: str | None
@@ -239,7 +238,8 @@ class Inbox:
         else:
             raise InputError(f"not a request ({', '.join(REQUEST_SUFFIXES)}) or a CSR (.csr)")
         run_id = claimed_id or new_run_id(spec.name)
-        if claimed_id is not None and self._exists(run_id) and path.parent.parent.name != ".processing":
+        if (claimed_id is not None and self._exists(run_id)
+                and path.parent.parent.name != ".processing"):
             raise InputError(f"a run with id {run_id!r} exists already")
         secret = [n for n, i in spec.inputs.items() if i.secret]
         return spec, inputs, run_id, secret
@@ -254,10 +254,8 @@ class Inbox:
             return
         err = target.with_name(target.name + ".error")
         err.write_text(reason.rstrip() + "\n")
-        try:
+        with contextlib.suppress(OSError):
             path.parent.rmdir() if path.parent.parent.name == ".processing" else None
-        except OSError:
-            pass
 
     @staticmethod
     def _move(src: Path, dst: Path) -> Path:

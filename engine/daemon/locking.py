@@ -23,9 +23,9 @@ never inside one, and :meth:`RunLocks.close` after the engine's ``close``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import structlog
 

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -197,7 +198,7 @@ class MailRouter:
 
 
 class _NewHandler(FileSystemEventHandler):
-    def __init__(self, source: "MaildirSource") -> None:
+    def __init__(self, source: MaildirSource) -> None:
         self.source = source
 
     def on_any_event(self, event: FileSystemEvent) -> None:

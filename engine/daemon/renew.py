@@ -29,18 +29,19 @@ from __future__ import annotations
 import random
 import sqlite3
 import threading
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import structlog
 
-from certwright.engine.run import secrets as secret_store
 from certwright.clock import Clock, format_instant, parse_instant
-from certwright.errors import CertwrightError
-from certwright.engine.run.naming import new_run_id
 from certwright.engine.model.spec import PipelineSpec
+from certwright.engine.run import secrets as secret_store
+from certwright.engine.run.naming import new_run_id
+from certwright.errors import CertwrightError
 from certwright.state.base import Store
 from certwright.state.records import CANCELLED, FAILED, SUCCEEDED, RunRecord
 

@@ -26,8 +26,9 @@ from __future__ import annotations
 import functools
 import re
 import sys
+from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
 
 DISTRIBUTION = "certwright"  # whose entry points are the built-ins
 NAMESPACE = "certwright."    # the plugin groups discovered (certwright.steps, ...)

@@ -17,10 +17,11 @@ Hazards:
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from certwright.engine.model.spec import PipelineSpec
 from certwright.engine.plugins._entrypoints import discover
@@ -85,7 +86,7 @@ def load_providers() -> list[Provider]:
         taken.add(found.name)
         try:
             cls = found.entry_point.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plugin is named, not a traceback
+        except Exception as exc:
             raise CertwrightError(
                 f"provider {found.name!r} ({found.value}, distribution {found.dist}) cannot "
                 f"be loaded: {type(exc).__name__}: {exc}") from exc

@@ -14,7 +14,8 @@ metadata (not installed) there are no built-in steps: :class:`Registry` says so.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from certwright.engine.plugins._entrypoints import discover
 from certwright.engine.plugins.step import Step
@@ -64,9 +65,9 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self._specs
 
-    def register(self, cls: type, name: str | None = None) -> None:
+    def register(self, cls: type[Step], name: str | None = None) -> None:
         """Add a step class (tests and embedders)."""
-        key = name or getattr(cls, "name")
+        key = name or cls.name
         self._specs[key] = cls
         self._loaded.pop(key, None)
 

@@ -18,7 +18,8 @@ store's until its transaction commits; read through :meth:`RunBook.cached` first
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from certwright.engine.run.jobs import CleanupJob, Job
 from certwright.events import Event

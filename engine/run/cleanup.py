@@ -19,7 +19,7 @@ cleanup (nothing re-reads a finished run).
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import structlog
 

@@ -13,8 +13,9 @@ secrets in clear; it must never reach the journal or a log, only the step.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import structlog
 

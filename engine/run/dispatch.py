@@ -27,8 +27,14 @@ from certwright.engine.run.context import Contexts
 from certwright.engine.run.interceptor import Interceptors
 from certwright.engine.run.jobs import CleanupJob, Job
 from certwright.engine.run.journal import Cancelled, Entered, StepStarted
-from certwright.engine.run.launcher import (CancelAsked, CleanedUp, EventArrived, Item,
-                                            Launcher, StepReturned)
+from certwright.engine.run.launcher import (
+    CancelAsked,
+    CleanedUp,
+    EventArrived,
+    Item,
+    Launcher,
+    StepReturned,
+)
 from certwright.engine.run.machine import NoTransition
 from certwright.engine.run.outcomes import Outcomes, state_deadline
 from certwright.engine.run.specs import Specs

@@ -1,7 +1,7 @@
 """Drive one run in the foreground: pump the engine, watch what the run waits for, show it.
 
-Returns when the run finishes, or parks it (``--no-wait``, Ctrl-C, SIGTERM, SIGHUP): whatever executes at
-that moment is left in flight in the journal and runs again, with the same idempotency
+Returns when the run finishes, or parks it (``--no-wait``, Ctrl-C, SIGTERM, SIGHUP): whatever
+executes at that moment is left in flight in the journal and runs again, with the same idempotency
 key, on ``resume``.
 """
 from __future__ import annotations
@@ -10,9 +10,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from certwright.clock import parse_instant
 from certwright.engine.model.spec import format_duration
@@ -80,7 +81,7 @@ def drive(engine: Engine, run_id: str, watcher: WaitWatcher, *, no_wait: bool = 
                     out.write("\r\033[K" + line)
                     out.flush()
                     last_draw = now
-                elif not tty and line.split(";")[0] != shown.split(";")[0]:
+                elif not tty and line.split(";")[0] != shown.split(";", maxsplit=1)[0]:
                     out.write(line + "\n")
                     out.flush()
                 shown = line

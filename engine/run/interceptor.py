@@ -22,7 +22,8 @@ and leaves the engine). Records handed to observers are never changed afterwards
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Literal, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, Protocol
 
 from certwright.engine.plugins.step import Wait
 from certwright.events import Event
@@ -115,10 +116,7 @@ class Interceptors:
 
     # -- asked now, inside the transaction ------------------------------------------------
     def claim(self, run_id: str) -> bool:
-        for claim in self._claim:
-            if not claim(run_id):
-                return False
-        return True
+        return all(claim(run_id) for claim in self._claim)
 
     def filter_wait(self, wait: Wait) -> Wait:
         for f in self._filter:

@@ -17,11 +17,20 @@ instead of folding it wrongly.
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable, Literal, NotRequired, TypedDict, Union, cast, get_args
+from collections.abc import Iterable
+from typing import Any, Literal, NotRequired, TypedDict, cast, get_args
 
 from certwright.errors import StoreError
-from certwright.state.records import (BACKOFF, CANCELLED, FAILED, RUNNING, SUCCEEDED, WAITING,
-                                      JournalEntry, RunRecord)
+from certwright.state.records import (
+    BACKOFF,
+    CANCELLED,
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    WAITING,
+    JournalEntry,
+    RunRecord,
+)
 
 Kind = Literal["created", "entered", "step_started", "step_done", "step_waiting",
                "step_failed", "run_failed", "cancelled", "alarm"]
@@ -108,8 +117,8 @@ class Alarm(TypedDict):
     message: str
 
 
-Data = Union[Created, Entered, StepStarted, StepDone, StepWaiting, StepFailed, RunFailed,
-             Cancelled, Alarm]
+Data = (Created | Entered | StepStarted | StepDone | StepWaiting | StepFailed | RunFailed
+        | Cancelled | Alarm)
 
 
 def apply(run: RunRecord | None, e: JournalEntry) -> RunRecord:

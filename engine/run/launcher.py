@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import queue
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union, cast
+from typing import cast
 
 import structlog
 
@@ -65,7 +66,7 @@ class CancelAsked:
     reason: str
 
 
-Item = Union[StepReturned, CleanedUp, EventArrived, CancelAsked]
+Item = StepReturned | CleanedUp | EventArrived | CancelAsked
 
 
 class Launcher:
@@ -74,7 +75,7 @@ class Launcher:
     def __init__(self, registry: Registry, *, workers: int = 8, inline: bool = False) -> None:
         self._registry = registry
         self._pool: WorkerPool | InlinePool = InlinePool() if inline else WorkerPool(workers)
-        self._inbox: "queue.SimpleQueue[Item]" = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self._held: list[Job | CleanupJob] = []
 
     # -- the inbox (thread-safe) ------------------------------------------------------------
@@ -130,7 +131,7 @@ class Launcher:
         masked = SECRET_VALUES.set(job.secrets)
         try:
             result: object = self._registry.get(job.spec.name).run(job.ctx)
-        except Exception as exc:  # every failure becomes an event, never a dead thread
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an event, never a dead thread
             if not isinstance(exc, StepError):
                 exc.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
             result = exc

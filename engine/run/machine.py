@@ -14,13 +14,14 @@ Triggers: ``next`` (the state's steps all succeeded; guarded edges tried in orde
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from transitions import EventData, Machine, MachineError
 
 from certwright.engine.model.conditions import evaluate
-from certwright.errors import CertwrightError
 from certwright.engine.model.spec import Condition, PipelineSpec
+from certwright.errors import CertwrightError
 
 
 class NoTransition(CertwrightError):
@@ -28,7 +29,7 @@ class NoTransition(CertwrightError):
 
 
 class _Model:
-    __slots__ = ("state", "__dict__")
+    __slots__ = ("__dict__", "state")
 
     def __init__(self) -> None:
         self.state = ""

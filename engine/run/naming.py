@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-
-from typing import Callable, Iterable
 
 from certwright.errors import CertwrightError, InputError
 from certwright.state import names as N
@@ -17,7 +16,7 @@ _ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 
 def new_run_id(pipeline: str) -> str:
     """``<pipeline>-<yyyymmdd>-<6 random chars>``: sortable, readable, unique enough."""
-    day = datetime.now(timezone.utc).strftime("%Y%m%d")
+    day = datetime.now(UTC).strftime("%Y%m%d")
     tail = "".join(secrets.choice(_ALPHABET) for _ in range(6))
     return f"{pipeline}-{day}-{tail}"
 

@@ -1,8 +1,8 @@
 """How an engine runs: :class:`EngineOptions`, one object, each default documented."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 __all__ = ["EngineOptions"]
 

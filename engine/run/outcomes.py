@@ -19,8 +19,9 @@ inputs give the same entry (tests replay them with a fake clock and a seeded ``R
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import structlog
 
@@ -140,7 +141,7 @@ class Outcomes:
         had_wake = run.status == WAITING or run.wake_at is not None
         run = self._writer.record(run, run.id, "step_done", StepDone(
             index=job.index, step=job.spec.id, key=job.key, outputs=public))
-        if "alarm" in outputs and outputs["alarm"]:
+        if outputs.get("alarm"):
             run = self._writer.record(run, run.id, "alarm", Alarm(message=str(outputs["alarm"])))
         if had_wake:  # else no wake timer can exist (a stale one fires and finds nothing)
             tx.clear_timers(run.id, ["wake"])

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import structlog
 
@@ -161,7 +162,7 @@ class Engine:
         secret_names = list(secret_inputs)
         with self._writer.transaction() as tx:
             tx.put_spec(spec.hash, spec.name, spec.source, spec.text)
-            for rid, given in zip(ids, values):
+            for rid, given in zip(ids, values, strict=True):
                 public, secrets = secret_store.split_inputs(given, secret_names)
                 if secrets is not None:
                     tx.put_secrets(rid, secrets)

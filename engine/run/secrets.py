@@ -9,8 +9,9 @@ kept them in ``<run dir>/secrets.json`` (mode 0600); :func:`load` still reads th
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Protocol
 
 from certwright.engine.run.naming import run_dir_for
 

@@ -12,9 +12,10 @@ offered by two providers is an error rather than one silently replacing the othe
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from certwright.engine.model.spec import PipelineSpec
 from certwright.engine.plugins.providers import Provider, load_providers

@@ -9,7 +9,7 @@ loads steps lazily); it is asked only when a run leaves a state or is cancelled.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from certwright.engine.model.spec import PipelineSpec
 from certwright.engine.plugins.registry import Registry
@@ -43,7 +43,7 @@ class Specs:
         """The run's pinned spec and machine; raises StoreError if the store lacks it."""
         found = self._by_hash.get(run.spec_hash)
         if found is None:
-            name, source, text = self._store.load_spec(run.spec_hash)
+            _name, source, text = self._store.load_spec(run.spec_hash)
             loader = self._loader
             if loader is None:
                 from certwright.engine.model.loader import load_pipeline_text

@@ -12,7 +12,8 @@ entry, status and ``wake_at``) before acting, and deletes it from the store when
 from __future__ import annotations
 
 import heapq
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from certwright.clock import parse_instant
 from certwright.state.base import Tx
@@ -43,8 +44,7 @@ class TimerHeap:
 
     def saw(self, timer_id: int) -> None:
         """Remember a timer id found in the store, pushed or not (``sync`` reads above)."""
-        if timer_id > self.max_id:
-            self.max_id = timer_id
+        self.max_id = max(self.max_id, timer_id)
 
     def load(self, timers: Iterable[Timer], scope: set[str] | None) -> int:
         """Mirror timers found in the store (those of runs in ``scope``, None: all);

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -21,14 +21,14 @@ from certwright.events import Event
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, owner: "PathWatcher", folder: str) -> None:
+    def __init__(self, owner: PathWatcher, folder: str) -> None:
         self.owner = owner
         self.folder = folder
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return
-        self.owner._fire(self.folder, str(event.src_path))
+        self.owner.fire(self.folder, str(event.src_path))
 
 
 class PathWatcher:
@@ -65,7 +65,7 @@ class PathWatcher:
             for ids in self._folders.values():
                 ids.discard(run_id)
 
-    def _fire(self, folder: str, path: str) -> None:
+    def fire(self, folder: str, path: str) -> None:
         with self._lock:
             ids = list(self._folders.get(folder, ()))
         for rid in ids:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 
 class WorkerPool:
     """Runs submitted callables on ``size`` daemon threads."""
 
     def __init__(self, size: int = 8) -> None:
-        self._jobs: "queue.SimpleQueue[Callable[[], None] | None]" = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._threads = [threading.Thread(target=self._work, name=f"certwright-step-{i}",
                                           daemon=True) for i in range(size)]
         for t in self._threads:

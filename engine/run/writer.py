@@ -11,9 +11,10 @@ raises CertwrightError (a bug in the engine, not a user's error).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, Iterator, cast
+from typing import Any, cast
 
 from certwright.clock import Clock, format_instant
 from certwright.engine.run.book import RunBook

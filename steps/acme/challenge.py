@@ -16,11 +16,12 @@ import shlex
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
-from dnslib import DNSRecord  # type: ignore[import-untyped]
+from dnslib import DNSRecord
 
 from certwright.errors import PermanentError, StepError
 from certwright.steps.acme import responder as acme_responder
@@ -104,7 +105,8 @@ def run_hook(argv_template: Sequence[str] | str, record: Presented, doing: str) 
     try:
         argv = [str(part).format(**fields) for part in argv_template]
     except (KeyError, IndexError, ValueError) as exc:
-        raise PermanentError(f"{doing}: bad placeholder in hook {list(argv_template)}: {exc}") from exc
+        raise PermanentError(f"{doing}: bad placeholder in hook {list(argv_template)}: "
+                             f"{exc}") from exc
     try:
         proc = subprocess.run(argv, capture_output=True, timeout=HOOK_TIMEOUT, check=False,
                               stdin=subprocess.DEVNULL)
@@ -190,7 +192,7 @@ def txt_values(resolver: str, name: str, timeout: float = 2.0) -> list[str]:
     try:
         raw = DNSRecord.question(name, "TXT").send(host, port, timeout=timeout)
         reply = DNSRecord.parse(raw)
-    except Exception:  # socket errors, timeouts and dnslib's own parse errors alike
+    except Exception:  # noqa: BLE001 - socket errors, timeouts and dnslib's parse errors alike
         return []
     out = []
     for rr in reply.rr:

@@ -17,25 +17,28 @@ a crash after the CA created an account finds the key and recovers the same acco
 from __future__ import annotations
 
 import contextlib
-import datetime
+import datetime as dt
 import email.utils
 import fcntl
 import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
-import josepy as jose
 import requests
 from acme import client as acme_client
 from acme import errors as acme_errors
 from acme import jws, messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from josepy.errors import DeserializationError
+from josepy.jwa import ES256, RS256, JWASignature
+from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from certwright.atomic import write_atomic
 from certwright.errors import PermanentError, StepError
@@ -56,6 +59,13 @@ COMMON_PARAMS: dict[str, Any] = {
     "allow_insecure": {"type": "boolean", "default": False,
                        "description": "allow an http:// directory (test servers only)"},
 }
+
+
+def step_schema(extra: Mapping[str, Any],
+                required: tuple[str, ...] = ("directory",)) -> dict[str, Any]:
+    """The JSON Schema of an acme.* step's parameters: COMMON_PARAMS and ``extra``, no others."""
+    return {"type": "object", "additionalProperties": False, "required": list(required),
+            "properties": {**COMMON_PARAMS, **extra}}
 
 
 def check_params(params: Mapping[str, Any], required: tuple[str, ...]) -> None:
@@ -84,8 +94,7 @@ def problem_text(err: messages.Error) -> str:
         parts.append(f"detail={err.detail!r}")
     if err.identifier is not None:
         parts.append(f"identifier={err.identifier.value}")
-    for sub in err.subproblems or ():
-        parts.append(f"[{problem_text(sub)}]")
+    parts.extend(f"[{problem_text(sub)}]" for sub in err.subproblems or ())
     return " ".join(parts)
 
 
@@ -102,8 +111,8 @@ def retry_after_seconds(response: requests.Response, default: float) -> float:
     except (TypeError, ValueError, IndexError):
         return default
     if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 class RetryLater(acme_errors.Error):
@@ -153,7 +162,7 @@ class RetryingNetwork(acme_client.ClientNetwork):
             raise acme_errors.MissingNonce(response)
         try:
             return jws.Header._fields["nonce"].decode(fresh)  # type: ignore[no-any-return]
-        except jose.DeserializationError as exc:
+        except DeserializationError as exc:
             raise acme_errors.BadNonce(fresh, exc) from exc
 
     def last_date(self) -> str | None:
@@ -212,8 +221,8 @@ class Account:
     """An ACME account as stored on disk: its folder, key and registration URL (if any)."""
 
     folder: Path
-    key: jose.JWK
-    alg: jose.JWASignature
+    key: JWK
+    alg: JWASignature
     url: str | None
 
 
@@ -246,7 +255,8 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def load_or_create_key(folder: Path, key_type: str = "ec", key_size: int = 2048) -> tuple[jose.JWK, jose.JWASignature]:
+def load_or_create_key(folder: Path, key_type: str = "ec",
+                       key_size: int = 2048) -> tuple[JWK, JWASignature]:
     """The account key in ``folder/account.key``, generated (0600) when missing."""
     path = folder / "account.key"
     if not path.exists():
@@ -257,9 +267,9 @@ def load_or_create_key(folder: Path, key_type: str = "ec", key_size: int = 2048)
             serialization.NoEncryption()))
     private = serialization.load_pem_private_key(path.read_bytes(), None)
     if isinstance(private, ec.EllipticCurvePrivateKey):
-        return jose.JWKEC(key=private), jose.ES256
+        return JWKEC(key=private), ES256
     if isinstance(private, rsa.RSAPrivateKey):
-        return jose.JWKRSA(key=private), jose.RS256
+        return JWKRSA(key=private), RS256
     raise PermanentError(f"{path}: account key is neither EC nor RSA")
 
 
@@ -284,7 +294,8 @@ def account_locked(state_dir: Path, params: Mapping[str, Any]) -> Iterator[None]
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def load_account(state_dir: Path, params: Mapping[str, Any], *, create_key: bool = False) -> Account:
+def load_account(state_dir: Path, params: Mapping[str, Any], *,
+                 create_key: bool = False) -> Account:
     """The stored account for the step's directory+contact.
 
     Raises PermanentError when no account was registered yet (run ``acme.account`` first)
@@ -322,7 +333,8 @@ class AcmeSession:
         return self.net.post(url, obj, new_nonce_url=self.directory["newNonce"], **kwargs)
 
     def order(self, url: str) -> messages.Order:
-        return messages.Order.from_json(self.post(url, None).json())
+        order: messages.Order = messages.Order.from_json(self.post(url, None).json())
+        return order
 
     def authorization(self, url: str) -> tuple[messages.Authorization, requests.Response]:
         resp = self.post(url, None)

@@ -11,8 +11,9 @@ Polling stops after ``timeout`` seconds (default 300) with a retryable StepError
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import requests
 from acme import errors as acme_errors
@@ -23,11 +24,19 @@ from cryptography.x509.oid import NameOID
 
 from certwright.atomic import write_many_atomic
 from certwright.clock import format_instant, monotonic
-from certwright.errors import PermanentError, StepError
-from certwright.steps.acme.client import (COMMON_PARAMS, AcmeSession, as_step_error, check_params,
-                                load_account, problem_text, read_json, retry_after_seconds,
-                                session_for)
 from certwright.engine.plugins.step import BaseStep, Done, StepContext
+from certwright.errors import PermanentError, StepError
+from certwright.steps.acme.client import (
+    AcmeSession,
+    as_step_error,
+    check_params,
+    load_account,
+    problem_text,
+    read_json,
+    retry_after_seconds,
+    session_for,
+    step_schema,
+)
 
 PEM_CHAIN = "application/pem-certificate-chain"
 
@@ -74,11 +83,6 @@ def poll_until(ctx: StepContext, check: Callable[[], tuple[bool, requests.Respon
         backoff = min(backoff * 2, 2.0)
 
 
-def _schema(extra: Mapping[str, Any], required: tuple[str, ...]) -> dict[str, Any]:
-    return {"type": "object", "additionalProperties": False, "required": list(required),
-            "properties": {**COMMON_PARAMS, **extra}}
-
-
 def open_session(ctx: StepContext) -> AcmeSession:
     """The (cached) session of the stored account; PermanentError if none is registered."""
     account = load_account(ctx.state_dir, ctx.params)
@@ -99,7 +103,7 @@ class Finalize(BaseStep):
     name: ClassVar[str] = "acme.finalize"
     description: ClassVar[str] = "finalize the ACME order with a CSR"
     idempotent: ClassVar[bool] = True
-    params_schema: ClassVar[Mapping[str, Any]] = _schema({
+    params_schema: ClassVar[Mapping[str, Any]] = step_schema({
         "csr": {"type": "string", "minLength": 1, "description": "path of a PEM CSR"},
         "timeout": {"type": "number", "minimum": 1, "default": 300},
         "max_retry_after": {"type": "number", "minimum": 0, "default": 10},
@@ -135,8 +139,8 @@ class Finalize(BaseStep):
                 resp = session.post(url, None)
                 body = messages.Order.from_json(resp.json())
                 if body.status.name == "invalid":
-                    raise PermanentError(f"order {url} is invalid: the CA reported "
-                                         f"{problem_text(body.error) if body.error else 'no problem document'}")
+                    problem = problem_text(body.error) if body.error else "no problem document"
+                    raise PermanentError(f"order {url} is invalid: the CA reported {problem}")
                 final["order"] = body
                 return body.status.name == "valid" and body.certificate is not None, resp
 
@@ -148,13 +152,15 @@ class Finalize(BaseStep):
                      "certificate_url": final["order"].certificate})
 
     @staticmethod
-    def _check_names(csr: x509.CertificateSigningRequest, order: messages.Order, where: Path) -> None:
+    def _check_names(csr: x509.CertificateSigningRequest, order: messages.Order,
+                     where: Path) -> None:
         try:
             sans = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             names = {n.lower() for n in sans.get_values_for_type(x509.DNSName)}
             names |= {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
         except x509.ExtensionNotFound:
-            names = {str(a.value).lower() for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
+            names = {str(a.value).lower()
+                     for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
         wanted = {i.value.lower() for i in order.identifiers}
         if names != wanted:
             raise PermanentError(f"CSR {where} names {sorted(names)} but the order is for "
@@ -181,7 +187,7 @@ class Download(BaseStep):
     name: ClassVar[str] = "acme.download"
     description: ClassVar[str] = "download the issued certificate and its chain"
     idempotent: ClassVar[bool] = True
-    params_schema: ClassVar[Mapping[str, Any]] = _schema({
+    params_schema: ClassVar[Mapping[str, Any]] = step_schema({
         "out_dir": {"type": "string"},
         "preferred_chain": {"type": "string", "description": "issuer CN of the chain's top"},
     }, ("directory",))
@@ -200,9 +206,9 @@ class Download(BaseStep):
             preferred = ctx.params.get("preferred_chain")
             if preferred:
                 links = requests.utils.parse_header_links(resp.headers.get("Link", ""))
-                for link in links:
-                    if link.get("rel") == "alternate" and link.get("url"):
-                        chains.append(session.post(link["url"], None, headers=headers).text)
+                chains.extend(session.post(link["url"], None, headers=headers).text
+                              for link in links
+                              if link.get("rel") == "alternate" and link.get("url"))
         except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
             raise as_step_error(exc, f"downloading the certificate of order {url}") from exc
         parsed = [x509.load_pem_x509_certificates(c.encode()) for c in chains]
@@ -212,7 +218,8 @@ class Download(BaseStep):
         leaf, intermediates = chosen[0], chosen[1:]
         out = Path(str(ctx.params.get("out_dir") or ctx.run_dir))
         pem = serialization.Encoding.PEM
-        cert_path, chain_path, full_path = out / "cert.pem", out / "chain.pem", out / "fullchain.pem"
+        cert_path, chain_path = out / "cert.pem", out / "chain.pem"
+        full_path = out / "fullchain.pem"
         try:
             out.mkdir(parents=True, exist_ok=True)
             # public files, in a folder the user may have named (a symlinked one included)

@@ -70,14 +70,14 @@ class Responder:
                 return None
         return value
 
-    def start(self) -> "Responder":
+    def start(self) -> Responder:
         """Bind and serve in a daemon thread. Raises OSError if the address is taken."""
         responder = self
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "certwright-acme-responder"
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+            def do_GET(self) -> None:
                 value = None
                 if self.path.startswith(PREFIX):
                     value = responder.lookup(self.path[len(PREFIX):].split("?", 1)[0])
@@ -92,7 +92,7 @@ class Responder:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - as in the base
                 log.debug("responder_request", line=format % args)
 
         self._server = _Server((self.host, self.port), Handler)

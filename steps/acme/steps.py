@@ -9,7 +9,8 @@ for the current state before acting, so every step can be called again with the 
   crash mid-registration recovers the same account.
 * ``acme.order`` reuses the run's order while it is pending/ready/processing/valid; when
   recovering with no saved order it adopts a matching usable order from the account's list.
-* ``acme.challenge`` skips valid authorizations and answers only pending challenges.
+* ``acme.challenge`` (in :mod:`.authorize`) skips valid authorizations and answers only
+  pending challenges.
 * ``acme.finalize`` finalizes only a ``ready`` order; a processing/valid one is just polled.
 * ``acme.download`` rewrites the same files from the valid order.
 """
@@ -17,31 +18,36 @@ from __future__ import annotations
 
 import email.utils
 import ipaddress
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import requests
 from acme import errors as acme_errors
 from acme import messages
 
 from certwright.clock import format_instant
-from certwright.errors import PermanentError
-from certwright.steps.acme.challenge import (Presented, load_records, merge_records, present, record_name,
-                                   save_records, unpresent, wait_propagation)
-from certwright.steps.acme.client import (COMMON_PARAMS, AcmeSession, account_folder, account_locked,
-                                as_step_error, check_directory, check_params, load_account,
-                                problem_text, read_json, session_for, write_json)
-from certwright.steps.acme.issue import Download, Finalize, load_order_url, open_session, poll_until, sleep_of
 from certwright.engine.plugins.step import BaseStep, Done, StepContext
+from certwright.errors import PermanentError
+from certwright.steps.acme.authorize import Challenge
+from certwright.steps.acme.client import (
+    AcmeSession,
+    account_folder,
+    account_locked,
+    as_step_error,
+    check_directory,
+    check_params,
+    load_account,
+    read_json,
+    session_for,
+    step_schema,
+    write_json,
+)
+from certwright.steps.acme.issue import Download, Finalize, open_session, sleep_of
 
 __all__ = ["Account", "Challenge", "Download", "Finalize", "Order", "list_orders", "open_session"]
 
 ORDER_FILE = "acme-order.json"
 USABLE = ("pending", "ready", "processing", "valid")
-
-
-def _schema(extra: Mapping[str, Any], required: tuple[str, ...] = ("directory",)) -> dict[str, Any]:
-    return {"type": "object", "additionalProperties": False, "required": list(required),
-            "properties": {**COMMON_PARAMS, **extra}}
 
 
 class Account(BaseStep):
@@ -58,7 +64,7 @@ class Account(BaseStep):
     name: ClassVar[str] = "acme.account"
     description: ClassVar[str] = "register (or reuse) an ACME account"
     idempotent: ClassVar[bool] = True
-    params_schema: ClassVar[Mapping[str, Any]] = _schema({
+    params_schema: ClassVar[Mapping[str, Any]] = step_schema({
         "agree_tos": {"type": "boolean", "default": True},
         "key_type": {"enum": ["ec", "rsa"], "default": "ec"},
         "key_size": {"type": "integer", "minimum": 2048, "default": 2048},
@@ -124,13 +130,14 @@ class Account(BaseStep):
     def _register(session: AcmeSession, p: Mapping[str, Any]) -> str:
         meta = session.directory.meta
         if meta.terms_of_service and not p.get("agree_tos", True):
-            raise PermanentError(f"the CA requires agreeing to its terms ({meta.terms_of_service}); "
-                                 "set agree_tos: true")
+            raise PermanentError(f"the CA requires agreeing to its terms "
+                                 f"({meta.terms_of_service}); set agree_tos: true")
         eab = None
         if p.get("eab_kid") or p.get("eab_hmac_key"):
             check_params(p, ("eab_kid", "eab_hmac_key"))
             eab = messages.ExternalAccountBinding.from_data(
-                session.account.key.public_key(), p["eab_kid"], p["eab_hmac_key"], session.directory)
+                session.account.key.public_key(), p["eab_kid"], p["eab_hmac_key"],
+                session.directory)
         elif meta.external_account_required:
             raise PermanentError(f"the CA at {session.url} requires external account binding: "
                                  "set eab_kid and eab_hmac_key")
@@ -203,7 +210,7 @@ class Order(BaseStep):
     name: ClassVar[str] = "acme.order"
     description: ClassVar[str] = "open (or resume) an ACME order"
     idempotent: ClassVar[bool] = True
-    params_schema: ClassVar[Mapping[str, Any]] = _schema(
+    params_schema: ClassVar[Mapping[str, Any]] = step_schema(
         {"domains": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}},
         ("directory", "domains"))
 
@@ -220,7 +227,8 @@ class Order(BaseStep):
         saved = read_json(path)
         try:
             candidates = []
-            if saved and saved.get("account_url") == account.url and saved.get("identifiers") == wanted:
+            if (saved and saved.get("account_url") == account.url
+                    and saved.get("identifiers") == wanted):
                 candidates.append(saved["order_url"])
             elif saved is None and ctx.recovering:
                 candidates.extend(reversed(list_orders(session)))  # newest last in Pebble
@@ -230,7 +238,8 @@ class Order(BaseStep):
                     self._save(ctx, url, account.url, wanted)
                     log.info("acme_order_reused", order_url=url, status=order.status.name)
                     return _order_outputs(ctx, url, order, True, session.net.last_date())
-            resp = session.post(session.directory["newOrder"], messages.NewOrder(identifiers=idents))
+            resp = session.post(session.directory["newOrder"],
+                                messages.NewOrder(identifiers=idents))
         except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
             raise as_step_error(exc, f"opening an ACME order for {', '.join(wanted)} "
                                      f"at {session.url}") from exc
@@ -266,133 +275,3 @@ class Order(BaseStep):
     def _save(ctx: StepContext, url: str, account_url: str, wanted: list[str]) -> None:
         write_json(ctx.run_dir / ORDER_FILE, {"order_url": url, "account_url": account_url,
                                               "identifiers": wanted, "key": ctx.idempotency_key})
-
-
-class Challenge(BaseStep):
-    """Present and answer the order's challenges, then poll until every authorization is valid.
-
-    ``type: http-01`` serves answers from the built-in responder on ``http_address`` or
-    from files in ``webroot``; ``type: dns-01`` runs ``dns_hook`` (then waits for
-    propagation) and ``dns_cleanup_hook`` afterwards. With ``wait: false`` it only presents
-    (for a pipeline state "challenges presented"); the next call with ``wait: true``
-    presents again (idempotently), answers and polls.
-
-    Raises PermanentError with the CA's problem (type, detail, identifier) when an
-    authorization turns invalid, StepError when polling exceeds ``timeout`` seconds.
-    ``cleanup(ctx)`` takes the answers down; ``run`` calls it once the authorizations
-    settled, and it is safe after a crash (it reads ``run_dir/acme-challenges.json``).
-    """
-
-    name: ClassVar[str] = "acme.challenge"
-    description: ClassVar[str] = "answer ACME challenges and wait for valid authorizations"
-    idempotent: ClassVar[bool] = True
-    params_schema: ClassVar[Mapping[str, Any]] = _schema({
-        "type": {"enum": ["http-01", "dns-01"], "default": "http-01"},
-        "http_address": {"type": "string", "default": "0.0.0.0:80"},
-        "webroot": {"type": "string"},
-        "dns_hook": {"type": ["array", "string"], "items": {"type": "string"},
-                     "description": "argv (or a string split shell-like) adding the TXT record"},
-        "dns_cleanup_hook": {"type": ["array", "string"], "items": {"type": "string"}},
-        "propagation_wait": {"type": "number", "minimum": 0, "default": 30},
-        "dns_resolver": {"type": "string"},
-        "wait": {"type": "boolean", "default": True},
-        "timeout": {"type": "number", "minimum": 1, "default": 300},
-        "max_retry_after": {"type": "number", "minimum": 0, "default": 10},
-    })
-
-    def run(self, ctx: StepContext) -> Done:
-        p = ctx.params
-        ctype = str(p.get("type", "http-01"))
-        if ctype == "dns-01":
-            check_params(p, ("dns_hook",))
-        account = load_account(ctx.state_dir, p)
-        session = session_for(ctx.services, p, account)
-        order_url = load_order_url(ctx.run_dir)
-        log = ctx.log.bind(step=self.name, order_url=order_url, type=ctype)
-        doing = f"answering {ctype} challenges of order {order_url}"
-        try:
-            order = session.order(order_url)
-            pending = self._pending(session, order, ctype)
-            fresh = [self._record(ctx, account.key, ident, chall, ctype) for ident, chall in pending]
-            records = merge_records(load_records(ctx.run_dir), fresh)
-            save_records(ctx.run_dir, records)  # before presenting: cleanup must find them
-            present(ctx.run_dir, p, records)
-            wait_propagation(records, p, sleep_of(ctx))
-            log.info("acme_challenges_presented", count=len(records))
-            if not p.get("wait", True):
-                return Done({"presented": len(fresh), "status": "presented"})
-            for ident, chall in pending:
-                if chall.status.name == "pending":
-                    session.post(chall.uri, chall.chall.response(account.key))
-            log.info("acme_challenges_answered", count=len(pending))
-            self._poll(ctx, session, order)
-        except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
-            self.cleanup(ctx)
-            raise as_step_error(exc, doing) from exc
-        except BaseException:
-            self.cleanup(ctx)
-            raise
-        problems = unpresent(ctx.run_dir, p)
-        log.info("acme_authorizations_valid", cleanup_problems=problems or None)
-        return Done({"presented": len(fresh), "status": "valid"})
-
-    def cleanup(self, ctx: StepContext) -> None:
-        """Take down every answer this run presented; never raises."""
-        problems = unpresent(ctx.run_dir, ctx.params)
-        if problems:
-            ctx.log.warning("acme_challenge_cleanup_failed", problems=problems)
-
-    @staticmethod
-    def _pending(session: AcmeSession, order: messages.Order, ctype: str) -> list[tuple[str, Any]]:
-        """(identifier, challenge body) for each authorization that still needs answering."""
-        out = []
-        for url in order.authorizations:
-            authz, _ = session.authorization(url)
-            ident = authz.identifier.value
-            status = authz.status.name
-            if status == "valid":
-                continue
-            if status != "pending":
-                raise PermanentError(_authz_failure(url, authz))
-            chall = next((c for c in authz.challenges if c.chall.typ == ctype), None)
-            if chall is None:
-                offered = ", ".join(c.chall.typ for c in authz.challenges)
-                raise PermanentError(f"the CA offers no {ctype} challenge for {ident} "
-                                     f"(offered: {offered})")
-            out.append((("*." + ident) if authz.wildcard else ident, chall))
-        return out
-
-    @staticmethod
-    def _record(ctx: StepContext, key: Any, ident: str, chall: Any, ctype: str) -> Presented:
-        token = chall.chall.encode("token")
-        if ctype == "dns-01":
-            return Presented(ident, ctype, token, "dns", name=record_name(ident),
-                             value=chall.chall.validation(key))
-        keyauth = chall.chall.key_authorization(key)
-        if ctx.params.get("webroot"):
-            return Presented(ident, ctype, token, "webroot", keyauth, webroot=str(ctx.params["webroot"]))
-        return Presented(ident, ctype, token, "responder", keyauth,
-                         address=str(ctx.params.get("http_address", "0.0.0.0:80")))
-
-    @staticmethod
-    def _poll(ctx: StepContext, session: AcmeSession, order: messages.Order) -> None:
-        def check() -> tuple[bool, requests.Response | None]:
-            last = None
-            for url in order.authorizations:
-                authz, resp = session.authorization(url)
-                if authz.status.name == "valid":
-                    continue
-                if authz.status.name != "pending":
-                    raise PermanentError(_authz_failure(url, authz))
-                return False, resp
-            return True, last
-
-        poll_until(ctx, check, "authorizations of the order to become valid")
-
-
-def _authz_failure(url: str, authz: messages.Authorization) -> str:
-    ident = authz.identifier.value
-    errors = [problem_text(c.error) for c in authz.challenges if c.error is not None]
-    detail = "; ".join(errors) or "no problem document"
-    return (f"authorization {url} for identifier {ident} is {authz.status.name}: "
-            f"the CA reported {detail}")

@@ -8,14 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from certwright.clock import SystemClock
-from certwright.steps import acme
 from certwright.engine.plugins.step import StepContext
+from certwright.steps import acme
 from tests.integration.test_acme import Env, _start
 from tests.integration.test_acme_pipeline import verify_installed
 from tests.support.pebble import free_port

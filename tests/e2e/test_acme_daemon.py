@@ -6,8 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ def _cli(state: Path, *args: str, extra_env: dict[str, str] | None = None
          ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CERTWRIGHT_STATE_DIR": str(state), **(extra_env or {})}
     return subprocess.run([sys.executable, "-m", "certwright", *args], env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
 
 
 def _history(state: Path, run_id: str) -> list[dict[str, Any]]:

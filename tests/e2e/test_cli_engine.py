@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -33,7 +33,8 @@ states:
 STEP = """      - step: shell
         id: %(id)s
         with:
-          argv: [sh, -c, 'mkdir -p "$0/markers" && echo "$CERTWRIGHT_IDEMPOTENCY_KEY" >> "$0/markers/%(id)s"%(extra)s', "${run.dir}"]
+          argv: [sh, -c, 'mkdir -p "$0/markers" &&
+                 echo "$CERTWRIGHT_IDEMPOTENCY_KEY" >> "$0/markers/%(id)s"%(extra)s', "${run.dir}"]
 """
 SLOW = """; [ "$CERTWRIGHT_RECOVERING" = 1 ] || { touch "$0/markers/slow-started"; sleep 60; }"""
 
@@ -51,7 +52,7 @@ def _pipeline(tmp_path: Path, slow: str | None = None, slow_part: str = SLOW) ->
 def cli(state: Path, *args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "CERTWRIGHT_STATE_DIR": str(state), **(env or {})}
     return subprocess.run([sys.executable, "-m", "certwright", *args], env=full_env,
-                          capture_output=True, text=True, timeout=120, **kw)
+                          capture_output=True, text=True, timeout=120, check=False, **kw)
 
 
 def popen(state: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
@@ -184,7 +185,8 @@ def test_a_second_process_on_a_driven_run_is_refused_with_the_holders_pid(tmp_pa
         deadline = time.monotonic() + 30
         while True:
             status = cli(state, "status", "busy", "--json")
-            if status.returncode == 0 and json.loads(status.stdout)["runs"][0]["status"] == "waiting":
+            if (status.returncode == 0
+                    and json.loads(status.stdout)["runs"][0]["status"] == "waiting"):
                 break
             assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, status.stderr
@@ -194,7 +196,7 @@ def test_a_second_process_on_a_driven_run_is_refused_with_the_holders_pid(tmp_pa
         assert f"pid {proc.pid}" in second.stderr
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 3, err  # Ctrl-C parks the run
     assert "certwright resume busy" in err
     (state / "runs" / "busy" / "answer").write_text("yes")
@@ -210,7 +212,7 @@ def test_deadline_passes_while_nothing_runs_and_fires_on_resume(tmp_path):
     assert parked.returncode == 3, parked.stderr
     run = json.loads(cli(state, "status", "late", "--json").stdout)["runs"][0]
     assert run["state"] == "asking" and run["deadline"]
-    later = datetime.now(timezone.utc) + timedelta(days=2, hours=1)
+    later = datetime.now(UTC) + timedelta(days=2, hours=1)
     moved = cli(state, "resume", "late", "--no-wait",
                 env={"CERTWRIGHT_NOW": later.isoformat()})
     assert moved.returncode == 3, moved.stderr
@@ -281,12 +283,12 @@ def test_validate_reports_every_broken_fixture_where_its_expect_lines_say(tmp_pa
     done = cli(tmp_path, "validate", *map(str, files))
     assert done.returncode == 2
     got: dict[str, list[tuple[int, int, str]]] = {}
-    for m in re.finditer(r"^(\S+\.yaml):(\d+):(\d+): (.*)$", done.stderr, re.M):
+    for m in re.finditer(r"^(\S+\.yaml):(\d+):(\d+): (.*)$", done.stderr, re.MULTILINE):
         got.setdefault(m.group(1), []).append((int(m.group(2)), int(m.group(3)), m.group(4)))
     for path in files:
-        expected = [(int(l), int(c), msg) for l, c, msg in
-                    re.findall(r"^# expect: (\d+):(\d+): (.*)$", path.read_text(), re.M)]
+        expected = [(int(row), int(col), msg) for row, col, msg in
+                    re.findall(r"^# expect: (\d+):(\d+): (.*)$", path.read_text(), re.MULTILINE)]
         found = got.get(str(path), [])
         assert len(found) == len(expected), (path.name, found)
-        for (line, col, msg), (gl, gc, gm) in zip(expected, found):
+        for (line, col, msg), (gl, gc, gm) in zip(expected, found, strict=True):
             assert (gl, gc) == (line, col) and msg in gm, (path.name, found)

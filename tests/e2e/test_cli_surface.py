@@ -13,7 +13,7 @@ import sys
 import textwrap
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -59,7 +59,7 @@ def _env(**extra: str | None) -> dict[str, str]:
 
 def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CERTWRIGHT, *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, check=False)
 
 
 def popen(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
@@ -86,13 +86,13 @@ def _seconds(text: str) -> int:
 class _Lines:
     """Reads a pipe line by line in a thread, so that a test can wait for one line."""
 
-    def __init__(self, stream: "object") -> None:
+    def __init__(self, stream: object) -> None:
         self.seen: list[str] = []
-        self._q: "queue.Queue[str | None]" = queue.Queue()
+        self._q: queue.Queue[str | None] = queue.Queue()
         self._t = threading.Thread(target=self._pump, args=(stream,), daemon=True)
         self._t.start()
 
-    def _pump(self, stream: "object") -> None:
+    def _pump(self, stream: object) -> None:
         for line in stream:  # type: ignore[attr-defined]
             self._q.put(line.rstrip("\n"))
         self._q.put(None)
@@ -126,10 +126,10 @@ class _Lines:
 
 # -- 1. the foreground wait line ---------------------------------------------------------
 
-NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("pipeline, timeout", [("hello", 3600), ("patient", 2 * 86400)])
+@pytest.mark.parametrize(("pipeline", "timeout"), [("hello", 3600), ("patient", 2 * 86400)])
 def test_foreground_shows_the_file_waited_for_and_the_time_left_then_goes_on(
         tmp_path: Path, pipeline: str, timeout: int) -> None:
     state = tmp_path / "state"
@@ -182,7 +182,7 @@ def test_ctrl_c_while_waiting_parks_the_run_with_exit_3(tmp_path: Path) -> None:
     _drain(proc)
     assert proc.returncode == 3, log
     parked = re.search(r"^parked: run int is waiting for file (\S+) to appear; (\w+) left", log,
-                       re.M)
+                       re.MULTILINE)
     assert parked and parked[1] == m["path"], log
     assert "resume with: certwright resume int" in log
     run = json.loads(cli("--state-dir", str(state), "status", "int", "--json", env=_env(),
@@ -242,7 +242,7 @@ def test_state_dir_flag_serves_run_status_history_cancel_and_beats_the_env_var(
     assert status.returncode == 0, status.stderr
     assert [r["run"] for r in json.loads(status.stdout)["runs"]] == ["f1"]
     table = cli(*flag, "status", env=env, cwd=tmp_path)
-    assert re.search(r"^f1\s+hello\s+waiting\s+waiting\s", table.stdout, re.M), table.stdout
+    assert re.search(r"^f1\s+hello\s+waiting\s+waiting\s", table.stdout, re.MULTILINE), table.stdout
 
     history = cli(*flag, "history", "f1", "--json", env=env, cwd=tmp_path)
     assert history.returncode == 0, history.stderr

@@ -2,14 +2,22 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.daemon.harness import (MAILCA, World, cli, ca_certificates, drop_request,
-                                           env_for, start_world, statuses, store_rows, wait_for)
+from tests.fixtures.daemon.harness import (
+    MAILCA,
+    World,
+    ca_certificates,
+    cli,
+    drop_request,
+    start_world,
+    statuses,
+    store_rows,
+    wait_for,
+)
 
 
 @pytest.fixture

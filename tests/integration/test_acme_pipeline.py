@@ -8,8 +8,9 @@ import os
 import shlex
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -87,7 +88,7 @@ def _apache_inputs(env: Env, apache: ApacheServer, **extra: Any) -> dict[str, An
 
 
 def test_installs_into_apache_with_config_test_reload_and_check(
-        env: Env, apache: ApacheServer) -> None:  # noqa: F811
+        env: Env, apache: ApacheServer) -> None:
     """The run writes Apache's key and certificate, tests the config, reloads Apache, and
     its TLS check sees the new certificate; Apache serves it afterwards."""
     before = apache.fingerprint()
@@ -99,12 +100,13 @@ def test_installs_into_apache_with_config_test_reload_and_check(
     assert apache.wait_for_fingerprint(served) == served
     out = result["vars"]
     assert out["install_check"]["fingerprint_sha256"] == served
-    assert out["install_reload"]["skipped"] is False and out["install_reload"]["returncode"] == 0
-    assert "Syntax OK" in out["install_reload"]["test_stderr"] + out["install_reload"]["test_stdout"]
+    reload = out["install_reload"]
+    assert reload["skipped"] is False and reload["returncode"] == 0
+    assert "Syntax OK" in reload["test_stderr"] + reload["test_stdout"]
 
 
 def test_a_failed_check_rolls_apache_back_and_fails_the_run(
-        env: Env, apache: ApacheServer) -> None:  # noqa: F811
+        env: Env, apache: ApacheServer) -> None:
     """When the reload does not make Apache serve the new certificate (here: the reload
     command does nothing), install.check restores the previous files, reloads, and the run
     ends in `failed` saying what was restored; Apache keeps serving the old certificate."""

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from certwright.clock import SystemClock
-from certwright.errors import PermanentError
 from certwright.engine.plugins.step import Done, StepContext
+from certwright.errors import PermanentError
 from certwright.steps.install import InstallCheck, InstallFiles, InstallReload
 from tests.support.apache import ApacheServer, apache, make_self_signed, pem_fingerprint  # noqa: F401
 
@@ -94,7 +94,7 @@ def test_broken_config_never_reloads(tmp_path: Path, apache: ApacheServer) -> No
     a, fp_a = material(tmp_path / "in", "a")
     deploy(tmp_path, apache, a)
     assert apache.wait_for_fingerprint(fp_a) == fp_a
-    b, fp_b = material(tmp_path / "in", "b")
+    b, _fp_b = material(tmp_path / "in", "b")
     outputs(InstallFiles().run(ctx(tmp_path, {**b, "dir": str(apache.cert_dir)})))
     apache.write_config(extra="ThisIsNotADirective on\n")
     with pytest.raises(PermanentError) as err:

@@ -6,11 +6,18 @@ import httpx
 from structlog.testing import capture_logs
 
 from certwright.ca.passphrase import generate_passphrase
+from certwright.clock import FakeClock
 from tests.support.ca import (  # noqa: F401  (fixtures)
-    LINK_RE, SmtpSink, active_account, ca_server, fake_clock, follow, http, questions,
+    LINK_RE,
+    SmtpSink,
+    active_account,
+    ca_server,
+    fake_clock,
+    follow,
+    http,
+    questions,
     smtp_sink,
 )
-from certwright.clock import FakeClock
 
 EMAIL = "qzyx@mailhost.test"
 NAME = "Quentin Zyxwar"

@@ -9,7 +9,12 @@ import httpx
 import pytest
 
 from tests.support.ca import (  # noqa: F401  (fixtures)
-    SmtpSink, active_account, ca_server, fake_clock, http, smtp_sink,
+    SmtpSink,
+    active_account,
+    ca_server,
+    fake_clock,
+    http,
+    smtp_sink,
 )
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -44,7 +44,8 @@ def test_serve_arguments() -> None:
 def test_serve_runs_and_answers(tmp_path: Path) -> None:
     """ca serve in a child process answers /openapi.json and serves the root certificate."""
     port = free_port()
-    code = ("import argparse,sys; from certwright.ca.cli import register; p=argparse.ArgumentParser();"
+    code = ("import argparse,sys; from certwright.ca.cli import register; "
+            "p=argparse.ArgumentParser();"
             "register(p.add_subparsers()); a=p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
     proc = subprocess.Popen([sys.executable, "-c", code, "ca", "serve", "--dir",
                              str(tmp_path / "ca"), "--listen", f"127.0.0.1:{port}"],

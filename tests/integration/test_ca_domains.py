@@ -10,7 +10,15 @@ import pytest
 from certwright.ca.server import CAServer
 from certwright.clock import FakeClock
 from tests.support.ca import (  # noqa: F401  (fixtures)
-    LINK_RE, Account, SmtpSink, active_account, ca_server, fake_clock, follow, http, smtp_sink,
+    LINK_RE,
+    Account,
+    SmtpSink,
+    active_account,
+    ca_server,
+    fake_clock,
+    follow,
+    http,
+    smtp_sink,
 )
 
 DOMAIN = "example.test"
@@ -112,7 +120,7 @@ def test_expired_link_refused(http: httpx.Client, smtp_sink: SmtpSink, acct: Acc
     probe(http, acct)
     link = smtp_sink.last_to(f"postmaster@{DOMAIN}").link()
     fake_clock.advance(hours=48)
-    r = http.post(f"/api/v1/login", json={"email": acct.email, "passphrase": acct.passphrase})
+    r = http.post("/api/v1/login", json={"email": acct.email, "passphrase": acct.passphrase})
     acct.token = r.json()["token"]
     _, rid, token = LINK_RE.search(link).groups()  # type: ignore[union-attr]
     r = http.post("/api/v1/confirmations", json={"request_id": rid, "token": token})

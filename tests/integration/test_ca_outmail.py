@@ -6,12 +6,12 @@ import socket
 import socketserver
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-import certwright.ca.outmail as outmail
+from certwright.ca import outmail
 from certwright.ca.mailserver import MailServer
 from certwright.ca.outmail import Mailer, MailError
 from certwright.mail.maildir import Maildir

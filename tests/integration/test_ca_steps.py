@@ -11,11 +11,15 @@ from cryptography import x509
 from certwright.ca.client import CAClient, CAError
 from certwright.ca.server import CAServer
 from certwright.clock import SystemClock
-from certwright.errors import PermanentError
 from certwright.engine.plugins.step import Done, StepContext
+from certwright.errors import PermanentError
 from certwright.steps.ca import Activate, AddDomain, Join, Probe, Sign, Verify, credentials_path
 from tests.support.ca import (  # noqa: F401  (fixtures)
-    SmtpSink, ca_server, fake_clock, make_csr, smtp_sink,
+    SmtpSink,
+    ca_server,
+    fake_clock,
+    make_csr,
+    smtp_sink,
 )
 
 EMAIL = "qzyx@mailhost.test"
@@ -113,9 +117,8 @@ def test_sign_unverified_is_permanent(tmp_path: Path, ca_server: CAServer,
 
 def test_client_network_error_is_retryable() -> None:
     """A refused connection is a retryable CAError saying where it went."""
-    with CAClient("http://127.0.0.1:1", timeout=2) as client:
-        with pytest.raises(CAError) as err:
-            client.login(EMAIL, "x")
+    with CAClient("http://127.0.0.1:1", timeout=2) as client, pytest.raises(CAError) as err:
+        client.login(EMAIL, "x")
     assert err.value.retryable is True and "POST http://127.0.0.1:1/api/v1/login" in str(err.value)
 
 

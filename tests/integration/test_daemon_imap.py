@@ -27,9 +27,9 @@ def test_imap_url_needs_tls_and_a_password_source():
 
 
 def test_mail_fetched_over_imap_idle_wakes_its_run_and_is_flagged_not_deleted(
-        tmp_path: Path, dovecot: Dovecot):  # noqa: F811
-    """Mail appended while the daemon idles is spooled, routed and taken; every message on
-    the server ends up \\Seen + $Certwright and none is deleted; hostile mail goes aside."""
+        tmp_path: Path, dovecot: Dovecot):
+    r"""Mail appended while the daemon idles is spooled, routed and taken; every message on
+    the server ends up \Seen + $Certwright and none is deleted; hostile mail goes aside."""
     state = tmp_path / "state"
     pw = tmp_path / "imap.pw"
     pw.write_text(dovecot.password + "\n")
@@ -59,7 +59,7 @@ def test_mail_fetched_over_imap_idle_wakes_its_run_and_is_flagged_not_deleted(
 
 
 def test_imap_reconnects_with_backoff_after_a_refused_login(tmp_path: Path,
-                                                             dovecot: Dovecot):  # noqa: F811
+                                                             dovecot: Dovecot):
     """A wrong password is logged and retried; fixing the file lets the next try in."""
     state = tmp_path / "state"
     pw = tmp_path / "imap.pw"

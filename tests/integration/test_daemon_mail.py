@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import structlog
 
-from certwright.engine.daemon.service import Daemon
 from certwright.engine.daemon.config import DaemonConfig
+from certwright.engine.daemon.service import Daemon
 from certwright.engine.model.loader import load_pipeline
-from certwright.mail.maildir import Maildir
 from certwright.engine.run.runner import Engine, EngineOptions
+from certwright.mail.maildir import Maildir
 from certwright.state.location import open_store
 from tests.fixtures.daemon.harness import FIXTURES, wait_for
-from tests.support.mail import (CA_BASE, PROBE_PATH, big_body, headers, nested_multipart,
-                                probe_mail, truncated_mime)
+from tests.support.mail import (
+    CA_BASE,
+    PROBE_PATH,
+    big_body,
+    headers,
+    nested_multipart,
+    probe_mail,
+    truncated_mime,
+)
 
 TO = "postmaster@h.test"
 
@@ -98,25 +106,25 @@ def test_hostile_mail_is_moved_aside_with_its_reason_and_the_daemon_serves_on(se
     state, md, running, logs = setup
     raw, why = HOSTILE[case]
     name = md.deliver(raw)
-    wait_for(lambda: (md.path / ".quarantine" / "new" / name).exists(), 10, "quarantine")
+    wait_for((md.path / ".quarantine" / "new" / name).exists, 10, "quarantine")
     assert why in reason_of(md, name)
     assert any(e["event"] == "mail_hostile" and e["file"] == name and why in e["reason"]
                for e in logs)
     good = md.deliver(probe_mail(to=TO, link=f"{CA_BASE}{PROBE_PATH}?token=t0k3n"))
     wait_for(lambda: run_state(state, "r1") == "verified", 10, "the run to take good mail")
-    assert list(md.cur.iterdir())[0].name.startswith(good)
+    assert next(iter(md.cur.iterdir())).name.startswith(good)
     assert running.thread.is_alive()
 
 
-@pytest.mark.parametrize("link,why", [
+@pytest.mark.parametrize(("link", "why"), [
     ("http://evil.example/domains/verify/p123?token=t0k3n", "suspicious"),
     ("http://127.0.0.2:8443/domains/verify/p123?token=t0k3n", "suspicious"),
 ])
 def test_link_to_another_host_is_never_taken(setup, link, why):
     """Another host, or the right token on the wrong host: moved aside, the run still waits."""
-    state, md, running, logs = setup
+    state, md, _running, logs = setup
     name = md.deliver(probe_mail(to=TO, link=link))
-    wait_for(lambda: (md.path / ".quarantine" / "new" / name).exists(), 10, "quarantine")
+    wait_for((md.path / ".quarantine" / "new" / name).exists, 10, "quarantine")
     assert why in reason_of(md, name)
     assert run_state(state, "r1") == "probed"
     assert any(e["event"] == "mail_link_suspicious" for e in logs)
@@ -124,12 +132,12 @@ def test_link_to_another_host_is_never_taken(setup, link, why):
 
 def test_duplicate_delivery_is_moved_aside_as_duplicate(setup):
     """The same Message-ID delivered again after the run took it is quarantined at once."""
-    state, md, running, logs = setup
+    state, md, _running, logs = setup
     raw = probe_mail(to=TO, message_id="<same@ca.example>")
     md.deliver(raw)
     wait_for(lambda: run_state(state, "r1") == "verified", 10, "the run to take the mail")
     again = md.deliver(raw)
-    wait_for(lambda: (md.path / ".quarantine" / "new" / again).exists(), 10, "quarantine")
+    wait_for((md.path / ".quarantine" / "new" / again).exists, 10, "quarantine")
     assert reason_of(md, again).startswith("duplicate")
     assert any(e["event"] == "mail_duplicate" and e["file"] == again for e in logs)
     assert len(list(md.cur.iterdir())) == 1
@@ -137,11 +145,11 @@ def test_duplicate_delivery_is_moved_aside_as_duplicate(setup):
 
 def test_unmatched_mail_waits_its_grace_then_is_moved_aside(setup):
     """Mail for nobody stays in new/ during the grace period, then goes aside as unmatched."""
-    state, md, running, logs = setup
+    _state, md, _running, _logs = setup
     name = md.deliver(probe_mail(to="nobody@h.test"))
     time.sleep(0.5)
     assert (md.new / name).exists()
-    wait_for(lambda: (md.path / ".quarantine" / "new" / name).exists(), 10, "quarantine")
+    wait_for((md.path / ".quarantine" / "new" / name).exists, 10, "quarantine")
     assert "unmatched" in reason_of(md, name)
 
 

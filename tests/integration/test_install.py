@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from certwright.clock import FakeClock
-from certwright.errors import PermanentError, StepError
 from certwright import atomic as atomic_mod
-from certwright.steps import _install_files as files_mod
+from certwright.clock import FakeClock
 from certwright.engine.plugins.step import Done, StepContext
+from certwright.errors import PermanentError, StepError
+from certwright.steps import _install_files as files_mod
 from certwright.steps.install import InstallCheck, InstallFiles, InstallReload
 from tests.support.apache import make_self_signed, pem_fingerprint
 
@@ -26,7 +26,7 @@ class RecordingLog:
         self.records = [] if records is None else records
         self.bound = bound
 
-    def bind(self, **kw: Any) -> "RecordingLog":
+    def bind(self, **kw: Any) -> RecordingLog:
         return RecordingLog(self.records, **{**self.bound, **kw})
 
     def _log(self, level: str, event: str, **kw: Any) -> None:
@@ -185,7 +185,7 @@ def test_symlinked_target_file_refused(tmp_path: Path, target: Path) -> None:
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious")
     (target / "server.crt").symlink_to(victim)
-    with pytest.raises(PermanentError, match="server.crt is a symlink"):
+    with pytest.raises(PermanentError, match=r"server\.crt is a symlink"):
         install(tmp_path, target, make_material(tmp_path / "in", "a"))
     assert victim.read_bytes() == b"precious"
     assert not (target / "server.key").exists()
@@ -324,7 +324,7 @@ def test_unreadable_inputs_refused(tmp_path: Path, target: Path) -> None:
     m = make_material(tmp_path / "in", "a")
     bad = tmp_path / "in" / "bad.crt"
     bad.write_bytes(b"not a cert")
-    with pytest.raises(PermanentError, match="bad.crt holds no PEM certificate"):
+    with pytest.raises(PermanentError, match=r"bad\.crt holds no PEM certificate"):
         install(tmp_path, target, {**m, "cert": str(bad)})
     assert list(target.iterdir()) == []
 
@@ -381,7 +381,7 @@ def test_shell_only_when_asked(tmp_path: Path) -> None:
 
 def test_reload_timeout_and_missing_program(tmp_path: Path) -> None:
     """A reload that overruns is killed (StepError); a missing program is permanent."""
-    with pytest.raises(StepError, match="did not finish within 0.2 s"):
+    with pytest.raises(StepError, match=r"did not finish within 0\.2 s"):
         InstallReload().run(reload_ctx(tmp_path, command=["sleep", "5"], timeout=0.2))
     with pytest.raises(PermanentError, match="cannot run"):
         InstallReload().run(reload_ctx(tmp_path, command=["/nonexistent/reload-me"]))
@@ -451,7 +451,7 @@ def test_failed_check_with_nothing_to_restore_leaves_files(tmp_path: Path,
     from tests.support.apache import free_port
     a = make_material(tmp_path / "in", "a")
     install(tmp_path, target, a)
-    with pytest.raises(PermanentError, match="rollback failed: .*nothing restored"):
+    with pytest.raises(PermanentError, match=r"rollback failed: .*nothing restored"):
         InstallCheck().run(make_ctx(tmp_path, {
             "address": f"127.0.0.1:{free_port()}", "cert": a["cert"], "dir": str(target),
             "attempts": 1}))

@@ -29,7 +29,7 @@ MODES: dict[str, dict[str, Any]] = {
 class _SQLite:
     """The SQLite factory and hooks, in each mode of :data:`MODES`."""
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any]  # set for each test by _mode, an autouse fixture
 
     @pytest.fixture(autouse=True, params=sorted(MODES))
     def _mode(self, request: pytest.FixtureRequest) -> None:

@@ -29,7 +29,7 @@ def test_processes_opening_a_new_store_together_all_succeed(tmp_path: Path):
         time.sleep(0.5)  # let every process reach the start line
         go.touch()
         results = [p.communicate(timeout=60) for p in procs]
-        for p, (out, err) in zip(procs, results):
+        for p, (_out, err) in zip(procs, results, strict=True):
             assert p.returncode == 0, err
         versions = {out.strip() for out, _ in results}
         assert len(versions) == 1 and versions != {"0"}
@@ -60,13 +60,13 @@ def test_a_store_of_an_older_schema_is_migrated_in_place(tmp_path: Path):
 def test_background_checkpoints_copy_the_wal_into_the_database(tmp_path: Path, monkeypatch):
     """With background_checkpoint the WAL reaches the database file without any commit
     checkpointing (the backstop is far away): the thread did it."""
-    import certwright.state.sqlite as S
+    from certwright.state import sqlite
     from certwright.state.records import JournalEntry
 
-    monkeypatch.setattr(S, "CHECKPOINT_EVERY", 0.05)
-    monkeypatch.setattr(S, "CHECKPOINT_BACKSTOP_PAGES", 1_000_000)
+    monkeypatch.setattr(sqlite, "CHECKPOINT_EVERY", 0.05)
+    monkeypatch.setattr(sqlite, "CHECKPOINT_BACKSTOP_PAGES", 1_000_000)
     db = tmp_path / "certwright.sqlite"
-    store = S.SQLiteStore(db, background_checkpoint=True)
+    store = sqlite.SQLiteStore(db, background_checkpoint=True)
     try:
         empty = db.stat().st_size
         with store.transaction() as tx:
@@ -95,9 +95,9 @@ def test_journal_sequence_numbers_stay_unique_across_connections(tmp_path: Path)
     for turn in range(6):
         store = (a, b)[turn % 2]
         with store.transaction() as tx:
-            for i in range(3):
-                seqs.append(tx.append(JournalEntry(run_id=f"r{turn % 2}", kind="note",
-                                                   data={"i": i}, at="2026-01-01T00:00:00Z")))
+            seqs.extend(tx.append(JournalEntry(run_id=f"r{turn % 2}", kind="note",
+                                               data={"i": i}, at="2026-01-01T00:00:00Z"))
+                        for i in range(3))
             assert [e.seq for e in store.journal(f"r{turn % 2}")][-3:] == seqs[-3:]
     assert seqs == list(range(1, 19))
     r0, r1 = [e.seq for e in a.journal("r0")], [e.seq for e in b.journal("r1")]

@@ -2,21 +2,30 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from certwright.ca.mailserver import MailServer
 from certwright.clock import SystemClock
+from certwright.engine.plugins.step import Done, StepContext, Wait
 from certwright.events import mail_key
 from certwright.mail.maildir import Maildir
-from certwright.engine.plugins.step import Done, StepContext, Wait
 from certwright.steps.mail import NotifyCheck, WaitMail
-from tests.support.mail import (CA_BASE, PROBE_PATH, big_body, issuance_mail, nested_multipart,
-                                probe_mail, send, truncated_mime)
+from tests.support.mail import (
+    CA_BASE,
+    PROBE_PATH,
+    big_body,
+    issuance_mail,
+    nested_multipart,
+    probe_mail,
+    send,
+    truncated_mime,
+)
 
 TO = "postmaster@example.test"
 LINK = f"{CA_BASE}{PROBE_PATH}?token=t0k3n"

@@ -18,19 +18,20 @@ root parent, so their 0600 key is fine.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import grp
 import hashlib
 import os
 import pwd
-import grp
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from cryptography import x509
@@ -70,7 +71,7 @@ def free_port() -> int:
 
 def make_self_signed(name: str = SERVER_NAME, *, days: int = 2) -> tuple[bytes, bytes]:
     """A fresh EC key and a self-signed certificate for ``name``: (cert PEM, key PEM)."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
@@ -90,9 +91,9 @@ def served_fingerprint(host: str, port: int, server_name: str = SERVER_NAME,
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    with socket.create_connection((host, port), timeout=timeout) as raw:
-        with ctx.wrap_socket(raw, server_hostname=server_name) as tls:
-            der = tls.getpeercert(binary_form=True)
+    with (socket.create_connection((host, port), timeout=timeout) as raw,
+          ctx.wrap_socket(raw, server_hostname=server_name) as tls):
+        der = tls.getpeercert(binary_form=True)
     if not der:
         raise RuntimeError(f"{host}:{port} presented no certificate")
     return hashlib.sha256(der).hexdigest()
@@ -118,10 +119,8 @@ def _run_user() -> tuple[str, str] | None:
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 class ApacheServer:
@@ -219,7 +218,7 @@ class ApacheServer:
         return env
 
     # -- lifecycle -----------------------------------------------------------------------
-    def start(self, timeout: float = 15.0) -> "ApacheServer":
+    def start(self, timeout: float = 15.0) -> ApacheServer:
         """Write config and a first certificate, start Apache, wait until TLS answers."""
         for d in (self.cert_dir, self.run_dir, self.log_dir, self.root / "htdocs"):
             d.mkdir(parents=True, exist_ok=True)
@@ -232,7 +231,7 @@ class ApacheServer:
             (self.cert_dir / "server.crt").write_bytes(cert)
         self.write_config()
         proc = subprocess.run([self.binary, "-f", str(self.conf), "-k", "start"],
-                              env=self._env(), capture_output=True, timeout=timeout)
+                              env=self._env(), capture_output=True, timeout=timeout, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"apache2 -k start failed ({proc.returncode}): "
                                f"{proc.stderr.decode(errors='replace')}{self.log_tail()}")
@@ -286,7 +285,7 @@ class ApacheServer:
         if pid is None or not alive(pid):
             return
         proc = subprocess.run([self.binary, "-f", str(self.conf), "-k", "stop"],
-                              env=self._env(), capture_output=True, timeout=timeout)
+                              env=self._env(), capture_output=True, timeout=timeout, check=False)
         if proc.returncode != 0:  # -k stop parses the config first; a broken one fails
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -294,10 +293,8 @@ class ApacheServer:
             if not alive(pid):
                 return
             time.sleep(0.05)
-        try:
-            os.killpg(os.getpgid(pid), signal.SIGKILL)  # Apache runs in its own session
-        except ProcessLookupError:
-            pass
+        with contextlib.suppress(ProcessLookupError):  # Apache runs in its own session
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
 
     def log_tail(self, lines: int = 20) -> str:
         try:

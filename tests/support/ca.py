@@ -11,10 +11,11 @@ import re
 import secrets
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -145,7 +146,7 @@ def follow(http: httpx.Client, link: str, action: str = "verify") -> httpx.Respo
     match = LINK_RE.search(link)
     if not match:
         raise AssertionError(f"not a link: {link}")
-    path = link.split("://", 1)[1].split("/", 1)[1].split("?")[0]
+    path = link.split("://", 1)[1].split("/", 1)[1].split("?", maxsplit=1)[0]
     return http.post("/" + path, data={"token": match.group(3), "action": action})
 
 

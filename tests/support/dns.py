@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dnslib import QTYPE, RR, A, TXT  # type: ignore[import-untyped]
+from dnslib import QTYPE, RR, TXT, A  # type: ignore[import-untyped]
 from dnslib.server import BaseResolver, DNSServer  # type: ignore[import-untyped]
 
 
@@ -113,7 +113,7 @@ class TestDNS:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "TestDNS":
+    def start(self) -> TestDNS:
         self.port = _free_port()
         for tcp in (False, True):
             server = DNSServer(self.resolver, address="127.0.0.1", port=self.port, tcp=tcp,
@@ -135,7 +135,8 @@ class TestDNS:
         change_record(self.records, "del", name, value)
 
     def hook_argv(self, action: str) -> list[str]:
-        """The argv of a dns-01 hook that changes this server's records (``{name}``, ``{value}``)."""
+        """The argv of a dns-01 hook that changes this server's records (``{name}``,
+        ``{value}``)."""
         return [sys.executable, str(Path(__file__).resolve()), str(self.records), action,
                 "{name}", "{value}"]
 

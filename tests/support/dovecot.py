@@ -17,10 +17,10 @@ import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from cryptography import x509
@@ -40,7 +40,7 @@ def _free_port() -> int:
 def _tls(folder: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=2))
@@ -96,7 +96,7 @@ class Dovecot:
         c = self.client()
         try:
             c.select(mailbox)
-            typ, data = c.uid("FETCH", "1:*", "(FLAGS)")
+            _, data = c.uid("FETCH", "1:*", "(FLAGS)")
             return [d.decode() for d in data if isinstance(d, bytes)]
         finally:
             c.logout()
@@ -161,8 +161,9 @@ service imap-login {{
 }}
 """)
     (root / "state").mkdir()
-    proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=open(root / "dovecot.stderr", "wb"))
+    with open(root / "dovecot.stderr", "wb") as stderr:  # the child keeps its own copy
+        proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                stderr=stderr)
     d = Dovecot("127.0.0.1", port, user, password, cert, root, proc)
     end = time.monotonic() + 20
     while time.monotonic() < end:

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import smtplib
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from datetime import datetime, timezone
 
 CA_BASE = "http://127.0.0.1:8443"
 PROBE_PATH = "/domains/verify/p123"
@@ -19,7 +19,7 @@ def probe_mail(*, to: str = "postmaster@example.test", sender: str = "ca@ca.exam
     msg["From"] = sender
     msg["To"] = to
     msg["Subject"] = subject
-    msg["Date"] = format_datetime(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    msg["Date"] = format_datetime(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
     msg["Message-ID"] = message_id or make_msgid(domain="ca.example")
     msg.set_content(f"Hello,\n\nfollow this link to verify:\n{link}\n{extra_text}\n")
     if html:
@@ -55,13 +55,11 @@ def nested_multipart(depth: int, *, to: str = "postmaster@example.test",
     """A message whose multiparts nest ``depth`` deep (the top level counts as one)."""
     out = [headers(to, f"<deep{depth}@ca.example>",
                    'Content-Type: multipart/mixed; boundary="b0"\n') + b"\n"]
-    for level in range(1, depth):
-        out.append(f'--b{level - 1}\nContent-Type: multipart/mixed; boundary="b{level}"\n\n'
-                   .encode())
+    out.extend(f'--b{level - 1}\nContent-Type: multipart/mixed; boundary="b{level}"\n\n'
+               .encode() for level in range(1, depth))
     out.append(f"--b{depth - 1}\nContent-Type: text/plain\n\n{CA_BASE}{PROBE_PATH}\n".encode())
     if closed:
-        for level in reversed(range(depth)):
-            out.append(f"--b{level}--\n".encode())
+        out.extend(f"--b{level}--\n".encode() for level in reversed(range(depth)))
     return b"".join(out)
 
 
@@ -70,7 +68,7 @@ def truncated_mime(to: str = "postmaster@example.test") -> bytes:
     return (headers(to, "<trunc@ca.example>",
                     'Content-Type: multipart/alternative; boundary="zz"\n') + b"\n"
             b"--zz\nContent-Type: text/plain\n\n" + f"{CA_BASE}{PROBE_PATH}\n".encode()
-            + b"--zz\nContent-Type: text/html\n\n<a href=\"")
+            + b'--zz\nContent-Type: text/html\n\n<a href="')
 
 
 def big_body(size: int, to: str = "postmaster@example.test") -> bytes:

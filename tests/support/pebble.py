@@ -24,6 +24,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -45,7 +46,7 @@ def find_pebble() -> str | None:
 
 def _write_tls(folder: Path) -> tuple[Path, Path, Path]:
     """Make a test root and a leaf for 127.0.0.1/localhost; returns (root, cert, key) paths."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     root_key = ec.generate_private_key(ec.SECP256R1())
     root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "certwright test root")])
     root = (x509.CertificateBuilder().subject_name(root_name).issuer_name(root_name)
@@ -69,7 +70,8 @@ def _write_tls(folder: Path) -> tuple[Path, Path, Path]:
             .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]),
                            critical=False)
             .sign(root_key, hashes.SHA256()))
-    root_path, cert_path, key_path = folder / "test-root.pem", folder / "cert.pem", folder / "key.pem"
+    root_path = folder / "test-root.pem"
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     root_path.write_bytes(root.public_bytes(serialization.Encoding.PEM))
     cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(leaf_key.private_bytes(
@@ -112,7 +114,7 @@ class Pebble:
     def management(self) -> str:
         return f"https://127.0.0.1:{self.mgmt_port}"
 
-    def start(self, timeout: float = 20.0) -> "Pebble":
+    def start(self, timeout: float = 20.0) -> Self:
         """Write the config, start Pebble and wait until its directory answers.
 
         Raises RuntimeError (with Pebble's output) if it exits or is not ready in time.
@@ -139,10 +141,10 @@ class Pebble:
                    PEBBLE_WFE_NONCEREJECT=str(self.nonce_reject),
                    PEBBLE_WFE_ORDERS_PER_PAGE="100", **self.extra_env)
         env.pop("PEBBLE_VA_ALWAYS_VALID", None)
-        self._log = open(self.folder / "pebble.log", "wb")
-        self._proc = subprocess.Popen(
-            [self.binary, "-config", str(config_path), "-dnsserver", self.dns_server],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        with open(self.folder / "pebble.log", "wb") as log:  # the child keeps its own copy
+            self._proc = subprocess.Popen(
+                [self.binary, "-config", str(config_path), "-dnsserver", self.dns_server],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -181,10 +183,8 @@ class Pebble:
                 self._proc.kill()
                 self._proc.wait(5)
         self._proc = None
-        if getattr(self, "_log", None) is not None:
-            self._log.close()
 
-    def __enter__(self) -> "Pebble":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

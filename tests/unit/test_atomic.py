@@ -5,8 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -57,7 +58,7 @@ def test_write_atomic_writes_data_with_exact_mode_and_leaves_no_temp(tmp_path: P
     assert entries(tmp_path) == ["cert.pem"]
 
 
-@pytest.mark.parametrize("mode,mask", [(0o600, 0o000), (0o644, 0o077)])
+@pytest.mark.parametrize(("mode", "mask"), [(0o600, 0o000), (0o644, 0o077)])
 def test_mode_is_set_before_the_first_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            umask: Any, mode: int, mask: int) -> None:
     """When the first write happens the temporary file already has exactly its mode (a
@@ -72,7 +73,7 @@ def test_mode_is_set_before_the_first_byte(tmp_path: Path, monkeypatch: pytest.M
         seen.append(stat.S_IMODE(os.fstat(fd).st_mode))
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(os, "write", failing_write)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="No space left on device"):
         atomic.write_atomic(target, b"new secret", mode)
     monkeypatch.undo()
     assert seen == [mode]
@@ -89,7 +90,7 @@ def test_failed_fsync_leaves_the_target_as_it_was(tmp_path: Path,
     def failing_fsync(fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
     monkeypatch.setattr(os, "fsync", failing_fsync)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="Input/output error"):
         atomic.write_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     assert entries(tmp_path) == ["account.json"]
@@ -104,7 +105,7 @@ def test_failed_rename_leaves_the_target_as_it_was(tmp_path: Path,
     def failing(tmp: str, path: Path, dir_fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
     monkeypatch.setattr(atomic, "_publish", failing)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="Input/output error"):
         atomic.write_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     assert entries(tmp_path) == ["order.json"]
@@ -142,11 +143,12 @@ def test_symlinked_folder_is_refused_unless_allowed(tmp_path: Path) -> None:
     real = tmp_path / "real"
     real.mkdir()
     (tmp_path / "link").symlink_to(real)
-    with pytest.raises(OSError) as err:
+    with pytest.raises(OSError) as err:  # noqa: PT011 - its errno is checked, not its text
         atomic.write_atomic(tmp_path / "link" / "f", b"data")
     assert err.value.errno in (errno.ELOOP, errno.ENOTDIR)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as err:  # noqa: PT011 - as above
         atomic.write_new(tmp_path / "link" / "k", b"data")
+    assert err.value.errno in (errno.ELOOP, errno.ENOTDIR)
     assert entries(real) == []
     atomic.write_atomic(tmp_path / "link" / "f", b"data", 0o644, follow_folder=True)
     assert (real / "f").read_bytes() == b"data"
@@ -207,7 +209,7 @@ def test_write_many_failing_part_way_keeps_the_rest_untouched(
             raise OSError(errno.EIO, "Input/output error")
         real(tmp, target, dir_fd)
     monkeypatch.setattr(atomic, "_publish", publish)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="Input/output error"):
         atomic.write_many_atomic([(tmp_path / n, b"new", 0o600) for n in ("a", "b", "c")])
     assert [(tmp_path / n).read_bytes() for n in ("a", "b", "c")] == [b"new", b"old", b"old"]
     assert entries(tmp_path) == ["a", "b", "c"]
@@ -215,7 +217,7 @@ def test_write_many_failing_part_way_keeps_the_rest_untouched(
 
 def test_write_many_refuses_a_target_named_twice(tmp_path: Path) -> None:
     """Two writes to one target in one call are refused before anything is written."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a target is named twice"):
         atomic.write_many_atomic([(tmp_path / "a", b"1", 0o600), (tmp_path / "a", b"2", 0o600)])
     assert entries(tmp_path) == []
 
@@ -250,7 +252,7 @@ def test_write_file_removes_its_file_on_failure(tmp_path: Path,
     def failing_fsync(fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
     monkeypatch.setattr(os, "fsync", failing_fsync)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="Input/output error"):
         atomic.write_file(tmp_path / "new", b"y", 0o600)
     assert entries(tmp_path) == ["taken"]
 

@@ -8,9 +8,9 @@ import pytest
 import structlog
 
 from certwright.clock import FakeClock
+from certwright.engine import testing
 from certwright.engine.plugins.step import StepContext
 from certwright.engine.run.interceptor import Interceptor
-from certwright.engine import testing
 from certwright.engine.testing import CleaningStep, Crashed, RecordingStep, load_text, make_engine
 from certwright.state.records import RunRecord
 from certwright.state.sqlite import SQLiteStore
@@ -169,7 +169,7 @@ class _CrashOnEntering(Interceptor):
     def transitioned(self, run: RunRecord, from_state: str | None, to_state: str,
                      trigger: str) -> None:
         if to_state == self.state:
-            raise Crashed()
+            raise Crashed
 
 
 def test_after_a_crash_between_the_transition_and_its_cleanup_the_cleanup_runs_first(

@@ -63,7 +63,7 @@ def test_the_scan_sees_the_core_modules():
     assert "certwright.engine.plugins.registry" in names
 
 
-@pytest.mark.parametrize("module,path", _modules(), ids=[m for m, _ in _modules()])
+@pytest.mark.parametrize(("module", "path"), _modules(), ids=[m for m, _ in _modules()])
 def test_no_core_module_imports_the_ca_or_the_steps(module: str, path: Path):
     bad = [f"{path.name}:{line}: {name}" for line, name in _imports(module, path)
            if _forbidden(name)]

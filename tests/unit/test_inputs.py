@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from certwright.errors import InputError
 from certwright.engine.model.inputs import SECRET, coerce_inputs, redact_inputs
 from certwright.engine.model.spec import InputSpec, PipelineSpec, StateSpec
+from certwright.errors import InputError
 
 
 def spec(*inputs: InputSpec) -> PipelineSpec:
@@ -21,7 +21,7 @@ def one(kind: str, value: Any, **kw: Any) -> Any:
     return coerce_inputs(spec(InputSpec(name="x", type=kind, **kw)), {"x": value})["x"]
 
 
-@pytest.mark.parametrize("kind,given,expected", [
+@pytest.mark.parametrize(("kind", "given", "expected"), [
     ("string", "hello world", "hello world"),
     ("int", "42", 42),
     ("int", "-7", -7),
@@ -61,7 +61,7 @@ def test_enum_accepts_only_its_values() -> None:
     assert "expected one of root, admin" in str(info.value)
 
 
-@pytest.mark.parametrize("kind,given,rule", [
+@pytest.mark.parametrize(("kind", "given", "rule"), [
     ("int", "4.5", "whole number"),
     ("int", "ten", "whole number"),
     ("bool", "maybe", "true/false"),

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from certwright.clock import SystemClock
-from certwright.errors import PermanentError
 from certwright.engine.plugins.step import Done, StepContext
+from certwright.errors import PermanentError
 from certwright.steps.keys import CsrGenerate, KeyGenerate, validate_dns_name
 
 
@@ -174,7 +174,7 @@ def test_csr_with_other_names_is_rewritten(tmp_path: Path) -> None:
     assert names.get_values_for_type(x509.DNSName) == ["other.test"]
 
 
-@pytest.mark.parametrize("bad,rule", [
+@pytest.mark.parametrize(("bad", "rule"), [
     ("exa_mple.test", "letters, digits or hyphens"),
     ("-bad.test", "letters, digits or hyphens"),
     ("a..test", "letters, digits or hyphens"),

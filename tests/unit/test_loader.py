@@ -8,22 +8,33 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import pytest
 
-from certwright.errors import CertwrightError, Location, SpecError
-from certwright.engine.model.loader import (bundled_pipelines, load_pipeline, load_pipeline_text,
-                           resolve_pipeline_path)
-from certwright.engine.model.spec import DEFAULT_RETRY, Condition, LoopSpec, RetryPolicy, TimeoutSpec
-from certwright.engine.plugins.step import Done
+from certwright.engine.model.loader import (
+    bundled_pipelines,
+    load_pipeline,
+    load_pipeline_text,
+    resolve_pipeline_path,
+)
+from certwright.engine.model.spec import (
+    DEFAULT_RETRY,
+    Condition,
+    LoopSpec,
+    RetryPolicy,
+    TimeoutSpec,
+)
 from certwright.engine.plugins.registry import Registry
+from certwright.engine.plugins.step import Done
+from certwright.errors import CertwrightError, Location, SpecError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pipelines"
-EXPECT = re.compile(r"^# expect: (\d+):(\d+): (.*)$", re.M)
-HINT = re.compile(r"^# hint: (.*)$", re.M)
+EXPECT = re.compile(r"^# expect: (\d+):(\d+): (.*)$", re.MULTILINE)
+HINT = re.compile(r"^# hint: (.*)$", re.MULTILINE)
 
 
 class _Step:
@@ -39,9 +50,10 @@ class _Step:
 
 class ShellLike(_Step):
     name = "shell"
-    params_schema = {"type": "object", "additionalProperties": False,
-                     "properties": {"argv": {"type": "array", "minItems": 1,
-                                             "items": {"type": ["string", "boolean"]}}}}
+    params_schema: ClassVar[Mapping[str, Any]] = {
+        "type": "object", "additionalProperties": False,
+        "properties": {"argv": {"type": "array", "minItems": 1,
+                                "items": {"type": ["string", "boolean"]}}}}
 
 
 class SetLike(_Step):
@@ -50,26 +62,28 @@ class SetLike(_Step):
 
 class KeyLike(_Step):
     name = "key.generate"
-    params_schema = {"type": "object", "additionalProperties": False,
-                     "properties": {"bits": {"type": "integer", "minimum": 2048}}}
+    params_schema: ClassVar[Mapping[str, Any]] = {
+        "type": "object", "additionalProperties": False,
+        "properties": {"bits": {"type": "integer", "minimum": 2048}}}
 
 
 class WaitMailLike(_Step):
     name = "wait.mail"
-    params_schema = {"type": "object", "required": ["to"], "additionalProperties": False,
-                     "properties": {"to": {"type": "string"}}}
+    params_schema: ClassVar[Mapping[str, Any]] = {
+        "type": "object", "required": ["to"], "additionalProperties": False,
+        "properties": {"to": {"type": "string"}}}
 
 
 class WaitFileLike(_Step):
     name = "wait.file"
-    params_schema = {"type": "object", "required": ["path"],
-                     "properties": {"path": {"type": "string"}}}
+    params_schema: ClassVar[Mapping[str, Any]] = {
+        "type": "object", "required": ["path"], "properties": {"path": {"type": "string"}}}
 
 
 class WaitUntilLike(_Step):
     name = "wait.until"
-    params_schema = {"type": "object", "required": ["at"],
-                     "properties": {"at": {"type": "string"}}}
+    params_schema: ClassVar[Mapping[str, Any]] = {
+        "type": "object", "required": ["at"], "properties": {"at": {"type": "string"}}}
 
 
 def registry() -> Registry:
@@ -107,12 +121,12 @@ def test_there_are_enough_invalid_fixtures() -> None:
 def test_invalid_fixture_reports_its_problems_where_they_are(path: Path) -> None:
     """Every expected problem is reported at its line:col, with its hint, and nothing else."""
     text = path.read_text()
-    expected = [(int(l), int(c), msg) for l, c, msg in EXPECT.findall(text)]
+    expected = [(int(row), int(col), msg) for row, col, msg in EXPECT.findall(text)]
     error = _problems(path)
     got = [(p.loc.line if p.loc else 0, p.loc.col if p.loc else 0, p.message)
            for p in error.problems]
     assert len(got) == len(expected), str(error)
-    for (line, col, msg), (gl, gc, gm) in zip(expected, got):
+    for (line, col, msg), (gl, gc, gm) in zip(expected, got, strict=True):
         assert msg in gm, str(error)
         assert (gl, gc) == (line, col), f"{msg}: at {gl}:{gc}, expected {line}:{col}\n{error}"
     for hint in HINT.findall(text):
@@ -233,7 +247,7 @@ def test_templated_params_are_not_held_against_the_schema() -> None:
     """`bits: "${n}"` is a string now but an int at run time: no schema error."""
     text = (FIXTURES / "valid" / "minimal.yaml").read_text()
     text = text.replace("only: {final: success}",
-                        "only:\n    run: [{step: key.generate, with: {bits: \"${n}\"}}]\n"
+                        'only:\n    run: [{step: key.generate, with: {bits: "${n}"}}]\n'
                         "    next: done\n  done: {final: true}")
     text = text.replace("initial:", "inputs: {n: {type: int, default: 4096}}\ninitial:")
     spec = load_pipeline_text(text, "t.yaml", registry())

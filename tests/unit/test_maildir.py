@@ -77,7 +77,7 @@ def test_path_traversal_names_refused(tmp_path: Path) -> None:
     md = Maildir(tmp_path)
     md.ensure()
     for bad in ("../x", "a/b", ".hidden"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="not a Maildir file name"):
             md.read(bad)
 
 
@@ -230,7 +230,7 @@ def test_failed_folder_fsync_raises_and_next_delivery_syncs(
         real_dir(path)
 
     monkeypatch.setattr(maildir_mod, "fsync_dir", flaky)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="I/O error"):
         md.deliver(b"x")
     md.deliver(b"y")
     assert len(calls) == 2

@@ -101,7 +101,7 @@ def test_header_injection_refused(field: str) -> None:
     """A CR or LF in a header value raises ValueError; nothing is built."""
     args = {"to": "a@example.test", "subject": "s", "kind": "k"}
     args[field] = args[field] + "\r\nBcc: victim@example.test"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="may not contain linefeed or carriage return"):
         _mailer().build(args["to"], args["subject"], "body", kind=args["kind"])
 
 

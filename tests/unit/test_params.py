@@ -3,12 +3,13 @@ errors still list every problem with its path."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from certwright.errors import PermanentError
 from certwright.engine.model.params import check_params
 from certwright.engine.plugins.registry import Registry
+from certwright.errors import PermanentError
 
 REGISTRY = Registry()
 NAMES = sorted(REGISTRY.names()) if hasattr(REGISTRY, "names") else []
@@ -22,7 +23,7 @@ values = st.recursive(scalars, lambda inner: st.one_of(
 
 
 def _params_for(schema, draw_value):
-    return {k: draw_value for k in schema.get("properties", {})}
+    return dict.fromkeys(schema.get("properties", {}), draw_value)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -30,7 +31,7 @@ def _params_for(schema, draw_value):
 @given(data=st.data())
 def test_the_fast_path_agrees_with_jsonschema(name, data):
     schema = REGISTRY.get(name).params_schema
-    keys = list(schema.get("properties", {})) + ["unknown_key"]
+    keys = [*schema.get("properties", {}), "unknown_key"]
     params = data.draw(st.dictionaries(st.sampled_from(keys), values, max_size=len(keys)))
     reference = list(Draft202012Validator(dict(schema)).iter_errors(params))
     try:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from certwright.errors import CertwrightError
-from certwright.engine.plugins.step import Step
 from certwright.engine.plugins.registry import Registry, builtin_steps
+from certwright.engine.plugins.step import Step
+from certwright.errors import CertwrightError
 
 # The built-in step names are part of the pipeline language: pyproject.toml must list them all.
 BUILTIN_NAMES = [
@@ -96,7 +96,7 @@ def test_third_party_steps_load_from_the_entry_point_group(tmp_path, monkeypatch
 
 def test_a_plugin_cannot_take_a_builtin_name(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(_plugin(tmp_path, "ca.sign", "cw_plugin_evil")))
-    with pytest.raises(CertwrightError, match="wants the name 'ca.sign', which is taken"):
+    with pytest.raises(CertwrightError, match=r"wants the name 'ca\.sign', which is taken"):
         Registry()
 
 

@@ -11,8 +11,13 @@ import pytest
 
 from certwright.clock import FakeClock, parse_instant
 from certwright.engine.run.journal import fold
-from certwright.engine.testing import (CrashAfterCommits, Crashed, RecordingStep, load_text,
-                                       make_engine)
+from certwright.engine.testing import (
+    CrashAfterCommits,
+    Crashed,
+    RecordingStep,
+    load_text,
+    make_engine,
+)
 
 LINEAR = """
 pipeline: linear
@@ -45,7 +50,7 @@ def _reset() -> None:
 
 
 def _raise_crashed() -> None:
-    raise Crashed()
+    raise Crashed
 
 
 def _journal_kinds(engine, rid):
@@ -124,7 +129,8 @@ def test_a_retry_after_asked_by_the_step_outlasts_the_policy(tmp_path):
     clock = FakeClock()
     engine = make_engine(tmp_path, clock)
     spec = load_text(RETRY.replace("permanent: %(permanent)s}", "permanent: false, "
-                                   "retry_after: 3600}") % {"fail": 2, "on_error": "on_error: broken"})
+                                   "retry_after: 3600}")
+                     % {"fail": 2, "on_error": "on_error: broken"})
     rid = engine.start_run(spec, {})
     engine.run_until_idle()
     run = engine.store.load_run(rid)
@@ -273,7 +279,8 @@ def test_timeout_at_takes_its_instant_from_a_step_and_the_earlier_one_wins(tmp_p
     assert engine.store.load_run(rid).state == "expired"
 
     late = clock.now() + timedelta(days=30)
-    rid2 = engine.start_run(load_text(AT % {"expires": late.isoformat(), "after": "after: 1d,"}), {})
+    rid2 = engine.start_run(
+        load_text(AT % {"expires": late.isoformat(), "after": "after: 1d,"}), {})
     rid3 = engine.start_run(load_text(AT % {"expires": "", "after": "after: 2h,"}), {})
     rid4 = engine.start_run(load_text(AT % {"expires": "next tuesday", "after": ""}), {})
     engine.run_until_idle()
@@ -339,7 +346,7 @@ def test_secrets_never_reach_the_journal_but_reach_later_steps(tmp_path):
     assert "hunter2" not in journal
     assert "<secret>" in journal
     run = engine.store.load_run(rid)
-    use = [c for c in RecordingStep.calls if c.step_id == "use"][0]
+    use = next(c for c in RecordingStep.calls if c.step_id == "use")
     assert use.params["outputs"]["seen"] == "tok-hunter2-Secret"  # the step got the value
     assert run.vars["use"]["seen"] == "<secret>"  # echoed into a public output: masked
     kept = engine.store.load_secrets(rid)  # beside the journal, in the same store
@@ -394,7 +401,7 @@ def test_running_runs_keep_their_pinned_pipeline(tmp_path):
     assert load_text(changed).hash != spec_hash
     again = make_engine(tmp_path)
     run = again.store.load_run(rid)
-    name, source, text = again.store.load_spec(run.spec_hash)
+    _name, _source, text = again.store.load_spec(run.spec_hash)
     assert "after: 2d" in text
 
 

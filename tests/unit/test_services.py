@@ -5,9 +5,10 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pytest
 

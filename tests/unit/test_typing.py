@@ -1,4 +1,4 @@
-"""engine/ and state/ stay clean under mypy --strict (the configuration in pyproject.toml)."""
+"""The whole package stays clean under mypy --strict (the configuration in pyproject.toml)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_engine_and_state_pass_mypy_strict():
-    done = subprocess.run(["bash", "scripts/typecheck.sh", "--no-error-summary"], cwd=ROOT, env={**os.environ, "PYTHON": sys.executable},
-                          capture_output=True, text=True, timeout=600)
+def test_the_package_passes_mypy_strict():
+    done = subprocess.run(["bash", "scripts/typecheck.sh", "--no-error-summary"], cwd=ROOT,
+                          env={**os.environ, "PYTHON": sys.executable},
+                          capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
