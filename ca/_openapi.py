@@ -118,7 +118,7 @@ def install(app: FastAPI, *, auth: Callable[..., Any]) -> None:
             if not isinstance(route, APIRoute) or not route.include_in_schema:
                 continue
             statuses = derived_statuses(route, auth)
-            for method in route.methods:
+            for method in route.methods or ():
                 responses = doc["paths"][route.path_format][method.lower()]["responses"]
                 for status in statuses:
                     responses.setdefault(str(status), _error_response(status))
