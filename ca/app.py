@@ -21,10 +21,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from certwright.ca import _pages
+from certwright.ca._openapi import PemFile, PkixCert, PkixCrl, allowed_methods, errors, repeat
+from certwright.ca._openapi import install as install_openapi
 from certwright.ca.errors import ApiError
 from certwright.ca.httpguard import BodyGuard
 from certwright.ca.service import CAService
 from certwright.clock import Clock
+from certwright.domains import normalize_domain
 
 log = structlog.get_logger("ca.app")
 #: The header that makes a probe or a signing request safe to repeat.
@@ -130,11 +133,13 @@ def _client(request: Request) -> str:
 def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | None = None,
                policy: str = "cacert", clock: Clock | None = None,
                mail_from: str = "ca@certwright.invalid",
-               settings: dict[str, Any] | None = None) -> FastAPI:
+               settings: dict[str, Any] | None = None,
+               weak_key_blocklist: str | None = None) -> FastAPI:
     """Build the app for the CA in ``ca_dir`` (created by ``ca.setup.init_ca``);
     ``settings`` override keys of its config.json (rate limits, HTTP limits)."""
     svc = CAService(ca_dir, public_url=public_url, smarthost=smarthost, policy=policy,
-                    clock=clock, mail_from=mail_from, settings=settings)
+                    clock=clock, mail_from=mail_from, settings=settings,
+                    weak_key_blocklist=weak_key_blocklist)
     app = FastAPI(title="certwright CA", version="1", description=__doc__)
     app.state.service = svc
     accounts, issuing = svc.accounts, svc.issuing
@@ -162,9 +167,13 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {400: "bad_request", 404: "not_found",
+                405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method served at the path, not one route's
+            headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
         return JSONResponse({"error": code, "message": str(exc.detail)},
-                            status_code=exc.status_code)
+                            status_code=exc.status_code, headers=headers)
 
     # Cheap reads run on the event loop (no thread hop): authentication and the GET
     # endpoints read committed state through the store's read connection, which never
@@ -188,7 +197,9 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     # -- accounts ------------------------------------------------------------------------
     # Login, join and recovery answers hash passphrases (scrypt): they are rate-limited
     # first, then run through the gate that bounds concurrent hashes (svc.gate).
-    @app.post("/api/v1/accounts", status_code=201)
+    @app.post("/api/v1/accounts", status_code=201,
+              responses={**repeat("The account exists with these details already"),
+                         **errors(409, 429, 502, 503)})
     async def join(body: JoinIn, request: Request) -> JSONResponse:
         email = body.email.strip().lower()
         await run_in_threadpool(limit, ("join.client", _client(request)),
@@ -204,12 +215,13 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
 
     # (Endpoints returning a JSONResponse themselves skip FastAPI's validation of the
     # answer against the annotation; response_model keeps the published schema.)
-    @app.post("/api/v1/confirmations", response_model=dict[str, Any])
+    @app.post("/api/v1/confirmations", response_model=dict[str, Any],
+              responses=errors(403, 404, 410))
     def confirm(body: ConfirmIn) -> JSONResponse:
         accounts.purge_if_due()
         return JSONResponse(accounts.confirm(body.request_id, body.token, body.action))
 
-    @app.post("/api/v1/login")
+    @app.post("/api/v1/login", responses=errors(401, 403, 429, 503))
     async def login(body: LoginIn, request: Request) -> dict[str, Any]:
         await run_in_threadpool(limit, ("login.client", _client(request)),
                                 ("login.account", body.email))
@@ -219,12 +231,12 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
             return accounts.login(body.email, body.passphrase)
         return await svc.gate.run(work)
 
-    @app.post("/api/v1/recovery")
+    @app.post("/api/v1/recovery", responses=errors(429))
     def recovery(body: RecoveryIn, request: Request) -> dict[str, Any]:
         limit(("recovery.client", _client(request)), ("recovery.account", body.email))
         return svc.recovery.start(body.email)
 
-    @app.post("/api/v1/recovery/answer")
+    @app.post("/api/v1/recovery/answer", responses=errors(403, 410, 429, 503))
     async def recovery_answer(body: RecoveryAnswerIn, request: Request) -> dict[str, Any]:
         client = _client(request)
         await run_in_threadpool(limit, ("recovery_answer.client", client))
@@ -232,7 +244,8 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
                                   body.new_passphrase, client)
 
     # -- domains and probes --------------------------------------------------------------
-    @app.post("/api/v1/domains", status_code=201)
+    @app.post("/api/v1/domains", status_code=201,
+              responses=repeat("The domain was on the account already"))
     def add_domain(body: DomainIn, account_id: Account) -> JSONResponse:
         out, created = issuing.add_domain(account_id, body.domain)
         return JSONResponse(out, status_code=201 if created else 200)
@@ -241,21 +254,24 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     async def domains(account_id: Account) -> JSONResponse:
         return JSONResponse(issuing.list_domains(account_id))
 
-    @app.get("/api/v1/domains/{domain}", response_model=dict[str, Any])
+    @app.get("/api/v1/domains/{domain}", response_model=dict[str, Any],
+             responses=errors(404))
     async def domain(domain: str, account_id: Account) -> JSONResponse:
-        name = domain.strip().lower().rstrip(".")
+        name = normalize_domain(domain)
         found = issuing.list_domains(account_id, [name])
         if not found:
             raise ApiError(404, "unknown_domain", f"{name} is not on this account",
                            domain=name)
         return JSONResponse(found[0])
 
-    @app.delete("/api/v1/domains/{domain}", status_code=204)
+    @app.delete("/api/v1/domains/{domain}", status_code=204, responses=errors(404))
     def delete_domain(domain: str, account_id: Account) -> Response:
         issuing.delete_domain(account_id, domain)
         return Response(status_code=204)
 
-    @app.post("/api/v1/domains/{domain}/probes", status_code=201)
+    @app.post("/api/v1/domains/{domain}/probes", status_code=201,
+              responses={**repeat("The probe made before under this idempotency key"),
+                         **errors(404, 409, 429, 502)})
     def probe(domain: str, body: ProbeIn, account_id: Account,
               idempotency_key: IdemHeader = None) -> JSONResponse:
         limit(("probe.account", account_id), ("probe.domain", domain.strip().lower().rstrip(".")))
@@ -264,40 +280,42 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
         return JSONResponse(out, status_code=201 if created else 200)
 
     # -- certificates --------------------------------------------------------------------
-    @app.post("/api/v1/certificates", status_code=201)
+    @app.post("/api/v1/certificates", status_code=201,
+              responses={**repeat("The certificate issued before under this idempotency "
+                                  "key"), **errors(409)})
     def sign(body: SignIn, account_id: Account,
              idempotency_key: IdemHeader = None) -> JSONResponse:
         out, created = issuing.sign(account_id, body.csr,
                                     body.idempotency_key or idempotency_key or "", body.days)
         return JSONResponse(out, status_code=201 if created else 200)
 
-    @app.get("/api/v1/certificates", response_model=dict[str, Any])
+    @app.get("/api/v1/certificates", response_model=dict[str, Any], responses=errors(404))
     async def find_certificate(account_id: Account,
                                idempotency_key: Annotated[str, Query(max_length=200)],
                                ) -> JSONResponse:
         return JSONResponse(issuing.find_certificate(account_id, idempotency_key))
 
-    @app.get("/api/v1/certificates/{serial}", response_model=dict[str, Any])
+    @app.get("/api/v1/certificates/{serial}", response_model=dict[str, Any],
+             responses=errors(404))
     async def certificate(serial: str) -> JSONResponse:
         return JSONResponse(issuing.certificate(serial))
 
-    @app.post("/api/v1/certificates/{serial}/revoke")
+    @app.post("/api/v1/certificates/{serial}/revoke", responses=errors(404))
     def revoke(serial: str, body: RevokeIn, account_id: Account) -> dict[str, Any]:
         return issuing.revoke(account_id, serial, body.reason)
 
     # -- CA material ---------------------------------------------------------------------
-    @app.get("/ca/intermediate.crt")
+    @app.get("/ca/intermediate.crt", response_class=PkixCert)
     def intermediate() -> Response:
-        return Response(svc.signer.der("intermediate"), media_type="application/pkix-cert")
+        return PkixCert(svc.signer.der("intermediate"))
 
-    @app.get("/ca/root.crt")
+    @app.get("/ca/root.crt", response_class=PemFile)
     def root() -> Response:
-        return Response(svc.signer.pem("root"),
-                        media_type="application/x-pem-file")
+        return PemFile(svc.signer.pem("root"))
 
-    @app.get("/ca/crl")
+    @app.get("/ca/crl", response_class=PkixCrl)
     def crl() -> Response:
-        return Response(issuing.crl_der(), media_type="application/pkix-crl")
+        return PkixCrl(issuing.crl_der())
 
     # -- pages ---------------------------------------------------------------------------
     def link_get(kind: str, link_id: str, token: str, request: Request) -> Response:
@@ -338,4 +356,5 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
                            "<a href=/openapi.json>/openapi.json</a>; trust anchor: "
                            "<a href=/ca/root.crt>/ca/root.crt</a>.</p>")
 
+    install_openapi(app, auth=account)
     return app

@@ -6,12 +6,14 @@ exit code. ``serve`` blocks until interrupted (Ctrl-C exits with 0).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from certwright.ca.setup import CAPaths, init_ca
+from certwright.ca.setup import CAPaths, init_ca, load_config, set_setting
+from certwright.ca.weakkeys import MISSING_BLOCKLIST, Blocklist, BlocklistError, find_blocklist
 from certwright.clock import clock_from_env
 
 log = structlog.get_logger("ca.cli")
@@ -61,9 +63,20 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    """Create the CA in ``--dir`` (idempotent)."""
+    """Create the CA in ``--dir`` (idempotent); ``--weak-key-blocklist`` is checked
+    (loaded once) and then recorded in its settings."""
     init_ca(Path(args.dir), clock=clock_from_env(), name=args.name)
     paths = CAPaths(Path(args.dir))
+    if args.weak_key_blocklist:
+        try:
+            found = find_blocklist(paths.root, args.weak_key_blocklist)
+            with Blocklist.load(found or Path(args.weak_key_blocklist)) as blocklist:
+                entries = len(blocklist)
+        except BlocklistError as exc:
+            print(f"certwright ca init: {exc}", file=sys.stderr)
+            return 2
+        set_setting(paths.root, "weak_key_blocklist", args.weak_key_blocklist)
+        print(f"weak-key blocklist: {args.weak_key_blocklist} ({entries} keys)")
     print(f"CA ready in {paths.root}; trust anchor: {paths.root_cert}")
     return 0
 
@@ -75,8 +88,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = args.listen
     server = CAServer(Path(args.dir), host=host, port=port, public_url=args.public_url,
                       smarthost=args.smarthost, policy=args.policy, clock=clock_from_env(),
-                      mail_from=args.mail_from, settings=_settings(args))
-    server.start()
+                      mail_from=args.mail_from, settings=_settings(args),
+                      weak_key_blocklist=args.weak_key_blocklist)
+    try:
+        server.start()
+    except BlocklistError as exc:
+        server.stop()
+        print(f"certwright ca serve: {exc}", file=sys.stderr)
+        return 2
+    configured = args.weak_key_blocklist or load_config(server.ca_dir)["weak_key_blocklist"]
+    if find_blocklist(server.ca_dir, configured) is None:
+        print(f"warning: {MISSING_BLOCKLIST}", file=sys.stderr, flush=True)
     print(f"CA listening on {server.url} (public URL {server.public_url}); Ctrl-C stops it",
           flush=True)
     try:
@@ -95,6 +117,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="create a CA directory (idempotent)")
     init.add_argument("--dir", required=True, help="the CA directory")
     init.add_argument("--name", default="certwright local CA", help="CA name in certificates")
+    init.add_argument("--weak-key-blocklist", metavar="PATH",
+                      help="record this blocklist of compromised keys in the CA's settings "
+                           "(badkeys' cache folder or blocklist.dat, or a text file of "
+                           "SHA-256 hashes; relative to --dir)")
     init.set_defaults(func=cmd_init)
     serve = sub.add_parser("serve", help="serve the CA's API and pages")
     serve.add_argument("--dir", required=True, help="the CA directory (created if missing)")
@@ -111,5 +137,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                        help="override one rate limit (e.g. login.client=100/minute; "
                        "RATE 'off' lifts it), or 'off' for none; repeatable; defaults "
                        "and config key rate_limits: docs/ca-limits.md")
+    serve.add_argument("--weak-key-blocklist", metavar="PATH",
+                       help="refuse the compromised keys listed here (default: the CA's "
+                            "weak_key_blocklist setting, else badkeys' own cache folder)")
     serve.set_defaults(func=cmd_serve)
     return ca

@@ -9,6 +9,9 @@ look-up, the signing and the insert happen in one store transaction, and a repea
 the same key returns the stored certificate (a different CSR under the same key is 409).
 The issuance mail is sent afterwards; its failure is logged, never undoes the issuance.
 
+A probe is made at most once per (account, idempotency key), the same way: look-up and
+insert in one transaction; the same key for another address is 409.
+
 Hazards: a probe whose mail fails is deleted again (502). A domain verification lapses
 ``verification_days`` after it was made, judged at each use by the clock: a domain can be
 verified for one request and pending for the next.
@@ -25,9 +28,18 @@ import structlog
 
 from certwright.ca.errors import ApiError
 from certwright.ca.outmail import Mailer, MailError
-from certwright.ca.signer import REASONS, CSRRejected, Signer, inspect_csr, valid_dns_name
+from certwright.ca.signer import (
+    REASONS,
+    CSRRejected,
+    Signer,
+    inspect_csr,
+    refuse_public_suffix,
+    valid_dns_name,
+)
 from certwright.ca.store import CAStore
+from certwright.ca.weakkeys import Blocklist
 from certwright.clock import Clock, format_instant, parse_instant
+from certwright.domains import normalize_domain
 
 log = structlog.get_logger("ca.issuing")
 
@@ -74,11 +86,21 @@ class ProbePolicy:
         return cls(name, POLICIES[name])
 
 
+def _refuse_suffix(domain: str) -> None:
+    """ApiError(422, public_suffix) when ``domain`` is a public suffix (never verified)."""
+    try:
+        refuse_public_suffix(domain)
+    except CSRRejected as exc:
+        raise ApiError(422, exc.code, exc.message, field="domain",
+                       suffix=exc.details["suffix"]) from None
+
+
 class Issuing:
     """Domains, probes and certificates of the CA's accounts (see the module contract)."""
 
     def __init__(self, *, store: CAStore, signer: Signer, mailer: Mailer, clock: Clock,
-                 config: dict[str, Any], public_url: str, policy: ProbePolicy) -> None:
+                 config: dict[str, Any], public_url: str, policy: ProbePolicy,
+                 blocklist: Blocklist | None = None) -> None:
         self.store = store
         self.signer = signer
         self.mailer = mailer
@@ -86,6 +108,7 @@ class Issuing:
         self.config = config
         self.public_url = public_url
         self.policy = policy
+        self.blocklist = blocklist
 
     def _domain_view(self, row: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
         verified_at = row["verified_at"]
@@ -100,10 +123,11 @@ class Issuing:
     # -- domains -------------------------------------------------------------------------
     def add_domain(self, account_id: str, domain: str) -> tuple[dict[str, Any], bool]:
         """Add a domain (idempotent); returns (view, created)."""
-        domain = domain.strip().lower().rstrip(".")
+        domain = normalize_domain(domain)
         if not valid_dns_name(domain):
             raise ApiError(422, "bad_request", f"{domain!r} is not a domain name",
                            field="domain")
+        _refuse_suffix(domain)
         created = self.store.add_domain(account_id, domain)
         if created:
             log.info("domain_added", account_id=account_id, domain=domain)
@@ -119,12 +143,14 @@ class Issuing:
 
     def delete_domain(self, account_id: str, domain: str) -> None:
         """Remove a domain from the account (its verification goes with it)."""
-        if not self.store.delete_domain(account_id, domain.strip().lower()):
+        domain = normalize_domain(domain)
+        if not self.store.delete_domain(account_id, domain):
             raise ApiError(404, "unknown_domain", f"{domain} is not on this account")
         log.info("domain_deleted", account_id=account_id, domain=domain)
 
     def _owned_domain(self, account_id: str, domain: str) -> dict[str, Any]:
-        row = self.store.find_domain(account_id, domain.strip().lower())
+        domain = normalize_domain(domain)
+        row = self.store.find_domain(account_id, domain)
         if row is None:
             raise ApiError(404, "unknown_domain", f"{domain} is not on this account; "
                            "POST /api/v1/domains first", domain=domain)
@@ -154,15 +180,17 @@ class Issuing:
                            f"{self.policy.name} policy allows {', '.join(allowed)}",
                            allowed=list(allowed))
         row = self._owned_domain(account_id, domain)
-        if idem_key:
-            seen = self.store.find_link_by_key(account_id, idem_key)
-            if seen:
-                return ({"probe_id": seen["id"], "address": seen["address"],
-                         "expires_at": seen["expires_at"]}, False)
+        _refuse_suffix(row["domain"])  # a row an older CA let in is never probed
         address = f"{local_part}@{row['domain']}"
         expires = self.clock.now() + timedelta(hours=self.config["link_hours"])
-        link_id, token = self.store.create_link("domain", account_id, address, expires,
-                                                domain=row["domain"], idem_key=idem_key)
+        # The look-up and the insert in one transaction: a repeat of the key that runs
+        # at the same time (a client retrying) finds this probe instead of colliding.
+        with self.store.transaction():
+            seen = self.store.find_link_by_key(account_id, idem_key) if idem_key else None
+            if seen:
+                return self._repeat_probe(seen, address), False
+            link_id, token = self.store.create_link("domain", account_id, address, expires,
+                                                    domain=row["domain"], idem_key=idem_key)
         url = f"{self.public_url}/domains/verify/{link_id}?token={token}"
         try:
             self.mailer.send(address, f"Verify {row['domain']} for a certwright CA account", (
@@ -179,6 +207,16 @@ class Issuing:
         log.info("probe_sent", account_id=account_id, probe_id=link_id, address=address)
         return {"probe_id": link_id, "address": address,
                 "expires_at": format_instant(expires)}, True
+
+    @staticmethod
+    def _repeat_probe(seen: dict[str, Any], address: str) -> dict[str, Any]:
+        """The probe made before under the same key; 409 when it was for another address
+        (another domain or local part), as signing answers for another CSR."""
+        if seen["kind"] != "domain" or seen["address"] != address:
+            raise ApiError(409, "idempotency_key_reused", "this idempotency key was used for "
+                           "a probe of another address", probe_id=seen["id"])
+        return {"probe_id": seen["id"], "address": seen["address"],
+                "expires_at": seen["expires_at"]}
 
     # -- certificates --------------------------------------------------------------------
     def _cert_view(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -220,7 +258,7 @@ class Issuing:
         if seen:
             return self._repeat(seen, csr_sha), False
         try:
-            csr, names = inspect_csr(csr_pem)
+            csr, names = inspect_csr(csr_pem, self.blocklist)
         except CSRRejected as exc:
             bound.info("csr_refused", reason=exc.code, message=exc.message)
             raise ApiError(422, exc.code, exc.message, **exc.details) from None

@@ -37,8 +37,10 @@ class CAServer:
                  public_url: str | None = None, smarthost: tuple[str, int] | None = None,
                  policy: str = "cacert", clock: Clock | None = None,
                  mail_from: str = "ca@certwright.invalid",
-                 settings: dict[str, Any] | None = None) -> None:
+                 settings: dict[str, Any] | None = None,
+                 weak_key_blocklist: str | None = None) -> None:
         self.ca_dir = Path(ca_dir)
+        self.weak_key_blocklist = weak_key_blocklist
         self.host, self.port = host, port
         self._public_url = public_url
         self.smarthost, self.policy = smarthost, policy
@@ -72,7 +74,7 @@ class CAServer:
         self._sock = sock
         app = create_app(self.ca_dir, public_url=self.public_url, smarthost=self.smarthost,
                          policy=self.policy, clock=self.clock, mail_from=self.mail_from,
-                         settings=self.settings)
+                         settings=self.settings, weak_key_blocklist=self.weak_key_blocklist)
         # The edge's limits (connections, backlog, keep-alive, header size) are CA settings.
         limits = uvicorn_limits(app.state.service.config)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",

@@ -7,15 +7,22 @@ probes, certificates, the CRL), and :class:`Recovery` (passphrase recovery), whi
 those objects. The app calls
 ``service.accounts`` and ``service.issuing`` directly; this class decides nothing itself.
 
+The weak-key blocklist is the one ``weak_key_blocklist`` names (the argument, else the
+config's key), else badkeys' own (:func:`certwright.ca.weakkeys.find_blocklist`); a named
+one that is missing or unreadable raises BlocklistError before anything is opened, and
+having none is logged as a warning (``weak_key_blocklist_missing``).
+
 Hazards: constructing it purges unconfirmed accounts (a store write), and it keeps the
-store open: call :meth:`CAService.close` when done. Kept SMTP sessions are not closed by
-it; they time out on their own.
+store and the blocklist open: call :meth:`CAService.close` when done. Kept SMTP sessions
+are not closed by it; they time out on their own.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from certwright.ca.accounts import Accounts
 from certwright.ca.issuing import Issuing, ProbePolicy
@@ -25,7 +32,10 @@ from certwright.ca.recovery import Recovery
 from certwright.ca.setup import CAPaths, load_config
 from certwright.ca.signer import Signer
 from certwright.ca.store import CAStore
+from certwright.ca.weakkeys import MISSING_BLOCKLIST, Blocklist, find_blocklist
 from certwright.clock import Clock, SystemClock
+
+log = structlog.get_logger("ca.service")
 
 
 class CAService:
@@ -34,7 +44,8 @@ class CAService:
     def __init__(self, ca_dir: Path, *, public_url: str,
                  smarthost: tuple[str, int] | None = None, policy: str = "cacert",
                  clock: Clock | None = None, mail_from: str = "ca@certwright.invalid",
-                 settings: Mapping[str, Any] | None = None) -> None:
+                 settings: Mapping[str, Any] | None = None,
+                 weak_key_blocklist: str | None = None) -> None:
         probe_policy = ProbePolicy.named(policy)  # before anything is opened
         self.clock = clock or SystemClock()
         # ``settings`` (the server's options) win over the folder's config.json
@@ -44,6 +55,12 @@ class CAService:
         self.gate = HashGate(int(self.config.get("password_hash_concurrency")
                                  or default_hash_concurrency()),
                              int(self.config.get("password_hash_queue", 64)))
+        found = find_blocklist(ca_dir, weak_key_blocklist or self.config["weak_key_blocklist"])
+        self.blocklist = Blocklist.load(found) if found else None
+        if self.blocklist is None:
+            log.warning("weak_key_blocklist_missing", hint=MISSING_BLOCKLIST)
+        else:
+            log.info("weak_key_blocklist", path=str(found), entries=len(self.blocklist))
         self.public_url = public_url.rstrip("/")
         self.policy = policy
         self.store = CAStore(CAPaths(Path(ca_dir)).db, clock=self.clock)
@@ -51,7 +68,8 @@ class CAService:
         self.mailer = Mailer(smarthost=smarthost, mail_from=mail_from, clock=self.clock)
         self.issuing = Issuing(store=self.store, signer=self.signer, mailer=self.mailer,
                                clock=self.clock, config=self.config,
-                               public_url=self.public_url, policy=probe_policy)
+                               public_url=self.public_url, policy=probe_policy,
+                               blocklist=self.blocklist)
         self.accounts = Accounts(store=self.store, mailer=self.mailer, clock=self.clock,
                                  config=self.config, public_url=self.public_url,
                                  domains=self.issuing)
@@ -60,6 +78,8 @@ class CAService:
         self.accounts.purge()
 
     def close(self) -> None:
-        """Close the store and the rate limits; safe to call twice."""
+        """Close the store, the rate limits and the blocklist; safe to call twice."""
         self.store.close()
         self.limiter.close()
+        if self.blocklist is not None:
+            self.blocklist.close()

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from certwright.atomic import write_new
+from certwright.atomic import write_atomic, write_new
 from certwright.ca.httpguard import HTTP_DEFAULTS
 from certwright.ca.ratelimit import DEFAULT_RATES
 from certwright.clock import Clock, SystemClock
@@ -59,6 +59,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "password_hash_concurrency": None,   # None: the number of cores less one
     "password_hash_queue": 64,
     **HTTP_DEFAULTS,
+    # compromised keys refused at signing (ca.weakkeys.Blocklist): a badkeys cache folder
+    # or a text file, relative to the CA folder; null = badkeys' own folder if installed
+    "weak_key_blocklist": None,
 }
 
 
@@ -179,6 +182,17 @@ def init_ca(ca_dir: Path, *, clock: Clock | None = None, name: str = "certwright
                 0o644)
         log.info("ca_intermediate_created")
     CAStore(paths.db, clock=clock).close()
+
+
+def set_setting(ca_dir: Path, key: str, value: Any) -> None:
+    """Write one setting into the CA's config.json (atomically; the other keys stay);
+    KeyError for a key :data:`DEFAULT_CONFIG` does not know."""
+    if key not in DEFAULT_CONFIG:
+        raise KeyError(f"unknown CA setting {key!r}; known: {', '.join(sorted(DEFAULT_CONFIG))}")
+    path = CAPaths(Path(ca_dir)).config
+    data = json.loads(path.read_text())
+    data[key] = value
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode(), 0o644)
 
 
 def load_config(ca_dir: Path) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 Contract:
 
 * :func:`inspect_csr` parses and checks a CSR and returns its names; it raises
-  :class:`CSRRejected` with an API error code (``bad_csr``, ``weak_key``) and a message
-  that names what was wrong. It never looks at the store.
+  :class:`CSRRejected` with an API error code (``bad_csr``, ``weak_key``,
+  ``public_suffix``) and a message that names what was wrong. It never looks at the
+  store. Every part of the CSR that the library parses lazily (subject, extensions, key)
+  is parsed here, so nothing the client sent can raise later.
 * :meth:`Signer.issue` signs a checked CSR. It has no idempotency of its own: the service
   looks the idempotency key up and stores the result in one store transaction.
 * Certificates follow the CA/B Forum BR profile for DV subscriber certificates (checked by
@@ -15,10 +17,11 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,12 +29,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from certwright.ca.setup import CAPaths
-from certwright.ca.weakkeys import fermat_factor, roca_vulnerable
+from certwright.ca.weakkeys import Blocklist, fermat_factor, roca_vulnerable
+from certwright.domains import find_public_suffix
 
 DV_POLICY = x509.ObjectIdentifier("2.23.140.1.2.1")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 REASONS = {f.value.lower(): f for f in x509.ReasonFlags}
 REASONS.update({f.name.replace("_", "").lower(): f for f in x509.ReasonFlags})
+T = TypeVar("T")
 
 
 class CSRRejected(Exception):
@@ -49,12 +54,20 @@ def valid_dns_name(name: str, *, wildcard: bool = False) -> bool:
     if wildcard and name.startswith("*."):
         name = name[2:]
     labels = name.split(".")
-    return len(name) <= 253 and len(labels) >= 2 and all(_LABEL.match(x) for x in labels) \
+    # fullmatch: ``$`` alone would let a label end in a newline
+    return len(name) <= 253 and len(labels) >= 2 and all(_LABEL.fullmatch(x) for x in labels) \
         and not labels[-1].isdigit()
 
 
-def check_key(key: Any) -> str:
-    """A short description of an acceptable subscriber key; raises CSRRejected otherwise."""
+def check_key(key: Any, blocklist: Blocklist | None = None) -> str:
+    """A short description of an acceptable subscriber key; raises CSRRejected otherwise
+    (``weak_key``, with ``rule`` naming the check that refused it)."""
+    listed = blocklist.match(key) if blocklist is not None else None
+    if listed is not None:
+        raise CSRRejected("weak_key", f"the key is on the weak-key blocklist {listed!r}: "
+                          "its private key is known (such as Debian's weak keys of "
+                          "CVE-2008-0166); generate a new key", rule="blocklist",
+                          blocklist=listed)
     if isinstance(key, rsa.RSAPublicKey):
         numbers = key.public_numbers()
         if not 2048 <= key.key_size <= 4096:
@@ -79,28 +92,49 @@ def check_key(key: Any) -> str:
                       "use RSA 2048-4096 or EC P-256/P-384")
 
 
-def inspect_csr(pem: str) -> tuple[x509.CertificateSigningRequest, list[str]]:
-    """Parse and check ``pem``; returns the CSR and its DNS names (CN first, no repeats)."""
+def _parsed(part: str, read: Callable[[], T], hint: str = "") -> T:
+    """``read()``, which parses one lazily parsed part of a CSR; CSRRejected(bad_csr)
+    naming ``part`` when it does not parse."""
+    try:
+        return read()
+    # The library parses the subject, the extensions and the key only when asked and
+    # raises ValueError, TypeError, DuplicateExtension, UnsupportedGeneralNameType or
+    # UnsupportedAlgorithm on hostile bytes: whatever it raises there is the CSR's fault.
+    except Exception as exc:  # noqa: BLE001
+        raise CSRRejected("bad_csr", f"the CSR's {part} cannot be parsed ({exc}){hint}") from None
+
+
+def _common_names(csr: x509.CertificateSigningRequest) -> list[str]:
+    subject = _parsed("subject", lambda: list(csr.subject), "; each attribute must be a "
+                      "valid string of its type (a CN is a UTF8String or PrintableString)")
+    return [str(a.value).strip().lower() for a in subject if a.oid == NameOID.COMMON_NAME]
+
+
+def _san(csr: x509.CertificateSigningRequest) -> x509.SubjectAlternativeName | None:
+    extensions = _parsed("extensions", lambda: csr.extensions)
+    try:
+        return extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def inspect_csr(pem: str, blocklist: Blocklist | None = None,
+                ) -> tuple[x509.CertificateSigningRequest, list[str]]:
+    """Parse and check ``pem`` (its key also against ``blocklist``); returns the CSR and
+    its DNS names (CN first, no repeats).
+
+    Every part is parsed here, inside a guard (:func:`_parsed`), so a hostile encoding
+    is a CSRRejected naming the part, never an exception from the library later."""
     try:
         csr = x509.load_pem_x509_csr(pem.encode())
-    except (ValueError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001  (ValueError, InvalidVersion, ...: see _parsed)
         raise CSRRejected("bad_csr", f"not a PEM certificate signing request: {exc}") from None
-    try:
-        signed_ok = csr.is_signature_valid
-        key = csr.public_key()
-    except Exception as exc:  # noqa: BLE001 - cryptography raises several types for odd keys
-        raise CSRRejected("bad_csr", f"unreadable public key: {exc}") from None
-    if not signed_ok:
+    key = _parsed("public key", csr.public_key)
+    if not _parsed("signature", lambda: csr.is_signature_valid):
         raise CSRRejected("bad_csr", "the CSR's signature does not verify with its own key")
-    check_key(key)
-    names = [str(attr.value).strip().lower()
-             for attr in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        san = None
-    except ValueError as exc:
-        raise CSRRejected("bad_csr", f"malformed extensions: {exc}") from None
+    check_key(key, blocklist)
+    names = _common_names(csr)
+    san = _san(csr)
     if san is not None:
         others = [g for g in san if not isinstance(g, x509.DNSName)]
         if others:
@@ -114,7 +148,23 @@ def inspect_csr(pem: str) -> tuple[x509.CertificateSigningRequest, list[str]]:
             raise CSRRejected("bad_csr", f"{name!r} is not a valid DNS name", name=name)
     if len(names) > 100:
         raise CSRRejected("bad_csr", f"{len(names)} names; at most 100 per certificate")
+    for name in names:
+        refuse_public_suffix(name)
     return csr, names
+
+
+def refuse_public_suffix(name: str) -> None:
+    """CSRRejected(public_suffix) when ``name``, or the base of a wildcard ``name``, is a
+    public suffix (``co.uk``, ``*.co.uk``): no account can own all names under one (BR
+    3.2.2.6), so none is certified or verified, whatever the store says."""
+    base = name.removeprefix("*.")
+    suffix = find_public_suffix(base)
+    if suffix is None:
+        return
+    what = "is a wildcard directly on" if base != name else "is"
+    raise CSRRejected("public_suffix", f"{name} {what} the public suffix {suffix} (on the "
+                      f"Public Suffix List), which no account can own; ask for a domain "
+                      f"under it, such as example.{suffix}", name=name, suffix=suffix)
 
 
 def fingerprint(cert: x509.Certificate) -> str:
