@@ -7,15 +7,17 @@ One connection per store object; the engine is its only writer, other processes 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from certwright.errors import RunNotFound, StoreError
 from certwright.state import names as N
@@ -30,7 +32,7 @@ def _dumps(value: Any) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 CHECKPOINT_EVERY = 0.5  # seconds between background checkpoints
@@ -75,12 +77,10 @@ class SQLiteStore:
         try:
             conn.execute("PRAGMA busy_timeout=1000")
             while not self._closing.wait(CHECKPOINT_EVERY):
-                try:
-                    # PASSIVE: never waits for the writer or blocks it; what it could not
-                    # copy this time it copies next time.
+                # PASSIVE: never waits for the writer or blocks it; what it could not
+                # copy this time (or after an error) it copies next time.
+                with contextlib.suppress(sqlite3.Error):
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error:
-                    pass
         finally:
             conn.close()
 
@@ -99,6 +99,13 @@ class SQLiteStore:
                 time.sleep(0.01)
 
     # -- schema -----------------------------------------------------------------------
+    def _refuse_newer(self, version: int) -> None:
+        """StoreError when the file's schema ``version`` is newer than this certwright's."""
+        if version > len(N.MIGRATIONS):
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this "
+                f"certwright knows ({len(N.MIGRATIONS)}); upgrade certwright")
+
     def _migrate(self) -> None:
         """Bring the schema up to date. The version is read inside the write transaction,
         so two processes opening the same new store never both apply a migration."""
@@ -108,10 +115,7 @@ class SQLiteStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 version = self._version()
-                if version > len(N.MIGRATIONS):
-                    raise StoreError(
-                        f"{self.path} has schema version {version}, newer than this "
-                        f"certwright knows ({len(N.MIGRATIONS)}); upgrade certwright")
+                self._refuse_newer(version)
                 for number in range(version, len(N.MIGRATIONS)):
                     for statement in N.MIGRATIONS[number].split(";"):
                         if statement.strip():
@@ -141,7 +145,7 @@ class SQLiteStore:
 
     # -- writes -----------------------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator["_Tx"]:
+    def transaction(self) -> Iterator[_Tx]:
         """One atomic group of writes; commits at the end of the block."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")

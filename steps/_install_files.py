@@ -30,9 +30,10 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from cryptography import x509
 
@@ -40,9 +41,17 @@ from certwright import atomic
 from certwright.atomic import fsync_dir
 from certwright.clock import Clock
 from certwright.errors import PermanentError, StepError
-from certwright.steps._install_layout import (MODES, ROLES, Files, Layout, check_folder,
-                                              check_target, leaf_fingerprint, read_file,
-                                              sha256_hex)
+from certwright.steps._install_layout import (
+    MODES,
+    ROLES,
+    Files,
+    Layout,
+    check_folder,
+    check_target,
+    leaf_fingerprint,
+    read_file,
+    sha256_hex,
+)
 
 TMP_TAG = "certwright-tmp"  # temp files ".<name>.certwright-tmp": ours, under the lock
 
@@ -125,7 +134,7 @@ def load_version(folder: Path) -> tuple[dict[str, Any], dict[str, bytes | None]]
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         names = dict(meta["files"])
-        files: dict[str, bytes | None] = {r: None for r in ROLES}
+        files: dict[str, bytes | None] = dict.fromkeys(ROLES)
         for role, name in names.items():
             files[role] = (folder / name).read_bytes()
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -260,7 +269,7 @@ def recover(layout: Layout, log: Any) -> str:
     if version:
         _, old = load_version(layout.versions / version)
     elif previous and all(d is None for d in previous.values()):
-        old = {r: None for r in ROLES}  # nothing was installed before: undo means remove
+        old = dict.fromkeys(ROLES)  # nothing was installed before: undo means remove
     else:
         raise PermanentError(
             f"install: found an interrupted deploy in {layout.dir} (marker {layout.pending}) "

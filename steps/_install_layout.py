@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -54,7 +55,7 @@ class Layout:
     names: Mapping[str, str]
 
     @classmethod
-    def from_params(cls, p: Mapping[str, Any]) -> "Layout":
+    def from_params(cls, p: Mapping[str, Any]) -> Layout:
         if not p.get("dir"):
             raise PermanentError("install: parameter 'dir' (the target folder) is required")
         names = {r: str(p.get(f"{r}_name") or DEFAULT_NAMES[r]) for r in ROLES}
@@ -109,7 +110,8 @@ def check_folder(folder: Path, what: str, *, create_mode: int | None = None) -> 
                                  "create it first") from None
         if stat.S_ISLNK(pst.st_mode) or not stat.S_ISDIR(pst.st_mode) or _unsafe_mode(pst):
             raise PermanentError(f"{what} {folder} does not exist and its parent is a symlink, "
-                                 "not a folder, or writable by group/others; create it first")
+                                 "not a folder, or writable by group/others; "
+                                 "create it first") from None
         try:
             os.mkdir(folder, create_mode)
         except FileExistsError:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import selectors
 import shlex
@@ -9,12 +10,13 @@ import signal
 import subprocess
 import threading
 import time
-from typing import IO, Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import IO, Any, ClassVar
 
 from certwright.engine.model.conditions import evaluate, truthy
-from certwright.errors import PermanentError, StepError
 from certwright.engine.model.spec import Condition, parse_duration
 from certwright.engine.plugins.step import BaseStep, Done, StepContext
+from certwright.errors import PermanentError, StepError
 
 _OUTPUT_CAP = 64 * 1024  # bytes of stdout/stderr kept in outputs
 # After a timed-out command's process group was killed, how long to keep reading its pipes
@@ -60,10 +62,8 @@ def _kill_group(pgid: int) -> None:
     """SIGKILL a command's whole process group: its children and grandchildren too (a
     ``sleep 30 &``), which would otherwise outlive the step and keep its pipes open. Called
     only before the command is reaped, so its pid (the group's id) cannot have been reused."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # Process groups of commands running now. A command in a session of its own no longer gets
@@ -91,10 +91,14 @@ def _execute(cmd: list[str] | str, shell: bool, cwd: str | None, env: Mapping[st
     proc = subprocess.Popen(cmd, shell=shell, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
+    stdout, stderr = proc.stdout, proc.stderr
+    if stdout is None or stderr is None:  # never with stdout=stderr=PIPE
+        _kill_group(proc.pid)
+        proc.wait()
+        raise RuntimeError(f"shell: {cmd!r} was started without pipes for its output")
     with _LIVE_LOCK:
         _LIVE.add(proc.pid)
-    assert proc.stdout is not None and proc.stderr is not None
-    captured = _Captured(proc.stdout, proc.stderr)
+    captured = _Captured(stdout, stderr)
     deadline = None if timeout is None else time.monotonic() + timeout
     timed_out = False
     try:
@@ -112,8 +116,8 @@ def _execute(cmd: list[str] | str, shell: bool, cwd: str | None, env: Mapping[st
     finally:
         if proc.returncode is None and not timed_out:  # interrupted: leave nothing behind
             _kill_group(proc.pid)
-        proc.stdout.close()
-        proc.stderr.close()
+        stdout.close()
+        stderr.close()
         with _LIVE_LOCK:
             _LIVE.discard(proc.pid)
         proc.wait()
@@ -170,12 +174,13 @@ class Shell(BaseStep):
             try:
                 timeout = parse_duration(timeout)
             except ValueError as exc:  # a templated value: the loader could not check it
-                raise PermanentError(f"shell: timeout: {exc}")
+                raise PermanentError(f"shell: timeout: {exc}") from exc
         shown = cmd if isinstance(cmd, str) else shlex.join(cmd)
         try:
             code, stdout, stderr = _execute(cmd, use_shell, p.get("cwd") or None, env, timeout)
         except OSError as exc:  # missing, not executable, no such cwd: a retry cannot help
-            raise PermanentError(f"cannot run {shown!r}: {exc.strerror}: {exc.filename}")
+            raise PermanentError(f"cannot run {shown!r}: {exc.strerror}: "
+                                 f"{exc.filename}") from exc
         if code is None:
             raise StepError(f"{shown!r} did not finish within {timeout} s; it was killed "
                             "(with every process it started)")

@@ -14,8 +14,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from certwright.engine.cli import commands
 from certwright.errors import CertwrightError, InputError, RunLocked, SpecError

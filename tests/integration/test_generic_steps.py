@@ -5,6 +5,7 @@ path (inline, FakeClock, real SQLite) checks what only the engine can show: temp
 parking, wake timers and polls."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -12,16 +13,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from certwright.clock import FakeClock, SystemClock, format_instant
-from certwright.errors import PermanentError, StepError
-from certwright.engine.testing import load_text, make_engine
 from certwright.engine.plugins.step import Done, StepContext, Wait
+from certwright.engine.testing import load_text, make_engine
+from certwright.errors import PermanentError, StepError
 from certwright.steps.generic import Assert, Set, Shell
 from certwright.steps.waits import WaitFile, WaitUntil
 from tests.support.procs import alive
@@ -53,10 +55,8 @@ def strays() -> Iterator[list[int]]:
     pids: list[int] = []
     yield pids
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def _read_pid(path: Path, strays: list[int]) -> int:
