@@ -13,8 +13,9 @@ secrets in clear; it must never reach the journal or a log, only the step.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import structlog
 
@@ -24,7 +25,7 @@ from certwright.engine.model.params import check_params
 from certwright.engine.model.spec import PipelineSpec, StepSpec
 from certwright.engine.model.template import render
 from certwright.engine.plugins.registry import Registry
-from certwright.engine.plugins.step import StepContext
+from certwright.engine.plugins.step import RendersParams, StepContext
 from certwright.engine.run import secrets as secret_store
 from certwright.engine.run.book import RunBook
 from certwright.engine.run.jobs import Job, JobKind
@@ -86,8 +87,10 @@ class Contexts:
                 event: Event | None = None) -> StepContext:
         """The context of step ``index`` of the run's current state and entry."""
         ns = self.namespace(run, spec)
-        params = render(dict(step_spec.params), ns)
         step = self._registry.get(step_spec.name)
+        raw = dict(step_spec.params)
+        params = step.render_params(raw, ns) if isinstance(step, RendersParams) \
+            else render(raw, ns)
         check_params(step_spec.name, step.params_schema, params)
         current = index == run.step_index
         return StepContext(

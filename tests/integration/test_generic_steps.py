@@ -97,8 +97,8 @@ def test_shell_outputs_exit_code_stdout_and_stderr(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     result = Shell().run(_ctx(tmp_path, {
         "argv": [sys.executable, "-c",
-                 "import os, sys; print(os.getcwd()); print('warn', file=sys.stderr); "
-                 "sys.exit(3)"],
+                 ("import os, sys; print(os.getcwd()); print('warn', file=sys.stderr); "
+                  "sys.exit(3)")],
         "cwd": str(tmp_path / "sub"), "ok_exit_codes": [0, 3]}))
     assert isinstance(result, Done)
     assert result.outputs == {"exit_code": 3, "stdout": f"{tmp_path / 'sub'}\n",
@@ -136,21 +136,22 @@ def test_shell_non_zero_exit_fails_with_the_status_and_stderr_tail(tmp_path: Pat
 def test_shell_a_program_that_cannot_run_fails_permanently_saying_why(tmp_path: Path) -> None:
     """A missing program, a missing folder or a file that is not executable: retrying would
     not help, so the failure is permanent and says what is wrong."""
-    with pytest.raises(PermanentError, match="No such file or directory.*no-such-program"):
+    with pytest.raises(PermanentError, match=r"No such file or directory.*no-such-program"):
         Shell().run(_ctx(tmp_path, {"argv": ["no-such-program-certwright"]}))
     with pytest.raises(PermanentError, match="cannot run"):
         Shell().run(_ctx(tmp_path, {"argv": ["true"], "cwd": str(tmp_path / "missing")}))
     script = tmp_path / "not-executable.sh"
     script.write_text("#!/bin/sh\necho hi\n")
     script.chmod(0o644)  # exec needs an x bit, even for root
-    with pytest.raises(PermanentError, match="cannot run.*Permission denied"):
+    with pytest.raises(PermanentError, match=r"cannot run.*Permission denied"):
         Shell().run(_ctx(tmp_path, {"argv": [str(script)]}))
 
 
 def test_shell_environment_carries_key_attempt_and_recovering(tmp_path: Path) -> None:
     """So a command with side effects can make itself idempotent."""
-    show = ["sh", "-c", 'echo "$CERTWRIGHT_RUN_ID|$CERTWRIGHT_RUN_DIR|'
-            '$CERTWRIGHT_IDEMPOTENCY_KEY|$CERTWRIGHT_ATTEMPT|$CERTWRIGHT_RECOVERING|$MINE"']
+    show = ["sh", "-c", ('echo "$CERTWRIGHT_RUN_ID|$CERTWRIGHT_RUN_DIR|'
+                         '$CERTWRIGHT_IDEMPOTENCY_KEY|$CERTWRIGHT_ATTEMPT|$CERTWRIGHT_RECOVERING'
+                         '|$MINE"')]
     fresh = Shell().run(_ctx(tmp_path, {"argv": show, "env": {"MINE": "x"}})).outputs
     assert fresh["stdout"] == f"r1|{tmp_path / 'run'}|r1:3:1|2|0|x\n"
     again = Shell().run(_ctx(tmp_path, {"argv": show}, recovering=True)).outputs
@@ -203,8 +204,8 @@ def test_shell_timeout_returns_even_if_an_escaped_process_holds_the_output(
             "time.sleep(30)")
     started = time.monotonic()
     with pytest.raises(StepError, match="did not finish within"):
-        Shell().run(_ctx(tmp_path, {"argv": ["sh", "-c", f"'{sys.executable}' -c \"{code}\" & "
-                                             "sleep 30"]}, timeout=1))
+        Shell().run(_ctx(tmp_path, {"argv": ["sh", "-c", (f"'{sys.executable}' -c \"{code}\" & "
+                                                          "sleep 30")]}, timeout=1))
     assert time.monotonic() - started < 6
     _read_pid(pidfile, strays)  # killed by the fixture
 
@@ -246,7 +247,7 @@ def test_shell_commands_still_running_are_killed_when_the_process_exits(
     pidfile = tmp_path / "bg.pid"
     done = subprocess.run([sys.executable, "-c", EXIT_WHILE_RUNNING, str(pidfile)],
                           cwd=Path(__file__).resolve().parents[2], capture_output=True,
-                          text=True, timeout=30)
+                          text=True, timeout=30, check=False)
     assert done.returncode == 3, done.stderr
     pid = _read_pid(pidfile, strays)
     assert _gone_soon(pid), f"{pid} outlived the process that started it"
@@ -329,6 +330,61 @@ def test_shell_set_and_assert_through_the_engine(tmp_path: Path) -> None:
     failures = [e.data for e in engine.store.journal(bad) if e.kind == "step_failed"]
     assert [(f["step"], f["retry_at"]) for f in failures] == [("check", None)]
     assert "assertion failed: 'hi you|bad:1:0' == 'hi me|bad:1:0'" in failures[0]["error"]
+    engine.close()
+
+
+INJECTION = """
+pipeline: injection
+version: 1
+inputs:
+  label: {type: string, required: true}
+initial: work
+states:
+  work:
+    run:
+      - step: shell
+        id: shelled
+        with: {command: "echo ${label}", shell: true}
+      - step: shell
+        id: quoted
+        with:
+          command: >-
+            printf '[%s]' "before ${label} after" '${label}' x${label}y "$(printf '%s' ${label})"
+          shell: true
+      - step: shell
+        id: words
+        with: {command: "printf '[%s]' ${label} '--name=${label}' $${HOME}"}
+      - step: shell
+        id: escaped
+        with: {command: "echo $${HOME} ${run.id}", shell: true}
+    next: done
+  done: {final: true}
+"""
+
+NASTY = "x; touch F \"q\" 'a' $(touch G) `touch H` $HOME \\ end"
+
+
+def test_a_value_is_never_parsed_as_shell_text_and_is_one_argument(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``${...}`` values reach a ``shell: true`` command as data: ``--set 'label=x; touch F'``
+    creates no file, wherever the reference stands (bare, in the author's double or single
+    quotes, inside a word, in ``$(...)``), and each is one word; without a shell, a value
+    with spaces is one argument (the template is split, then each word rendered), and
+    ``$${`` still reaches the shell as ``${``."""
+    engine = make_engine(tmp_path, FakeClock())
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    rid = engine.start_run(load_text(INJECTION), {"label": NASTY}, run_id="inj")
+    engine.run_until_idle()
+    run = engine.store.load_run(rid)
+    assert (run.state, run.status) == ("done", "succeeded"), run.error
+    assert sorted(p.name for p in work.iterdir()) == []  # no F, G or H
+    assert run.vars["shelled"]["stdout"] == NASTY + "\n"
+    assert run.vars["quoted"]["stdout"] == (f"[before {NASTY} after][{NASTY}]"
+                                            f"[x{NASTY}y][{NASTY}]")
+    assert run.vars["words"]["stdout"] == f"[{NASTY}][--name={NASTY}][${{HOME}}]"
+    assert run.vars["escaped"]["stdout"] == f"{os.environ['HOME']} inj\n"
     engine.close()
 
 
@@ -470,7 +526,8 @@ def test_wait_until_parks_until_the_instant_then_completes(tmp_path: Path) -> No
     clock = FakeClock()
     engine = make_engine(tmp_path, clock)
     at = clock.now() + timedelta(hours=1)
-    rid = engine.start_run(load_text(UNTIL), {"at": at.strftime("%Y-%m-%dT%H:%M:%S")})  # no zone: UTC
+    # no zone: UTC
+    rid = engine.start_run(load_text(UNTIL), {"at": at.strftime("%Y-%m-%dT%H:%M:%S")})
     engine.run_until_idle()
     run = engine.store.load_run(rid)
     assert run.status == "waiting" and run.wake_at == format_instant(at)
