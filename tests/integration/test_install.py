@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from certwright.clock import FakeClock
-from certwright.errors import PermanentError, StepError
 from certwright import atomic as atomic_mod
-from certwright.steps import _install_files as files_mod
+from certwright.clock import FakeClock
 from certwright.engine.plugins.step import Done, StepContext
+from certwright.errors import PermanentError, StepError
+from certwright.steps import _install_files as files_mod
 from certwright.steps.install import InstallCheck, InstallFiles, InstallReload
 from tests.support.apache import make_self_signed, pem_fingerprint
 
@@ -26,7 +26,7 @@ class RecordingLog:
         self.records = [] if records is None else records
         self.bound = bound
 
-    def bind(self, **kw: Any) -> "RecordingLog":
+    def bind(self, **kw: Any) -> RecordingLog:
         return RecordingLog(self.records, **{**self.bound, **kw})
 
     def _log(self, level: str, event: str, **kw: Any) -> None:
@@ -180,12 +180,81 @@ def test_symlinked_folder_refused(tmp_path: Path, target: Path) -> None:
     assert list(target.iterdir()) == []
 
 
+def _nobody() -> tuple[int, int]:
+    import pwd
+    try:
+        entry = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' on this machine")
+    if entry.pw_uid == os.geteuid():
+        pytest.skip("the tests run as 'nobody'")
+    return entry.pw_uid, entry.pw_gid
+
+
+def _as_root() -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root: chown is needed to give a folder to another user")
+        pytest.skip("needs root, to give a folder to another user")
+
+
+def test_folder_owned_by_another_user_refused(tmp_path: Path, target: Path) -> None:
+    """A 0755 cert_dir owned by ``nobody`` (who could swap the files later) is refused
+    before anything is written, naming the folder, its owner and what to do."""
+    _as_root()
+    uid, gid = _nobody()
+    os.chown(target, uid, gid)
+    with pytest.raises(PermanentError) as info:
+        install(tmp_path, target, make_material(tmp_path / "in", "a"))
+    message = str(info.value)
+    assert str(target) in message and "nobody" in message and "chown" in message
+    assert list(target.iterdir()) == []
+
+
+def test_folder_under_a_parent_owned_by_another_user_refused(tmp_path: Path) -> None:
+    """A parent that another user owns could rename cert_dir away and put its own there."""
+    _as_root()
+    uid, gid = _nobody()
+    parent = tmp_path / "shared"
+    folder = parent / "certs"
+    folder.mkdir(parents=True)
+    os.chmod(parent, 0o755)
+    os.chown(parent, uid, gid)
+    with pytest.raises(PermanentError, match=r"shared is owned by nobody"):
+        install(tmp_path, folder, make_material(tmp_path / "in", "a"))
+    assert list(folder.iterdir()) == []
+
+
+def test_folder_reached_through_a_symlinked_parent_refused(tmp_path: Path,
+                                                           target: Path) -> None:
+    """``<link>/certs`` where ``<link>`` is a symlink to the real parent: refused, and the
+    real folder gets nothing (the link could be pointed elsewhere between two writes)."""
+    link = tmp_path / "linked-www"
+    link.symlink_to(target.parent)
+    with pytest.raises(PermanentError) as info:
+        install(tmp_path, link / target.name, make_material(tmp_path / "in", "a"))
+    message = str(info.value)
+    assert f"{link} is a symlink" in message and str(target.parent) in message
+    assert list(target.iterdir()) == []
+
+
+def test_folder_under_a_sticky_world_writable_parent_is_accepted(tmp_path: Path) -> None:
+    """As in /tmp: others may write there but cannot rename what is ours."""
+    parent = tmp_path / "sticky"
+    parent.mkdir()
+    os.chmod(parent, 0o1777)
+    folder = parent / "certs"
+    folder.mkdir(mode=0o755)
+    install(tmp_path, folder, make_material(tmp_path / "in", "a"))
+    assert (folder / "server.crt").exists()
+
+
 def test_symlinked_target_file_refused(tmp_path: Path, target: Path) -> None:
     """A symlink at a target file name is refused; its destination is untouched."""
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious")
     (target / "server.crt").symlink_to(victim)
-    with pytest.raises(PermanentError, match="server.crt is a symlink"):
+    with pytest.raises(PermanentError, match=r"server\.crt is a symlink"):
         install(tmp_path, target, make_material(tmp_path / "in", "a"))
     assert victim.read_bytes() == b"precious"
     assert not (target / "server.key").exists()
@@ -324,7 +393,7 @@ def test_unreadable_inputs_refused(tmp_path: Path, target: Path) -> None:
     m = make_material(tmp_path / "in", "a")
     bad = tmp_path / "in" / "bad.crt"
     bad.write_bytes(b"not a cert")
-    with pytest.raises(PermanentError, match="bad.crt holds no PEM certificate"):
+    with pytest.raises(PermanentError, match=r"bad\.crt holds no PEM certificate"):
         install(tmp_path, target, {**m, "cert": str(bad)})
     assert list(target.iterdir()) == []
 
@@ -381,7 +450,7 @@ def test_shell_only_when_asked(tmp_path: Path) -> None:
 
 def test_reload_timeout_and_missing_program(tmp_path: Path) -> None:
     """A reload that overruns is killed (StepError); a missing program is permanent."""
-    with pytest.raises(StepError, match="did not finish within 0.2 s"):
+    with pytest.raises(StepError, match=r"did not finish within 0\.2 s"):
         InstallReload().run(reload_ctx(tmp_path, command=["sleep", "5"], timeout=0.2))
     with pytest.raises(PermanentError, match="cannot run"):
         InstallReload().run(reload_ctx(tmp_path, command=["/nonexistent/reload-me"]))
@@ -451,7 +520,7 @@ def test_failed_check_with_nothing_to_restore_leaves_files(tmp_path: Path,
     from tests.support.apache import free_port
     a = make_material(tmp_path / "in", "a")
     install(tmp_path, target, a)
-    with pytest.raises(PermanentError, match="rollback failed: .*nothing restored"):
+    with pytest.raises(PermanentError, match=r"rollback failed: .*nothing restored"):
         InstallCheck().run(make_ctx(tmp_path, {
             "address": f"127.0.0.1:{free_port()}", "cert": a["cert"], "dir": str(target),
             "attempts": 1}))
