@@ -14,17 +14,24 @@ the file not yet naming its holder: empty, or still naming an earlier holder tha
 It then looks again for up to :data:`HOLDER_WAIT` seconds (trying the lock too, which may
 have been held only for an instant by :meth:`FileLock.holder`) rather than report "another
 process". A holder clears the file before it lets go, so a pid left behind is a dead one.
+
+Taking a lock writes (the folder, the file, the holder line), so on a full or read-only
+file system it fails: with a :class:`state.faults.StoreFault` naming the lock file, as the
+store's own failures do. :meth:`FileLock.holder` only reads, so ``status`` works there.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Self
 
 from certwright.errors import RunLocked
 from certwright.state import names as N
+from certwright.state.faults import StoreFault, kind_of
 
 HOLDER_WAIT = 2.0  # seconds a prober waits for a held lock's file to name a live holder
 _HOLDER_POLL = 0.01
@@ -53,11 +60,13 @@ class FileLock:
         self.what = what
         self._held: HeldLock | None = None
 
-    def acquire(self) -> "FileLock":
+    def acquire(self) -> Self:
+        """Take the lock; RunLocked naming the holder, StoreFault when the file cannot be
+        written."""
         fd = _open(self.path)
         try:
             _probe(fd, fcntl.LOCK_EX, self.what)
-            write_holder(fd)
+            _write_holder(fd, self.path)
         except BaseException:
             os.close(fd)
             raise
@@ -85,7 +94,7 @@ class FileLock:
         finally:
             os.close(fd)
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> Self:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
@@ -97,23 +106,44 @@ def try_run_lock(state_dir: Path, run_id: str) -> HeldLock | None:
 
     The file and flock of :func:`run_lock`, so the CLI's ``run``/``resume`` and the daemon
     exclude each other. Never raises for a held lock (and never waits for a holder to name
-    itself); raises OSError if the lock folder cannot be created. The holder line is
-    written without fsync: it only names the holder for messages, the flock excludes.
+    itself); raises StoreFault if the lock file cannot be created or written. The holder
+    line is written without fsync: it only names the holder for messages, the flock
+    excludes.
     """
-    fd = _open(run_lock(state_dir, run_id).path)
+    path = run_lock(state_dir, run_id).path
+    fd = _open(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
-    write_holder(fd, sync=False)
+    try:
+        _write_holder(fd, path, sync=False)
+    except BaseException:
+        os.close(fd)
+        raise
     return HeldLock(fd)
 
 
 def _open(path: Path) -> int:
-    """Open (creating) a lock file, 0600, never through a symlink."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    """Open (creating) a lock file, 0600, never through a symlink; StoreFault if that
+    fails (a full or read-only file system)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise _fault(exc, path) from exc
+
+
+def _fault(exc: OSError, path: Path) -> StoreFault:
+    return StoreFault(kind_of(exc, path) or "unavailable", path, "locking", str(exc))
+
+
+def _write_holder(fd: int, path: Path, *, sync: bool = True) -> None:
+    try:
+        write_holder(fd, sync=sync)
+    except OSError as exc:
+        raise _fault(exc, path) from exc
 
 
 def write_holder(fd: int, *, sync: bool = True) -> None:
@@ -124,7 +154,7 @@ def write_holder(fd: int, *, sync: bool = True) -> None:
     ``sync=False`` skips the fsync (the daemon, on its latency path: the line only names
     the holder for messages; the flock is what excludes).
     """
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     line = f"{os.getpid()} {stamp}\n".encode()
     os.pwrite(fd, line, 0)
     os.ftruncate(fd, len(line))
@@ -134,10 +164,8 @@ def write_holder(fd: int, *, sync: bool = True) -> None:
 
 def clear_holder(fd: int) -> None:
     """Before letting go of the flock: leave no pid behind for the next holder's gap."""
-    try:
+    with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)
-    except OSError:
-        pass
 
 
 def _probe(fd: int, mode: int, what: str) -> None:

@@ -29,19 +29,21 @@ from __future__ import annotations
 import random
 import sqlite3
 import threading
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import structlog
 
-from certwright.engine.run import secrets as secret_store
 from certwright.clock import Clock, format_instant, parse_instant
-from certwright.errors import CertwrightError
-from certwright.engine.run.naming import new_run_id
 from certwright.engine.model.spec import PipelineSpec
+from certwright.engine.run import secrets as secret_store
+from certwright.engine.run.naming import new_run_id
+from certwright.errors import CertwrightError
 from certwright.state.base import Store
+from certwright.state.opening import open_reader
 from certwright.state.records import CANCELLED, FAILED, SUCCEEDED, RunRecord
 
 log = structlog.get_logger("certwright.daemon.renew")
@@ -76,7 +78,7 @@ def renewals_status(state_dir: Path) -> list[dict[str, Any]]:
     path = Path(state_dir) / DB_FILE
     if not path.exists():
         return []
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
+    with closing(open_reader(str(path), sqlite3.connect)) as db:  # writes nothing
         db.row_factory = sqlite3.Row
         rows = db.execute("SELECT cert_path, pipeline, run_id, not_after, renew_at, next_at, "
                           "attempts, status, renewal_run, last_error FROM renewals "

@@ -27,14 +27,20 @@ from certwright.engine.run.context import Contexts
 from certwright.engine.run.interceptor import Interceptors
 from certwright.engine.run.jobs import CleanupJob, Job
 from certwright.engine.run.journal import Cancelled, Entered, StepStarted
-from certwright.engine.run.launcher import (CancelAsked, CleanedUp, EventArrived, Item,
-                                            Launcher, StepReturned)
+from certwright.engine.run.launcher import (
+    CancelAsked,
+    CleanedUp,
+    EventArrived,
+    Item,
+    Launcher,
+    StepReturned,
+)
 from certwright.engine.run.machine import NoTransition
 from certwright.engine.run.outcomes import Outcomes, state_deadline
 from certwright.engine.run.specs import Specs
 from certwright.engine.run.timers import Due, TimerHeap
 from certwright.engine.run.writer import JournalWriter
-from certwright.errors import CertwrightError, PermanentError
+from certwright.errors import CertwrightError, PermanentError, StoreError
 from certwright.events import Event
 from certwright.state.base import Store
 from certwright.state.records import BACKOFF, FINISHED, RUNNING, WAITING, RunRecord
@@ -111,6 +117,8 @@ class Dispatcher:
         key = f"{rid}:{run.entry}:{run.step_index}"
         try:
             skip = not self._ctx.holds(run, spec, step_spec)
+        except StoreError:
+            raise  # the store failing is no fault of the step: the command ends, run kept
         except (UnresolvedReference, CertwrightError, ValueError) as exc:
             self._step_failed(run, step_spec, PermanentError(f"`when` of {step_spec.id!r}: {exc}"))
             return
@@ -125,6 +133,8 @@ class Dispatcher:
             recovering=recovering))
         try:
             job = self._ctx.job(run, spec, step_spec, "step", None)
+        except StoreError:
+            raise
         except (UnresolvedReference, CertwrightError) as exc:
             self._step_failed(run, step_spec, PermanentError(str(exc)))
             return
@@ -185,6 +195,8 @@ class Dispatcher:
             step_spec = spec.states[run.state].steps[run.step_index]
             try:
                 job = self._ctx.job(run, spec, step_spec, "check", event)
+            except StoreError:
+                raise
             except (UnresolvedReference, CertwrightError) as exc:
                 self._step_failed(run, step_spec, PermanentError(str(exc)))
                 continue
