@@ -55,7 +55,12 @@ class SQLiteStore:
         self._open_tx: Tx | None = None
         self._checkpointer: threading.Thread | None = None
         self._closing = threading.Event()
-        self._open(synchronous, connect)
+        try:
+            self._open(synchronous, connect)
+        except BaseException:
+            if getattr(self, "_db", None) is not None:
+                self._db.close()
+            raise
         if background_checkpoint and self.path != ":memory:" and not readonly:
             self._db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_BACKSTOP_PAGES}")
             self._checkpointer = threading.Thread(target=self._checkpoint_loop,
