@@ -169,7 +169,10 @@ class Shell(BaseStep):
             return rendered
         env = rendered.get("env")
         if rendered.get("shell") is True and (env is None or isinstance(env, Mapping)):
-            script, values = render_shell(command, namespace)
+            try:
+                script, values = render_shell(command, namespace)
+            except ValueError as exc:
+                raise PermanentError(f"shell: {exc}") from None
             rendered["command"] = script
             if values:
                 rendered["env"] = {**(env or {}), **values}

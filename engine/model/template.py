@@ -107,7 +107,11 @@ SHELL_VALUE_PREFIX = "CERTWRIGHT_REF_"  # environment variables holding a script
 # as exactly one word: outside quotes double-quoted, inside the author's double quotes bare,
 # inside single quotes by closing them around a double-quoted expansion.
 _PLAIN, _SUB, _BACKTICK, _COMMENT, _SQ, _DQ = "plain", "(", "`", "#", "'", '"'
-_PLACED = {_DQ: "${%s}", _SQ: "'\"${%s}\"'"}
+_ARITH, _ARITH_PAREN = "((", "a("  # inside $(( )), and a parenthesis within it
+_PLACED = {_DQ: "${%s}", _SQ: "'\"${%s}\"'", _ARITH: "${%s}", _ARITH_PAREN: "${%s}"}
+# In arithmetic a shell evaluates what a variable holds as an expression (and bash runs
+# the $(...) of an array subscript there), so a value used in it must be a whole number.
+_WHOLE = re.compile(r"[+-]?[0-9]+")
 
 
 def render_shell(template: str, namespace: Mapping[str, Any],
@@ -125,7 +129,8 @@ def render_shell(template: str, namespace: Mapping[str, Any],
     pattern) can cost word splitting or a literal ``${...}``, never an injection.
     ``$${`` gives the shell a literal ``${``.
 
-    Raises UnresolvedReference for a name without a value.
+    Raises UnresolvedReference for a name without a value, and ValueError for a value
+    used in ``$((...))`` that is not a whole number.
     """
     out: list[str] = []
     env: dict[str, str] = {}
@@ -144,6 +149,9 @@ def render_shell(template: str, namespace: Mapping[str, Any],
                 found = get(namespace, m.group(1))
                 var = names[m.group(1)] = f"{SHELL_VALUE_PREFIX}{len(names) + 1}"
                 env[var] = "" if found is None else str(found)
+            if stack[-1] in (_ARITH, _ARITH_PAREN) and not _WHOLE.fullmatch(env[var]):
+                raise ValueError(f"${{{m.group(1)}}} is used in shell arithmetic, $((...)), "
+                                 f"but its value {env[var][:40]!r} is not a whole number")
             out.append(_PLACED.get(stack[-1], '"${%s}"') % var)
             i = m.end()
             continue
@@ -167,6 +175,11 @@ def _scan(text: str, i: int, stack: list[str]) -> int:
         return 1
     if c == "\\":
         return 2
+    if top in (_ARITH, _ARITH_PAREN):
+        return _scan_arithmetic(text, i, stack)
+    if text.startswith("$((", i):
+        stack.append(_ARITH)
+        return 3
     if text.startswith("$(", i):
         stack.append(_SUB)
         return 2
@@ -190,4 +203,17 @@ def _scan(text: str, i: int, stack: list[str]) -> int:
         stack.pop()
     elif c == "#" and (i == 0 or text[i - 1] in " \t\n;&|()"):
         stack.append(_COMMENT)
+    return 1
+
+
+def _scan_arithmetic(text: str, i: int, stack: list[str]) -> int:
+    """Inside ``$((...))``: parentheses nest until the closing ``))``."""
+    c = text[i]
+    if c == "(":
+        stack.append(_ARITH_PAREN)
+    elif c == ")" and stack[-1] == _ARITH_PAREN:
+        stack.pop()
+    elif text.startswith("))", i):
+        stack.pop()
+        return 2
     return 1

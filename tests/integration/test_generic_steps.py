@@ -388,6 +388,13 @@ def test_a_value_is_never_parsed_as_shell_text_and_is_one_argument(
     engine.close()
 
 
+def test_a_value_that_is_no_number_in_shell_arithmetic_fails_the_step(tmp_path: Path) -> None:
+    """bash would run the ``$(...)`` of ``a[$(touch F)]`` evaluated in ``$((...))``."""
+    with pytest.raises(PermanentError, match=r"shell: \$\{n\} is used in shell arithmetic"):
+        Shell().render_params({"command": "echo $(( ${n} + 1 ))", "shell": True},
+                              {"inputs": {"n": "a[$(touch F)]"}})
+
+
 # -- wait.file ------------------------------------------------------------------------------
 
 def test_wait_file_appears_directly(tmp_path: Path) -> None:

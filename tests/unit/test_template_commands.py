@@ -72,3 +72,13 @@ def test_words_are_split_before_values_are_rendered() -> None:
         render_words("cmd 'unbalanced", ns)
     with pytest.raises(UnresolvedReference):
         render_shell("echo ${missing}", ns)
+
+
+def test_a_value_in_arithmetic_must_be_a_whole_number() -> None:
+    """In ``$((...))`` a shell evaluates what a variable holds as an expression, and bash
+    runs ``$(...)`` inside an array subscript there (``a[$(touch F)]``): a value used in
+    arithmetic is refused unless it is a whole number, and one that is works."""
+    assert _sh("printf '[%s]' $(( ${v} + 1 ))", "41") == "[42]"
+    assert _sh("printf '[%s]' \"$(( (${v}) * 2 ))\" ${v}", "-3") == "[-6][-3]"
+    with pytest.raises(ValueError, match=r"\$\{v\}.*arithmetic.*whole number"):
+        render_shell("echo $(( ${v} + 1 ))", {"inputs": {"v": "a[$(touch F)]"}})
