@@ -9,7 +9,8 @@ machine is; the times are measured here. Figures, per case:
 * ``outcome``: ``refused: <reason>`` or ``parsed``;
 * ``work``: the counters that run reported.
 
-The YAML cases are the hostile fixtures' kinds (duplicate key, alias bomb, a Python tag,
+The YAML cases are the hostile fixtures' kinds (duplicate key, alias bomb, one large string
+referred to 2,000 times, a Python tag,
 non-standard tags, nesting 10,000 deep four ways, a 2 MiB text) and the bundled ``cacert``
 pipeline as a yardstick; the mail cases are a 20 MB message, multiparts nested 100, 1000
 and 20000 deep, and four kinds of pathological HTML. For the HTML cases ``time_ratio`` and
@@ -32,7 +33,13 @@ from collections.abc import Callable
 from typing import Any
 
 from certwright.engine.model.loader import bundled_pipelines, load_pipeline_text
-from certwright.engine.model.yamlsafe import MAX_BYTES, MAX_DEPTH, LoadStats, load_yaml
+from certwright.engine.model.yamlsafe import (
+    MAX_BYTES,
+    MAX_DEPTH,
+    MAX_EXPANDED_BYTES,
+    LoadStats,
+    load_yaml,
+)
 from certwright.engine.plugins.registry import Registry
 from certwright.errors import SpecError
 from certwright.mail.parse import HostileMail, MailLimits, ParseStats, parse_message
@@ -75,6 +82,13 @@ def billion_laughs() -> str:
     for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
         lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
     return "\n".join(lines) + "\n"
+
+
+def string_bomb(blob: int, references: int = 2000) -> str:
+    """One ``blob``-byte string and ``references`` aliases to it: few nodes, and (at full
+    size) 1.8 GB of text once expanded; refused by the expanded-size budget."""
+    return (f"big: &blob \"{'x' * blob}\"\ncopies: [" + ", ".join(["*blob"] * references)
+            + "]\n")
 
 
 def nested_multipart(depth: int) -> bytes:
@@ -132,6 +146,8 @@ def yaml_cases(scale: float, repeat: int) -> dict[str, dict[str, Any]]:
         "yaml_cacert": _yaml(bundled_pipelines()["cacert"].read_text(), pipeline=True),
         "yaml_duplicate_keys": _yaml(DUPLICATE_KEYS),
         "yaml_billion_laughs": _yaml(billion_laughs()),
+        "yaml_string_bomb": _yaml(string_bomb(max(int(900_000 * scale),
+                                                  MAX_EXPANDED_BYTES // 2000 + 1))),
         "yaml_python_apply": _yaml(PYTHON_APPLY, pipeline=True),
     }
     for i, text in enumerate(TAGS):

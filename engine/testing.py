@@ -6,6 +6,7 @@
   (and can fail them).
 * :class:`CrashAfterCommits` — an interceptor that kills the process (SIGKILL) right after
   its N-th commit, or calls what a test gives instead: crash points for kill-and-resume.
+* :class:`FailingIO` — SQLite connections failing with "disk I/O error" on demand.
 * :func:`make_engine` — an engine on a real SQLite file in a temp folder, with a fake clock
   and inline execution, so a test is deterministic and never sleeps.
 """
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from certwright.clock import FakeClock
 from certwright.engine.model.spec import PipelineSpec
@@ -123,6 +125,45 @@ class CrashAfterCommits(Interceptor):
     def committed(self, count: int) -> None:
         if count == self.after:
             self._crash()
+
+
+class FailingIO:
+    """SQLite connections whose every statement fails with "disk I/O error" while
+    ``flag`` exists: I/O errors on demand, for the store's fault tests (the standard
+    sqlite3 module has no VFS to fail at). ``ROLLBACK`` still goes through, as SQLite
+    rolls back a failed transaction itself; so does ``close``.
+
+    Pass :meth:`connect` where a store takes ``connect``.
+    """
+
+    def __init__(self, flag: Path) -> None:
+        self.flag = flag
+
+    def connect(self, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        return cast(sqlite3.Connection, _FailingConnection(sqlite3.connect(*args, **kwargs),
+                                                           self.flag))
+
+
+class _FailingConnection:
+    """The part of ``sqlite3.Connection`` the store uses, failing while a flag exists."""
+
+    def __init__(self, db: sqlite3.Connection, flag: Path) -> None:
+        self._db, self._flag = db, flag
+
+    def _check(self, sql: str) -> None:
+        if self._flag.exists() and sql.strip().upper() != "ROLLBACK":
+            raise sqlite3.OperationalError("disk I/O error")
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        self._check(sql)
+        return self._db.execute(sql, params)
+
+    def executemany(self, sql: str, params: Any) -> sqlite3.Cursor:
+        self._check(sql)
+        return self._db.executemany(sql, params)
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def test_registry() -> Registry:

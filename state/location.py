@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 from certwright.state import names as N
+from certwright.state.faults import StoreFault, kind_of
+from certwright.state.opening import Connect
 from certwright.state.sqlite import SQLiteStore
 
 
@@ -19,9 +22,29 @@ def default_state_dir() -> Path:
 
 
 def open_store(state_dir: Path, synchronous: str = "full", *,
-               background_checkpoint: bool = False) -> SQLiteStore:
+               background_checkpoint: bool = False, readonly: bool = False,
+               connect: Connect = sqlite3.connect) -> SQLiteStore:
     """The store in ``state_dir``; long-lived processes (daemon, many runs at once) pass
-    ``background_checkpoint`` to keep WAL checkpoints off their commits."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return SQLiteStore(state_dir / N.DB_FILE, synchronous=synchronous,
-                       background_checkpoint=background_checkpoint)
+    ``background_checkpoint`` to keep WAL checkpoints off their commits.
+
+    ``readonly`` (``status``, ``history``): open without writing anything, so that a
+    read-only or full file system can still be read; a store that does not exist yet, or
+    has an older schema, is opened for writing instead (created, or migrated). Raises
+    StoreFault when the store cannot be opened, saying why and what to do."""
+    path = state_dir / N.DB_FILE
+    if readonly and path.exists():
+        store = SQLiteStore(path, readonly=True, connect=connect)
+        if not store.outdated:
+            return store
+        store.close()
+    _make_dir(state_dir)
+    return SQLiteStore(path, synchronous=synchronous,
+                       background_checkpoint=background_checkpoint, connect=connect)
+
+
+def _make_dir(state_dir: Path) -> None:
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise StoreFault(kind_of(exc, state_dir) or "unavailable", state_dir,
+                         "creating the state folder", str(exc)) from exc

@@ -14,6 +14,10 @@ the file not yet naming its holder: empty, or still naming an earlier holder tha
 It then looks again for up to :data:`HOLDER_WAIT` seconds (trying the lock too, which may
 have been held only for an instant by :meth:`FileLock.holder`) rather than report "another
 process". A holder clears the file before it lets go, so a pid left behind is a dead one.
+
+Taking a lock writes (the folder, the file, the holder line), so on a full or read-only
+file system it fails: with a :class:`state.faults.StoreFault` naming the lock file, as the
+store's own failures do. :meth:`FileLock.holder` only reads, so ``status`` works there.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from typing import Self
 
 from certwright.errors import RunLocked
 from certwright.state import names as N
+from certwright.state.faults import StoreFault, kind_of
 
 HOLDER_WAIT = 2.0  # seconds a prober waits for a held lock's file to name a live holder
 _HOLDER_POLL = 0.01
@@ -56,10 +61,12 @@ class FileLock:
         self._held: HeldLock | None = None
 
     def acquire(self) -> Self:
+        """Take the lock; RunLocked naming the holder, StoreFault when the file cannot be
+        written."""
         fd = _open(self.path)
         try:
             _probe(fd, fcntl.LOCK_EX, self.what)
-            write_holder(fd)
+            _write_holder(fd, self.path)
         except BaseException:
             os.close(fd)
             raise
@@ -99,23 +106,44 @@ def try_run_lock(state_dir: Path, run_id: str) -> HeldLock | None:
 
     The file and flock of :func:`run_lock`, so the CLI's ``run``/``resume`` and the daemon
     exclude each other. Never raises for a held lock (and never waits for a holder to name
-    itself); raises OSError if the lock folder cannot be created. The holder line is
-    written without fsync: it only names the holder for messages, the flock excludes.
+    itself); raises StoreFault if the lock file cannot be created or written. The holder
+    line is written without fsync: it only names the holder for messages, the flock
+    excludes.
     """
-    fd = _open(run_lock(state_dir, run_id).path)
+    path = run_lock(state_dir, run_id).path
+    fd = _open(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
-    write_holder(fd, sync=False)
+    try:
+        _write_holder(fd, path, sync=False)
+    except BaseException:
+        os.close(fd)
+        raise
     return HeldLock(fd)
 
 
 def _open(path: Path) -> int:
-    """Open (creating) a lock file, 0600, never through a symlink."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    """Open (creating) a lock file, 0600, never through a symlink; StoreFault if that
+    fails (a full or read-only file system)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise _fault(exc, path) from exc
+
+
+def _fault(exc: OSError, path: Path) -> StoreFault:
+    return StoreFault(kind_of(exc, path) or "unavailable", path, "locking", str(exc))
+
+
+def _write_holder(fd: int, path: Path, *, sync: bool = True) -> None:
+    try:
+        write_holder(fd, sync=sync)
+    except OSError as exc:
+        raise _fault(exc, path) from exc
 
 
 def write_holder(fd: int, *, sync: bool = True) -> None:

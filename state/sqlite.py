@@ -9,71 +9,87 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from certwright.errors import RunNotFound, StoreError
 from certwright.state import names as N
+from certwright.state._sqlite_tx import Tx, run_from_row
+from certwright.state.faults import StoreFault, guarded, store_fault
+from certwright.state.opening import Connect, check_integrity, open_reader, open_writer
 from certwright.state.records import JournalEntry, RunRecord, Timer
-
-_BODY_FIELDS = ("entry", "step_index", "attempt", "inflight", "inputs", "vars", "memo",
-                "waiting", "watch", "deadline", "wake_at", "counters", "error", "alarms", "seq")
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
 
 CHECKPOINT_EVERY = 0.5  # seconds between background checkpoints
 CHECKPOINT_BACKSTOP_PAGES = 20000  # commits checkpoint themselves past this WAL size
 
 
 class SQLiteStore:
-    """A :class:`state.base.Store` on one SQLite file (``path``, or ``:memory:``)."""
+    """A :class:`state.base.Store` on one SQLite file (``path``, or ``:memory:``).
+
+    Every storage failure it meets (opening, reading, a transaction) leaves as a
+    :class:`state.faults.StoreFault` naming the file, the cause and what to do.
+    """
 
     def __init__(self, path: str | Path, *, synchronous: str = "full",
-                 background_checkpoint: bool = False) -> None:
+                 background_checkpoint: bool = False, readonly: bool = False,
+                 connect: Connect = sqlite3.connect) -> None:
         """``background_checkpoint``: copy the WAL into the database from a thread of its
         own (every :data:`CHECKPOINT_EVERY` seconds) instead of in whichever commit crosses
         SQLite's 1000-page mark, which then takes several fsyncs longer (a latency spike
         on the path of a transition). Commits still checkpoint past
-        :data:`CHECKPOINT_BACKSTOP_PAGES`, should the thread fall behind."""
+        :data:`CHECKPOINT_BACKSTOP_PAGES`, should the thread fall behind.
+
+        ``readonly``: open for reading only, writing nothing at all (``status``,
+        ``history``; see :mod:`state.opening`); transactions then fail, and an older
+        schema is read as it is (:attr:`outdated` says so). A writer refuses a damaged
+        file (StoreFault "damaged"). ``connect``: how to open the SQLite connection
+        (``sqlite3.connect`` or a wrapper with its signature, e.g. to inject faults)."""
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
-        if self.path != ":memory:":
-            os.chmod(self.path, 0o600)
+        self.readonly = readonly
         self._lock = threading.RLock()
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._enter_wal()
-        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        self._migrate()
-        self._open_tx: _Tx | None = None
+        self._open_tx: Tx | None = None
         self._checkpointer: threading.Thread | None = None
         self._closing = threading.Event()
-        if background_checkpoint and self.path != ":memory:":
+        try:
+            self._open(synchronous, connect)
+        except BaseException:
+            if getattr(self, "_db", None) is not None:
+                self._db.close()
+            raise
+        if background_checkpoint and self.path != ":memory:" and not readonly:
             self._db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_BACKSTOP_PAGES}")
             self._checkpointer = threading.Thread(target=self._checkpoint_loop,
                                                   name="certwright-checkpoint", daemon=True)
             self._checkpointer.start()
 
+    @guarded("opening")
+    def _open(self, synchronous: str, connect: Connect) -> None:
+        if self.readonly:
+            self._db = open_reader(self.path, connect)
+            self.outdated = self._version() < len(N.MIGRATIONS)
+            self._refuse_newer(self._version())
+            return
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._db = open_writer(self.path, connect)
+        self._db.execute("PRAGMA busy_timeout=10000")
+        if self.path != ":memory:":
+            check_integrity(self._db, self.path)
+        self._enter_wal()
+        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._migrate()
+        self.outdated = False
+
     def _checkpoint_loop(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:  # the next commit past the backstop checkpoints instead
+            return
         try:
             conn.execute("PRAGMA busy_timeout=1000")
             while not self._closing.wait(CHECKPOINT_EVERY):
@@ -95,7 +111,7 @@ class SQLiteStore:
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
+                    raise  # the guard of _open says which kind of failure this is
                 time.sleep(0.01)
 
     # -- schema -----------------------------------------------------------------------
@@ -145,20 +161,35 @@ class SQLiteStore:
 
     # -- writes -----------------------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator[_Tx]:
-        """One atomic group of writes; commits at the end of the block."""
+    def transaction(self) -> Iterator[Tx]:
+        """One atomic group of writes; commits at the end of the block.
+
+        A storage failure inside (a write, the commit) rolls the whole group back and
+        leaves as a StoreFault: the store then holds what it held before."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            tx = self._open_tx = _Tx(self._db)
+            self._begin()
+            tx = self._open_tx = Tx(self._db)
             try:
                 yield tx
                 tx.flush()
-            except BaseException:
                 self._open_tx = None
-                self._db.execute("ROLLBACK")
-                raise
-            self._open_tx = None
-            self._db.execute("COMMIT")
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                self._open_tx = None
+                with contextlib.suppress(sqlite3.Error):  # no transaction left is fine
+                    self._db.execute("ROLLBACK")
+                fault = store_fault(exc, self.path, "writing to") \
+                    if isinstance(exc, sqlite3.Error) else None
+                if fault is None:
+                    raise
+                raise fault from exc
+
+    @guarded("writing to")
+    def _begin(self) -> None:
+        if self.readonly:
+            raise StoreFault("read-only", self.path, "writing to",
+                             "opened for reading only")
+        self._db.execute("BEGIN IMMEDIATE")
 
     def _flush_open_tx(self) -> None:
         """Reads of runs or the journal inside a transaction see its buffered writes."""
@@ -166,13 +197,14 @@ class SQLiteStore:
             self._open_tx.flush()
 
     # -- reads ------------------------------------------------------------------------
+    @guarded("reading runs from")
     def find_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
             self._flush_open_tx()
             row = self._db.execute(
                 f"SELECT id, pipeline, spec_hash, state, status, body, created, updated "
                 f"FROM {N.T_RUNS} WHERE id=?", (run_id,)).fetchone()
-        return _run_from_row(row) if row else None
+        return run_from_row(row) if row else None
 
     def load_run(self, run_id: str) -> RunRecord:
         run = self.find_run(run_id)
@@ -180,6 +212,7 @@ class SQLiteStore:
             raise RunNotFound(f"no run {run_id!r} in {self.path}")
         return run
 
+    @guarded("reading runs from")
     def list_runs(self, statuses: Iterable[str] | None = None) -> list[RunRecord]:
         sql = (f"SELECT id, pipeline, spec_hash, state, status, body, created, updated "
                f"FROM {N.T_RUNS}")
@@ -190,8 +223,9 @@ class SQLiteStore:
         with self._lock:
             self._flush_open_tx()
             rows = self._db.execute(sql + " ORDER BY created, id", args).fetchall()
-        return [_run_from_row(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
+    @guarded("reading runs from")
     def run_ids(self, statuses: Iterable[str]) -> list[tuple[str, str]]:
         """(id, spec_hash) of runs with these statuses, cheaply (no bodies parsed)."""
         args = tuple(statuses)
@@ -201,6 +235,7 @@ class SQLiteStore:
                 f"SELECT id, spec_hash FROM {N.T_RUNS} WHERE status IN "
                 f"({','.join('?' * len(args))})", args).fetchall()
 
+    @guarded("reading the journal from")
     def journal(self, run_id: str) -> list[JournalEntry]:
         with self._lock:
             self._flush_open_tx()
@@ -210,12 +245,14 @@ class SQLiteStore:
         return [JournalEntry(run_id=r[1], kind=r[3], data=json.loads(r[4]), at=r[2], seq=r[0])
                 for r in rows]
 
+    @guarded("reading timers from")
     def timers(self) -> list[Timer]:
         with self._lock:
             rows = self._db.execute(
                 f"SELECT due, id, run_id, entry, kind FROM {N.T_TIMERS}").fetchall()
         return [Timer(*r) for r in rows]
 
+    @guarded("reading timers from")
     def timers_after(self, timer_id: int) -> list[Timer]:
         """Timers with an id above ``timer_id`` (added since a reader last looked)."""
         with self._lock:
@@ -224,12 +261,14 @@ class SQLiteStore:
                 (timer_id,)).fetchall()
         return [Timer(*r) for r in rows]
 
+    @guarded("reading correlations from")
     def runs_for(self, key: str) -> list[str]:
         with self._lock:
             rows = self._db.execute(
                 f"SELECT run_id FROM {N.T_CORRELATIONS} WHERE key=?", (key,)).fetchall()
         return [r[0] for r in rows]
 
+    @guarded("reading correlations from")
     def correlations(self, run_id: str) -> list[str]:
         with self._lock:
             rows = self._db.execute(
@@ -237,6 +276,7 @@ class SQLiteStore:
                 (run_id,)).fetchall()
         return [r[0] for r in rows]
 
+    @guarded("reading pipelines from")
     def load_spec(self, spec_hash: str) -> tuple[str, str, str]:
         with self._lock:
             row = self._db.execute(
@@ -245,12 +285,14 @@ class SQLiteStore:
             raise StoreError(f"pipeline version {spec_hash[:12]} is not in {self.path}")
         return row[0], row[1], row[2]
 
+    @guarded("reading secrets from")
     def load_secrets(self, run_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute(f"SELECT body FROM {N.T_SECRETS} WHERE run_id=?",
                                    (run_id,)).fetchone()
         return dict(json.loads(row[0])) if row else None
 
+    @guarded("reading the processed log from")
     def is_processed(self, source: str, ident: str) -> bool:
         with self._lock:
             return self._db.execute(
@@ -263,102 +305,3 @@ class SQLiteStore:
             self._checkpointer.join(timeout=10)
         with self._lock:
             self._db.close()
-
-
-ROWS_PER_INSERT = 500  # journal rows or runs per multi-row INSERT
-
-
-class _Tx:
-    """Writes inside one open transaction (see :class:`state.base.Tx`).
-
-    Journal entries and run rows are buffered and written at the end of the transaction
-    (or before a read of them), many rows per INSERT: each statement a Python thread runs
-    releases and re-takes the GIL, which under load costs far more than the statement.
-    Journal sequence numbers are assigned here, from the table's maximum read once per
-    transaction: the write lock (BEGIN IMMEDIATE) makes that safe across processes.
-    """
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        self._next_seq = 0
-        self._journal: list[tuple[int, str, str, str, str]] = []
-        self._runs: dict[str, tuple[Any, ...]] = {}
-
-    def append(self, entry: JournalEntry) -> int:
-        if not self._next_seq:
-            # AUTOINCREMENT keeps the largest number ever used here (explicit ones too) and
-            # never reuses one, not even one whose row is gone
-            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name=?",
-                                   (N.T_JOURNAL,)).fetchone()
-            self._next_seq = int(row[0] if row else 0) + 1
-        seq = self._next_seq
-        self._next_seq += 1
-        self._journal.append((seq, entry.run_id, entry.at, entry.kind, _dumps(entry.data)))
-        return seq
-
-    def put_run(self, run: RunRecord) -> None:
-        body = _dumps({k: getattr(run, k) for k in _BODY_FIELDS})
-        self._runs[run.id] = (run.id, run.pipeline, run.spec_hash, run.state, run.status, body,
-                              run.created, run.updated)
-
-    def flush(self) -> None:
-        """Write the buffered journal entries and runs (in seq order)."""
-        rows, self._journal = self._journal, []
-        for i in range(0, len(rows), ROWS_PER_INSERT):
-            chunk = rows[i:i + ROWS_PER_INSERT]
-            self._db.execute(
-                f"INSERT INTO {N.T_JOURNAL}(seq, run_id, at, kind, data) VALUES "
-                + ",".join(["(?,?,?,?,?)"] * len(chunk)), [v for r in chunk for v in r])
-        runs = list(self._runs.values())
-        self._runs = {}
-        for i in range(0, len(runs), ROWS_PER_INSERT):
-            chunk = runs[i:i + ROWS_PER_INSERT]
-            self._db.execute(
-                f"INSERT OR REPLACE INTO {N.T_RUNS}(id, pipeline, spec_hash, state, status, "
-                f"body, created, updated) VALUES " + ",".join(["(?,?,?,?,?,?,?,?)"] * len(chunk)),
-                [v for r in chunk for v in r])
-
-    def add_timer(self, run_id: str, entry: int, kind: str, due: str) -> int:
-        cur = self._db.execute(
-            f"INSERT INTO {N.T_TIMERS}(run_id, entry, kind, due) VALUES(?,?,?,?)",
-            (run_id, entry, kind, due))
-        return int(cur.lastrowid or 0)
-
-    def delete_timer(self, timer_id: int) -> None:
-        self._db.execute(f"DELETE FROM {N.T_TIMERS} WHERE id=?", (timer_id,))
-
-    def clear_timers(self, run_id: str, kinds: Iterable[str] | None = None) -> None:
-        if kinds is None:
-            self._db.execute(f"DELETE FROM {N.T_TIMERS} WHERE run_id=?", (run_id,))
-        else:
-            ks = tuple(kinds)
-            self._db.execute(
-                f"DELETE FROM {N.T_TIMERS} WHERE run_id=? AND kind IN ({','.join('?' * len(ks))})",
-                (run_id, *ks))
-
-    def set_correlations(self, run_id: str, entry: int, keys: Iterable[str]) -> None:
-        self._db.execute(f"DELETE FROM {N.T_CORRELATIONS} WHERE run_id=?", (run_id,))
-        self._db.executemany(
-            f"INSERT OR IGNORE INTO {N.T_CORRELATIONS}(key, run_id, entry) VALUES(?,?,?)",
-            [(k, run_id, entry) for k in keys])
-
-    def put_spec(self, spec_hash: str, name: str, source: str, text: str) -> None:
-        self._db.execute(
-            f"INSERT OR IGNORE INTO {N.T_SPECS}(hash, name, source, text, created) "
-            f"VALUES(?,?,?,?,?)", (spec_hash, name, source, text, _now()))
-
-    def put_secrets(self, run_id: str, secrets: Mapping[str, Any]) -> None:
-        self._db.execute(f"INSERT OR REPLACE INTO {N.T_SECRETS}(run_id, body) VALUES(?,?)",
-                         (run_id, json.dumps(secrets)))
-
-    def mark_processed(self, source: str, ident: str, run_id: str | None) -> bool:
-        cur = self._db.execute(
-            f"INSERT OR IGNORE INTO {N.T_PROCESSED}(source, ident, run_id, at) VALUES(?,?,?,?)",
-            (source, ident, run_id, _now()))
-        return cur.rowcount == 1
-
-
-def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
-    body = json.loads(row[5])
-    return RunRecord(id=row[0], pipeline=row[1], spec_hash=row[2], state=row[3], status=row[4],
-                     created=row[6], updated=row[7], **body)

@@ -5,8 +5,11 @@ and the ``.certwright`` metadata folder beside them; :func:`check_folder` and
 :func:`check_target` refuse what another user could use to redirect our writes;
 :func:`read_file` and :func:`matches` read what is installed.
 
-Hazards: the target folder must not be writable by anyone else and neither it nor any
-target may be a symlink (the checks use ``lstat`` and ``O_NOFOLLOW``); the checks are
+Hazards: the target folder must not be writable by anyone else, nor owned by anyone but
+root or the user running certwright, and neither it nor any target may be a symlink (the
+checks use ``lstat`` and ``O_NOFOLLOW``); nor may any folder above it be a symlink, or be
+owned or (without the sticky bit) writable by another user, who could then put a folder
+of their own in its place between two writes (OpenSSH's StrictModes rule); the checks are
 repeated by the writes themselves (:mod:`certwright.atomic` opens the folder without
 following a symlink). Version folders hold private keys: ``.certwright`` is 0700.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -92,12 +96,58 @@ def _unsafe_mode(st: os.stat_result) -> bool:
     return bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _owners(me: str) -> str:
+    return "root" if me == "root" else f"root or {me}"
+
+
+def _trusted_owner(st: os.stat_result) -> bool:
+    return st.st_uid in (0, os.geteuid())
+
+
+def check_parents(folder: Path, what: str) -> None:
+    """Refuse ``folder`` when a folder above it is a symlink, or is owned by someone other
+    than root or us, or is group/world-writable without the sticky bit: whoever controls
+    a parent can swap ``folder`` for one of their own. Parents that do not exist yet are
+    not checked (:func:`check_folder` creates only under a safe parent)."""
+    me = _user(os.geteuid())
+    for parent in reversed(Path(os.path.abspath(folder)).parents):  # "/" first
+        try:
+            st = os.lstat(parent)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise PermanentError(
+                f"{what} {folder} is reached through a symlink: {parent} is a symlink (to "
+                f"{os.readlink(parent)}); refusing to write through it: give the real path, "
+                f"{os.path.realpath(folder)}")
+        if not _trusted_owner(st):
+            raise PermanentError(
+                f"{what} {folder}: the folder above it, {parent} is owned by "
+                f"{_user(st.st_uid)}, who could put a folder of their own in its place; "
+                f"chown it to {_owners(me)}, or choose another folder")
+        if _unsafe_mode(st) and not st.st_mode & stat.S_ISVTX:
+            raise PermanentError(
+                f"{what} {folder}: the folder above it, {parent} is writable by group or "
+                f"others (mode {stat.S_IMODE(st.st_mode):04o}) without the sticky bit; "
+                "chmod go-w it first, or choose another folder")
+
+
 def check_folder(folder: Path, what: str, *, create_mode: int | None = None) -> None:
     """Refuse a symlinked, non-folder or group/world-writable ``folder``.
 
     When it is missing and ``create_mode`` is given, create it with that mode provided its
     parent exists, is a real folder and is not group/world-writable; else PermanentError.
+    Also refused, before anything is written: a folder owned by someone other than root or
+    the user running certwright, and one whose parents are unsafe (:func:`check_parents`).
     """
+    check_parents(folder, what)
     try:
         st = os.lstat(folder)
     except FileNotFoundError:
@@ -127,6 +177,12 @@ def check_folder(folder: Path, what: str, *, create_mode: int | None = None) -> 
     if _unsafe_mode(st):
         raise PermanentError(f"{what} {folder} is writable by group or others (mode "
                              f"{stat.S_IMODE(st.st_mode):04o}); chmod go-w it first")
+    if not _trusted_owner(st):
+        me = _user(os.geteuid())
+        raise PermanentError(
+            f"{what} {folder} is owned by {_user(st.st_uid)}, not by {_owners(me)} (who runs "
+            f"certwright), so its owner could replace the installed files later; "
+            f"chown {me} {folder}, or choose another folder")
 
 
 def check_target(path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import IO, Any, ClassVar
 
 from certwright.engine.model.conditions import evaluate, truthy
 from certwright.engine.model.spec import Condition, parse_duration
+from certwright.engine.model.template import render, render_shell, render_words
 from certwright.engine.plugins.step import BaseStep, Done, StepContext
 from certwright.errors import PermanentError, StepError
 
@@ -126,7 +127,9 @@ def _execute(cmd: list[str] | str, shell: bool, cwd: str | None, env: Mapping[st
 
 class Shell(BaseStep):
     """Run a command. An argv list runs without a shell; ``shell: true`` runs a string in
-    ``/bin/sh -c``. The environment gets ``CERTWRIGHT_RUN_ID``, ``CERTWRIGHT_RUN_DIR``,
+    ``/bin/sh -c``. A ``${...}`` value in ``command`` is always data: one argument without
+    a shell, an environment variable (``CERTWRIGHT_REF_<n>``) the script expands with one
+    (:meth:`render_params`). The environment gets ``CERTWRIGHT_RUN_ID``, ``CERTWRIGHT_RUN_DIR``,
     ``CERTWRIGHT_IDEMPOTENCY_KEY``, ``CERTWRIGHT_ATTEMPT`` and ``CERTWRIGHT_RECOVERING``,
     so a command with side effects can make them idempotent. A non-zero exit fails the step
     (retryable unless ``permanent_exit_codes`` lists the code); stdout and stderr (first
@@ -150,6 +153,42 @@ class Shell(BaseStep):
         },
         "oneOf": [{"required": ["argv"]}, {"required": ["command"]}],
     }
+
+    def render_params(self, params: Mapping[str, Any],
+                      namespace: Mapping[str, Any]) -> dict[str, Any]:
+        """Render ``command`` so that no value can change what it runs: with ``shell:
+        true`` values reach the script as environment variables it expands (never as
+        script text, :func:`render_shell`); without a shell the template is split into
+        words before each is rendered, so a value is one argument (:func:`render_words`,
+        the result given as ``argv``). Every other parameter renders as usual."""
+        command = params.get("command")
+        rendered: dict[str, Any] = render({k: v for k, v in params.items() if k != "command"},
+                                          namespace)
+        if not isinstance(command, str) or "argv" in rendered:
+            if command is not None:  # not a string, or beside argv: the schema says why
+                rendered["command"] = render(command, namespace)
+            return rendered
+        env = rendered.get("env")
+        if rendered.get("shell") is True and (env is None or isinstance(env, Mapping)):
+            try:
+                script, values = render_shell(command, namespace)
+            except ValueError as exc:
+                raise PermanentError(f"shell: {exc}") from None
+            rendered["command"] = script
+            if values:
+                rendered["env"] = {**(env or {}), **values}
+        elif rendered.get("shell") is True:
+            rendered["command"] = command  # env is no mapping: the schema says so
+        else:
+            try:
+                rendered["argv"] = render_words(command, namespace)
+            except ValueError as exc:
+                raise PermanentError(f"shell: command {command!r} cannot be split into "
+                                     f"words: {exc}") from None
+            if not rendered["argv"]:
+                rendered["command"] = command  # only blanks: the schema says so
+                del rendered["argv"]
+        return rendered
 
     def run(self, ctx: StepContext) -> Done:
         p = ctx.params

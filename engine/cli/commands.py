@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,9 +21,22 @@ from certwright.engine.run.watch import WaitWatcher
 from certwright.errors import CertwrightError, InputError, SpecError
 from certwright.state.location import open_store
 from certwright.state.locks import daemon_lock, run_lock
-from certwright.state.records import FINISHED, SUCCEEDED
+from certwright.state.opening import Connect
+from certwright.state.records import FINISHED, RUNNING, SUCCEEDED, RunRecord
+from certwright.state.sqlite import SQLiteStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARKED, EXIT_LOCKED = 0, 1, 2, 3, 4
+
+
+def _open(args: argparse.Namespace, *, readonly: bool = False) -> SQLiteStore:
+    """The store of ``--state-dir``; ``readonly`` for commands that only read (they then
+    work on a read-only or full file system). StoreFault when it cannot be opened."""
+    connect: Connect = sqlite3.connect
+    flag = os.environ.get("CERTWRIGHT_IO_ERROR_WHILE")  # fault-injection hook (tests)
+    if flag:
+        from certwright.engine.testing import FailingIO
+        connect = FailingIO(Path(flag)).connect
+    return open_store(args.state_dir, readonly=readonly, connect=connect)
 
 
 def _load(name: str) -> Any:
@@ -48,7 +62,7 @@ def _engine(args: argparse.Namespace, run_id: str, services: dict[str, Any],
     if crash:
         from certwright.engine.testing import CrashAfterCommits
         hooks.append(CrashAfterCommits(int(crash)))
-    store = open_store(args.state_dir)
+    store = _open(args)
     return Engine(store, args.state_dir, clock=clock_from_env(), services=services,
                   options=EngineOptions(scope=[run_id]), interceptors=hooks)
 
@@ -100,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    store = open_store(args.state_dir)
+    store = _open(args)
     run = store.load_run(args.run_id)
     if run.status in FINISHED:
         print(f"run {run.id} already {run.status} (state {run.state!r})", file=sys.stderr)
@@ -109,7 +123,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         _refuse_if_daemon(args.state_dir)
     with ExitStack() as stack:
         stack.enter_context(run_lock(args.state_dir, run.id))
-        _name, source, text = store.load_spec(run.spec_hash)
+        _, source, text = store.load_spec(run.spec_hash)
         from certwright.engine.model.loader import load_pipeline_text
         spec = load_pipeline_text(text, source)
         services, _ = start_services(spec, dict(run.inputs), args.state_dir, stack)
@@ -123,7 +137,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    store = open_store(args.state_dir)
+    store = _open(args)
     run = store.load_run(args.run_id)
     if run.status in FINISHED:
         print(f"run {run.id} already {run.status}", file=sys.stderr)
@@ -138,18 +152,26 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _interrupted(state_dir: Path, run: RunRecord, daemon: int | None) -> bool:
+    """A run stored as running that nothing drives: its process died (killed, or a store
+    error ended it) and no daemon serves the store to pick it up."""
+    return run.status == RUNNING and not daemon and run_lock(state_dir, run.id).holder() is None
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    store = open_store(args.state_dir)
+    store = _open(args, readonly=True)
     if args.run_id:
         runs = [store.load_run(args.run_id)]
     else:
         runs = [r for r in store.list_runs() if args.all or r.status not in FINISHED]
     daemon = daemon_lock(args.state_dir).holder()
+    stopped = {r.id for r in runs if _interrupted(args.state_dir, r, daemon)}
     from certwright.engine.daemon.renew import renewals_status
     renewals = renewals_status(args.state_dir)
     if args.json:
-        print(json.dumps({"daemon_pid": daemon, "runs": [summary(r) for r in runs],
-                          "renewals": renewals}, indent=2))
+        print(json.dumps({"daemon_pid": daemon, "renewals": renewals,
+                          "runs": [{**summary(r), "interrupted": r.id in stopped}
+                                   for r in runs]}, indent=2))
         return EXIT_OK
     now = clock_from_env().now()
     print(f"daemon: {f'serving (pid {daemon})' if daemon else 'not running'}")
@@ -161,10 +183,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             from certwright.engine.model.spec import format_duration
             deadline = f"{r.deadline[:16]}Z ({format_duration(left)} left)" if left > 0 \
                 else f"{r.deadline[:16]}Z (passed)"
-        waiting = r.waiting or (f"retry: {r.error}" if r.status == "backoff" else "")
+        waiting = (r.waiting or (f"retry: {r.error}" if r.status == "backoff" else ""))[:60]
         if r.alarms:
-            waiting = f"ALARM: {r.alarms[-1]}"
-        rows.append((r.id, r.pipeline, r.state, r.status, waiting[:60], deadline))
+            waiting = f"ALARM: {r.alarms[-1]}"[:60]
+        status = r.status
+        if r.id in stopped:
+            status, waiting = "interrupted", f"resume with: certwright resume {r.id}"
+        rows.append((r.id, r.pipeline, r.state, status, waiting, deadline))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -182,7 +207,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    store = open_store(args.state_dir)
+    store = _open(args, readonly=True)
     store.load_run(args.run_id)
     entries = store.journal(args.run_id)
     if args.json:

@@ -7,12 +7,16 @@ Exit codes:
 * 2 — usage error: bad arguments, an invalid pipeline file, a bad input value
 * 3 — parked: the run waits (``--no-wait``, or Ctrl-C); ``certwright resume RUN`` goes on
 * 4 — locked: another process drives this run or serves this store (its pid is named)
+* 5 — store error: the state folder could not be read or written (disk full, read-only,
+  an I/O error, a damaged database); the message says which and what to do. Nothing
+  committed is lost: once it is fixed, ``certwright resume RUN`` goes on
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,9 +25,11 @@ from typing import Any
 from certwright.engine.cli import commands
 from certwright.errors import CertwrightError, InputError, RunLocked, SpecError
 from certwright.logs import configure
+from certwright.state import names as N
+from certwright.state.faults import StoreFault, store_fault
 from certwright.state.location import default_state_dir
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARKED, EXIT_LOCKED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARKED, EXIT_LOCKED, EXIT_STORE = 0, 1, 2, 3, 4, 5
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="certwright",
         description="Durable pipelines that take a domain to an installed TLS certificate.",
         epilog="exit codes: 0 success, 1 run failed or cancelled, 2 usage or pipeline error, "
-               "3 parked (waiting; resume later), 4 locked by another process")
+               "3 parked (waiting; resume later), 4 locked by another process, "
+               "5 store error (disk full, read-only, I/O error, damaged)")
     p.add_argument("--state-dir", type=Path, default=None,
                    help="where runs are stored (env CERTWRIGHT_STATE_DIR; default "
                         "$XDG_STATE_HOME/certwright)")
@@ -111,9 +118,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunLocked as exc:
         print(f"certwright: {exc}", file=sys.stderr)
         return EXIT_LOCKED
+    except StoreFault as exc:
+        print(f"certwright: {exc}", file=sys.stderr)
+        return EXIT_STORE
     except CertwrightError as exc:
         print(f"certwright: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except (OSError, sqlite3.Error) as exc:
+        # the state folder failing outside the store's own edges (a run folder, a reader
+        # of its own): a store error all the same; any other file, a plain failure
+        where = str(getattr(exc, "filename", None) or args.state_dir / N.DB_FILE)
+        fault = store_fault(exc, where, "using") if where.startswith(str(args.state_dir)) \
+            else None
+        print(f"certwright: {fault or exc}", file=sys.stderr)
+        return EXIT_STORE if fault else EXIT_FAILED
 
 
 def print_json(value: Any) -> None:

@@ -43,6 +43,7 @@ from certwright.engine.run import secrets as secret_store
 from certwright.engine.run.naming import new_run_id
 from certwright.errors import CertwrightError
 from certwright.state.base import Store
+from certwright.state.opening import open_reader
 from certwright.state.records import CANCELLED, FAILED, SUCCEEDED, RunRecord
 
 log = structlog.get_logger("certwright.daemon.renew")
@@ -77,7 +78,7 @@ def renewals_status(state_dir: Path) -> list[dict[str, Any]]:
     path = Path(state_dir) / DB_FILE
     if not path.exists():
         return []
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
+    with closing(open_reader(str(path), sqlite3.connect)) as db:  # writes nothing
         db.row_factory = sqlite3.Row
         rows = db.execute("SELECT cert_path, pipeline, run_id, not_after, renew_at, next_at, "
                           "attempts, status, renewal_run, last_error FROM renewals "

@@ -7,7 +7,10 @@ Hazards this module exists for (PyYAML's ``safe_load`` has all of them):
 
 * **Alias bombs** ("billion laughs"): a few hundred bytes of nested aliases expand to
   billions of nodes when walked. We never expand: an alias shares the anchored node, and
-  the size it *would* expand to is counted against ``MAX_NODES`` as it is read.
+  the size it *would* expand to is counted against ``MAX_NODES`` as it is read. Nodes
+  are not enough: one 900 KB string referred to 2,000 times is 2,000 nodes but 1.8 GB of
+  text to every consumer that walks the values (templates, the journal), so the bytes of
+  scalars with aliases expanded are counted too, against ``MAX_EXPANDED_BYTES``.
 * **Deep nesting**: PyYAML's composer and constructor recurse, so ``[[[[...`` 10,000 deep
   raises RecursionError (or worse). We compose iteratively from the event stream and stop
   at ``MAX_DEPTH`` before anything deep is built.
@@ -38,6 +41,9 @@ from certwright.errors import Location, Problem, SpecError
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 64
 MAX_NODES = 20_000
+# bytes of scalar text once aliases are expanded: four times the largest file, so a file
+# without aliases always fits and aliases may still share a block a few times over
+MAX_EXPANDED_BYTES = 4 * MAX_BYTES
 
 _T = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = _T + "str", _T + "int", _T + "float", _T + "bool", _T + "null"
@@ -59,6 +65,9 @@ class LoadStats:
     * ``events``: parser events consumed; ``depth``: the deepest nesting opened.
     * ``nodes_built``: YNode objects created; ``nodes_counted``: nodes counted against
       ``MAX_NODES``, aliases expanded (an alias bomb counts many and builds few).
+    * ``bytes_expanded``: UTF-8 bytes of scalar text (keys and values) counted against
+      ``MAX_EXPANDED_BYTES``, aliases expanded (a refused load counts the alias that
+      crossed the budget, so this ends at most one alias's size above it).
     """
 
     bytes_read: int = 0
@@ -68,6 +77,7 @@ class LoadStats:
     depth: int = 0
     nodes_built: int = 0
     nodes_counted: int = 0
+    bytes_expanded: int = 0
 
 
 @dataclass(eq=False)
@@ -91,6 +101,7 @@ class YNode:
     items: list[YNode] = field(default_factory=list)
     pairs: list[tuple[YNode, YNode]] = field(default_factory=list)
     size: int = 1  # nodes this one expands to, aliases included
+    text_bytes: int = 0  # bytes of scalar text it expands to, aliases included
     tag: str = ""  # resolved tag of a scalar (MERGE marks a plain ``<<`` key)
     _value: Any = field(default=None, repr=False)
     _built: bool = field(default=False, repr=False)
@@ -140,10 +151,20 @@ class YNode:
             yield k.value, k, v
 
 
+def _utf8_len(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (as read from the file; surrogates count as in it)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", errors="surrogatepass"))
+
+
+MAX_SHOWN_LINE = 300  # characters of a source line shown under a problem
+
+
 def source_line(text: str, line: int) -> str | None:
-    """The text of 1-based ``line`` of ``text`` (None when out of range)."""
+    """The text of 1-based ``line`` of ``text``; None when out of range or longer than
+    :data:`MAX_SHOWN_LINE` (a megabyte-long line would drown the message)."""
     lines = text.splitlines()
-    return lines[line - 1] if 1 <= line <= len(lines) else None
+    shown = lines[line - 1] if 1 <= line <= len(lines) else None
+    return shown if shown is not None and len(shown) <= MAX_SHOWN_LINE else None
 
 
 def problem(text: str, loc: Location | None, message: str, hint: str | None = None) -> Problem:
@@ -167,11 +188,19 @@ class _Builder:
     def fail(self, loc: Location, message: str, hint: str | None = None) -> SpecError:
         return SpecError([problem(self.text, loc, message, hint)])
 
-    def count(self, n: int, loc: Location) -> None:
+    def count(self, n: int, text_bytes: int, loc: Location, alias: str | None = None) -> None:
+        """Count ``n`` nodes and ``text_bytes`` bytes of text (an alias: what it expands
+        to) against the budgets; SpecError at ``loc``, naming the alias, past either."""
         self.stats.nodes_counted += n
+        self.stats.bytes_expanded += text_bytes
+        what = f"alias *{alias} ({n} nodes, {text_bytes} bytes of text): " if alias else ""
         if self.stats.nodes_counted > MAX_NODES:
-            raise self.fail(loc, f"document too large: more than {MAX_NODES} nodes once "
+            raise self.fail(loc, f"{what}document too large: more than {MAX_NODES} nodes once "
                                  "aliases are expanded", "is this an alias bomb?")
+        if self.stats.bytes_expanded > MAX_EXPANDED_BYTES:
+            raise self.fail(loc, f"{what}document too large: more than {MAX_EXPANDED_BYTES} "
+                                 "bytes of text once aliases are expanded",
+                            "refer to a large value once, not many times")
 
     def scalar(self, ev: yaml.ScalarEvent) -> YNode:
         loc = self.loc(ev.start_mark)
@@ -191,7 +220,7 @@ class _Builder:
                 raise self.fail(loc, f"{ev.value!r} is not a valid {tag.rsplit(':', 1)[-1]}: "
                                      f"{exc}") from None
         self.stats.nodes_built += 1
-        return YNode("scalar", loc, value, tag=tag)
+        return YNode("scalar", loc, value, tag=tag, text_bytes=_utf8_len(ev.value))
 
     def finish_map(self, node: YNode, merges: list[YNode]) -> None:
         """Check duplicate keys and apply merge keys (explicit keys win)."""
@@ -248,10 +277,10 @@ def _frames(builder: _Builder, loader: yaml.SafeLoader) -> YNode | None:
             target = builder.anchors.get(ev.anchor or "")
             if target is None:
                 raise builder.fail(loc, f"undefined alias *{ev.anchor}")
-            builder.count(target.size, loc)
+            builder.count(target.size, target.text_bytes, loc, ev.anchor)
             done = target
         elif isinstance(ev, yaml.ScalarEvent):
-            builder.count(1, builder.loc(ev.start_mark))
+            builder.count(1, _utf8_len(ev.value), builder.loc(ev.start_mark))
             done = builder.scalar(ev)
             if ev.anchor:
                 builder.anchors[ev.anchor] = done
@@ -263,7 +292,7 @@ def _frames(builder: _Builder, loader: yaml.SafeLoader) -> YNode | None:
             if ev.tag is not None and ev.tag not in (expected, "!"):
                 raise builder.fail(loc, f"tag {ev.tag!r} is not allowed",
                                    "only plain YAML lists and mappings")
-            builder.count(1, loc)
+            builder.count(1, 0, loc)
             if ev.anchor:
                 builder.open_anchors.add(ev.anchor)
             kind: Kind = "seq" if expected == SEQ else "map"
@@ -276,8 +305,10 @@ def _frames(builder: _Builder, loader: yaml.SafeLoader) -> YNode | None:
             if node.is_map:
                 builder.finish_map(node, merges)
                 node.size = 1 + sum(k.size + v.size for k, v in node.pairs)
+                node.text_bytes = sum(k.text_bytes + v.text_bytes for k, v in node.pairs)
             else:
                 node.size = 1 + sum(n.size for n in node.items)
+                node.text_bytes = sum(n.text_bytes for n in node.items)
             if anchor:
                 builder.open_anchors.discard(anchor)
                 builder.anchors[anchor] = node

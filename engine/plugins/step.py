@@ -124,6 +124,22 @@ class Cleanup(Protocol):
     def cleanup(self, ctx: StepContext) -> None: ...
 
 
+@runtime_checkable
+class RendersParams(Protocol):
+    """Optional capability: render its own ``with:`` templates, for a step whose
+    parameters are a language of their own (a shell command), where a value substituted
+    as text could change what the parameter means.
+
+    Called with the parameters as written and the namespace the engine would render them
+    in (secrets in clear: never log it); returns the rendered parameters, which are then
+    checked against ``params_schema``. Raises like :func:`engine.model.template.render`
+    (UnresolvedReference) or with a CertwrightError saying what is wrong.
+    """
+
+    def render_params(self, params: Mapping[str, Any],
+                      namespace: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
 class BaseStep:
     """Convenience base: a no-parameter, non-idempotent step named by subclasses."""
 

@@ -25,7 +25,7 @@ from certwright.engine.model.params import check_params
 from certwright.engine.model.spec import PipelineSpec, StepSpec
 from certwright.engine.model.template import render
 from certwright.engine.plugins.registry import Registry
-from certwright.engine.plugins.step import StepContext
+from certwright.engine.plugins.step import RendersParams, StepContext
 from certwright.engine.run import secrets as secret_store
 from certwright.engine.run.book import RunBook
 from certwright.engine.run.jobs import Job, JobKind
@@ -87,8 +87,10 @@ class Contexts:
                 event: Event | None = None) -> StepContext:
         """The context of step ``index`` of the run's current state and entry."""
         ns = self.namespace(run, spec)
-        params = render(dict(step_spec.params), ns)
         step = self._registry.get(step_spec.name)
+        raw = dict(step_spec.params)
+        params = step.render_params(raw, ns) if isinstance(step, RendersParams) \
+            else render(raw, ns)
         check_params(step_spec.name, step.params_schema, params)
         current = index == run.step_index
         return StepContext(

@@ -40,7 +40,7 @@ from certwright.engine.run.outcomes import Outcomes, state_deadline
 from certwright.engine.run.specs import Specs
 from certwright.engine.run.timers import Due, TimerHeap
 from certwright.engine.run.writer import JournalWriter
-from certwright.errors import CertwrightError, PermanentError
+from certwright.errors import CertwrightError, PermanentError, StoreError
 from certwright.events import Event
 from certwright.state.base import Store
 from certwright.state.records import BACKOFF, FINISHED, RUNNING, WAITING, RunRecord
@@ -117,6 +117,8 @@ class Dispatcher:
         key = f"{rid}:{run.entry}:{run.step_index}"
         try:
             skip = not self._ctx.holds(run, spec, step_spec)
+        except StoreError:
+            raise  # the store failing is no fault of the step: the command ends, run kept
         except (UnresolvedReference, CertwrightError, ValueError) as exc:
             self._step_failed(run, step_spec, PermanentError(f"`when` of {step_spec.id!r}: {exc}"))
             return
@@ -131,6 +133,8 @@ class Dispatcher:
             recovering=recovering))
         try:
             job = self._ctx.job(run, spec, step_spec, "step", None)
+        except StoreError:
+            raise
         except (UnresolvedReference, CertwrightError) as exc:
             self._step_failed(run, step_spec, PermanentError(str(exc)))
             return
@@ -191,6 +195,8 @@ class Dispatcher:
             step_spec = spec.states[run.state].steps[run.step_index]
             try:
                 job = self._ctx.job(run, spec, step_spec, "check", event)
+            except StoreError:
+                raise
             except (UnresolvedReference, CertwrightError) as exc:
                 self._step_failed(run, step_spec, PermanentError(str(exc)))
                 continue

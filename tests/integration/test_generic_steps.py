@@ -150,8 +150,8 @@ def test_shell_a_program_that_cannot_run_fails_permanently_saying_why(tmp_path: 
 def test_shell_environment_carries_key_attempt_and_recovering(tmp_path: Path) -> None:
     """So a command with side effects can make itself idempotent."""
     show = ["sh", "-c", ('echo "$CERTWRIGHT_RUN_ID|$CERTWRIGHT_RUN_DIR|'
-                         '$CERTWRIGHT_IDEMPOTENCY_KEY|$CERTWRIGHT_ATTEMPT|$CERTWRIGHT_RECOVERING|'
-                         '$MINE"')]
+                         '$CERTWRIGHT_IDEMPOTENCY_KEY|$CERTWRIGHT_ATTEMPT|$CERTWRIGHT_RECOVERING'
+                         '|$MINE"')]
     fresh = Shell().run(_ctx(tmp_path, {"argv": show, "env": {"MINE": "x"}})).outputs
     assert fresh["stdout"] == f"r1|{tmp_path / 'run'}|r1:3:1|2|0|x\n"
     again = Shell().run(_ctx(tmp_path, {"argv": show}, recovering=True)).outputs
@@ -333,6 +333,68 @@ def test_shell_set_and_assert_through_the_engine(tmp_path: Path) -> None:
     engine.close()
 
 
+INJECTION = """
+pipeline: injection
+version: 1
+inputs:
+  label: {type: string, required: true}
+initial: work
+states:
+  work:
+    run:
+      - step: shell
+        id: shelled
+        with: {command: "echo ${label}", shell: true}
+      - step: shell
+        id: quoted
+        with:
+          command: >-
+            printf '[%s]' "before ${label} after" '${label}' x${label}y "$(printf '%s' ${label})"
+          shell: true
+      - step: shell
+        id: words
+        with: {command: "printf '[%s]' ${label} '--name=${label}' $${HOME}"}
+      - step: shell
+        id: escaped
+        with: {command: "echo $${HOME} ${run.id}", shell: true}
+    next: done
+  done: {final: true}
+"""
+
+NASTY = "x; touch F \"q\" 'a' $(touch G) `touch H` $HOME \\ end"
+
+
+def test_a_value_is_never_parsed_as_shell_text_and_is_one_argument(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``${...}`` values reach a ``shell: true`` command as data: ``--set 'label=x; touch F'``
+    creates no file, wherever the reference stands (bare, in the author's double or single
+    quotes, inside a word, in ``$(...)``), and each is one word; without a shell, a value
+    with spaces is one argument (the template is split, then each word rendered), and
+    ``$${`` still reaches the shell as ``${``."""
+    engine = make_engine(tmp_path, FakeClock())
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    rid = engine.start_run(load_text(INJECTION), {"label": NASTY}, run_id="inj")
+    engine.run_until_idle()
+    run = engine.store.load_run(rid)
+    assert (run.state, run.status) == ("done", "succeeded"), run.error
+    assert sorted(p.name for p in work.iterdir()) == []  # no F, G or H
+    assert run.vars["shelled"]["stdout"] == NASTY + "\n"
+    assert run.vars["quoted"]["stdout"] == (f"[before {NASTY} after][{NASTY}]"
+                                            f"[x{NASTY}y][{NASTY}]")
+    assert run.vars["words"]["stdout"] == f"[{NASTY}][--name={NASTY}][${{HOME}}]"
+    assert run.vars["escaped"]["stdout"] == f"{os.environ['HOME']} inj\n"
+    engine.close()
+
+
+def test_a_value_that_is_no_number_in_shell_arithmetic_fails_the_step(tmp_path: Path) -> None:
+    """bash would run the ``$(...)`` of ``a[$(touch F)]`` evaluated in ``$((...))``."""
+    with pytest.raises(PermanentError, match=r"shell: \$\{n\} is used in shell arithmetic"):
+        Shell().render_params({"command": "echo $(( ${n} + 1 ))", "shell": True},
+                              {"inputs": {"n": "a[$(touch F)]"}})
+
+
 # -- wait.file ------------------------------------------------------------------------------
 
 def test_wait_file_appears_directly(tmp_path: Path) -> None:
@@ -471,7 +533,7 @@ def test_wait_until_parks_until_the_instant_then_completes(tmp_path: Path) -> No
     clock = FakeClock()
     engine = make_engine(tmp_path, clock)
     at = clock.now() + timedelta(hours=1)
-    # no zone: taken as UTC
+    # no zone: UTC
     rid = engine.start_run(load_text(UNTIL), {"at": at.strftime("%Y-%m-%dT%H:%M:%S")})
     engine.run_until_idle()
     run = engine.store.load_run(rid)

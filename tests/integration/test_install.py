@@ -180,6 +180,75 @@ def test_symlinked_folder_refused(tmp_path: Path, target: Path) -> None:
     assert list(target.iterdir()) == []
 
 
+def _nobody() -> tuple[int, int]:
+    import pwd
+    try:
+        entry = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' on this machine")
+    if entry.pw_uid == os.geteuid():
+        pytest.skip("the tests run as 'nobody'")
+    return entry.pw_uid, entry.pw_gid
+
+
+def _as_root() -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root: chown is needed to give a folder to another user")
+        pytest.skip("needs root, to give a folder to another user")
+
+
+def test_folder_owned_by_another_user_refused(tmp_path: Path, target: Path) -> None:
+    """A 0755 cert_dir owned by ``nobody`` (who could swap the files later) is refused
+    before anything is written, naming the folder, its owner and what to do."""
+    _as_root()
+    uid, gid = _nobody()
+    os.chown(target, uid, gid)
+    with pytest.raises(PermanentError) as info:
+        install(tmp_path, target, make_material(tmp_path / "in", "a"))
+    message = str(info.value)
+    assert str(target) in message and "nobody" in message and "chown" in message
+    assert list(target.iterdir()) == []
+
+
+def test_folder_under_a_parent_owned_by_another_user_refused(tmp_path: Path) -> None:
+    """A parent that another user owns could rename cert_dir away and put its own there."""
+    _as_root()
+    uid, gid = _nobody()
+    parent = tmp_path / "shared"
+    folder = parent / "certs"
+    folder.mkdir(parents=True)
+    os.chmod(parent, 0o755)
+    os.chown(parent, uid, gid)
+    with pytest.raises(PermanentError, match=r"shared is owned by nobody"):
+        install(tmp_path, folder, make_material(tmp_path / "in", "a"))
+    assert list(folder.iterdir()) == []
+
+
+def test_folder_reached_through_a_symlinked_parent_refused(tmp_path: Path,
+                                                           target: Path) -> None:
+    """``<link>/certs`` where ``<link>`` is a symlink to the real parent: refused, and the
+    real folder gets nothing (the link could be pointed elsewhere between two writes)."""
+    link = tmp_path / "linked-www"
+    link.symlink_to(target.parent)
+    with pytest.raises(PermanentError) as info:
+        install(tmp_path, link / target.name, make_material(tmp_path / "in", "a"))
+    message = str(info.value)
+    assert f"{link} is a symlink" in message and str(target.parent) in message
+    assert list(target.iterdir()) == []
+
+
+def test_folder_under_a_sticky_world_writable_parent_is_accepted(tmp_path: Path) -> None:
+    """As in /tmp: others may write there but cannot rename what is ours."""
+    parent = tmp_path / "sticky"
+    parent.mkdir()
+    os.chmod(parent, 0o1777)
+    folder = parent / "certs"
+    folder.mkdir(mode=0o755)
+    install(tmp_path, folder, make_material(tmp_path / "in", "a"))
+    assert (folder / "server.crt").exists()
+
+
 def test_symlinked_target_file_refused(tmp_path: Path, target: Path) -> None:
     """A symlink at a target file name is refused; its destination is untouched."""
     victim = tmp_path / "victim"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = {
-    "yaml_cacert", "yaml_duplicate_keys", "yaml_billion_laughs", "yaml_python_apply",
+    "yaml_cacert", "yaml_duplicate_keys", "yaml_billion_laughs", "yaml_string_bomb",
+    "yaml_python_apply",
     *(f"yaml_tag_{i}" for i in range(5)),
     *(f"yaml_deep_{k}" for k in ("flow_lists", "flow_maps", "block_lists", "block_maps")),
     "yaml_too_large", "mail_too_large", "mail_deep_100", "mail_deep_1000", "mail_deep_20000",

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from certwright.engine.model.loader import load_pipeline, load_pipeline_text
-from certwright.engine.model.yamlsafe import MAX_BYTES, MAX_DEPTH, MAX_NODES, LoadStats, load_yaml
+from certwright.engine.model.yamlsafe import (
+    MAX_BYTES,
+    MAX_DEPTH,
+    MAX_EXPANDED_BYTES,
+    MAX_NODES,
+    LoadStats,
+    load_yaml,
+)
 from certwright.engine.plugins.registry import Registry
 from certwright.errors import Location, SpecError
 
@@ -218,3 +225,54 @@ def test_non_scalar_keys_and_control_characters_are_refused() -> None:
     error = _refused(lambda: load_yaml("a: b\nc: \x07\n", "c.yaml"))
     assert error.problems[0].loc == Location("c.yaml", 2, 4)
     assert "U+0007" in error.problems[0].message
+
+
+def _string_bomb(references: int, blob: int = 900_000) -> str:
+    """A valid-looking pipeline that anchors one ``blob``-byte string and refers to it
+    ``references`` times: few nodes (the node budget lets it pass), huge once expanded."""
+    refs = ", ".join(["*blob"] * references)
+    return ("pipeline: bomb\nversion: 1\ninitial: a\nstates:\n  a:\n    run:\n"
+            f"      - step: set\n        with: {{big: &blob \"{'x' * blob}\", copies: [{refs}]}}\n"
+            "    next: done\n  done: {final: true}\n")
+
+
+def test_a_string_referred_to_two_thousand_times_is_refused_naming_the_alias() -> None:
+    """The 906 KB file of the attack: one 900 KB string and 2,000 aliases to it. The node
+    count stays tiny, so the refusal comes from the budget on the bytes of text once aliases
+    are expanded, at the alias that crosses it (file:line:col and its name), after reading
+    only a handful of aliases."""
+    text = _string_bomb(2000)
+    assert MAX_NODES > 2010 and len(text.encode()) < MAX_BYTES
+    stats = LoadStats()
+    error = _refused(lambda: load_yaml(text, "bomb.yaml", stats))
+    (p,) = error.problems
+    assert "*blob" in p.message and f"{MAX_EXPANDED_BYTES} bytes" in p.message
+    assert p.loc is not None and p.loc.file == "bomb.yaml" and p.loc.line == 8
+    assert text.splitlines()[7][p.loc.col - 1:].startswith("*blob")
+    # the work done: the budget plus at most the one alias that crossed it
+    assert MAX_EXPANDED_BYTES < stats.bytes_expanded <= MAX_EXPANDED_BYTES + 900_000
+    assert stats.events < 30  # refused at about the fifth of 2,000 aliases
+    assert stats.nodes_built < 30
+
+
+def test_the_expanded_size_of_a_pipeline_is_counted_and_a_few_aliases_pass() -> None:
+    """Aliases within the budget load; their expanded text is counted in LoadStats."""
+    stats = LoadStats()
+    root = load_yaml(_string_bomb(3, blob=1000), "ok.yaml", stats)
+    assert root.get("states") is not None
+    assert 4 * 1000 <= stats.bytes_expanded < 4 * 1000 + 200
+
+
+def test_validate_refuses_the_string_bomb_with_exit_2(tmp_path: Path) -> None:
+    """`certwright validate` says where and exits 2 instead of passing the file."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_string_bomb(2000))
+    done = subprocess.run([sys.executable, "-m", "certwright", "validate", str(path)],
+                          env={**os.environ, "CERTWRIGHT_STATE_DIR": str(tmp_path / "state")},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert f"{path}:8:" in done.stderr and "*blob" in done.stderr
