@@ -6,9 +6,8 @@ work, :class:`Accounts` (join, links, sessions, recovery) and :class:`Issuing` (
 probes, certificates, the CRL), which share those objects. The app calls
 ``service.accounts`` and ``service.issuing`` directly; this class decides nothing itself.
 
-Hazards: constructing it purges unconfirmed accounts (a store write), and it keeps the
-store open: call :meth:`CAService.close` when done. Kept SMTP sessions are not closed by
-it; they time out on their own.
+Hazards: constructing it purges unconfirmed accounts (a store write), starts the outbox's
+sender thread and keeps the store open: call :meth:`CAService.close` when done.
 """
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from certwright.ca.accounts import Accounts
 from certwright.ca.issuing import Issuing, ProbePolicy
+from certwright.ca.outbox import Outbox, OutboxSender
 from certwright.ca.outmail import Mailer
 from certwright.ca.setup import CAPaths, load_config
 from certwright.ca.signer import Signer
@@ -37,14 +37,21 @@ class CAService:
         self.store = CAStore(CAPaths(Path(ca_dir)).db, clock=self.clock)
         self.signer = Signer(ca_dir, self.public_url)
         self.mailer = Mailer(smarthost=smarthost, mail_from=mail_from, clock=self.clock)
-        self.issuing = Issuing(store=self.store, signer=self.signer, mailer=self.mailer,
+        self.outbox = Outbox(store=self.store, mailer=self.mailer, clock=self.clock,
+                             key_path=Path(ca_dir) / "outbox.key")
+        self.issuing = Issuing(store=self.store, signer=self.signer, outbox=self.outbox,
                                clock=self.clock, config=self.config,
                                public_url=self.public_url, policy=probe_policy)
-        self.accounts = Accounts(store=self.store, mailer=self.mailer, clock=self.clock,
+        self.accounts = Accounts(store=self.store, outbox=self.outbox, clock=self.clock,
                                  config=self.config, public_url=self.public_url,
                                  domains=self.issuing)
         self.accounts.purge()
+        # Sends what the outbox holds, including what a killed process left unsent.
+        self.sender = OutboxSender(self.outbox).start()
 
     def close(self) -> None:
-        """Close the store; safe to call twice."""
+        """Stop the outbox's sender, QUIT kept SMTP sessions, close the store; safe to
+        call twice."""
+        self.sender.stop()
+        self.mailer.close()
         self.store.close()

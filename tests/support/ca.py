@@ -11,10 +11,11 @@ import re
 import secrets
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -56,6 +57,7 @@ class SmtpSink:
 
     messages: list[Mail] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
+    defer: set[str] = field(default_factory=set)  # answered 451 (try again later)
     lock: threading.Lock = field(default_factory=threading.Lock)
     host: str = "127.0.0.1"
     port: int = 0
@@ -64,6 +66,8 @@ class SmtpSink:
                           rcpt_options: Any) -> str:
         if address.lower() in self.refuse:
             return "550 5.1.1 no such mailbox here"
+        if address.lower() in self.defer:
+            return "451 4.3.0 try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -145,7 +149,7 @@ def follow(http: httpx.Client, link: str, action: str = "verify") -> httpx.Respo
     match = LINK_RE.search(link)
     if not match:
         raise AssertionError(f"not a link: {link}")
-    path = link.split("://", 1)[1].split("/", 1)[1].split("?")[0]
+    path = link.split("://", 1)[1].split("/", 1)[1].split("?", maxsplit=1)[0]
     return http.post("/" + path, data={"token": match.group(3), "action": action})
 
 
