@@ -17,18 +17,21 @@ mark wins, the other leaves it.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from certwright.clock import format_instant, parse_instant
+from certwright.engine.model.spec import parse_duration
+from certwright.engine.plugins.step import Done, StepContext, StepResult, Wait
 from certwright.errors import PermanentError
 from certwright.events import mail_key
 from certwright.mail.intake import Admitted, Intake, Refused, parse
 from certwright.mail.maildir import Maildir, MessageTooLarge
 from certwright.mail.parse import HostileMail, ParsedMail, link_problem, parse_address_list
-from certwright.engine.plugins.step import Done, StepContext, StepResult, Wait
 
 MAX_JUDGED = 256  # names judged "not for us" remembered in the memo (keeps the memo small)
 SINCE_SLACK = timedelta(seconds=1)  # file times are coarser than the clock
@@ -164,7 +167,7 @@ class _MailWait:
         try:
             if cutoff is not None:
                 mtime = (md.new / name).stat().st_mtime
-                if datetime.fromtimestamp(mtime, timezone.utc) < cutoff:
+                if datetime.fromtimestamp(mtime, UTC) < cutoff:
                     return SKIP
         except FileNotFoundError:
             return None  # another process took it
@@ -204,7 +207,7 @@ class WaitMail(_MailWait):
 
     name = "wait.mail"
     description = "wait for a mail to an address in a Maildir and take the link in it"
-    params_schema = {
+    params_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object", "additionalProperties": False, "required": ["maildir", "to"],
         "properties": {
             "maildir": {"type": "string"}, "to": _ADDRESS_SCHEMA,
@@ -263,12 +266,14 @@ class NotifyCheck(_MailWait):
     belongs to other runs of the account and is left alone). Done ``{matched: true,
     message_id}`` when it names exactly this serial and SHA-256 fingerprint; otherwise
     (another fingerprint, or more serials) logs ``issuance_mismatch`` (error) and is Done
-    ``{matched: false, alarm, message_id}``. The mail goes to ``cur/`` either way.
+    ``{matched: false, alarm, message_id}``. The mail goes to ``cur/`` either way. No
+    such mail within ``within``: Done ``{matched: false, alarm}`` (the CA's cross-check
+    cannot pass on a mail that never came).
     """
 
     name = "notify.check"
     description = "wait for the CA's issuance mail and check it names this certificate"
-    params_schema = {
+    params_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object", "additionalProperties": False,
         "required": ["maildir", "to", "serial", "fingerprint"],
         "properties": {
@@ -277,8 +282,28 @@ class NotifyCheck(_MailWait):
             "fingerprint": {"type": "string", "pattern": "^[0-9A-Fa-f:]+$"},
             "subject": {"type": "string", "default": "certificate"},
             "link_base": {"type": "string"},
+            "within": {"type": ["string", "number"], "default": "2d"},
         },
     }
+
+    def run(self, ctx: StepContext) -> StepResult:
+        """As :meth:`_MailWait.run`, with a deadline: no mail for this serial ``within``
+        (default 2d) of the first call is Done ``{matched: false, alarm}``, never a pass."""
+        within = ctx.params.get("within", "2d")
+        try:
+            seconds = parse_duration(within)
+        except ValueError as exc:
+            raise PermanentError(f"parameter within: {exc}") from None
+        result = super().run(ctx)
+        if not isinstance(result, Wait):
+            return result
+        deadline = parse_instant(str(result.memo["started"])) + timedelta(seconds=seconds)
+        if ctx.clock.now() < deadline:
+            return replace(result, until=deadline)
+        serial = _hex(str(ctx.params["serial"]))
+        ctx.log.error("issuance_mail_missing", serial=serial, within=str(within))
+        return Done({"matched": False, "message_id": None,
+                     "alarm": f"no issuance mail for serial {serial} within {within}"})
 
     def judge(self, ctx: StepContext, name: str, mail: ParsedMail) -> Verdict:
         subject = _regex(str(ctx.params.get("subject") or "certificate"), "subject")

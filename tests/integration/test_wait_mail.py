@@ -2,21 +2,31 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from certwright.ca.mailserver import MailServer
-from certwright.clock import SystemClock
+from certwright.clock import FakeClock, SystemClock
+from certwright.engine.plugins.step import Done, StepContext, Wait
 from certwright.events import mail_key
 from certwright.mail.maildir import Maildir
-from certwright.engine.plugins.step import Done, StepContext, Wait
 from certwright.steps.mail import NotifyCheck, WaitMail
-from tests.support.mail import (CA_BASE, PROBE_PATH, big_body, issuance_mail, nested_multipart,
-                                probe_mail, send, truncated_mime)
+from tests.support.mail import (
+    CA_BASE,
+    PROBE_PATH,
+    big_body,
+    issuance_mail,
+    nested_multipart,
+    probe_mail,
+    send,
+    truncated_mime,
+)
 
 TO = "postmaster@example.test"
 LINK = f"{CA_BASE}{PROBE_PATH}?token=t0k3n"
@@ -288,3 +298,19 @@ def test_a_message_taken_whose_move_was_lost_is_moved_not_taken_again(
     assert isinstance(result, Wait)
     assert md.list_new() == [] and md.list_cur() == [f"{name}:2,S"]
     assert quarantined(tmp_path) == {}
+
+
+def test_notify_check_alarms_when_no_issuance_mail_comes(tmp_path: Path) -> None:
+    """No issuance mail within ``within`` (2 days by default): the step waits until that
+    instant, then is Done with matched false and the alarm naming the serial; it never
+    passes as if the mail had come."""
+    clock = FakeClock()
+    context = replace(notify_ctx(tmp_path), clock=clock)
+    first = NotifyCheck().run(context)
+    assert isinstance(first, Wait)
+    assert first.until == clock.now() + timedelta(days=2)
+    clock.advance(days=2)
+    done = NotifyCheck().run(again(context, first))
+    assert isinstance(done, Done)
+    assert done.outputs["matched"] is False
+    assert done.outputs["alarm"] == "no issuance mail for serial 0a1b2c within 2d"
