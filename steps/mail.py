@@ -29,7 +29,8 @@ from certwright.engine.model.spec import parse_duration
 from certwright.engine.plugins.step import Done, StepContext, StepResult, Wait
 from certwright.errors import PermanentError
 from certwright.events import mail_key
-from certwright.mail.intake import Admitted, Intake, Refused, parse
+from certwright.mail.claims import Claims
+from certwright.mail.intake import Admitted, Foreign, Intake, Refused, parse
 from certwright.mail.maildir import Maildir, MessageTooLarge
 from certwright.mail.parse import HostileMail, ParsedMail, link_problem, parse_address_list
 
@@ -95,7 +96,7 @@ class _MailWait:
         log = ctx.log.bind(step=self.name, to=to, maildir=str(md.path))
         memo = dict(ctx.memo)
         started = str(memo.get("started") or format_instant(ctx.clock.now()))
-        intake = Intake(md, log)
+        intake = Intake(md, log, self._claims(ctx))
         recovered = self._recover(ctx, intake, log)
         if recovered is not None:
             return recovered
@@ -120,6 +121,14 @@ class _MailWait:
         return Wait(description=f"mail to {to} in {md.path}", correlations=(mail_key(to),),
                     watch=(str(md.new),), poll=30.0,
                     memo={"started": started, "judged": judged})
+
+    @staticmethod
+    def _claims(ctx: StepContext) -> Claims:
+        """The CA's mail, as this step knows it: its link base and sender (see mail.claims)."""
+        sender = str(ctx.params.get("from") or "").strip()
+        if sender and "@" not in sender:
+            sender = "@" + sender
+        return Claims.of(senders=(sender,), origins=(str(ctx.params.get("link_base") or ""),))
 
     def _maildir_path(self, ctx: StepContext) -> Path:
         path = Path(str(ctx.params["maildir"])).expanduser()
@@ -172,6 +181,8 @@ class _MailWait:
         except FileNotFoundError:
             return None  # another process took it
         admitted = intake.admit(name)  # parsed once per process; hostile mail moved aside
+        if isinstance(admitted, Foreign):
+            return SKIP  # does not parse and is not the CA's: someone else's, left alone
         if not isinstance(admitted, Admitted):
             if admitted is not None:
                 self._log_if_vanished(admitted, name, log)
@@ -179,6 +190,8 @@ class _MailWait:
         mail, message_id = admitted.mail, admitted.message_id
         if to not in {a.lower() for a in mail.to_addrs + mail.delivered_to}:
             return SKIP  # other runs may wait for it: no processed-log check of ours
+        if intake.claims.claim(mail) is None:
+            return SKIP  # a person's mail in a shared mailbox: never touched
         if intake.finish_taken(name, message_id, own_key=ctx.idempotency_key):
             return None  # taken by another step; its move was lost, and is finished now
         refused = intake.refuse_duplicate(name, message_id)
@@ -228,6 +241,11 @@ class WaitMail(_MailWait):
         subject = _regex(params.get("subject"), "subject")
         if subject and not subject.search(mail.subject):
             return SKIP
+        if mail.suspicious_links:  # a lure: neither the shown nor the real URL is followed
+            ctx.log.warning("mail_link_suspicious", file=name,
+                            reason="HTML link text and target differ")
+            return _Aside("suspicious: an HTML link shows one URL and points to another ("
+                          + ", ".join(u[:100] for u in mail.suspicious_links[:4]) + ")")
         base = params.get("link_base")
         path = str(params.get("link_path") or "")
         links = list(mail.links)

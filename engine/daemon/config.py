@@ -17,6 +17,8 @@ make sense in a file::
     renew_retry: 1h                            # first back-off of a failed renewal ...
     renew_retry_cap: 1d                        # ... doubling up to this
     imap_cafile: /etc/ssl/mail-ca.pem          # trust anchors for IMAP servers (else system)
+    ca_senders: [ca@ca.example.org]            # senders whose mail is the CA's (mail.claims)
+    ca_origins: [https://ca.example.org]       # the CA's base URLs, for the same test
 
 Options given on the command line win over the file; list options (``--maildir``,
 ``--imap``) are added to the file's. Relative paths in the file are taken relative to the
@@ -25,16 +27,18 @@ Loading is pure: re-reading the same file (SIGHUP) gives an equal config.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from certwright.errors import CertwrightError, InputError
 from certwright.engine.model.spec import parse_duration
+from certwright.errors import CertwrightError, InputError
 
 KEYS = ("maildirs", "imap", "pipelines", "inbox", "embedded", "csr_pipeline", "csr_inputs",
         "unmatched_grace", "sync_interval", "suppress_mail_polls", "renew_check",
-        "renew_retry", "renew_retry_cap", "imap_cafile", "embedded_domains")
+        "renew_retry", "renew_retry_cap", "imap_cafile", "embedded_domains", "ca_senders",
+        "ca_origins")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class DaemonConfig:
     renew_retry: float = 3600.0
     renew_retry_cap: float = 86400.0
     imap_cafile: Path | None = None
+    ca_senders: tuple[str, ...] = ()
+    ca_origins: tuple[str, ...] = ()
     source: str | None = None  # the config file it came from, if any
 
 
@@ -107,6 +113,9 @@ def from_mapping(data: Mapping[str, Any], base: Path, source: str | None = None)
     if "embedded_domains" in data:
         out["embedded_domains"] = tuple(str(v) for v in _list(data["embedded_domains"],
                                                               "embedded_domains"))
+    for key in ("ca_senders", "ca_origins"):
+        if key in data:
+            out[key] = tuple(str(v) for v in _list(data[key], key))
     if "suppress_mail_polls" in data:
         out["suppress_mail_polls"] = bool(data["suppress_mail_polls"])
     if "csr_pipeline" in data:

@@ -29,24 +29,31 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import structlog
 
 from certwright.clock import Clock, clock_from_env
 from certwright.engine.daemon.config import DaemonConfig, load_config_file, merge_args
-from certwright.engine.daemon.locking import RunLocks
 from certwright.engine.daemon.inbox import QUIET, Inbox, PipelineCatalog, catalog_handler
-from certwright.engine.daemon.mailroute import MailRouter, MaildirSource, make_observer, watched_folders
+from certwright.engine.daemon.locking import RunLocks
+from certwright.engine.daemon.mailroute import (
+    MaildirSource,
+    MailRouter,
+    make_observer,
+    watched_folders,
+)
 from certwright.engine.daemon.renew import Renewer
-from certwright.events import Event
 from certwright.engine.model.spec import PipelineSpec
+from certwright.engine.plugins.step import Wait
 from certwright.engine.run.runner import Engine, EngineOptions
+from certwright.events import Event
+from certwright.mail.claims import Claims
 from certwright.state.location import open_store
 from certwright.state.locks import daemon_lock
-from certwright.engine.plugins.step import Wait
 
 log = structlog.get_logger("certwright.daemon")
 
@@ -163,7 +170,9 @@ class Daemon:
                 observer.schedule(inbox.handler(self._wake), str(inbox.folder))
             router = MailRouter(lookup_store.runs_for, engine.submit,
                                 grace=self.cfg.unmatched_grace,
-                                now=lambda: self.clock.now().timestamp())
+                                now=lambda: self.clock.now().timestamp(),
+                                claims=Claims.of(senders=self.cfg.ca_senders,
+                                                 origins=self.cfg.ca_origins))
             self.router = router
             inotify = None
             try:
@@ -274,6 +283,7 @@ class Daemon:
                 self.cfg = fresh
                 router.grace = fresh.unmatched_grace
                 if inbox is not None:
-                    inbox.csr_pipeline, inbox.csr_inputs = fresh.csr_pipeline, dict(fresh.csr_inputs)
+                    inbox.csr_pipeline = fresh.csr_pipeline
+                    inbox.csr_inputs = dict(fresh.csr_inputs)
                 log.info("config_reloaded", file=self.cfg.source)
         notify_systemd("READY=1")

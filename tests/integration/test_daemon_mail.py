@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import structlog
 
-from certwright.engine.daemon.service import Daemon
 from certwright.engine.daemon.config import DaemonConfig
+from certwright.engine.daemon.service import Daemon
 from certwright.engine.model.loader import load_pipeline
-from certwright.mail.maildir import Maildir
 from certwright.engine.run.runner import Engine, EngineOptions
+from certwright.mail.maildir import Maildir
 from certwright.state.location import open_store
 from tests.fixtures.daemon.harness import FIXTURES, wait_for
-from tests.support.mail import (CA_BASE, PROBE_PATH, big_body, headers, nested_multipart,
-                                probe_mail, truncated_mime)
+from tests.support.mail import (
+    CA_BASE,
+    PROBE_PATH,
+    big_body,
+    headers,
+    html_lure,
+    nested_multipart,
+    people_truncated,
+    person_mail,
+    probe_mail,
+    truncated_mime,
+)
 
 TO = "postmaster@h.test"
 
@@ -88,7 +99,7 @@ HOSTILE = {
     "twenty_mb": (big_body(20 * 1024 * 1024, TO), "message too large"),
     "nested_100": (nested_multipart(100, to=TO), "MIME nesting"),
     "undecodable_from": (headers(TO, "<u@ca.example>").replace(
-        b"From: ca@ca.example", b"From: \xff\xfe <@@\xc3>") + b"\n\nx\n", "address"),
+        b"From: ca@ca.example", b"From: \xff\xfe <@@\xc3>") + b"\n\nx\n", "undecodable"),
 }
 
 
@@ -98,25 +109,25 @@ def test_hostile_mail_is_moved_aside_with_its_reason_and_the_daemon_serves_on(se
     state, md, running, logs = setup
     raw, why = HOSTILE[case]
     name = md.deliver(raw)
-    wait_for(lambda: (md.path / ".quarantine" / "new" / name).exists(), 10, "quarantine")
+    wait_for((md.path / ".quarantine" / "new" / name).exists, 10, "quarantine")
     assert why in reason_of(md, name)
     assert any(e["event"] == "mail_hostile" and e["file"] == name and why in e["reason"]
                for e in logs)
     good = md.deliver(probe_mail(to=TO, link=f"{CA_BASE}{PROBE_PATH}?token=t0k3n"))
     wait_for(lambda: run_state(state, "r1") == "verified", 10, "the run to take good mail")
-    assert list(md.cur.iterdir())[0].name.startswith(good)
+    assert next(iter(md.cur.iterdir())).name.startswith(good)
     assert running.thread.is_alive()
 
 
-@pytest.mark.parametrize("link,why", [
+@pytest.mark.parametrize(("link", "why"), [
     ("http://evil.example/domains/verify/p123?token=t0k3n", "suspicious"),
     ("http://127.0.0.2:8443/domains/verify/p123?token=t0k3n", "suspicious"),
 ])
 def test_link_to_another_host_is_never_taken(setup, link, why):
     """Another host, or the right token on the wrong host: moved aside, the run still waits."""
-    state, md, running, logs = setup
+    state, md, _running, logs = setup
     name = md.deliver(probe_mail(to=TO, link=link))
-    wait_for(lambda: (md.path / ".quarantine" / "new" / name).exists(), 10, "quarantine")
+    wait_for((md.path / ".quarantine" / "new" / name).exists, 10, "quarantine")
     assert why in reason_of(md, name)
     assert run_state(state, "r1") == "probed"
     assert any(e["event"] == "mail_link_suspicious" for e in logs)
@@ -124,12 +135,12 @@ def test_link_to_another_host_is_never_taken(setup, link, why):
 
 def test_duplicate_delivery_is_moved_aside_as_duplicate(setup):
     """The same Message-ID delivered again after the run took it is quarantined at once."""
-    state, md, running, logs = setup
+    state, md, _running, logs = setup
     raw = probe_mail(to=TO, message_id="<same@ca.example>")
     md.deliver(raw)
     wait_for(lambda: run_state(state, "r1") == "verified", 10, "the run to take the mail")
     again = md.deliver(raw)
-    wait_for(lambda: (md.path / ".quarantine" / "new" / again).exists(), 10, "quarantine")
+    wait_for((md.path / ".quarantine" / "new" / again).exists, 10, "quarantine")
     assert reason_of(md, again).startswith("duplicate")
     assert any(e["event"] == "mail_duplicate" and e["file"] == again for e in logs)
     assert len(list(md.cur.iterdir())) == 1
@@ -137,11 +148,11 @@ def test_duplicate_delivery_is_moved_aside_as_duplicate(setup):
 
 def test_unmatched_mail_waits_its_grace_then_is_moved_aside(setup):
     """Mail for nobody stays in new/ during the grace period, then goes aside as unmatched."""
-    state, md, running, logs = setup
+    _state, md, _running, _logs = setup
     name = md.deliver(probe_mail(to="nobody@h.test"))
     time.sleep(0.5)
     assert (md.new / name).exists()
-    wait_for(lambda: (md.path / ".quarantine" / "new" / name).exists(), 10, "quarantine")
+    wait_for((md.path / ".quarantine" / "new" / name).exists, 10, "quarantine")
     assert "unmatched" in reason_of(md, name)
 
 
@@ -187,3 +198,31 @@ def test_router_finishes_a_move_to_cur_a_power_cut_undid(tmp_path):
     router = MailRouter(lambda key: ["someone"], offered.append, grace=0.0)
     assert router.route(md, name) == GONE
     assert offered == [] and md.list_new() == [] and md.list_cur() == [f"{name}:2,S"]
+
+
+def test_people_mail_in_a_shared_mailbox_stays_unread_after_the_grace(setup):
+    """A postmaster mailbox shared with people: their mail (to the waiting address without
+    a link, to nobody, or not even parseable) stays in new/ unread past the grace period,
+    while the CA's unmatched mail delivered with it is moved aside."""
+    state, md, running, logs = setup
+    people = [md.deliver(person_mail(to=TO)), md.deliver(person_mail(to="nobody@h.test")),
+              md.deliver(people_truncated(TO))]
+    ours = md.deliver(probe_mail(to="nobody@h.test"))
+    wait_for((md.path / ".quarantine" / "new" / ours).exists, 10, "quarantine")
+    running.daemon.router.sweep()  # type: ignore[union-attr]
+    assert sorted(md.list_new()) == sorted(people)
+    assert run_state(state, "r1") == "probed"
+    touched = {e["event"] for e in logs if e.get("file") in people}
+    assert not touched & {"mail_hostile", "mail_moved_aside", "mail_taken", "mail_unmatched",
+                          "mail_duplicate"}, touched
+
+
+def test_the_cas_mail_failing_a_check_is_moved_aside_whoever_waits(setup):
+    """Mail that claims to be the CA's with a lure link (shown and real URL differ), for an
+    address no run waits for (its run has moved on): moved aside at once as suspicious,
+    not left for the grace period as unmatched."""
+    _state, md, _running, _logs = setup
+    name = md.deliver(html_lure(to="gone@h.test", shown=f"{CA_BASE}{PROBE_PATH}?token=t",
+                                target="http://evil.example/x"))
+    wait_for((md.path / ".quarantine" / "new" / name).exists, 10, "quarantine")
+    assert "suspicious" in reason_of(md, name)

@@ -21,8 +21,11 @@ from tests.support.mail import (
     CA_BASE,
     PROBE_PATH,
     big_body,
+    html_lure,
     issuance_mail,
     nested_multipart,
+    people_truncated,
+    person_mail,
     probe_mail,
     send,
     truncated_mime,
@@ -314,3 +317,35 @@ def test_notify_check_alarms_when_no_issuance_mail_comes(tmp_path: Path) -> None
     assert isinstance(done, Done)
     assert done.outputs["matched"] is False
     assert done.outputs["alarm"] == "no issuance mail for serial 0a1b2c within 2d"
+
+
+def test_people_mail_in_a_shared_mailbox_is_left_unread(tmp_path: Path) -> None:
+    """A postmaster mailbox shared with people: their mail to the probed address (no link,
+    a link elsewhere, even MIME that does not parse) stays in new/ untouched while the probe
+    waits; the CA's mail is then taken."""
+    md = Maildir(tmp_path / "mail")
+    people = [md.deliver(person_mail(to=TO)),
+              md.deliver(person_mail(to=TO, body="see http://wiki.people.example/x\n")),
+              md.deliver(people_truncated(TO))]
+    first = WaitMail().run(ctx(tmp_path))
+    assert isinstance(first, Wait)
+    assert sorted(md.list_new()) == sorted(people) and quarantined(tmp_path) == {}
+    md.deliver(probe_mail(to=TO, link=LINK))
+    done = WaitMail().run(again(ctx(tmp_path), first))
+    assert isinstance(done, Done) and done.outputs["link"] == LINK
+    assert sorted(md.list_new()) == sorted(people)
+
+
+@pytest.mark.parametrize(("shown", "target"), [
+    (LINK, "http://evil.example/domains/verify/p123?token=t0k3n"),
+    ("http://evil.example/domains/verify/p123?token=t0k3n", LINK),
+])
+def test_html_link_whose_text_and_target_differ_is_never_followed(
+        tmp_path: Path, shown: str, target: str) -> None:
+    """The CA's-looking mail whose HTML link shows one URL and points to another is moved
+    aside as suspicious, whichever of the two is the CA's; nothing is taken."""
+    md = Maildir(tmp_path / "mail")
+    name = md.deliver(html_lure(to=TO, shown=shown, target=target))
+    assert isinstance(WaitMail().run(ctx(tmp_path)), Wait)
+    assert md.list_new() == [] and md.list_cur() == []
+    assert "suspicious" in quarantined(tmp_path)[name]
