@@ -1,12 +1,15 @@
 """Steps that wait for mail in a Maildir: ``wait.mail`` (a probe link) and ``notify.check``.
 
 Both scan ``new/`` of a shared Maildir on every call, taking each message in through the
-mail intake (:class:`certwright.mail.intake.Intake`, which the daemon's router uses too). A
-message that fails to parse is hostile for everyone: it is logged and moved to the
-``.quarantine`` subfolder. A message for our address is judged by the step: taken (moved to
-``cur/`` and recorded in the Maildir's :class:`certwright.mail.maildir.ProcessedLog` under
+mail intake (:class:`certwright.mail.intake.Intake`, which the daemon's router uses too).
+Only mail that claims to be the CA's (:mod:`certwright.mail.claims`: its header, its
+sender, a link to the step's ``link_base``) is touched: a person's mail in a shared mailbox
+stays in ``new/`` unread. Such a message that fails to parse is hostile for everyone: it
+is logged and quarantined. One for our address is judged by the step: taken (moved to
+``cur/`` and recorded in the mailbox's :class:`certwright.mail.maildir.ProcessedLog` under
 the step's idempotency key), moved aside (suspicious links, duplicate Message-ID), or left
 alone. Messages for other addresses are always left alone: other runs may wait for them.
+The processed log and the quarantine live in the state dir (:mod:`certwright.mail.books`).
 
 Crash safety: the ProcessedLog mark comes first, then the move to ``cur/``, then Done. A
 step called again with the same idempotency key finds its mark and returns the same
@@ -29,10 +32,12 @@ from certwright.engine.model.spec import parse_duration
 from certwright.engine.plugins.step import Done, StepContext, StepResult, Wait
 from certwright.errors import PermanentError
 from certwright.events import mail_key
+from certwright.mail.books import books_dir
 from certwright.mail.claims import Claims
 from certwright.mail.intake import Admitted, Foreign, Intake, Refused, parse
 from certwright.mail.maildir import Maildir, MessageTooLarge
 from certwright.mail.parse import HostileMail, ParsedMail, link_problem, parse_address_list
+from certwright.mail.provision import MaildirMissing, MaildirPolicy, prepare_maildir
 
 MAX_JUDGED = 256  # names judged "not for us" remembered in the memo (keeps the memo small)
 SINCE_SLACK = timedelta(seconds=1)  # file times are coarser than the clock
@@ -90,12 +95,18 @@ class _MailWait:
         Raises PermanentError for bad parameters. Repeat calls are cheap: messages judged
         not for us are remembered in the memo (bounded) and not parsed again.
         """
-        md = Maildir(self._maildir_path(ctx))
-        md.ensure()
+        path = self._maildir_path(ctx)
+        md = Maildir(path, books=books_dir(ctx.state_dir, path))
         to = _single_address(str(ctx.params["to"]), "to")
         log = ctx.log.bind(step=self.name, to=to, maildir=str(md.path))
         memo = dict(ctx.memo)
         started = str(memo.get("started") or format_instant(ctx.clock.now()))
+        try:  # an MTA's Maildir is not ours to create (see mail.provision)
+            prepare_maildir(md, state_dir=ctx.state_dir, policy=MaildirPolicy())
+        except MaildirMissing as exc:
+            log.warning("maildir_missing", error=str(exc))
+            return Wait(description=f"mail to {to}: {exc}", correlations=(mail_key(to),),
+                        poll=30.0, memo={**memo, "started": started})
         intake = Intake(md, log, self._claims(ctx))
         recovered = self._recover(ctx, intake, log)
         if recovered is not None:

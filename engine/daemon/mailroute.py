@@ -27,7 +27,8 @@ steps judge it with what they know of their CA, and then left alone).
 * **not taken** (routed, but the waiting run(s) left it in ``new/``, e.g. a link for
   another request) -> moved aside after the same grace period.
 
-Nothing is ever deleted; moving aside goes to ``<maildir>/.quarantine`` with a reason file
+Nothing is ever deleted; moving aside goes to the mailbox's quarantine in the state dir
+(:mod:`certwright.mail.books`) with a reason file
 (:meth:`certwright.mail.maildir.Maildir.move_aside`). Every exception from a message is caught and
 logged (``mail_route_failed``) so that no mail can stop the daemon.
 
@@ -48,10 +49,12 @@ import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from certwright.errors import InputError
 from certwright.events import Event, mail_key
 from certwright.mail.claims import Claims
 from certwright.mail.intake import Foreign, Intake, Refused
 from certwright.mail.maildir import Maildir
+from certwright.mail.provision import MaildirMissing, MaildirPolicy, prepare_maildir
 
 log = structlog.get_logger("certwright.daemon.mail")
 
@@ -250,19 +253,30 @@ class MaildirSource:
     """
 
     def __init__(self, path: Path, router: MailRouter, observer: Any,
-                 inotify: Any = None) -> None:
-        self.md = Maildir(Path(path).resolve())
+                 inotify: Any = None, books: Path | None = None,
+                 state_dir: Path | None = None, policy: MaildirPolicy | None = None) -> None:
+        self.md = Maildir(Path(path).resolve(), books=books)
+        self._state_dir = state_dir
+        self._policy = policy or MaildirPolicy()
         self.router = router
         self._observer = observer
         self._inotify = inotify  # engine.daemon_inotify.NewFileWatcher, when available
 
     def start(self) -> None:
-        """Create the Maildir if needed, watch ``new/``, then route what is already there.
+        """Make sure the Maildir exists, watch ``new/``, then route what is already there.
 
-        Watch first, scan second: a message arriving in between is seen twice, which
-        routing tolerates (the second sight only re-offers it).
+        A missing Maildir is created only as :func:`certwright.mail.provision.prepare_maildir`
+        allows; else InputError says how to create it. Watch first, scan second: a message
+        arriving in between is seen twice, which routing tolerates (the second sight only
+        re-offers it).
         """
-        self.md.ensure()
+        if self._state_dir is None:
+            self.md.ensure()
+        else:
+            try:
+                prepare_maildir(self.md, state_dir=self._state_dir, policy=self._policy)
+            except MaildirMissing as exc:
+                raise InputError(str(exc)) from None
         if self._inotify is not None:
             self._inotify.watch(str(self.md.new), self._appeared)
         else:

@@ -12,8 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.daemon.harness import (World, ca_certificates, cli, drop_request,
-                                           start_world, statuses, wait_for)
+from certwright.mail.books import books_dir
+from tests.fixtures.daemon.harness import (
+    World,
+    ca_certificates,
+    cli,
+    drop_request,
+    start_world,
+    statuses,
+    wait_for,
+)
 
 RUNS = int(os.environ.get("CERTWRIGHT_DAEMON_RUNS", "200"))
 CLI_RUNS = 4  # of those, started with `certwright run --no-wait` (the rest: inbox drops)
@@ -58,7 +66,7 @@ def test_200_runs_survive_three_sigkills_of_the_daemon(tmp_path: Path):
             time.sleep(rng.uniform(2.0, 8.0))
             world.daemon.stop(signal.SIGKILL)
             st = statuses(world.state)
-            in_flight.append(sum(st.get(r, ("", ""))[1] not in ("succeeded",) for r in ids))
+            in_flight.append(sum(st.get(r, ("", ""))[1] != "succeeded" for r in ids))
             kills += 1
             world.start_daemon("--inbox", str(inbox), "--workers", "8", tag=f"k{kills}")
         assert in_flight[0] > 0, "the first kill came after every run had finished"
@@ -73,7 +81,8 @@ def test_200_runs_survive_three_sigkills_of_the_daemon(tmp_path: Path):
         assert ca_certificates(world.ca_dir) == RUNS
         cur_ids = _message_ids(world.maildir / "cur")
         assert len(cur_ids) == len(set(cur_ids)), "a message was taken twice"
-        log = sqlite3.connect(world.maildir / "certwright-processed.sqlite3")
+        log = sqlite3.connect(books_dir(world.state, world.maildir)
+                              / "certwright-processed.sqlite3")
         taken = log.execute("SELECT COUNT(*), COUNT(DISTINCT message_id), "
                             "COUNT(DISTINCT step_key) FROM processed").fetchone()
         log.close()

@@ -6,13 +6,21 @@ import json
 import shutil
 import signal
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from certwright.clock import format_instant
 from certwright.engine.daemon.renew import renewals_status
-from tests.fixtures.daemon.harness import (FIXTURES, cli, drop_request, env_for, spawn,
-                                           statuses, store_rows, wait_for)
+from tests.fixtures.daemon.harness import (
+    FIXTURES,
+    cli,
+    drop_request,
+    env_for,
+    spawn,
+    statuses,
+    store_rows,
+    wait_for,
+)
 
 
 def _daemon(state: Path, root: Path, *args: str, now: datetime | None = None):
@@ -36,6 +44,8 @@ def test_deadline_passed_while_down_fires_on_restart(tmp_path: Path):
     """Runs parked by `run --no-wait`; daemon down past the 2-day deadline; on restart the
     runs are expired and waiting (probing) again."""
     state, md = tmp_path / "state", tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):  # the MTA's Maildir: made by it, not by certwright
+        (md / sub).mkdir(parents=True)
     ids = [f"late-{i}" for i in range(3)]
     for i, rid in enumerate(ids):
         r = cli(state, "run", str(FIXTURES / "waitmail.yaml"), "--no-wait", "--run-id", rid,
@@ -44,7 +54,7 @@ def test_deadline_passed_while_down_fires_on_restart(tmp_path: Path):
     first = _daemon(state, tmp_path, "--maildir", str(md))
     assert first.stop(signal.SIGTERM) == 0
     assert all(statuses(state)[r] == ("probed", "waiting") for r in ids)
-    later = datetime.now(timezone.utc) + timedelta(days=2, hours=1)
+    later = datetime.now(UTC) + timedelta(days=2, hours=1)
     second = _daemon(state, tmp_path, "--maildir", str(md), now=later)
     try:
         # entered is committed before wait.mail parks the run again: wait for both
@@ -80,7 +90,7 @@ def test_renewal_under_a_moved_clock_then_backoff_with_the_current_pipeline(tmp_
     assert row["run_id"] == "orig" and row["status"] == "scheduled"
     assert d.stop(signal.SIGTERM) == 0
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     d = _daemon(state, tmp_path, "--config", str(config), now=now + timedelta(days=70))
     started = wait_for(lambda: [e for e in _events(d) if e["event"] == "renewal_started"], 60,
                        "a renewal to start")
