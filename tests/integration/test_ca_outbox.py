@@ -15,7 +15,7 @@ from certwright.ca.outmail import Mailer
 from certwright.ca.passphrase import generate_passphrase
 from certwright.ca.server import CAServer
 from certwright.ca.store import CAStore
-from certwright.clock import UTC, FakeClock
+from certwright.clock import UTC, FakeClock, parse_instant
 from tests.support.ca import (  # noqa: F401  (fixtures)
     Account,
     SmtpSink,
@@ -157,3 +157,29 @@ def test_no_link_token_in_clear_in_the_store(http: httpx.Client, smtp_sink: Smtp
     assert raw and token.encode() not in raw
     assert b"Someone, hopefully you" not in raw
     assert (ca_dir / "outbox.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_transient_failure_for_days_gives_up_with_the_last_reason(
+        tmp_path: Path, smtp_sink: SmtpSink, fake_clock: FakeClock) -> None:
+    """451 on every attempt: the delays grow to 15 minutes and stay there; five days after
+    the row was written it is failed, saying how often it was tried and the MTA's words."""
+    store = CAStore(tmp_path / "ca.sqlite3", clock=fake_clock)
+    mailer = Mailer(smarthost=smtp_sink.smarthost, mail_from="ca@ca.test", clock=fake_clock)
+    outbox = Outbox(store=store, mailer=mailer, clock=fake_clock, key_path=tmp_path / "k")
+    smtp_sink.defer.add("far@mailhost.test")
+    try:
+        with store.transaction():
+            row_id = outbox.enqueue("far@mailhost.test", "hello", "body\n", kind="test")
+        delays = []
+        while (delivery := outbox.deliver(row_id)).status == "queued":
+            row = outbox.row(row_id)
+            assert row is not None
+            wait = (parse_instant(row["next_at"]) - fake_clock.now()).total_seconds()
+            delays.append(wait)
+            fake_clock.advance(wait)
+    finally:
+        mailer.close()
+        store.close()
+    assert delays[:3] == [15, 30, 60] and max(delays) == 900 == delays[-1]
+    assert delivery.status == "failed" and "gave up after" in (delivery.reason or "")
+    assert "451 4.3.0 try again later" in (delivery.reason or "")
