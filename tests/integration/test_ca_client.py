@@ -6,9 +6,10 @@ import datetime as dt
 import json
 import ssl
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -26,7 +27,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         sent = json.loads(self.rfile.read(length) or b"null")
         self.count = getattr(self, "count", 0) + 1  # requests on this connection
@@ -44,7 +45,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.close_after:  # no "Connection: close": as a keep-alive timeout does
             self.close_connection = True
 
-    do_GET = do_POST
+    do_GET = do_POST  # noqa: N815 - the name http.server dispatches GET to
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_requests_as_sent(server: Any) -> None:
         assert client.probe("example.test", "postmaster", "key 1") == {"ok": True}
         server.answer = lambda path: (404, b'{"error": "not_found", "message": "none"}')
         assert client.find_certificate("a b&c") is None
-    (m1, p1, h1, b1), (m2, p2, h2, b2) = server.seen
+    (m1, p1, h1, b1), (m2, p2, _h2, b2) = server.seen
     assert (m1, p1, b1) == ("POST", "/prefix/api/v1/domains/example.test/probes",
                             {"local_part": "postmaster"})
     assert h1["Authorization"] == "Bearer tok" and h1["Idempotency-Key"] == "key 1"
@@ -88,9 +89,9 @@ def test_requests_as_sent(server: Any) -> None:
 def test_error_answers(server: Any) -> None:
     """A JSON error names method, URL, status, code and message; a non-JSON one quotes it."""
     with CAClient(url(server)) as client:
-        server.answer = lambda path: (422, b'{"error": "passphrase_rejected", "message": '
+        server.answer = lambda path: (422, (b'{"error": "passphrase_rejected", "message": '
                                            b'"2 rule(s)", "rules": [{"message": "a"}, '
-                                           b'{"message": "b"}]}')
+                                           b'{"message": "b"}]}'))
         with pytest.raises(CAError) as err:
             client.login("a@b.test", "x")
         assert str(err.value) == (f"POST {url(server)}/api/v1/login: 422 passphrase_rejected:"
@@ -148,18 +149,16 @@ def test_kept_connection_closed_at_the_next_request(server: Any) -> None:
 def test_new_connection_closed_is_an_error(server: Any) -> None:
     """A new connection closed without an answer is a retryable error, not a loop."""
     server.hang_up_on = (1,)
-    with CAClient(url(server)) as client:
-        with pytest.raises(CAError) as err:
-            client.add_domain("example.test")
+    with CAClient(url(server)) as client, pytest.raises(CAError) as err:
+        client.add_domain("example.test")
     assert "RemoteDisconnected" in str(err.value) and err.value.retryable is True
     assert server.seen == []
 
 
 def test_connection_refused_is_retryable() -> None:
     """No server: a retryable CAError naming the request."""
-    with CAClient("http://127.0.0.1:1", timeout=2) as client:
-        with pytest.raises(CAError) as err:
-            client.domains()
+    with CAClient("http://127.0.0.1:1", timeout=2) as client, pytest.raises(CAError) as err:
+        client.domains()
     assert err.value.retryable is True and err.value.status is None
     assert str(err.value).startswith("GET http://127.0.0.1:1/api/v1/domains: ")
 
@@ -167,7 +166,7 @@ def test_connection_refused_is_retryable() -> None:
 def _self_signed(folder: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=1))
@@ -188,9 +187,8 @@ def test_tls_is_verified(server: Any, tmp_path: Path) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(*_self_signed(tmp_path))
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    with CAClient(url(server, "https"), timeout=5) as client:
-        with pytest.raises(CAError) as err:
-            client.domains()
+    with CAClient(url(server, "https"), timeout=5) as client, pytest.raises(CAError) as err:
+        client.domains()
     assert "SSLCertVerificationError" in str(err.value) and err.value.retryable is True
     with CAClient(url(server, "https"), timeout=5, verify=False) as client:
         assert client.add_domain("example.test") == {"ok": True}
@@ -206,8 +204,8 @@ def test_environment_proxy_goes_through_httpx(server: Any,
         assert type(client._http).__name__ == "_Proxied"
         client.token = "tok"
         assert client.add_domain("example.test") == {"ok": True}
-        server.answer = lambda path: (409, b'{"error": "idempotency_key_reused", '
-                                           b'"message": "different CSR"}')
+        server.answer = lambda path: (409, (b'{"error": "idempotency_key_reused", '
+                                           b'"message": "different CSR"}'))
         with pytest.raises(CAError) as err:
             client.sign("csr", "k1")
     assert str(err.value) == (f"POST {url(server)}/api/v1/certificates: 409 "
@@ -215,3 +213,17 @@ def test_environment_proxy_goes_through_httpx(server: Any,
     (_, path, headers, body), _ = server.seen
     assert path == "/api/v1/domains" and headers["Authorization"] == "Bearer tok"
     assert body == {"domain": "example.test"}
+
+
+def test_a_permanent_mail_refusal_is_not_retried(server: Any) -> None:
+    """502 mail_undeliverable is the CA saying the MTA refused for good (a 5xx; a 4xx is
+    retried by the CA's outbox and never answered so): not retryable, the MTA's words kept."""
+    with CAClient(url(server)) as client:
+        server.answer = lambda path: (502, (b'{"error": "mail_undeliverable", "message": '
+                                           b'"mail to a@b.test not delivered: 127.0.0.1:25 '
+                                           b'refused the recipient: 550 5.1.1 User unknown",'
+                                           b' "reason": "550 5.1.1 User unknown"}'))
+        with pytest.raises(CAError) as err:
+            client.domains()
+        assert err.value.retryable is False and err.value.code == "mail_undeliverable"
+        assert "550 5.1.1 User unknown" in str(err.value)
