@@ -1,4 +1,4 @@
-"""IMAP as a mail source of the daemon: IMAP4 over TLS with IDLE, into a local Maildir spool.
+r"""IMAP as a mail source of the daemon: IMAP4 over TLS with IDLE, into a local Maildir spool.
 
 ``imaps://USER@HOST[:PORT]/MAILBOX?password_file=FILE[&cafile=PEM][&name=ACCOUNT]``: the
 daemon logs in (TLS always, certificate and host name checked), selects the mailbox and
@@ -6,8 +6,9 @@ fetches every message without the keyword ``$Certwright``. Each is delivered int
 Maildir ``<state_dir>/imap/<ACCOUNT>/`` (ACCOUNT defaults to ``USER@HOST``) under the name
 ``<uidvalidity>.<uid>.imap`` and routed like any Maildir message (see
 :mod:`engine.daemon_mail`), so ``wait.mail`` steps simply name that Maildir. Then the
-message is flagged ``\\Seen`` and ``$Certwright`` on the server. Nothing is ever deleted
-or expunged on the server.
+message is flagged ``$Certwright`` on the server, and ``\Seen`` too when it claims to be
+the CA's (:mod:`certwright.mail.claims`): a person's mail in a shared mailbox stays unread.
+Nothing is ever deleted or expunged on the server.
 
 Waiting: IDLE (RFC 2177) when the server offers it, re-issued every ``idle_timeout``
 seconds (servers drop idlers after 30 minutes), else a NOOP poll. Failures (refused
@@ -26,6 +27,7 @@ without it).
 """
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import os
 import re
@@ -40,8 +42,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import structlog
 
 from certwright.errors import InputError
+from certwright.mail.claims import Claims
 from certwright.mail.maildir import Maildir
-from certwright.mail.parse import MailLimits
+from certwright.mail.parse import HostileMail, MailLimits, parse_message
 
 log = structlog.get_logger("certwright.imap")
 
@@ -164,16 +167,14 @@ class ImapSource:
                     self._stop.wait(30)
                     c.noop()
         finally:
-            try:
+            with contextlib.suppress(Exception):  # the connection may be gone already
                 c.logout()
-            except Exception:  # noqa: BLE001 - the connection may be gone already
-                pass
 
     def _uidvalidity(self, c: imaplib.IMAP4_SSL) -> str:
-        typ, data = c.response("UIDVALIDITY")
+        _, data = c.response("UIDVALIDITY")
         if data and data[0]:
             return data[0].decode() if isinstance(data[0], bytes) else str(data[0])
-        typ, data = c.status(_quote(self.account.mailbox), "(UIDVALIDITY)")
+        _, data = c.status(_quote(self.account.mailbox), "(UIDVALIDITY)")
         m = re.search(rb"UIDVALIDITY (\d+)", data[0] or b"")
         return m.group(1).decode() if m else "0"
 
@@ -188,30 +189,43 @@ class ImapSource:
             if self._stop.is_set():
                 return
             name = f"{validity}.{uid}.imap"
+            ours = name in self._delivered  # spooled before: only the flags are missing
             if name not in self._delivered:
-                raw = self._fetch(c, uid)
+                raw = self._fetch(c, uid)  # None: too large, not downloaded, left unread
                 if raw is not None:
+                    ours = self._claimed(raw)
                     self._deliver(name, raw)
                     self.router.route(self.md, name)
-            typ, data = c.uid("STORE", uid, "+FLAGS.SILENT", f"(\\Seen {KEYWORD})")
+            # A person's mail in a shared mailbox stays unread: only our keyword, so that
+            # it is not fetched again.
+            flags = f"(\\Seen {KEYWORD})" if ours else f"({KEYWORD})"
+            typ, data = c.uid("STORE", uid, "+FLAGS.SILENT", flags)
             if typ != "OK":
                 raise imaplib.IMAP4.error(f"UID STORE {uid}: {data!r}")
             self.counts["flagged"] += 1
 
     def _fetch(self, c: imaplib.IMAP4_SSL, uid: str) -> bytes | None:
-        typ, data = c.uid("FETCH", uid, "(RFC822.SIZE)")
+        _, data = c.uid("FETCH", uid, "(RFC822.SIZE)")
         m = _SIZE.search(data[0] if data and isinstance(data[0], bytes) else b"")
         size = int(m.group(1)) if m else 0
         if size > self.limits.max_message_size:
             self.log.warning("mail_hostile", uid=uid, reason=f"message too large: {size} "
                              f"bytes (limit {self.limits.max_message_size}); not downloaded")
             return None
-        typ, data = c.uid("FETCH", uid, "(BODY.PEEK[])")
+        _, data = c.uid("FETCH", uid, "(BODY.PEEK[])")
         for item in data or []:
             if isinstance(item, tuple) and len(item) == 2:
                 self.counts["fetched"] += 1
                 return bytes(item[1])
         raise imaplib.IMAP4.error(f"UID FETCH {uid}: no body in {str(data)[:200]}")
+
+    def _claimed(self, raw: bytes) -> bool:
+        """Whether ``raw`` claims to be the CA's, by the router's claims (mail.claims)."""
+        claims = getattr(self.router, "claims", None) or Claims()
+        try:
+            return claims.claim(parse_message(raw, limits=self.limits)) is not None
+        except HostileMail:
+            return claims.claim_raw(raw) is not None
 
     def _deliver(self, name: str, raw: bytes) -> None:
         """Atomically put ``raw`` into the spool's ``new/`` as ``name`` (once)."""
@@ -220,7 +234,7 @@ class ImapSource:
 
     def _idle(self, c: imaplib.IMAP4_SSL) -> bool:
         """IDLE until the mailbox changes, ``idle_timeout`` passes or stop; True on change."""
-        tag: bytes = c._new_tag()
+        tag: bytes = c._new_tag()  # noqa: SLF001 - imaplib (< 3.14) has no IDLE of its own
         c.send(tag + b" IDLE\r\n")
         sock: Any = c.sock
         buf, changed, done_at = b"", False, None
