@@ -6,9 +6,11 @@ from __future__ import annotations
 import re
 import smtplib
 import time
+from collections.abc import Callable
 from datetime import datetime
 from email import message_from_bytes
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +19,11 @@ from certwright.ca.outbox import BACKOFF, Outbox
 from certwright.ca.passphrase import generate_passphrase
 from certwright.ca.server import CAServer
 from certwright.clock import UTC, FakeClock, SystemClock
+from certwright.engine.model.inputs import coerce_inputs
+from certwright.engine.model.loader import load_pipeline, resolve_pipeline_path
 from certwright.engine.plugins.step import Done, StepContext, Wait
+from certwright.engine.run.runner import Engine, EngineOptions
+from certwright.state.sqlite import SQLiteStore
 from certwright.steps.mail import WaitMail
 from tests.support.ca import LINK_RE, questions
 from tests.support.mail import person_mail
@@ -155,3 +161,69 @@ def test_a_postmaster_mailbox_shared_with_people_is_left_as_it_is(
     assert len(left) == 2 and set(left) < set(people)
     assert sorted(p.name for p in postfix.maildir.iterdir()) == ["cur", "new", "tmp"]
     assert not isinstance(done, Wait)
+
+
+def _pump_until(engine: Engine, run_id: str, what: Callable[[Any], bool],
+                timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        engine.pump(timeout=0.05)
+        run = engine.store.load_run(run_id)
+        if engine.idle() and what(run):
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run stuck in {run.state}/{run.status}: {run.error}")
+
+
+def _retry_mail(ca: CAServer, clock: FakeClock, pf: Postfix, to: str, count: int) -> None:
+    """Let the CA's outbox try again (its backoff passed) until ``count`` mails reached ``to``."""
+    outbox = outbox_of(ca)
+    outbox.mailer.close()  # kept sessions predate the MTA's restart or reload
+    deadline = time.monotonic() + 30
+    while len(mail_to(pf, to, timeout=0)) < count:
+        assert time.monotonic() < deadline, f"no mail to {to}: {outbox.rows()[-1]}"
+        clock.advance(BACKOFF[-1])
+        outbox.send_due()
+        time.sleep(0.1)
+
+
+def test_a_cacert_run_survives_postfix_stopped_then_deferring(
+        tmp_path: Path, postfix: Postfix, clock: FakeClock) -> None:
+    """A cacert run whose mail goes through Postfix: Postfix is stopped when the run joins
+    (its Maildir does not even exist yet) and answers 451 when the run probes; the run
+    waits instead of failing, and reaches installed once Postfix takes mail again."""
+    postfix.stop()
+    state = tmp_path / "state"
+    with CAServer(tmp_path / "ca", smarthost=postfix.smarthost, clock=clock) as ca:
+        engine = Engine(SQLiteStore(state / "certwright.sqlite"), state, clock=clock,
+                        options=EngineOptions(workers=4))
+        engine.open()
+        try:
+            spec = load_pipeline(resolve_pipeline_path("cacert"))
+            inputs = coerce_inputs(spec, {
+                "domain": DOMAIN, "email": f"admin@{DOMAIN}", "ca": ca.url,
+                "maildir": str(postfix.maildir), "cert_dir": str(tmp_path / "certs")})
+            rid = engine.start_run(spec, inputs, run_id="via-postfix")
+            run = _pump_until(engine, rid, lambda r: r.status == "waiting")
+            assert (run.state, run.status) == ("new", "waiting"), run.error
+            postfix.start()
+            _retry_mail(ca, clock, postfix, f"admin@{DOMAIN}", 1)
+            postfix.defer(True)
+            outbox_of(ca).mailer.close()
+            engine.wake(rid)
+            run = _pump_until(engine, rid, lambda r: r.state == "probed"
+                              and r.status == "waiting")
+            assert "451" in outbox_of(ca).rows(kind="domain_probe")[-1]["last_error"]
+            postfix.defer(False)
+            _retry_mail(ca, clock, postfix, f"postmaster@{DOMAIN}", 1)
+            engine.wake(rid)
+            run = _pump_until(engine, rid, lambda r: r.status in ("succeeded", "failed")
+                              or (r.state == "signed" and r.status == "waiting"))
+            deadline = time.monotonic() + 30
+            while run.status != "succeeded" and time.monotonic() < deadline:
+                engine.wake(rid)  # the issuance mail lands in the Maildir shortly
+                run = _pump_until(engine, rid, lambda r: r.status != "running")
+                time.sleep(0.1)
+        finally:
+            engine.close()
+    assert (run.state, run.status, run.alarms) == ("installed", "succeeded", []), run.error
