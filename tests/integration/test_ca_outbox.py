@@ -37,8 +37,13 @@ def fake_clock() -> FakeClock:
     return FakeClock(datetime.now(UTC))
 
 
-def outbox_of(server: CAServer) -> Outbox:
-    return server._server.config.app.state.service.outbox  # type: ignore[union-attr,no-any-return]
+def outbox_of(server: CAServer, *, driven: bool = False) -> Outbox:
+    """The server's outbox; ``driven``: its sender thread stopped, the test sends instead
+    (so counts of what one send_due() did do not race the thread)."""
+    service = server._server.config.app.state.service  # type: ignore[union-attr]
+    if driven:
+        service.sender.stop()
+    return service.outbox  # type: ignore[no-any-return]
 
 
 def join(http: httpx.Client, email: str) -> httpx.Response:
@@ -116,9 +121,9 @@ def test_join_with_a_deferring_mta_is_queued_not_failed(
     """A 451 on the confirmation mail: the join answers 201 (the account stands), the mail
     is retried on the backoff schedule and arrives once the MTA takes it."""
     smtp_sink.defer.add("late@mailhost.test")
+    outbox = outbox_of(ca_server, driven=True)
     r = join(http, "late@mailhost.test")
     assert r.status_code == 201, r.text
-    outbox = outbox_of(ca_server)
     fake_clock.advance(BACKOFF[0])
     outbox.send_due()  # still 451: rescheduled, not failed
     row = outbox.rows(kind="account_confirm")[-1]

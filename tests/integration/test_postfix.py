@@ -37,14 +37,15 @@ def outbox_of(server: CAServer) -> Outbox:
     return server._server.config.app.state.service.outbox  # type: ignore[union-attr,no-any-return]
 
 
-def mail_to(pf: Postfix, address: str, *, timeout: float = 30) -> list[bytes]:
-    """Messages delivered for ``address`` (by To), waiting up to ``timeout`` for one."""
+def mail_to(pf: Postfix, address: str, *, timeout: float = 30, count: int = 1) -> list[bytes]:
+    """Messages delivered for ``address`` (by To), waiting up to ``timeout`` for ``count``
+    (Postfix delivers after its queue manager's turn, not when smtpd answered)."""
     deadline = time.monotonic() + timeout
     while True:
         found = [p.read_bytes() for p in pf.delivered()]
         found = [raw for raw in found
                  if address.lower() in str(message_from_bytes(raw)["To"]).lower()]
-        if found or time.monotonic() > deadline:
+        if len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
 
@@ -146,7 +147,7 @@ def test_a_postmaster_mailbox_shared_with_people_is_left_as_it_is(
                                  f"open {ca.url}/domains/verify/probe_1?token=t\n",
                                  kind="domain_probe")
         assert outbox.deliver(row).status == "sent"
-        assert len(mail_to(postfix, f"postmaster@{DOMAIN}")) == 3
+        assert len(mail_to(postfix, f"postmaster@{DOMAIN}", count=3)) == 3
         people = sorted(p.name for p in (postfix.maildir / "new").iterdir())
         ctx = StepContext(run_id="r", pipeline="p", state="probed", step_id="w",
                           idempotency_key="r:1:0", attempt=1, params={
