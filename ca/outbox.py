@@ -117,34 +117,30 @@ class Outbox:
                         format_instant(now), format_instant(now + GRACE)))
         return row_id
 
+    # Reads go through the store's read connection (committed state, no write lock): a row
+    # is read after the transaction that wrote it committed.
     def row(self, row_id: str) -> dict[str, Any] | None:
-        """The row (its body encrypted, or empty once sent)."""
-        with self.store.transaction() as db:
-            found = db.execute("SELECT * FROM outbox WHERE id=?", (row_id,)).fetchone()
-        return dict(found) if found else None
+        """The committed row (its body encrypted, or empty once sent)."""
+        return self.store.read_one("SELECT * FROM outbox WHERE id=?", row_id)
 
     def rows(self, *, kind: str | None = None) -> list[dict[str, Any]]:
-        """Every row, oldest first (``kind``: only those)."""
-        with self.store.transaction() as db:
-            found = db.execute("SELECT * FROM outbox WHERE ?1 IS NULL OR kind=?1 ORDER BY "
-                               "created_at, id", (kind,)).fetchall()
-        return [dict(r) for r in found]
+        """Every committed row, oldest first (``kind``: only those)."""
+        return self.store.read_all("SELECT * FROM outbox WHERE ?1 IS NULL OR kind=?1 "
+                                   "ORDER BY created_at, id", kind)
 
     def due(self, *, fresh: bool = False) -> list[str]:
         """Ids of the pending rows whose next attempt is due now; ``fresh``: also those
         never tried (what a killed process left behind, when a new one starts)."""
         now = format_instant(self.clock.now())
-        with self.store.transaction() as db:
-            found = db.execute("SELECT id FROM outbox WHERE status='pending' AND (next_at<=? "
-                               "OR (? AND attempts=0)) ORDER BY next_at, id",
-                               (now, fresh)).fetchall()
+        found = self.store.read_all("SELECT id FROM outbox WHERE status='pending' AND "
+                                    "(next_at<=? OR (? AND attempts=0)) ORDER BY next_at, id",
+                                    now, fresh)
         return [r["id"] for r in found]
 
     def next_due(self) -> str | None:
         """When the earliest pending row is due (an instant), None when none is pending."""
-        with self.store.transaction() as db:
-            found = db.execute("SELECT min(next_at) AS at FROM outbox "
-                               "WHERE status='pending'").fetchone()
+        found = self.store.read_one("SELECT min(next_at) AS at FROM outbox "
+                                    "WHERE status='pending'")
         return found["at"] if found else None
 
     def deliver(self, row_id: str) -> Delivery:
