@@ -2,7 +2,7 @@
 
 (Passphrase recovery is :mod:`certwright.ca.recovery`.)
 
-:class:`Accounts` holds what it works with (the store, the mailer, the clock, the config)
+:class:`Accounts` holds what it works with (the store, the outbox, the clock, the config)
 and, for domain links, the object that records a domain as verified (:class:`Issuing`,
 seen here only through :class:`DomainVerifier`). Every public method returns a JSON-able
 dict or raises :class:`ApiError`, which the app turns into ``{"error": code, ...}``.
@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import structlog
 
 from certwright.ca.errors import ApiError
-from certwright.ca.outmail import Mailer, MailError
+from certwright.ca.outbox import Outbox
 from certwright.ca.passphrase import check_passphrase
 from certwright.ca.store import CAStore, check_secret, hash_secret, hash_token, normalize_answer
 from certwright.clock import Clock, format_instant, parse_instant
@@ -57,10 +57,10 @@ class DomainVerifier(Protocol):
 class Accounts:
     """Accounts, their links and sessions (see the module contract)."""
 
-    def __init__(self, *, store: CAStore, mailer: Mailer, clock: Clock,
+    def __init__(self, *, store: CAStore, outbox: Outbox, clock: Clock,
                  config: dict[str, Any], public_url: str, domains: DomainVerifier) -> None:
         self.store = store
-        self.mailer = mailer
+        self.outbox = outbox
         self.clock = clock
         self.config = config
         self.public_url = public_url
@@ -130,16 +130,18 @@ class Accounts:
             account_id = self.store.create_account(email, name.strip(), pw_hash, answers)
             expires = self.clock.now() + timedelta(hours=self.config["link_hours"])
             link_id, token = self.store.create_link("account", account_id, email, expires)
-        url = f"{self.public_url}/account/confirm/{link_id}?token={token}"
-        try:
-            self.mailer.send(email, "Confirm your certwright CA account", (
+            url = f"{self.public_url}/account/confirm/{link_id}?token={token}"
+            message = self.outbox.enqueue(email, "Confirm your certwright CA account", (
                 f"Someone, hopefully you, asked for a CA account for {email}.\n\n"
                 f"To confirm it, open this link within {self.config['link_hours']} hours:\n\n"
                 f"{url}\n\nIf you did not ask for it, open the link and choose "
-                '"I did not ask for this", or ignore this mail.\n'), kind="account_confirm")
-        except MailError as exc:
+                '"I did not ask for this", or ignore this mail.\n'), kind="account_confirm",
+                ref=account_id)
+        delivery = self.outbox.deliver(message)  # a transient failure stays queued
+        if delivery.status == "failed":
             self.store.delete_account(account_id)
-            raise ApiError(502, "mail_undeliverable", str(exc), reason=exc.reason) from None
+            raise ApiError(502, "mail_undeliverable", f"mail to {email} not delivered: "
+                           f"{delivery.reason}", reason=delivery.reason)
         self.store.record("account_joined", account_id, email)
         log.info("account_joined", account_id=account_id)
         return ({"account_id": account_id, "status": "pending",

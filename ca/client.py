@@ -4,7 +4,8 @@ Errors are :class:`CAError` (a :class:`engine.errors.StepError`) saying what was
 where, and what the CA answered: ``POST http://127.0.0.1:1234/api/v1/certificates: 422
 unverified_domain: example.org is not verified for this account``. A 4xx answer other
 than 408/429 is permanent (``retryable=False``); 5xx, 408, 429 and network failures are
-retryable. Secrets (passphrases, tokens) never appear in error messages or logs.
+retryable, except 502 ``mail_undeliverable`` (the MTA refused the CA's mail with a 5xx).
+Secrets (passphrases, tokens) never appear in error messages or logs.
 
 Connections are plain ``http.client`` ones kept alive in a pool per CA (TLS verified with
 the same trust store as httpx); a CA behind a proxy named in the environment is reached
@@ -266,8 +267,12 @@ class CAClient:
             message += ": " + "; ".join(str(r.get("message", r)) for r in rules)
         # A 429 or 503 says when to come back (the CA puts its Retry-After in the body too).
         wait = answer.get("retry_after") if status in (429, 503) else None
+        # mail_undeliverable: the MTA refused for good, its words in the message (the CA's
+        # outbox retries a 4xx itself and never answers so)
+        retryable = False if code == "mail_undeliverable" else None
         raise CAError(f"{where}: {status} {code}: {message}", status=status, code=code,
-                      body=answer, retry_after=wait if isinstance(wait, int | float) else None)
+                      body=answer, retry_after=wait if isinstance(wait, int | float) else None,
+                      retryable=retryable)
 
     # -- API -----------------------------------------------------------------------------
     def join(self, email: str, name: str, passphrase: str,

@@ -1,20 +1,22 @@
 """The CA's issuing: domains, probes, verification, signing, certificates, the CRL.
 
-:class:`Issuing` holds what it works with (the store, the signer, the mailer, the clock,
+:class:`Issuing` holds what it works with (the store, the signer, the outbox, the clock,
 the config, the probe policy). Every public method returns a JSON-able value or raises
 :class:`ApiError`.
 
 Contract: a certificate is issued at most once per (account, idempotency key): the
 look-up, the signing and the insert happen in one store transaction, and a repeat with
 the same key returns the stored certificate (a different CSR under the same key is 409).
-The issuance mail is sent afterwards; its failure is logged, never undoes the issuance.
+The issuance mail is written to the outbox (:mod:`certwright.ca.outbox`) in that same
+transaction and sent after the commit; its failure never undoes the issuance.
 
 A probe is made at most once per (account, idempotency key), the same way: look-up and
 insert in one transaction; the same key for another address is 409.
 
-Hazards: a probe whose mail fails is deleted again (502). A domain verification lapses
-``verification_days`` after it was made, judged at each use by the clock: a domain can be
-verified for one request and pending for the next.
+Hazards: a probe whose mail is refused for good (5xx) is deleted again (502); one whose
+mail meets a transient failure stands, its mail retried by the outbox. A domain
+verification lapses ``verification_days`` after it was made, judged at each use by the
+clock: a domain can be verified for one request and pending for the next.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from typing import Any
 import structlog
 
 from certwright.ca.errors import ApiError
-from certwright.ca.outmail import Mailer, MailError
+from certwright.ca.outbox import Outbox
 from certwright.ca.signer import (
     REASONS,
     CSRRejected,
@@ -98,12 +100,12 @@ def _refuse_suffix(domain: str) -> None:
 class Issuing:
     """Domains, probes and certificates of the CA's accounts (see the module contract)."""
 
-    def __init__(self, *, store: CAStore, signer: Signer, mailer: Mailer, clock: Clock,
+    def __init__(self, *, store: CAStore, signer: Signer, outbox: Outbox, clock: Clock,
                  config: dict[str, Any], public_url: str, policy: ProbePolicy,
                  blocklist: Blocklist | None = None) -> None:
         self.store = store
         self.signer = signer
-        self.mailer = mailer
+        self.outbox = outbox
         self.clock = clock
         self.config = config
         self.public_url = public_url
@@ -183,26 +185,29 @@ class Issuing:
         _refuse_suffix(row["domain"])  # a row an older CA let in is never probed
         address = f"{local_part}@{row['domain']}"
         expires = self.clock.now() + timedelta(hours=self.config["link_hours"])
-        # The look-up and the insert in one transaction: a repeat of the key that runs
-        # at the same time (a client retrying) finds this probe instead of colliding.
+        # The look-up, the insert and the probe's mail in one transaction: a repeat of the
+        # key that runs at the same time (a client retrying) finds this probe instead of
+        # colliding, and the link and its mail commit together.
         with self.store.transaction():
             seen = self.store.find_link_by_key(account_id, idem_key) if idem_key else None
             if seen:
                 return self._repeat_probe(seen, address), False
             link_id, token = self.store.create_link("domain", account_id, address, expires,
                                                     domain=row["domain"], idem_key=idem_key)
-        url = f"{self.public_url}/domains/verify/{link_id}?token={token}"
-        try:
-            self.mailer.send(address, f"Verify {row['domain']} for a certwright CA account", (
-                f"An account of the certwright CA asked to verify the domain {row['domain']}."
-                f"\n\nIf that was you (or someone you trust), open this link within "
-                f"{self.config['link_hours']} hours and choose \"Verify this domain\":\n\n"
-                f'{url}\n\nIf not, open it and choose "I did not ask for this".\n'),
-                kind="domain_probe")
-        except MailError as exc:
+            url = f"{self.public_url}/domains/verify/{link_id}?token={token}"
+            message = self.outbox.enqueue(
+                address, f"Verify {row['domain']} for a certwright CA account", (
+                    f"An account of the certwright CA asked to verify the domain "
+                    f"{row['domain']}.\n\nIf that was you (or someone you trust), open this "
+                    f"link within {self.config['link_hours']} hours and choose \"Verify this "
+                    f'domain":\n\n{url}\n\nIf not, open it and choose "I did not ask for '
+                    'this".\n'), kind="domain_probe", ref=link_id)
+        delivery = self.outbox.deliver(message)  # a transient failure stays queued
+        if delivery.status == "failed":
             self.store.delete_link(link_id)
             log.warning("probe_undeliverable", account_id=account_id, address=address)
-            raise ApiError(502, "mail_undeliverable", str(exc), reason=exc.reason) from None
+            raise ApiError(502, "mail_undeliverable", f"mail to {address} not delivered: "
+                           f"{delivery.reason}", reason=delivery.reason)
         self.store.record("probe_sent", account_id, link_id, address)
         log.info("probe_sent", account_id=account_id, probe_id=link_id, address=address)
         return {"probe_id": link_id, "address": address,
@@ -276,8 +281,10 @@ class Issuing:
                    "created_at": format_instant(now)}
             self.store.insert_certificate(row)
             self.store.record("cert_issued", account_id, issued.serial, ",".join(names))
+            message = self._mail_issued(account_id, row)  # commits with the certificate
         bound.info("cert_issued", serial=issued.serial, names=",".join(names), days=days)
-        self._mail_issued(account_id, row)
+        if message is not None:
+            self.outbox.deliver(message)  # else the outbox's sender retries it
         return self._cert_view({**row, "revoked_at": None}), True
 
     def _repeat(self, seen: dict[str, Any], csr_sha: str) -> dict[str, Any]:
@@ -286,23 +293,20 @@ class Issuing:
                            "different CSR", serial=seen["serial"])
         return self._cert_view(seen)
 
-    def _mail_issued(self, account_id: str, row: dict[str, Any]) -> None:
+    def _mail_issued(self, account_id: str, row: dict[str, Any]) -> str | None:
+        """Enqueue the issuance notice (inside the caller's transaction); its row id."""
         account = self.store.find_account(account_id=account_id)
         if account is None:
-            return
+            return None
         first = row["names"].split(",")[0]
-        try:
-            self.mailer.send(account["email"],
-                             f"Your certificate for {first} (serial {row['serial']})", (
+        return self.outbox.enqueue(
+            account["email"], f"Your certificate for {first} (serial {row['serial']})", (
                 f"The CA signed a certificate for {row['names'].replace(',', ', ')}.\n\n"
                 f"Serial: {row['serial']}\nSHA256 Fingerprint: {row['fingerprint']}\n"
                 f"Valid until: {row['not_after']}\n\n"
                 f"{self.public_url}/certificates/{row['serial']}\n\n"
                 "If you did not ask for it, revoke it and tell the CA's operator.\n"),
-                kind="cert_issued")
-        except MailError as exc:
-            log.warning("issuance_mail_failed", account_id=account_id, serial=row["serial"],
-                        reason=exc.reason)
+            kind="cert_issued", ref=row["serial"])
 
     def find_certificate(self, account_id: str, idem_key: str) -> dict[str, Any]:
         """What was issued for the key (committed state; safe on the event loop)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import binascii
 import re
 import socket
+from datetime import datetime
 from email import policy as email_policy
 from email.generator import BytesGenerator
 from email.message import EmailMessage
@@ -96,23 +97,27 @@ class MessageBuilder:
             self._fqdn = socket.getfqdn()
         return self._fqdn
 
-    def build(self, to: str, subject: str, body: str, *, kind: str) -> tuple[bytes, bool]:
+    def build(self, to: str, subject: str, body: str, *, kind: str,
+              message_id: str | None = None,
+              date: datetime | None = None) -> tuple[bytes, bool]:
         """(message bytes, whether it needs SMTPUTF8: a non-ASCII address).
 
         The bytes have CRLF line ends and are not dot-stuffed; ``kind`` goes into
-        ``X-Certwright-Kind``. Raises ValueError for a header value with CR or LF."""
+        ``X-Certwright-Kind``. ``message_id`` and ``date`` (default: a new Message-ID, the
+        clock's now) let a resend be the same message. Raises ValueError for a header
+        value with CR or LF."""
         _no_newline("To", to)
         _no_newline("From", self.mail_from)
-        date = format_datetime(self.clock.now())
-        msgid = make_msgid(domain=self._msgid_domain())
+        date_text = format_datetime(date or self.clock.now())
+        msgid = message_id or make_msgid(domain=self._msgid_domain())
         if not (to.isascii() and self.mail_from.isascii()):
-            return self._build_international(to, subject, body, kind, date, msgid), True
+            return self._build_international(to, subject, body, kind, date_text, msgid), True
         cte, encoded = _text_body(body)
         head = "".join((
             _address_header("From", self.mail_from),
             _address_header("To", to),
             _header("Subject", subject),
-            f"Date: {date}\r\n",
+            f"Date: {date_text}\r\n",
             _header("Message-ID", msgid),
             "Auto-Submitted: auto-generated\r\n",
             _header("X-Certwright-Kind", kind),

@@ -14,8 +14,9 @@ older one is probed with NOOP first. A session found dead before the message con
 went out is replaced by a new connection once. With PIPELINING (RFC 2920) MAIL, RCPT
 and DATA go out in one write. The message itself is built by :mod:`certwright.ca.message`.
 
-Hazard: no retry queue. A message that fails is reported to the caller, who may retry;
-nothing is sent twice by this module on its own: once the content went out, a lost
+Hazard: no retry queue here (the CA's :mod:`certwright.ca.outbox` retries). A message that
+fails is reported to the caller (``MailError.permanent`` tells a 5xx from what may pass
+later); nothing is sent twice by this module on its own: once the content went out, a lost
 connection is reported, not retried (the server may have taken the message).
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import re
 import smtplib
 import threading
 import time
+from datetime import datetime
 
 import structlog
 
@@ -42,12 +44,17 @@ _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 class MailError(Exception):
-    """Mail could not be delivered; ``reason`` is the SMTP or network reason."""
+    """Mail could not be delivered; ``reason`` is the SMTP or network reason.
 
-    def __init__(self, recipient: str, reason: str) -> None:
+    ``permanent``: the last host refused with a 5xx reply (or the domain takes no mail),
+    so trying again will not help; otherwise (refused connection, timeout, 4xx) it may.
+    """
+
+    def __init__(self, recipient: str, reason: str, *, permanent: bool = False) -> None:
         super().__init__(f"mail to {recipient} not delivered: {reason}")
         self.recipient = recipient
         self.reason = reason
+        self.permanent = permanent
 
 
 def mx_hosts(domain: str, *, timeout: float = 5.0) -> list[tuple[str, int]]:
@@ -325,14 +332,21 @@ class Mailer:
                 except (OSError, smtplib.SMTPException):
                     self._close_quietly(session.smtp)
 
-    def send(self, to: str, subject: str, body: str, *, kind: str) -> None:
-        """Deliver one message; raises MailError with the last reason when no host took it."""
-        data, utf8 = self.messages.build(to, subject, body, kind=kind)
+    def send(self, to: str, subject: str, body: str, *, kind: str,
+             message_id: str | None = None, date: datetime | None = None) -> None:
+        """Deliver one message; raises MailError with the last reason when no host took it.
+
+        ``message_id`` and ``date`` make a resend the same message (the outbox's rows)."""
+        data, utf8 = self.messages.build(to, subject, body, kind=kind, message_id=message_id,
+                                         date=date)
         hosts = [self.smarthost] if self.smarthost else mx_hosts(to.rpartition("@")[2])
         if not hosts:
-            raise MailError(to, "the domain publishes a null MX: it accepts no mail")
+            raise MailError(to, "the domain publishes a null MX: it accepts no mail",
+                            permanent=True)
         reason = "no host tried"
+        permanent = False
         for host, port in hosts:
+            permanent = False
             try:
                 self._deliver(host, port, data, to, utf8)
                 log.info("mail_sent", kind=kind, to=to, via=f"{host}:{port}")
@@ -340,9 +354,11 @@ class Mailer:
             except smtplib.SMTPRecipientsRefused as exc:
                 code, text = next(iter(exc.recipients.values()))
                 reason = f"{host}:{port} refused the recipient: {code} {_text(text)}"
+                permanent = 500 <= code < 600
             except smtplib.SMTPResponseException as exc:
                 reason = f"{host}:{port} said {exc.smtp_code} {_text(exc.smtp_error)}"
+                permanent = 500 <= exc.smtp_code < 600
             except (TimeoutError, OSError, smtplib.SMTPException) as exc:
                 reason = f"{host}:{port}: {exc or type(exc).__name__}"
             log.warning("mail_attempt_failed", kind=kind, to=to, reason=reason)
-        raise MailError(to, reason)
+        raise MailError(to, reason, permanent=permanent)

@@ -35,7 +35,7 @@ from typing import Any
 import structlog
 
 from certwright.ca.errors import ApiError
-from certwright.ca.outmail import Mailer, MailError
+from certwright.ca.outbox import Outbox
 from certwright.ca.passphrase import check_passphrase
 from certwright.ca.store import CAStore, check_secret, hash_secret, hash_token, normalize_answer
 from certwright.clock import Clock, format_instant, parse_instant
@@ -67,10 +67,10 @@ _DUMMY_HASH = hash_secret(secrets.token_urlsafe(16))
 class Recovery:
     """Recovery sessions, attempts and locks (see the module contract)."""
 
-    def __init__(self, *, store: CAStore, mailer: Mailer, clock: Clock,
+    def __init__(self, *, store: CAStore, outbox: Outbox, clock: Clock,
                  config: dict[str, Any]) -> None:
         self.store = store
-        self.mailer = mailer
+        self.outbox = outbox
         self.clock = clock
         self.config = config
         with store.transaction() as db:
@@ -221,10 +221,10 @@ class Recovery:
             raise locked
 
     def _mail(self, to: str, subject: str, body: str, *, kind: str) -> None:
-        try:
-            self.mailer.send(to, subject, body, kind=kind)
-        except MailError as exc:
-            log.warning("recovery_mail_failed", kind=kind, reason=exc.reason)
+        """Queue the owner's notice in the outbox (durable, retried) and try it now."""
+        delivery = self.outbox.deliver(self.outbox.enqueue(to, subject, body, kind=kind))
+        if delivery.status == "failed":
+            log.warning("recovery_mail_failed", kind=kind, reason=delivery.reason)
 
 
 def _locked_error(subject: dict[str, Any], now: datetime) -> ApiError | None:

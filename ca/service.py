@@ -12,9 +12,9 @@ config's key), else badkeys' own (:func:`certwright.ca.weakkeys.find_blocklist`)
 one that is missing or unreadable raises BlocklistError before anything is opened, and
 having none is logged as a warning (``weak_key_blocklist_missing``).
 
-Hazards: constructing it purges unconfirmed accounts (a store write), and it keeps the
-store and the blocklist open: call :meth:`CAService.close` when done. Kept SMTP sessions
-are not closed by it; they time out on their own.
+Hazards: constructing it purges unconfirmed accounts (a store write), starts the outbox's
+sender thread and keeps the store and the blocklist open: call :meth:`CAService.close`
+when done.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import structlog
 
 from certwright.ca.accounts import Accounts
 from certwright.ca.issuing import Issuing, ProbePolicy
+from certwright.ca.outbox import Outbox, OutboxSender
 from certwright.ca.outmail import Mailer
 from certwright.ca.ratelimit import HashGate, RateLimiter, default_hash_concurrency
 from certwright.ca.recovery import Recovery
@@ -66,19 +67,26 @@ class CAService:
         self.store = CAStore(CAPaths(Path(ca_dir)).db, clock=self.clock)
         self.signer = Signer(ca_dir, self.public_url)
         self.mailer = Mailer(smarthost=smarthost, mail_from=mail_from, clock=self.clock)
-        self.issuing = Issuing(store=self.store, signer=self.signer, mailer=self.mailer,
+        self.outbox = Outbox(store=self.store, mailer=self.mailer, clock=self.clock,
+                             key_path=Path(ca_dir) / "outbox.key")
+        self.issuing = Issuing(store=self.store, signer=self.signer, outbox=self.outbox,
                                clock=self.clock, config=self.config,
                                public_url=self.public_url, policy=probe_policy,
                                blocklist=self.blocklist)
-        self.accounts = Accounts(store=self.store, mailer=self.mailer, clock=self.clock,
+        self.accounts = Accounts(store=self.store, outbox=self.outbox, clock=self.clock,
                                  config=self.config, public_url=self.public_url,
                                  domains=self.issuing)
-        self.recovery = Recovery(store=self.store, mailer=self.mailer, clock=self.clock,
+        self.recovery = Recovery(store=self.store, outbox=self.outbox, clock=self.clock,
                                  config=self.config)
         self.accounts.purge()
+        # Sends what the outbox holds, including what a killed process left unsent.
+        self.sender = OutboxSender(self.outbox).start()
 
     def close(self) -> None:
-        """Close the store, the rate limits and the blocklist; safe to call twice."""
+        """Stop the outbox's sender, QUIT kept SMTP sessions, close the store, the rate
+        limits and the blocklist; safe to call twice."""
+        self.sender.stop()
+        self.mailer.close()
         self.store.close()
         self.limiter.close()
         if self.blocklist is not None:

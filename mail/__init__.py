@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from certwright.mail.inotify import NewFileWatcher
     from certwright.mail.intake import Intake
     from certwright.mail.links import link_problem, safe_link
-    from certwright.mail.maildir import Maildir, MessageTooLarge, ProcessedLog
+    from certwright.mail.books import ProcessedLog
+    from certwright.mail.maildir import Maildir, MessageTooLarge
     from certwright.mail.parse import MailLimits, ParsedMail, parse_message
 
 __all__ = [
@@ -48,7 +49,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "MessageTooLarge": "certwright.mail.maildir",
     "NewFileWatcher": "certwright.mail.inotify",
     "ParsedMail": "certwright.mail.parse",
-    "ProcessedLog": "certwright.mail.maildir",
+    "ProcessedLog": "certwright.mail.books",
     "link_problem": "certwright.mail.links",
     "parse_address_list": "certwright.mail.addresses",
     "parse_message": "certwright.mail.parse",

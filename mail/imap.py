@@ -5,9 +5,11 @@ daemon logs in (TLS always, certificate and host name checked), selects the mail
 fetches every message without the keyword ``$Certwright``. Each is delivered into the spool
 Maildir ``<state_dir>/imap/<ACCOUNT>/`` (ACCOUNT defaults to ``USER@HOST``) under the name
 ``<uidvalidity>.<uid>.imap`` and routed like any Maildir message (see
-:mod:`engine.daemon.mailroute`), so ``wait.mail`` steps simply name that Maildir. Then the
-message is flagged ``\Seen`` and ``$Certwright`` on the server. Nothing is ever deleted
-or expunged on the server.
+:mod:`certwright.engine.daemon.mailroute`), so ``wait.mail`` steps simply name that
+Maildir. Then the message is flagged ``$Certwright`` on the server, and ``\Seen`` too when
+it claims to be the CA's (:mod:`certwright.mail.claims`): a person's mail in a shared
+mailbox stays unread.
+Nothing is ever deleted or expunged on the server.
 
 Waiting: IDLE (RFC 2177) when the server offers it, re-issued every ``idle_timeout``
 seconds (servers drop idlers after 30 minutes), else a NOOP poll. Failures (refused
@@ -41,8 +43,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import structlog
 
 from certwright.errors import InputError
+from certwright.mail.claims import Claims
 from certwright.mail.maildir import Maildir
-from certwright.mail.parse import MailLimits
+from certwright.mail.parse import HostileMail, MailLimits, parse_message
 
 log = structlog.get_logger("certwright.imap")
 
@@ -187,12 +190,17 @@ class ImapSource:
             if self._stop.is_set():
                 return
             name = f"{validity}.{uid}.imap"
+            ours = name in self._delivered  # spooled before: only the flags are missing
             if name not in self._delivered:
-                raw = self._fetch(c, uid)
+                raw = self._fetch(c, uid)  # None: too large, not downloaded, left unread
                 if raw is not None:
+                    ours = self._claimed(raw)
                     self._deliver(name, raw)
                     self.router.route(self.md, name)
-            typ, data = c.uid("STORE", uid, "+FLAGS.SILENT", f"(\\Seen {KEYWORD})")
+            # A person's mail in a shared mailbox stays unread: only our keyword, so that
+            # it is not fetched again.
+            flags = f"(\\Seen {KEYWORD})" if ours else f"({KEYWORD})"
+            typ, data = c.uid("STORE", uid, "+FLAGS.SILENT", flags)
             if typ != "OK":
                 raise imaplib.IMAP4.error(f"UID STORE {uid}: {data!r}")
             self.counts["flagged"] += 1
@@ -212,6 +220,14 @@ class ImapSource:
                 return bytes(item[1])
         raise imaplib.IMAP4.error(f"UID FETCH {uid}: no body in {str(data)[:200]}")
 
+    def _claimed(self, raw: bytes) -> bool:
+        """Whether ``raw`` claims to be the CA's, by the router's claims (mail.claims)."""
+        claims = getattr(self.router, "claims", None) or Claims()
+        try:
+            return claims.claim(parse_message(raw, limits=self.limits)) is not None
+        except HostileMail:
+            return claims.claim_raw(raw) is not None
+
     def _deliver(self, name: str, raw: bytes) -> None:
         """Atomically put ``raw`` into the spool's ``new/`` as ``name`` (once)."""
         self.md.deliver(raw, name=name)
@@ -219,7 +235,7 @@ class ImapSource:
 
     def _idle(self, c: imaplib.IMAP4_SSL) -> bool:
         """IDLE until the mailbox changes, ``idle_timeout`` passes or stop; True on change."""
-        tag: bytes = c._new_tag()  # noqa: SLF001 - imaplib has no IDLE (before 3.14)
+        tag: bytes = c._new_tag()  # noqa: SLF001 - imaplib (< 3.14) has no IDLE of its own
         c.send(tag + b" IDLE\r\n")
         sock: Any = c.sock
         buf, changed, done_at = b"", False, None

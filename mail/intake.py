@@ -8,7 +8,9 @@ them in through :class:`Intake`, in this order:
    (:meth:`Maildir.read` refuses a file over its cap unread), parse (:func:`parse`:
    Postfix-like limits, only our own mail server's ``Authentication-Results`` trusted),
    the Message-ID (``sha256:<hex>`` of the bytes for a message without one), and into the
-   cache, so whoever comes next parses it no more. Hostile mail is moved aside.
+   cache, so whoever comes next parses it no more. Hostile mail is moved aside when it
+   claims to be the CA's (:mod:`certwright.mail.claims`); anyone else's is left alone
+   (:class:`Foreign`): a mailbox may be shared with people.
 2. :meth:`Intake.finish_taken`: the processed log says the message was taken from this
    very file already (a move to ``cur/`` a power cut undid): the move is finished.
 3. :meth:`Intake.refuse_duplicate`: its Message-ID was taken from another file: moved
@@ -32,11 +34,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from certwright.mail import cache as mailcache
-from certwright.mail.maildir import Maildir, MessageTooLarge, ProcessedLog
+from certwright.mail.claims import Claims
+from certwright.mail.books import ProcessedLog
+from certwright.mail.maildir import Maildir, MessageTooLarge
 from certwright.mail.parse import HostileMail, ParsedMail, parse_message
 
-__all__ = ["AUTHSERV_ID", "DUPLICATE", "HOSTILE", "TRUSTED_AUTHSERV_IDS", "Admitted", "Intake",
-           "Refused", "parse"]
+__all__ = ["AUTHSERV_ID", "DUPLICATE", "HOSTILE", "TRUSTED_AUTHSERV_IDS", "Admitted", "Foreign",
+           "Intake", "Refused", "parse"]
 
 #: The authserv-id (RFC 8601) our own mail server writes into ``Authentication-Results``.
 AUTHSERV_ID = "certwright.local"
@@ -69,6 +73,14 @@ class Refused:
     moved: bool
 
 
+@dataclass(frozen=True)
+class Foreign:
+    """A message that does not parse (``reason``) and does not claim to be the CA's: it is
+    someone else's business and stays where it is."""
+
+    reason: str
+
+
 class Intake:
     """The intake of one Maildir for one caller, logging through ``log``.
 
@@ -76,16 +88,26 @@ class Intake:
     as :class:`Maildir` and :class:`ProcessedLog` are.
     """
 
-    def __init__(self, md: Maildir, log: Any) -> None:
+    def __init__(self, md: Maildir, log: Any, claims: Claims | None = None) -> None:
         self.md = md
         self.log = log
+        self.claims = claims or Claims()
         self.plog: ProcessedLog = md.processed_log()
 
-    def admit(self, name: str) -> Admitted | Refused | None:
+    def _head(self, name: str) -> bytes:
+        """The first bytes of a message too large to read whole ("" when gone)."""
+        try:
+            with open(self.md.locate(name), "rb") as fh:
+                return fh.read(65536)
+        except FileNotFoundError:
+            return b""
+
+    def admit(self, name: str) -> Admitted | Refused | Foreign | None:
         """Parse message ``name`` of ``new/`` once per process (stage 1).
 
         None when it is gone; :class:`Refused` (``hostile``) when it is too large or does
-        not parse, after moving it aside with the reason.
+        not parse and claims to be the CA's, after moving it aside with the reason;
+        :class:`Foreign` when such a message does not claim to be the CA's (left alone).
         """
         cached = mailcache.get(self.md.new, name)
         if cached is not None:
@@ -95,10 +117,14 @@ class Intake:
         except FileNotFoundError:
             return None  # another process took it between list and read
         except MessageTooLarge as exc:
+            if self.claims.claim_raw(self._head(name)) is None:
+                return Foreign(str(exc))
             return self.set_aside(name, str(exc), kind=HOSTILE)
         try:
             mail = parse(raw)
         except HostileMail as exc:
+            if self.claims.claim_raw(raw) is None:
+                return Foreign(exc.reason)
             return self.set_aside(name, exc.reason, kind=HOSTILE)
         message_id = mail.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
         mailcache.put(self.md.new, name, mail, message_id, len(raw))
@@ -134,8 +160,8 @@ class Intake:
         itself logs ``mail_moved_aside``. ``moved`` is False when the message was gone.
         """
         if kind is not None:
-            # G004: an event's name built from its kind (mail_hostile ...), not a message
-            self.log.warning(f"mail_{kind}", file=name, reason=reason, **fields)  # noqa: G004
+            event = "mail_" + kind  # mail_hostile, mail_duplicate, ... (names, not messages)
+            self.log.warning(event, file=name, reason=reason, **fields)
         try:
             self.md.move_aside(name, reason)
         except FileNotFoundError:

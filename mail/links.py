@@ -93,6 +93,13 @@ class HtmlScan(NamedTuple):
     hrefs: list[str]  # ``<a href>`` / ``<area href>`` values in document order
     examined: int  # characters the searches went over (each find's span, each tag's regexes)
     tags: int  # tags looked at
+    #: URLs of anchors whose visible text names another URL than their ``href`` (both the
+    #: shown and the real target): a lure, never to be followed
+    mismatched: tuple[str, ...] = ()
+
+
+def _same_url(a: str, b: str) -> bool:
+    return a.strip().rstrip("/").lower() == b.strip().rstrip("/").lower()
 
 
 def scan_html(doc: str) -> HtmlScan:
@@ -103,6 +110,8 @@ def scan_html(doc: str) -> HtmlScan:
     """
     text: list[str] = []
     hrefs: list[str] = []
+    mismatched: list[str] = []
+    anchor: tuple[str, int] | None = None  # the open <a>'s href and where its text starts
     i, n, skip = 0, len(doc), ""
     # Work is counted in locals, in as few additions as the loop allows (it runs once per
     # tag): the searches for "<" and ">" span doc[i:gt + 1], the tag-name match the tag.
@@ -143,9 +152,18 @@ def scan_html(doc: str) -> HtmlScan:
             href = _HREF.search(tag)
             if href:
                 hrefs.append(html.unescape(next(g for g in href.groups() if g is not None)))
+                anchor = (hrefs[-1].strip(), len(text)) if name == "a" else None
+        elif name == "a" and anchor is not None:
+            shown = urls_in(html.unescape("".join(text[anchor[1]:])))
+            examined += sum(len(u) for u in shown)
+            wrong = [u for u in shown if not _same_url(u, anchor[0])]
+            if wrong:
+                mismatched.extend([anchor[0], *wrong])
+            anchor = None
         elif name in _BREAKS:
             text.append("\n")
-    return HtmlScan(html.unescape("".join(text)), [h.strip() for h in hrefs], examined, tags)
+    return HtmlScan(html.unescape("".join(text)), [h.strip() for h in hrefs], examined, tags,
+                    tuple(dict.fromkeys(mismatched)))
 
 
 def urls_in(text: str) -> list[str]:

@@ -1,8 +1,10 @@
 """A Maildir that is safe to share between a delivering MTA and several waiting steps.
 
-Layout: ``<path>/{tmp,new,cur}`` holds messages, one file each; ``<path>/.quarantine`` is a
-Maildir++ subfolder for messages moved aside (never deleted) with a ``reasons/<name>.reason``
-sidecar each; ``<path>/certwright-processed.sqlite3`` is the :class:`ProcessedLog`.
+Layout: ``<path>/{tmp,new,cur}`` holds messages, one file each. certwright's bookkeeping
+lives in a separate ``books`` folder (the state dir's, :mod:`certwright.mail.books`; the
+Maildir itself when none is given): ``<books>/.quarantine`` is a Maildir for messages moved
+aside (never deleted) with a ``reasons/<name>.reason`` sidecar each, and
+``<books>/certwright-processed.sqlite3`` is the :class:`ProcessedLog`.
 
 Hazards this module is written against:
 
@@ -19,11 +21,11 @@ Hazards this module is written against:
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import secrets
 import socket
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -32,6 +34,7 @@ import structlog
 
 from certwright.atomic import fsync_dir, write_file
 from certwright.errors import CertwrightError
+from certwright.mail.books import PROCESSED_LOG, ProcessedLog, carry_over
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +42,6 @@ log = structlog.get_logger(__name__)
 #: lower, 10240000 bytes; this cap only keeps a runaway file out of memory).
 DEFAULT_MAX_READ = 16 * 1024 * 1024
 QUARANTINE = ".quarantine"
-PROCESSED_LOG = "certwright-processed.sqlite3"
 
 _counter = itertools.count(1)
 _counter_lock = threading.Lock()
@@ -140,9 +142,11 @@ class Maildir:
     reader moved it), and :class:`ValueError` for a name with a path separator in it.
     """
 
-    def __init__(self, path: Path | str, *, max_read: int = DEFAULT_MAX_READ) -> None:
+    def __init__(self, path: Path | str, *, max_read: int = DEFAULT_MAX_READ,
+                 books: Path | str | None = None) -> None:
         self.path = Path(path)
         self.max_read = max_read
+        self.books = Path(books) if books is not None else self.path
 
     @property
     def new(self) -> Path:
@@ -179,8 +183,7 @@ class Maildir:
             _check_name(name)
         final = unique_name() if name is None else name
         base = os.fspath(self.path)
-        # S108: the Maildir's own tmp/ folder, not the system's /tmp
-        tmp_path = f"{base}/tmp/{final if name is None else unique_name()}"  # noqa: S108
+        tmp_path = f"{base}/tmp/{final if name is None else unique_name()}"  # noqa: S108 - the Maildir's tmp/
         new_path = f"{base}/new/{final}"
         try:
             write_file(tmp_path, raw, 0o600)
@@ -279,8 +282,9 @@ class Maildir:
             return False
 
     def quarantine(self) -> Maildir:
-        """The ``.quarantine`` Maildir++ subfolder (created on first use)."""
-        sub = Maildir(self.path / QUARANTINE, max_read=self.max_read)
+        """The quarantine Maildir in the books folder (created on first use, 0700)."""
+        self.books.mkdir(mode=0o700, parents=True, exist_ok=True)
+        sub = Maildir(self.books / QUARANTINE, max_read=self.max_read)
         sub.ensure()
         (sub.path / "reasons").mkdir(mode=0o700, exist_ok=True)
         (sub.path / "maildirfolder").touch(mode=0o600, exist_ok=True)
@@ -303,7 +307,12 @@ class Maildir:
         os.replace(tmp_reason, reason_path)
         target = sub.new / name
         try:
-            os.rename(source, target)
+            try:
+                os.rename(source, target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                self._copy_aside(source, sub, name)  # the books are on another filesystem
         except FileNotFoundError:
             reason_path.unlink(missing_ok=True)
             raise
@@ -313,77 +322,27 @@ class Maildir:
                     quarantine=str(sub.path))
         return target
 
+    @staticmethod
+    def _copy_aside(source: Path, sub: Maildir, name: str) -> None:
+        """Move across filesystems: a durable copy linked into ``sub/new``, then the
+        original unlinked (FileNotFoundError, and no copy, if someone took it first)."""
+        tmp = sub.tmp / f"{name}.{secrets.token_hex(4)}"
+        write_file(tmp, source.read_bytes(), 0o600)
+        try:
+            os.link(tmp, sub.new / name)
+        finally:
+            os.unlink(tmp)
+        try:
+            os.unlink(source)
+        except FileNotFoundError:
+            os.unlink(sub.new / name)
+            raise
+
     def processed_log(self) -> ProcessedLog:
-        """The :class:`ProcessedLog` kept in this Maildir's folder."""
-        return ProcessedLog(self.path / PROCESSED_LOG)
-
-
-class ProcessedLog:
-    """Which Message-IDs were taken by a step, from which file, under which step key.
-
-    A small SQLite file in WAL mode (synchronous=FULL: a mark survives power loss once it
-    returned). Each thread keeps its own connection to it (opened once: a new connection
-    and a rollback journal per call cost several fsyncs a message), so the log is safe
-    across threads and processes. The first mark of a Message-ID wins; later marks of the
-    same id are ignored.
-    """
-
-    _local = threading.local()
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-
-    def _connect(self) -> sqlite3.Connection:
-        conns: dict[str, sqlite3.Connection] = getattr(self._local, "conns", None) or {}
-        self._local.conns = conns
-        key = str(self.path)
-        conn = conns.get(key)
-        if conn is not None and os.path.exists(key):
-            return conn
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("CREATE TABLE IF NOT EXISTS processed (message_id TEXT PRIMARY KEY,"
-                     " name TEXT NOT NULL, step_key TEXT, at REAL NOT NULL)")
-        conn.execute("CREATE INDEX IF NOT EXISTS processed_step_key ON processed(step_key)")
-        conns[key] = conn
-        return conn
-
-    def seen(self, message_id: str, name: str) -> bool:
-        """True if ``message_id`` was already taken from a file other than ``name``.
-
-        False when never seen, or seen from this very file (a repeat after a crash between
-        :meth:`mark` and moving the file): that is the same delivery, not a duplicate.
-        """
-        row = self._connect().execute("SELECT name FROM processed WHERE message_id = ?",
-                                      (message_id,)).fetchone()
-        return row is not None and row[0] != name
-
-    def taken(self, message_id: str, name: str) -> str | None:
-        """The step key that took ``message_id`` from this very file ``name``, or None.
-
-        A message found in ``new/`` that was taken from that file already is one whose
-        move to ``cur/`` was lost (a power cut after the mark): finish the move."""
-        row = self._connect().execute("SELECT name, step_key FROM processed WHERE message_id = ?",
-                                      (message_id,)).fetchone()
-        return str(row[1] or "") if row is not None and row[0] == name else None
-
-    def mark(self, message_id: str, name: str, step_key: str | None = None) -> bool:
-        """Record that ``message_id`` (file ``name``) was taken by step ``step_key``.
-
-        Durable when it returns. The first record of a Message-ID wins: returns True if
-        this call made it or the existing record has the same name and step key (a repeat
-        after a crash), False if someone else took that Message-ID first.
-        """
-        conn = self._connect()
-        conn.execute("INSERT OR IGNORE INTO processed (message_id, name, step_key, at)"
-                     " VALUES (?, ?, ?, ?)", (message_id, name, step_key, time.time()))
-        row = conn.execute("SELECT name, step_key FROM processed WHERE message_id = ?",
-                           (message_id,)).fetchone()
-        return row is not None and (row[0], row[1]) == (name, step_key)
-
-    def find_by_key(self, step_key: str) -> tuple[str, str] | None:
-        """``(message_id, name)`` taken by the step with ``step_key``, or None."""
-        row = self._connect().execute("SELECT message_id, name FROM processed WHERE step_key = ?"
-                                      " ORDER BY at LIMIT 1", (step_key,)).fetchone()
-        return (row[0], row[1]) if row else None
+        """The :class:`ProcessedLog` in the books folder; one an older version left in the
+        Maildir itself is carried over first (:func:`certwright.mail.books.carry_over`)."""
+        target = self.books / PROCESSED_LOG
+        if self.books != self.path and not target.exists():
+            carry_over(self.path / PROCESSED_LOG, target)
+            self.books.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return ProcessedLog(target)

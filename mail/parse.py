@@ -61,6 +61,10 @@ class ParsedMail:
     text: str
     links: list[str] = field(default_factory=list)
     authenticated: bool = False
+    #: links shown as one URL in HTML but pointing to another (see :class:`HtmlScan`)
+    suspicious_links: tuple[str, ...] = ()
+    #: the ``X-Certwright-Kind`` header: the mail says it is the CA's (see mail.claims)
+    ca_kind: str | None = None
 
 
 @dataclass
@@ -242,9 +246,26 @@ def _single(msg: Message, name: str, *, required: bool = False) -> str | None:
     return values[0] if values else None
 
 
+def _decodable(name: str, value: str) -> str:
+    """``value`` unchanged, or HostileMail when its bytes or encoded words do not decode:
+    an address header that cannot be read could hide who sent a mail or whom it is for."""
+    if "\ufffd" in value:
+        raise HostileMail(f"{name}: undecodable bytes in the header")
+    if "=?" in value:
+        try:
+            for chunk, charset in decode_header(value):
+                if isinstance(chunk, bytes):
+                    chunk.decode(charset or "ascii")
+        except Exception as exc:  # noqa: BLE001 - HeaderParseError, binascii.Error, ...
+            raise HostileMail(f"{name}: undecodable encoded word "
+                              f"({type(exc).__name__})") from None
+    return value
+
+
 def _addresses(msg: Message, name: str) -> list[str]:
     found: list[str] = []
     for value in _raw_all(msg, name):
+        _decodable(name, value)
         try:
             found.extend(parse_address_list(value))
         except HostileMail as exc:
@@ -311,7 +332,7 @@ def _parse_checked(raw: bytes, limits: MailLimits, trusted: set[str],
     msg = message_from_bytes(raw)
     for name in _ONCE:
         _single(msg, name)
-    from_value = _single(msg, "From", required=True)
+    from_value = _decodable("From", _single(msg, "From", required=True) or "")
     senders = parse_address_list(from_value or "")
     if len(senders) != 1:
         raise HostileMail(f"From names {len(senders)} addresses (exactly one allowed)")
@@ -326,6 +347,7 @@ def _parse_checked(raw: bytes, limits: MailLimits, trusted: set[str],
     plain: list[str] = []
     html_text: list[str] = []
     links: list[str] = []
+    suspicious: list[str] = []
     stack: list[Message] = [msg]  # iterative walk: no recursion whatever the depth
     while stack:
         part = stack.pop()
@@ -349,6 +371,7 @@ def _parse_checked(raw: bytes, limits: MailLimits, trusted: set[str],
             stats.html_tags += scan.tags
             stats.text_chars += len(scan.text)
             links.extend(scan.hrefs)
+            suspicious.extend(scan.mismatched)
             html_text.append(scan.text)
             links.extend(urls_in(scan.text))
     unique = [link for link in dict.fromkeys(links)  # dedup, keeping the first's place
@@ -360,4 +383,6 @@ def _parse_checked(raw: bytes, limits: MailLimits, trusted: set[str],
         delivered_to=_addresses(msg, "Delivered-To"),
         subject=_decode_header(_single(msg, "Subject")), date=date,
         text="\n".join(plain) if plain else "\n".join(html_text),
-        links=unique[: limits.max_links], authenticated=_authenticated(msg, trusted))
+        links=unique[: limits.max_links], authenticated=_authenticated(msg, trusted),
+        suspicious_links=tuple(dict.fromkeys(suspicious)),
+        ca_kind=_decode_header(_single(msg, "X-Certwright-Kind")) or None)

@@ -1,12 +1,15 @@
 """Steps that wait for mail in a Maildir: ``wait.mail`` (a probe link) and ``notify.check``.
 
 Both scan ``new/`` of a shared Maildir on every call, taking each message in through the
-mail intake (:class:`certwright.mail.intake.Intake`, which the daemon's router uses too). A
-message that fails to parse is hostile for everyone: it is logged and moved to the
-``.quarantine`` subfolder. A message for our address is judged by the step: taken (moved to
-``cur/`` and recorded in the Maildir's :class:`certwright.mail.maildir.ProcessedLog` under
+mail intake (:class:`certwright.mail.intake.Intake`, which the daemon's router uses too).
+Only mail that claims to be the CA's (:mod:`certwright.mail.claims`: its header, its
+sender, a link to the step's ``link_base``) is touched: a person's mail in a shared mailbox
+stays in ``new/`` unread. Such a message that fails to parse is hostile for everyone: it
+is logged and quarantined. One for our address is judged by the step: taken (moved to
+``cur/`` and recorded in the mailbox's :class:`certwright.mail.maildir.ProcessedLog` under
 the step's idempotency key), moved aside (suspicious links, duplicate Message-ID), or left
 alone. Messages for other addresses are always left alone: other runs may wait for them.
+The processed log and the quarantine live in the state dir (:mod:`certwright.mail.books`).
 
 Crash safety: the ProcessedLog mark comes first, then the move to ``cur/``, then Done. A
 step called again with the same idempotency key finds its mark and returns the same
@@ -18,18 +21,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from certwright.clock import format_instant, parse_instant
+from certwright.engine.model.spec import parse_duration
 from certwright.engine.plugins.step import Done, StepContext, StepResult, Wait
 from certwright.errors import PermanentError
 from certwright.events import mail_key
-from certwright.mail.intake import Admitted, Intake, Refused, parse
+from certwright.mail.books import books_dir
+from certwright.mail.claims import Claims
+from certwright.mail.intake import Admitted, Foreign, Intake, Refused, parse
 from certwright.mail.maildir import Maildir, MessageTooLarge
 from certwright.mail.parse import HostileMail, ParsedMail, link_problem, parse_address_list
+from certwright.mail.provision import MaildirMissing, MaildirPolicy, prepare_maildir
 
 MAX_JUDGED = 256  # names judged "not for us" remembered in the memo (keeps the memo small)
 SINCE_SLACK = timedelta(seconds=1)  # file times are coarser than the clock
@@ -87,13 +95,19 @@ class _MailWait:
         Raises PermanentError for bad parameters. Repeat calls are cheap: messages judged
         not for us are remembered in the memo (bounded) and not parsed again.
         """
-        md = Maildir(self._maildir_path(ctx))
-        md.ensure()
+        path = self._maildir_path(ctx)
+        md = Maildir(path, books=books_dir(ctx.state_dir, path))
         to = _single_address(str(ctx.params["to"]), "to")
         log = ctx.log.bind(step=self.name, to=to, maildir=str(md.path))
         memo = dict(ctx.memo)
         started = str(memo.get("started") or format_instant(ctx.clock.now()))
-        intake = Intake(md, log)
+        try:  # an MTA's Maildir is not ours to create (see mail.provision)
+            prepare_maildir(md, state_dir=ctx.state_dir, policy=MaildirPolicy())
+        except MaildirMissing as exc:
+            log.warning("maildir_missing", error=str(exc))
+            return Wait(description=f"mail to {to}: {exc}", correlations=(mail_key(to),),
+                        poll=30.0, memo={**memo, "started": started})
+        intake = Intake(md, log, self._claims(ctx))
         recovered = self._recover(ctx, intake, log)
         if recovered is not None:
             return recovered
@@ -118,6 +132,14 @@ class _MailWait:
         return Wait(description=f"mail to {to} in {md.path}", correlations=(mail_key(to),),
                     watch=(str(md.new),), poll=30.0,
                     memo={"started": started, "judged": judged})
+
+    @staticmethod
+    def _claims(ctx: StepContext) -> Claims:
+        """The CA's mail, as this step knows it: its link base and sender (see mail.claims)."""
+        sender = str(ctx.params.get("from") or "").strip()
+        if sender and "@" not in sender:
+            sender = "@" + sender
+        return Claims.of(senders=(sender,), origins=(str(ctx.params.get("link_base") or ""),))
 
     def _maildir_path(self, ctx: StepContext) -> Path:
         path = Path(str(ctx.params["maildir"])).expanduser()
@@ -170,6 +192,8 @@ class _MailWait:
         except FileNotFoundError:
             return None  # another process took it
         admitted = intake.admit(name)  # parsed once per process; hostile mail moved aside
+        if isinstance(admitted, Foreign):
+            return SKIP  # does not parse and is not the CA's: someone else's, left alone
         if not isinstance(admitted, Admitted):
             if admitted is not None:
                 self._log_if_vanished(admitted, name, log)
@@ -177,6 +201,8 @@ class _MailWait:
         mail, message_id = admitted.mail, admitted.message_id
         if to not in {a.lower() for a in mail.to_addrs + mail.delivered_to}:
             return SKIP  # other runs may wait for it: no processed-log check of ours
+        if intake.claims.claim(mail) is None:
+            return SKIP  # a person's mail in a shared mailbox: never touched
         if intake.finish_taken(name, message_id, own_key=ctx.idempotency_key):
             return None  # taken by another step; its move was lost, and is finished now
         refused = intake.refuse_duplicate(name, message_id)
@@ -226,6 +252,11 @@ class WaitMail(_MailWait):
         subject = _regex(params.get("subject"), "subject")
         if subject and not subject.search(mail.subject):
             return SKIP
+        if mail.suspicious_links:  # a lure: neither the shown nor the real URL is followed
+            ctx.log.warning("mail_link_suspicious", file=name,
+                            reason="HTML link text and target differ")
+            return _Aside("suspicious: an HTML link shows one URL and points to another ("
+                          + ", ".join(u[:100] for u in mail.suspicious_links[:4]) + ")")
         base = params.get("link_base")
         path = str(params.get("link_path") or "")
         links = list(mail.links)
@@ -264,7 +295,9 @@ class NotifyCheck(_MailWait):
     belongs to other runs of the account and is left alone). Done ``{matched: true,
     message_id}`` when it names exactly this serial and SHA-256 fingerprint; otherwise
     (another fingerprint, or more serials) logs ``issuance_mismatch`` (error) and is Done
-    ``{matched: false, alarm, message_id}``. The mail goes to ``cur/`` either way.
+    ``{matched: false, alarm, message_id}``. The mail goes to ``cur/`` either way. No
+    such mail within ``within``: Done ``{matched: false, alarm}`` (the CA's cross-check
+    cannot pass on a mail that never came).
     """
 
     name = "notify.check"
@@ -278,8 +311,28 @@ class NotifyCheck(_MailWait):
             "fingerprint": {"type": "string", "pattern": "^[0-9A-Fa-f:]+$"},
             "subject": {"type": "string", "default": "certificate"},
             "link_base": {"type": "string"},
+            "within": {"type": ["string", "number"], "default": "2d"},
         },
     }
+
+    def run(self, ctx: StepContext) -> StepResult:
+        """As :meth:`_MailWait.run`, with a deadline: no mail for this serial ``within``
+        (default 2d) of the first call is Done ``{matched: false, alarm}``, never a pass."""
+        within = ctx.params.get("within", "2d")
+        try:
+            seconds = parse_duration(within)
+        except ValueError as exc:
+            raise PermanentError(f"parameter within: {exc}") from None
+        result = super().run(ctx)
+        if not isinstance(result, Wait):
+            return result
+        deadline = parse_instant(str(result.memo["started"])) + timedelta(seconds=seconds)
+        if ctx.clock.now() < deadline:
+            return replace(result, until=deadline)
+        serial = _hex(str(ctx.params["serial"]))
+        ctx.log.error("issuance_mail_missing", serial=serial, within=str(within))
+        return Done({"matched": False, "message_id": None,
+                     "alarm": f"no issuance mail for serial {serial} within {within}"})
 
     def judge(self, ctx: StepContext, name: str, mail: ParsedMail) -> Verdict:
         subject = _regex(str(ctx.params.get("subject") or "certificate"), "subject")

@@ -68,3 +68,6 @@ def handler(args: argparse.Namespace) -> int:
     except RunLocked as exc:
         print(f"certwright daemon: another daemon serves this store: {exc}", file=sys.stderr)
         return EXIT_LOCKED
+    except InputError as exc:  # found at start: e.g. a Maildir that is not there
+        print(f"certwright daemon: {exc}", file=sys.stderr)
+        return EXIT_USAGE

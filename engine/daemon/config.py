@@ -17,6 +17,11 @@ make sense in a file::
     renew_retry: 1h                            # first back-off of a failed renewal ...
     renew_retry_cap: 1d                        # ... doubling up to this
     imap_cafile: /etc/ssl/mail-ca.pem          # trust anchors for IMAP servers (else system)
+    ca_senders: [ca@ca.example.org]            # senders whose mail is the CA's (mail.claims)
+    ca_origins: [https://ca.example.org]       # the CA's base URLs, for the same test
+    maildir_owner: vmail                       # owner, group and mode of a Maildir that
+    maildir_group: vmail                       # certwright may create (else it refuses
+    maildir_mode: "0700"                       # to create one outside the state dir)
 
 Options given on the command line win over the file; list options (``--maildir``,
 ``--imap``) are added to the file's. Relative paths in the file are taken relative to the
@@ -35,7 +40,8 @@ from certwright.errors import CertwrightError, InputError
 
 KEYS = ("maildirs", "imap", "pipelines", "inbox", "embedded", "csr_pipeline", "csr_inputs",
         "unmatched_grace", "sync_interval", "suppress_mail_polls", "renew_check",
-        "renew_retry", "renew_retry_cap", "imap_cafile", "embedded_domains")
+        "renew_retry", "renew_retry_cap", "imap_cafile", "embedded_domains", "ca_senders",
+        "ca_origins", "maildir_owner", "maildir_group", "maildir_mode")
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,11 @@ class DaemonConfig:
     renew_retry: float = 3600.0
     renew_retry_cap: float = 86400.0
     imap_cafile: Path | None = None
+    ca_senders: tuple[str, ...] = ()
+    ca_origins: tuple[str, ...] = ()
+    maildir_owner: str | None = None
+    maildir_group: str | None = None
+    maildir_mode: int | None = None
     source: str | None = None  # the config file it came from, if any
 
 
@@ -68,6 +79,18 @@ def _duration(value: Any, key: str) -> float:
     if seconds < 0:
         raise InputError(f"config {key}: must not be negative")
     return seconds
+
+
+def _mode(value: Any) -> int:
+    """A folder mode: an octal string ("0700", "750") or an int; owner bits rwx required."""
+    try:
+        mode = int(value, 8) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"config maildir_mode: {value!r} is not an octal mode like "
+                         '"0700"') from None
+    if not 0 <= mode <= 0o7777 or mode & 0o700 != 0o700:
+        raise InputError(f"config maildir_mode: {value!r}: the owner needs rwx (0700 bits)")
+    return mode
 
 
 def _path(value: Any, key: str, base: Path) -> Path:
@@ -108,6 +131,14 @@ def from_mapping(data: Mapping[str, Any], base: Path, source: str | None = None)
     if "embedded_domains" in data:
         out["embedded_domains"] = tuple(str(v) for v in _list(data["embedded_domains"],
                                                               "embedded_domains"))
+    for key in ("maildir_owner", "maildir_group"):
+        if data.get(key) is not None:
+            out[key] = str(data[key])
+    if data.get("maildir_mode") is not None:
+        out["maildir_mode"] = _mode(data["maildir_mode"])
+    for key in ("ca_senders", "ca_origins"):
+        if key in data:
+            out[key] = tuple(str(v) for v in _list(data[key], key))
     if "suppress_mail_polls" in data:
         out["suppress_mail_polls"] = bool(data["suppress_mail_polls"])
     if "csr_pipeline" in data:

@@ -7,8 +7,15 @@ index says which runs wait for them (an indexed lookup, never a scan of runs); t
 gets one ``Event(kind="mail", key=..., payload={"file": name})`` per key with a waiting
 run, and the run's ``wait.mail`` step takes the message (moves it to ``cur/``).
 
-The rule for everything else (``unmatched_grace`` defaults to 10 minutes):
+The rule for everything else (``unmatched_grace`` defaults to 10 minutes). It applies only
+to mail that claims to be the CA's (:mod:`certwright.mail.claims`: the CA's header, a CA
+sender, a link to a CA origin, as the daemon's :class:`Claims` know them): a mailbox may
+be shared with people, and **their mail is never moved** (``foreign``): not when it does
+not parse, not when nobody takes it (it is offered to runs waiting for its address, whose
+steps judge it with what they know of their CA, and then left alone).
 
+* **suspicious** (claims to be the CA's, and an HTML link shows one URL but points to
+  another) -> moved aside at once, whether or not a run waits for it.
 * **hostile** (``HostileMail``: truncated MIME, too big, nested too deep, undecodable or
   ambiguous headers) -> moved aside at once, the reason logged (``mail_hostile``).
 * **duplicate** (its Message-ID, or the SHA-256 of a message without one, was already
@@ -20,7 +27,8 @@ The rule for everything else (``unmatched_grace`` defaults to 10 minutes):
 * **not taken** (routed, but the waiting run(s) left it in ``new/``, e.g. a link for
   another request) -> moved aside after the same grace period.
 
-Nothing is ever deleted; moving aside goes to ``<maildir>/.quarantine`` with a reason file
+Nothing is ever deleted; moving aside goes to the mailbox's quarantine in the state dir
+(:mod:`certwright.mail.books`) with a reason file
 (:meth:`certwright.mail.maildir.Maildir.move_aside`). Every exception from a message is caught and
 logged (``mail_route_failed``) so that no mail can stop the daemon.
 
@@ -41,14 +49,17 @@ import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from certwright.errors import InputError
 from certwright.events import Event, mail_key
-from certwright.mail.intake import Intake, Refused
+from certwright.mail.claims import Claims
+from certwright.mail.intake import Foreign, Intake, Refused
 from certwright.mail.maildir import Maildir
+from certwright.mail.provision import MaildirMissing, MaildirPolicy, prepare_maildir
 
 log = structlog.get_logger("certwright.daemon.mail")
 
 # what route() did; a message moved aside is reported by its kind ("hostile", "duplicate")
-ROUTED, PENDING, GONE, ASIDE = "routed", "pending", "gone", "aside"
+ROUTED, PENDING, GONE, ASIDE, FOREIGN = "routed", "pending", "gone", "aside", "foreign"
 
 
 @dataclass
@@ -59,6 +70,7 @@ class _Pending:
     keys: tuple[str, ...]
     message_id: str
     since: float  # wall-clock seconds
+    claimed: bool = True  # claims to be the CA's: moved aside when nobody takes it
     routed: set[str] = field(default_factory=set)  # run ids it was offered to
 
 
@@ -70,8 +82,10 @@ class MailRouter:
     """
 
     def __init__(self, lookup: Callable[[str], list[str]], submit: Callable[[Event], None],
-                 *, grace: float = 600.0, now: Callable[[], float] = time.time) -> None:
+                 *, grace: float = 600.0, now: Callable[[], float] = time.time,
+                 claims: Claims | None = None) -> None:
         self._lookup = lookup
+        self.claims = claims or Claims()
         self._submit = submit
         self.grace = grace
         self._now = now
@@ -106,7 +120,7 @@ class MailRouter:
             return PENDING
 
     def _intake(self, md: Maildir) -> Intake:
-        return Intake(md, log.bind(maildir=str(md.path)))
+        return Intake(md, log.bind(maildir=str(md.path)), self.claims)
 
     def _route_new(self, md: Maildir, name: str) -> str:
         intake = self._intake(md)
@@ -117,15 +131,25 @@ class MailRouter:
         admitted = intake.admit(name)
         if admitted is None:
             return GONE
+        if isinstance(admitted, Foreign):
+            return self._foreign(name, admitted.reason)
         if isinstance(admitted, Refused):
             return self._settled(md, name, admitted)
         message_id = admitted.message_id
         if intake.finish_taken(name, message_id):
             return GONE  # taken already; its move to cur/ was lost (a power cut)
         mail = admitted.mail
+        claimed = self.claims.claim(mail) is not None
+        if claimed and mail.suspicious_links:
+            return self._settled(md, name, intake.set_aside(
+                name, "suspicious: an HTML link shows one URL and points to another ("
+                + ", ".join(u[:100] for u in mail.suspicious_links[:4]) + ")",
+                kind="suspicious"))
         addrs = dict.fromkeys(a.lower() for a in [*mail.to_addrs, *mail.delivered_to])
         pending = _Pending(md, tuple(mail_key(a) for a in addrs), message_id,
-                           since=max(mtime, self._started))
+                           since=max(mtime, self._started), claimed=claimed)
+        if not claimed and not any(self._lookup(k) for k in pending.keys):
+            return self._foreign(name, "no run waits for it")
         with self._lock:
             self._pending[(str(md.path), name)] = pending
         # Offer first (latency): a waiting step checks duplicates itself before taking.
@@ -149,6 +173,12 @@ class MailRouter:
                 self._submit(Event(kind="mail", key=key, payload={"file": name}))
                 offered = True
         return offered
+
+    def _foreign(self, name: str, why: str) -> str:
+        """Someone else's mail (not the CA's): counted, logged, never touched."""
+        self._count(FOREIGN)
+        log.debug("mail_not_ours", file=name, reason=why)
+        return FOREIGN
 
     def _settled(self, md: Maildir, name: str, refused: Refused) -> str:
         """Forget a message the intake moved aside and count it; GONE if it had vanished."""
@@ -178,6 +208,10 @@ class MailRouter:
                 if refused is not None:
                     self._settled(p.md, name, refused)
                     moved += 1
+                elif now - p.since >= self.grace and not p.claimed:
+                    with self._lock:  # a person's mail its run(s) left: never touched
+                        self._pending.pop((str(p.md.path), name), None)
+                    log.info("mail_left_alone", file=name, runs=sorted(p.routed)[:5])
                 elif now - p.since >= self.grace:
                     why = (f"not taken by the run(s) it was offered to "
                            f"({', '.join(sorted(p.routed)[:5])})" if p.routed
@@ -219,19 +253,30 @@ class MaildirSource:
     """
 
     def __init__(self, path: Path, router: MailRouter, observer: Any,
-                 inotify: Any = None) -> None:
-        self.md = Maildir(Path(path).resolve())
+                 inotify: Any = None, books: Path | None = None,
+                 state_dir: Path | None = None, policy: MaildirPolicy | None = None) -> None:
+        self.md = Maildir(Path(path).resolve(), books=books)
+        self._state_dir = state_dir
+        self._policy = policy or MaildirPolicy()
         self.router = router
         self._observer = observer
         self._inotify = inotify  # engine.daemon_inotify.NewFileWatcher, when available
 
     def start(self) -> None:
-        """Create the Maildir if needed, watch ``new/``, then route what is already there.
+        """Make sure the Maildir exists, watch ``new/``, then route what is already there.
 
-        Watch first, scan second: a message arriving in between is seen twice, which
-        routing tolerates (the second sight only re-offers it).
+        A missing Maildir is created only as :func:`certwright.mail.provision.prepare_maildir`
+        allows; else InputError says how to create it. Watch first, scan second: a message
+        arriving in between is seen twice, which routing tolerates (the second sight only
+        re-offers it).
         """
-        self.md.ensure()
+        if self._state_dir is None:
+            self.md.ensure()
+        else:
+            try:
+                prepare_maildir(self.md, state_dir=self._state_dir, policy=self._policy)
+            except MaildirMissing as exc:
+                raise InputError(str(exc)) from None
         if self._inotify is not None:
             self._inotify.watch(str(self.md.new), self._appeared)
         else:

@@ -51,6 +51,9 @@ from certwright.engine.model.spec import PipelineSpec
 from certwright.engine.plugins.step import Wait
 from certwright.engine.run.runner import Engine, EngineOptions
 from certwright.events import Event
+from certwright.mail.books import books_dir
+from certwright.mail.claims import Claims
+from certwright.mail.provision import MaildirPolicy
 from certwright.state.location import open_store
 from certwright.state.locks import daemon_lock
 
@@ -169,7 +172,9 @@ class Daemon:
                 observer.schedule(inbox.handler(self._wake), str(inbox.folder))
             router = MailRouter(lookup_store.runs_for, engine.submit,
                                 grace=self.cfg.unmatched_grace,
-                                now=lambda: self.clock.now().timestamp())
+                                now=lambda: self.clock.now().timestamp(),
+                                claims=Claims.of(senders=self.cfg.ca_senders,
+                                                 origins=self.cfg.ca_origins))
             self.router = router
             inotify = None
             try:
@@ -178,7 +183,12 @@ class Daemon:
                 stack.callback(inotify.stop)
             except OSError as exc:
                 log.warning("inotify_unavailable", error=str(exc), fallback="watchdog")
-            sources = [MaildirSource(Path(m), router, observer, inotify) for m in maildirs]
+            policy = MaildirPolicy(self.cfg.maildir_owner, self.cfg.maildir_group,
+                                   self.cfg.maildir_mode)
+            sources = [MaildirSource(Path(m), router, observer, inotify,
+                                     books=books_dir(self.state_dir, m),
+                                     state_dir=self.state_dir, policy=policy)
+                       for m in maildirs]
             observer.start()
             stack.callback(lambda: (observer.stop(), observer.join(timeout=5)))
             self._watched = {os.path.realpath(f) for f in watched_folders(sources)}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from certwright.mail.books import books_dir
 from tests.fixtures.daemon.harness import (
     World,
     ca_certificates,
@@ -80,7 +81,8 @@ def test_200_runs_survive_three_sigkills_of_the_daemon(tmp_path: Path):
         assert ca_certificates(world.ca_dir) == RUNS
         cur_ids = _message_ids(world.maildir / "cur")
         assert len(cur_ids) == len(set(cur_ids)), "a message was taken twice"
-        log = sqlite3.connect(world.maildir / "certwright-processed.sqlite3")
+        log = sqlite3.connect(books_dir(world.state, world.maildir)
+                              / "certwright-processed.sqlite3")
         taken = log.execute("SELECT COUNT(*), COUNT(DISTINCT message_id), "
                             "COUNT(DISTINCT step_key) FROM processed").fetchone()
         log.close()

@@ -44,6 +44,8 @@ def test_deadline_passed_while_down_fires_on_restart(tmp_path: Path):
     """Runs parked by `run --no-wait`; daemon down past the 2-day deadline; on restart the
     runs are expired and waiting (probing) again."""
     state, md = tmp_path / "state", tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):  # the MTA's Maildir: made by it, not by certwright
+        (md / sub).mkdir(parents=True)
     ids = [f"late-{i}" for i in range(3)]
     for i, rid in enumerate(ids):
         r = cli(state, "run", str(FIXTURES / "waitmail.yaml"), "--no-wait", "--run-id", rid,

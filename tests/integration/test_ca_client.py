@@ -90,8 +90,8 @@ def test_error_answers(server: Any) -> None:
     """A JSON error names method, URL, status, code and message; a non-JSON one quotes it."""
     with CAClient(url(server)) as client:
         server.answer = lambda path: (422, (b'{"error": "passphrase_rejected", "message": '
-                                            b'"2 rule(s)", "rules": [{"message": "a"}, '
-                                            b'{"message": "b"}]}'))
+                                           b'"2 rule(s)", "rules": [{"message": "a"}, '
+                                           b'{"message": "b"}]}'))
         with pytest.raises(CAError) as err:
             client.login("a@b.test", "x")
         assert str(err.value) == (f"POST {url(server)}/api/v1/login: 422 passphrase_rejected:"
@@ -205,7 +205,7 @@ def test_environment_proxy_goes_through_httpx(server: Any,
         client.token = "tok"
         assert client.add_domain("example.test") == {"ok": True}
         server.answer = lambda path: (409, (b'{"error": "idempotency_key_reused", '
-                                            b'"message": "different CSR"}'))
+                                           b'"message": "different CSR"}'))
         with pytest.raises(CAError) as err:
             client.sign("csr", "k1")
     assert str(err.value) == (f"POST {url(server)}/api/v1/certificates: 409 "
@@ -213,3 +213,17 @@ def test_environment_proxy_goes_through_httpx(server: Any,
     (_, path, headers, body), _ = server.seen
     assert path == "/api/v1/domains" and headers["Authorization"] == "Bearer tok"
     assert body == {"domain": "example.test"}
+
+
+def test_a_permanent_mail_refusal_is_not_retried(server: Any) -> None:
+    """502 mail_undeliverable is the CA saying the MTA refused for good (a 5xx; a 4xx is
+    retried by the CA's outbox and never answered so): not retryable, the MTA's words kept."""
+    with CAClient(url(server)) as client:
+        server.answer = lambda path: (502, (b'{"error": "mail_undeliverable", "message": '
+                                           b'"mail to a@b.test not delivered: 127.0.0.1:25 '
+                                           b'refused the recipient: 550 5.1.1 User unknown",'
+                                           b' "reason": "550 5.1.1 User unknown"}'))
+        with pytest.raises(CAError) as err:
+            client.domains()
+        assert err.value.retryable is False and err.value.code == "mail_undeliverable"
+        assert "550 5.1.1 User unknown" in str(err.value)

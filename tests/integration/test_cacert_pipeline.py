@@ -19,6 +19,7 @@ from certwright.clock import FakeClock, SystemClock
 from certwright.engine.model.inputs import coerce_inputs
 from certwright.engine.model.loader import load_pipeline, resolve_pipeline_path
 from certwright.engine.run.runner import Engine, EngineOptions
+from certwright.mail.books import books_dir
 from certwright.mail.maildir import Maildir
 from certwright.mail.parse import parse_message
 from certwright.state.sqlite import SQLiteStore
@@ -117,7 +118,8 @@ def test_expired_probe_link_is_refused_and_the_run_probes_again(world):
     _move_all(server_md, inbox)
     engine.wake(rid)
     run = _pump_until(engine, rid, lambda r: r.state == "signed" and r.status == "waiting")
-    quarantined = list((inbox.path / ".quarantine" / "new").iterdir())
+    aside = books_dir(tmp / "state", inbox.path) / ".quarantine" / "new"
+    quarantined = list(aside.iterdir())
     assert any(b"127.0.0.1:9" in p.read_bytes() for p in quarantined if p.is_file())
 
     _move_all(server_md, inbox)  # the issuance mail, which notify.check compares
@@ -134,7 +136,7 @@ def test_cli_run_on_the_built_in_ca_installs_a_certificate_openssl_verifies(tmp_
     env = {**os.environ, "CERTWRIGHT_STATE_DIR": str(state)}
     args = [sys.executable, "-m", "certwright", "run", "cacert", "--set", f"domain={DOMAIN}",
             "--set", f"cert_dir={tmp_path / 'certs'}", "--run-id", "first"]
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     command = next(line.strip() for line in done.stdout.splitlines() if "openssl verify" in line)
     verified = subprocess.run(command, shell=True, capture_output=True, text=True, check=False)
@@ -144,7 +146,7 @@ def test_cli_run_on_the_built_in_ca_installs_a_certificate_openssl_verifies(tmp_
 
     # A second run reuses the account and the verification: no probe, straight to verified.
     again = subprocess.run([*args[:-1], "second"], env=env, capture_output=True, text=True,
-                           timeout=120, check=False)
+                           check=False, timeout=120)
     assert again.returncode == 0, again.stderr[-3000:]
     history = json.loads(subprocess.run(
         [sys.executable, "-m", "certwright", "history", "second", "--json"], env=env,
@@ -167,7 +169,7 @@ def test_install_into_a_real_apache_reloads_and_serves_the_new_certificate(tmp_p
             "--set", "reload_test=" + " ".join(apache.test_argv),
             "--set", "reload=" + " ".join(apache.reload_argv),
             "--set", f"check={apache.address}", "--run-id", "web"]
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=180, check=False)
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     status = json.loads(subprocess.run(
         [sys.executable, "-m", "certwright", "status", "web", "--json"], env=env,
@@ -177,7 +179,7 @@ def test_install_into_a_real_apache_reloads_and_serves_the_new_certificate(tmp_p
         [sys.executable, "-m", "certwright", "history", "web", "--json"], env=env,
         capture_output=True, text=True, check=False).stdout)
     checked = next(e for e in history if e["kind"] == "step_done"
-                   and e["data"]["step"] == "install_check")["data"]["outputs"]
+               and e["data"]["step"] == "install_check")["data"]["outputs"]
     served = apache.fingerprint()
     assert served != before
     assert checked["fingerprint_sha256"].replace(":", "").lower() == served.replace(":", "").lower()

@@ -13,7 +13,7 @@ from certwright.mail.maildir import Maildir
 from tests.fixtures.daemon.harness import wait_for
 from tests.integration.test_daemon_mail import Running, park, run_state
 from tests.support.dovecot import Dovecot, dovecot  # noqa: F401 - the fixture
-from tests.support.mail import probe_mail, truncated_mime
+from tests.support.mail import person_mail, probe_mail, truncated_mime
 
 
 def test_imap_url_needs_tls_and_a_password_source():
@@ -76,3 +76,22 @@ def test_imap_reconnects_with_backoff_after_a_refused_login(tmp_path: Path,
     fails = [e for e in logs if e["event"] == "imap_failed"]
     assert fails[0]["retry_in"] == 1.0
     assert not any("wrong" in str(e.get("error", "")).split("password")[0] for e in fails)
+
+
+def test_a_persons_mail_on_a_shared_imap_mailbox_stays_unread(tmp_path: Path,
+                                                               dovecot: Dovecot):
+    r"""A mailbox shared with people over IMAP: their mail gets only the $Certwright keyword
+    (so it is not fetched again), never \Seen; the CA's mail is \Seen as before."""
+    state = tmp_path / "state"
+    pw = tmp_path / "imap.pw"
+    pw.write_text(dovecot.password + "\n")
+    dovecot.append(person_mail(to="postmaster@imap.test"))
+    dovecot.append(probe_mail(to="postmaster@imap.test", message_id="<ca1@ca.example>"))
+    running = Running(state, DaemonConfig(imap=(dovecot.url(pw),), imap_cafile=dovecot.cafile))
+    try:
+        wait_for(lambda: len(dovecot.flags()) == 2
+                 and all("$Certwright" in f for f in dovecot.flags()), 20, "both flagged")
+    finally:
+        running.stop()
+    person, ca = dovecot.flags()
+    assert "\\Seen" not in person and "\\Seen" in ca

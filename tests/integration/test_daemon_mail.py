@@ -2,6 +2,7 @@
 unmatched mail, and a run taking its mail; the daemon runs in a thread of this process."""
 from __future__ import annotations
 
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from certwright.engine.daemon.config import DaemonConfig
 from certwright.engine.daemon.service import Daemon
 from certwright.engine.model.loader import load_pipeline
 from certwright.engine.run.runner import Engine, EngineOptions
+from certwright.errors import InputError
+from certwright.mail.books import books_dir
 from certwright.mail.maildir import Maildir
 from certwright.state.location import open_store
 from tests.fixtures.daemon.harness import FIXTURES, wait_for
@@ -23,7 +26,10 @@ from tests.support.mail import (
     PROBE_PATH,
     big_body,
     headers,
+    html_lure,
     nested_multipart,
+    people_truncated,
+    person_mail,
     probe_mail,
     truncated_mime,
 )
@@ -74,8 +80,13 @@ def run_state(state: Path, run_id: str) -> str:
         store.close()
 
 
+def aside(md: Maildir) -> Path:
+    """The mailbox's quarantine: in the state dir (the setup's is ``<tmp>/state``)."""
+    return books_dir(md.path.parent / "state", md.path) / ".quarantine"
+
+
 def reason_of(md: Maildir, name: str) -> str:
-    return (md.path / ".quarantine" / "reasons" / f"{name}.reason").read_text()
+    return (aside(md) / "reasons" / f"{name}.reason").read_text()
 
 
 @pytest.fixture
@@ -96,7 +107,7 @@ HOSTILE = {
     "twenty_mb": (big_body(20 * 1024 * 1024, TO), "message too large"),
     "nested_100": (nested_multipart(100, to=TO), "MIME nesting"),
     "undecodable_from": (headers(TO, "<u@ca.example>").replace(
-        b"From: ca@ca.example", b"From: \xff\xfe <@@\xc3>") + b"\n\nx\n", "address"),
+        b"From: ca@ca.example", b"From: \xff\xfe <@@\xc3>") + b"\n\nx\n", "undecodable"),
 }
 
 
@@ -106,7 +117,7 @@ def test_hostile_mail_is_moved_aside_with_its_reason_and_the_daemon_serves_on(se
     state, md, running, logs = setup
     raw, why = HOSTILE[case]
     name = md.deliver(raw)
-    wait_for((md.path / ".quarantine" / "new" / name).exists, 10, "quarantine")
+    wait_for((aside(md) / "new" / name).exists, 10, "quarantine")
     assert why in reason_of(md, name)
     assert any(e["event"] == "mail_hostile" and e["file"] == name and why in e["reason"]
                for e in logs)
@@ -124,7 +135,7 @@ def test_link_to_another_host_is_never_taken(setup, link, why):
     """Another host, or the right token on the wrong host: moved aside, the run still waits."""
     state, md, _running, logs = setup
     name = md.deliver(probe_mail(to=TO, link=link))
-    wait_for((md.path / ".quarantine" / "new" / name).exists, 10, "quarantine")
+    wait_for((aside(md) / "new" / name).exists, 10, "quarantine")
     assert why in reason_of(md, name)
     assert run_state(state, "r1") == "probed"
     assert any(e["event"] == "mail_link_suspicious" for e in logs)
@@ -137,7 +148,7 @@ def test_duplicate_delivery_is_moved_aside_as_duplicate(setup):
     md.deliver(raw)
     wait_for(lambda: run_state(state, "r1") == "verified", 10, "the run to take the mail")
     again = md.deliver(raw)
-    wait_for((md.path / ".quarantine" / "new" / again).exists, 10, "quarantine")
+    wait_for((aside(md) / "new" / again).exists, 10, "quarantine")
     assert reason_of(md, again).startswith("duplicate")
     assert any(e["event"] == "mail_duplicate" and e["file"] == again for e in logs)
     assert len(list(md.cur.iterdir())) == 1
@@ -149,7 +160,7 @@ def test_unmatched_mail_waits_its_grace_then_is_moved_aside(setup):
     name = md.deliver(probe_mail(to="nobody@h.test"))
     time.sleep(0.5)
     assert (md.new / name).exists()
-    wait_for((md.path / ".quarantine" / "new" / name).exists, 10, "quarantine")
+    wait_for((aside(md) / "new" / name).exists, 10, "quarantine")
     assert "unmatched" in reason_of(md, name)
 
 
@@ -195,3 +206,47 @@ def test_router_finishes_a_move_to_cur_a_power_cut_undid(tmp_path):
     router = MailRouter(lambda key: ["someone"], offered.append, grace=0.0)
     assert router.route(md, name) == GONE
     assert offered == [] and md.list_new() == [] and md.list_cur() == [f"{name}:2,S"]
+
+
+def test_people_mail_in_a_shared_mailbox_stays_unread_after_the_grace(setup):
+    """A postmaster mailbox shared with people: their mail (to the waiting address without
+    a link, to nobody, or not even parseable) stays in new/ unread past the grace period,
+    while the CA's unmatched mail delivered with it is moved aside."""
+    state, md, running, logs = setup
+    people = [md.deliver(person_mail(to=TO)), md.deliver(person_mail(to="nobody@h.test")),
+              md.deliver(people_truncated(TO))]
+    ours = md.deliver(probe_mail(to="nobody@h.test"))
+    wait_for((aside(md) / "new" / ours).exists, 10, "quarantine")
+    running.daemon.router.sweep()  # type: ignore[union-attr]
+    assert sorted(md.list_new()) == sorted(people)
+    assert run_state(state, "r1") == "probed"
+    touched = {e["event"] for e in logs if e.get("file") in people}
+    assert not touched & {"mail_hostile", "mail_moved_aside", "mail_taken", "mail_unmatched",
+                          "mail_duplicate"}, touched
+
+
+def test_the_cas_mail_failing_a_check_is_moved_aside_whoever_waits(setup):
+    """Mail that claims to be the CA's with a lure link (shown and real URL differ), for an
+    address no run waits for (its run has moved on): moved aside at once as suspicious,
+    not left for the grace period as unmatched."""
+    _state, md, _running, _logs = setup
+    name = md.deliver(html_lure(to="gone@h.test", shown=f"{CA_BASE}{PROBE_PATH}?token=t",
+                                target="http://evil.example/x"))
+    wait_for((aside(md) / "new" / name).exists, 10, "quarantine")
+    assert "suspicious" in reason_of(md, name)
+
+
+def test_a_missing_maildir_is_refused_at_start_unless_its_owner_and_mode_are_set(tmp_path):
+    """A configured Maildir that does not exist is not created with the daemon's defaults
+    (an MTA could not deliver into it): the daemon refuses to start, saying how to create
+    it; with maildir_mode (and owner/group) set it creates it so."""
+    (tmp_path / "spool").mkdir()
+    box = tmp_path / "spool" / "pm"
+    with pytest.raises(InputError, match="install -d"):
+        Daemon(tmp_path / "state", DaemonConfig(maildirs=(box,)), workers=1).run()
+    assert not box.exists()
+    running = Running(tmp_path / "state", DaemonConfig(maildirs=(box,), maildir_mode=0o750))
+    try:
+        assert {stat.S_IMODE(p.stat().st_mode) for p in (box, box / "new")} == {0o750}
+    finally:
+        running.stop()

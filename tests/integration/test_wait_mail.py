@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,17 +12,21 @@ import pytest
 from structlog.testing import capture_logs
 
 from certwright.ca.mailserver import MailServer
-from certwright.clock import SystemClock
+from certwright.clock import FakeClock, SystemClock
 from certwright.engine.plugins.step import Done, StepContext, Wait
 from certwright.events import mail_key
-from certwright.mail.maildir import Maildir
+from certwright.mail.books import books_dir
+from certwright.mail.maildir import Maildir, ProcessedLog
 from certwright.steps.mail import NotifyCheck, WaitMail
 from tests.support.mail import (
     CA_BASE,
     PROBE_PATH,
     big_body,
+    html_lure,
     issuance_mail,
     nested_multipart,
+    people_truncated,
+    person_mail,
     probe_mail,
     send,
     truncated_mime,
@@ -53,7 +58,7 @@ def again(context: StepContext, result: Any) -> StepContext:
 
 def quarantined(tmp_path: Path) -> dict[str, str]:
     """Quarantined message name -> its reason."""
-    reasons = tmp_path / "mail" / ".quarantine" / "reasons"
+    reasons = books_dir(tmp_path, tmp_path / "mail") / ".quarantine" / "reasons"
     if not reasons.exists():
         return {}
     return {p.name[: -len(".reason")]: p.read_text().strip() for p in reasons.iterdir()}
@@ -169,7 +174,7 @@ def test_hostile_mail_moved_aside(tmp_path: Path, case: str) -> None:
     assert isinstance(result, Wait)
     assert md.list_new() == [] and md.list_cur() == []
     assert reason in quarantined(tmp_path)[name]
-    assert (tmp_path / "mail" / ".quarantine" / "new" / name).read_bytes() == raw
+    assert (books_dir(tmp_path, md.path) / ".quarantine" / "new" / name).read_bytes() == raw
     events = {entry["event"] for entry in logs}
     assert "mail_moved_aside" in events
     if reason == "suspicious":
@@ -292,8 +297,98 @@ def test_a_message_taken_whose_move_was_lost_is_moved_not_taken_again(
     send(server.port, probe_mail(message_id="<lost-move@ca.example>"))
     md = Maildir(tmp_path / "mail")
     name = md.list_new()[0]
-    md.processed_log().mark("<lost-move@ca.example>", name, "earlier-run:1:0")
+    Maildir(md.path, books=books_dir(tmp_path, md.path)).processed_log().mark(
+        "<lost-move@ca.example>", name, "earlier-run:1:0")
     result = WaitMail().run(ctx(tmp_path))
     assert isinstance(result, Wait)
     assert md.list_new() == [] and md.list_cur() == [f"{name}:2,S"]
     assert quarantined(tmp_path) == {}
+
+
+def test_notify_check_alarms_when_no_issuance_mail_comes(tmp_path: Path) -> None:
+    """No issuance mail within ``within`` (2 days by default): the step waits until that
+    instant, then is Done with matched false and the alarm naming the serial; it never
+    passes as if the mail had come."""
+    clock = FakeClock()
+    context = replace(notify_ctx(tmp_path), clock=clock)
+    first = NotifyCheck().run(context)
+    assert isinstance(first, Wait)
+    assert first.until == clock.now() + timedelta(days=2)
+    clock.advance(days=2)
+    done = NotifyCheck().run(again(context, first))
+    assert isinstance(done, Done)
+    assert done.outputs["matched"] is False
+    assert done.outputs["alarm"] == "no issuance mail for serial 0a1b2c within 2d"
+
+
+def test_people_mail_in_a_shared_mailbox_is_left_unread(tmp_path: Path) -> None:
+    """A postmaster mailbox shared with people: their mail to the probed address (no link,
+    a link elsewhere, even MIME that does not parse) stays in new/ untouched while the probe
+    waits; the CA's mail is then taken."""
+    md = Maildir(tmp_path / "mail")
+    people = [md.deliver(person_mail(to=TO)),
+              md.deliver(person_mail(to=TO, body="see http://wiki.people.example/x\n")),
+              md.deliver(people_truncated(TO))]
+    first = WaitMail().run(ctx(tmp_path))
+    assert isinstance(first, Wait)
+    assert sorted(md.list_new()) == sorted(people) and quarantined(tmp_path) == {}
+    md.deliver(probe_mail(to=TO, link=LINK))
+    done = WaitMail().run(again(ctx(tmp_path), first))
+    assert isinstance(done, Done) and done.outputs["link"] == LINK
+    assert sorted(md.list_new()) == sorted(people)
+
+
+@pytest.mark.parametrize(("shown", "target"), [
+    (LINK, "http://evil.example/domains/verify/p123?token=t0k3n"),
+    ("http://evil.example/domains/verify/p123?token=t0k3n", LINK),
+])
+def test_html_link_whose_text_and_target_differ_is_never_followed(
+        tmp_path: Path, shown: str, target: str) -> None:
+    """The CA's-looking mail whose HTML link shows one URL and points to another is moved
+    aside as suspicious, whichever of the two is the CA's; nothing is taken."""
+    md = Maildir(tmp_path / "mail")
+    name = md.deliver(html_lure(to=TO, shown=shown, target=target))
+    assert isinstance(WaitMail().run(ctx(tmp_path)), Wait)
+    assert md.list_new() == [] and md.list_cur() == []
+    assert "suspicious" in quarantined(tmp_path)[name]
+
+
+def test_bookkeeping_lives_in_the_state_dir_not_the_maildir(tmp_path: Path) -> None:
+    """After a take and a quarantine the Maildir holds only cur/, new/ and tmp/: the
+    processed log and the quarantine are the state dir's (an MTA owns the mailbox)."""
+    md = Maildir(tmp_path / "mail")
+    bad = md.deliver(probe_mail(link="(no link here)"))
+    md.deliver(probe_mail(link=LINK))
+    assert isinstance(WaitMail().run(ctx(tmp_path)), Done)
+    assert sorted(p.name for p in md.path.iterdir()) == ["cur", "new", "tmp"]
+    books = books_dir(tmp_path, md.path)
+    assert (books / "certwright-processed.sqlite3").is_file()
+    assert (books / ".quarantine" / "new" / bad).is_file()
+    assert "no link" in quarantined(tmp_path)[bad]
+
+
+def test_a_processed_log_an_older_version_left_in_the_maildir_is_carried_over(
+        tmp_path: Path) -> None:
+    """A run from before the move: its take, recorded in the Maildir's old processed log,
+    is found again (same idempotency key), so a resumed run does not wait for it again."""
+    md = Maildir(tmp_path / "mail")
+    md.ensure()
+    name = md.deliver(probe_mail(link=LINK, message_id="<old@ca.example>"))
+    ProcessedLog(md.path / "certwright-processed.sqlite3").mark("<old@ca.example>", name,
+                                                                "r1:1:0")
+    md.move_to_cur(name)
+    done = WaitMail().run(ctx(tmp_path))
+    assert isinstance(done, Done) and done.outputs["link"] == LINK
+
+
+def test_a_missing_maildir_of_an_mta_is_waited_for_not_created(tmp_path: Path) -> None:
+    """A Maildir outside the state dir that does not exist (yet: an MTA may create it on
+    its first delivery) is not created with the wrong owner: the step waits and says how
+    to create it."""
+    box = tmp_path / "spool" / "postmaster"
+    context = replace(ctx(tmp_path, maildir=str(box)), state_dir=tmp_path / "state")
+    with capture_logs() as logs:
+        result = WaitMail().run(context)
+    assert isinstance(result, Wait) and "does not exist" in result.description
+    assert "install -d" in result.description and not box.exists()
+    assert any(e["event"] == "maildir_missing" for e in logs)

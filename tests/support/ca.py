@@ -59,6 +59,7 @@ class SmtpSink:
 
     messages: list[Mail] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
+    defer: set[str] = field(default_factory=set)  # answered 451 (try again later)
     lock: threading.Lock = field(default_factory=threading.Lock)
     host: str = "127.0.0.1"
     port: int = 0
@@ -67,6 +68,8 @@ class SmtpSink:
                           rcpt_options: Any) -> str:
         if address.lower() in self.refuse:
             return "550 5.1.1 no such mailbox here"
+        if address.lower() in self.defer:
+            return "451 4.3.0 try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

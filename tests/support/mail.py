@@ -21,6 +21,7 @@ def probe_mail(*, to: str = "postmaster@example.test", sender: str = "ca@ca.exam
     msg["Subject"] = subject
     msg["Date"] = format_datetime(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
     msg["Message-ID"] = message_id or make_msgid(domain="ca.example")
+    msg["X-Certwright-Kind"] = "domain_probe"
     msg.set_content(f"Hello,\n\nfollow this link to verify:\n{link}\n{extra_text}\n")
     if html:
         msg.add_alternative(f'<html><body><p>Verify: <a href="{link}">here</a></p>'
@@ -38,16 +39,49 @@ def issuance_mail(*, to: str = "admin@example.test", serial: str = "0A:1B:2C",
     msg["To"] = to
     msg["Subject"] = subject
     msg["Message-ID"] = make_msgid(domain="ca.example")
+    msg["X-Certwright-Kind"] = "cert_issued"
     msg.set_content(f"A certificate was issued for your account.\n\nSerial: {serial}\n"
                     f"SHA256 Fingerprint: {fingerprint}\n")
     return msg.as_bytes()
 
 
+def person_mail(*, to: str = "postmaster@example.test", sender: str = "alice@people.example",
+                subject: str = "lunch?", body: str = "Shall we meet at noon?\n") -> bytes:
+    """A person's mail to a shared mailbox: nothing of the CA's about it."""
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain="people.example")
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+def people_truncated(to: str = "postmaster@example.test") -> bytes:
+    """A person's multipart mail cut off before its end (nothing of the CA's in it)."""
+    return (truncated_mime(to).replace(b"X-Certwright-Kind: domain_probe\n", b"")
+            .replace(b"ca@ca.example", b"bob@people.example")
+            .replace(CA_BASE.encode(), b"http://wiki.people.example"))
+
+
+def html_lure(*, to: str = "postmaster@example.test", shown: str, target: str) -> bytes:
+    """Mail claiming to be the CA's whose HTML link shows ``shown`` but points to ``target``."""
+    msg = EmailMessage()
+    msg["From"] = "ca@ca.example"
+    msg["To"] = to
+    msg["Subject"] = "Please verify your domain"
+    msg["Message-ID"] = make_msgid(domain="ca.example")
+    msg["X-Certwright-Kind"] = "domain_probe"
+    msg.set_content("Please use the HTML part.\n")
+    msg.add_alternative(f'<p>Verify: <a href="{target}">{shown}</a></p>', subtype="html")
+    return msg.as_bytes()
+
+
 def headers(to: str = "postmaster@example.test", message_id: str = "<m1@ca.example>",
             extra: str = "") -> bytes:
-    """A plain header block (LF line endings, no blank line at the end)."""
+    """A plain header block as the CA's (LF line endings, no blank line at the end)."""
     return (f"From: ca@ca.example\nTo: {to}\nSubject: verify\nMessage-ID: {message_id}\n"
-            f"MIME-Version: 1.0\n{extra}").encode()
+            f"X-Certwright-Kind: domain_probe\nMIME-Version: 1.0\n{extra}").encode()
 
 
 def nested_multipart(depth: int, *, to: str = "postmaster@example.test",

@@ -12,9 +12,9 @@ import structlog
 
 from certwright.mail import cache as mailcache
 from certwright.mail import intake as intake_mod
-from certwright.mail.intake import Admitted, Intake, Refused
+from certwright.mail.intake import Admitted, Foreign, Intake, Refused
 from certwright.mail.maildir import Maildir
-from tests.support.mail import probe_mail, truncated_mime
+from tests.support.mail import people_truncated, probe_mail, truncated_mime
 
 
 @pytest.fixture
@@ -72,13 +72,29 @@ def test_hostile_mail_is_logged_and_moved_aside_with_its_reason(md: Maildir) -> 
 
 
 def test_too_large_mail_is_refused_unread(tmp_path: Path) -> None:
-    """A file over the Maildir's read cap is moved aside as hostile (message too large)."""
+    """A file over the Maildir's read cap that claims to be the CA's (its head says so) is
+    moved aside as hostile (message too large); anyone else's is left where it is."""
     small = Maildir(tmp_path / "small", max_read=100)
     small.ensure()
-    name = small.deliver(b"x" * 200)
+    name = small.deliver(b"X-Certwright-Kind: domain_probe\n" + b"x" * 200)
     got = Intake(small, structlog.get_logger()).admit(name)
     assert isinstance(got, Refused) and got.kind == "hostile"
     assert "message too large" in quarantine_reason(small, name)
+    theirs = small.deliver(b"From: bob@people.example\n\n" + b"x" * 200)
+    left = Intake(small, structlog.get_logger()).admit(theirs)
+    assert isinstance(left, Foreign) and "too large" in left.reason
+    assert small.list_new() == [theirs]
+
+
+def test_hostile_mail_that_is_not_the_cas_is_left_alone(md: Maildir) -> None:
+    """A person's message that does not parse is Foreign: not moved, not logged as hostile
+    (a mailbox may be shared with people)."""
+    name = md.deliver(people_truncated())
+    with structlog.testing.capture_logs() as logs:
+        got = Intake(md, structlog.get_logger()).admit(name)
+    assert isinstance(got, Foreign) and "truncated MIME" in got.reason
+    assert md.list_new() == [name]
+    assert not [e for e in logs if e["event"] == "mail_hostile"]
 
 
 def test_gone_message_is_none(md: Maildir) -> None:

@@ -306,3 +306,38 @@ def test_headers_of_all_parts_bounded() -> None:
     part = b"--q\nContent-Type: text/plain\n" + b"X-Pad: " + b"p" * 2000 + b"\n\nx\n"
     raw = headers(extra='Content-Type: multipart/mixed; boundary="q"\n') + b"\n" + part * 900
     assert "headers of all parts" in refused(raw + b"--q--\n")
+
+
+@pytest.mark.parametrize("header", [
+    b"From: =?utf-8?b?AAAA////?= <ca@ca.example>",
+    b"From: \xff\xfe caller <ca@ca.example>",
+    b"To: =?x-unknown-charset?q?abc?= <postmaster@example.test>",
+    b"To: \xc3\x28 <postmaster@example.test>",
+])
+def test_undecodable_from_or_to_is_refused(header: bytes) -> None:
+    """A From or To whose bytes or encoded words do not decode is refused, saying which
+    header (it could hide who sent the mail or whom it is for)."""
+    name = header.split(b":")[0].decode()
+    base = {b"From": b"From: ca@ca.example", b"To": b"To: postmaster@example.test"}
+    lines = [header if header.startswith(k + b":") else v for k, v in base.items()]
+    raw = b"\n".join([*lines, b"Subject: verify", b"Message-ID: <u1@ca.example>",
+                      b"", b"body", b""])
+    reason = refused(raw)
+    assert name in reason and "undecodable" in reason
+
+
+def test_html_link_whose_text_names_another_url_is_suspicious() -> None:
+    """An HTML anchor showing one URL and pointing to another: both URLs are listed as
+    suspicious; an anchor whose text is its own URL, or plain words, is not."""
+    other = "http://evil.example/steal"
+    raw = probe_mail(link=LINK)
+    html = (f'<p><a href="{other}">{LINK}</a> <a href="{LINK}">{LINK}</a>'
+            f' <a href="{LINK}">click here</a></p>')
+    msg = (b"From: ca@ca.example\nTo: postmaster@example.test\nSubject: verify\n"
+           b"Message-ID: <h1@ca.example>\nMIME-Version: 1.0\n"
+           b"Content-Type: text/html; charset=utf-8\n\n" + html.encode() + b"\n")
+    mail = parse_message(msg)
+    assert set(mail.suspicious_links) == {other, LINK}
+    same = msg.replace(f'<a href="{other}">'.encode(), f'<a href="{LINK}">'.encode())
+    assert parse_message(same).suspicious_links == ()
+    assert parse_message(raw).suspicious_links == ()
