@@ -14,11 +14,11 @@ from certwright._lazy import lazy_exports
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from certwright.mail.addresses import HostileMail, parse_address_list
+    from certwright.mail.books import ProcessedLog
     from certwright.mail.imap import ImapAccount, ImapSource
     from certwright.mail.inotify import NewFileWatcher
     from certwright.mail.intake import Intake
     from certwright.mail.links import link_problem, safe_link
-    from certwright.mail.books import ProcessedLog
     from certwright.mail.maildir import Maildir, MessageTooLarge
     from certwright.mail.parse import MailLimits, ParsedMail, parse_message
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from certwright.mail import cache as mailcache
-from certwright.mail.claims import Claims
 from certwright.mail.books import ProcessedLog
+from certwright.mail.claims import Claims
 from certwright.mail.maildir import Maildir, MessageTooLarge
 from certwright.mail.parse import HostileMail, ParsedMail, parse_message
 
