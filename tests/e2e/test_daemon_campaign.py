@@ -209,6 +209,7 @@ def test_50_runs_survive_30_sigkills_of_the_daemon(tmp_path: Path,
         probes = Counter(m[1] for m in mails if m[2] == "domain_probe")
         probe_dups = {d: probes[f"postmaster@{d}"] for d in domains
                       if probes[f"postmaster@{d}"] != 1}
+        issued_mails = sum(1 for m in mails if m[2] == "cert_issued")
         taken = _processed(world)
         by_step = Counter(key for _, key in taken if key)
         taken_twice = {key: n for key, n in by_step.items() if n > 1}
@@ -242,6 +243,7 @@ def test_50_runs_survive_30_sigkills_of_the_daemon(tmp_path: Path,
         assert not cert_dups, cert_dups
         assert not mail_dups, mail_dups
         assert not probe_dups, probe_dups
+        assert issued_mails == sum(certs[d] for d in domains) + 1  # the setup run's too
         assert not taken_twice, taken_twice
         assert not not_there, not_there
         assert not probes_left, probes_left
