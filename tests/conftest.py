@@ -32,6 +32,14 @@ def _children(pid: int) -> list[tuple[int, str]]:
     return found
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests run as root: keep the certificates root (else /etc/certwright/live) in a
+    temporary folder for the whole session; a test that cares sets its own."""
+    if not os.environ.get("CERTWRIGHT_LIVE_DIR"):
+        import tempfile
+        os.environ["CERTWRIGHT_LIVE_DIR"] = tempfile.mkdtemp(prefix="certwright-live-")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     leftovers = [(pid, cmd) for pid, cmd in _children(os.getpid()) if cmd]
     if not leftovers:

@@ -96,6 +96,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from certwright.engine.model.inputs import coerce_inputs
     spec = _load(args.pipeline)
     given: dict[str, Any] = parse_sets(args.set)
+    if getattr(args, "name", None):
+        given["cert_name"] = args.name
     run_id = check_run_id(args.run_id) if args.run_id else new_run_id(spec.name)
     if not args.no_wait:
         _refuse_if_daemon(args.state_dir)

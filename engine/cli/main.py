@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an input value (repeatable)")
     r.add_argument("--run-id", help="the new run's id (default: <pipeline>-<date>-<random>)")
+    r.add_argument("--name", help="the certificate's name (input cert_name; default: its "
+                                  "first domain): its folder and its key in `certificates`")
     r.add_argument("--no-wait", action="store_true",
                    help="park the run when it waits, for `resume` or the daemon")
     r.set_defaults(func=commands.cmd_run)
