@@ -24,6 +24,7 @@ from certwright.state.locks import daemon_lock, run_lock
 from certwright.state.opening import Connect
 from certwright.state.records import FINISHED, RUNNING, SUCCEEDED, RunRecord
 from certwright.state.sqlite import SQLiteStore
+from certwright.steps.inventory import InventoryHook, policy_from
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARKED, EXIT_LOCKED = 0, 1, 2, 3, 4
 
@@ -63,6 +64,7 @@ def _engine(args: argparse.Namespace, run_id: str, services: dict[str, Any],
         from certwright.engine.testing import CrashAfterCommits
         hooks.append(CrashAfterCommits(int(crash)))
     store = _open(args)
+    hooks.append(InventoryHook(store, policy_from(_load)))
     return Engine(store, args.state_dir, clock=clock_from_env(), services=services,
                   options=EngineOptions(scope=[run_id]), interceptors=hooks)
 

@@ -88,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--reason", default="cancelled by user")
     c.set_defaults(func=commands.cmd_cancel)
 
-    for module in ("certwright.ca.cli", "certwright.ca.mail_cli", "certwright.engine.daemon.cli"):
+    for module in ("certwright.ca.cli", "certwright.ca.mail_cli", "certwright.engine.daemon.cli",
+                   "certwright.engine.cli.certificates"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:
