@@ -147,3 +147,31 @@ def test_a_file_changed_or_removed_behind_its_back_is_reported(tmp_path):
     assert f"{a / 'chain.pem'} was removed" in row["problems"]
     table = _cli(tmp_path, "certificates").stdout
     assert f"a.example.test: {a / 'server.crt'} was changed" in table
+
+
+def test_the_daemons_renewals_list_each_certificate_once_by_name(tmp_path):
+    """The daemon scheduled ca.sign's copy in the run folder and the installed file as two
+    lineages; the schedule now holds installed certificates, by name."""
+    from certwright.clock import FakeClock
+    from certwright.engine.daemon.renew import Renewer, renewals_status
+    from certwright.engine.model.loader import load_pipeline, resolve_pipeline_path
+
+    done = _cli(tmp_path, "run", "cacert", "--set", "domain=a.example.test", "--run-id", "a")
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = tmp_path / "state"
+    store = SQLiteStore(state / "certwright.sqlite")
+    renewer = Renewer(state, store, FakeClock(),
+                      lambda name: load_pipeline(resolve_pipeline_path(name)),
+                      lambda *a: "never")
+    try:
+        assert renewer.check() == []
+    finally:
+        renewer.close()
+        store.close()
+    items = renewals_status(state)
+    assert [(i["name"], i["cert_path"]) for i in items] == [
+        ("a.example.test", str(tmp_path / "live" / "a.example.test" / "server.crt"))]
+    status = _cli(tmp_path, "status")
+    assert "renewals:\n  a.example.test: scheduled, next " in status.stdout, status.stdout
+    shown = json.loads(_cli(tmp_path, "certificates", "--json").stdout)["certificates"][0]
+    assert shown["next_renewal"] == items[0]["next_at"]
