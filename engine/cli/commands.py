@@ -94,6 +94,19 @@ def _refuse_if_daemon(state_dir: Path) -> None:
             f"--no-wait` to hand it a run, or stop the daemon first")
 
 
+def _refuse_foreign_folder(inputs: dict[str, Any]) -> None:
+    """InputError, before the run exists, when ``cert_dir`` belongs to a certificate of
+    another name than ``cert_name`` (install.files would refuse it after issuing)."""
+    from certwright.errors import PermanentError
+    from certwright.steps._install_lineage import check_owner, folder_name
+    if not (inputs.get("cert_dir") and inputs.get("cert_name")):
+        return
+    try:
+        check_owner(Path(str(inputs["cert_dir"])), folder_name(str(inputs["cert_name"])))
+    except PermanentError as exc:
+        raise InputError(str(exc).removeprefix("install.files: ")) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from certwright.engine.model.inputs import coerce_inputs
     spec = _load(args.pipeline)
@@ -107,6 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stack.enter_context(run_lock(args.state_dir, run_id))
         services, given = start_services(spec, given, args.state_dir, stack)
         inputs = coerce_inputs(spec, given)
+        _refuse_foreign_folder(inputs)
         watcher = WaitWatcher()
         engine = _engine(args, run_id, services, watcher)
         stack.callback(engine.close)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 from certwright.state.location import default_live_dir
@@ -59,11 +60,27 @@ def test_a_shared_cert_dir_for_a_second_name_is_refused_and_nothing_written(tmp_
     before = _tree_hash(shared)
     second = _run(tmp_path, "--set", "domain=b.example.test", "--set", f"cert_dir={shared}",
                   "--run-id", "b")
-    assert second.returncode == 1
+    assert second.returncode == 2  # refused before the run exists: the CA is not asked
     assert "belongs to certificate 'a.example.test'" in second.stderr, second.stderr[-3000:]
     assert "Leave cert_dir unset" in second.stderr
     assert _tree_hash(shared) == before
     assert _sans(shared / "server.crt") == ["a.example.test"]
+    assert not (tmp_path / "state" / "runs" / "b").exists()
+
+
+def test_the_install_step_refuses_a_foreign_folder_too(tmp_path):
+    """A run started before the folder was taken (or by the daemon) is stopped by the
+    install step itself, before it writes anything."""
+    from certwright.errors import PermanentError
+    from certwright.steps._install_lineage import check_owner
+    (tmp_path / "f" / ".certwright").mkdir(parents=True)
+    write_owner(tmp_path / "f", "a.example.test", "a.example.test", ["a.example.test"])
+    before = _tree_hash(tmp_path / "f")
+    with pytest.raises(PermanentError,
+                       match=r"belongs to certificate 'a.example.test' \(names a.example.test\)"):
+        check_owner(tmp_path / "f", "b.example.test")
+    check_owner(tmp_path / "f", "a.example.test")  # its owner may install again
+    assert _tree_hash(tmp_path / "f") == before
 
 
 def test_run_name_option_names_the_folder(tmp_path):
