@@ -146,6 +146,7 @@ def resolve(params: Mapping[str, Any], leaf: x509.Certificate, root: Callable[[]
         name = folder_name(asked)
         check_owner(Path(str(params["dir"])), name)
         return params, name, asked, names
+    folder_name(asked)  # a bad name is refused before the root is created
     top = root()
     make_root(top)
     folder, name = choose_folder(top, asked, names)
