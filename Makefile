@@ -35,13 +35,17 @@ $(LINKED): $(VENV)/.deps-stamp $(FILES)
 system-deps:
 	bash scripts/system-deps.sh
 
-# The cacert pipeline on the built-in CA and mail server (loopback), then the check it prints.
+# The cacert pipeline on the built-in CA and mail server (loopback), then the check it
+# prints and the inventory. The certificate goes into its own folder under
+# $(DEMO_STATE)/live (as root the default root would be /etc/certwright/live).
 demo: $(LINKED)
 	rm -rf $(DEMO_STATE) && mkdir -p $(DEMO_STATE)
-	$(VENV)/bin/certwright --state-dir $(DEMO_STATE) run cacert \
-	    --set domain=example.test --set cert_dir=$(DEMO_STATE)/certs | tee $(DEMO_STATE)/report.txt
+	CERTWRIGHT_LIVE_DIR=$(abspath $(DEMO_STATE))/live $(VENV)/bin/certwright \
+	    --state-dir $(DEMO_STATE) run cacert --set domain=example.test \
+	    | tee $(DEMO_STATE)/report.txt
 	@echo "+ $$(grep -m1 'openssl verify' $(DEMO_STATE)/report.txt)"
 	@sh -c "$$(grep -m1 'openssl verify' $(DEMO_STATE)/report.txt)"
+	$(VENV)/bin/certwright --state-dir $(DEMO_STATE) certificates
 
 # lint first: a finding stops the run before the five minutes of tests
 test: lint system-deps

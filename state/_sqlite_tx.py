@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from certwright.state import names as N
-from certwright.state.records import JournalEntry, RunRecord
+from certwright.state.records import CertificateRecord, JournalEntry, RunRecord
 
 _BODY_FIELDS = ("entry", "step_index", "attempt", "inflight", "inputs", "vars", "memo",
                 "waiting", "watch", "deadline", "wake_at", "counters", "error", "alarms", "seq")
@@ -112,6 +112,12 @@ class Tx:
         self._db.execute(f"INSERT OR REPLACE INTO {N.T_SECRETS}(run_id, body) VALUES(?,?)",
                          (run_id, json.dumps(secrets)))
 
+    def put_certificate(self, cert: CertificateRecord) -> None:
+        body = {k: v for k, v in vars(cert).items() if k not in ("name", "run_id", "renew_at")}
+        self._db.execute(
+            f"INSERT OR REPLACE INTO {N.T_CERTIFICATES}(name, run_id, renew_at, body) "
+            f"VALUES(?,?,?,?)", (cert.name, cert.run_id, cert.renew_at, _dumps(body)))
+
     def mark_processed(self, source: str, ident: str, run_id: str | None) -> bool:
         cur = self._db.execute(
             f"INSERT OR IGNORE INTO {N.T_PROCESSED}(source, ident, run_id, at) VALUES(?,?,?,?)",
@@ -123,3 +129,7 @@ def run_from_row(row: tuple[Any, ...]) -> RunRecord:
     body = json.loads(row[5])
     return RunRecord(id=row[0], pipeline=row[1], spec_hash=row[2], state=row[3], status=row[4],
                      created=row[6], updated=row[7], **body)
+
+
+def certificate_from_row(row: tuple[Any, ...]) -> CertificateRecord:
+    return CertificateRecord(name=row[0], run_id=row[1], renew_at=row[2], **json.loads(row[3]))

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from certwright.state.records import JournalEntry, RunRecord, Timer
+from certwright.state.records import CertificateRecord, JournalEntry, RunRecord, Timer
 
 __all__ = ["Store", "Tx"]
 
@@ -80,6 +80,11 @@ class Tx(Protocol):
 
     def put_secrets(self, run_id: str, secrets: Mapping[str, Any]) -> None:
         """Replace the run's secrets (kept apart from the journal, never in it)."""
+        ...
+
+    def put_certificate(self, cert: CertificateRecord) -> None:
+        """Insert or replace the inventory's record of the certificate ``cert.name``;
+        every field comes back from ``find_certificate`` as put."""
         ...
 
 
@@ -135,6 +140,14 @@ class Store(Protocol):
 
     def load_spec(self, spec_hash: str) -> tuple[str, str, str]:
         """(name, source, text) of a pinned pipeline; raises StoreError when missing."""
+        ...
+
+    def find_certificate(self, name: str) -> CertificateRecord | None:
+        """The inventory's record of certificate ``name``, or None."""
+        ...
+
+    def list_certificates(self) -> list[CertificateRecord]:
+        """Every certificate of the inventory, by name (empty: none)."""
         ...
 
     def is_processed(self, source: str, ident: str) -> bool:

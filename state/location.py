@@ -21,6 +21,25 @@ def default_state_dir() -> Path:
     return Path(base) / "certwright"
 
 
+def default_live_dir() -> Path:
+    """The certificates root: where each certificate gets its folder ``<root>/<name>/``.
+
+    ``$CERTWRIGHT_LIVE_DIR`` when set, else ``/etc/certwright/live`` when run as root, else
+    ``$XDG_DATA_HOME/certwright/live`` (``~/.local/share/certwright/live``). Always
+    absolute (a relative setting is taken from the current folder once, here), so a run
+    recorded today installs into the same folder when the daemon renews it elsewhere.
+    This is the one place that decides the root: a configuration file's value belongs here.
+    """
+    env = os.environ.get("CERTWRIGHT_LIVE_DIR")
+    if env:
+        return Path(os.path.abspath(os.path.expanduser(env)))
+    if os.geteuid() == 0:
+        return Path("/etc/certwright/live")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                           "share")
+    return Path(os.path.abspath(base)) / "certwright" / "live"
+
+
 def open_store(state_dir: Path, synchronous: str = "full", *,
                background_checkpoint: bool = False, readonly: bool = False,
                connect: Connect = sqlite3.connect) -> SQLiteStore:

@@ -14,6 +14,7 @@ T_TIMERS = "timers"
 T_CORRELATIONS = "correlations"
 T_PROCESSED = "processed"
 T_SECRETS = "secrets"
+T_CERTIFICATES = "certificates"
 
 # Schema migrations, applied in order; meta.schema_version says how many ran.
 # Never edit a released entry: append a new one.
@@ -43,5 +44,11 @@ MIGRATIONS: tuple[str, ...] = (
     # it: written in the same transaction as the entry that refers to them.
     f"""
     CREATE TABLE {T_SECRETS} (run_id TEXT PRIMARY KEY, body TEXT NOT NULL);
+    """,
+    # 3: the certificate inventory, one row per certificate name (its current version);
+    # the record's other fields are in body (see records.CertificateRecord).
+    f"""
+    CREATE TABLE {T_CERTIFICATES} (name TEXT PRIMARY KEY, run_id TEXT NOT NULL,
+                                   renew_at TEXT, body TEXT NOT NULL);
     """,
 )

@@ -1,4 +1,4 @@
-"""Plain records the store keeps: runs, journal entries, timers.
+"""Plain records the store keeps: runs, journal entries, timers, certificates.
 
 A :class:`RunRecord` is a projection of the run's journal: ``engine.journal.fold`` applied
 to every :class:`JournalEntry` of the run gives it back exactly. The store writes both in
@@ -68,3 +68,38 @@ class Timer:
     run_id: str
     entry: int
     kind: str  # timeout | retry | wake
+
+
+# Certificate statuses the inventory stores; "valid", "expiring" and "expired" are not
+# stored but told from the dates when the inventory is read.
+INSTALLED = "installed"
+REVOKED = "revoked"
+
+
+@dataclass
+class CertificateRecord:
+    """One certificate of the inventory: its current version, by name.
+
+    ``paths`` maps a role (cert, key, chain, fullchain) to its installed file; ``inputs``
+    are the inputs of the run that made it (secret ones redacted), from which a renewal
+    starts the same pipeline again; ``renew_at`` is the next renewal instant the schedule
+    gives; ``ari`` is left for an ACME renewal window (RFC 9773) a CA suggests.
+    """
+
+    name: str
+    run_id: str
+    pipeline: str = ""
+    names: list[str] = field(default_factory=list)
+    issuer: str = ""              # the CA's URL or the ACME directory
+    issuer_dn: str = ""           # the issuing certificate's subject
+    serial: str = ""              # hex
+    fingerprint_sha256: str = ""
+    not_before: str = ""          # ISO instants, UTC
+    not_after: str = ""
+    dir: str = ""
+    paths: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    status: str = INSTALLED       # installed | revoked
+    renew_at: str | None = None
+    ari: dict[str, Any] | None = None
+    updated: str = ""

@@ -19,10 +19,10 @@ from typing import Any
 
 from certwright.errors import RunNotFound, StoreError
 from certwright.state import names as N
-from certwright.state._sqlite_tx import Tx, run_from_row
+from certwright.state._sqlite_tx import Tx, certificate_from_row, run_from_row
 from certwright.state.faults import StoreFault, guarded, store_fault
 from certwright.state.opening import Connect, check_integrity, open_reader, open_writer
-from certwright.state.records import JournalEntry, RunRecord, Timer
+from certwright.state.records import CertificateRecord, JournalEntry, RunRecord, Timer
 
 CHECKPOINT_EVERY = 0.5  # seconds between background checkpoints
 CHECKPOINT_BACKSTOP_PAGES = 20000  # commits checkpoint themselves past this WAL size
@@ -291,6 +291,20 @@ class SQLiteStore:
             row = self._db.execute(f"SELECT body FROM {N.T_SECRETS} WHERE run_id=?",
                                    (run_id,)).fetchone()
         return dict(json.loads(row[0])) if row else None
+
+    @guarded("reading the certificates from")
+    def find_certificate(self, name: str) -> CertificateRecord | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT name, run_id, renew_at, body FROM "
+                                   f"{N.T_CERTIFICATES} WHERE name=?", (name,)).fetchone()
+        return certificate_from_row(row) if row else None
+
+    @guarded("reading the certificates from")
+    def list_certificates(self) -> list[CertificateRecord]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT name, run_id, renew_at, body FROM "
+                                    f"{N.T_CERTIFICATES} ORDER BY name").fetchall()
+        return [certificate_from_row(r) for r in rows]
 
     @guarded("reading the processed log from")
     def is_processed(self, source: str, ident: str) -> bool:

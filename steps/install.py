@@ -25,8 +25,10 @@ from cryptography.hazmat.primitives import serialization
 
 from certwright.engine.plugins.step import BaseStep, Done, StepContext
 from certwright.errors import PermanentError, StepError
+from certwright.state.location import default_live_dir
 from certwright.steps import _install_files as files
 from certwright.steps import _install_layout as layout_mod
+from certwright.steps import _install_lineage as lineage
 from certwright.steps._install_tls import (
     Presented,
     default_server_name,
@@ -68,6 +70,13 @@ def _pem(certs: list[x509.Certificate]) -> bytes:
 class InstallFiles(BaseStep):
     """Install key, certificate, chain and full chain into ``dir``, keeping old versions.
 
+    The certificate is called ``name`` (default: its first DNS name). Without ``dir`` it
+    goes into its own folder under the certificates root, ``<root>/<name>/`` (a numbered
+    suffix when another lineage owns that one); an explicit ``dir`` owned by a certificate
+    of another name is refused (:mod:`certwright.steps._install_lineage`). Outputs the
+    paths, the folder (``dir``), the certificate's ``name``, ``names``, ``serial``,
+    ``not_before``, ``not_after`` and ``issuer`` (its subject), for the inventory.
+
     Raises PermanentError, before writing anything, when the key does not match the
     certificate, an input is unreadable, the folder is a symlink, group/world-writable or
     cannot be created safely, or a target is a symlink. Repeat calls with the same input
@@ -81,12 +90,13 @@ class InstallFiles(BaseStep):
     params_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
-        "required": ["cert", "key", "dir"],
+        "required": ["cert", "key"],
         "properties": {
             "cert": {"type": "string", "minLength": 1},
             "chain": {"type": "string"},
             "key": {"type": "string", "minLength": 1},
-            "dir": {"type": "string", "minLength": 1},
+            "dir": {"type": ["string", "null"]},
+            "name": {"type": ["string", "null"]},
             "keep": {"type": "integer", "minimum": 0, "default": 5},
             **_NAME_PROPS,
         },
@@ -94,6 +104,8 @@ class InstallFiles(BaseStep):
 
     def run(self, ctx: StepContext) -> Done:
         p = ctx.params
+        certs = _load_certs(p["cert"], "certificate")
+        p, name, asked, names = lineage.resolve(p, certs[0], default_live_dir)
         layout = layout_mod.Layout.from_params(p)
         keep = p.get("keep", 5)
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
@@ -101,7 +113,6 @@ class InstallFiles(BaseStep):
         log = ctx.log.bind(step="install.files", dir=str(layout.dir))
 
         # 1. Validate every input before touching the target folder.
-        certs = _load_certs(p["cert"], "certificate")
         leaf, extra = certs[0], certs[1:]
         chain = extra + (_load_certs(p["chain"], "chain") if p.get("chain") else [])
         key_pem = _read(p["key"], "key")  # parsed and installed from the same bytes
@@ -122,7 +133,11 @@ class InstallFiles(BaseStep):
         for role in layout_mod.ROLES:
             layout_mod.check_target(layout.path(role))
         with files.locked(layout):
-            return self._install(ctx, layout, wanted, fingerprint, keep, bool(chain), log)
+            lineage.check_owner(layout.dir, name)  # again, under the lock
+            lineage.write_owner(layout.dir, name, asked, names)
+            done = self._install(ctx, layout, wanted, fingerprint, keep, bool(chain), log)
+        return Done({**done.outputs, "dir": str(layout.dir), "name": name, "names": names,
+                     **lineage.describe(leaf)})
 
     @staticmethod
     def _install(ctx: StepContext, layout: layout_mod.Layout, wanted: dict[str, bytes | None],

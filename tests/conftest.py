@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -30,6 +31,16 @@ def _children(pid: int) -> list[tuple[int, str]]:
         except (OSError, ValueError, IndexError):
             continue
     return found
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests run as root: keep the certificates root (else /etc/certwright/live) in a
+    temporary folder for the whole session; a test that cares sets its own."""
+    if not os.environ.get("CERTWRIGHT_LIVE_DIR"):
+        import tempfile
+        made = tempfile.mkdtemp(prefix="certwright-live-")
+        os.environ["CERTWRIGHT_LIVE_DIR"] = made
+        config.add_cleanup(lambda: shutil.rmtree(made, ignore_errors=True))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

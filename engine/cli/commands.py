@@ -24,6 +24,7 @@ from certwright.state.locks import daemon_lock, run_lock
 from certwright.state.opening import Connect
 from certwright.state.records import FINISHED, RUNNING, SUCCEEDED, RunRecord
 from certwright.state.sqlite import SQLiteStore
+from certwright.steps.inventory import InventoryHook, policy_from
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARKED, EXIT_LOCKED = 0, 1, 2, 3, 4
 
@@ -63,6 +64,7 @@ def _engine(args: argparse.Namespace, run_id: str, services: dict[str, Any],
         from certwright.engine.testing import CrashAfterCommits
         hooks.append(CrashAfterCommits(int(crash)))
     store = _open(args)
+    hooks.append(InventoryHook(store, policy_from(_load)))
     return Engine(store, args.state_dir, clock=clock_from_env(), services=services,
                   options=EngineOptions(scope=[run_id]), interceptors=hooks)
 
@@ -92,10 +94,25 @@ def _refuse_if_daemon(state_dir: Path) -> None:
             f"--no-wait` to hand it a run, or stop the daemon first")
 
 
+def _refuse_foreign_folder(inputs: dict[str, Any]) -> None:
+    """InputError, before the run exists, when ``cert_dir`` belongs to a certificate of
+    another name than ``cert_name`` (install.files would refuse it after issuing)."""
+    from certwright.errors import PermanentError
+    from certwright.steps._install_lineage import check_owner, folder_name
+    if not (inputs.get("cert_dir") and inputs.get("cert_name")):
+        return
+    try:
+        check_owner(Path(str(inputs["cert_dir"])), folder_name(str(inputs["cert_name"])))
+    except PermanentError as exc:
+        raise InputError(str(exc).removeprefix("install.files: ")) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from certwright.engine.model.inputs import coerce_inputs
     spec = _load(args.pipeline)
     given: dict[str, Any] = parse_sets(args.set)
+    if getattr(args, "name", None):
+        given["cert_name"] = args.name
     run_id = check_run_id(args.run_id) if args.run_id else new_run_id(spec.name)
     if not args.no_wait:
         _refuse_if_daemon(args.state_dir)
@@ -103,6 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stack.enter_context(run_lock(args.state_dir, run_id))
         services, given = start_services(spec, given, args.state_dir, stack)
         inputs = coerce_inputs(spec, given)
+        _refuse_foreign_folder(inputs)
         watcher = WaitWatcher()
         engine = _engine(args, run_id, services, watcher)
         stack.callback(engine.close)
@@ -198,7 +216,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if renewals and not args.run_id:
         print("renewals:")
         for item in renewals:
-            line = f"  {item['cert_path']}: {item['status']}, next {str(item['next_at'])[:16]}Z"
+            line = f"  {item['name']}: {item['status']}, next {str(item['next_at'])[:16]}Z"
             if item.get("attempts"):
                 line += (f" (failed {item['attempts']}x: "
                          f"{str(item.get('last_error') or '')[:60]})")

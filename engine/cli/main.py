@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an input value (repeatable)")
     r.add_argument("--run-id", help="the new run's id (default: <pipeline>-<date>-<random>)")
+    r.add_argument("--name", help="the certificate's name (input cert_name; default: its "
+                                  "first domain): its folder and its key in `certificates`")
     r.add_argument("--no-wait", action="store_true",
                    help="park the run when it waits, for `resume` or the daemon")
     r.set_defaults(func=commands.cmd_run)
@@ -86,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--reason", default="cancelled by user")
     c.set_defaults(func=commands.cmd_cancel)
 
-    for module in ("certwright.ca.cli", "certwright.ca.mail_cli", "certwright.engine.daemon.cli"):
+    for module in ("certwright.ca.cli", "certwright.ca.mail_cli", "certwright.engine.daemon.cli",
+                   "certwright.engine.cli.certificates"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:

@@ -1,7 +1,9 @@
 """Renewal: the daemon renews the certificates its runs installed.
 
-A run that **succeeded** and has ``install.files`` outputs (``cert_path`` with
-``fingerprint_sha256``) starts a *lineage*, keyed by the installed ``cert_path``. The
+A run that **succeeded** and has ``install.files`` outputs (``cert_path`` with its
+``key_path``, ``fullchain_path`` and ``fingerprint_sha256``; not ``ca.sign``'s copy in the
+run folder) starts a *lineage*, keyed by the installed ``cert_path`` and shown by the
+certificate's ``name``. The
 certificate on disk gives its lifetime; the pipeline's ``renew: {fraction, jitter}``
 (default: a third of the lifetime left, jitter 0.05) gives the instant::
 
@@ -26,7 +28,6 @@ row (``renewal_run``); one started but not yet recorded is at worst started agai
 """
 from __future__ import annotations
 
-import random
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
@@ -45,6 +46,7 @@ from certwright.errors import CertwrightError
 from certwright.state.base import Store
 from certwright.state.opening import open_reader
 from certwright.state.records import CANCELLED, FAILED, SUCCEEDED, RunRecord
+from certwright.steps.inventory import renew_instant
 
 log = structlog.get_logger("certwright.daemon.renew")
 
@@ -57,6 +59,7 @@ CREATE TABLE IF NOT EXISTS renewals (
   last_error TEXT, updated TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS seen (run_id TEXT PRIMARY KEY);
 """
+NAME_COLUMN = "ALTER TABLE renewals ADD COLUMN name TEXT"  # the certificate's name, later
 SCHEDULED, RENEWING, BACKING_OFF, STALE = "scheduled", "renewing", "backoff", "no_certificate"
 
 
@@ -64,15 +67,23 @@ def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.executescript(SCHEMA)
+    if "name" not in {row[1] for row in db.execute("PRAGMA table_info(renewals)")}:
+        db.execute(NAME_COLUMN)
+        # scheduled rows of earlier versions may be ca.sign's copy in a run folder (one
+        # certificate twice): learn those again from the runs; renewing and backing-off
+        # rows keep their state
+        db.execute("DELETE FROM renewals WHERE status = ?", (SCHEDULED,))
+        db.execute("DELETE FROM seen")
     return db
 
 
 def renewals_status(state_dir: Path) -> list[dict[str, Any]]:
     """The renewal schedule, for ``certwright status`` (empty when the daemon never ran).
 
-    Each item: cert_path, pipeline, run_id (the run that installed it), not_after,
-    renew_at, next_at (the next attempt), attempts (failed ones in a row), status
-    (scheduled | renewing | backoff | no_certificate), renewal_run, last_error.
+    Each item: name (the certificate's), cert_path, pipeline, run_id (the run that
+    installed it), not_after, renew_at, next_at (the next attempt), attempts (failed ones
+    in a row), status (scheduled | renewing | backoff | no_certificate), renewal_run,
+    last_error.
     Read-only; safe while the daemon runs.
     """
     path = Path(state_dir) / DB_FILE
@@ -80,16 +91,20 @@ def renewals_status(state_dir: Path) -> list[dict[str, Any]]:
         return []
     with closing(open_reader(str(path), sqlite3.connect)) as db:  # writes nothing
         db.row_factory = sqlite3.Row
-        rows = db.execute("SELECT cert_path, pipeline, run_id, not_after, renew_at, next_at, "
-                          "attempts, status, renewal_run, last_error FROM renewals "
+        columns = {row[1] for row in db.execute("PRAGMA table_info(renewals)")}
+        name = "name" if "name" in columns else "NULL AS name"
+        rows = db.execute(f"SELECT {name}, cert_path, pipeline, run_id, not_after, renew_at, "
+                          "next_at, attempts, status, renewal_run, last_error FROM renewals "
                           "ORDER BY next_at").fetchall()
-    return [dict(r) for r in rows]
+    return [{**dict(r), "name": r["name"] or Path(r["cert_path"]).parent.name} for r in rows]
 
 
 def installed_certs(run: RunRecord) -> list[dict[str, Any]]:
-    """``install.files``-like outputs of a run (those with cert_path and a fingerprint)."""
+    """``install.files``-like outputs of a run: a cert_path with its key_path, fullchain_path
+    and fingerprint (not ``ca.sign``'s copy in the run folder, which has no key_path)."""
     return [dict(v) for v in run.vars.values()
-            if isinstance(v, dict) and v.get("cert_path") and v.get("fingerprint_sha256")]
+            if isinstance(v, dict) and v.get("cert_path") and v.get("fingerprint_sha256")
+            and v.get("key_path") and v.get("fullchain_path")]
 
 
 def backoff(attempts: int, base: float, cap: float) -> float:
@@ -153,9 +168,7 @@ class Renewer:
                 fraction, jitter = spec.renew.fraction, spec.renew.jitter
         except CertwrightError:
             pass
-        life = (na - nb).total_seconds()
-        spread = random.Random(out["fingerprint_sha256"]).uniform(0, jitter)
-        renew_at = na - timedelta(seconds=life * (fraction + spread))
+        renew_at = renew_instant(nb, na, out["fingerprint_sha256"], fraction, jitter)
         row = self._db.execute("SELECT run_id, renewal_run FROM renewals WHERE cert_path=?",
                                (out["cert_path"],)).fetchone()
         if row and row[0] != run.id and row[1] != run.id and self._newer(row[0], run):
@@ -163,10 +176,11 @@ class Renewer:
         now = format_instant(self.clock.now())
         self._db.execute(
             "INSERT OR REPLACE INTO renewals(cert_path, pipeline, run_id, not_before, "
-            "not_after, renew_at, next_at, attempts, status, renewal_run, last_error, updated)"
-            " VALUES(?,?,?,?,?,?,?,0,?,NULL,NULL,?)",
+            "not_after, renew_at, next_at, attempts, status, renewal_run, last_error, updated,"
+            " name) VALUES(?,?,?,?,?,?,?,0,?,NULL,NULL,?,?)",
             (out["cert_path"], run.pipeline, run.id, format_instant(nb), format_instant(na),
-             format_instant(renew_at), format_instant(renew_at), SCHEDULED, now))
+             format_instant(renew_at), format_instant(renew_at), SCHEDULED, now,
+             str(out.get("name") or Path(out["cert_path"]).parent.name)))
         log.info("renewal_scheduled", run_id=run.id, cert=out["cert_path"],
                  not_after=format_instant(na), renew_at=format_instant(renew_at),
                  renewed=bool(row and row[1] == run.id))

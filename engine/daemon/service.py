@@ -50,12 +50,14 @@ from certwright.engine.daemon.renew import Renewer
 from certwright.engine.model.spec import PipelineSpec
 from certwright.engine.plugins.step import Wait
 from certwright.engine.run.runner import Engine, EngineOptions
+from certwright.errors import CertwrightError
 from certwright.events import Event
 from certwright.mail.books import books_dir
 from certwright.mail.claims import Claims
 from certwright.mail.provision import MaildirPolicy
 from certwright.state.location import open_store
 from certwright.state.locks import daemon_lock
+from certwright.steps.inventory import InventoryHook, policy_from
 
 log = structlog.get_logger("certwright.daemon")
 
@@ -126,6 +128,12 @@ class Daemon:
         return (all(c.startswith("mail:") for c in w.correlations)
                 and all(os.path.realpath(p) in self._watched for p in w.watch))
 
+    def _find(self, name: str) -> PipelineSpec:
+        """The catalog's pipeline ``name`` (for the inventory's renewal policy)."""
+        if self.catalog is None:
+            raise CertwrightError(f"pipeline {name!r}: the daemon's catalog is not loaded yet")
+        return self.catalog.find(name)
+
     def _start_run(self, spec: PipelineSpec, inputs: Mapping[str, Any], run_id: str,
                    secret: list[str]) -> str:
         if self.engine is None:
@@ -153,7 +161,8 @@ class Daemon:
             self.locks = locks
             stack.callback(locks.close)  # after the engine's close: nothing runs any more
             engine = Engine(store, self.state_dir, clock=self.clock, services=services,
-                            options=EngineOptions(workers=self.workers), interceptors=[locks])
+                            options=EngineOptions(workers=self.workers),
+                            interceptors=[locks, InventoryHook(store, policy_from(self._find))])
             self.engine = engine
             stack.callback(engine.close)
             engine.open()

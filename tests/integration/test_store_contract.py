@@ -1,4 +1,4 @@
-"""The store contract (``state.contract``, ``state.contract_shared``) run on the SQLite store.
+"""The store contract (``state.contract``, ``_certificates``, ``_shared``) run on the SQLite store.
 
 Every test runs in each way the engine opens the store: ``synchronous=full`` (the default,
 ``run`` and the CLI), ``normal`` (tests, benchmarks) and ``normal`` with the background
@@ -16,6 +16,7 @@ import pytest
 
 from certwright.state import names as N
 from certwright.state.contract import StoreContract, write_everything
+from certwright.state.contract_certificates import CertificateContract
 from certwright.state.contract_shared import LockContract, SharedStoreContract
 from certwright.state.sqlite import SQLiteStore
 
@@ -40,6 +41,10 @@ class _SQLite:
 
 
 class TestSQLiteStore(_SQLite, StoreContract):
+    pass
+
+
+class TestSQLiteStoreCertificates(_SQLite, CertificateContract):
     pass
 
 

@@ -1,0 +1,184 @@
+"""``certwright certificates [NAME] [--json]``: every certificate the store knows.
+
+One row per certificate name: its inventory record (or, for a succeeded run the inventory
+lacks, that run's outputs), else the newest run that works on it. The state is:
+
+* ``revoked`` (the inventory says so), ``expired`` (past not after), ``expiring`` (past its
+  renewal instant), ``valid``;
+* for a name without an installed certificate: ``waiting for <what>`` (a run waits),
+  ``running``, or ``failed`` (its newest run failed or was cancelled).
+
+The installed files are read, not only the records: a certificate file that is gone, or
+holds another certificate than the one recorded, is reported (``files``, ``problems``).
+The next renewal is the daemon's schedule when it has one, else the inventory's. Reads
+only, so it works on a read-only store.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from certwright.clock import clock_from_env, format_instant, parse_instant
+from certwright.errors import InputError
+from certwright.state.base import Store
+from certwright.state.records import FAILED, FINISHED, REVOKED, CertificateRecord, RunRecord
+from certwright.steps.inventory import as_dict, pending_records
+
+DAY = 86400.0
+
+
+def _check_files(rec: CertificateRecord) -> tuple[dict[str, str], list[str]]:
+    """Each installed file's condition (ok | changed | removed) and what is wrong."""
+    files: dict[str, str] = {}
+    problems: list[str] = []
+    for role, path in sorted(rec.paths.items()):
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            files[role] = "removed"
+            problems.append(f"{path} was removed")
+            continue
+        except OSError as exc:
+            files[role] = "unreadable"
+            problems.append(f"{path} cannot be read: {exc.strerror}")
+            continue
+        files[role] = "ok"
+        if role != "cert":
+            continue
+        try:
+            leaf = x509.load_pem_x509_certificates(data)[0]
+        except (ValueError, IndexError):
+            files[role] = "changed"
+            problems.append(f"{path} was changed: it holds no PEM certificate now")
+            continue
+        fp = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
+        if rec.fingerprint_sha256 and fp != rec.fingerprint_sha256:
+            files[role] = "changed"
+            problems.append(f"{path} was changed: it holds serial "
+                            f"{leaf.serial_number:x}, not {rec.serial} as installed")
+    return files, problems
+
+
+def _state(rec: CertificateRecord, now: datetime) -> str:
+    if rec.status == REVOKED:
+        return "revoked"
+    if rec.not_after and now >= parse_instant(rec.not_after):
+        return "expired"
+    if rec.renew_at and now >= parse_instant(rec.renew_at):
+        return "expiring"
+    return "valid"
+
+
+def _name_of(run: RunRecord) -> str:
+    name = run.inputs.get("cert_name") or run.inputs.get("domain") or ""
+    return str(name).removeprefix("*.")
+
+
+def _run_state(run: RunRecord) -> str:
+    if run.status in FINISHED:
+        return "failed"
+    if run.waiting:
+        return f"waiting for {run.waiting}"
+    return "running"
+
+
+def _row(rec: CertificateRecord, now: datetime, schedule: dict[str, str]) -> dict[str, Any]:
+    files, problems = _check_files(rec)
+    days = None
+    if rec.not_after:
+        days = round((parse_instant(rec.not_after) - now).total_seconds() / DAY, 1)
+    row = as_dict(rec)
+    row.update(state=_state(rec, now), days_left=days, files=files, problems=problems,
+               next_renewal=schedule.get(rec.paths.get("cert", "")) or rec.renew_at,
+               run=rec.run_id, pending_run=None)
+    return row
+
+
+def _run_row(run: RunRecord) -> dict[str, Any]:
+    return {"name": _name_of(run), "state": _run_state(run), "names": [], "issuer": "",
+            "serial": "", "not_before": "", "not_after": "", "days_left": None,
+            "dir": str(run.inputs.get("cert_dir") or ""), "paths": {}, "files": {},
+            "problems": [run.error] if run.status == FAILED and run.error else [],
+            "run": run.id, "pipeline": run.pipeline, "next_renewal": None,
+            "pending_run": None}
+
+
+def certificate_rows(store: Store, state_dir: Path, now: datetime) -> list[dict[str, Any]]:
+    """The rows of ``certificates``, by name (see the module)."""
+    from certwright.engine.daemon.renew import renewals_status
+    schedule = {str(r["cert_path"]): str(r["next_at"]) for r in renewals_status(state_dir)}
+    records = {c.name: c for c in store.list_certificates()}
+    records.update({c.name: c for c in pending_records(store)})
+    rows = {name: _row(rec, now, schedule) for name, rec in records.items()}
+    made = {rec.run_id for rec in records.values()}
+    for run in store.list_runs():  # oldest first: the newest run of a name wins
+        name = _name_of(run)
+        if not name or run.id in made or run.status == "succeeded":
+            continue
+        if name in rows and rows[name]["serial"]:
+            if run.status not in FINISHED:
+                rows[name]["pending_run"] = f"{run.id}: {_run_state(run)}"
+            continue
+        rows[name] = _run_row(run)
+    return [rows[n] for n in sorted(rows)]
+
+
+def _when(instant: str | None) -> str:
+    return instant[:10] if instant else "-"
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """A plain table (no terminal library), then one line per problem of a row."""
+    head = ("NAME", "STATE", "NAMES", "NOT AFTER", "DAYS", "SERIAL", "NEXT RENEWAL", "FOLDER")
+    table = [head] + [(
+        r["name"], r["state"], ",".join(r["names"]) or "-", _when(r["not_after"]),
+        "-" if r["days_left"] is None else f"{r['days_left']:g}", r["serial"][:16] or "-",
+        _when(r["next_renewal"]), r["dir"] or "-") for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(head))]
+    for line in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    for r in rows:
+        for problem in r["problems"]:
+            print(f"{r['name']}: {problem}")
+        if r["pending_run"]:
+            print(f"{r['name']}: run {r['pending_run']}")
+
+
+def cmd_certificates(args: argparse.Namespace) -> int:
+    from certwright.engine.cli.commands import _open
+    store = _open(args, readonly=True)
+    try:
+        now = clock_from_env().now()
+        rows = certificate_rows(store, args.state_dir, now)
+    finally:
+        store.close()
+    if args.name:
+        rows = [r for r in rows if r["name"] == args.name]
+        if not rows:
+            raise InputError(f"no certificate named {args.name!r} in {args.state_dir}; "
+                             "`certwright certificates` lists them all")
+    if args.json:
+        json.dump({"now": format_instant(now), "certificates": rows}, sys.stdout, indent=2,
+                  default=str)
+        sys.stdout.write("\n")
+    elif rows:
+        print_table(rows)
+    else:
+        print(f"no certificates in {args.state_dir} yet")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``certificates`` to the CLI's subcommands."""
+    c = sub.add_parser("certificates", help="list the certificates: names, expiry, state, files")
+    c.add_argument("name", nargs="?", help="only the certificate of this name")
+    c.add_argument("--json", action="store_true", help="one JSON document")
+    c.set_defaults(func=cmd_certificates)
