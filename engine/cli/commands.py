@@ -93,9 +93,10 @@ def _refuse_if_daemon(state_dir: Path) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from certwright.engine.cli.config_cmd import load_config, run_inputs
     from certwright.engine.model.inputs import coerce_inputs
     spec = _load(args.pipeline)
-    given: dict[str, Any] = parse_sets(args.set)
+    given: dict[str, Any] = run_inputs(load_config(args), spec, parse_sets(args.set))
     run_id = check_run_id(args.run_id) if args.run_id else new_run_id(spec.name)
     if not args.no_wait:
         _refuse_if_daemon(args.state_dir)

@@ -37,7 +37,7 @@ from typing import Any
 import structlog
 
 from certwright.clock import Clock, clock_from_env
-from certwright.engine.daemon.config import DaemonConfig, load_config_file, merge_args
+from certwright.engine.daemon.config import DaemonConfig, load_daemon_config, merge_args
 from certwright.engine.daemon.inbox import QUIET, Inbox, PipelineCatalog, catalog_handler
 from certwright.engine.daemon.locking import RunLocks
 from certwright.engine.daemon.mailroute import (
@@ -270,9 +270,9 @@ class Daemon:
 
     def _reload_config(self, router: MailRouter, inbox: Inbox | None) -> None:
         notify_systemd("RELOADING=1")
-        if self.cfg.source:
+        if self.cfg.from_files:
             try:
-                fresh = load_config_file(Path(self.cfg.source))
+                fresh = load_daemon_config(self.cfg.config_path)
             except Exception as exc:  # noqa: BLE001 - keep the old config
                 log.error("config_invalid", file=self.cfg.source, error=str(exc))
             else:
