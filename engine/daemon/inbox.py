@@ -48,6 +48,7 @@ QUIET = 0.25  # seconds without an event in the pipelines folder before it is re
 SETTLE = 2.0  # seconds a file must be unchanged before a sweep takes it without an event
 
 StartRun = Callable[[PipelineSpec, Mapping[str, Any], str, list[str]], str]
+Prepare = Callable[[PipelineSpec, dict[str, Any]], dict[str, Any]]
 
 
 class PipelineCatalog:
@@ -138,13 +139,15 @@ class Inbox:
 
     def __init__(self, folder: Path, catalog: PipelineCatalog, start: StartRun,
                  run_exists: Callable[[str], bool], *, csr_pipeline: str = "cacert",
-                 csr_inputs: Mapping[str, Any] | None = None) -> None:
+                 csr_inputs: Mapping[str, Any] | None = None,
+                 prepare: Prepare | None = None) -> None:
         self.folder = Path(folder).resolve()
         self.catalog = catalog
         self._start = start
         self._exists = run_exists
         self.csr_pipeline = csr_pipeline
         self.csr_inputs = dict(csr_inputs or {})
+        self._prepare = prepare  # given inputs -> as a run gets them (defaults, providers)
         self._ready: set[str] = set()
         self._lock = threading.Lock()
         for sub in ("done", "failed", ".processing"):
@@ -204,6 +207,8 @@ class Inbox:
                 path = self._move(path, claim / name)
             if spec.inputs.get("csr") is not None and name.endswith(".csr"):
                 inputs = {**inputs, "csr": str(self.folder / "done" / f"{run_id}-{name}")}
+            if self._prepare is not None:
+                inputs = self._prepare(spec, inputs)
             from certwright.engine.model.inputs import coerce_inputs
             values = coerce_inputs(spec, inputs)
             self._start(spec, values, run_id, secret)

@@ -38,6 +38,7 @@ import structlog
 
 from certwright.clock import Clock, clock_from_env
 from certwright.engine.daemon.config import DaemonConfig, load_daemon_config, merge_args
+from certwright.engine.daemon.filewaits import FileWaits
 from certwright.engine.daemon.inbox import QUIET, Inbox, PipelineCatalog, catalog_handler
 from certwright.engine.daemon.locking import RunLocks
 from certwright.engine.daemon.mailroute import (
@@ -50,6 +51,7 @@ from certwright.engine.daemon.renew import Renewer
 from certwright.engine.model.spec import PipelineSpec
 from certwright.engine.plugins.step import Wait
 from certwright.engine.run.runner import Engine, EngineOptions
+from certwright.errors import InputError
 from certwright.events import Event
 from certwright.state.location import open_store
 from certwright.state.locks import daemon_lock
@@ -94,6 +96,8 @@ class Daemon:
         self.locks: RunLocks | None = None
         self.router: MailRouter | None = None
         self.catalog: PipelineCatalog | None = None
+        self.file_waits: FileWaits = FileWaits(None)
+        self._stack: ExitStack | None = None
         self.ready = threading.Event()
 
     # -- control (thread- and signal-safe) ------------------------------------------------
@@ -129,6 +133,25 @@ class Daemon:
             raise RuntimeError("the daemon is not running")
         return self.engine.start_run(spec, inputs, run_id, secret_inputs=secret)
 
+    def _prepare(self, spec: PipelineSpec, given: dict[str, Any]) -> dict[str, Any]:
+        """A new run's given inputs as ``run`` would make them: the configuration file's
+        defaults under them, and the providers' addresses (``ca=embedded`` -> the
+        embedded CA this daemon serves). Raises InputError when the run asks for the
+        embedded CA and this daemon does not serve it."""
+        from certwright.ca.provider import wants_embedded
+        from certwright.engine.model.configfile import Config
+        from certwright.engine.run.services import start_services_for
+        defaults = Config.load(self.cfg.config_path).input_settings(spec.name, spec.inputs) \
+            if self.cfg.from_files else {}
+        given = {**{k: s.value for k, s in defaults.items()}, **given}
+        if wants_embedded(spec, given) and not self.cfg.embedded:
+            raise InputError("the run asks for the embedded CA (ca=embedded), which this "
+                             "daemon does not serve: start it with --embedded, or give ca")
+        if self._stack is None:
+            raise RuntimeError("the daemon is not running")
+        _, [values] = start_services_for(spec, [given], self.state_dir, self._stack)
+        return values
+
     # -- the service ----------------------------------------------------------------------
     def run(self) -> int:
         with ExitStack() as stack:
@@ -141,16 +164,29 @@ class Daemon:
             stack.callback(lookup_store.close)
             services: dict[str, Any] = {}
             maildirs = list(self.cfg.maildirs)
+            self._stack = stack
             if self.cfg.embedded:  # the built-in CA's provider, as `run` would start it
                 from certwright.ca.provider import serve_embedded
-                provision = serve_embedded(self.state_dir, self.cfg.embedded_domains, stack)
+                from certwright.engine.daemon.domains import StoreDomains
+                provision = serve_embedded(self.state_dir, self.cfg.embedded_domains, stack,
+                                           StoreDomains(self.state_dir).accepts)
                 services.update(provision.services)
                 maildirs.extend(provision.maildirs)
+            inotify = None
+            try:
+                from certwright.mail.inotify import NewFileWatcher
+                inotify = NewFileWatcher()
+                stack.callback(inotify.stop)
+            except OSError as exc:
+                log.warning("inotify_unavailable", error=str(exc), fallback="watchdog")
             locks = RunLocks(self.state_dir, covered=self._covered)
             self.locks = locks
             stack.callback(locks.close)  # after the engine's close: nothing runs any more
+            files = FileWaits(inotify, skip=lambda path: path in self._watched)
+            self.file_waits = files
             engine = Engine(store, self.state_dir, clock=self.clock, services=services,
-                            options=EngineOptions(workers=self.workers), interceptors=[locks])
+                            options=EngineOptions(workers=self.workers),
+                            interceptors=[locks, files])
             self.engine = engine
             stack.callback(engine.close)
             engine.open()
@@ -165,19 +201,13 @@ class Daemon:
             if self.cfg.inbox is not None:
                 inbox = Inbox(self.cfg.inbox, catalog, self._start_run,
                               lambda rid: store.find_run(rid) is not None,
-                              csr_pipeline=self.cfg.csr_pipeline, csr_inputs=self.cfg.csr_inputs)
+                              csr_pipeline=self.cfg.csr_pipeline, csr_inputs=self.cfg.csr_inputs,
+                              prepare=self._prepare)
                 observer.schedule(inbox.handler(self._wake), str(inbox.folder))
             router = MailRouter(lookup_store.runs_for, engine.submit,
                                 grace=self.cfg.unmatched_grace,
                                 now=lambda: self.clock.now().timestamp())
             self.router = router
-            inotify = None
-            try:
-                from certwright.mail.inotify import NewFileWatcher
-                inotify = NewFileWatcher()
-                stack.callback(inotify.stop)
-            except OSError as exc:
-                log.warning("inotify_unavailable", error=str(exc), fallback="watchdog")
             sources = [MaildirSource(Path(m), router, observer, inotify) for m in maildirs]
             observer.start()
             stack.callback(lambda: (observer.stop(), observer.join(timeout=5)))
@@ -192,6 +222,7 @@ class Daemon:
                 source.start()
             imaps = self._start_imap(router, stack)
             engine.sync(adopt=locks.claim)
+            files.scan(store)
             self._load_steps(engine)
             self.ready.set()
             notify_systemd("READY=1")
@@ -247,6 +278,7 @@ class Daemon:
                 if now - last_sync >= self.cfg.sync_interval:
                     last_sync = now
                     engine.sync(adopt=locks.claim)
+                    self.file_waits.scan(engine.store)  # runs parked elsewhere on a file
                 due = renewer.next_due()
                 if now - last_renew >= self.cfg.renew_check or (
                         due is not None and due <= self.clock.now() and now - last_renew >= 5):
