@@ -14,7 +14,13 @@ stays in force. A name not found there falls back to the bundled pipelines.
 * a CSR, ``*.csr`` (PEM): starts the pipeline ``csr_pipeline`` (config; default
   ``cacert``) with inputs ``csr_inputs`` (config) plus ``domain`` = the CSR's first DNS
   name (SAN, else CN), ``domains`` = all of them (if the pipeline declares that input) and
-  ``csr`` = the kept CSR's path ``inbox/done/<run_id>-<name>`` (if it declares ``csr``).
+  ``csr`` = the kept CSR's path ``inbox/done/<run_id>-<name>`` (if it declares ``csr``:
+  cacert then signs that CSR as it is, makes no key, and places the certificate and chain
+  beside it, ``inbox/done/<run_id>-<stem>.crt`` and ``.chain.pem``).
+
+Every new run's inputs go through ``prepare`` (the daemon's: the configuration file's
+defaults, then the providers, so ``ca=embedded`` names the embedded CA) before they are
+checked.
 
 The file is first claimed by renaming it into ``inbox/.processing/<run_id>/`` (so a crash
 never starts a second run for it: on the next start a claimed file whose run exists goes

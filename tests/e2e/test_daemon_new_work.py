@@ -122,3 +122,39 @@ def test_a_file_wait_goes_on_from_inotify_not_its_poll(tmp_path: Path):
                      f"run {rid} to go on from the file's event")
     finally:
         assert daemon.stop() == 0, daemon.text()[-3000:]
+
+
+def test_a_dropped_csr_is_signed_as_it_is_and_its_key_stays_with_its_owner(tmp_path: Path):
+    """A CSR dropped in the inbox gets a certificate for that CSR's key, placed beside
+    the kept CSR; the run makes no key of its own."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    inbox = tmp_path / "inbox"
+    state, daemon = _daemon(tmp_path, f"daemon:\n  embedded: true\n  inbox: {inbox}\n")
+    try:
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "own.test")]))
+               .add_extension(x509.SubjectAlternativeName([x509.DNSName("own.test")]),
+                              critical=False)
+               .sign(key, hashes.SHA256()))
+        tmp = tmp_path / ".req.csr.tmp"
+        tmp.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+        tmp.replace(inbox / "req.csr")
+        wait_for(lambda: any(s[1] in ("succeeded", "failed")
+                             for s in statuses(state).values()), 120, "the CSR's run to end")
+        [(rid, result)] = statuses(state).items()
+        assert result == ("installed", "succeeded"), daemon.text()[-3000:]
+        placed = inbox / "done" / f"{rid}-req.crt"
+        cert = x509.load_pem_x509_certificate(placed.read_bytes())
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        der = serialization.Encoding.DER
+        assert cert.public_key().public_bytes(der, spki) == \
+            key.public_key().public_bytes(der, spki)
+        assert (inbox / "done" / f"{rid}-req.chain.pem").read_bytes().startswith(b"-----BEGIN")
+        assert not list((state / "runs" / rid).rglob("*.key")), "the run made a key"
+    finally:
+        assert daemon.stop() == 0, daemon.text()[-3000:]
