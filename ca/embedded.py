@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,25 +64,35 @@ def _read_ports(path: Path) -> dict[str, Any]:
 
 
 def domains_of(given: Mapping[str, Any]) -> set[str]:
+    """The mail domains a run's inputs name: ``domain``, each of ``domains`` (a list or
+    a comma-separated text; a wildcard's base) and the domain of ``email``."""
+    values = [str(given.get("domain") or ""), str(given.get("email") or "")]
+    many = given.get("domains")
+    values += [str(v) for v in many] if isinstance(many, (list, tuple)) \
+        else str(many or "").split(",")
     out = set()
-    for key in ("domain", "email"):
-        value = str(given.get(key) or "")
-        if key == "email" and "@" in value:
-            value = value.rsplit("@", 1)[1]
-        if value and "${" not in value:
-            out.add(value.lower())
+    for i, raw in enumerate(values):
+        name = raw.strip()
+        if i == 1 and "@" in name:
+            name = name.rsplit("@", 1)[1]
+        name = name.removeprefix("*.")
+        if name and "${" not in name and "@" not in name:
+            out.add(name.lower())
     return out
 
 
-def start(state_dir: Path, domains: Iterable[str], stack: ExitStack) -> Embedded:
-    """Start the mail server and the CA (reusing recorded ports); stopped by ``stack``."""
+def start(state_dir: Path, domains: Iterable[str], stack: ExitStack,
+          also_accept: Callable[[str], bool] | None = None) -> Embedded:
+    """Start the mail server and the CA (reusing recorded ports); stopped by ``stack``.
+    ``also_accept`` answers for domains beyond ``domains`` (the daemon's store)."""
     base, ca_dir, maildir, ports_file = _paths(state_dir)
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     ports = _read_ports(ports_file)
     wanted = sorted(set(domains) | set(ports.get("domains", [])))
     if not wanted:
         wanted = ["example.test"]
-    mail = MailServer("127.0.0.1", int(ports.get("smtp", 0)), domains=wanted, maildir=maildir)
+    mail = MailServer("127.0.0.1", int(ports.get("smtp", 0)), domains=wanted, maildir=maildir,
+                      also_accept=also_accept)
     ca = CAServer(ca_dir, host="127.0.0.1", port=int(ports.get("ca", 0)),
                   smarthost=("127.0.0.1", 0), clock=clock_from_env(),
                   settings={"rate_limits": scaled(EMBEDDED_RATE_FACTOR)})

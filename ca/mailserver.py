@@ -26,7 +26,7 @@ import re
 import socket
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -172,7 +172,7 @@ class _Handler:
         if not match:
             log.info("mail_rcpt_refused", rcpt=address[:200], reason="bad address")
             return "553 5.1.3 bad recipient address syntax"
-        if match.group(1).lower() not in self.server.domains:
+        if not await self.server.accepts(match.group(1).lower()):
             log.info("mail_rcpt_refused", rcpt=address, reason="relay not permitted")
             return "550 5.7.1 relay not permitted"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
@@ -205,12 +205,15 @@ class MailServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, domains: Iterable[str],
                  maildir: Path, max_message_size: int = 10 * 1024 * 1024,
-                 authserv_id: str = AUTHSERV_ID) -> None:
+                 authserv_id: str = AUTHSERV_ID,
+                 also_accept: Callable[[str], bool] | None = None) -> None:
         self.host = host
         self.port = port
         self.domains = frozenset(d.strip().lower().rstrip(".") for d in domains)
         if not self.domains:
             raise ValueError("a mail server needs at least one domain")
+        # asked (in a worker thread: it may block) about a domain not in `domains`
+        self.also_accept = also_accept
         self.maildir = Maildir(maildir)
         self.max_message_size = max_message_size
         self.authserv_id = authserv_id
@@ -219,6 +222,16 @@ class MailServer:
         self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
         self._delivery: _DeliveryThreads | None = None
+
+    async def accepts(self, domain: str) -> bool:
+        """Whether mail for ``domain`` is taken: one of :attr:`domains`, or one
+        :attr:`also_accept` (when set) says yes to; never an open relay."""
+        if domain in self.domains:
+            return True
+        if self.also_accept is None:
+            return False
+        loop = asyncio.get_running_loop()
+        return bool(await loop.run_in_executor(None, self.also_accept, domain))
 
     def _factory(self) -> SMTP:
         if self._delivery is None:  # start() sets it before the server listens

@@ -15,7 +15,7 @@ and whether the ports file exists.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,11 +76,13 @@ class EmbeddedServices:
                          maildirs=(emb.maildir,))
 
 
-def serve_embedded(state_dir: Path, domains: Sequence[str], stack: ExitStack) -> Provision:
-    """For ``daemon --embedded``: start the services for ``domains`` (and those recorded)
-    until ``stack`` closes; the Provision has no inputs (the daemon rewrites none)."""
+def serve_embedded(state_dir: Path, domains: Sequence[str], stack: ExitStack,
+                   also_accept: Callable[[str], bool] | None = None) -> Provision:
+    """For ``daemon --embedded``: start the services for ``domains`` (and those recorded,
+    and those ``also_accept`` says yes to) until ``stack`` closes; the Provision has no
+    inputs (the daemon points each run it starts at them through :meth:`provide`)."""
     from certwright.ca.embedded import start
-    emb = start(state_dir, domains, stack)
+    emb = start(state_dir, domains, stack, also_accept)
     return Provision(services={SERVICE: emb}, inputs=[], maildirs=(emb.maildir,))
 
 

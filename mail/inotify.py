@@ -9,6 +9,9 @@ asks only for ``IN_CREATE`` and ``IN_MOVED_TO`` (a message arriving by link or r
 ``watch(folder, callback)`` calls ``callback(name)`` for each file appearing in ``folder``
 (``callback(None)`` after an overflow) from the watcher's thread. Raises OSError when inotify
 is unavailable (the daemon then falls back to watchdog). ``stop()`` is safe to repeat.
+``watch(folder, callback, CHANGES)`` also reports files written, removed or moved away, and
+folders (the daemon's ``wait.file`` watching); several callbacks may watch one folder, each
+told only the events it asked for, and ``unwatch`` drops one again.
 """
 from __future__ import annotations
 
@@ -22,8 +25,15 @@ import threading
 from collections.abc import Callable
 
 IN_CREATE, IN_MOVED_TO, IN_Q_OVERFLOW, IN_ISDIR = 0x100, 0x080, 0x4000, 0x40000000
+IN_CLOSE_WRITE, IN_DELETE, IN_MOVED_FROM, IN_MASK_ADD = 0x008, 0x200, 0x040, 0x20000000
 IN_NONBLOCK, IN_CLOEXEC = 0o4000, 0o2000000
 _HEADER = struct.Struct("iIII")
+
+#: files arriving (by link or rename): what a Maildir's ``new/`` needs
+NEW = IN_CREATE | IN_MOVED_TO
+#: and files written, removed or moved away, and folders too (IN_ISDIR): ``wait.file``
+CHANGES = NEW | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_ISDIR
+_KERNEL_BITS = CHANGES & ~IN_ISDIR
 
 Callback = Callable[[str | None], None]
 
@@ -39,21 +49,46 @@ class NewFileWatcher:
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
         self._fd = fd
-        self._callbacks: dict[int, Callback] = {}
+        self._rm = libc.inotify_rm_watch
+        self._rm.argtypes = [ctypes.c_int, ctypes.c_int]
+        # wd -> (events, callback) pairs; replaced, never changed in place, so the watcher
+        # thread reads a consistent list without a lock
+        self._callbacks: dict[int, tuple[tuple[int, Callback], ...]] = {}
+        self._wds: dict[str, int] = {}
+        self._lock = threading.Lock()
         self._stop_r, self._stop_w = os.pipe()
         self._thread: threading.Thread | None = None
 
-    def watch(self, folder: str, callback: Callback) -> None:
-        """Report files created in or moved into ``folder``; raises OSError on failure."""
-        wd = self._add(self._fd, os.fsencode(folder), IN_CREATE | IN_MOVED_TO)
-        if wd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"inotify_add_watch {folder}: {os.strerror(err)}")
-        self._callbacks[wd] = callback
+    def watch(self, folder: str, callback: Callback, events: int = NEW) -> None:
+        """Report files created in or moved into ``folder`` (``events``: also the other
+        kinds of :data:`CHANGES`); raises OSError on failure."""
+        with self._lock:
+            wd = self._add(self._fd, os.fsencode(folder),
+                           (events & _KERNEL_BITS) | IN_MASK_ADD)
+            if wd < 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"inotify_add_watch {folder}: {os.strerror(err)}")
+            self._wds[folder] = wd
+            self._callbacks[wd] = (*self._callbacks.get(wd, ()), (events, callback))
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="certwright-inotify",
                                             daemon=True)
             self._thread.start()
+
+    def unwatch(self, folder: str, callback: Callback) -> None:
+        """Stop telling ``callback`` about ``folder``; the last one removes the watch."""
+        with self._lock:
+            wd = self._wds.get(folder)
+            if wd is None:
+                return
+            left = tuple(p for p in self._callbacks.get(wd, ()) if p[1] is not callback)
+            if left:
+                self._callbacks[wd] = left
+                return
+            self._callbacks.pop(wd, None)
+            for name in [f for f, w in self._wds.items() if w == wd]:
+                del self._wds[name]
+            self._rm(self._fd, wd)
 
     def _run(self) -> None:
         while True:
@@ -72,13 +107,15 @@ class NewFileWatcher:
                 raw = data[offset + _HEADER.size: offset + _HEADER.size + length]
                 offset += _HEADER.size + length
                 if mask & IN_Q_OVERFLOW:
-                    for cb in list(self._callbacks.values()):
-                        self._call(cb, None)
+                    for pairs in list(self._callbacks.values()):
+                        for _, cb in pairs:
+                            self._call(cb, None)
                     continue
-                found = self._callbacks.get(wd)
-                if found is None or mask & IN_ISDIR:
-                    continue
-                self._call(found, os.fsdecode(raw.rstrip(b"\0")))
+                name = os.fsdecode(raw.rstrip(b"\0"))
+                for events, cb in self._callbacks.get(wd, ()):
+                    if mask & events & _KERNEL_BITS and (
+                            not mask & IN_ISDIR or events & IN_ISDIR):
+                        self._call(cb, name)
 
     @staticmethod
     def _call(cb: Callback, name: str | None) -> None:

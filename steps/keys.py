@@ -315,11 +315,27 @@ class CsrGenerate(BaseStep):
             "domains": {"type": ["array", "string"], "items": {"type": "string"}},
             "domain": {"type": "string"},
             "path": {"type": "string"},
+            "csr": {"type": "string"},
         },
     }
 
+    def render_params(self, params: Mapping[str, Any],
+                      namespace: Mapping[str, Any]) -> dict[str, Any]:
+        """As the engine renders them, but with a given ``csr`` the ``key`` is not
+        rendered (no key was made: ``key.generate`` was skipped)."""
+        from certwright.engine.model.template import render
+        csr = render(params.get("csr", ""), namespace)
+        if csr:
+            return {"csr": str(csr)}
+        rendered: dict[str, Any] = render(dict(params), namespace)
+        rendered.pop("csr", None)
+        return rendered
+
     def run(self, ctx: StepContext) -> Done:
         p = ctx.params
+        if p.get("csr"):  # a CSR that came with the run: signed as it is
+            from certwright.steps.given_csr import check_given_csr
+            return Done(check_given_csr(Path(str(p["csr"]))))
         names = _names_param(p)
         key_path = _resolve(ctx, p.get("key"), "server.key")
         path = _resolve(ctx, p.get("path"), "server.csr")

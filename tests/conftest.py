@@ -67,3 +67,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             os.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests never read the machine's /etc/certwright/config.yaml (they run as root): the
+    system configuration file is a path that does not exist, unless a test names one."""
+    os.environ.setdefault("CERTWRIGHT_SYSTEM_CONFIG",
+                          f"/nonexistent/certwright-tests-{os.getpid()}/config.yaml")

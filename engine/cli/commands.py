@@ -108,9 +108,10 @@ def _refuse_foreign_folder(inputs: dict[str, Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from certwright.engine.cli.config_cmd import load_config, run_inputs
     from certwright.engine.model.inputs import coerce_inputs
     spec = _load(args.pipeline)
-    given: dict[str, Any] = parse_sets(args.set)
+    given: dict[str, Any] = run_inputs(load_config(args), spec, parse_sets(args.set))
     if getattr(args, "name", None):
         given["cert_name"] = args.name
     run_id = check_run_id(args.run_id) if args.run_id else new_run_id(spec.name)

@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, default=None,
                    help="where runs are stored (env CERTWRIGHT_STATE_DIR; default "
                         "$XDG_STATE_HOME/certwright)")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="the configuration file (env CERTWRIGHT_CONFIG; default "
+                        "$XDG_CONFIG_HOME/certwright/config.yaml over "
+                        "/etc/certwright/config.yaml)")
     p.add_argument("--log-json", action="store_true", help="log JSON lines to stderr")
     p.add_argument("--log-level", default=os.environ.get("CERTWRIGHT_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
@@ -88,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--reason", default="cancelled by user")
     c.set_defaults(func=commands.cmd_cancel)
 
+    from certwright.engine.cli import config_cmd
+    config_cmd.register(sub)
     for module in ("certwright.ca.cli", "certwright.ca.mail_cli", "certwright.engine.daemon.cli",
                    "certwright.engine.cli.certificates"):
         try:
@@ -95,7 +101,20 @@ def _parser() -> argparse.ArgumentParser:
         except ImportError:
             continue
         mod.register(sub)
+    _config_after_subcommand(sub)
     return p
+
+
+def _config_after_subcommand(sub: Any) -> None:
+    """``--config FILE`` is global, and accepted after the subcommand too (without
+    overwriting one given before it)."""
+    for parser in sub.choices.values():
+        try:
+            parser.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                                metavar="FILE",
+                                help="the configuration file (as before the subcommand)")
+        except argparse.ArgumentError:
+            continue  # the subcommand has one of its own (the daemon's), as global
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from certwright.engine.daemon.config import DaemonConfig, load_config_file, merge_args
+from certwright.engine.daemon.config import DaemonConfig, load_daemon_config, merge_args
 from certwright.errors import InputError, RunLocked
 
 EXIT_OK, EXIT_USAGE, EXIT_LOCKED = 0, 2, 4
@@ -32,7 +32,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="a folder of pipeline files, reloaded when they change")
     d.add_argument("--inbox", type=Path, metavar="DIR",
                    help="a folder where dropped request files and CSRs start runs")
-    d.add_argument("--config", type=Path, metavar="FILE", help="a YAML file with these keys")
+    d.add_argument("--config", type=Path, metavar="FILE", default=argparse.SUPPRESS,
+                   help="the configuration file (its `daemon:` section holds these keys; "
+                        "an old daemon.yaml with them at the top is still read)")
     d.add_argument("--embedded", action="store_true",
                    help="also serve the embedded CA and mail server (for ca=embedded runs)")
     d.add_argument("--workers", type=int, default=8, help="step worker threads (default 8)")
@@ -43,7 +45,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace) -> DaemonConfig:
     """The config file (if any) with the command line's values over it."""
-    cfg = load_config_file(args.config) if args.config else DaemonConfig()
+    explicit = getattr(args, "config", None)
+    cfg = load_daemon_config(Path(explicit) if explicit else None)
     return merge_args(cfg, **overrides(args))
 
 

@@ -1,7 +1,8 @@
-"""The daemon's settings: command-line options merged over a YAML config file.
+"""The daemon's settings: command-line options merged over the configuration files.
 
-The config file (``--config FILE``) takes the same keys as the options, plus a few that only
-make sense in a file::
+They live in the ``daemon:`` section of the configuration file
+(:mod:`certwright.engine.model.configfile`: the user's over /etc's, or ``--config FILE``),
+with the same keys as the options, plus a few that only make sense in a file::
 
     maildirs: [/var/mail/certwright]          # --maildir (repeatable)
     imap: ["imaps://certs@mail.example.org/INBOX?password_file=/etc/certwright/imap.pw"]
@@ -23,10 +24,12 @@ make sense in a file::
     maildir_group: vmail                       # certwright may create (else it refuses
     maildir_mode: "0700"                       # to create one outside the state dir)
 
+An old daemon.yaml with these keys at the top (no section) is still read, with a warning.
 Options given on the command line win over the file; list options (``--maildir``,
 ``--imap``) are added to the file's. Relative paths in the file are taken relative to the
-file's folder. Raises :class:`engine.errors.InputError` naming the key for a bad value.
-Loading is pure: re-reading the same file (SIGHUP) gives an equal config.
+file's folder. Raises :class:`ConfigError` (an :class:`InputError`) naming the key, with
+its ``file:line:col``, for a bad value. Loading is pure: re-reading the same file (SIGHUP)
+gives an equal config.
 """
 from __future__ import annotations
 
@@ -35,13 +38,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from certwright.engine.model.spec import parse_duration
-from certwright.errors import CertwrightError, InputError
+import structlog
 
-KEYS = ("maildirs", "imap", "pipelines", "inbox", "embedded", "csr_pipeline", "csr_inputs",
-        "unmatched_grace", "sync_interval", "suppress_mail_polls", "renew_check",
-        "renew_retry", "renew_retry_cap", "imap_cafile", "embedded_domains", "ca_senders",
-        "ca_origins", "maildir_owner", "maildir_group", "maildir_mode")
+from certwright.engine.model.configfile import DAEMON_KEYS, Config, ConfigError
+from certwright.engine.model.spec import parse_duration
+from certwright.errors import CertwrightError, InputError, Problem
+
+log = structlog.get_logger("certwright.daemon")
+
+KEYS = DAEMON_KEYS
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,8 @@ class DaemonConfig:
     maildir_group: str | None = None
     maildir_mode: int | None = None
     source: str | None = None  # the config file it came from, if any
+    from_files: bool = False  # read from configuration files (SIGHUP re-reads them)
+    config_path: Path | None = None  # the file named by --config, if one was
 
 
 def _duration(value: Any, key: str) -> float:
@@ -154,22 +161,49 @@ def from_mapping(data: Mapping[str, Any], base: Path, source: str | None = None)
     return replace(cfg, **out)
 
 
-def load_config_file(path: Path) -> DaemonConfig:
-    """Read a YAML config file (safe loader, limits); raises InputError on any problem."""
-    from certwright.engine.model.yamlsafe import load_yaml
+def from_config(config: Config) -> DaemonConfig:
+    """The daemon's settings from the ``daemon`` sections of the configuration files (the
+    user's over the system's; relative paths resolve against each file's folder). An old
+    daemon.yaml (the keys at the top) is read as that section, with a warning.
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the config file {path}: {exc}") from None
-    try:
-        root = load_yaml(text, str(path))
-    except CertwrightError as exc:
-        raise InputError(f"config file {path}: {exc}") from None
-    data = root.value if root.value is not None else {}
-    if not isinstance(data, dict):
-        raise InputError(f"config file {path}: expected a mapping at the top")
-    return from_mapping(data, path.parent.resolve(), str(path))
+    Raises :class:`ConfigError` naming every bad key or value with its ``file:line:col``.
+    """
+    fields: dict[str, Any] = {}
+    problems: list[Problem] = []
+    sources = []
+    for cf, node in config.daemon_sections():
+        base = cf.path.resolve().parent
+        if cf.legacy:
+            log.warning("config_old_form", file=str(cf.path),
+                        hint="put these keys under a `daemon:` section; the old form of "
+                             "daemon.yaml (its keys at the top) will not be read for ever")
+        sources.append(str(cf.path))
+        for key, knode, vnode in node.entries():
+            if key not in KEYS:  # a legacy file (the new form is checked when read)
+                problems.append(cf.problem(knode, f"unknown daemon key {key!r}",
+                                           f"known: {', '.join(KEYS)}"))
+                continue
+            try:
+                one = from_mapping({key: vnode.value}, base, str(cf.path))
+            except InputError as exc:
+                problems.append(cf.problem(vnode, str(exc).removeprefix("config ")))
+                continue
+            fields[key] = getattr(one, key)
+    if problems:
+        raise ConfigError(problems)
+    return replace(DaemonConfig(), **fields, source=sources[-1] if sources else None,
+                   from_files=bool(config.files))
+
+
+def load_daemon_config(explicit: Path | None = None) -> DaemonConfig:
+    """:func:`from_config` of ``explicit`` (the daemon's ``--config``, or the global one),
+    else of the user's and system's files. Raises ConfigError (an InputError)."""
+    return replace(from_config(Config.load(explicit)), config_path=explicit)
+
+
+def load_config_file(path: Path) -> DaemonConfig:
+    """One file's daemon settings (new form or old); raises InputError on any problem."""
+    return load_daemon_config(Path(path))
 
 
 def merge_args(cfg: DaemonConfig, *, maildirs: list[Path] | None = None,

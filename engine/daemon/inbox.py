@@ -14,7 +14,13 @@ stays in force. A name not found there falls back to the bundled pipelines.
 * a CSR, ``*.csr`` (PEM): starts the pipeline ``csr_pipeline`` (config; default
   ``cacert``) with inputs ``csr_inputs`` (config) plus ``domain`` = the CSR's first DNS
   name (SAN, else CN), ``domains`` = all of them (if the pipeline declares that input) and
-  ``csr`` = the kept CSR's path ``inbox/done/<run_id>-<name>`` (if it declares ``csr``).
+  ``csr`` = the kept CSR's path ``inbox/done/<run_id>-<name>`` (if it declares ``csr``:
+  cacert then signs that CSR as it is, makes no key, and places the certificate and chain
+  beside it, ``inbox/done/<run_id>-<stem>.crt`` and ``.chain.pem``).
+
+Every new run's inputs go through ``prepare`` (the daemon's: the configuration file's
+defaults, then the providers, so ``ca=embedded`` names the embedded CA) before they are
+checked.
 
 The file is first claimed by renaming it into ``inbox/.processing/<run_id>/`` (so a crash
 never starts a second run for it: on the next start a claimed file whose run exists goes
@@ -48,6 +54,7 @@ QUIET = 0.25  # seconds without an event in the pipelines folder before it is re
 SETTLE = 2.0  # seconds a file must be unchanged before a sweep takes it without an event
 
 StartRun = Callable[[PipelineSpec, Mapping[str, Any], str, list[str]], str]
+Prepare = Callable[[PipelineSpec, dict[str, Any]], dict[str, Any]]
 
 
 class PipelineCatalog:
@@ -138,13 +145,15 @@ class Inbox:
 
     def __init__(self, folder: Path, catalog: PipelineCatalog, start: StartRun,
                  run_exists: Callable[[str], bool], *, csr_pipeline: str = "cacert",
-                 csr_inputs: Mapping[str, Any] | None = None) -> None:
+                 csr_inputs: Mapping[str, Any] | None = None,
+                 prepare: Prepare | None = None) -> None:
         self.folder = Path(folder).resolve()
         self.catalog = catalog
         self._start = start
         self._exists = run_exists
         self.csr_pipeline = csr_pipeline
         self.csr_inputs = dict(csr_inputs or {})
+        self._prepare = prepare  # given inputs -> as a run gets them (defaults, providers)
         self._ready: set[str] = set()
         self._lock = threading.Lock()
         for sub in ("done", "failed", ".processing"):
@@ -204,6 +213,8 @@ class Inbox:
                 path = self._move(path, claim / name)
             if spec.inputs.get("csr") is not None and name.endswith(".csr"):
                 inputs = {**inputs, "csr": str(self.folder / "done" / f"{run_id}-{name}")}
+            if self._prepare is not None:
+                inputs = self._prepare(spec, inputs)
             from certwright.engine.model.inputs import coerce_inputs
             values = coerce_inputs(spec, inputs)
             self._start(spec, values, run_id, secret)

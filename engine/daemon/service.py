@@ -37,7 +37,8 @@ from typing import Any
 import structlog
 
 from certwright.clock import Clock, clock_from_env
-from certwright.engine.daemon.config import DaemonConfig, load_config_file, merge_args
+from certwright.engine.daemon.config import DaemonConfig, load_daemon_config, merge_args
+from certwright.engine.daemon.filewaits import FileWaits
 from certwright.engine.daemon.inbox import QUIET, Inbox, PipelineCatalog, catalog_handler
 from certwright.engine.daemon.locking import RunLocks
 from certwright.engine.daemon.mailroute import (
@@ -50,7 +51,7 @@ from certwright.engine.daemon.renew import Renewer
 from certwright.engine.model.spec import PipelineSpec
 from certwright.engine.plugins.step import Wait
 from certwright.engine.run.runner import Engine, EngineOptions
-from certwright.errors import CertwrightError
+from certwright.errors import CertwrightError, InputError
 from certwright.events import Event
 from certwright.mail.books import books_dir
 from certwright.mail.claims import Claims
@@ -99,6 +100,8 @@ class Daemon:
         self.locks: RunLocks | None = None
         self.router: MailRouter | None = None
         self.catalog: PipelineCatalog | None = None
+        self.file_waits: FileWaits = FileWaits(None)
+        self._stack: ExitStack | None = None
         self.ready = threading.Event()
 
     # -- control (thread- and signal-safe) ------------------------------------------------
@@ -140,6 +143,25 @@ class Daemon:
             raise RuntimeError("the daemon is not running")
         return self.engine.start_run(spec, inputs, run_id, secret_inputs=secret)
 
+    def _prepare(self, spec: PipelineSpec, given: dict[str, Any]) -> dict[str, Any]:
+        """A new run's given inputs as ``run`` would make them: the configuration file's
+        defaults under them, and the providers' addresses (``ca=embedded`` -> the
+        embedded CA this daemon serves). Raises InputError when the run asks for the
+        embedded CA and this daemon does not serve it."""
+        from certwright.ca.provider import wants_embedded
+        from certwright.engine.model.configfile import Config
+        from certwright.engine.run.services import start_services_for
+        defaults = Config.load(self.cfg.config_path).input_settings(spec.name, spec.inputs) \
+            if self.cfg.from_files else {}
+        given = {**{k: s.value for k, s in defaults.items()}, **given}
+        if wants_embedded(spec, given) and not self.cfg.embedded:
+            raise InputError("the run asks for the embedded CA (ca=embedded), which this "
+                             "daemon does not serve: start it with --embedded, or give ca")
+        if self._stack is None:
+            raise RuntimeError("the daemon is not running")
+        _, [values] = start_services_for(spec, [given], self.state_dir, self._stack)
+        return values
+
     # -- the service ----------------------------------------------------------------------
     def run(self) -> int:
         with ExitStack() as stack:
@@ -152,17 +174,30 @@ class Daemon:
             stack.callback(lookup_store.close)
             services: dict[str, Any] = {}
             maildirs = list(self.cfg.maildirs)
+            self._stack = stack
             if self.cfg.embedded:  # the built-in CA's provider, as `run` would start it
                 from certwright.ca.provider import serve_embedded
-                provision = serve_embedded(self.state_dir, self.cfg.embedded_domains, stack)
+                from certwright.engine.daemon.domains import StoreDomains
+                provision = serve_embedded(self.state_dir, self.cfg.embedded_domains, stack,
+                                           StoreDomains(self.state_dir).accepts)
                 services.update(provision.services)
                 maildirs.extend(provision.maildirs)
+            inotify = None
+            try:
+                from certwright.mail.inotify import NewFileWatcher
+                inotify = NewFileWatcher()
+                stack.callback(inotify.stop)
+            except OSError as exc:
+                log.warning("inotify_unavailable", error=str(exc), fallback="watchdog")
             locks = RunLocks(self.state_dir, covered=self._covered)
             self.locks = locks
             stack.callback(locks.close)  # after the engine's close: nothing runs any more
+            files = FileWaits(inotify, skip=lambda path: path in self._watched)
+            self.file_waits = files
             engine = Engine(store, self.state_dir, clock=self.clock, services=services,
                             options=EngineOptions(workers=self.workers),
-                            interceptors=[locks, InventoryHook(store, policy_from(self._find))])
+                            interceptors=[locks, files,
+                                          InventoryHook(store, policy_from(self._find))])
             self.engine = engine
             stack.callback(engine.close)
             engine.open()
@@ -177,7 +212,8 @@ class Daemon:
             if self.cfg.inbox is not None:
                 inbox = Inbox(self.cfg.inbox, catalog, self._start_run,
                               lambda rid: store.find_run(rid) is not None,
-                              csr_pipeline=self.cfg.csr_pipeline, csr_inputs=self.cfg.csr_inputs)
+                              csr_pipeline=self.cfg.csr_pipeline, csr_inputs=self.cfg.csr_inputs,
+                              prepare=self._prepare)
                 observer.schedule(inbox.handler(self._wake), str(inbox.folder))
             router = MailRouter(lookup_store.runs_for, engine.submit,
                                 grace=self.cfg.unmatched_grace,
@@ -185,13 +221,6 @@ class Daemon:
                                 claims=Claims.of(senders=self.cfg.ca_senders,
                                                  origins=self.cfg.ca_origins))
             self.router = router
-            inotify = None
-            try:
-                from certwright.mail.inotify import NewFileWatcher
-                inotify = NewFileWatcher()
-                stack.callback(inotify.stop)
-            except OSError as exc:
-                log.warning("inotify_unavailable", error=str(exc), fallback="watchdog")
             policy = MaildirPolicy(self.cfg.maildir_owner, self.cfg.maildir_group,
                                    self.cfg.maildir_mode)
             sources = [MaildirSource(Path(m), router, observer, inotify,
@@ -211,6 +240,7 @@ class Daemon:
                 source.start()
             imaps = self._start_imap(router, stack)
             engine.sync(adopt=locks.claim)
+            files.scan(store)
             self._load_steps(engine)
             self.ready.set()
             notify_systemd("READY=1")
@@ -266,6 +296,7 @@ class Daemon:
                 if now - last_sync >= self.cfg.sync_interval:
                     last_sync = now
                     engine.sync(adopt=locks.claim)
+                    self.file_waits.scan(engine.store)  # runs parked elsewhere on a file
                 due = renewer.next_due()
                 if now - last_renew >= self.cfg.renew_check or (
                         due is not None and due <= self.clock.now() and now - last_renew >= 5):
@@ -289,9 +320,9 @@ class Daemon:
 
     def _reload_config(self, router: MailRouter, inbox: Inbox | None) -> None:
         notify_systemd("RELOADING=1")
-        if self.cfg.source:
+        if self.cfg.from_files:
             try:
-                fresh = load_config_file(Path(self.cfg.source))
+                fresh = load_daemon_config(self.cfg.config_path)
             except Exception as exc:  # noqa: BLE001 - keep the old config
                 log.error("config_invalid", file=self.cfg.source, error=str(exc))
             else:
