@@ -8,7 +8,7 @@ import sqlite3
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from certwright.clock import clock_from_env, parse_instant
 from certwright.engine.model import graph
@@ -24,6 +24,9 @@ from certwright.state.locks import daemon_lock, run_lock
 from certwright.state.opening import Connect
 from certwright.state.records import FINISHED, RUNNING, SUCCEEDED, RunRecord
 from certwright.state.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from certwright.engine.model.spec import PipelineSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARKED, EXIT_LOCKED = 0, 1, 2, 3, 4
 
@@ -92,10 +95,26 @@ def _refuse_if_daemon(state_dir: Path) -> None:
             f"--no-wait` to hand it a run, or stop the daemon first")
 
 
+def with_domains(spec: PipelineSpec, given: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """``given`` with the names of ``-d NAME`` (in order) as the input ``domains``.
+
+    Raises InputError when the pipeline takes no ``domains`` or ``--set domains=`` is given
+    too (one of the two would be ignored)."""
+    if not names:
+        return given
+    if "domains" not in spec.inputs:
+        raise InputError(f"-d: pipeline {spec.name!r} takes no 'domains' input "
+                         f"(it takes: {', '.join(spec.inputs) or 'none'}); use --set")
+    if given.get("domains") is not None:
+        raise InputError("give the names either with -d NAME or with --set domains=..., "
+                         "not both")
+    return {**given, "domains": list(names)}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from certwright.engine.model.inputs import coerce_inputs
     spec = _load(args.pipeline)
-    given: dict[str, Any] = parse_sets(args.set)
+    given: dict[str, Any] = with_domains(spec, parse_sets(args.set), getattr(args, "domains", []))
     run_id = check_run_id(args.run_id) if args.run_id else new_run_id(spec.name)
     if not args.no_wait:
         _refuse_if_daemon(args.state_dir)

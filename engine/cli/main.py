@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("pipeline", help="a pipeline file, or the name of a bundled one (cacert, acme)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an input value (repeatable)")
+    r.add_argument("-d", "--domain", action="append", default=[], dest="domains",
+                   metavar="NAME", help="a name the certificate is for (repeatable, as with "
+                   "certbot; the first names it): the same as --set domains=NAME,NAME")
     r.add_argument("--run-id", help="the new run's id (default: <pipeline>-<date>-<random>)")
     r.add_argument("--no-wait", action="store_true",
                    help="park the run when it waits, for `resume` or the daemon")
