@@ -208,6 +208,19 @@ def test_a_shortcut_whose_list_defaults_to_it_is_a_cycle() -> None:
     assert "cycle" in text
 
 
+@pytest.mark.parametrize("name", ["cacert", "acme"])
+def test_bundled_pipelines_take_domains_and_the_one_name_shortcut(name: str) -> None:
+    """Both bundled pipelines take `domains` (wildcards allowed) and `domain` as its first."""
+    got = load_pipeline(bundled_pipelines()[name])
+    domains = got.inputs["domains"]
+    assert domains.type == "list" and domains.items is not None
+    assert domains.items.type == "wildcard"
+    assert got.inputs["domain"].first_of == "domains"
+    values = coerce_inputs(got, {"domains": "example.test,*.example.test",
+                                 "cert_dir": "/nonexistent/certs"})
+    assert values["domain"] == "example.test"
+
+
 NAMES = """\
 pipeline: names
 version: 1
