@@ -144,23 +144,25 @@ def _input(ctx: Ctx, name: str, knode: YNode, node: YNode) -> InputSpec | None:
 
 
 def _check_default(ctx: Ctx, spec: InputSpec, dnode: YNode, what: str) -> None:
-    """A default that is no template must be a valid value (a list's, item by item)."""
+    """A default that is no template must be a valid value (a list's, item by item, each
+    problem pointing at its item)."""
     if references(dnode.value):
         return  # rendered and checked at run time
     if spec.items is not None and dnode.is_seq:
+        bad = False
         for number, inode in enumerate(dnode.items, start=1):
-            if inode.is_scalar and not references(inode.value):
-                try:
-                    coerce_value(spec.items, inode.value)
-                except ValueError as exc:
-                    ctx.add(inode, f"{what}: default item {number} ({inode.value!r}) is not "
-                                   f"a valid {spec.items.type}: {exc}")
+            try:
+                coerce_value(spec.items, inode.value)
+            except ValueError as exc:
+                ctx.add(inode, f"{what}: default item {number} ({inode.value!r}) is not "
+                               f"a valid {spec.items.type}: {exc}")
+                bad = True
+        if bad:
+            return
     try:
         coerce_value(spec, dnode.value)
     except ValueError as exc:
-        if spec.items is None or not dnode.is_seq or "item" not in str(exc):
-            ctx.add(dnode, f"{what}: default {dnode.value!r} is not a valid "
-                           f"{spec.type_name}: {exc}")
+        ctx.add(dnode, f"{what}: default {dnode.value!r} is not a valid {spec.type_name}: {exc}")
 
 
 def _shortcut_ok(ctx: Ctx, spec: InputSpec, node: YNode, inputs: dict[str, InputSpec]) -> bool:

@@ -219,6 +219,10 @@ def test_bundled_pipelines_take_domains_and_the_one_name_shortcut(name: str) -> 
     values = coerce_inputs(got, {"domains": "example.test,*.example.test",
                                  "cert_dir": "/nonexistent/certs"})
     assert values["domain"] == "example.test"
+    wild = coerce_inputs(got, {"domain": "*.Example.test", "cert_dir": "/nonexistent/certs"})
+    assert wild["domains"] == ["*.example.test"] and wild["base_domain"] == "example.test"
+    address = "email" if name == "cacert" else "contact"
+    assert wild[address] == "webmaster@example.test"  # a wildcard makes no mail address
 
 
 NAMES = """\
