@@ -64,13 +64,20 @@ def _read_ports(path: Path) -> dict[str, Any]:
 
 
 def domains_of(given: Mapping[str, Any]) -> set[str]:
+    """The mail domains a run's inputs name: ``domain``, each of ``domains`` (a list or
+    a comma-separated text; a wildcard's base) and the domain of ``email``."""
+    values = [str(given.get("domain") or ""), str(given.get("email") or "")]
+    many = given.get("domains")
+    values += [str(v) for v in many] if isinstance(many, (list, tuple)) \
+        else str(many or "").split(",")
     out = set()
-    for key in ("domain", "email"):
-        value = str(given.get(key) or "")
-        if key == "email" and "@" in value:
-            value = value.rsplit("@", 1)[1]
-        if value and "${" not in value:
-            out.add(value.lower())
+    for i, raw in enumerate(values):
+        name = raw.strip()
+        if i == 1 and "@" in name:
+            name = name.rsplit("@", 1)[1]
+        name = name.removeprefix("*.")
+        if name and "${" not in name and "@" not in name:
+            out.add(name.lower())
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -210,3 +211,17 @@ def test_a_wildcard_on_a_public_suffix_never_reaches_the_ca(world: World):
     with pytest.raises(InputError) as info:
         world.start("suffix", domains="example.test,*.co.uk")
     assert "item 2 ('*.co.uk')" in str(info.value) and "public suffix co.uk" in str(info.value)
+
+
+def test_the_built_in_ca_takes_d_names_of_two_base_domains(tmp_path: Path):
+    """`run cacert -d a.test -d '*.b.test'` with nothing set up: the embedded mail server
+    takes the account's and both probes' mail, and the certificate names both."""
+    env = {**os.environ, "CERTWRIGHT_STATE_DIR": str(tmp_path / "state")}
+    done = subprocess.run(
+        [sys.executable, "-m", "certwright", "run", "cacert", "-d", "a.test", "-d", "*.b.test",
+         "--set", f"cert_dir={tmp_path / 'certs'}"],
+        env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _sans(tmp_path / "certs" / "server.crt") == ["*.b.test", "a.test"]
+    probed = [line for line in done.stderr.splitlines() if "ca_probe_sent" in line]
+    assert len(probed) == 2, probed
