@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from certwright.steps.install import InstallCheck, InstallFiles, InstallReload
     from certwright.steps.keys import CsrGenerate, KeyGenerate
     from certwright.steps.mail import NotifyCheck, WaitMail
+    from certwright.steps.mails import WaitMails
     from certwright.steps.waits import WaitFile, WaitUntil
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "Verify",
     "WaitFile",
     "WaitMail",
+    "WaitMails",
     "WaitUntil",
 ]
 
@@ -61,5 +63,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "Verify": "certwright.steps.ca",
     "WaitFile": "certwright.steps.waits",
     "WaitMail": "certwright.steps.mail",
+    "WaitMails": "certwright.steps.mails",
     "WaitUntil": "certwright.steps.waits",
 })

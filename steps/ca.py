@@ -2,8 +2,11 @@
 
 Every step takes ``ca`` (the CA's base URL). Account credentials (email, passphrase,
 recovery answers) live in ``<state_dir>/accounts/<sha256(ca+email)[:16]>.json`` (0600 in
-a 0700 folder) and are reused by later runs, so a second run for the same account logs
-in instead of joining again. No step outputs a secret.
+a 0700 folder; :mod:`certwright.steps._ca_session` keeps them and the shared API tokens)
+and are reused by later runs, so a second run for the same account logs in instead of
+joining again. No step outputs a secret. A certificate of several names needs each name
+covered by a verified domain: ``ca.probe`` probes every base domain not covered yet in
+one go, ``ca.verify`` follows each of their links.
 
 Idempotency: ``ca.join`` writes the credentials before joining, and the CA treats a
 repeated join (same email, same passphrase, still pending) as the same account;
@@ -12,24 +15,34 @@ passes it so the CA never issues twice (and asks first when ``ctx.recovering``).
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import secrets
-import threading
-from collections.abc import Iterator, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from certwright.atomic import write_atomic, write_many_atomic
+from certwright.atomic import write_many_atomic
 from certwright.ca.client import CAClient, CAError
 from certwright.ca.passphrase import generate_passphrase
 from certwright.clock import parse_instant
+from certwright.domains import normalize_domain
 from certwright.engine.plugins.step import BaseStep, Done, StepContext, StepResult
 from certwright.errors import PermanentError
+from certwright.steps._ca_session import (
+    account_lock,
+    cache_token,
+    cached_token,
+    client_for,
+    credentials_path,
+    forget_token,
+    load_credentials,
+    save_credentials,
+    session,
+)
+
+__all__ = ["Activate", "AddDomain", "Join", "Probe", "Sign", "Verify", "base_domains",
+           "credentials_path", "forget_token", "load_credentials", "save_credentials"]
 
 _CA = {"type": "string", "format": "uri", "description": "base URL of the CA"}
 _EMAIL = {"type": "string", "minLength": 3}
@@ -38,111 +51,6 @@ _EMAIL = {"type": "string", "minLength": 3}
 def _schema(required: list[str], **props: Any) -> Mapping[str, Any]:
     return {"type": "object", "additionalProperties": False, "required": required,
             "properties": {"ca": _CA, **props}}
-
-
-def credentials_path(state_dir: Path, ca: str, email: str) -> Path:
-    """Where the credentials of ``email`` at CA ``ca`` are kept."""
-    digest = hashlib.sha256((ca.rstrip("/") + email.strip().lower()).encode()).hexdigest()
-    return Path(state_dir) / "accounts" / f"{digest[:16]}.json"
-
-
-def save_credentials(path: Path, data: Mapping[str, Any]) -> None:
-    """Write atomically (:func:`certwright.atomic.write_atomic`), 0600, in a 0700 folder."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    write_atomic(path, json.dumps(dict(data), indent=2).encode(), 0o600)
-
-
-def load_credentials(ctx: StepContext, ca: str, email: str) -> dict[str, Any]:
-    """The stored credentials; PermanentError when ``ca.join`` has not stored any."""
-    path = credentials_path(ctx.state_dir, ca, email)
-    try:
-        return dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise PermanentError(f"no CA account for {email} at {ca} (expected {path}); "
-                             "run ca.join first") from None
-
-
-def _client(ctx: StepContext) -> CAClient:
-    return CAClient(str(ctx.params["ca"]), timeout=ctx.timeout or 10.0, shared=True)
-
-
-# API tokens by (CA, email), in memory only: a login costs the CA a memory-hard scrypt,
-# so steps of many runs for one account share a token until shortly before it expires.
-# Expiry is judged on the step's clock, the same time line the CA's tokens live on.
-_TOKENS: dict[tuple[str, str], tuple[str, str | None, datetime]] = {}
-_TOKENS_LOCK = threading.Lock()
-_TOKEN_LIFE = timedelta(minutes=30)  # at most this long (the CA's last an hour)
-_TOKEN_MARGIN = timedelta(minutes=5)  # stop using one this long before the CA's expiry
-
-
-def _cache_token(ctx: StepContext, key: tuple[str, str], client: CAClient) -> None:
-    until = ctx.clock.now() + _TOKEN_LIFE
-    if client.token_expires:
-        with contextlib.suppress(ValueError):
-            until = min(until, parse_instant(client.token_expires) - _TOKEN_MARGIN)
-    with _TOKENS_LOCK:
-        _TOKENS[key] = (str(client.token), client.account_id, until)
-
-
-def _cached_token(ctx: StepContext, key: tuple[str, str]) -> tuple[str, str | None] | None:
-    with _TOKENS_LOCK:
-        cached = _TOKENS.get(key)
-    if cached and cached[2] > ctx.clock.now():
-        return cached[0], cached[1]
-    return None
-
-
-def _logged_in(ctx: StepContext) -> CAClient:
-    ca, email = str(ctx.params["ca"]), str(ctx.params["email"])
-    key = (ca.rstrip("/"), email.lower())
-    client = _client(ctx)
-    cached = _cached_token(ctx, key)
-    if cached:
-        client.token, client.account_id = cached
-        return client
-    creds = load_credentials(ctx, ca, email)
-    try:
-        client.login(creds["email"], creds["passphrase"])
-    except BaseException:
-        client.close()
-        raise
-    _cache_token(ctx, key, client)
-    return client
-
-
-@contextlib.contextmanager
-def _session(ctx: StepContext) -> Iterator[CAClient]:
-    """A logged-in client; a token the CA no longer accepts is dropped and the step retried."""
-    client = _logged_in(ctx)
-    try:
-        yield client
-    except CAError as exc:
-        if exc.status == 401:
-            forget_token(str(ctx.params["ca"]), str(ctx.params["email"]))
-            raise CAError(f"{exc} (the cached token was refused; logging in again)",
-                          status=401, code=exc.code, retryable=True) from exc
-        raise
-    finally:
-        client.close()
-
-
-def forget_token(ca: str, email: str) -> None:
-    """Drop a cached token (after the CA refused it)."""
-    with _TOKENS_LOCK:
-        _TOKENS.pop((ca.rstrip("/"), email.lower()), None)
-
-
-@contextlib.contextmanager
-def _account_lock(path: Path) -> Iterator[None]:
-    """An exclusive flock beside the credentials file, held while joining."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 class Join(BaseStep):
@@ -159,23 +67,23 @@ class Join(BaseStep):
         ca, email, name = str(ctx.params["ca"]), str(ctx.params["email"]), str(ctx.params["name"])
         log = ctx.log.bind(step=self.name, ca=ca, email=email)
         path = credentials_path(ctx.state_dir, ca, email)
-        with _account_lock(path):  # runs for one account join one at a time, then reuse
+        with account_lock(path):  # runs for one account join one at a time, then reuse
             return self._join(ctx, log, path, ca, email, name)
 
     def _join(self, ctx: StepContext, log: Any, path: Path, ca: str, email: str,
               name: str) -> StepResult:
         creds: dict[str, Any] | None = json.loads(path.read_text()) if path.exists() else None
         key = (ca.rstrip("/"), email.lower())
-        cached = _cached_token(ctx, key)
+        cached = cached_token(ctx, key)
         if creds and cached:
             log.info("ca_account_reused", account_id=cached[1])
             return Done({"account_id": cached[1], "email": email, "reused": True,
                          "status": "active"})
-        with _client(ctx) as client:
+        with client_for(ctx) as client:
             if creds:
                 try:
                     client.login(creds["email"], creds["passphrase"])
-                    _cache_token(ctx, key, client)
+                    cache_token(ctx, key, client)
                     log.info("ca_account_reused", account_id=client.account_id)
                     return Done({"account_id": client.account_id, "email": email,
                                  "reused": True, "status": "active"})
@@ -214,10 +122,11 @@ class Join(BaseStep):
         return generate_passphrase(name, email)
 
 
-def _follow(ctx: StepContext, step: str, want: str) -> dict[str, Any]:
-    """Confirm the request behind ``ctx.params['link']``; 'already verified' is success."""
-    link = str(ctx.params.get("link") or "")
-    with _client(ctx) as client:
+def _follow(ctx: StepContext, step: str, want: str, link: str | None = None) -> dict[str, Any]:
+    """Confirm the request behind ``link`` (default ``ctx.params['link']``); 'already
+    verified' is success."""
+    link = str(ctx.params.get("link") or "") if link is None else link
+    with client_for(ctx) as client:
         if not client.same_origin(link):
             raise PermanentError(f"{step}: refusing to follow link to other host "
                                  f"({link.split('?', maxsplit=1)[0]} is not at {client.base_url})")
@@ -252,7 +161,7 @@ class Activate(BaseStep):
     def run(self, ctx: StepContext) -> StepResult:
         if not ctx.params.get("link"):
             if ctx.params.get("email"):
-                with _session(ctx):  # raises when not active
+                with session(ctx):  # raises when not active
                     return Done({"status": "already_verified", "skipped": True})
             raise PermanentError("ca.activate: no confirmation link given")
         return Done({"status": _follow(ctx, self.name, "account")["status"], "skipped": False})
@@ -268,47 +177,115 @@ class AddDomain(BaseStep):
         ["ca", "email", "domain"], email=_EMAIL, domain={"type": "string"})
 
     def run(self, ctx: StepContext) -> StepResult:
-        with _session(ctx) as client:
+        with session(ctx) as client:
             view = client.add_domain(str(ctx.params["domain"]))
         return Done({"domain": view["domain"], "verified": view["status"] == "verified"})
 
 
+def base_domains(names: list[str]) -> list[str]:
+    """The domains to verify so that the CA signs ``names``: each name without ``*.``, in
+    order, less those under another of them (``www.a.example`` is covered by ``a.example``).
+    """
+    bases: list[str] = []
+    for name in names:
+        base = normalize_domain(str(name)).removeprefix("*.")
+        if base and base not in bases:
+            bases.append(base)
+    return [b for b in bases if not any(b.endswith("." + other) for other in bases)]
+
+
+def _covered(client: CAClient, domain: str) -> bool:
+    """Whether ``domain`` or a domain above it (of two labels or more) is verified."""
+    labels = domain.split(".")
+    for i in range(len(labels) - 1):
+        row = client.domain(".".join(labels[i:]))
+        if row is not None and row.get("status") == "verified":
+            return True
+    return False
+
+
 class Probe(BaseStep):
-    """Have the CA mail a verification link to ``local_part@domain`` (unless verified)."""
+    """Have the CA mail a verification link to ``local_part@`` each base domain not
+    verified yet, all in one go.
+
+    ``domains`` are the certificate's names (wildcards included): every one must be
+    covered by a verified domain, so the step probes each base (:func:`base_domains`)
+    that neither it nor a domain above it covers, adding it to the account first.
+    Outputs ``skipped`` (no probe needed), ``verified`` (the bases already covered),
+    ``domains`` (those probed), ``probes`` (``domain, probe_id, address, expires_at``
+    each), ``mails`` (``to, link_path`` each: what ``wait.mails`` is to expect) and
+    ``expires_at`` (the first link to expire). ``domain`` is the older one-domain form,
+    with its outputs ``skipped, domain`` and, when probed, ``probe_id, address,
+    expires_at``.
+
+    Idempotent: each probe carries ``ctx.idempotency_key`` (with the domain's digest after
+    it when the step probes from ``domains``), so a repeat mails nobody twice.
+    """
 
     name: ClassVar[str] = "ca.probe"
-    description: ClassVar[str] = "ask the CA to send the domain's probe mail"
+    description: ClassVar[str] = "ask the CA to send the probe mail of each unverified domain"
     idempotent: ClassVar[bool] = True
-    params_schema: ClassVar[Mapping[str, Any]] = _schema(
-        ["ca", "email", "domain", "local_part"], email=_EMAIL, domain={"type": "string"},
-        local_part={"type": "string"})
+    params_schema: ClassVar[Mapping[str, Any]] = {
+        **_schema(["ca", "email", "local_part"], email=_EMAIL, domain={"type": "string"},
+                  domains={"type": "array", "minItems": 1,
+                           "items": {"type": "string", "minLength": 1}},
+                  local_part={"type": "string"}),
+        "oneOf": [{"required": ["domain"]}, {"required": ["domains"]}]}
 
     def run(self, ctx: StepContext) -> StepResult:
-        domain = str(ctx.params["domain"]).strip().lower()
-        with _session(ctx) as client:
-            row = client.domain(domain)  # one domain, not the account's whole list
-            if row is not None and row.get("status") == "verified":
-                ctx.log.info("ca_probe_skipped", domain=domain, reason="verified")
-                return Done({"skipped": True, "domain": domain})
-            if row is None:
-                client.add_domain(domain)
-            out = client.probe(domain, str(ctx.params["local_part"]), ctx.idempotency_key)
-        ctx.log.info("ca_probe_sent", domain=domain, probe_id=out["probe_id"])
-        return Done({"skipped": False, "domain": domain, "probe_id": out["probe_id"],
-                     "address": out["address"], "expires_at": out["expires_at"]})
+        one = "domains" not in ctx.params
+        names = [str(ctx.params["domain"])] if one else [str(d) for d in ctx.params["domains"]]
+        probes: list[dict[str, str]] = []
+        verified: list[str] = []
+        with session(ctx) as client:
+            for domain in base_domains(names):
+                if _covered(client, domain):
+                    ctx.log.info("ca_probe_skipped", domain=domain, reason="verified")
+                    verified.append(domain)
+                    continue
+                if client.domain(domain) is None:
+                    client.add_domain(domain)
+                key = ctx.idempotency_key if one else (
+                    f"{ctx.idempotency_key}:{hashlib.sha256(domain.encode()).hexdigest()[:16]}")
+                out = client.probe(domain, str(ctx.params["local_part"]), key)
+                ctx.log.info("ca_probe_sent", domain=domain, probe_id=out["probe_id"])
+                probes.append({"domain": domain, "probe_id": out["probe_id"],
+                               "address": out["address"], "expires_at": out["expires_at"]})
+        if one:  # the one-domain form's outputs, as runs pinned to it expect them
+            return Done({"skipped": False, **probes[0]} if probes else
+                        {"skipped": True, "domain": verified[0]})
+        return Done({
+            "skipped": not probes, "verified": verified,
+            "domains": [p["domain"] for p in probes], "probes": probes,
+            "mails": [{"to": p["address"], "link_path": f"/domains/verify/{p['probe_id']}"}
+                      for p in probes],
+            "expires_at": min((p["expires_at"] for p in probes), default=None,
+                              key=parse_instant)})
 
 
 class Verify(BaseStep):
-    """Follow a domain probe link (programmatically, via the API)."""
+    """Follow domain probe links (programmatically, via the API): ``link``, or each of
+    ``links``. Outputs ``domain`` (the first), ``status`` (``verified`` when one link
+    verified a domain now) and, for ``links``, ``domains``; 'already verified' counts as
+    success, so a repeat after a crash is safe."""
 
     name: ClassVar[str] = "ca.verify"
-    description: ClassVar[str] = "verify the domain with the link from the probe mail"
+    description: ClassVar[str] = "verify domains with the links from their probe mails"
     idempotent: ClassVar[bool] = True
-    params_schema: ClassVar[Mapping[str, Any]] = _schema(["ca", "link"], link={"type": "string"})
+    params_schema: ClassVar[Mapping[str, Any]] = {
+        **_schema(["ca"], link={"type": "string"},
+                  links={"type": "array", "minItems": 1, "items": {"type": "string"}}),
+        "oneOf": [{"required": ["link"]}, {"required": ["links"]}]}
 
     def run(self, ctx: StepContext) -> StepResult:
-        out = _follow(ctx, self.name, "domain")
-        return Done({"domain": out.get("domain"), "status": out["status"]})
+        links = [ctx.params["link"]] if "link" in ctx.params else list(ctx.params["links"])
+        outs = [_follow(ctx, self.name, "domain", str(link)) for link in links]
+        status = "verified" if any(o["status"] == "verified" for o in outs) \
+            else "already_verified"
+        if "link" in ctx.params:
+            return Done({"domain": outs[0].get("domain"), "status": status})
+        return Done({"domain": outs[0].get("domain"),
+                     "domains": [o.get("domain") for o in outs], "status": status})
 
 
 class Sign(BaseStep):
@@ -329,7 +306,7 @@ class Sign(BaseStep):
             raise PermanentError(f"ca.sign: cannot read the CSR {csr_path}: "
                                  f"{exc.strerror}") from None
         out_dir = Path(str(ctx.params.get("out_dir") or ctx.run_dir))
-        with _session(ctx) as client:
+        with session(ctx) as client:
             cert = client.find_certificate(ctx.idempotency_key) if ctx.recovering else None
             if cert is None:
                 days = ctx.params.get("days")
@@ -346,7 +323,7 @@ class Sign(BaseStep):
         return Done({"cert_path": str(cert_path), "chain_path": str(chain_path),
                      "root_path": str(root_path),
                      "serial": cert["serial"], "fingerprint_sha256": cert["fingerprint_sha256"],
-                     "not_after": cert["not_after"]})
+                     "not_after": cert["not_after"], "names": ", ".join(cert.get("names") or [])})
 
 
 def _split_chain(pem: str) -> tuple[str, str]:

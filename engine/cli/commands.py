@@ -8,7 +8,7 @@ import sqlite3
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from certwright.clock import clock_from_env, parse_instant
 from certwright.engine.model import graph
@@ -25,6 +25,9 @@ from certwright.state.opening import Connect
 from certwright.state.records import FINISHED, RUNNING, SUCCEEDED, RunRecord
 from certwright.state.sqlite import SQLiteStore
 from certwright.steps.inventory import InventoryHook, policy_from
+
+if TYPE_CHECKING:
+    from certwright.engine.model.spec import PipelineSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARKED, EXIT_LOCKED = 0, 1, 2, 3, 4
 
@@ -107,11 +110,29 @@ def _refuse_foreign_folder(inputs: dict[str, Any]) -> None:
         raise InputError(str(exc).removeprefix("install.files: ")) from None
 
 
+def with_domains(spec: PipelineSpec, given: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """``given`` with the names of ``-d NAME`` (in order) as the input ``domains``.
+
+    Raises InputError when the pipeline takes no ``domains`` or ``--set domains=`` is given
+    too (one of the two would be ignored)."""
+    if not names:
+        return given
+    if "domains" not in spec.inputs:
+        raise InputError(f"-d: pipeline {spec.name!r} takes no 'domains' input "
+                         f"(it takes: {', '.join(spec.inputs) or 'none'}); use --set")
+    if given.get("domains") is not None:
+        raise InputError("give the names either with -d NAME or with --set domains=..., "
+                         "not both")
+    return {**given, "domains": list(names)}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from certwright.engine.cli.config_cmd import load_config, run_inputs
     from certwright.engine.model.inputs import coerce_inputs
     spec = _load(args.pipeline)
-    given: dict[str, Any] = run_inputs(load_config(args), spec, parse_sets(args.set))
+    given: dict[str, Any] = with_domains(
+        spec, run_inputs(load_config(args), spec, parse_sets(args.set)),
+        getattr(args, "domains", []))
     if getattr(args, "name", None):
         given["cert_name"] = args.name
     run_id = check_run_id(args.run_id) if args.run_id else new_run_id(spec.name)

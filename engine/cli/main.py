@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("pipeline", help="a pipeline file, or the name of a bundled one (cacert, acme)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an input value (repeatable)")
+    r.add_argument("-d", "--domain", action="append", default=[], dest="domains",
+                   metavar="NAME", help="a name the certificate is for (repeatable, as with "
+                   "certbot; the first names it): the same as --set domains=NAME,NAME")
     r.add_argument("--run-id", help="the new run's id (default: <pipeline>-<date>-<random>)")
     r.add_argument("--name", help="the certificate's name (input cert_name; default: its "
                                   "first domain): its folder and its key in `certificates`")

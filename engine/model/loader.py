@@ -17,9 +17,9 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from certwright.engine.model.context import ID, Ctx, did_you_mean
-from certwright.engine.model.inputs import coerce_value, default_order
-from certwright.engine.model.spec import INPUT_TYPES, InputSpec, PipelineSpec, RenewSpec, StateSpec
+from certwright.engine.model.context import Ctx, did_you_mean
+from certwright.engine.model.inputspecs import parse_inputs
+from certwright.engine.model.spec import InputSpec, PipelineSpec, RenewSpec, StateSpec
 from certwright.engine.model.states import parse_state
 from certwright.engine.model.template import REF, RUN_FIELDS
 from certwright.engine.model.yamlsafe import MAX_BYTES, LoadStats, YNode, load_yaml, problem
@@ -27,7 +27,6 @@ from certwright.engine.plugins.registry import Registry
 from certwright.errors import CertwrightError, Location, Problem, SpecError
 
 TOP_KEYS = ("pipeline", "version", "description", "renew", "inputs", "initial", "states")
-INPUT_KEYS = ("type", "required", "default", "values", "secret", "description")
 PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 STATE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -117,7 +116,7 @@ def load_pipeline_text(text: str, filename: str = "<string>",
     if (dnode := root.get("description")) is not None:
         description = ctx.text_of(dnode, "description") or ""
     renew = _renew(ctx, root.get("renew"))
-    inputs = _inputs(ctx, root.get("inputs"))
+    inputs = parse_inputs(ctx, root.get("inputs"))
     states = _states(ctx, root.get("states"))
     initial = None
     if (inode := root.get("initial")) is not None:
@@ -164,76 +163,6 @@ def _renew(ctx: Ctx, node: YNode | None) -> RenewSpec | None:
         got = ctx.number(j, "renew.jitter", lambda x: 0 <= x <= 0.5, "from 0 to 0.5")
         jitter = got if got is not None else jitter
     return RenewSpec(fraction, jitter, node.loc)
-
-
-def _inputs(ctx: Ctx, node: YNode | None) -> dict[str, InputSpec]:
-    out: dict[str, InputSpec] = {}
-    if node is None or not ctx.mapping(node, "inputs"):
-        return out
-    for name, knode, vnode in node.entries():
-        if not isinstance(name, str) or not ID.match(name):
-            ctx.add(knode, f"input name {name!r} must match {ID.pattern}")
-            continue
-        spec = _input(ctx, name, knode, vnode)
-        if spec is not None:
-            out[name] = spec
-    try:
-        default_order(out)
-    except ValueError as exc:
-        ctx.add(node, str(exc))
-    return out
-
-
-def _input(ctx: Ctx, name: str, knode: YNode, node: YNode) -> InputSpec | None:
-    what = f"input {name!r}"
-    if not ctx.mapping(node, what):
-        return None
-    ctx.keys(node, (*INPUT_KEYS, "enum"), what)
-    kind = "string"
-    tnode, vnode, enode = node.get("type"), node.get("values"), node.get("enum")
-    if tnode is not None:
-        kind = ctx.text_of(tnode, f"{what}: type") or "string"
-        if kind not in INPUT_TYPES:
-            ctx.add(tnode, f"{what}: unknown type {kind!r}",
-                    did_you_mean(kind, list(INPUT_TYPES)) or f"types: {', '.join(INPUT_TYPES)}")
-            return None
-    if enode is not None:  # the shorthand {enum: [a, b]} means type enum with those values
-        if vnode is not None or (kind != "enum" and tnode is not None):
-            ctx.add(node.key_node("enum"), f"{what}: use either 'enum: [...]' or "
-                                           "'type: enum' with 'values: [...]'")
-        kind, vnode = "enum", enode
-    flags: dict[str, bool] = {}
-    for flag in ("required", "secret"):
-        if (fnode := node.get(flag)) is not None:
-            if not isinstance(fnode.value, bool):
-                ctx.add(fnode, f"{what}: {flag} must be true or false, not {fnode.value!r}")
-            flags[flag] = fnode.value is True
-    values: tuple[str, ...] | None = None
-    if kind == "enum":
-        if vnode is None or not vnode.is_seq or not vnode.items or not all(
-                i.is_scalar and i.value is not None for i in vnode.items):
-            ctx.add(vnode or knode, f"{what}: an enum input needs 'values', a non-empty list")
-            return None
-        values = tuple(str(i.value) for i in vnode.items)
-    elif vnode is not None:
-        ctx.add(node.key_node("values"), f"{what}: 'values' is only for type enum")
-    desc = node.get("description")
-    spec = InputSpec(name=name, type=kind, values=values, loc=knode.loc,
-                     description=(ctx.text_of(desc, f"{what}: description") or "") if desc else "",
-                     **flags)
-    dnode = node.get("default")
-    if dnode is None or dnode.value is None:  # `default: ~` means no default
-        return spec
-    default = dnode.value
-    if not (isinstance(default, str) and REF.search(default)):
-        try:
-            coerce_value(spec, default)
-        except ValueError as exc:
-            ctx.add(dnode, f"{what}: default {default!r} is not a valid {kind}: {exc}")
-    ctx.templated.append((dnode, f"{what}: default", "inputs"))
-    return InputSpec(name=name, type=kind, required=spec.required, default=default,
-                     has_default=True, values=values, secret=spec.secret,
-                     description=spec.description, loc=knode.loc)
 
 
 def _states(ctx: Ctx, node: YNode | None) -> dict[str, StateSpec]:

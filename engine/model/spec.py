@@ -14,7 +14,10 @@ from typing import Any, Literal
 
 from certwright.errors import Location
 
-INPUT_TYPES = ("string", "int", "bool", "duration", "hostname", "email", "path", "enum")
+INPUT_TYPES = ("string", "int", "bool", "duration", "hostname", "wildcard", "email", "path",
+               "enum", "list")
+#: What a ``list`` input's ``items`` may be: every type but a list.
+ITEM_TYPES = tuple(t for t in INPUT_TYPES if t != "list")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -105,7 +108,13 @@ class Condition:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One declared input of a pipeline."""
+    """One declared input of a pipeline.
+
+    ``items`` is the item type of a ``list`` input (an InputSpec of its own, never a list).
+    ``first_of`` names a list input this one is the first item of: giving it alone stands
+    for a list of one, not giving it takes the list's first item. ``base_of`` names an
+    input whose value, without a leading ``*.``, is this one's. Either replaces a default.
+    """
 
     name: str
     type: str = "string"
@@ -116,6 +125,14 @@ class InputSpec:
     secret: bool = False
     description: str = ""
     loc: Location | None = field(default=None, compare=False)
+    items: InputSpec | None = None  # for type list
+    first_of: str | None = None
+    base_of: str | None = None
+
+    @property
+    def type_name(self) -> str:
+        """The type as people read it: ``hostname``, ``list of wildcard``."""
+        return f"list of {self.items.type}" if self.items is not None else self.type
 
 
 @dataclass(frozen=True)

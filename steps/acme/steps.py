@@ -185,6 +185,19 @@ def _identifiers(domains: list[str]) -> list[messages.Identifier]:
     return list(out.values())
 
 
+def refuse_wildcards(names: list[str], challenge: str) -> None:
+    """PermanentError, before any order is placed, when a wildcard among ``names`` is to be
+    validated by a challenge other than dns-01: RFC 8555 section 7.1.3 and the CAs (Let's
+    Encrypt, Pebble) offer only dns-01 for a wildcard's authorization, so the order could
+    never become valid. An empty ``challenge`` (not said) checks nothing."""
+    wild = [n for n in names if n.startswith("*.")]
+    if wild and challenge and challenge != "dns-01":
+        raise PermanentError(
+            f"{', '.join(wild)}: a wildcard cannot be validated by {challenge}, only by "
+            f"dns-01 (RFC 8555 section 7.1.3): use challenge dns-01 with a dns_hook "
+            f"(--set challenge=dns-01 --set dns_hook=...), or leave the wildcard out")
+
+
 def list_orders(session: AcmeSession) -> list[str]:
     """URLs of the account's orders (RFC 8555 §7.1.2.1), following ``next`` links.
 
@@ -211,13 +224,16 @@ class Order(BaseStep):
     description: ClassVar[str] = "open (or resume) an ACME order"
     idempotent: ClassVar[bool] = True
     params_schema: ClassVar[Mapping[str, Any]] = step_schema(
-        {"domains": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}},
+        {"domains": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+         "challenge": {"type": "string", "description": "the challenge type the order will "
+                       "be validated by: a wildcard is refused unless it is dns-01"}},
         ("directory", "domains"))
 
     def run(self, ctx: StepContext) -> Done:
         check_params(ctx.params, ("directory", "domains"))
         idents = _identifiers(list(ctx.params["domains"]))
         wanted = sorted(i.value for i in idents)
+        refuse_wildcards(wanted, str(ctx.params.get("challenge") or ""))
         account = load_account(ctx.state_dir, ctx.params)
         if not account.url:
             raise PermanentError("no registered ACME account: run acme.account first")

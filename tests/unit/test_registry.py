@@ -18,7 +18,8 @@ BUILTIN_NAMES = [
     "acme.account", "acme.challenge", "acme.download", "acme.finalize", "acme.order",
     "assert", "ca.activate", "ca.add_domain", "ca.join", "ca.probe", "ca.sign", "ca.verify",
     "csr.generate", "install.beside", "install.check", "install.files", "install.reload",
-    "key.generate", "noop", "notify.check", "set", "shell", "wait.file", "wait.mail", "wait.until",
+    "key.generate", "noop", "notify.check", "set", "shell", "wait.file", "wait.mail",
+    "wait.mails", "wait.until",
 ]
 
 
