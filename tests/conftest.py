@@ -34,8 +34,12 @@ def _children(pid: int) -> list[tuple[int, str]]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Tests run as root: keep the certificates root (else /etc/certwright/live) in a
-    temporary folder for the whole session; a test that cares sets its own."""
+    """Tests run as root, so nothing of the machine's is touched: the certificates root
+    (else /etc/certwright/live) is a temporary folder for the whole session, and the
+    system configuration file (else /etc/certwright/config.yaml) a path that does not
+    exist; a test that cares sets its own."""
+    os.environ.setdefault("CERTWRIGHT_SYSTEM_CONFIG",
+                          f"/nonexistent/certwright-tests-{os.getpid()}/config.yaml")
     if not os.environ.get("CERTWRIGHT_LIVE_DIR"):
         import tempfile
         made = tempfile.mkdtemp(prefix="certwright-live-")
@@ -69,8 +73,3 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             pass
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Tests never read the machine's /etc/certwright/config.yaml (they run as root): the
-    system configuration file is a path that does not exist, unless a test names one."""
-    os.environ.setdefault("CERTWRIGHT_SYSTEM_CONFIG",
-                          f"/nonexistent/certwright-tests-{os.getpid()}/config.yaml")
