@@ -320,7 +320,7 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     # -- pages ---------------------------------------------------------------------------
     def link_get(kind: str, link_id: str, token: str, request: Request) -> Response:
         info = accounts.describe_link(link_id, token, kind)
-        return _pages.link_page(info, request.url.path, token)
+        return _pages.link_page(info, request.url.path, token, svc.clock.now())
 
     async def link_post(kind: str, link_id: str, request: Request) -> Response:
         form = parse_qs((await request.body()).decode(errors="replace")[:4096])
@@ -347,14 +347,11 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
 
     @app.get("/certificates/{serial}", include_in_schema=False)
     def certificate_page(serial: str) -> Response:
-        return _pages.certificate_page(issuing.certificate(serial))
+        return _pages.certificate_page(issuing.certificate(serial), svc.clock.now())
 
     @app.get("/", include_in_schema=False)
     def home() -> Response:
-        return _pages.page("certwright CA", "<p>A private CA that verifies domains by mail "
-                           "(the CAcert process). API: <a href=/docs>/docs</a>, "
-                           "<a href=/openapi.json>/openapi.json</a>; trust anchor: "
-                           "<a href=/ca/root.crt>/ca/root.crt</a>.</p>")
+        return _pages.home_page(svc.public_url)
 
     install_openapi(app, auth=account)
     return app
