@@ -209,6 +209,6 @@ def home_page(public_url: str) -> HTMLResponse:
             f"<pre tabindex=0 aria-label=Command>certwright run cacert -d example.org "
             f"--set ca={url}</pre>"
             '<p>Trust anchor: <a href="/ca/root.crt">/ca/root.crt</a>. API: '
-            '<a href="/docs">/docs</a> (and '
+            '<a href="/docs">/docs</a> (the document itself: '
             '<a href="/openapi.json">/openapi.json</a>).</p>')
     return page("certwright CA", body)

@@ -15,6 +15,7 @@ import structlog
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -140,7 +141,12 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     svc = CAService(ca_dir, public_url=public_url, smarthost=smarthost, policy=policy,
                     clock=clock, mail_from=mail_from, settings=settings,
                     weak_key_blocklist=weak_key_blocklist)
-    app = FastAPI(title="certwright CA", version="1", description=__doc__)
+    # The docs pages' scripts and styles are served from the fastapi-offline package, not a
+    # CDN: /docs and /redoc work offline and a browser reading them contacts no one else
+    # (and no validator: Swagger UI would send the document to validator.swagger.io).
+    # No /redoc: ReDoc fetches its logo from its vendor's CDN whatever it is told.
+    app = FastAPIOffline(title="certwright CA", version="1", description=__doc__,
+                         redoc_url=None, swagger_ui_parameters={"validatorUrl": None})
     app.state.service = svc
     accounts, issuing = svc.accounts, svc.issuing
 
