@@ -26,6 +26,7 @@ from certwright.ca._page_style import STYLE
 from certwright.clock import parse_instant
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_SITE = "certwright CA"
 _HOME = '<a href="/">About this CA</a>'
 # The pages load nothing (inline style, no script) and post only to themselves.
 _CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
@@ -68,9 +69,10 @@ def mask_email(address: str) -> str:
 
 def page(title: str, body: str, status: int = 200) -> HTMLResponse:
     """A complete HTML document in the CA's layout; ``body`` must already be escaped."""
+    full = title if title == _SITE else f"{title} · {_SITE}"
     html = ("<!doctype html><html lang=en><head><meta charset=utf-8>"
             '<meta name=viewport content="width=device-width, initial-scale=1">'
-            f"<meta name=robots content=noindex><title>{escape(title)} · certwright CA</title>"
+            f"<meta name=robots content=noindex><title>{escape(full)}</title>"
             f"<style>{STYLE}</style></head><body>"
             '<header class=site><a href="/">certwright CA</a></header>'
             f"<main><h1>{escape(title)}</h1>{body}</main>"
@@ -211,4 +213,4 @@ def home_page(public_url: str) -> HTMLResponse:
             '<p>Trust anchor: <a href="/ca/root.crt">/ca/root.crt</a>. API: '
             '<a href="/docs">/docs</a> (the document itself: '
             '<a href="/openapi.json">/openapi.json</a>).</p>')
-    return page("certwright CA", body)
+    return page(_SITE, body)

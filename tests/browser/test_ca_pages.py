@@ -67,6 +67,7 @@ def test_domain_link_page_names_the_account_and_the_expiry(  # type: ignore[no-u
     fake_clock.advance(minutes=30)
     views.check("domain-link", link)
     page = views.desktop
+    assert page.title() == f"Verify {DOMAIN} · certwright CA"
     assert page.locator("#subject").inner_text() == DOMAIN
     assert page.locator("#account").inner_text() == "q***@mailhost.test"
     assert acct.email not in page.content()
@@ -171,6 +172,7 @@ def test_certificate_page(views: Views, http: httpx.Client,  # type: ignore[no-u
 def test_home_page(views: Views, http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
     """The home page says what the CA is and links the API docs and the root certificate."""
     views.check("home", f"{http.base_url}/")
+    assert views.desktop.title() == "certwright CA"
     hrefs = views.desktop.eval_on_selector_all(
         "main a", "as => as.map(a => a.getAttribute('href'))")
     assert "/docs" in hrefs and "/ca/root.crt" in hrefs
