@@ -169,6 +169,17 @@ _UNKNOWN_ERROR = ("Something went wrong", (
     "below."))
 
 
+#: What an HTTP refusal outside the API says to a person.
+HTTP_WORDS = {404: "there is no page at this address",
+              405: "this page cannot be used that way"}
+
+
+def wants_page(path: str, accept: str) -> bool:
+    """Whether a refusal outside /api goes to a browser (it asks for HTML) as a page;
+    everything else, and everything under /api, gets the JSON error."""
+    return not path.startswith("/api/") and "text/html" in accept.lower()
+
+
 def error_page(status: int, code: str, message: str) -> HTMLResponse:
     """A refusal as a page in the same layout: what happened, the status, what to do."""
     title, todo = _ERRORS.get(code, _UNKNOWN_ERROR)

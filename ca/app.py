@@ -1,8 +1,10 @@
 """The CA's ASGI app: JSON API under /api/v1, link pages, CA certificates and CRL.
 
 Errors are always JSON ``{"error": code, "message": text, ...details}`` under /api and
-HTML pages elsewhere. Request bodies are never logged (they hold passphrases, answers,
-tokens); link URLs are logged without their query string (which holds the token).
+HTML pages elsewhere (a path that matches no route, or not with that method, is a page
+for a browser, which asks for text/html, and JSON for any other client). Request bodies
+are never logged (they hold passphrases, answers, tokens); link URLs are logged without
+their query string (which holds the token).
 """
 
 import secrets
@@ -178,6 +180,11 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # every method served at the path, not one route's
             headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
+        if _pages.wants_page(request.url.path, request.headers.get("accept", "")):
+            page = _pages.error_page(exc.status_code, code, _pages.HTTP_WORDS.get(
+                exc.status_code, str(exc.detail)))
+            page.headers.update(headers)
+            return page
         return JSONResponse({"error": code, "message": str(exc.detail)},
                             status_code=exc.status_code, headers=headers)
 

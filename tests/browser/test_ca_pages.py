@@ -176,3 +176,16 @@ def test_home_page(views: Views, http: httpx.Client) -> None:  # type: ignore[no
     hrefs = views.desktop.eval_on_selector_all(
         "main a", "as => as.map(a => a.getAttribute('href'))")
     assert "/docs" in hrefs and "/ca/root.crt" in hrefs
+
+
+def test_unknown_address_is_a_page_for_a_browser(views: Views,  # type: ignore[no-untyped-def]
+                                                 http: httpx.Client) -> None:
+    """A link cut short (no request id) opened in a browser gets the styled 404 page; a
+    client that does not ask for HTML still gets the JSON error."""
+    url = f"{http.base_url}/domains/verify/"
+    views.check("error-no-page", url)
+    page = views.desktop
+    assert page.locator("#error").get_attribute("data-code") == "not_found"
+    assert "404" in page.locator("#status").inner_text()
+    plain = http.get("/domains/verify/")
+    assert plain.status_code == 404 and plain.json()["error"] == "not_found"
