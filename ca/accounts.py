@@ -156,8 +156,10 @@ class Accounts:
         error = self._closed_error(link, token_ok=True)
         if error:
             raise error
+        account = self.store.find_account(account_id=link["account_id"])
         return {"kind": kind, "request_id": link_id, "address": link["address"],
-                "domain": link["domain"], "expires_at": link["expires_at"]}
+                "domain": link["domain"], "expires_at": link["expires_at"],
+                "account_email": account["email"] if account else None}
 
     def _closed_error(self, link: dict[str, Any], *, token_ok: bool) -> ApiError | None:
         status = link["status"]

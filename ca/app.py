@@ -1,8 +1,10 @@
 """The CA's ASGI app: JSON API under /api/v1, link pages, CA certificates and CRL.
 
 Errors are always JSON ``{"error": code, "message": text, ...details}`` under /api and
-HTML pages elsewhere. Request bodies are never logged (they hold passphrases, answers,
-tokens); link URLs are logged without their query string (which holds the token).
+HTML pages elsewhere (a path that matches no route, or not with that method, is a page
+for a browser, which asks for text/html, and JSON for any other client). Request bodies
+are never logged (they hold passphrases, answers, tokens); link URLs are logged without
+their query string (which holds the token).
 """
 
 import secrets
@@ -15,6 +17,7 @@ import structlog
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -140,7 +143,12 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     svc = CAService(ca_dir, public_url=public_url, smarthost=smarthost, policy=policy,
                     clock=clock, mail_from=mail_from, settings=settings,
                     weak_key_blocklist=weak_key_blocklist)
-    app = FastAPI(title="certwright CA", version="1", description=__doc__)
+    # The docs pages' scripts and styles are served from the fastapi-offline package, not a
+    # CDN: /docs and /redoc work offline and a browser reading them contacts no one else
+    # (and no validator: Swagger UI would send the document to validator.swagger.io).
+    # No /redoc: ReDoc fetches its logo from its vendor's CDN whatever it is told.
+    app = FastAPIOffline(title="certwright CA", version="1", description=__doc__,
+                         redoc_url=None, swagger_ui_parameters={"validatorUrl": None})
     app.state.service = svc
     accounts, issuing = svc.accounts, svc.issuing
 
@@ -172,6 +180,11 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # every method served at the path, not one route's
             headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
+        if _pages.wants_page(request.url.path, request.headers.get("accept", "")):
+            page = _pages.error_page(exc.status_code, code, _pages.HTTP_WORDS.get(
+                exc.status_code, str(exc.detail)))
+            page.headers.update(headers)
+            return page
         return JSONResponse({"error": code, "message": str(exc.detail)},
                             status_code=exc.status_code, headers=headers)
 
@@ -320,7 +333,7 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     # -- pages ---------------------------------------------------------------------------
     def link_get(kind: str, link_id: str, token: str, request: Request) -> Response:
         info = accounts.describe_link(link_id, token, kind)
-        return _pages.link_page(info, request.url.path, token)
+        return _pages.link_page(info, request.url.path, token, svc.clock.now())
 
     async def link_post(kind: str, link_id: str, request: Request) -> Response:
         form = parse_qs((await request.body()).decode(errors="replace")[:4096])
@@ -347,14 +360,11 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
 
     @app.get("/certificates/{serial}", include_in_schema=False)
     def certificate_page(serial: str) -> Response:
-        return _pages.certificate_page(issuing.certificate(serial))
+        return _pages.certificate_page(issuing.certificate(serial), svc.clock.now())
 
     @app.get("/", include_in_schema=False)
     def home() -> Response:
-        return _pages.page("certwright CA", "<p>A private CA that verifies domains by mail "
-                           "(the CAcert process). API: <a href=/docs>/docs</a>, "
-                           "<a href=/openapi.json>/openapi.json</a>; trust anchor: "
-                           "<a href=/ca/root.crt>/ca/root.crt</a>.</p>")
+        return _pages.home_page(svc.public_url)
 
     install_openapi(app, auth=account)
     return app

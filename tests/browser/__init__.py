@@ -1,0 +1,1 @@
+"""Tests in the real Chromium (Debian ``chromium``) through Playwright."""
