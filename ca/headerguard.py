@@ -1,4 +1,4 @@
-"""Request headers bounded in time at the protocol level, before any ASGI code runs.
+"""Request headers bounded in time and size at the protocol level, before any ASGI code.
 
 uvicorn times out idle keep-alive connections, and :mod:`certwright.ca.httpguard` bounds
 a body in size and time, but nothing bounds the *headers*: a client that opens a
@@ -30,8 +30,14 @@ Contract:
   error of the CA, with ``Connection: close``, RFC 9110 15.5.9) and the connection is
   closed; a connection on which nothing was sent is closed without an answer (nothing
   was asked: a browser's preconnect, a port scan).
+* Size: httptools keeps every header it parses, and a header's value until it ends,
+  with no limit of its own (64 MB of headers were taken into memory). A
+  :class:`HeaderBudget` counts the bytes of an unfinished header section before the
+  parser sees them and answers ``431 headers_too_large`` (and closes) once they pass
+  ``http_max_header``; h11's own limit (answered 400) is the same size and checked
+  after ours, so both parsers answer 431.
 * :class:`EdgeConfig` carries the limits from the CA's settings to the protocols
-  (``http_header_timeout``, read by :func:`header_limits`).
+  (``http_header_timeout``, ``http_max_header``, read by :func:`header_limits`).
 
 Hazard: this leans on uvicorn's protocol internals (``connection_made``,
 ``data_received``, ``on_response_complete``, ``connection_lost``, the h11 connection's
@@ -63,15 +69,17 @@ log = structlog.get_logger("ca.headerguard")
 @dataclass(frozen=True)
 class HeaderLimits:
     """What a request's header section may take: ``timeout`` seconds from its first byte
-    (from the connection's start for a first request)."""
+    (from the connection's start for a first request), ``max_size`` bytes."""
 
     timeout: float = 10.0
+    max_size: int = 16 * 1024
 
 
 def header_limits(config: dict[str, Any]) -> HeaderLimits:
     """The :class:`HeaderLimits` in the CA's HTTP settings (``config``); SettingError as
     :func:`~certwright.ca.httpguard.http_settings`."""
-    return HeaderLimits(timeout=http_settings(config)["http_header_timeout"])
+    http = http_settings(config)
+    return HeaderLimits(timeout=http["http_header_timeout"], max_size=http["http_max_header"])
 
 
 class EdgeConfig(uvicorn.Config):
@@ -132,6 +140,64 @@ class HeaderTimer:
         self._on_expiry(self._begun)
 
 
+class HeaderBudget:
+    """The bytes of one unfinished header section, checked before the parser sees them.
+
+    ``admits(data)`` says whether ``data`` may be fed: yes while the section stays within
+    ``limit`` bytes, or when it ends (a blank line) within them. ``add(data)`` counts
+    bytes fed while the section is unfinished; ``reset()`` once the parser has it. The
+    count may include bytes of a previous message that shared the read (at most one
+    read's worth, so a pipelined request can be refused a little early, never late).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._tail = b""  # the last bytes counted: a blank line may span two reads
+
+    def admits(self, data: bytes) -> bool:
+        if self.used + len(data) <= self.limit:
+            return True
+        seen = self._tail + data
+        ends = [i + len(mark) for mark in (b"\n\r\n", b"\n\n")
+                if (i := seen.find(mark)) >= 0]
+        return bool(ends) and self.used + max(0, min(ends) - len(self._tail)) <= self.limit
+
+    def add(self, data: bytes) -> None:
+        self.used += len(data)
+        self._tail = (self._tail + data)[-2:]
+
+    def reset(self) -> None:
+        self.used, self._tail = 0, b""
+
+
+def _refuse(transport: asyncio.Transport, server_state: ServerState, status: bytes,
+            error: dict[str, Any]) -> None:
+    """Write a JSON error answer that closes the connection, then close it."""
+    body = json.dumps(error, separators=(",", ":")).encode()
+    head = [b"HTTP/1.1 " + status]
+    head += [name + b": " + value for name, value in server_state.default_headers]
+    head += [b"content-type: application/json",
+             b"content-length: " + str(len(body)).encode(), b"connection: close"]
+    transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+    transport.close()
+
+
+def _too_large(transport: asyncio.Transport, server_state: ServerState, limit: int,
+               client: tuple[str, int] | None, *, answer: bool) -> None:
+    """Answer 431 (unless a response is being written: then only close) and close."""
+    if transport.is_closing():
+        return
+    log.info("http_headers_too_large", client=f"{client[0]}:{client[1]}" if client else None,
+             limit=limit)
+    if not answer:
+        transport.close()
+        return
+    _refuse(transport, server_state, b"431 Request Header Fields Too Large",
+            {"error": "headers_too_large", "message": "the request headers are over the "
+             f"{limit} bytes the CA takes", "limit": limit})
+
+
 def _timed_out(transport: asyncio.Transport, server_state: ServerState, timeout: float,
                client: tuple[str, int] | None, *, begun: bool) -> None:
     """Answer 408 (when a request had begun) and close ``transport``."""
@@ -139,16 +205,12 @@ def _timed_out(transport: asyncio.Transport, server_state: ServerState, timeout:
         return
     log.info("http_header_timeout", client=f"{client[0]}:{client[1]}" if client else None,
              begun=begun, timeout=timeout)
-    if begun:
-        body = json.dumps({"error": "header_timeout", "message": "the request headers did "
-                           f"not arrive within {timeout:g} s", "timeout": timeout},
-                          separators=(",", ":")).encode()
-        head = [b"HTTP/1.1 408 Request Timeout"]
-        head += [name + b": " + value for name, value in server_state.default_headers]
-        head += [b"content-type: application/json",
-                 b"content-length: " + str(len(body)).encode(), b"connection: close"]
-        transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
-    transport.close()
+    if not begun:
+        transport.close()
+        return
+    _refuse(transport, server_state, b"408 Request Timeout",
+            {"error": "header_timeout", "message": "the request headers did not arrive "
+             f"within {timeout:g} s", "timeout": timeout})
 
 
 class HttpToolsHeaderTimeout(HttpToolsProtocol):
@@ -158,7 +220,9 @@ class HttpToolsHeaderTimeout(HttpToolsProtocol):
                  app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self._timer = HeaderTimer(self.loop, _limits_of(config).timeout, self._expired)
+        limits = _limits_of(config)
+        self._timer = HeaderTimer(self.loop, limits.timeout, self._expired)
+        self._budget = HeaderBudget(limits.max_size)
         self._in_headers = False  # the parser is inside a request's header section
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -170,10 +234,20 @@ class HttpToolsHeaderTimeout(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        # httptools keeps every header it parses (and a header's value until its end)
+        # with no limit of its own: the budget is checked before the parser sees a byte.
+        if self._in_headers and not self._budget.admits(data):
+            _too_large(self.transport, self.server_state, self._budget.limit, self.client,
+                       answer=self._idle())
+            return
         super().data_received(data)
+        if self._in_headers:
+            self._budget.add(data)
+        else:
+            self._budget.reset()
         # Headers still to come while no request is in flight: this request's deadline
         # runs (blank lines before a request count: they hold the connection too).
-        if self.cycle is None or self.cycle.response_complete:
+        if self._idle():
             self._timer.received()
         else:
             self._timer.complete()
@@ -191,8 +265,12 @@ class HttpToolsHeaderTimeout(HttpToolsProtocol):
         if self._in_headers and not self.transport.is_closing():
             self._timer.received()  # a pipelined request arrived unfinished
 
+    def _idle(self) -> bool:
+        """No request is being served (so an answer of ours cannot interleave)."""
+        return self.cycle is None or self.cycle.response_complete
+
     def _expired(self, begun: bool) -> None:
-        if self.cycle is not None and not self.cycle.response_complete:
+        if not self._idle():
             return  # a response is being written; never interleave a 408 with it
         _timed_out(self.transport, self.server_state, self._timer.timeout, self.client,
                    begun=begun)
@@ -205,7 +283,11 @@ class H11HeaderTimeout(H11Protocol):
                  app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self._timer = HeaderTimer(self.loop, _limits_of(config).timeout, self._expired)
+        limits = _limits_of(config)
+        self._timer = HeaderTimer(self.loop, limits.timeout, self._expired)
+        # h11 has a limit of its own (h11_max_incomplete_event_size, answered 400): the
+        # same budget, checked first, answers 431 as under httptools.
+        self._budget = HeaderBudget(limits.max_size)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -216,11 +298,17 @@ class H11HeaderTimeout(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
         # h11 leaves IDLE for SEND_BODY once it has parsed a whole request head.
+        if self.conn.their_state is h11.IDLE and not self._budget.admits(data):
+            _too_large(self.transport, self.server_state, self._budget.limit, self.client,
+                       answer=True)
+            return
+        super().data_received(data)
         if self.conn.their_state is h11.IDLE:
+            self._budget.add(data)
             self._timer.received()
         else:
+            self._budget.reset()
             self._timer.complete()
 
     def on_response_complete(self) -> None:

@@ -18,8 +18,9 @@ uvicorn's, set by :func:`uvicorn_limits`: ``limit_concurrency`` (503 once that m
 connections are open), ``backlog``, ``timeout_keep_alive`` for idle connections, and
 ``h11_max_incomplete_event_size`` for header size under the pure-Python parser.
 
-uvicorn has no timeout for a request's *headers*; :mod:`certwright.ca.headerguard` adds
-one (``http_header_timeout``) in the protocol, before this guard.
+uvicorn has no timeout for a request's *headers*, and its httptools parser no limit on
+their size; :mod:`certwright.ca.headerguard` adds both (``http_header_timeout``,
+``http_max_header``) in the protocol, before this guard.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ HTTP_DEFAULTS: dict[str, Any] = {
     "http_max_connections": 1000,       # open connections before uvicorn answers 503
     "http_backlog": 1024,               # connections the kernel queues for accept()
     "http_keep_alive": 5,               # seconds an idle keep-alive connection stays
-    "http_max_header": 16 * 1024,       # bytes of headers (the h11 parser)
+    "http_max_header": 16 * 1024,       # bytes of headers (ca/headerguard.py, and h11's)
 }
 
 
