@@ -18,9 +18,9 @@ uvicorn's, set by :func:`uvicorn_limits`: ``limit_concurrency`` (503 once that m
 connections are open), ``backlog``, ``timeout_keep_alive`` for idle connections, and
 ``h11_max_incomplete_event_size`` for header size under the pure-Python parser.
 
-Hazard: uvicorn has no timeout for a request's *headers*; a client that never finishes
-its headers holds a connection (counted against ``http_max_connections``) until it goes.
-Behind a reverse proxy, let the proxy bound header time as well.
+uvicorn has no timeout for a request's *headers*, and its httptools parser no limit on
+their size; :mod:`certwright.ca.headerguard` adds both (``http_header_timeout``,
+``http_max_header``) in the protocol, before this guard.
 """
 from __future__ import annotations
 
@@ -40,10 +40,11 @@ HTTP_DEFAULTS: dict[str, Any] = {
     "http_max_body": 16 * 1024,         # login, join, recovery, probes, forms
     "http_max_csr_body": 256 * 1024,    # POST /api/v1/certificates (CSR up to 64 KiB)
     "http_body_timeout": 10.0,          # seconds for a whole body after the headers
+    "http_header_timeout": 10.0,        # seconds for a request's headers (ca/headerguard.py)
     "http_max_connections": 1000,       # open connections before uvicorn answers 503
     "http_backlog": 1024,               # connections the kernel queues for accept()
     "http_keep_alive": 5,               # seconds an idle keep-alive connection stays
-    "http_max_header": 16 * 1024,       # bytes of headers (the h11 parser)
+    "http_max_header": 16 * 1024,       # bytes of headers (ca/headerguard.py, and h11's)
 }
 
 

@@ -17,6 +17,7 @@ import structlog
 import uvicorn
 
 from certwright.ca.app import create_app
+from certwright.ca.headerguard import PROTOCOLS, EdgeConfig, header_limits
 from certwright.ca.httpguard import uvicorn_limits
 from certwright.ca.setup import init_ca
 from certwright.clock import Clock
@@ -24,9 +25,9 @@ from certwright.clock import Clock
 log = structlog.get_logger("ca.server")
 
 # httptools (a C HTTP parser) and uvloop (a libuv event loop) cost a request less CPU than
-# uvicorn's pure-Python h11 and asyncio's loop; both are dependencies, but the pure-Python
-# pair still serves when one is missing (e.g. a platform without wheels).
-HTTP_IMPL = "httptools" if importlib.util.find_spec("httptools") else "h11"
+# uvicorn's pure-Python h11 and asyncio's loop; httptools is a dependency everywhere,
+# uvloop where it has wheels. The h11 protocol stays tested (a key of headerguard.PROTOCOLS).
+HTTP_IMPL = "httptools"
 LOOP_IMPL = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 
 
@@ -75,10 +76,12 @@ class CAServer:
         app = create_app(self.ca_dir, public_url=self.public_url, smarthost=self.smarthost,
                          policy=self.policy, clock=self.clock, mail_from=self.mail_from,
                          settings=self.settings, weak_key_blocklist=self.weak_key_blocklist)
-        # The edge's limits (connections, backlog, keep-alive, header size) are CA settings.
-        limits = uvicorn_limits(app.state.service.config)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                http=HTTP_IMPL, loop=LOOP_IMPL, ws="none", **limits)
+        # The edge's limits (connections, backlog, keep-alive, header size and time) are
+        # CA settings; the header timeout lives in our subclass of uvicorn's protocol.
+        settings = app.state.service.config
+        config = EdgeConfig(app, header_limits=header_limits(settings), log_level="warning",
+                            access_log=False, lifespan="off", http=PROTOCOLS[HTTP_IMPL],
+                            loop=LOOP_IMPL, ws="none", **uvicorn_limits(settings))
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name=f"ca-server-{self.port}", daemon=True)

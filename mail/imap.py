@@ -21,6 +21,11 @@ again), then flag. A crash in between delivers nothing twice: on the next pass t
 is still unflagged, its spool name exists, and it is only flagged. A message larger than
 the parser's limit is not downloaded: it is logged (``mail_hostile``) and flagged.
 
+A message the server refuses to serve (FETCH answered NO, e.g. a file it cannot open) is
+logged with the server's words (``imap_fetch_refused``), not flagged and not asked for
+again in that session; the messages after it go on as usual, and the next session tries
+it again. BAD and BYE end the session (a retry with back-off), as any protocol failure.
+
 Hazards: imaplib (before 3.14) has no IDLE; it is done here on the TLS socket directly
 (``select`` + ``pending()``), only between commands, so imaplib's own buffered reader
 never holds bytes of the IDLE exchange. The password is never logged (the URL is shown
@@ -54,6 +59,16 @@ BACKOFF_START, BACKOFF_CAP = 1.0, 300.0
 _SAFE = re.compile(r"[^A-Za-z0-9@._-]")
 _UID = re.compile(rb"UID (\d+)")
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+
+
+class FetchRefused(imaplib.IMAP4.error):
+    """The server answered a FETCH of one message with NO; ``reason`` has its words."""
+
+    def __init__(self, uid: str, what: str, typ: str, data: list[Any] | None) -> None:
+        words = b" ".join(x if isinstance(x, bytes) else str(x).encode()
+                          for x in data or []).decode(errors="replace")
+        self.uid, self.reason = uid, f"{typ} {words}"[:300]
+        super().__init__(f"UID FETCH {uid} {what}: {self.reason}")
 
 
 class ImapAccount:
@@ -160,8 +175,9 @@ class ImapSource:
         try:
             idle = b"IDLE" in b" ".join(x if isinstance(x, bytes) else str(x).encode()
                                        for x in c.capabilities)
+            refused: set[str] = set()  # UIDs whose FETCH was answered NO in this session
             while not self._stop.is_set():
-                self._sync(c)
+                self._sync(c, refused)
                 if idle:
                     self._idle(c)
                 else:
@@ -179,8 +195,9 @@ class ImapSource:
         m = re.search(rb"UIDVALIDITY (\d+)", data[0] or b"")
         return m.group(1).decode() if m else "0"
 
-    def _sync(self, c: imaplib.IMAP4_SSL) -> None:
-        """Fetch, spool, route and flag every message without our keyword."""
+    def _sync(self, c: imaplib.IMAP4_SSL, refused: set[str]) -> None:
+        """Fetch, spool, route and flag every message without our keyword, but those in
+        ``refused`` (added to when the server refuses a FETCH)."""
         validity = self._uidvalidity(c)
         typ, data = c.uid("SEARCH", "UNKEYWORD", KEYWORD, "NOT", "DELETED")
         if typ != "OK":
@@ -191,8 +208,19 @@ class ImapSource:
                 return
             name = f"{validity}.{uid}.imap"
             ours = name in self._delivered  # spooled before: only the flags are missing
+            if uid in refused:
+                continue  # refused in this session already: the next session tries again
             if name not in self._delivered:
-                raw = self._fetch(c, uid)  # None: too large, not downloaded, left unread
+                try:
+                    raw = self._fetch(c, uid)  # None: too large, not downloaded, left unread
+                except FetchRefused as exc:
+                    # One message the server cannot serve must not stop the others: it
+                    # stays unflagged, so the next session fetches it again (asking
+                    # twice in one session makes some servers, e.g. Dovecot, hang up).
+                    refused.add(uid)
+                    self.counts["errors"] += 1
+                    self.log.warning("imap_fetch_refused", uid=uid, reason=exc.reason)
+                    continue
                 if raw is not None:
                     ours = self._claimed(raw)
                     self._deliver(name, raw)
@@ -206,14 +234,26 @@ class ImapSource:
             self.counts["flagged"] += 1
 
     def _fetch(self, c: imaplib.IMAP4_SSL, uid: str) -> bytes | None:
-        _, data = c.uid("FETCH", uid, "(RFC822.SIZE)")
-        m = _SIZE.search(data[0] if data and isinstance(data[0], bytes) else b"")
-        size = int(m.group(1)) if m else 0
+        """The message ``uid``, or None when it is too large to download.
+
+        FetchRefused (with the server's words) when the server answers a FETCH with NO;
+        imaplib raises for BAD and BYE itself. A size the answer does not give is an
+        error too, never 0 (which would let any size through).
+        """
+        typ, data = c.uid("FETCH", uid, "(RFC822.SIZE)")
+        if typ != "OK":
+            raise FetchRefused(uid, "(RFC822.SIZE)", typ, data)
+        size = _size_in(data, uid)
+        if size is None:
+            raise imaplib.IMAP4.error(f"UID FETCH {uid} (RFC822.SIZE): no size in the "
+                                      f"answer {str(data)[:200]}")
         if size > self.limits.max_message_size:
             self.log.warning("mail_hostile", uid=uid, reason=f"message too large: {size} "
                              f"bytes (limit {self.limits.max_message_size}); not downloaded")
             return None
-        _, data = c.uid("FETCH", uid, "(BODY.PEEK[])")
+        typ, data = c.uid("FETCH", uid, "(BODY.PEEK[])")
+        if typ != "OK":
+            raise FetchRefused(uid, "(BODY.PEEK[])", typ, data)
         for item in data or []:
             if isinstance(item, tuple) and len(item) == 2:
                 self.counts["fetched"] += 1
@@ -265,6 +305,17 @@ class ImapSource:
             if not chunk:
                 raise imaplib.IMAP4.abort("the server closed the connection during IDLE")
             buf += chunk
+
+
+def _size_in(data: list[Any] | None, uid: str) -> int | None:
+    """The RFC822.SIZE of message ``uid`` in a FETCH answer (lines about other messages,
+    which a server may send unasked, are skipped); None when it is not there."""
+    for item in data or []:
+        if isinstance(item, bytes):
+            has_uid, has_size = _UID.search(item), _SIZE.search(item)
+            if has_uid and has_size and has_uid.group(1).decode() == uid:
+                return int(has_size.group(1))
+    return None
 
 
 def _quote(mailbox: str) -> str:

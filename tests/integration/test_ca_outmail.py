@@ -51,11 +51,14 @@ def test_kept_session_is_reused_and_reopened_after_the_server_restarts(tmp_path:
 
 def test_concurrent_senders_use_several_sessions_at_once(tmp_path: Path):
     """Senders do not queue behind one session: up to max_sessions messages are in
-    delivery at the same time, never more, and every one arrives."""
+    delivery at the same time, never more, and every one arrives. Each delivery waits
+    until three are in delivery together (a barrier), so senders served one session at a
+    time would break it and fail."""
     md = Maildir(tmp_path / "md")
     busy = 0
     peak = 0
     lock = threading.Lock()
+    together = threading.Barrier(3, timeout=30)  # the timeout bounds a broken build only
     with MailServer("127.0.0.1", 0, domains=["example.test"], maildir=md.path) as server:
         real = server.maildir.deliver
 
@@ -64,7 +67,7 @@ def test_concurrent_senders_use_several_sessions_at_once(tmp_path: Path):
             with lock:
                 busy += 1
                 peak = max(peak, busy)
-            time.sleep(0.3)
+            together.wait()
             with lock:
                 busy -= 1
             return real(raw)
@@ -81,17 +84,15 @@ def test_concurrent_senders_use_several_sessions_at_once(tmp_path: Path):
                 errors.append(exc)
 
         threads = [threading.Thread(target=send, args=(i,)) for i in range(6)]
-        t0 = time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        elapsed = time.monotonic() - t0
         assert mailer._pools[("127.0.0.1", server.port)].open == 3
         mailer.close()
     assert errors == []
+    assert not together.broken
     assert peak == 3
-    assert elapsed < 6 * 0.3 * 0.75  # one session at a time would take 1.8 s
     assert len(md.list_new()) == 6
 
 
@@ -130,6 +131,10 @@ class FakeSMTP:
     def hang(self) -> None:
         with self._lock:
             self._hung.update(range(1, self.connections + 1))
+
+    def release(self) -> None:
+        """Let the hung connections end (closed without an answer)."""
+        self._stop.set()
 
     def close(self) -> None:
         self._stop.set()
@@ -223,19 +228,24 @@ def test_server_gone_without_closing_is_detected_quickly(
     """A kept session whose server stopped answering (connection still open) is given
     up after PROBE_S, not the full timeout, whether it was used a moment ago (its MAIL
     reply is awaited only that long) or idle (the NOOP probe is); the message goes over
-    a new connection."""
+    a new connection. The full timeout here is an hour, so a send that returned at all
+    was saved by the probe."""
     monkeypatch.setattr(outmail, "PROBE_S", 0.5)
     monkeypatch.setattr(outmail, "FRESH_S", 0.2)
-    mailer = _mailer(fake)
+    mailer = Mailer(smarthost=("127.0.0.1", fake.port), mail_from="ca@certwright.invalid",
+                    timeout=3600.0)
     try:
         mailer.send(TO, "first", "body", kind="test")
         fake.hang()
         if idle:
             time.sleep(0.3)
-        t0 = time.monotonic()
-        mailer.send(TO, "second", "body", kind="test")
-        assert time.monotonic() - t0 < 3.0  # the timeout is 10 s
+        sender = threading.Thread(target=mailer.send, args=(TO, "second", "body"),
+                                  kwargs={"kind": "test"}, daemon=True)
+        sender.start()
+        sender.join(timeout=60)  # bounds a broken build; the probe gives up in PROBE_S
+        assert not sender.is_alive(), "the send waits for the full timeout"
     finally:
+        fake.release()  # so a send still waiting (a broken build) ends too
         mailer.close()
     assert fake.connections == 2
     assert len(fake.messages) == 2

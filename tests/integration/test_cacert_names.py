@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,21 +28,10 @@ from certwright.mail.maildir import Maildir
 from certwright.mail.parse import parse_message
 from certwright.state.records import RunRecord
 from certwright.state.sqlite import SQLiteStore
+from tests.support.engine import pump_until
 
 MAIL_DOMAINS = ["example.test", "other.test", "new.test"]
 ACCOUNT = "webmaster@example.test"  # one account for every run: its verifications carry over
-
-
-def _pump_until(engine: Engine, run_id: str, what: Callable[[RunRecord], bool],
-                timeout: float = 60.0) -> RunRecord:
-    deadline = time.monotonic() + timeout
-    while True:
-        engine.pump(timeout=0.05)
-        run = engine.store.load_run(run_id)
-        if engine.idle() and what(run):
-            return run
-        if time.monotonic() > deadline:
-            raise AssertionError(f"run stuck in {run.state}/{run.status}: {run.error}")
 
 
 class World:
@@ -86,7 +74,7 @@ class World:
 
     def until(self, run_id: str, what: Callable[[RunRecord], bool]) -> RunRecord:
         self.engine.wake(run_id)
-        return _pump_until(self.engine, run_id, what)
+        return pump_until(self.engine, run_id, what)
 
     def finish(self, run_id: str) -> RunRecord:
         """From a run waiting for its issuance mail to its end."""
@@ -118,7 +106,7 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 def _joined(w: World, run_id: str) -> RunRecord:
     """Past the account's confirmation mail, to the first wait after it."""
-    _pump_until(w.engine, run_id, lambda r: r.status == "waiting" and r.state == "new")
+    pump_until(w.engine, run_id, lambda r: r.status == "waiting" and r.state == "new")
     assert w.hand_over() == [ACCOUNT]
     return w.until(run_id, lambda r: r.status == "waiting" and r.state != "new")
 

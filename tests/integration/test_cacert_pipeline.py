@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from email.message import EmailMessage
 
@@ -24,19 +23,9 @@ from certwright.mail.maildir import Maildir
 from certwright.mail.parse import parse_message
 from certwright.state.sqlite import SQLiteStore
 from tests.support.apache import apache  # noqa: F401  (fixture)
+from tests.support.engine import pump_until
 
 DOMAIN = "example.test"
-
-
-def _pump_until(engine: Engine, run_id: str, what: Callable, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        engine.pump(timeout=0.05)
-        run = engine.store.load_run(run_id)
-        if engine.idle() and what(run):
-            return run
-        if time.monotonic() > deadline:
-            raise AssertionError(f"run stuck in {run.state}/{run.status}: {run.error}")
 
 
 def _move_all(src: Maildir, dst: Maildir, only: Callable[[bytes], bool] = lambda raw: True):
@@ -86,18 +75,18 @@ def test_expired_probe_link_is_refused_and_the_run_probes_again(world):
     inputs = coerce_inputs(spec, {"domain": DOMAIN, "ca": ca.url, "maildir": str(inbox.path),
                                   "cert_dir": str(tmp / "certs")})
     rid = engine.start_run(spec, inputs, run_id="exp")
-    _pump_until(engine, rid, lambda r: r.status == "waiting" and r.state == "new")
+    pump_until(engine, rid, lambda r: r.status == "waiting" and r.state == "new")
     assert len(_move_all(server_md, inbox)) == 1  # the account confirmation
     engine.wake(rid)
-    run = _pump_until(engine, rid, lambda r: r.status == "waiting" and r.state == "probed")
+    run = pump_until(engine, rid, lambda r: r.status == "waiting" and r.state == "probed")
     assert run.deadline and "postmaster@example.test" in run.waiting
 
     # The user never follows the first probe's link; two days pass.
     first_probe = server_md.read(server_md.list_new()[0])
     os.unlink(server_md.path / "new" / server_md.list_new()[0])
     clock.advance(days=2, seconds=1)
-    run = _pump_until(engine, rid, lambda r: r.status == "waiting" and r.state == "probed"
-                      and r.counters.get("expired") == 1)
+    run = pump_until(engine, rid, lambda r: r.status == "waiting" and r.state == "probed"
+                     and r.counters.get("expired") == 1)
     assert run.counters["probed"] == 2
 
     # The old link is refused by the CA: expired.
@@ -117,14 +106,14 @@ def test_expired_probe_link_is_refused_and_the_run_probes_again(world):
     inbox.deliver(evil.as_bytes())
     _move_all(server_md, inbox)
     engine.wake(rid)
-    run = _pump_until(engine, rid, lambda r: r.state == "signed" and r.status == "waiting")
+    run = pump_until(engine, rid, lambda r: r.state == "signed" and r.status == "waiting")
     aside = books_dir(tmp / "state", inbox.path) / ".quarantine" / "new"
     quarantined = list(aside.iterdir())
     assert any(b"127.0.0.1:9" in p.read_bytes() for p in quarantined if p.is_file())
 
     _move_all(server_md, inbox)  # the issuance mail, which notify.check compares
     engine.wake(rid)
-    run = _pump_until(engine, rid, lambda r: r.status == "succeeded")
+    run = pump_until(engine, rid, lambda r: r.status == "succeeded")
     assert run.state == "installed" and not run.alarms
     transitions = [(e.data["from"], e.data["to"]) for e in engine.store.journal(rid)
                    if e.kind == "entered"]

@@ -12,7 +12,7 @@ from certwright.mail.imap import ImapAccount
 from certwright.mail.maildir import Maildir
 from tests.fixtures.daemon.harness import wait_for
 from tests.integration.test_daemon_mail import Running, park, run_state
-from tests.support.dovecot import Dovecot, dovecot  # noqa: F401 - the fixture
+from tests.support.dovecot import Dovecot, dovecot, dovecot_fetch_no  # noqa: F401 - fixtures
 from tests.support.mail import person_mail, probe_mail, truncated_mime
 
 
@@ -95,3 +95,34 @@ def test_a_persons_mail_on_a_shared_imap_mailbox_stays_unread(tmp_path: Path,
         running.stop()
     person, ca = dovecot.flags()
     assert "\\Seen" not in person and "\\Seen" in ca
+
+
+def test_a_fetch_answered_no_is_an_error_with_the_servers_words(
+        tmp_path: Path, dovecot_fetch_no: Dovecot):
+    """A message the server cannot serve (FETCH answered NO) is logged with the server's
+    words and left unflagged for a later session; it is neither counted as 0 bytes nor
+    spooled, and the messages after it are fetched and routed as usual."""
+    state = tmp_path / "state"
+    pw = tmp_path / "imap.pw"
+    pw.write_text(dovecot_fetch_no.password + "\n")
+    spool = Maildir(state / "imap" / "certs")
+    park(state, spool.path, "postmaster@imap.test", "afterbroken")
+    dovecot_fetch_no.deliver_unreadable(probe_mail(to="postmaster@imap.test",
+                                                   message_id="<broken@ca.example>"))
+    dovecot_fetch_no.append(probe_mail(to="postmaster@imap.test", message_id="<p@ca.example>"))
+    url = dovecot_fetch_no.url(pw) + "&name=certs"
+    with structlog.testing.capture_logs() as logs:
+        running = Running(state, DaemonConfig(imap=(url,), imap_cafile=dovecot_fetch_no.cafile))
+        try:
+            wait_for(lambda: run_state(state, "afterbroken") == "verified", 30,
+                     "the run to verify from the second message")
+        finally:
+            running.stop()
+    refused = [e for e in logs if e["event"] == "imap_fetch_refused"]
+    assert refused, [e["event"] for e in logs]
+    assert refused[0]["uid"] == "1" and "NO" in refused[0]["reason"]
+    assert "Internal error" in refused[0]["reason"]  # Dovecot's own words
+    assert not any(e["event"] == "imap_failed" for e in logs)  # one session throughout
+    assert [p.name for p in spool.path.rglob("*.1.imap")] == []  # nothing spooled for it
+    broken, good = dovecot_fetch_no.flags()
+    assert "$Certwright" not in broken and "$Certwright" in good

@@ -158,66 +158,76 @@ def test_shell_environment_carries_key_attempt_and_recovering(tmp_path: Path) ->
     assert again["stdout"] == f"r1|{tmp_path / 'run'}|r1:3:1|2|1|\n"
 
 
-def test_shell_timeout_kills_a_slow_command(tmp_path: Path) -> None:
+def _slow(tmp_path: Path, name: str) -> tuple[list[str], Path, Path]:
+    """A command that writes its pid, sleeps 30 s, then leaves ``<name>.done``: if the
+    marker is missing once the process is gone, the step killed it before its end."""
+    pidfile, done = tmp_path / f"{name}.pid", tmp_path / f"{name}.done"
+    return ["sh", "-c", f"echo $$ > {pidfile}; sleep 30; touch {done}"], pidfile, done
+
+
+def test_shell_timeout_kills_a_slow_command(tmp_path: Path, strays: list[int]) -> None:
     """The step's timeout (or the ``timeout`` parameter, a duration) kills the command and
-    fails the step retryably."""
-    started = time.monotonic()
+    fails the step retryably: the command is gone without having reached its end."""
+    argv, pidfile, done = _slow(tmp_path, "first")
     with pytest.raises(StepError, match=r"did not finish within 0\.5 s"):
-        Shell().run(_ctx(tmp_path, {"argv": ["sleep", "30"]}, timeout=0.5))
+        Shell().run(_ctx(tmp_path, {"argv": argv}, timeout=0.5))
+    assert _gone_soon(_read_pid(pidfile, strays)) and not done.exists()
+    argv, pidfile, done = _slow(tmp_path, "second")
     with pytest.raises(StepError, match=r"did not finish within 1\.0 s"):
-        Shell().run(_ctx(tmp_path, {"argv": ["sleep", "30"], "timeout": "1s"}, timeout=60))
-    assert time.monotonic() - started < 6
+        Shell().run(_ctx(tmp_path, {"argv": argv, "timeout": "1s"}, timeout=60))
+    assert _gone_soon(_read_pid(pidfile, strays)) and not done.exists()
     with pytest.raises(PermanentError, match="not a duration"):
         Shell().run(_ctx(tmp_path, {"argv": ["true"], "timeout": "soon"}))
 
 
 def test_shell_timeout_kills_the_whole_process_tree(tmp_path: Path, strays: list[int]) -> None:
     """A background grandchild (``sleep 30 &``) dies with the command, and the step returns
-    at once rather than when the grandchild would have ended."""
-    pidfile = tmp_path / "grandchild.pid"
-    started = time.monotonic()
+    at once rather than when the grandchild would have ended (the marker it leaves at its
+    end is never written)."""
+    pidfile, done = tmp_path / "grandchild.pid", tmp_path / "grandchild.done"
     with pytest.raises(StepError, match="did not finish within"):
         Shell().run(_ctx(tmp_path, {
-            "command": f"sleep 30 & echo $! > {pidfile}; wait", "shell": True,
-            "timeout": 1}))
-    assert time.monotonic() - started < 5
+            "command": f"(sleep 30; touch {done}) & echo $! > {pidfile}; wait",
+            "shell": True, "timeout": 1}))
     pid = _read_pid(pidfile, strays)
     assert _gone_soon(pid), f"grandchild {pid} survived the timeout"
+    assert not done.exists(), "the step waited for the grandchild's end"
 
     # a deeper tree, through a program that is no shell and ignores SIGTERM
     pidfile2 = tmp_path / "deep.pid"
+    done2 = tmp_path / "deep.done"
     code = ("import signal, subprocess, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-            f"subprocess.Popen(['sh', '-c', 'echo $$ > {pidfile2}; exec sleep 30']).wait()")
-    started = time.monotonic()
+            f"subprocess.Popen(['sh', '-c', 'echo $$ > {pidfile2}; sleep 30; "
+            f"touch {done2}']).wait()")
     with pytest.raises(StepError, match="did not finish within"):
         Shell().run(_ctx(tmp_path, {"argv": [sys.executable, "-c", code]}, timeout=1.5))
-    assert time.monotonic() - started < 6
-    assert _gone_soon(_read_pid(pidfile2, strays))
+    assert _gone_soon(_read_pid(pidfile2, strays)) and not done2.exists()
 
 
 def test_shell_timeout_returns_even_if_an_escaped_process_holds_the_output(
         tmp_path: Path, strays: list[int]) -> None:
     """A grandchild that left the process group (setsid) cannot be killed with it; it still
-    holds stdout, but the step gives up on the pipe and returns within seconds."""
+    holds stdout, but the step gives up on the pipe and returns while it still runs."""
     pidfile = tmp_path / "escaped.pid"
     code = (f"import os, time; os.setsid(); open({str(pidfile)!r}, 'w').write(str(os.getpid())); "
             "time.sleep(30)")
-    started = time.monotonic()
     with pytest.raises(StepError, match="did not finish within"):
         Shell().run(_ctx(tmp_path, {"argv": ["sh", "-c", (f"'{sys.executable}' -c \"{code}\" & "
                                                           "sleep 30")]}, timeout=1))
-    assert time.monotonic() - started < 6
-    _read_pid(pidfile, strays)  # killed by the fixture
+    # still alive: the step did not wait for the holder of its pipe to end (killed by the
+    # fixture)
+    assert alive(_read_pid(pidfile, strays))
 
 
-def test_shell_a_command_that_closes_its_output_still_times_out(tmp_path: Path) -> None:
+def test_shell_a_command_that_closes_its_output_still_times_out(
+        tmp_path: Path, strays: list[int]) -> None:
     """End of output is not the end of the command: one that closes stdout and stderr and
-    keeps running is still bounded by the timeout."""
-    started = time.monotonic()
+    keeps running is still bounded by the timeout (and killed before its end)."""
+    _argv, pidfile, done = _slow(tmp_path, "closed")
+    script = f"exec >&- 2>&-; echo $$ > {pidfile}; sleep 30; touch {done}"
     with pytest.raises(StepError, match="did not finish within"):
-        Shell().run(_ctx(tmp_path, {"argv": ["sh", "-c", "exec >&- 2>&-; sleep 30"]},
-                         timeout=1))
-    assert time.monotonic() - started < 5
+        Shell().run(_ctx(tmp_path, {"argv": ["sh", "-c", script]}, timeout=1))
+    assert _gone_soon(_read_pid(pidfile, strays)) and not done.exists()
 
 
 EXIT_WHILE_RUNNING = """

@@ -6,11 +6,9 @@ from __future__ import annotations
 import re
 import smtplib
 import time
-from collections.abc import Callable
 from datetime import datetime
 from email import message_from_bytes
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +24,7 @@ from certwright.engine.run.runner import Engine, EngineOptions
 from certwright.state.sqlite import SQLiteStore
 from certwright.steps.mail import WaitMail
 from tests.support.ca import LINK_RE, questions
+from tests.support.engine import pump_until
 from tests.support.mail import person_mail
 from tests.support.postfix import RECIPE, Postfix, postfix  # noqa: F401  (fixture)
 
@@ -164,18 +163,6 @@ def test_a_postmaster_mailbox_shared_with_people_is_left_as_it_is(
     assert not isinstance(done, Wait)
 
 
-def _pump_until(engine: Engine, run_id: str, what: Callable[[Any], bool],
-                timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        engine.pump(timeout=0.05)
-        run = engine.store.load_run(run_id)
-        if engine.idle() and what(run):
-            return run
-        if time.monotonic() > deadline:
-            raise AssertionError(f"run stuck in {run.state}/{run.status}: {run.error}")
-
-
 def _retry_mail(ca: CAServer, clock: FakeClock, pf: Postfix, to: str, count: int) -> None:
     """Let the CA's outbox try again (its backoff passed) until ``count`` mails reached ``to``."""
     outbox = outbox_of(ca)
@@ -205,25 +192,25 @@ def test_a_cacert_run_survives_postfix_stopped_then_deferring(
                 "domain": DOMAIN, "email": f"admin@{DOMAIN}", "ca": ca.url,
                 "maildir": str(postfix.maildir), "cert_dir": str(tmp_path / "certs")})
             rid = engine.start_run(spec, inputs, run_id="via-postfix")
-            run = _pump_until(engine, rid, lambda r: r.status == "waiting")
+            run = pump_until(engine, rid, lambda r: r.status == "waiting")
             assert (run.state, run.status) == ("new", "waiting"), run.error
             postfix.start()
             _retry_mail(ca, clock, postfix, f"admin@{DOMAIN}", 1)
             postfix.defer(True)
             outbox_of(ca).mailer.close()
             engine.wake(rid)
-            run = _pump_until(engine, rid, lambda r: r.state == "probed"
-                              and r.status == "waiting")
+            run = pump_until(engine, rid, lambda r: r.state == "probed"
+                             and r.status == "waiting")
             assert "451" in outbox_of(ca).rows(kind="domain_probe")[-1]["last_error"]
             postfix.defer(False)
             _retry_mail(ca, clock, postfix, f"postmaster@{DOMAIN}", 1)
             engine.wake(rid)
-            run = _pump_until(engine, rid, lambda r: r.status in ("succeeded", "failed")
-                              or (r.state == "signed" and r.status == "waiting"))
+            run = pump_until(engine, rid, lambda r: r.status in ("succeeded", "failed")
+                             or (r.state == "signed" and r.status == "waiting"))
             deadline = time.monotonic() + 30
             while run.status != "succeeded" and time.monotonic() < deadline:
                 engine.wake(rid)  # the issuance mail lands in the Maildir shortly
-                run = _pump_until(engine, rid, lambda r: r.status != "running")
+                run = pump_until(engine, rid, lambda r: r.status != "running")
                 time.sleep(0.1)
         finally:
             engine.close()

@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -91,6 +92,27 @@ class Dovecot:
         finally:
             c.logout()
 
+    def deliver_unreadable(self, raw: bytes) -> Path:
+        """Put a message straight into the Maildir's ``new/`` with mode 0 (a broken
+        delivery): Dovecot lists it (and gives it the next UID), but cannot open it to
+        answer a FETCH."""
+        c = self.client()  # the first login creates the Maildir
+        try:
+            c.select("INBOX")
+        finally:
+            c.logout()
+        path = self.root / "mail" / self.user / "new" / f"{time.time_ns()}.M1P1.broken"
+        path.write_bytes(raw)
+        owner = os.stat(path.parent)
+        os.chown(path, owner.st_uid, owner.st_gid)
+        os.chmod(path, 0)
+        c = self.client()  # Dovecot gives it its UID now, before any later message
+        try:
+            c.select("INBOX")
+        finally:
+            c.logout()
+        return path
+
     def flags(self, mailbox: str = "INBOX") -> list[str]:
         """The flags of every message, in UID order."""
         c = self.client()
@@ -102,8 +124,11 @@ class Dovecot:
             c.logout()
 
 
-def start_dovecot(root: Path) -> Dovecot:
-    """Configure and start Dovecot under ``root``; returns once it accepts connections."""
+def start_dovecot(root: Path, *, extra: str = "") -> Dovecot:
+    """Configure and start Dovecot under ``root``; returns once it accepts connections.
+
+    ``extra``: more lines for its configuration (e.g. ``imap_fetch_failure = no-after``,
+    so a FETCH that fails is answered NO instead of BYE)."""
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)  # Dovecot's unprivileged processes must reach the passwd file
     cert, key = _tls(root)
@@ -159,6 +184,7 @@ service anvil {{
 service imap-login {{
   chroot =
 }}
+{extra}
 """)
     (root / "state").mkdir()
     with open(root / "dovecot.stderr", "wb") as stderr:  # the child keeps its own copy
@@ -202,9 +228,10 @@ def stop_dovecot(d: Dovecot) -> None:
         d.proc.wait(5)
 
 
-@pytest.fixture
-def dovecot(tmp_path: Path) -> Iterator[Dovecot]:
-    """A fresh Dovecot for one test (skip without Dovecot, or as non-root; fail under CI)."""
+@contextmanager
+def running_dovecot(extra: str = "") -> Iterator[Dovecot]:
+    """A fresh Dovecot (see :func:`start_dovecot` for ``extra``), stopped and removed at
+    the end. Skips without Dovecot, or as non-root; fails then under CI."""
     if not os.path.exists(DOVECOT) or os.geteuid() != 0:
         why = "dovecot is not installed" if not os.path.exists(DOVECOT) else "needs root"
         if os.environ.get("CI"):
@@ -214,10 +241,25 @@ def dovecot(tmp_path: Path) -> Iterator[Dovecot]:
     root = Path(tempfile.mkdtemp(prefix="certwright-dovecot-"))
     os.chmod(root, 0o755)
     try:
-        d = start_dovecot(root / "dovecot")
+        d = start_dovecot(root / "dovecot", extra=extra)
         try:
             yield d
         finally:
             stop_dovecot(d)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    """A fresh Dovecot for one test (skip without Dovecot, or as non-root; fail under CI)."""
+    with running_dovecot() as d:
+        yield d
+
+
+@pytest.fixture
+def dovecot_fetch_no() -> Iterator[Dovecot]:
+    """A fresh Dovecot that answers a FETCH it cannot serve with NO and its reason
+    (``imap_fetch_failure = no-after``) rather than with BYE, Dovecot's default."""
+    with running_dovecot("imap_fetch_failure = no-after") as d:
+        yield d
