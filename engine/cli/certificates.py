@@ -96,9 +96,10 @@ def _row(rec: CertificateRecord, now: datetime, schedule: dict[str, str]) -> dic
     if rec.not_after:
         days = round((parse_instant(rec.not_after) - now).total_seconds() / DAY, 1)
     row = as_dict(rec)
+    renewal = None if rec.status == REVOKED else (  # a revoked one is never renewed
+        schedule.get(rec.paths.get("cert", "")) or rec.renew_at)
     row.update(state=_state(rec, now), days_left=days, files=files, problems=problems,
-               next_renewal=schedule.get(rec.paths.get("cert", "")) or rec.renew_at,
-               run=rec.run_id, pending_run=None)
+               next_renewal=renewal, run=rec.run_id, pending_run=None)
     return row
 
 
