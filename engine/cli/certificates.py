@@ -115,7 +115,8 @@ def _run_row(run: RunRecord) -> dict[str, Any]:
 def certificate_rows(store: Store, state_dir: Path, now: datetime) -> list[dict[str, Any]]:
     """The rows of ``certificates``, by name (see the module)."""
     from certwright.engine.daemon.renew import renewals_status
-    schedule = {str(r["cert_path"]): str(r["next_at"]) for r in renewals_status(state_dir)}
+    schedule = {str(r["cert_path"]): str(r["next_at"]) for r in renewals_status(state_dir)
+                if r["status"] != REVOKED}  # held by revoke: never renewed
     records = {c.name: c for c in store.list_certificates()}
     records.update({c.name: c for c in pending_records(store)})
     rows = {name: _row(rec, now, schedule) for name, rec in records.items()}

@@ -214,6 +214,19 @@ def test_the_daemons_schedule_never_renews_a_revoked_certificate(
     finally:
         renewer.close()
         store.close()
+    # a new run for the name is possible, and its certificate is scheduled as usual
+    run_served(tmp_path, served, "sched.served.test", "s2")
+    renewed = row(tmp_path, "sched.served.test")
+    assert renewed["state"] == "valid" and renewed["next_renewal"] == renewed["renew_at"]
+    store = SQLiteStore(state / "certwright.sqlite")
+    renewer = Renewer(state, store, FakeClock(parse_instant(renewed["not_after"])),
+                      lambda name: load_pipeline(resolve_pipeline_path(name)),
+                      lambda *a: started.append(a[2]) or a[2])
+    try:
+        assert len(renewer.check()) == 1 and len(started) == 1
+    finally:
+        renewer.close()
+        store.close()
 
 
 def test_an_unknown_name_or_reason_is_a_usage_error(tmp_path: Path) -> None:
