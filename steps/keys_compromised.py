@@ -95,11 +95,12 @@ def mark_compromised(state_dir: Path, spki_sha256: str, *, name: str, serial: st
             continue
         note = note_path(key_file)
         write_atomic(note, (
-            f"The key {key_file.name} beside this note was revoked for keyCompromise on "
-            f"{entry['revoked_at']} (certificate {entry['name']}, serial {entry['serial']}).\n"
-            "certwright will not use it again: the next run for this certificate makes a "
-            "new key.\nKeep it only as long as a server still needs it, then remove it.\n"
-        ).encode(), 0o644)
+            f"The key in {key_file.name} (public key sha256 {spki_sha256}) was revoked for "
+            f"keyCompromise on {entry['revoked_at']} (certificate {entry['name']}, serial "
+            f"{entry['serial']}).\ncertwright will not use it again: the next run for this "
+            "certificate makes a new key. Keep it only as long as a server still needs it.\n"
+            f"Once {key_file.name} holds a key with another public key (a new certificate was "
+            "installed), this note is about the earlier one.\n").encode(), 0o644)
         notes.append(note)
     return notes
 
