@@ -122,6 +122,8 @@ def revoke_builtin(state_dir: Path, rec: CertificateRecord, cert: x509.Certifica
     url = str(rec.inputs.get("ca") or rec.issuer)
     if is_embedded(state_dir, rec, cert):
         url = embedded_url(state_dir, stack)
+        print(f"{rec.name} is a certificate of the embedded CA of {state_dir}; asking it on "
+              f"{url}")
     with CAClient(url, timeout=15.0) as client:
         try:
             client.login(str(creds["email"]), str(creds["passphrase"]))

@@ -126,9 +126,12 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         with store.transaction() as tx:
             tx.put_certificate(marked)
         _revoked.hold_renewal(args.state_dir, marked)
-        if already:
-            print(f"{rec.name} (serial {rec.serial}) was already revoked on {when} "
-                  f"({why or 'the CA does not say why'}); the inventory says so now")
+        if already and why is None:
+            print(f"{rec.name} (serial {rec.serial}) was revoked already: {issuer} does not "
+                  "say when or why; the inventory says revoked now")
+        elif already:
+            print(f"{rec.name} (serial {rec.serial}) was already revoked on {when} ({why}); "
+                  "the inventory says so now")
         else:
             print(f"revoked {rec.name} (serial {rec.serial}) at {issuer}: {why}, on {when}")
         if "keyCompromise" in (why, args.reason):

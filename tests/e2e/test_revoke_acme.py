@@ -3,6 +3,7 @@ through Pebble's management interface (Pebble 2.4 serves no CRL): its
 ``/cert-status-by-serial/<hex>`` says Revoked with the RFC 5280 reason code."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from certwright.state.sqlite import SQLiteStore
 from tests.e2e.test_acme_cli import run_args
 from tests.e2e.test_revoke_cli import cli, ok, row
 from tests.integration.test_acme import Env, _start
@@ -40,6 +42,19 @@ def test_revoke_with_the_account_key_and_the_reason_code(env: Env) -> None:
     assert shown["state"] == "revoked" and shown["revoke_reason"] == "superseded"
     again = ok(cli(env.tmp, "revoke", "www.acme.test"))
     assert "already revoked on" in again and "(superseded)" in again
+    # the inventory lost it (an older backup put back): the CA's alreadyRevoked is success
+    store = SQLiteStore(env.tmp / "state" / "certwright.sqlite")
+    try:
+        rec = store.find_certificate("www.acme.test")
+        assert rec is not None
+        with store.transaction() as tx:
+            tx.put_certificate(dataclasses.replace(rec, status="installed", revoked_at=None,
+                                                   revoke_reason=None))
+    finally:
+        store.close()
+    told = ok(cli(env.tmp, "revoke", "www.acme.test"))
+    assert "was revoked already" in told and "does not say when or why" in told
+    assert row(env.tmp, "www.acme.test")["state"] == "revoked"
 
 
 def test_key_compromise_is_signed_with_the_certificates_key(env: Env) -> None:

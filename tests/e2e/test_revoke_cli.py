@@ -5,6 +5,7 @@ its reason; ``certificates`` says revoked; the daemon's schedule never renews it
 keyCompromise the key is never used again, by certwright or by the CA."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -113,8 +114,22 @@ def test_revoke_on_a_served_ca_lists_the_serial_and_reason_in_its_crl(
     assert [line.split()[1] for line in table.splitlines()
             if line.startswith("www.served.test")] == ["revoked"]
     again = ok(cli(tmp_path, "revoke", "www.served.test", "--reason", "superseded"))
-    assert f"already revoked on {shown['revoked_at'][:10]}" in again
+    assert f"already revoked on {shown['revoked_at']}" in again
     assert "(cessationOfOperation)" in again
+    # the inventory lost it (an older backup put back): the CA tells the first revocation
+    from certwright.state.sqlite import SQLiteStore
+    store = SQLiteStore(tmp_path / "state" / "certwright.sqlite")
+    try:
+        rec = store.find_certificate("www.served.test")
+        assert rec is not None
+        with store.transaction() as tx:
+            tx.put_certificate(dataclasses.replace(rec, status="installed", revoked_at=None,
+                                                   revoke_reason=None))
+    finally:
+        store.close()
+    told = ok(cli(tmp_path, "revoke", "www.served.test", "--reason", "superseded"))
+    assert f"already revoked on {shown['revoked_at']} (cessationOfOperation)" in told
+    assert row(tmp_path, "www.served.test")["revoke_reason"] == "cessationOfOperation"
 
 
 def test_revoke_on_the_embedded_ca_after_its_run_ended(tmp_path: Path) -> None:
