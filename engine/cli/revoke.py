@@ -112,7 +112,9 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         if rec.status == REVOKED:
             print(f"{rec.name} (serial {rec.serial}) was already revoked on "
                   f"{rec.revoked_at or 'an unknown date'} ({rec.revoke_reason or 'no reason'})")
-            if args.reason == "keyCompromise":  # the key is compromised whatever the CA says
+            # repeat-safe, so a revoke that died after the CA's answer is finished here
+            _revoked.hold_renewal(args.state_dir, rec)
+            if "keyCompromise" in (args.reason, rec.revoke_reason):
                 _report_compromised(args.state_dir, store, rec)
             return 0
         issuer = str(rec.inputs.get("directory") or rec.inputs.get("ca") or rec.issuer)

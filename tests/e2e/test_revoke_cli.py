@@ -272,3 +272,41 @@ def test_an_unreachable_ca_or_a_missing_account_is_a_sentence(
     assert down.returncode == 1 and "Traceback" not in down.stderr
     assert "cannot be reached" in down.stderr and served.url in down.stderr
     assert row(tmp_path, "gone.served.test")["state"] == "valid"
+
+
+def test_a_revoke_that_died_after_the_cas_answer_is_finished_by_the_next(
+        tmp_path: Path, served: CAServer) -> None:
+    """The inventory says revoked (keyCompromise) but the schedule and the key were not
+    seen to yet: the next revoke holds the schedule and marks the key."""
+    from certwright.clock import FakeClock, parse_instant
+    from certwright.engine.daemon.renew import Renewer
+    from certwright.engine.model.loader import load_pipeline, resolve_pipeline_path
+    from certwright.state.records import REVOKED
+    from certwright.state.sqlite import SQLiteStore
+
+    run_served(tmp_path, served, "half.served.test", "h1")
+    state = tmp_path / "state"
+    store = SQLiteStore(state / "certwright.sqlite")
+    try:
+        rec = store.find_certificate("half.served.test")
+        assert rec is not None
+        with store.transaction() as tx:
+            tx.put_certificate(dataclasses.replace(
+                rec, status=REVOKED, revoked_at="2026-12-01T00:00:00Z",
+                revoke_reason="keyCompromise", renew_at=None))
+    finally:
+        store.close()
+    out = ok(cli(tmp_path, "revoke", "half.served.test"))
+    assert "already revoked on 2026-12-01T00:00:00Z (keyCompromise)" in out
+    assert "never use it again" in out
+    assert (tmp_path / "live" / "half.served.test" / "server.key.compromised.txt").exists()
+    started: list[str] = []
+    store = SQLiteStore(state / "certwright.sqlite")
+    renewer = Renewer(state, store, FakeClock(parse_instant(rec.not_after)),
+                      lambda name: load_pipeline(resolve_pipeline_path(name)),
+                      lambda *a: started.append(a[2]) or a[2])
+    try:
+        assert renewer.check() == [] and started == []
+    finally:
+        renewer.close()
+        store.close()
