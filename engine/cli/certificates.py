@@ -148,6 +148,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for line in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
     for r in rows:
+        if r["state"] == "revoked":
+            print(f"{r['name']}: revoked on {r.get('revoked_at') or 'an unknown date'} "
+                  f"({r.get('revoke_reason') or 'no reason given'}), never renewed")
         for problem in r["problems"]:
             print(f"{r['name']}: {problem}")
         if r["pending_run"]:

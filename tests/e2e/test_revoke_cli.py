@@ -112,7 +112,9 @@ def test_revoke_on_a_served_ca_lists_the_serial_and_reason_in_its_crl(
     assert (tmp_path / "live" / "www.served.test" / "server.crt").exists()  # files kept
     table = ok(cli(tmp_path, "certificates"))
     assert [line.split()[1] for line in table.splitlines()
-            if line.startswith("www.served.test")] == ["revoked"]
+            if line.startswith("www.served.test ")] == ["revoked"]
+    assert (f"www.served.test: revoked on {shown['revoked_at']} (cessationOfOperation), "
+            "never renewed") in table
     again = ok(cli(tmp_path, "revoke", "www.served.test", "--reason", "superseded"))
     assert f"already revoked on {shown['revoked_at']}" in again
     assert "(cessationOfOperation)" in again
