@@ -70,9 +70,13 @@ def _confirm(rec: CertificateRecord, reason: str, issuer: str) -> bool:
     """Ask on a terminal (never when stdin is not one)."""
     if not sys.stdin.isatty():
         return True
-    answer = input(f"Revoke certificate {rec.name} (serial {rec.serial}, "
-                   f"{', '.join(rec.names)}) at {issuer} for {reason}? It cannot be undone. "
-                   "[y/N] ")
+    try:
+        answer = input(f"Revoke certificate {rec.name} (serial {rec.serial}, "
+                       f"{', '.join(rec.names)}) at {issuer} for {reason}? It cannot be "
+                       "undone. [y/N] ")
+    except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C: no
+        print()
+        return False
     return answer.strip().lower() in ("y", "yes")
 
 

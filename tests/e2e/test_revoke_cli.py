@@ -312,3 +312,22 @@ def test_a_revoke_that_died_after_the_cas_answer_is_finished_by_the_next(
     finally:
         renewer.close()
         store.close()
+
+
+def test_on_a_terminal_it_asks_first_and_no_means_nothing_revoked(tmp_path: Path) -> None:
+    ok(cli(tmp_path, "run", "cacert", "-d", "ask.example.test", "--run-id", "ask"))
+    leader, follower = os.openpty()
+    env = {**os.environ, "CERTWRIGHT_STATE_DIR": str(tmp_path / "state"),
+           "CERTWRIGHT_LIVE_DIR": str(tmp_path / "live")}
+    try:
+        os.write(leader, b"n\n")
+        done = subprocess.run([sys.executable, "-m", "certwright", "revoke",
+                               "ask.example.test"], env=env, cwd=ROOT, stdin=follower,
+                              capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert done.returncode == 0, done.stderr
+    assert "Revoke certificate ask.example.test" in done.stdout
+    assert "nothing revoked" in done.stdout
+    assert row(tmp_path, "ask.example.test")["state"] == "valid"
