@@ -350,6 +350,9 @@ class CAClient:
             raise
 
     def revoke(self, serial: str, reason: str = "unspecified") -> dict[str, Any]:
+        """Revoke one of the account's certificates for an RFC 5280 ``reason``; the answer
+        has ``revoked_at``, ``reason`` and ``already`` (a repeat: the first date and reason
+        stand). CAError 404 ``not_found`` (not this account's), 422 ``bad_reason``."""
         return dict(self._call("POST", f"/api/v1/certificates/{serial}/revoke",
                                json={"reason": reason}))
 

@@ -27,6 +27,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from certwright.ca.errors import ApiError
 from certwright.ca.outbox import Outbox
@@ -52,6 +54,13 @@ BR_SCHEDULE: tuple[tuple[datetime, int], ...] = (
     (parse_instant("2027-03-15T00:00:00Z"), 100),
     (parse_instant("2026-03-15T00:00:00Z"), 200),
 )
+
+
+def spki_sha256(key: Any) -> str:
+    """Hex SHA-256 of a public key's DER SubjectPublicKeyInfo (how compromised keys are
+    known)."""
+    return hashlib.sha256(key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
 
 
 def br_max_days(when: datetime) -> int:
@@ -267,6 +276,7 @@ class Issuing:
         except CSRRejected as exc:
             bound.info("csr_refused", reason=exc.code, message=exc.message)
             raise ApiError(422, exc.code, exc.message, **exc.details) from None
+        self._refuse_compromised(csr)
         self._check_names(account_id, names)
         with self.store.transaction():
             seen = self.store.find_certificate(account_id=account_id, idem_key=idem_key)
@@ -324,7 +334,9 @@ class Issuing:
         return self._cert_view(row)
 
     def revoke(self, account_id: str, serial: str, reason: str) -> dict[str, Any]:
-        """Revoke one of the account's certificates (repeat-safe)."""
+        """Revoke one of the account's certificates. A repeat changes nothing and answers
+        with the first revocation's date and reason (``already: true``). After
+        keyCompromise the certificate's key is refused in every later CSR."""
         flag = REASONS.get(reason.replace("_", "").replace(" ", "").lower())
         if flag is None:
             raise ApiError(422, "bad_reason", f"unknown revocation reason {reason!r}",
@@ -332,9 +344,25 @@ class Issuing:
         row = self.store.find_certificate(serial=serial.lower())
         if row is None or row["account_id"] != account_id:
             raise ApiError(404, "not_found", f"no certificate {serial} on this account")
-        self.store.revoke(row["serial"], flag.value)
-        log.info("cert_revoked", account_id=account_id, serial=row["serial"], reason=flag.value)
-        return {"serial": row["serial"], "status": "revoked", "reason": flag.value}
+        spki = None
+        if flag is x509.ReasonFlags.key_compromise:
+            spki = spki_sha256(x509.load_pem_x509_certificate(row["cert_pem"].encode())
+                               .public_key())
+        revoked = self.store.revoke(row["serial"], flag.value, spki)
+        row = self.store.find_certificate(serial=row["serial"]) or row
+        if revoked:
+            log.info("cert_revoked", account_id=account_id, serial=row["serial"],
+                     reason=flag.value)
+        return {"serial": row["serial"], "status": "revoked", "already": not revoked,
+                "reason": row["revoke_reason"], "revoked_at": row["revoked_at"]}
+
+    def _refuse_compromised(self, csr: x509.CertificateSigningRequest) -> None:
+        """ApiError(422, key_compromised) when the CSR's key was revoked for keyCompromise."""
+        seen = self.store.find_compromised_key(spki_sha256(csr.public_key()))
+        if seen is not None:
+            raise ApiError(422, "key_compromised", f"the CSR's public key is that of "
+                           f"certificate {seen['serial']}, revoked for keyCompromise on "
+                           f"{seen['revoked_at']}; make a new key", serial=seen["serial"])
 
     def crl_der(self) -> bytes:
         """The CRL (DER) of every revoked certificate, signed now by the intermediate."""

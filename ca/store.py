@@ -60,6 +60,10 @@ CREATE TABLE IF NOT EXISTS certificates (
     fingerprint TEXT NOT NULL, not_before TEXT NOT NULL, not_after TEXT NOT NULL,
     created_at TEXT NOT NULL, revoked_at TEXT, revoke_reason TEXT,
     UNIQUE (account_id, idem_key));
+-- keys revoked for keyCompromise (sha256 of the DER SubjectPublicKeyInfo): never certified
+-- again, whichever account asks
+CREATE TABLE IF NOT EXISTS compromised_keys (
+    spki_sha256 TEXT PRIMARY KEY, serial TEXT NOT NULL, revoked_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, event TEXT NOT NULL,
     account_id TEXT, subject TEXT, detail TEXT);
@@ -341,9 +345,22 @@ class CAStore:
                             account_id)
         return int(row["n"]) if row else 0
 
-    def revoke(self, serial: str, reason: str) -> None:
-        self._exec("UPDATE certificates SET revoked_at=?, revoke_reason=? WHERE serial=? "
-                   "AND revoked_at IS NULL", self.now(), reason, serial)
+    def revoke(self, serial: str, reason: str, spki_sha256: str | None = None) -> bool:
+        """Revoke ``serial`` unless it is already (the first date and reason stay); with
+        ``spki_sha256`` its key is recorded as compromised in the same transaction.
+        True when this call revoked it."""
+        with self.transaction() as db:
+            now = self.now()
+            done = db.execute("UPDATE certificates SET revoked_at=?, revoke_reason=? WHERE "
+                              "serial=? AND revoked_at IS NULL", (now, reason, serial)).rowcount
+            if done and spki_sha256:
+                db.execute("INSERT OR IGNORE INTO compromised_keys VALUES (?,?,?)",
+                           (spki_sha256, serial, now))
+        return done == 1
+
+    def find_compromised_key(self, spki_sha256: str) -> dict[str, Any] | None:
+        """The revocation that marked this key compromised (serial, revoked_at), or None."""
+        return self.read_one("SELECT * FROM compromised_keys WHERE spki_sha256=?", spki_sha256)
 
     def revoked(self) -> list[dict[str, Any]]:
         return self._all("SELECT serial, revoked_at, revoke_reason FROM certificates "

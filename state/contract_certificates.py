@@ -77,6 +77,20 @@ class CertificateContract:
             raises(Boom, fail)
             assert store.find_certificate("example.test") is None
 
+    def test_a_revocation_round_trips_and_a_record_without_one_reads_none(
+            self, tmp_path: Path) -> None:
+        with self._opened(tmp_path) as store:
+            with store.transaction() as tx:
+                tx.put_certificate(certificate("a.test"))
+            plain = store.find_certificate("a.test")
+            assert plain is not None and plain.revoked_at is None
+            assert plain.revoke_reason is None
+            revoked = certificate("a.test", status=REVOKED, revoked_at=AT,
+                                  revoke_reason="keyCompromise", renew_at=None)
+            with store.transaction() as tx:
+                tx.put_certificate(revoked)
+            assert store.find_certificate("a.test") == revoked
+
     def test_a_store_reopened_keeps_the_inventory(self, tmp_path: Path) -> None:
         make: Callable[[Path], Store] = self.make_store
         with opened(make, tmp_path / "store") as store, store.transaction() as tx:

@@ -83,7 +83,10 @@ class CertificateRecord:
     ``paths`` maps a role (cert, key, chain, fullchain) to its installed file; ``inputs``
     are the inputs of the run that made it (secret ones redacted), from which a renewal
     starts the same pipeline again; ``renew_at`` is the next renewal instant the schedule
-    gives; ``ari`` is left for an ACME renewal window (RFC 9773) a CA suggests.
+    gives; ``ari`` is left for an ACME renewal window (RFC 9773) a CA suggests. A revoked
+    certificate has ``status`` revoked, ``revoked_at`` and ``revoke_reason``, and no
+    ``renew_at``: it is never renewed by the schedule. Records put before revocation
+    existed read with both None (the fields live in the JSON body: no migration).
     """
 
     name: str
@@ -100,6 +103,8 @@ class CertificateRecord:
     paths: dict[str, str] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)
     status: str = INSTALLED       # installed | revoked
+    revoked_at: str | None = None  # when ``certwright revoke`` had the CA revoke it
+    revoke_reason: str | None = None  # its RFC 5280 reason (keyCompromise, superseded, ...)
     renew_at: str | None = None
     ari: dict[str, Any] | None = None
     updated: str = ""

@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 from certwright.atomic import write_atomic, write_new
 from certwright.engine.plugins.step import BaseStep, Done, StepContext
 from certwright.errors import PermanentError, StepError
+from certwright.steps.keys_compromised import refuse_compromised, refuse_or_set_aside
 
 CURVES: dict[str, type[ec.EllipticCurve]] = {"P-256": ec.SECP256R1, "P-384": ec.SECP384R1}
 _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384"}
@@ -171,9 +172,14 @@ class KeyGenerate(BaseStep):
         _ensure_private_dir(path.parent)
 
         existing = self._existing(path, kind, want)
+        aside = None
         if existing is not None:
+            aside = refuse_or_set_aside(ctx.state_dir, public_key_sha256(existing), path)
+        if existing is not None and aside is None:
             log.info("key_reused", public_key_sha256=public_key_sha256(existing))
             return Done(self._outputs(path, existing, reused=True))
+        if aside is not None:  # revoked for keyCompromise: kept aside, never used again
+            log.warning("key_compromised_set_aside", set_aside=str(aside))
 
         key: PrivateKey
         if kind == "ec":
@@ -196,7 +202,8 @@ class KeyGenerate(BaseStep):
             raise PermanentError(f"key.generate: cannot write key file {path}: "
                                  f"{exc.strerror}") from exc
         log.info("key_generated", public_key_sha256=public_key_sha256(key))
-        return Done(self._outputs(path, key, reused=False))
+        return Done({**self._outputs(path, key, reused=False),
+                     **({"set_aside": str(aside)} if aside else {})})
 
     @staticmethod
     def _existing(path: Path, kind: str, want: str | int) -> PrivateKey | None:
@@ -335,12 +342,15 @@ class CsrGenerate(BaseStep):
         p = ctx.params
         if p.get("csr"):  # a CSR that came with the run: signed as it is
             from certwright.steps.given_csr import check_given_csr
-            return Done(check_given_csr(Path(str(p["csr"]))))
+            given = check_given_csr(Path(str(p["csr"])))
+            refuse_compromised(ctx.state_dir, given["public_key_sha256"], f"the CSR {p['csr']}")
+            return Done(given)
         names = _names_param(p)
         key_path = _resolve(ctx, p.get("key"), "server.key")
         path = _resolve(ctx, p.get("path"), "server.csr")
         log = ctx.log.bind(step="csr.generate", path=str(path), domains=names)
         key = load_private_key(key_path)
+        refuse_compromised(ctx.state_dir, public_key_sha256(key), str(key_path))
         existing = self._existing(path, names, key)
         if existing:
             log.info("csr_reused")

@@ -96,9 +96,10 @@ def _row(rec: CertificateRecord, now: datetime, schedule: dict[str, str]) -> dic
     if rec.not_after:
         days = round((parse_instant(rec.not_after) - now).total_seconds() / DAY, 1)
     row = as_dict(rec)
+    renewal = None if rec.status == REVOKED else (  # a revoked one is never renewed
+        schedule.get(rec.paths.get("cert", "")) or rec.renew_at)
     row.update(state=_state(rec, now), days_left=days, files=files, problems=problems,
-               next_renewal=schedule.get(rec.paths.get("cert", "")) or rec.renew_at,
-               run=rec.run_id, pending_run=None)
+               next_renewal=renewal, run=rec.run_id, pending_run=None)
     return row
 
 
@@ -114,7 +115,8 @@ def _run_row(run: RunRecord) -> dict[str, Any]:
 def certificate_rows(store: Store, state_dir: Path, now: datetime) -> list[dict[str, Any]]:
     """The rows of ``certificates``, by name (see the module)."""
     from certwright.engine.daemon.renew import renewals_status
-    schedule = {str(r["cert_path"]): str(r["next_at"]) for r in renewals_status(state_dir)}
+    schedule = {str(r["cert_path"]): str(r["next_at"]) for r in renewals_status(state_dir)
+                if r["status"] != REVOKED}  # held by revoke: never renewed
     records = {c.name: c for c in store.list_certificates()}
     records.update({c.name: c for c in pending_records(store)})
     rows = {name: _row(rec, now, schedule) for name, rec in records.items()}
@@ -146,6 +148,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for line in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
     for r in rows:
+        if r["state"] == "revoked":
+            print(f"{r['name']}: revoked on {r.get('revoked_at') or 'an unknown date'} "
+                  f"({r.get('revoke_reason') or 'no reason given'}), never renewed")
         for problem in r["problems"]:
             print(f"{r['name']}: {problem}")
         if r["pending_run"]:

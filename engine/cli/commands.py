@@ -239,6 +239,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("renewals:")
         for item in renewals:
             line = f"  {item['name']}: {item['status']}, next {str(item['next_at'])[:16]}Z"
+            if item["status"] == "revoked":  # held by `certwright revoke`
+                line = f"  {item['name']}: revoked, never renewed"
             if item.get("attempts"):
                 line += (f" (failed {item['attempts']}x: "
                          f"{str(item.get('last_error') or '')[:60]})")
