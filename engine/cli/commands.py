@@ -238,7 +238,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if renewals and not args.run_id:
         print("renewals:")
         for item in renewals:
-            line = f"  {item['name']}: {item['status']}, next {str(item['next_at'])[:16]}Z"
+            when = f"{str(item['next_at'])[:16]}Z" if item["next_at"] else "when it ends"
+            line = f"  {item['name']}: {item['status']}, next {when}"
             if item.get("attempts"):
                 line += (f" (failed {item['attempts']}x: "
                          f"{str(item.get('last_error') or '')[:60]})")
