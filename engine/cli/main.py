@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     from certwright.engine.cli import config_cmd
     config_cmd.register(sub)
     for module in ("certwright.ca.cli", "certwright.ca.mail_cli", "certwright.engine.daemon.cli",
-                   "certwright.engine.cli.certificates"):
+                   "certwright.engine.cli.certificates", "certwright.engine.cli.renew"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:

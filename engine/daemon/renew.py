@@ -45,6 +45,7 @@ from certwright.state.base import Store
 from certwright.state.records import (
     CANCELLED,
     FAILED,
+    FINISHED,
     SUCCEEDED,
     CertificateRecord,
     RenewalRecord,
@@ -270,8 +271,13 @@ class Renewer:
         return new_id
 
     def next_due(self) -> datetime | None:
-        """The earliest pending attempt, or None."""
+        """The earliest pending attempt, or None; now when a renewal run in flight has
+        finished (so that it is settled at once, not at the next periodic check)."""
         held = {r.name: r for r in self.store.list_renewals()}
+        for row in held.values():
+            run = self.store.find_run(row.run_id) if row.run_id else None
+            if run is not None and run.status in FINISHED:
+                return self.clock.now()
         times = [t for c in self.store.list_certificates()
                  if (t := next_attempt(c, held.get(c.name))) is not None]
         return min(times) if times else None

@@ -106,6 +106,7 @@ def test_a_due_certificate_is_renewed_once_then_backs_off_then_succeeds(world, t
     assert renewals_status(tmp_path)[0]["status"] == "renewing"
     _put(store, RunRecord(id=new_id, pipeline="p", spec_hash="h", status=FAILED,
                           error="ca.sign: refused"))
+    assert renewer.next_due() == clock.now()  # a finished renewal is settled at once
     assert renewer.check() == []
     row = renewals_status(tmp_path)[0]
     assert (row["status"], row["attempts"]) == ("backoff", 1)
