@@ -135,6 +135,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         getattr(args, "domains", []))
     if getattr(args, "name", None):
         given["cert_name"] = args.name
+    if getattr(args, "dry_run", False):  # a scratch state of its own: nothing here is touched
+        from certwright.engine.cli.dryrun import trial
+        names = given.get("domains") or given.get("domain") or spec.name
+        return trial(spec, given, ", ".join(names) if isinstance(names, list) else str(names),
+                     explicit=parse_sets(args.set))
     run_id = check_run_id(args.run_id) if args.run_id else new_run_id(spec.name)
     if not args.no_wait:
         _refuse_if_daemon(args.state_dir)
