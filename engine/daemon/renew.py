@@ -223,6 +223,7 @@ class Renewer:
         self._find = find_pipeline
         self._start = start
         self.retry, self.retry_cap = retry, retry_cap
+        self._next: datetime | None = None  # the earliest attempt the last check saw
         legacy = self.state_dir / LEGACY_FILE
         if legacy.exists():
             log.info("renewals_file_ignored", file=str(legacy),
@@ -243,9 +244,12 @@ class Renewer:
             settle(self.store, row.name, now, retry=self.retry, retry_cap=self.retry_cap)
         held = {r.name: r for r in self.store.list_renewals()}
         started = []
+        upcoming: list[datetime] = []
         for rec in self.store.list_certificates():
             when = next_attempt(rec, held.get(rec.name))
             if when is None or when > now:
+                if when is not None:
+                    upcoming.append(when)
                 continue
             try:
                 new_id = self._renew(rec, now)
@@ -256,6 +260,7 @@ class Renewer:
                 continue
             if new_id:
                 started.append(new_id)
+        self._next = min(upcoming) if upcoming else None
         return started
 
     def _renew(self, rec: CertificateRecord, now: datetime) -> str | None:
@@ -271,13 +276,13 @@ class Renewer:
         return new_id
 
     def next_due(self) -> datetime | None:
-        """The earliest pending attempt, or None; now when a renewal run in flight has
-        finished (so that it is settled at once, not at the next periodic check)."""
-        held = {r.name: r for r in self.store.list_renewals()}
-        for row in held.values():
+        """The earliest pending attempt as the last :meth:`check` saw it (None: none, or
+        no check yet); now when a renewal run in flight has finished, so that it is
+        settled at once. Cheap (the loop asks every second): it reads only the renewals
+        in flight, not the inventory (a certificate recorded since the last check is
+        seen at the next periodic one; renewal instants are weeks away)."""
+        for row in self.store.list_renewals():
             run = self.store.find_run(row.run_id) if row.run_id else None
             if run is not None and run.status in FINISHED:
                 return self.clock.now()
-        times = [t for c in self.store.list_certificates()
-                 if (t := next_attempt(c, held.get(c.name))) is not None]
-        return min(times) if times else None
+        return self._next

@@ -89,7 +89,7 @@ def test_one_row_per_certificate_name_from_the_inventory(world, tmp_path):
     assert [(r["name"], r["status"], r["run_id"]) for r in rows] == [
         ("a.test", "scheduled", "r1"), ("b.test", "scheduled", "r2")]
     assert rows[0]["next_at"] == format_instant(NOW + timedelta(days=5))
-    assert renewer.next_due() == NOW + timedelta(days=5)
+    assert renewer.next_due() == NOW + timedelta(days=5)  # as the last check saw it
 
 
 def test_a_due_certificate_is_renewed_once_then_backs_off_then_succeeds(world, tmp_path):
