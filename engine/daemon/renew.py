@@ -224,6 +224,7 @@ class Renewer:
         self._start = start
         self.retry, self.retry_cap = retry, retry_cap
         self._next: datetime | None = None  # the earliest attempt the last check saw
+        self._recovered = False  # succeeded runs the inventory lacks, recorded once
         legacy = self.state_dir / LEGACY_FILE
         if legacy.exists():
             log.info("renewals_file_ignored", file=str(legacy),
@@ -235,10 +236,14 @@ class Renewer:
         """Nothing to release (the store is the caller's); kept for the daemon's stack."""
 
     def check(self) -> list[str]:
-        """Record certificates the inventory lacks, settle finished renewals, start due
-        ones. Returns the ids of the renewal runs started. Never raises for one
-        certificate: a problem is logged and counted as a failed attempt."""
-        record(self.store, pending_records(self.store, policy_from(self._find)))
+        """Record certificates the inventory lacks (the first time: runs that succeeded
+        while no hook recorded them), settle finished renewals, start due ones.
+
+        Returns the ids of the renewal runs started. Never raises for one certificate: a
+        problem is logged and counted as a failed attempt."""
+        if not self._recovered:  # the daemon's own hook records its runs from now on
+            record(self.store, pending_records(self.store, policy_from(self._find)))
+            self._recovered = True
         now = self.clock.now()
         for row in self.store.list_renewals():
             settle(self.store, row.name, now, retry=self.retry, retry_cap=self.retry_cap)
