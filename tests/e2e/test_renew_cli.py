@@ -121,3 +121,30 @@ def test_renew_while_a_daemon_serves_the_store_hands_it_the_runs(tmp_path, issue
         wait_for(lambda: "renewal_succeeded" in daemon.text(), 30, "the daemon to settle it")
     finally:
         assert daemon.stop() == 0, daemon.text()[-3000:]
+
+
+def test_the_daemon_renews_a_due_certificate_from_the_inventory_one_row_per_name(
+        tmp_path, issued):
+    second = _cli(tmp_path, "run", "cacert", "-d", "b.example.test", "-d",
+                  "www.b.example.test", "--run-id", "second")
+    assert second.returncode == 0, second.stderr[-3000:]
+    old = dict(_inventory(tmp_path))
+    past = format_instant(datetime.now(UTC) - timedelta(hours=1))
+    with sqlite3.connect(tmp_path / "state" / "certwright.sqlite") as db:
+        db.execute("UPDATE certificates SET renew_at=? WHERE name='b.example.test'", (past,))
+    config = tmp_path / "config.yaml"
+    config.write_text("daemon:\n  embedded: true\n  renew_check: 1s\n")
+    daemon = spawn(["--log-json", "daemon", "--config", str(config)], _env(tmp_path),
+                   tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: dict(_inventory(tmp_path))["b.example.test"] != old["b.example.test"],
+                 90, "the daemon to renew the due certificate")
+        wait_for(lambda: "renewal_succeeded" in daemon.text(), 30, "the daemon to settle it")
+        status = json.loads(_cli(tmp_path, "status", "--json").stdout)
+        assert sorted(r["name"] for r in status["renewals"]) == [NAME, "b.example.test"]
+        assert all(r["status"] == "scheduled" for r in status["renewals"])
+        assert dict(_inventory(tmp_path))[NAME] == old[NAME]  # not due: left alone
+        assert _serial(tmp_path / "live" / "b.example.test" / "server.crt") == \
+            dict(_inventory(tmp_path))["b.example.test"]
+    finally:
+        assert daemon.stop() == 0, daemon.text()[-3000:]
