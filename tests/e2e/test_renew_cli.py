@@ -148,3 +148,23 @@ def test_the_daemon_renews_a_due_certificate_from_the_inventory_one_row_per_name
             dict(_inventory(tmp_path))["b.example.test"]
     finally:
         assert daemon.stop() == 0, daemon.text()[-3000:]
+
+
+def test_a_failed_renewal_exits_1_and_backs_off(tmp_path, issued):
+    """The renewal's config test fails (its run's inputs, edited in the store): renew
+    exits 1, the inventory keeps the old certificate, and the schedule counts the attempt.
+    (install.files has already put the new files in place by then: the pipeline rolls
+    back only after a failed TLS check, not after a failed config test.)"""
+    old = _serial(issued / "server.crt")
+    with sqlite3.connect(tmp_path / "state" / "certwright.sqlite") as db:
+        body = json.loads(db.execute("SELECT body FROM runs WHERE id='first'").fetchone()[0])
+        body["inputs"]["reload_test"] = "false"
+        db.execute("UPDATE runs SET body=? WHERE id='first'", (json.dumps(body),))
+    done = _cli(tmp_path, "renew", "--force")
+    assert done.returncode == 1, done.stdout + done.stderr[-2000:]
+    assert f"{NAME}: renewal failed in state " in done.stdout
+    assert "see: certwright history " in done.stdout
+    assert _inventory(tmp_path) == [(NAME, old)]
+    [row] = json.loads(_cli(tmp_path, "status", "--json").stdout)["renewals"]
+    assert (row["name"], row["status"], row["attempts"]) == (NAME, "backoff", 1)
+    assert "false" in row["last_error"] or "config test" in row["last_error"]
