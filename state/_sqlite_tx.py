@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from certwright.state import names as N
-from certwright.state.records import CertificateRecord, JournalEntry, RunRecord
+from certwright.state.records import CertificateRecord, JournalEntry, RenewalRecord, RunRecord
 
 _BODY_FIELDS = ("entry", "step_index", "attempt", "inflight", "inputs", "vars", "memo",
                 "waiting", "watch", "deadline", "wake_at", "counters", "error", "alarms", "seq")
@@ -118,6 +118,15 @@ class Tx:
             f"INSERT OR REPLACE INTO {N.T_CERTIFICATES}(name, run_id, renew_at, body) "
             f"VALUES(?,?,?,?)", (cert.name, cert.run_id, cert.renew_at, _dumps(body)))
 
+    def put_renewal(self, renewal: RenewalRecord) -> None:
+        body = {k: v for k, v in vars(renewal).items() if k not in ("name", "next_at")}
+        self._db.execute(
+            f"INSERT OR REPLACE INTO {N.T_RENEWALS}(name, next_at, body) VALUES(?,?,?)",
+            (renewal.name, renewal.next_at, _dumps(body)))
+
+    def delete_renewal(self, name: str) -> None:
+        self._db.execute(f"DELETE FROM {N.T_RENEWALS} WHERE name=?", (name,))
+
     def mark_processed(self, source: str, ident: str, run_id: str | None) -> bool:
         cur = self._db.execute(
             f"INSERT OR IGNORE INTO {N.T_PROCESSED}(source, ident, run_id, at) VALUES(?,?,?,?)",
@@ -133,3 +142,7 @@ def run_from_row(row: tuple[Any, ...]) -> RunRecord:
 
 def certificate_from_row(row: tuple[Any, ...]) -> CertificateRecord:
     return CertificateRecord(name=row[0], run_id=row[1], renew_at=row[2], **json.loads(row[3]))
+
+
+def renewal_from_row(row: tuple[Any, ...]) -> RenewalRecord:
+    return RenewalRecord(name=row[0], next_at=row[1], **json.loads(row[2]))

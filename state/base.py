@@ -30,7 +30,13 @@ from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from certwright.state.records import CertificateRecord, JournalEntry, RunRecord, Timer
+from certwright.state.records import (
+    CertificateRecord,
+    JournalEntry,
+    RenewalRecord,
+    RunRecord,
+    Timer,
+)
 
 __all__ = ["Store", "Tx"]
 
@@ -85,6 +91,15 @@ class Tx(Protocol):
     def put_certificate(self, cert: CertificateRecord) -> None:
         """Insert or replace the inventory's record of the certificate ``cert.name``;
         every field comes back from ``find_certificate`` as put."""
+        ...
+
+    def put_renewal(self, renewal: RenewalRecord) -> None:
+        """Insert or replace the renewal schedule's record of ``renewal.name``; every
+        field comes back from ``find_renewal`` as put."""
+        ...
+
+    def delete_renewal(self, name: str) -> None:
+        """Remove the renewal schedule's record of ``name`` (none: nothing happens)."""
         ...
 
 
@@ -148,6 +163,14 @@ class Store(Protocol):
 
     def list_certificates(self) -> list[CertificateRecord]:
         """Every certificate of the inventory, by name (empty: none)."""
+        ...
+
+    def find_renewal(self, name: str) -> RenewalRecord | None:
+        """The renewal schedule's record of certificate ``name``, or None."""
+        ...
+
+    def list_renewals(self) -> list[RenewalRecord]:
+        """Every record of the renewal schedule, by name (empty: none)."""
         ...
 
     def is_processed(self, source: str, ident: str) -> bool:

@@ -15,6 +15,7 @@ T_CORRELATIONS = "correlations"
 T_PROCESSED = "processed"
 T_SECRETS = "secrets"
 T_CERTIFICATES = "certificates"
+T_RENEWALS = "renewals"
 
 # Schema migrations, applied in order; meta.schema_version says how many ran.
 # Never edit a released entry: append a new one.
@@ -50,5 +51,11 @@ MIGRATIONS: tuple[str, ...] = (
     f"""
     CREATE TABLE {T_CERTIFICATES} (name TEXT PRIMARY KEY, run_id TEXT NOT NULL,
                                    renew_at TEXT, body TEXT NOT NULL);
+    """,
+    # the renewal schedule's memory, one row per certificate name: a renewal run in
+    # flight and the back-off after failed ones (see records.RenewalRecord); when a
+    # certificate is due comes from its certificates row.
+    f"""
+    CREATE TABLE {T_RENEWALS} (name TEXT PRIMARY KEY, next_at TEXT, body TEXT NOT NULL);
     """,
 )

@@ -108,3 +108,21 @@ class CertificateRecord:
     renew_at: str | None = None
     ari: dict[str, Any] | None = None
     updated: str = ""
+
+
+@dataclass
+class RenewalRecord:
+    """The renewal schedule's memory of one certificate (by name), beside its inventory
+    record: a renewal run in flight (``run_id``, renewing the run ``renews``), and the
+    back-off after failed renewals (``attempts`` in a row, no attempt before ``next_at``,
+    ``last_error``). No record: nothing in flight and nothing failed since the last
+    success; when a certificate is due comes from its inventory record alone.
+    """
+
+    name: str
+    attempts: int = 0
+    next_at: str | None = None     # ISO instant, UTC: the back-off's end
+    last_error: str | None = None
+    run_id: str | None = None      # the renewal run started and not settled yet
+    renews: str = ""               # the run whose certificate it renews
+    updated: str = ""

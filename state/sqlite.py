@@ -19,10 +19,16 @@ from typing import Any
 
 from certwright.errors import RunNotFound, StoreError
 from certwright.state import names as N
-from certwright.state._sqlite_tx import Tx, certificate_from_row, run_from_row
+from certwright.state._sqlite_tx import Tx, certificate_from_row, renewal_from_row, run_from_row
 from certwright.state.faults import StoreFault, guarded, store_fault
 from certwright.state.opening import Connect, check_integrity, open_reader, open_writer
-from certwright.state.records import CertificateRecord, JournalEntry, RunRecord, Timer
+from certwright.state.records import (
+    CertificateRecord,
+    JournalEntry,
+    RenewalRecord,
+    RunRecord,
+    Timer,
+)
 
 CHECKPOINT_EVERY = 0.5  # seconds between background checkpoints
 CHECKPOINT_BACKSTOP_PAGES = 20000  # commits checkpoint themselves past this WAL size
@@ -305,6 +311,20 @@ class SQLiteStore:
             rows = self._db.execute(f"SELECT name, run_id, renew_at, body FROM "
                                     f"{N.T_CERTIFICATES} ORDER BY name").fetchall()
         return [certificate_from_row(r) for r in rows]
+
+    @guarded("reading the renewal schedule from")
+    def find_renewal(self, name: str) -> RenewalRecord | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT name, next_at, body FROM {N.T_RENEWALS} "
+                                   f"WHERE name=?", (name,)).fetchone()
+        return renewal_from_row(row) if row else None
+
+    @guarded("reading the renewal schedule from")
+    def list_renewals(self) -> list[RenewalRecord]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT name, next_at, body FROM {N.T_RENEWALS} "
+                                    f"ORDER BY name").fetchall()
+        return [renewal_from_row(r) for r in rows]
 
     @guarded("reading the processed log from")
     def is_processed(self, source: str, ident: str) -> bool:

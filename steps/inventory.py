@@ -28,7 +28,7 @@ from certwright.clock import format_instant, parse_instant
 from certwright.engine.run.interceptor import Interceptor
 from certwright.errors import CertwrightError
 from certwright.state.base import Store
-from certwright.state.records import SUCCEEDED, CertificateRecord, RunRecord
+from certwright.state.records import REVOKED, SUCCEEDED, CertificateRecord, RunRecord
 
 log = structlog.get_logger("certwright.inventory")
 
@@ -45,6 +45,39 @@ def renew_instant(not_before: datetime, not_after: datetime, fingerprint: str,
     life = (not_after - not_before).total_seconds()
     spread = random.Random(fingerprint).uniform(0, jitter)
     return not_after - timedelta(seconds=life * (fraction + spread))
+
+
+def _ari_window(ari: dict[str, Any] | None) -> tuple[datetime, datetime] | None:
+    window = ari.get("suggestedWindow", ari) if isinstance(ari, dict) else None
+    if not isinstance(window, dict):
+        return None
+    try:
+        start, end = parse_instant(str(window["start"])), parse_instant(str(window["end"]))
+    except (KeyError, ValueError):
+        return None
+    return (start, end) if end >= start else None
+
+
+def renewal_instant(rec: CertificateRecord) -> datetime | None:
+    """When certificate ``rec`` is due for renewal: the one place that decides it.
+
+    An ACME renewal window the CA suggested (RFC 9773 ARI, in ``rec.ari`` as the
+    renewalInfo's ``{"suggestedWindow": {"start", "end"}}``, or that window itself) wins
+    over the computed ``renew_at``: an instant inside it, seeded by the fingerprint (RFC
+    9773 section 4.2 asks for a random one, so that clients spread out; seeded, so every
+    read gives the same). An unusable window is ignored. None: no schedule (no dates, or
+    revoked).
+    """
+    if rec.status == REVOKED:
+        return None  # a revoked certificate is never renewed; a new run may replace it
+    window = _ari_window(rec.ari)
+    if window is not None:
+        start, end = window
+        return start + (end - start) * random.Random(rec.fingerprint_sha256 or rec.serial).random()
+    try:
+        return parse_instant(rec.renew_at) if rec.renew_at else None
+    except ValueError:
+        return None
 
 
 def policy_from(find: Callable[[str], Any]) -> RenewPolicy:

@@ -1,20 +1,19 @@
 """The parts of ``certwright revoke`` beside the command: the built-in CA (served or
-embedded), the daemon's renewal schedule, compromised keys. Private to
+embedded), compromised keys. Private to
 :mod:`certwright.engine.cli.revoke`.
 
 Hazards: the embedded CA is started here in this process on the ports it recorded (as a
 resumed run does) and stopped with the caller's ``ExitStack``; when those ports are taken
 by something else, :func:`certwright.ca.embedded.start` says so. The daemon's schedule
-(``renewals.sqlite3``, the daemon's own table) gets one row set to ``revoked``, which the
-daemon never starts; see :func:`hold_renewal`.
+needs no write of its own: it reads the inventory, where a revoked record has no renewal
+instant (:func:`certwright.steps.inventory.renewal_instant`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import socket
-import sqlite3
-from contextlib import ExitStack, closing
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,12 +23,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from certwright.clock import clock_from_env, format_instant
 from certwright.errors import CertwrightError
 from certwright.state.base import Store
 from certwright.state.records import CertificateRecord
-
-HELD = "revoked"  # the schedule's status for a revoked certificate: never started
 
 
 def installed_cert(rec: CertificateRecord) -> x509.Certificate | None:
@@ -137,35 +133,6 @@ def revoke_builtin(state_dir: Path, rec: CertificateRecord, cert: x509.Certifica
                                       f"the account {creds['email']}: {exc}") from exc
             raise CertwrightError(f"the CA at {url} did not revoke {rec.serial}: "
                                   f"{exc}") from exc
-
-
-def hold_renewal(state_dir: Path, rec: CertificateRecord) -> None:
-    """Keep the daemon's schedule from renewing ``rec``: its row (by the installed
-    certificate's path) is set to ``revoked``, or written so when the daemon never saw the
-    run, and the run is marked seen so that a daemon starting later does not schedule it.
-    A new run for the name installs a new certificate, which the daemon schedules anew."""
-    from certwright.engine.daemon.renew import DB_FILE, NAME_COLUMN, SCHEMA
-    cert_path = rec.paths.get("cert")
-    if not cert_path:
-        return
-    now = format_instant(clock_from_env().now())
-    with closing(sqlite3.connect(Path(state_dir) / DB_FILE, timeout=10,
-                                 isolation_level=None)) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(SCHEMA)
-        if "name" not in {row[1] for row in db.execute("PRAGMA table_info(renewals)")}:
-            db.execute(NAME_COLUMN)
-        db.execute("BEGIN IMMEDIATE")
-        db.execute("INSERT OR IGNORE INTO seen(run_id) VALUES(?)", (rec.run_id,))
-        held = db.execute("UPDATE renewals SET status=?, updated=? WHERE cert_path=? AND "
-                          "run_id=?", (HELD, now, cert_path, rec.run_id)).rowcount
-        if not held:
-            db.execute("INSERT OR IGNORE INTO renewals(cert_path, pipeline, run_id, "
-                       "not_before, not_after, renew_at, next_at, status, updated, name) "
-                       "VALUES(?,?,?,?,?,?,?,?,?,?)",
-                       (cert_path, rec.pipeline, rec.run_id, rec.not_before, rec.not_after,
-                        rec.not_after, rec.not_after, HELD, now, rec.name))
-        db.execute("COMMIT")
 
 
 def mark_key_compromised(state_dir: Path, store: Store, rec: CertificateRecord) -> list[Path]:

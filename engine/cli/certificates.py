@@ -10,7 +10,8 @@ lacks, that run's outputs), else the newest run that works on it. The state is:
 
 The installed files are read, not only the records: a certificate file that is gone, or
 holds another certificate than the one recorded, is reported (``files``, ``problems``).
-The next renewal is the daemon's schedule when it has one, else the inventory's. Reads
+The next renewal comes from the one renewal schedule (``engine.daemon.renew``: the
+inventory's instant, an ARI window, the back-off after failures). Reads
 only, so it works on a read-only store.
 """
 from __future__ import annotations
@@ -97,7 +98,7 @@ def _row(rec: CertificateRecord, now: datetime, schedule: dict[str, str]) -> dic
         days = round((parse_instant(rec.not_after) - now).total_seconds() / DAY, 1)
     row = as_dict(rec)
     renewal = None if rec.status == REVOKED else (  # a revoked one is never renewed
-        schedule.get(rec.paths.get("cert", "")) or rec.renew_at)
+        schedule.get(rec.name) or rec.renew_at)
     row.update(state=_state(rec, now), days_left=days, files=files, problems=problems,
                next_renewal=renewal, run=rec.run_id, pending_run=None)
     return row
@@ -115,8 +116,8 @@ def _run_row(run: RunRecord) -> dict[str, Any]:
 def certificate_rows(store: Store, state_dir: Path, now: datetime) -> list[dict[str, Any]]:
     """The rows of ``certificates``, by name (see the module)."""
     from certwright.engine.daemon.renew import renewals_status
-    schedule = {str(r["cert_path"]): str(r["next_at"]) for r in renewals_status(state_dir)
-                if r["status"] != REVOKED}  # held by revoke: never renewed
+    schedule = {str(r["name"]): str(r["next_at"]) for r in renewals_status(state_dir)
+                if r["next_at"]}
     records = {c.name: c for c in store.list_certificates()}
     records.update({c.name: c for c in pending_records(store)})
     rows = {name: _row(rec, now, schedule) for name, rec in records.items()}

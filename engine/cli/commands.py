@@ -135,6 +135,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         getattr(args, "domains", []))
     if getattr(args, "name", None):
         given["cert_name"] = args.name
+    if getattr(args, "dry_run", False):  # a scratch state of its own: nothing here is touched
+        from certwright.engine.cli.dryrun import trial
+        names = given.get("domains") or given.get("domain") or spec.name
+        return trial(spec, given, ", ".join(names) if isinstance(names, list) else str(names),
+                     explicit=parse_sets(args.set))
     run_id = check_run_id(args.run_id) if args.run_id else new_run_id(spec.name)
     if not args.no_wait:
         _refuse_if_daemon(args.state_dir)
@@ -238,8 +243,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if renewals and not args.run_id:
         print("renewals:")
         for item in renewals:
-            line = f"  {item['name']}: {item['status']}, next {str(item['next_at'])[:16]}Z"
-            if item["status"] == "revoked":  # held by `certwright revoke`
+            when = f"{str(item['next_at'])[:16]}Z" if item["next_at"] else "when it ends"
+            line = f"  {item['name']}: {item['status']}, next {when}"
+            if item["status"] == "revoked":
                 line = f"  {item['name']}: revoked, never renewed"
             if item.get("attempts"):
                 line += (f" (failed {item['attempts']}x: "

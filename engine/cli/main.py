@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
                                   "first domain): its folder and its key in `certificates`")
     r.add_argument("--no-wait", action="store_true",
                    help="park the run when it waits, for `resume` or the daemon")
+    r.add_argument("--dry-run", action="store_true", help="pass every state against a throwaway CA (ACME: its staging directory) in a scratch folder, reload_test but no reload; nothing real is changed")  # noqa: E501
     r.set_defaults(func=commands.cmd_run)
 
     s = sub.add_parser("resume", help="drive a parked or interrupted run on")
@@ -98,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     from certwright.engine.cli import config_cmd
     config_cmd.register(sub)
     for module in ("certwright.ca.cli", "certwright.ca.mail_cli", "certwright.engine.daemon.cli",
-                   "certwright.engine.cli.certificates", "certwright.engine.cli.revoke"):
+                   "certwright.engine.cli.certificates", "certwright.engine.cli.renew",
+                   "certwright.engine.cli.revoke"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:

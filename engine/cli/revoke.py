@@ -12,7 +12,7 @@ The certificate is found by name in the inventory (as ``certificates`` shows it)
   account or the certificate's key (:mod:`certwright.steps.acme.revoke`).
 
 Afterwards the inventory record says revoked (when, why) and has no next renewal, the
-daemon's schedule holds the certificate (:mod:`certwright.engine.cli._revoked`), and after
+daemon never renews it (the schedule reads the inventory), and after
 keyCompromise the key is recorded as compromised (never used again, a note beside each
 file). The certificate's files are kept where they are; the output says where.
 
@@ -108,7 +108,6 @@ def _revoke_at_issuer(args: argparse.Namespace, rec: CertificateRecord, reason: 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     """The command (see the module)."""
-    from certwright.engine.cli import _revoked
     from certwright.engine.cli.commands import _open
     store = _open(args)
     try:
@@ -116,8 +115,6 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         if rec.status == REVOKED:
             print(f"{rec.name} (serial {rec.serial}) was already revoked on "
                   f"{rec.revoked_at or 'an unknown date'} ({rec.revoke_reason or 'no reason'})")
-            # repeat-safe, so a revoke that died after the CA's answer is finished here
-            _revoked.hold_renewal(args.state_dir, rec)
             if "keyCompromise" in (args.reason, rec.revoke_reason):
                 _report_compromised(args.state_dir, store, rec)
             return 0
@@ -131,7 +128,6 @@ def cmd_revoke(args: argparse.Namespace) -> int:
                                      renew_at=None, updated=now)
         with store.transaction() as tx:
             tx.put_certificate(marked)
-        _revoked.hold_renewal(args.state_dir, marked)
         if already and why is None:
             print(f"{rec.name} (serial {rec.serial}) was revoked already: {issuer} does not "
                   "say when or why; the inventory says revoked now")

@@ -1,37 +1,36 @@
-"""Renewal: the daemon renews the certificates its runs installed.
+"""Renewal: one schedule, from the certificate inventory, for the daemon and ``renew``.
 
-A run that **succeeded** and has ``install.files`` outputs (``cert_path`` with its
-``key_path``, ``fullchain_path`` and ``fingerprint_sha256``; not ``ca.sign``'s copy in the
-run folder) starts a *lineage*, keyed by the installed ``cert_path`` and shown by the
-certificate's ``name``. The
-certificate on disk gives its lifetime; the pipeline's ``renew: {fraction, jitter}``
-(default: a third of the lifetime left, jitter 0.05) gives the instant::
+When a certificate is due comes from its inventory record alone
+(:func:`certwright.steps.inventory.renewal_instant`: the CA's ARI window when it suggested
+one, else ``renew_at``, which the pipeline's ``renew: {fraction, jitter}`` gave when the
+certificate was recorded). One row per certificate **name**, never one per file.
 
-    renew_at = not_after - fraction * lifetime - U(0, jitter) * lifetime
+Renewing a certificate starts the **current** pipeline of its name with the inputs of the
+run that made it (secret ones from that run's secrets) and the same certificate name, so
+install puts the new version into the same folder (keeping the old one):
+:func:`plan_renewal` builds that for the daemon's :class:`Renewer` and for
+``certwright renew`` alike.
 
-(the jitter only ever moves it earlier, and is seeded by the certificate's fingerprint, so a
-restart does not reshuffle it). When it is due, a renewal run starts: the **current**
-pipeline of that name (``PipelineCatalog.find``), the same inputs (secret ones from the
-old run's secrets file), a new run id; the log says ``renewal_started run_id=NEW
-renews=OLD``. The cacert steps reuse the stored account (``ca.join``) and skip domains the
-CA still counts as verified (``ca.probe``).
+Beside the inventory the store keeps a :class:`~certwright.state.records.RenewalRecord` per
+name while there is something to remember: the renewal run in flight, and the back-off
+after failures. The n-th failure in a row waits ``min(retry_cap, retry * 2**(n-1))``
+(default 1 h, 2 h, 4 h ... capped at 1 day) before the next attempt. A success (the
+inventory's record of the name now comes from the renewal run) removes the row.
 
-A renewal run that fails (or is cancelled) backs off: the n-th failure waits
-``min(retry_cap, retry * 2**(n-1))`` (default 1 h, 2 h, 4 h ... capped at 1 day) before the
-next attempt. A renewal that succeeds replaces the lineage's run and resets the count.
+Crash safety: a renewal run is *claimed* (its row written, naming the new run id) in one
+transaction that first re-reads the row, so two processes (the daemon and ``renew``)
+never start two renewals of one name; the run itself is started right after. A crash
+between the two leaves a row naming a run that never came: it settles as a failed
+attempt (once :data:`CLAIM_GRACE` has passed: ``renew`` claims, then starts the run in
+its next transaction, and a check in between must not count it failed).
 
-The schedule lives in ``<state_dir>/renewals.sqlite3`` (table ``renewals``), written only
-by the daemon and readable by anyone: :func:`renewals_status` gives what ``certwright
-status`` should show. After a crash: a renewal run already started is found again by its
-row (``renewal_run``); one started but not yet recorded is at worst started again later
-(the row is written in the same loop iteration, right after ``start_run`` commits).
+Older versions kept ``<state_dir>/renewals.sqlite3``; it is no longer read, and left as it
+is (a log line says so): the inventory knows every installed certificate.
 """
 from __future__ import annotations
 
-import sqlite3
-import threading
-from collections.abc import Callable, Iterable
-from contextlib import closing
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,69 +41,54 @@ from certwright.clock import Clock, format_instant, parse_instant
 from certwright.engine.model.spec import PipelineSpec
 from certwright.engine.run import secrets as secret_store
 from certwright.engine.run.naming import new_run_id
-from certwright.errors import CertwrightError
 from certwright.state.base import Store
-from certwright.state.opening import open_reader
-from certwright.state.records import CANCELLED, FAILED, SUCCEEDED, RunRecord
-from certwright.steps.inventory import renew_instant
+from certwright.state.records import (
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    REVOKED,
+    SUCCEEDED,
+    CertificateRecord,
+    RenewalRecord,
+)
+from certwright.steps.inventory import pending_records, policy_from, record, renewal_instant
 
 log = structlog.get_logger("certwright.daemon.renew")
 
-DB_FILE = "renewals.sqlite3"
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS renewals (
-  cert_path TEXT PRIMARY KEY, pipeline TEXT NOT NULL, run_id TEXT NOT NULL,
-  not_before TEXT, not_after TEXT, renew_at TEXT NOT NULL, next_at TEXT NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL, renewal_run TEXT,
-  last_error TEXT, updated TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS seen (run_id TEXT PRIMARY KEY);
-"""
-NAME_COLUMN = "ALTER TABLE renewals ADD COLUMN name TEXT"  # the certificate's name, later
-SCHEDULED, RENEWING, BACKING_OFF, STALE = "scheduled", "renewing", "backoff", "no_certificate"
+LEGACY_FILE = "renewals.sqlite3"  # the schedule of versions before the inventory
+SCHEDULED, RENEWING, BACKING_OFF = "scheduled", "renewing", "backoff"
+CLAIM_GRACE = timedelta(minutes=10)  # a claimed run not in the store after this never came
+RETRY, RETRY_CAP = 3600.0, 86400.0  # the daemon's defaults (renew_retry, renew_retry_cap)
+
+StartRun = Callable[[PipelineSpec, dict[str, Any], str, list[str]], str]
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.executescript(SCHEMA)
-    if "name" not in {row[1] for row in db.execute("PRAGMA table_info(renewals)")}:
-        db.execute(NAME_COLUMN)
-        # scheduled rows of earlier versions may be ca.sign's copy in a run folder (one
-        # certificate twice): learn those again from the runs; renewing and backing-off
-        # rows keep their state
-        db.execute("DELETE FROM renewals WHERE status = ?", (SCHEDULED,))
-        db.execute("DELETE FROM seen")
-    return db
+@dataclass(frozen=True)
+class Renewal:
+    """What renewing certificate ``name`` starts: ``spec`` with the given ``inputs`` (not
+    coerced yet: services may still rewrite them), ``secret`` naming the secret ones."""
+
+    name: str
+    spec: PipelineSpec
+    inputs: dict[str, Any]
+    secret: list[str]
+    renews: str  # the run that made the current certificate
 
 
-def renewals_status(state_dir: Path) -> list[dict[str, Any]]:
-    """The renewal schedule, for ``certwright status`` (empty when the daemon never ran).
-
-    Each item: name (the certificate's), cert_path, pipeline, run_id (the run that
-    installed it), not_after, renew_at, next_at (the next attempt), attempts (failed ones
-    in a row), status (scheduled | renewing | backoff | no_certificate), renewal_run,
-    last_error.
-    Read-only; safe while the daemon runs.
-    """
-    path = Path(state_dir) / DB_FILE
-    if not path.exists():
-        return []
-    with closing(open_reader(str(path), sqlite3.connect)) as db:  # writes nothing
-        db.row_factory = sqlite3.Row
-        columns = {row[1] for row in db.execute("PRAGMA table_info(renewals)")}
-        name = "name" if "name" in columns else "NULL AS name"
-        rows = db.execute(f"SELECT {name}, cert_path, pipeline, run_id, not_after, renew_at, "
-                          "next_at, attempts, status, renewal_run, last_error FROM renewals "
-                          "ORDER BY next_at").fetchall()
-    return [{**dict(r), "name": r["name"] or Path(r["cert_path"]).parent.name} for r in rows]
-
-
-def installed_certs(run: RunRecord) -> list[dict[str, Any]]:
-    """``install.files``-like outputs of a run: a cert_path with its key_path, fullchain_path
-    and fingerprint (not ``ca.sign``'s copy in the run folder, which has no key_path)."""
-    return [dict(v) for v in run.vars.values()
-            if isinstance(v, dict) and v.get("cert_path") and v.get("fingerprint_sha256")
-            and v.get("key_path") and v.get("fullchain_path")]
+def plan_renewal(store: Store, state_dir: Path, rec: CertificateRecord,
+                 spec: PipelineSpec) -> Renewal:
+    """The renewal of ``rec`` by ``spec``: the inputs of the run that made it, secret ones
+    from that run's secrets, only those ``spec`` still takes, and ``cert_name`` set to the
+    certificate's name (its folder). Reads only."""
+    run = store.find_run(rec.run_id)
+    old = dict(run.inputs) if run is not None else dict(rec.inputs)
+    secrets = secret_store.load(store, Path(state_dir), rec.run_id)["inputs"]
+    given = {k: v for k, v in {**old, **secrets}.items()
+             if k in spec.inputs and v is not None and v != secret_store.REDACTED}
+    if "cert_name" in spec.inputs:
+        given["cert_name"] = rec.name
+    return Renewal(rec.name, spec, given, [n for n, i in spec.inputs.items() if i.secret],
+                   rec.run_id)
 
 
 def backoff(attempts: int, base: float, cap: float) -> float:
@@ -112,144 +96,201 @@ def backoff(attempts: int, base: float, cap: float) -> float:
     return float(min(cap, base * 2 ** max(0, attempts - 1)))
 
 
+def claim(store: Store, name: str, run_id: str, renews: str, now: datetime) -> bool:
+    """Record ``run_id`` as the renewal of ``name`` in flight, unless one already is
+    (then False: start nothing). Re-reads inside the transaction, which holds the store's
+    write lock, so of two processes claiming at once one wins."""
+    with store.transaction() as tx:
+        held = store.find_renewal(name)
+        if held is not None and held.run_id:
+            return False
+        tx.put_renewal(RenewalRecord(
+            name=name, attempts=held.attempts if held else 0,
+            next_at=held.next_at if held else None,
+            last_error=held.last_error if held else None, run_id=run_id, renews=renews,
+            updated=format_instant(now)))
+    return True
+
+
+def settle(store: Store, name: str, now: datetime, *, retry: float = RETRY,
+           retry_cap: float = RETRY_CAP) -> str | None:
+    """Look at the renewal of ``name`` in flight: None while it runs (or none is), else
+    ``"renewed"`` (the row is removed) or ``"failed"`` (the row backs off)."""
+    held = store.find_renewal(name)
+    if held is None or not held.run_id:
+        return None
+    run = store.find_run(held.run_id)
+    if run is not None and run.status == SUCCEEDED:
+        cert = store.find_certificate(name)
+        if cert is None or cert.run_id != run.id:  # the hook may not have run (a crash)
+            record(store, [r for r in pending_records(store) if r.run_id == run.id])
+            cert = store.find_certificate(name)
+        if cert is not None and cert.run_id == run.id:
+            with store.transaction() as tx:
+                tx.delete_renewal(name)
+            log.info("renewal_succeeded", name=name, run_id=run.id, serial=cert.serial)
+            return "renewed"
+        error = f"renewal run {run.id} succeeded but installed no certificate named {name!r}"
+    elif run is None and now - parse_instant(held.updated) < CLAIM_GRACE:
+        return None  # claimed by `renew`, which starts it in its next transaction
+    elif run is None or run.status in (FAILED, CANCELLED):
+        error = (f"renewal run {held.run_id} {run.status}: {run.error}" if run is not None
+                 else f"renewal run {held.run_id} was never started (a crash?)")
+    else:
+        return None
+    failed(store, held, error, now, retry=retry, retry_cap=retry_cap)
+    return "failed"
+
+
+def failed(store: Store, held: RenewalRecord, error: str, now: datetime, *,
+           retry: float = RETRY, retry_cap: float = RETRY_CAP) -> None:
+    """Count a failed renewal attempt of ``held.name`` and back off (see the module)."""
+    n = held.attempts + 1
+    next_at = now + timedelta(seconds=backoff(n, retry, retry_cap))
+    with store.transaction() as tx:
+        tx.put_renewal(RenewalRecord(name=held.name, attempts=n,
+                                     next_at=format_instant(next_at), last_error=error[:500],
+                                     run_id=None, renews=held.renews,
+                                     updated=format_instant(now)))
+    log.warning("renewal_failed", name=held.name, attempts=n, error=error[:300],
+                next_attempt=format_instant(next_at))
+
+
+def next_attempt(rec: CertificateRecord, held: RenewalRecord | None) -> datetime | None:
+    """When the daemon renews ``rec`` next: its renewal instant, or the end of its
+    back-off when later; None while a renewal is in flight or no instant is known."""
+    if held is not None and held.run_id:
+        return None
+    when = renewal_instant(rec)
+    if when is not None and held is not None and held.next_at:
+        when = max(when, parse_instant(held.next_at))
+    return when
+
+
+def schedule(store: Store) -> list[dict[str, Any]]:
+    """The renewal schedule, one item per certificate name, earliest first.
+
+    Each item: name, cert_path, pipeline, run_id (the run that made the current
+    certificate), not_after, renew_at (the effective renewal instant), next_at (the next
+    attempt: renew_at, or the back-off's end), attempts (failed in a row), status
+    (scheduled | renewing | backoff | revoked: never renewed), renewal_run (in flight),
+    last_error. Reads only.
+    """
+    held = {r.name: r for r in store.list_renewals()}
+    certs = {c.name: c for c in store.list_certificates()}
+    certs.update({c.name: c for c in pending_records(store)})
+    items = []
+    for name, rec in certs.items():
+        h = held.get(name)
+        due = renewal_instant(rec)
+        nxt = next_attempt(rec, h)
+        status = (REVOKED if rec.status == REVOKED else RENEWING if h and h.run_id
+                  else BACKING_OFF if h and h.attempts else SCHEDULED)
+        items.append({
+            "name": name, "cert_path": rec.paths.get("cert", ""), "pipeline": rec.pipeline,
+            "run_id": rec.run_id, "not_after": rec.not_after,
+            "renew_at": format_instant(due) if due else None,
+            "next_at": format_instant(nxt) if nxt else None,
+            "attempts": h.attempts if h else 0, "status": status,
+            "renewal_run": h.run_id if h else None, "last_error": h.last_error if h else None})
+    return sorted(items, key=lambda i: (i["next_at"] or "~", i["name"]))
+
+
+def renewals_status(state_dir: Path) -> list[dict[str, Any]]:
+    """:func:`schedule` of the store in ``state_dir``, for ``status`` and ``certificates``
+    (empty when there is no store). Read-only; safe while the daemon runs."""
+    from certwright.state import names as N
+    from certwright.state.sqlite import SQLiteStore
+    path = Path(state_dir) / N.DB_FILE
+    if not path.exists():
+        return []
+    store = SQLiteStore(path, readonly=True)
+    try:
+        if store.outdated:
+            return []  # before the inventory: nothing scheduled from it yet
+        return schedule(store)
+    finally:
+        store.close()
+
+
 class Renewer:
-    """Keeps the renewal schedule and starts renewal runs when due (main loop only)."""
+    """The daemon's renewals: finds due certificates in the inventory and starts their
+    renewal runs (main loop only; between pumps, as the engine's own writes are)."""
 
     def __init__(self, state_dir: Path, store: Store, clock: Clock,
-                 find_pipeline: Callable[[str], PipelineSpec],
-                 start: Callable[[PipelineSpec, dict[str, Any], str, list[str]], str], *,
-                 retry: float = 3600.0, retry_cap: float = 86400.0) -> None:
+                 find_pipeline: Callable[[str], PipelineSpec], start: StartRun, *,
+                 retry: float = RETRY, retry_cap: float = RETRY_CAP) -> None:
         self.state_dir = Path(state_dir)
         self.store = store
         self.clock = clock
         self._find = find_pipeline
         self._start = start
         self.retry, self.retry_cap = retry, retry_cap
-        self._db = _connect(self.state_dir / DB_FILE)
-        self._lock = threading.Lock()
-        self._seen = {r[0] for r in self._db.execute("SELECT run_id FROM seen")}
+        self._next: datetime | None = None  # the earliest attempt the last check saw
+        self._recovered = False  # succeeded runs the inventory lacks, recorded once
+        legacy = self.state_dir / LEGACY_FILE
+        if legacy.exists():
+            log.info("renewals_file_ignored", file=str(legacy),
+                     reason="the renewal schedule now comes from the certificate inventory "
+                            "in the store; this file of an older version is no longer read "
+                            "(remove it when you like)")
 
     def close(self) -> None:
-        self._db.close()
+        """Nothing to release (the store is the caller's); kept for the daemon's stack."""
 
     def check(self) -> list[str]:
-        """Record newly succeeded runs, settle finished renewals, start due ones.
+        """Record certificates the inventory lacks (the first time: runs that succeeded
+        while no hook recorded them), settle finished renewals, start due ones.
 
-        Returns the ids of renewal runs started. Never raises for one lineage: a problem
-        is logged and counted as a failed attempt.
-        """
-        self._learn(rid for rid, _ in self.store.run_ids([SUCCEEDED]) if rid not in self._seen)
-        self._settle()
-        return self._start_due()
-
-    # -- schedule -----------------------------------------------------------------------
-    def _learn(self, run_ids: Iterable[str]) -> None:
-        for rid in run_ids:
-            run = self.store.find_run(rid)
-            if run is None:
-                continue
-            for out in installed_certs(run):
-                try:
-                    self._schedule(run, out)
-                except Exception as exc:  # noqa: BLE001 - one bad cert must not stop renewals
-                    log.warning("renewal_unschedulable", run_id=rid, cert=out["cert_path"],
-                                error=f"{type(exc).__name__}: {exc}")
-            self._db.execute("INSERT OR IGNORE INTO seen(run_id) VALUES(?)", (rid,))
-            self._seen.add(rid)
-
-    def _schedule(self, run: RunRecord, out: dict[str, Any]) -> None:
-        from cryptography import x509
-        cert = x509.load_pem_x509_certificate(Path(out["cert_path"]).read_bytes())
-        nb, na = cert.not_valid_before_utc, cert.not_valid_after_utc
-        fraction, jitter = 1 / 3, 0.05
-        try:
-            spec = self._find(run.pipeline)
-            if spec.renew is not None:
-                fraction, jitter = spec.renew.fraction, spec.renew.jitter
-        except CertwrightError:
-            pass
-        renew_at = renew_instant(nb, na, out["fingerprint_sha256"], fraction, jitter)
-        row = self._db.execute("SELECT run_id, renewal_run FROM renewals WHERE cert_path=?",
-                               (out["cert_path"],)).fetchone()
-        if row and row[0] != run.id and row[1] != run.id and self._newer(row[0], run):
-            return  # an older run succeeded late; the lineage already moved on
-        now = format_instant(self.clock.now())
-        self._db.execute(
-            "INSERT OR REPLACE INTO renewals(cert_path, pipeline, run_id, not_before, "
-            "not_after, renew_at, next_at, attempts, status, renewal_run, last_error, updated,"
-            " name) VALUES(?,?,?,?,?,?,?,0,?,NULL,NULL,?,?)",
-            (out["cert_path"], run.pipeline, run.id, format_instant(nb), format_instant(na),
-             format_instant(renew_at), format_instant(renew_at), SCHEDULED, now,
-             str(out.get("name") or Path(out["cert_path"]).parent.name)))
-        log.info("renewal_scheduled", run_id=run.id, cert=out["cert_path"],
-                 not_after=format_instant(na), renew_at=format_instant(renew_at),
-                 renewed=bool(row and row[1] == run.id))
-
-    def _newer(self, other_id: str, run: RunRecord) -> bool:
-        other = self.store.find_run(other_id)
-        return other is not None and other.updated > run.updated
-
-    def _settle(self) -> None:
-        rows = self._db.execute("SELECT cert_path, renewal_run, attempts FROM renewals "
-                                "WHERE status=?", (RENEWING,)).fetchall()
-        for cert_path, rid, attempts in rows:
-            run = self.store.find_run(rid) if rid else None
-            if run is not None and run.status == SUCCEEDED:
-                if rid not in self._seen:
-                    self._learn([rid])
-                still = self._db.execute("SELECT status FROM renewals WHERE cert_path=?",
-                                         (cert_path,)).fetchone()
-                if still and still[0] == RENEWING:  # succeeded without installing here
-                    self._failed(cert_path, attempts, f"renewal run {rid} succeeded but "
-                                 f"installed no certificate at {cert_path}")
-            elif run is None or run.status in (FAILED, CANCELLED):
-                self._failed(cert_path, attempts, f"renewal run {rid} "
-                             f"{run.status if run else 'vanished'}: {run.error if run else ''}")
-
-    def _failed(self, cert_path: str, attempts: int, error: str) -> None:
-        n = attempts + 1
-        next_at = self.clock.now() + timedelta(seconds=backoff(n, self.retry, self.retry_cap))
-        self._db.execute("UPDATE renewals SET status=?, attempts=?, next_at=?, last_error=?, "
-                         "updated=? WHERE cert_path=?",
-                         (BACKING_OFF, n, format_instant(next_at), error[:500],
-                          format_instant(self.clock.now()), cert_path))
-        log.warning("renewal_failed", cert=cert_path, attempts=n, error=error[:300],
-                    next_attempt=format_instant(next_at))
-
-    def _start_due(self) -> list[str]:
+        Returns the ids of the renewal runs started. Never raises for one certificate: a
+        problem is logged and counted as a failed attempt."""
+        if not self._recovered:  # the daemon's own hook records its runs from now on
+            record(self.store, pending_records(self.store, policy_from(self._find)))
+            self._recovered = True
         now = self.clock.now()
-        rows = self._db.execute(
-            "SELECT cert_path, pipeline, run_id, attempts FROM renewals WHERE status IN (?,?) "
-            "AND next_at <= ?", (SCHEDULED, BACKING_OFF, format_instant(now))).fetchall()
+        for row in self.store.list_renewals():
+            settle(self.store, row.name, now, retry=self.retry, retry_cap=self.retry_cap)
+        held = {r.name: r for r in self.store.list_renewals()}
         started = []
-        for cert_path, pipeline, old_id, attempts in rows:
-            try:
-                new_id = self._renew(pipeline, old_id)
-            except Exception as exc:  # noqa: BLE001 - counted as a failed attempt
-                self._failed(cert_path, attempts, f"{type(exc).__name__}: {exc}")
+        upcoming: list[datetime] = []
+        for rec in self.store.list_certificates():
+            when = next_attempt(rec, held.get(rec.name))
+            if when is None or when > now:
+                if when is not None:
+                    upcoming.append(when)
                 continue
-            self._db.execute("UPDATE renewals SET status=?, renewal_run=?, updated=? "
-                             "WHERE cert_path=?", (RENEWING, new_id, format_instant(now),
-                                                   cert_path))
-            started.append(new_id)
+            try:
+                new_id = self._renew(rec, now)
+            except Exception as exc:  # noqa: BLE001 - counted as a failed attempt
+                failed(self.store, held.get(rec.name) or RenewalRecord(rec.name),
+                       f"{type(exc).__name__}: {exc}", now, retry=self.retry,
+                       retry_cap=self.retry_cap)
+                continue
+            if new_id:
+                started.append(new_id)
+        self._next = min(upcoming) if upcoming else None
         return started
 
-    def _renew(self, pipeline: str, old_id: str) -> str:
-        old = self.store.load_run(old_id)
-        spec = self._find(pipeline)
-        secrets = secret_store.load(self.store, self.state_dir, old_id)["inputs"]
-        given = {k: v for k, v in {**old.inputs, **secrets}.items()
-                 if k in spec.inputs and v is not None and v != secret_store.REDACTED}
+    def _renew(self, rec: CertificateRecord, now: datetime) -> str | None:
+        plan = plan_renewal(self.store, self.state_dir, rec, self._find(rec.pipeline))
         from certwright.engine.model.inputs import coerce_inputs
-        values = coerce_inputs(spec, given)
-        new_id = new_run_id(spec.name)
-        self._start(spec, values, new_id, [n for n, i in spec.inputs.items() if i.secret])
-        log.info("renewal_started", run_id=new_id, renews=old_id, pipeline=spec.name,
-                 version=spec.hash[:12])
+        values = coerce_inputs(plan.spec, plan.inputs)
+        new_id = new_run_id(plan.spec.name)
+        if not claim(self.store, rec.name, new_id, rec.run_id, now):
+            return None  # `renew` started one meanwhile
+        self._start(plan.spec, values, new_id, plan.secret)
+        log.info("renewal_started", run_id=new_id, renews=rec.run_id, name=rec.name,
+                 pipeline=plan.spec.name, version=plan.spec.hash[:12])
         return new_id
 
     def next_due(self) -> datetime | None:
-        """The earliest pending attempt, or None."""
-        row = self._db.execute("SELECT MIN(next_at) FROM renewals WHERE status IN (?,?)",
-                               (SCHEDULED, BACKING_OFF)).fetchone()
-        return parse_instant(row[0]) if row and row[0] else None
+        """The earliest pending attempt as the last :meth:`check` saw it (None: none, or
+        no check yet); now when a renewal run in flight has finished, so that it is
+        settled at once. Cheap (the loop asks every second): it reads only the renewals
+        in flight, not the inventory (a certificate recorded since the last check is
+        seen at the next periodic one; renewal instants are weeks away)."""
+        for row in self.store.list_renewals():
+            run = self.store.find_run(row.run_id) if row.run_id else None
+            if run is not None and run.status in FINISHED:
+                return self.clock.now()
+        return self._next

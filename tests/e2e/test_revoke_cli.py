@@ -279,7 +279,7 @@ def test_an_unreachable_ca_or_a_missing_account_is_a_sentence(
 def test_a_revoke_that_died_after_the_cas_answer_is_finished_by_the_next(
         tmp_path: Path, served: CAServer) -> None:
     """The inventory says revoked (keyCompromise) but the schedule and the key were not
-    seen to yet: the next revoke holds the schedule and marks the key."""
+    seen to yet: the next revoke marks the key, and the daemon renews nothing."""
     from certwright.clock import FakeClock, parse_instant
     from certwright.engine.daemon.renew import Renewer
     from certwright.engine.model.loader import load_pipeline, resolve_pipeline_path

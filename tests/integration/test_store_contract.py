@@ -17,6 +17,7 @@ import pytest
 from certwright.state import names as N
 from certwright.state.contract import StoreContract, write_everything
 from certwright.state.contract_certificates import CertificateContract
+from certwright.state.contract_renewals import RenewalContract
 from certwright.state.contract_shared import LockContract, SharedStoreContract
 from certwright.state.sqlite import SQLiteStore
 
@@ -45,6 +46,10 @@ class TestSQLiteStore(_SQLite, StoreContract):
 
 
 class TestSQLiteStoreCertificates(_SQLite, CertificateContract):
+    pass
+
+
+class TestSQLiteStoreRenewals(_SQLite, RenewalContract):
     pass
 
 
