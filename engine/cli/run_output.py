@@ -106,10 +106,10 @@ class RunOutput:
         if run.status == SUCCEEDED:
             reports = [str(outputs["report"]).rstrip() for outputs in run.vars.values()
                        if isinstance(outputs, dict) and outputs.get("report")]
-            for report in reports:
-                print(report, flush=True)
             self._say(f"run {run.id} succeeded: state {run.state!r} "
                       f"({self.progress.elapsed()})", result=not reports)
+            for report in reports:
+                print(report, flush=True)
             return EXIT_OK
         for line in self.progress.failure_lines():
             self._say(line, result=False)
