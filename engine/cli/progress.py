@@ -17,12 +17,15 @@ cannot write (a closed pipe) drops what it could not show.
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol, TextIO
+
+import structlog
 
 from certwright.clock import parse_instant
 from certwright.engine.model.spec import format_duration
@@ -33,6 +36,21 @@ from certwright.state.records import BACKOFF, CANCELLED, SUCCEEDED, WAITING, Run
 __all__ = ["PlainScreen", "Progress", "Screen", "open_screen"]
 
 TAIL_LINES = 10  # lines of a failing step's output shown (all of them are in the log file)
+
+log = structlog.get_logger("certwright.cli")
+
+
+def _never_raises(hook: Callable[..., None]) -> Callable[..., None]:
+    """An engine hook that logs what went wrong instead of raising into the core loop
+    (which would stop the run for a display's sake)."""
+    @functools.wraps(hook)
+    def guarded(*args: Any) -> None:
+        try:
+            hook(*args)
+        except Exception as exc:  # noqa: BLE001 - the display must never stop the engine
+            log.warning("progress_display_failed", hook=hook.__name__,
+                        error=f"{type(exc).__name__}: {exc}")
+    return guarded
 
 
 class Screen(Protocol):
@@ -106,8 +124,11 @@ class NullScreen(PlainScreen):
 
 
 def _live_capable(stream: TextIO) -> bool:
+    """A terminal that can redraw (TERM set, not dumb), may get colour (no NO_COLOR) and
+    takes UTF-8 (the spinner and the marks)."""
     return (stream.isatty() and os.environ.get("TERM", "") not in ("dumb", "")
-            and not os.environ.get("NO_COLOR"))
+            and not os.environ.get("NO_COLOR")
+            and (stream.encoding or "").lower().replace("-", "") == "utf8")
 
 
 def open_screen(stream: TextIO, *, quiet: bool = False, silent: bool = False) -> Screen:
@@ -150,6 +171,7 @@ class Progress(Interceptor):
         self.tick, self.cross = _symbols_of(screen)
 
     # -- the log tap (worker threads) ---------------------------------------------------
+    @_never_raises
     def log_event(self, event: dict[str, Any]) -> None:
         """A log event; a step's ``command_output`` is kept for when the step ends."""
         if event.get("event") != "command_output" or event.get("run_id") != self.run_id:
@@ -159,6 +181,7 @@ class Progress(Interceptor):
                                                      str(event.get("stderr") or ""))
 
     # -- engine hooks (the core loop) ---------------------------------------------------
+    @_never_raises
     def transitioned(self, run: RunRecord, from_state: str | None, to_state: str,
                      trigger: str) -> None:
         if run.id != self.run_id:
@@ -168,6 +191,7 @@ class Progress(Interceptor):
         self._state, self._entered, self._waited, self._step = to_state, self._now(), None, None
         self.screen.status(f"{to_state}", wait=False)
 
+    @_never_raises
     def step_started(self, run: RunRecord, step_id: str, attempt: int) -> None:
         if run.id != self.run_id:
             return
@@ -176,6 +200,7 @@ class Progress(Interceptor):
         again = f" (attempt {attempt})" if attempt > 1 else ""
         self.screen.status(f"{run.state} · {step_id}{again}")
 
+    @_never_raises
     def step_finished(self, run: RunRecord, step_id: str, outcome: StepOutcome) -> None:
         if run.id != self.run_id:
             return
@@ -194,6 +219,7 @@ class Progress(Interceptor):
             for line in _tail(output, None):
                 self.screen.line(f"  │ {line}")
 
+    @_never_raises
     def run_finished(self, run: RunRecord) -> None:
         if run.id != self.run_id:
             return

@@ -295,3 +295,34 @@ def test_a_failing_shell_step_shows_its_last_lines_and_the_log_file(tmp_path, te
     assert f"log: {log}" in screen, screen
     assert "step_failed" in log.read_text()
     assert "Traceback" not in screen
+
+
+SECRET_OUTPUT = """
+pipeline: leaky
+version: 1
+inputs:
+  password: {type: string, secret: true, required: true}
+initial: using
+states:
+  using:
+    run:
+      - step: shell
+        id: leak
+        with:
+          argv: [sh, -c, 'echo "the password is $0"; exit 3', "${password}"]
+          permanent_exit_codes: [3]
+    next: done
+  done: {final: true}
+"""
+
+
+def test_a_failing_steps_output_on_the_terminal_masks_secret_values(tmp_path, term):
+    pipeline = tmp_path / "leaky.yaml"
+    pipeline.write_text(SECRET_OUTPUT)
+    secret = "Correct Horse Battery-Staple 42!"
+    t = term("--state-dir", str(tmp_path / "state"), "run", str(pipeline), "--run-id", "s1",
+             "--set", f"password={secret}", env=_env(tmp_path), cwd=tmp_path)
+    assert t.finish() == 1
+    assert "the password is <secret>" in t.text(), t.text()
+    assert secret.encode() not in t.raw
+    assert secret not in (tmp_path / "state" / "runs" / "s1" / "certwright.log").read_text()
