@@ -326,3 +326,39 @@ def test_a_failing_steps_output_on_the_terminal_masks_secret_values(tmp_path, te
     assert "the password is <secret>" in t.text(), t.text()
     assert secret.encode() not in t.raw
     assert secret not in (tmp_path / "state" / "runs" / "s1" / "certwright.log").read_text()
+
+
+RETRYING = """
+pipeline: retrying
+version: 1
+initial: calling
+states:
+  calling:
+    run:
+      - step: shell
+        id: call
+        with:
+          argv: [sh, -c, 'echo "HTTPSConnectionPool(host=127.0.0.1, port=9): Max retries exceeded
+                 with url: /dir (Caused by NewConnectionError: Failed to establish a new
+                 connection: [Errno 111] Connection refused)" >&2; exit 1']
+        retry: {max_attempts: 3, initial_delay: 1h}
+    next: done
+  done: {final: true}
+"""
+
+
+def test_a_three_row_retry_message_redraws_in_place_on_80_columns(tmp_path, term):
+    pipeline = tmp_path / "retrying.yaml"
+    pipeline.write_text(RETRYING)
+    t = term("--state-dir", str(tmp_path / "state"), "run", str(pipeline), "--run-id", "r1",
+             env=_env(tmp_path), cwd=tmp_path, cols=80, rows=24)
+    assert t.read_until(lambda t: "next attempt in" in t.text()), t.text()
+    before = t.raw.count(b"next attempt in")
+    assert t.read_until(lambda t: t.raw.count(b"next attempt in") >= before + 5, 30)
+    rows = [line for line in t.lines() if line]
+    assert len([line for line in rows if " · next attempt in" in line]) == 1, "\n".join(rows)
+    assert not any("Max retries" in line for line in rows if "next attempt" not in line), rows
+    t.child.kill(2)  # Ctrl-C parks the run
+    assert t.finish() == 3
+    assert " · next attempt in" not in t.text(), t.text()  # the live line left nothing
+    assert "parked: run r1 is retrying after" in t.text()
