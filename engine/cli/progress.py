@@ -163,7 +163,6 @@ class Progress(Interceptor):
         self._entered = monotonic()
         self._started = monotonic()
         self._waited: str | None = None
-        self._step: str | None = None
         self._failure: list[str] = []
         self.shown_error: str | None = None  # the step error the screen shows
         self._outputs: dict[str, tuple[str, str]] = {}
@@ -188,7 +187,7 @@ class Progress(Interceptor):
             return
         if from_state is not None and self._state == from_state:
             self._left(from_state, trigger)
-        self._state, self._entered, self._waited, self._step = to_state, self._now(), None, None
+        self._state, self._entered, self._waited = to_state, self._now(), None
         self.screen.status(f"{to_state}", wait=False)
 
     @_never_raises
@@ -196,7 +195,6 @@ class Progress(Interceptor):
         if run.id != self.run_id:
             return
         self._adopt(run)
-        self._step = step_id
         again = f" (attempt {attempt})" if attempt > 1 else ""
         self.screen.status(f"{run.state} · {step_id}{again}")
 
@@ -214,7 +212,8 @@ class Progress(Interceptor):
         elif outcome == "failed" and run.status != BACKOFF:
             self._failure = [f"  {step_id}: {run.error}"]
             self.shown_error = run.error
-            self._failure += [f"  │ {line}" for line in _tail(output, TAIL_LINES)]
+            shown = _tail(output, None if self._verbose else TAIL_LINES)
+            self._failure += [f"  │ {line}" for line in shown]
         elif self._verbose and output:
             for line in _tail(output, None):
                 self.screen.line(f"  │ {line}")

@@ -362,3 +362,13 @@ def test_a_three_row_retry_message_redraws_in_place_on_80_columns(tmp_path, term
     assert t.finish() == 3
     assert " · next attempt in" not in t.text(), t.text()  # the live line left nothing
     assert "parked: run r1 is retrying after" in t.text()
+
+
+def test_verbose_shows_all_of_a_failing_steps_output(tmp_path, term):
+    pipeline = tmp_path / "failing.yaml"
+    pipeline.write_text(FAILING)
+    t = term("--state-dir", str(tmp_path / "state"), "-v", "run", str(pipeline),
+             env=_env(tmp_path), cwd=tmp_path, rows=200)
+    assert t.finish() == 1
+    shown = [line.strip() for line in t.lines()]
+    assert all(f"│ output line {i}" in shown for i in range(1, 16)), "\n".join(shown)
