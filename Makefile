@@ -12,11 +12,21 @@ SOURCE_DIRS := core mail state engine steps ca pipelines
 FILES  := $(VENV)/.files
 LINKED := $(VENV)/.linked-stamp
 
+RUNTIME := $(VENV)/.runtime-stamp
+TESTDEPS := $(VENV)/.test-stamp
+
 .PHONY: demo test test-fast system-deps bench lint clean FORCE
 
-$(VENV)/.deps-stamp: pyproject.toml
+# Two stamps: the runtime dependencies (all `make demo` needs), and the test extras on top
+# (`make test`, `lint`, `bench`). A demo venv gains the extras when a test target runs; a
+# test venv already has all the demo needs, so `make demo` installs nothing more.
+$(RUNTIME): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=77' wheel
+	$(PY) -m pip install --quiet -e . --config-settings editable_mode=strict
+	touch $@
+
+$(TESTDEPS): $(RUNTIME)
 	$(PY) -m pip install --quiet -e '.[test]' --config-settings editable_mode=strict
 	touch $@
 
@@ -27,7 +37,7 @@ $(FILES): FORCE
 	    -not -path '*/__pycache__/*' | LC_ALL=C sort > $@.new
 	@cmp -s $@.new $@ && rm -f $@.new || mv $@.new $@
 
-$(LINKED): $(VENV)/.deps-stamp $(FILES)
+$(LINKED): $(RUNTIME) $(FILES)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . \
 	    --config-settings editable_mode=strict
 	touch $@
@@ -51,16 +61,16 @@ demo: $(LINKED)
 test: lint system-deps
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-test-fast: $(LINKED)
+test-fast: $(TESTDEPS) $(LINKED)
 	$(PY) -m pytest -q -x -p no:cacheprovider tests/unit
 
 # ruff with the rule set in pyproject.toml, then mypy strict on engine/ and state/
 # (not yet a part of `test`: the tree's findings are being fixed first)
-lint: $(LINKED)
+lint: $(TESTDEPS) $(LINKED)
 	$(VENV)/bin/ruff check
 	PYTHON=$(PY) bash scripts/typecheck.sh
 
-bench: $(LINKED)
+bench: $(TESTDEPS) $(LINKED)
 	$(PY) bench/engine.py
 	$(PY) bench/cacert.py
 

@@ -225,6 +225,8 @@ class Shell(BaseStep):
                             "(with every process it started)")
         out = stdout.decode(errors="replace")
         err = stderr.decode(errors="replace")
+        if out or err:  # for the log file, and the terminal's display of a step's output
+            ctx.log.debug("command_output", exit_code=code, stdout=out, stderr=err)
         ok = set(p.get("ok_exit_codes") or [0])
         if code not in ok:
             tail = err.strip().splitlines()[-3:] if err.strip() else []

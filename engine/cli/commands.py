@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from certwright.clock import clock_from_env, parse_instant
+from certwright.engine.cli.run_output import RunOutput
 from certwright.engine.model import graph
-from certwright.engine.run.foreground import Outcome, describe_wait, drive, summary
+from certwright.engine.run.foreground import drive, summary
 from certwright.engine.run.interceptor import Interceptor
 from certwright.engine.run.naming import check_run_id, new_run_id
 from certwright.engine.run.runner import Engine, EngineOptions
@@ -60,8 +61,8 @@ def parse_sets(items: list[str]) -> dict[str, str]:
 
 
 def _engine(args: argparse.Namespace, run_id: str, services: dict[str, Any],
-            watcher: WaitWatcher) -> Engine:
-    hooks: list[Interceptor] = [watcher]
+            watcher: WaitWatcher, shown: RunOutput | None = None) -> Engine:
+    hooks: list[Interceptor] = [watcher, *(shown.hooks if shown else [])]
     crash = os.environ.get("CERTWRIGHT_CRASH_AFTER_COMMITS")  # fault-injection hook (tests)
     if crash:
         from certwright.engine.testing import CrashAfterCommits
@@ -70,23 +71,6 @@ def _engine(args: argparse.Namespace, run_id: str, services: dict[str, Any],
     hooks.append(InventoryHook(store, policy_from(_load)))
     return Engine(store, args.state_dir, clock=clock_from_env(), services=services,
                   options=EngineOptions(scope=[run_id]), interceptors=hooks)
-
-
-def _finish(outcome: Outcome) -> int:
-    run = outcome.run
-    if outcome.parked:
-        print(f"parked: run {run.id} is {describe_wait(run, clock_from_env().now()) or run.status}"
-              f"\nresume with: certwright resume {run.id}", file=sys.stderr)
-        return EXIT_PARKED
-    if run.status == SUCCEEDED:
-        for outputs in run.vars.values():
-            if isinstance(outputs, dict) and outputs.get("report"):
-                print(str(outputs["report"]).rstrip())
-        print(f"run {run.id} succeeded: state {run.state!r}", file=sys.stderr)
-        return EXIT_OK
-    print(f"run {run.id} {run.status} in state {run.state!r}: {run.error}\n"
-          f"see: certwright history {run.id}", file=sys.stderr)
-    return EXIT_FAILED
 
 
 def _refuse_if_daemon(state_dir: Path) -> None:
@@ -145,17 +129,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         _refuse_if_daemon(args.state_dir)
     with ExitStack() as stack:
         stack.enter_context(run_lock(args.state_dir, run_id))
+        shown = stack.enter_context(RunOutput(args, run_id))
         services, given = start_services(spec, given, args.state_dir, stack)
         inputs = coerce_inputs(spec, given)
         _refuse_foreign_folder(inputs)
         watcher = WaitWatcher()
-        engine = _engine(args, run_id, services, watcher)
+        engine = _engine(args, run_id, services, watcher, shown)
         stack.callback(engine.close)
         engine.open()
         secret = [n for n, i in spec.inputs.items() if i.secret]
         engine.start_run(spec, inputs, run_id, secret_inputs=secret)
-        print(f"run {run_id} started (pipeline {spec.name}, {spec.source})", file=sys.stderr)
-        return _finish(drive(engine, run_id, watcher, no_wait=args.no_wait))
+        shown.attach(args.state_dir)
+        where = "" if not Path(args.pipeline).expanduser().is_file() else f", {spec.source}"
+        shown.line(f"run {run_id} started (pipeline {spec.name}{where})")
+        return shown.finish(drive(engine, run_id, watcher, no_wait=args.no_wait,
+                                  view=shown.progress))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -171,14 +159,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
         _, source, text = store.load_spec(run.spec_hash)
         from certwright.engine.model.loader import load_pipeline_text
         spec = load_pipeline_text(text, source)
+        shown = stack.enter_context(RunOutput(args, run.id))
+        shown.attach(args.state_dir)
         services, _ = start_services(spec, dict(run.inputs), args.state_dir, stack)
         watcher = WaitWatcher()
-        engine = _engine(args, run.id, services, watcher)
+        engine = _engine(args, run.id, services, watcher, shown)
         stack.callback(engine.close)
         engine.open()
         engine.wake(run.id)  # re-check a wait at once: the mail may have come meanwhile
-        print(f"resuming run {run.id} in state {run.state!r}", file=sys.stderr)
-        return _finish(drive(engine, run.id, watcher, no_wait=args.no_wait))
+        shown.line(f"resuming run {run.id} in state {run.state!r}")
+        return shown.finish(drive(engine, run.id, watcher, no_wait=args.no_wait,
+                                  view=shown.progress))
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

@@ -47,8 +47,14 @@ def _parser() -> argparse.ArgumentParser:
                         "$XDG_CONFIG_HOME/certwright/config.yaml over "
                         "/etc/certwright/config.yaml)")
     p.add_argument("--log-json", action="store_true", help="log JSON lines to stderr")
-    p.add_argument("--log-level", default=os.environ.get("CERTWRIGHT_LOG_LEVEL", "info"),
-                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
+                   help="the log's level (env CERTWRIGHT_LOG_LEVEL; default info); given, "
+                        "`run` and `resume` show the log on stderr too")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("-v", "--verbose", action="store_true",
+                       help="`run`, `resume`: show the log and every step's own output too")
+    shown.add_argument("-q", "--quiet", action="store_true",
+                       help="`run`, `resume`: print only the result or the error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="start a run of a pipeline and drive it as far as it goes")
@@ -133,7 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.state_dir = default_state_dir()
     # absolute, so that paths recorded in runs stay right whatever the working directory
     args.state_dir = Path(os.path.abspath(os.path.expanduser(args.state_dir)))
-    configure(json_lines=args.log_json, level=args.log_level, cache=True)
+    args.log_level_given = args.log_level is not None
+    args.log_level = args.log_level or os.environ.get("CERTWRIGHT_LOG_LEVEL") or "info"
+    args.log_router = configure(json_lines=args.log_json, level=args.log_level, cache=True)
     try:
         return int(args.func(args))
     except SpecError as exc:

@@ -9,11 +9,10 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, TextIO
+from datetime import UTC, datetime
+from typing import Any, Protocol, TextIO
 
 from certwright.clock import parse_instant
 from certwright.engine.model.spec import format_duration
@@ -49,18 +48,44 @@ def describe_wait(run: RunRecord, now: datetime) -> str:
     return "; ".join(parts)
 
 
+class WaitView(Protocol):
+    """What the drive shows while the run waits (the CLI's progress display)."""
+
+    def wait(self, run: RunRecord, now: datetime | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PlainWait:
+    """A wait's line on ``out`` each time what the run waits for changes (its text up to
+    the first ``;``); no redraw, no escape byte."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._shown = ""
+
+    def wait(self, run: RunRecord, now: datetime | None) -> None:
+        line = describe_wait(run, now or datetime.now(UTC))
+        if line.split(";")[0] != self._shown.split(";", maxsplit=1)[0]:
+            self._out.write(line + "\n")
+            self._out.flush()
+        self._shown = line
+
+    def close(self) -> None:
+        """Nothing to clear."""
+
+
 def drive(engine: Engine, run_id: str, watcher: WaitWatcher, *, no_wait: bool = False,
           out: TextIO | None = None, tick: float = 1.0,
-          stop: Callable[[], bool] | None = None) -> Outcome:
+          stop: Callable[[], bool] | None = None, view: WaitView | None = None) -> Outcome:
     """Pump until ``run_id`` finishes, or parks it (no_wait, Ctrl-C, ``stop()``).
 
     ``watcher`` is the engine's interceptor that watches what the run waits on; it is
-    stopped when the drive ends.
+    stopped when the drive ends. ``view`` is told, about once a second, what the waiting
+    run waits for (default: a line on ``out``, stderr, when that changes) and closed at
+    the end.
     """
-    out = out or sys.stderr
-    tty = out.isatty()
-    shown = ""
-    last_draw = 0.0
+    view = view or PlainWait(out or sys.stderr)
     restore = _park_on_termination()
     try:
         while True:
@@ -75,24 +100,12 @@ def drive(engine: Engine, run_id: str, watcher: WaitWatcher, *, no_wait: bool = 
                     return Outcome(run, parked=True)
                 if run.watch != watcher.watching(run_id):  # e.g. resumed already waiting
                     watcher.waiting(run_id, run.watch)
-                line = describe_wait(run, engine.clock.now())
-                now = time.monotonic()
-                if tty and now - last_draw >= 1.0:
-                    out.write("\r\033[K" + line)
-                    out.flush()
-                    last_draw = now
-                elif not tty and line.split(";")[0] != shown.split(";", maxsplit=1)[0]:
-                    out.write(line + "\n")
-                    out.flush()
-                shown = line
+                view.wait(run, engine.clock.now())
     except KeyboardInterrupt:
-        if tty:
-            out.write("\n")
         return Outcome(engine.store.load_run(run_id), parked=True)
     finally:
         restore()
-        if tty and shown:
-            out.write("\r\033[K")
+        view.close()
         watcher.stop()
 
 

@@ -206,7 +206,8 @@ def test_the_built_in_ca_takes_d_names_of_two_base_domains(tmp_path: Path):
     takes the account's and both probes' mail, and the certificate names both."""
     env = {**os.environ, "CERTWRIGHT_STATE_DIR": str(tmp_path / "state")}
     done = subprocess.run(
-        [sys.executable, "-m", "certwright", "run", "cacert", "-d", "a.test", "-d", "*.b.test",
+        [sys.executable, "-m", "certwright", "-v", "run", "cacert", "-d", "a.test",
+         "-d", "*.b.test",
          "--set", f"cert_dir={tmp_path / 'certs'}"],
         env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-3000:]

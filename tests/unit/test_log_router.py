@@ -1,0 +1,69 @@
+"""The log's routing: stderr, a run's file (events held until it is attached), taps; and
+the secret masking on every sink."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import stat
+
+import structlog
+
+from certwright.logs import SECRET_VALUES, configure
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return False
+
+
+def test_events_before_the_file_is_attached_are_written_to_it_first(tmp_path):
+    err = _Tty()
+    router = configure(stream=err)
+    router.to_stream(None)
+    router.hold_for_file()
+    log = structlog.get_logger("t")
+    log.info("service_started", port=1)
+    log.debug("detail", n=2)
+    path = router.to_file(tmp_path / "run.log")
+    log.info("transitioned", to="b")
+    router.close_file()
+    text = path.read_text()
+    assert text.index("service_started") < text.index("detail") < text.index("transitioned")
+    assert err.getvalue() == ""  # the stream is off
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_the_stream_takes_its_level_and_json_while_the_file_takes_everything(tmp_path):
+    err = _Tty()
+    router = configure(json_lines=True, level="warning", stream=err)
+    router.to_file(tmp_path / "run.log")
+    log = structlog.get_logger("t")
+    log.info("quiet_fact")
+    log.warning("loud_fact", password="hunter2")
+    token = SECRET_VALUES.set(("s3cret-value",))
+    try:
+        log.warning("command_output", stdout="it printed s3cret-value")
+    finally:
+        SECRET_VALUES.reset(token)
+    logging.getLogger("uvicorn.error").warning("library said %s", "this")
+    router.close_file()
+    lines = [json.loads(line) for line in err.getvalue().splitlines()]
+    assert [e["event"] for e in lines] == ["loud_fact", "command_output", "library said this"]
+    assert lines[0]["password"] == "<secret>"
+    text = (tmp_path / "run.log").read_text()
+    assert "quiet_fact" in text and "hunter2" not in text and "s3cret-value" not in text
+
+
+def test_a_tap_sees_every_event_and_a_closed_stream_stops_nothing(tmp_path):
+    err = _Tty()
+    router = configure(stream=err)
+    seen: list[dict[str, object]] = []
+    remove = router.tap(seen.append)
+    err.close()  # writing to it now raises ValueError: the router must swallow it
+    structlog.get_logger("t").debug("command_output", step="greet", stdout="hi\n")
+    remove()
+    structlog.get_logger("t").info("after")
+    assert [e["event"] for e in seen] == ["command_output"]
+    assert seen[0]["stdout"] == "hi\n"
