@@ -12,7 +12,7 @@ SOURCE_DIRS := core mail state engine steps ca pipelines
 FILES  := $(VENV)/.files
 LINKED := $(VENV)/.linked-stamp
 
-.PHONY: demo test test-fast system-deps bench lint clean FORCE
+.PHONY: demo test test-fast system-deps bench lint man clean FORCE
 
 $(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ lint: $(LINKED)
 bench: $(LINKED)
 	$(PY) bench/engine.py
 	$(PY) bench/cacert.py
+
+# the manual page, generated from the CLI's parser (`man -l build/man/certwright.1`)
+man: $(LINKED)
+	mkdir -p build/man
+	$(VENV)/bin/certwright manpage > build/man/certwright.1
 
 clean:
 	rm -rf $(VENV) $(DEMO_STATE) build *.egg-info
