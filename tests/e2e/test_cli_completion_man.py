@@ -127,7 +127,7 @@ def test_the_man_page_renders_without_warnings(tmp_path: Path) -> None:
                    if c != "\b" and (i + 1 >= len(man.stdout) or man.stdout[i + 1] != "\b"))
     for section in ("NAME", "SYNOPSIS", "EXIT STATUS", "ENVIRONMENT", "FILES"):
         assert f"\n{section}\n" in text, section
-    for command in ("run", "resume", "status", "history", "completion",
+    for command in ("run", "resume", "status", "history", "doctor", "completion",
                     "ca serve", "mail serve", "daemon", "certificates"):
         assert f"certwright {command}" in text, command
     assert "141" in text and "CERTWRIGHT_STATE_DIR" in text

@@ -222,7 +222,7 @@ def test_every_subcommand_is_in_help_and_has_its_own(tmp_path: Path) -> None:
     parser = build_parser()
     (sub,) = [a for a in parser._actions if a.dest == "command"]
     names = sorted(sub.choices)  # type: ignore[arg-type]
-    assert {"run", "status", "history", "completion", "manpage",
+    assert {"run", "status", "history", "doctor", "completion", "manpage",
             "daemon", "ca", "mail", "config", "certificates"} <= set(names)
     top = cli(tmp_path, "--help").stdout
     for name in names:
