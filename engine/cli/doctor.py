@@ -48,7 +48,7 @@ def _pipeline_checks(name: str, config: Any, sets: dict[str, str], timeout: floa
         given = run_inputs(config, spec, sets)
     except CertwrightError as exc:
         yield checks.Finding(f"pipeline {name}", "fail", str(exc).splitlines()[0],
-                        "name a bundled pipeline (cacert, acme) or a pipeline file")
+                             "name a bundled pipeline (cacert, acme) or a pipeline file")
         return
     values = {k: i.default for k, i in spec.inputs.items() if i.has_default}
     values.update({k: v for k, v in given.items() if v is not None})
@@ -56,15 +56,21 @@ def _pipeline_checks(name: str, config: Any, sets: dict[str, str], timeout: floa
         value = str(values.get(key) or "")
         if value == "embedded":
             yield checks.Finding(f"CA ({spec.name}: {key})", "ok",
-                            "the built-in CA, started on loopback by each run")
+                                 "the built-in CA, started on loopback by each run")
         elif value.startswith(("http://", "https://")):
             yield checks.ca_reachable(spec.name, key, value, timeout=timeout,
-                                 cafile=str(values.get("ca_bundle") or "") or None)
+                                      cafile=str(values.get("ca_bundle") or "") or None)
     if "maildir" in spec.inputs:
         where = str(values.get("maildir") or "")
-        if where in ("", "embedded"):
+        if where in ("", "embedded") and str(values.get("ca") or "embedded") != "embedded":
+            yield checks.Finding(
+                f"mail ({spec.name})", "fail",
+                "the built-in mail server runs only with the built-in CA, but `ca` names "
+                "another: the probe mail goes to the domain's mail server",
+                "set the input maildir to the Maildir that mail server delivers into")
+        elif where in ("", "embedded"):
             yield checks.Finding(f"mail ({spec.name})", "ok",
-                            "the built-in mail server delivers into the state folder")
+                                 "the built-in mail server delivers into the state folder")
         else:
             yield checks.maildir_ready(f"{spec.name}: maildir", Path(where).expanduser())
     if "reload_test" in spec.inputs or "reload" in spec.inputs:
@@ -86,8 +92,8 @@ def findings(args: argparse.Namespace) -> Iterator[Any]:
         config = load_config(args)
     except CertwrightError as exc:
         yield checks.Finding("configuration", "fail", str(exc).splitlines()[0],
-                        "correct the file at the place named (`certwright config show` "
-                        "shows every problem)")
+                             "correct the file at the place named (`certwright config show` "
+                             "shows every problem)")
         return
     shown = ", ".join(str(f.path) for f in config.files) or "none found (defaults apply)"
     yield checks.Finding("configuration", "ok", f"files read: {shown}")
@@ -104,7 +110,7 @@ def _daemon_mail(args: argparse.Namespace, config: Any) -> Iterator[Any]:
         daemon = from_config(config)
     except CertwrightError as exc:
         yield checks.Finding("daemon settings", "fail", str(exc).splitlines()[0],
-                        "correct the configuration's daemon: section")
+                             "correct the configuration's daemon: section")
         return
     for maildir in daemon.maildirs:
         yield checks.maildir_ready("daemon: maildirs", Path(maildir))

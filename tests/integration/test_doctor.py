@@ -182,3 +182,15 @@ def test_a_missing_maildir_and_a_failing_config_test_fail(tmp_path: Path) -> Non
     web = checks["web server (cacert)"]
     assert web["status"] == "fail"
     assert "status 3: syntax error" in web["detail"]
+
+
+def test_an_outside_ca_with_the_built_in_mail_server_fails(tmp_path: Path) -> None:
+    """`ca` a URL but `maildir` left to the built-in mail server (which runs only with the
+    built-in CA): the mail check fails, saying to point maildir at a real Maildir."""
+    code, checks = doctor(tmp_path, tmp_path / "state", "cacert", "--set",
+                          "ca=http://127.0.0.1:9", "--timeout", "1")
+    assert code == 1
+    mail = checks["mail (cacert)"]
+    assert mail["status"] == "fail"
+    assert "only with the built-in CA" in mail["detail"]
+    assert "maildir" in mail["fix"]
