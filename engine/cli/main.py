@@ -114,33 +114,37 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_lazy(_COMMANDS, "cmd_run"))
 
     s = sub.add_parser("resume", help="drive a parked or interrupted run on")
-    s.add_argument("run_id")
-    s.add_argument("--no-wait", action="store_true")
+    s.add_argument("run_id", help="the run's id (as `status` lists it)")
+    s.add_argument("--no-wait", action="store_true",
+                   help="park the run again when it waits, for the daemon")
     s.set_defaults(func=_lazy(_COMMANDS, "cmd_resume"))
 
     st = sub.add_parser("status", help="show runs (all, or one)")
-    st.add_argument("run_id", nargs="?")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("run_id", nargs="?", help="only this run (with its error)")
+    st.add_argument("--json", action="store_true", help="one JSON document")
     st.add_argument("--all", action="store_true", help="include finished runs")
     st.set_defaults(func=_lazy(_STATUS, "cmd_status"), logs=False)
 
     h = sub.add_parser("history", help="show a run's journal")
-    h.add_argument("run_id")
-    h.add_argument("--json", action="store_true")
+    h.add_argument("run_id", help="the run's id")
+    h.add_argument("--json", action="store_true", help="the entries as a JSON list")
     h.set_defaults(func=_lazy(_STATUS, "cmd_history"), logs=False)
 
     v = sub.add_parser("validate", help="check pipeline files; exit 2 on any error")
-    v.add_argument("pipelines", nargs="+")
+    v.add_argument("pipelines", nargs="+", metavar="PIPELINE",
+                   help="a pipeline file, or the name of a bundled one")
     v.set_defaults(func=_lazy(_COMMANDS, "cmd_validate"))
 
     g = sub.add_parser("graph", help="print a pipeline's state machine")
-    g.add_argument("pipeline")
-    g.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    g.add_argument("pipeline", help="a pipeline file, or the name of a bundled one")
+    g.add_argument("--format", choices=["mermaid", "dot"], default="mermaid",
+                   help="Mermaid (default) or Graphviz dot")
     g.set_defaults(func=_lazy(_COMMANDS, "cmd_graph"))
 
     c = sub.add_parser("cancel", help="cancel a run")
-    c.add_argument("run_id")
-    c.add_argument("--reason", default="cancelled by user")
+    c.add_argument("run_id", help="the run's id")
+    c.add_argument("--reason", default="cancelled by user",
+                   help="recorded in the journal (default: cancelled by user)")
     c.set_defaults(func=_lazy(_COMMANDS, "cmd_cancel"))
 
     for module in ("certwright.engine.cli.config_cmd", "certwright.ca.cli",
