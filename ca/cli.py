@@ -1,7 +1,12 @@
 """``certwright ca init|serve``: argparse wiring for the built-in CA.
 
 The main CLI calls :func:`register` with its subparsers object; each handler returns an
-exit code. ``serve`` blocks until interrupted (Ctrl-C exits with 0).
+exit code. ``serve`` blocks until interrupted (Ctrl-C exits with 0); it exits with 2 when
+it cannot listen where it is told to (a port in use, a privileged port, an address that is
+not this machine's) or the weak-key blocklist cannot be read.
+
+Hazard: the parser of every command imports this module, so the CA itself (about 0.3 s
+of imports) is imported by the handlers, not at the top.
 """
 from __future__ import annotations
 
@@ -9,14 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
-
-import structlog
-
-from certwright.ca.setup import CAPaths, init_ca, load_config, set_setting
-from certwright.ca.weakkeys import MISSING_BLOCKLIST, Blocklist, BlocklistError, find_blocklist
-from certwright.clock import clock_from_env
-
-log = structlog.get_logger("ca.cli")
 
 
 def _hostport(text: str) -> tuple[str, int]:
@@ -65,6 +62,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_init(args: argparse.Namespace) -> int:
     """Create the CA in ``--dir`` (idempotent); ``--weak-key-blocklist`` is checked
     (loaded once) and then recorded in its settings."""
+    from certwright.ca.setup import CAPaths, init_ca, set_setting
+    from certwright.ca.weakkeys import Blocklist, BlocklistError, find_blocklist
+    from certwright.clock import clock_from_env
     init_ca(Path(args.dir), clock=clock_from_env(), name=args.name)
     paths = CAPaths(Path(args.dir))
     if args.weak_key_blocklist:
@@ -83,7 +83,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the CA until interrupted."""
+    from certwright.ca.listening import bind_failure
     from certwright.ca.server import CAServer
+    from certwright.ca.setup import load_config
+    from certwright.ca.weakkeys import MISSING_BLOCKLIST, BlocklistError, find_blocklist
+    from certwright.clock import clock_from_env
 
     host, port = args.listen
     server = CAServer(Path(args.dir), host=host, port=port, public_url=args.public_url,
@@ -95,6 +99,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except BlocklistError as exc:
         server.stop()
         print(f"certwright ca serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        why = bind_failure(exc, host, port)
+        server.stop()
+        if why is None:
+            raise
+        print(f"certwright ca serve: {why}", file=sys.stderr)
         return 2
     configured = args.weak_key_blocklist or load_config(server.ca_dir)["weak_key_blocklist"]
     if find_blocklist(server.ca_dir, configured) is None:

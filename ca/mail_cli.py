@@ -1,17 +1,19 @@
-"""``certwright mail serve``: run the local SMTP receiver until SIGTERM or SIGINT."""
+"""``certwright mail serve``: run the local SMTP receiver until SIGTERM or SIGINT.
+
+Exit codes: 0 after SIGTERM or SIGINT; 2 when it cannot listen where it is told to (a port
+in use, a privileged port, an address that is not this machine's).
+
+Hazard: the parser of every command imports this module, so the mail server (aiosmtpd,
+asyncio) and the log library are imported by the handler, not at the top.
+"""
 from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
-
-import structlog
-
-from certwright.ca.mailserver import MailServer
-
-log = structlog.get_logger(__name__)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -50,14 +52,28 @@ def register(subparsers: Any) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM or SIGINT; print the listening address once ready. Returns 0."""
+    """Serve until SIGTERM or SIGINT; print the listening address once ready. Returns 0,
+    or 2 (with the reason on stderr) when it cannot listen."""
+    import structlog
+
+    from certwright.ca.listening import bind_failure
+    from certwright.ca.mailserver import MailServer
     host, port = args.listen
+    server = MailServer(host, port, domains=args.domains, maildir=args.maildir,
+                        max_message_size=args.max_size)
+    try:
+        server.start()
+    except OSError as exc:
+        why = bind_failure(exc, host, port)
+        if why is None:
+            raise
+        print(f"certwright mail serve: {why}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with MailServer(host, port, domains=args.domains, maildir=args.maildir,
-                        max_message_size=args.max_size) as server:
+        with server:
             shown = f"[{host}]" if ":" in host else host
             print(f"mail server listening on {shown}:{server.port}, delivering to "
                   f"{args.maildir}", flush=True)
@@ -66,5 +82,5 @@ def handler(args: argparse.Namespace) -> int:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-    log.info("mail_serve_exit")
+    structlog.get_logger(__name__).info("mail_serve_exit")
     return 0

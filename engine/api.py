@@ -15,9 +15,9 @@ from certwright.clock import Clock, clock_from_env
 from certwright.engine.model.inputs import coerce_inputs
 from certwright.engine.model.loader import load_pipeline, resolve_pipeline_path
 from certwright.engine.model.spec import PipelineSpec
-from certwright.engine.run.foreground import summary
 from certwright.engine.run.runner import Engine, EngineOptions
 from certwright.engine.run.services import start_services_for
+from certwright.engine.run.summary import summary
 from certwright.engine.run.watch import WaitWatcher
 from certwright.state.location import open_store
 from certwright.state.records import FINISHED

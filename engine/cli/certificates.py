@@ -17,27 +17,26 @@ only, so it works on a read-only store.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+# The parser of every command imports this module for `register`: what the command needs is
+# imported when it runs (bench/cli_start.py measures the start-up).
+if TYPE_CHECKING:
+    from datetime import datetime
 
-from certwright.clock import clock_from_env, format_instant, parse_instant
-from certwright.errors import InputError
-from certwright.state.base import Store
-from certwright.state.records import FAILED, FINISHED, REVOKED, CertificateRecord, RunRecord
-from certwright.steps.inventory import as_dict, pending_records
+    from certwright.state.base import Store
+    from certwright.state.records import CertificateRecord, RunRecord
 
 DAY = 86400.0
 
 
 def _check_files(rec: CertificateRecord) -> tuple[dict[str, str], list[str]]:
     """Each installed file's condition (ok | changed | removed) and what is wrong."""
+    # imported here, not at the top: the parser of every command imports this module
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
     files: dict[str, str] = {}
     problems: list[str] = []
     for role, path in sorted(rec.paths.items()):
@@ -60,6 +59,7 @@ def _check_files(rec: CertificateRecord) -> tuple[dict[str, str], list[str]]:
             files[role] = "changed"
             problems.append(f"{path} was changed: it holds no PEM certificate now")
             continue
+        import hashlib
         fp = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
         if rec.fingerprint_sha256 and fp != rec.fingerprint_sha256:
             files[role] = "changed"
@@ -69,6 +69,8 @@ def _check_files(rec: CertificateRecord) -> tuple[dict[str, str], list[str]]:
 
 
 def _state(rec: CertificateRecord, now: datetime) -> str:
+    from certwright.clock import parse_instant
+    from certwright.state.records import REVOKED
     if rec.status == REVOKED:
         return "revoked"
     if rec.not_after and now >= parse_instant(rec.not_after):
@@ -84,6 +86,7 @@ def _name_of(run: RunRecord) -> str:
 
 
 def _run_state(run: RunRecord) -> str:
+    from certwright.state.records import FINISHED
     if run.status in FINISHED:
         return "failed"
     if run.waiting:
@@ -92,10 +95,13 @@ def _run_state(run: RunRecord) -> str:
 
 
 def _row(rec: CertificateRecord, now: datetime, schedule: dict[str, str]) -> dict[str, Any]:
+    from certwright.clock import parse_instant
     files, problems = _check_files(rec)
     days = None
     if rec.not_after:
         days = round((parse_instant(rec.not_after) - now).total_seconds() / DAY, 1)
+    from certwright.state.records import REVOKED
+    from certwright.steps.inventory import as_dict
     row = as_dict(rec)
     renewal = None if rec.status == REVOKED else (  # a revoked one is never renewed
         schedule.get(rec.name) or rec.renew_at)
@@ -105,6 +111,7 @@ def _row(rec: CertificateRecord, now: datetime, schedule: dict[str, str]) -> dic
 
 
 def _run_row(run: RunRecord) -> dict[str, Any]:
+    from certwright.state.records import FAILED
     return {"name": _name_of(run), "state": _run_state(run), "names": [], "issuer": "",
             "serial": "", "not_before": "", "not_after": "", "days_left": None,
             "dir": str(run.inputs.get("cert_dir") or ""), "paths": {}, "files": {},
@@ -116,6 +123,8 @@ def _run_row(run: RunRecord) -> dict[str, Any]:
 def certificate_rows(store: Store, state_dir: Path, now: datetime) -> list[dict[str, Any]]:
     """The rows of ``certificates``, by name (see the module)."""
     from certwright.engine.daemon.renew import renewals_status
+    from certwright.state.records import FINISHED
+    from certwright.steps.inventory import pending_records
     schedule = {str(r["name"]): str(r["next_at"]) for r in renewals_status(state_dir)
                 if r["next_at"]}
     records = {c.name: c for c in store.list_certificates()}
@@ -159,8 +168,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def cmd_certificates(args: argparse.Namespace) -> int:
-    from certwright.engine.cli.commands import _open
-    store = _open(args, readonly=True)
+    import json
+
+    from certwright.clock import clock_from_env, format_instant
+    from certwright.engine.cli.storeargs import open_store_of
+    from certwright.errors import InputError
+    store = open_store_of(args, readonly=True)
     try:
         now = clock_from_env().now()
         rows = certificate_rows(store, args.state_dir, now)

@@ -2,46 +2,31 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sqlite3
 import sys
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from certwright.clock import clock_from_env, parse_instant
+from certwright.clock import clock_from_env
 from certwright.engine.cli.run_output import RunOutput
+from certwright.engine.cli.storeargs import open_store_of as _open
 from certwright.engine.model import graph
-from certwright.engine.run.foreground import drive, summary
+from certwright.engine.run.foreground import drive
 from certwright.engine.run.interceptor import Interceptor
 from certwright.engine.run.naming import check_run_id, new_run_id
 from certwright.engine.run.runner import Engine, EngineOptions
 from certwright.engine.run.services import start_services
 from certwright.engine.run.watch import WaitWatcher
-from certwright.errors import CertwrightError, InputError, SpecError
-from certwright.state.location import open_store
+from certwright.errors import CertwrightError, InputError, RunLocked, SpecError
 from certwright.state.locks import daemon_lock, run_lock
-from certwright.state.opening import Connect
-from certwright.state.records import FINISHED, RUNNING, SUCCEEDED, RunRecord
-from certwright.state.sqlite import SQLiteStore
+from certwright.state.records import FINISHED, SUCCEEDED
 from certwright.steps.inventory import InventoryHook, policy_from
 
 if TYPE_CHECKING:
     from certwright.engine.model.spec import PipelineSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARKED, EXIT_LOCKED = 0, 1, 2, 3, 4
-
-
-def _open(args: argparse.Namespace, *, readonly: bool = False) -> SQLiteStore:
-    """The store of ``--state-dir``; ``readonly`` for commands that only read (they then
-    work on a read-only or full file system). StoreFault when it cannot be opened."""
-    connect: Connect = sqlite3.connect
-    flag = os.environ.get("CERTWRIGHT_IO_ERROR_WHILE")  # fault-injection hook (tests)
-    if flag:
-        from certwright.engine.testing import FailingIO
-        connect = FailingIO(Path(flag)).connect
-    return open_store(args.state_dir, readonly=readonly, connect=connect)
 
 
 def _load(name: str) -> Any:
@@ -73,12 +58,20 @@ def _engine(args: argparse.Namespace, run_id: str, services: dict[str, Any],
                   options=EngineOptions(scope=[run_id]), interceptors=hooks)
 
 
+class DaemonServes(RunLocked):
+    """A daemon serves the store, so this process may not drive runs in it (exit 4)."""
+
+    def __init__(self, state_dir: Path, pid: int) -> None:
+        CertwrightError.__init__(
+            self, f"a daemon (pid {pid}) serves the store in {state_dir}; use `certwright "
+                  f"run --no-wait` to hand it a run, or stop the daemon first")
+        self.pid = pid
+
+
 def _refuse_if_daemon(state_dir: Path) -> None:
     pid = daemon_lock(state_dir).holder()
     if pid:
-        raise CertwrightError(
-            f"a daemon (pid {pid}) serves the store in {state_dir}; use `certwright run "
-            f"--no-wait` to hand it a run, or stop the daemon first")
+        raise DaemonServes(state_dir, pid)
 
 
 def _refuse_foreign_folder(inputs: dict[str, Any]) -> None:
@@ -127,12 +120,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_id = check_run_id(args.run_id) if args.run_id else new_run_id(spec.name)
     if not args.no_wait:
         _refuse_if_daemon(args.state_dir)
+    # every input checked before any service starts (the embedded CA takes a second)
+    _refuse_foreign_folder(coerce_inputs(spec, given))
     with ExitStack() as stack:
         stack.enter_context(run_lock(args.state_dir, run_id))
         shown = stack.enter_context(RunOutput(args, run_id))
         services, given = start_services(spec, given, args.state_dir, stack)
         inputs = coerce_inputs(spec, given)
-        _refuse_foreign_folder(inputs)
         watcher = WaitWatcher()
         engine = _engine(args, run_id, services, watcher, shown)
         stack.callback(engine.close)
@@ -186,96 +180,6 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         engine.close()
     print(f"run {run.id} cancelled", file=sys.stderr)
     return EXIT_OK
-
-
-def _interrupted(state_dir: Path, run: RunRecord, daemon: int | None) -> bool:
-    """A run stored as running that nothing drives: its process died (killed, or a store
-    error ended it) and no daemon serves the store to pick it up."""
-    return run.status == RUNNING and not daemon and run_lock(state_dir, run.id).holder() is None
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    store = _open(args, readonly=True)
-    if args.run_id:
-        runs = [store.load_run(args.run_id)]
-    else:
-        runs = [r for r in store.list_runs() if args.all or r.status not in FINISHED]
-    daemon = daemon_lock(args.state_dir).holder()
-    stopped = {r.id for r in runs if _interrupted(args.state_dir, r, daemon)}
-    from certwright.engine.daemon.renew import renewals_status
-    renewals = renewals_status(args.state_dir)
-    if args.json:
-        print(json.dumps({"daemon_pid": daemon, "renewals": renewals,
-                          "runs": [{**summary(r), "interrupted": r.id in stopped}
-                                   for r in runs]}, indent=2))
-        return EXIT_OK
-    now = clock_from_env().now()
-    print(f"daemon: {f'serving (pid {daemon})' if daemon else 'not running'}")
-    rows = [("RUN", "PIPELINE", "STATE", "STATUS", "WAITING FOR", "DEADLINE")]
-    for r in runs:
-        deadline = ""
-        if r.deadline:
-            left = (parse_instant(r.deadline) - now).total_seconds()
-            from certwright.engine.model.spec import format_duration
-            deadline = f"{r.deadline[:16]}Z ({format_duration(left)} left)" if left > 0 \
-                else f"{r.deadline[:16]}Z (passed)"
-        waiting = (r.waiting or (f"retry: {r.error}" if r.status == "backoff" else ""))[:60]
-        if r.alarms:
-            waiting = f"ALARM: {r.alarms[-1]}"[:60]
-        status = r.status
-        if r.id in stopped:
-            status, waiting = "interrupted", f"resume with: certwright resume {r.id}"
-        rows.append((r.id, r.pipeline, r.state, status, waiting, deadline))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    if args.run_id and runs[0].error:
-        print(f"error: {runs[0].error}")
-    if renewals and not args.run_id:
-        print("renewals:")
-        for item in renewals:
-            when = f"{str(item['next_at'])[:16]}Z" if item["next_at"] else "when it ends"
-            line = f"  {item['name']}: {item['status']}, next {when}"
-            if item["status"] == "revoked":
-                line = f"  {item['name']}: revoked, never renewed"
-            if item.get("attempts"):
-                line += (f" (failed {item['attempts']}x: "
-                         f"{str(item.get('last_error') or '')[:60]})")
-            print(line)
-    return EXIT_OK
-
-
-def cmd_history(args: argparse.Namespace) -> int:
-    store = _open(args, readonly=True)
-    store.load_run(args.run_id)
-    entries = store.journal(args.run_id)
-    if args.json:
-        print(json.dumps([{"seq": e.seq, "at": e.at, "kind": e.kind, "data": e.data}
-                          for e in entries], indent=2))
-        return EXIT_OK
-    for e in entries:
-        print(f"{e.seq:>6}  {e.at[:23]}Z  {e.kind:<13} {_describe(e.kind, e.data)}")
-    return EXIT_OK
-
-
-def _describe(kind: str, d: dict[str, Any]) -> str:
-    if kind == "created":
-        return f"pipeline {d['pipeline']} ({d['spec_hash'][:12]})"
-    if kind == "entered":
-        extra = f" [{d['final']}]" if d.get("final") else ""
-        dl = f" deadline {d['deadline'][:19]}Z" if d.get("deadline") else ""
-        return f"{d.get('from') or '-'} -> {d['to']} on {d['trigger']}{extra}{dl}"
-    if kind == "step_started":
-        rec = " (recovering)" if d.get("recovering") else ""
-        return f"{d['step']} attempt {d['attempt']} key {d['key']}{rec}"
-    if kind == "step_done":
-        return f"{d['step']} done " + json.dumps(d["outputs"], default=str)[:120]
-    if kind == "step_waiting":
-        return f"{d['step']} waiting for {d['waiting']}"
-    if kind == "step_failed":
-        retry = f"; retry at {d['retry_at'][:19]}Z" if d.get("retry_at") else ""
-        return f"{d['step']} attempt {d['attempt']} failed: {d['error']}{retry}"
-    return json.dumps(d, default=str)[:160]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -10,16 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from certwright.engine.model.configfile import Config, Setting, config_paths
-from certwright.engine.model.spec import PipelineSpec
+if TYPE_CHECKING:  # the parser of every command imports this module: keep it cheap
+    from certwright.engine.model.configfile import Config, Setting
+    from certwright.engine.model.spec import PipelineSpec
 
 EXIT_OK = 0
 
 
 def load_config(args: argparse.Namespace) -> Config:
     """The configuration of ``--config`` (or the user's and system's files)."""
+    from certwright.engine.model.configfile import Config
     explicit = getattr(args, "config", None)
     return Config.load(Path(explicit) if explicit else None)
 
@@ -28,6 +30,7 @@ def input_settings(config: Config, spec: PipelineSpec, sets: dict[str, str]
                    ) -> dict[str, Setting]:
     """Every input a run of ``spec`` is given and where from: ``--set`` over the files
     (user's over system's); inputs neither sets are left to the pipeline's defaults."""
+    from certwright.engine.model.configfile import Setting
     out = config.input_settings(spec.name, spec.inputs)
     out.update({k: Setting(v, "--set") for k, v in sets.items()})
     return out
@@ -71,6 +74,7 @@ def _inputs_view(config: Config, spec: PipelineSpec, sets: dict[str, str]
 def cmd_config_show(args: argparse.Namespace) -> int:
     from certwright.engine.cli.commands import _load, parse_sets
     from certwright.engine.daemon.config import from_config
+    from certwright.engine.model.configfile import config_paths
     config = load_config(args)
     from_config(config)  # the daemon's values checked too (ConfigError, located)
     sets = parse_sets(args.set)

@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from certwright.engine.daemon.config import DaemonConfig, load_daemon_config, merge_args
-from certwright.errors import InputError, RunLocked
+# cheap to import (the parser of every command imports it): the config's reader, the
+# errors and the daemon are imported by the handler
+if TYPE_CHECKING:
+    from certwright.engine.daemon.config import DaemonConfig
 
 EXIT_OK, EXIT_USAGE, EXIT_LOCKED = 0, 2, 4
 
@@ -45,6 +47,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace) -> DaemonConfig:
     """The config file (if any) with the command line's values over it."""
+    from certwright.engine.daemon.config import load_daemon_config, merge_args
     explicit = getattr(args, "config", None)
     cfg = load_daemon_config(Path(explicit) if explicit else None)
     return merge_args(cfg, **overrides(args))
@@ -58,6 +61,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 def handler(args: argparse.Namespace) -> int:
     """Run the daemon in the foreground until stopped; returns the exit code."""
     from certwright.engine.daemon.service import Daemon
+    from certwright.errors import InputError, RunLocked
     try:
         cfg = build_config(args)
     except InputError as exc:

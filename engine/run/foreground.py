@@ -127,11 +127,3 @@ def _park_on_termination() -> Callable[[], None]:
         for sig, handler in old.items():
             signal.signal(sig, handler)
     return restore
-
-
-def summary(run: RunRecord) -> dict[str, Any]:
-    """A run as shown by ``status --json``."""
-    return {"run": run.id, "pipeline": run.pipeline, "state": run.state, "status": run.status,
-            "waiting_for": run.waiting, "deadline": run.deadline, "wake_at": run.wake_at,
-            "error": run.error, "alarms": run.alarms, "created": run.created,
-            "updated": run.updated, "version": run.spec_hash[:12]}

@@ -434,7 +434,7 @@ def test_an_alarm_output_is_recorded_on_the_run_and_shown_by_status(tmp_path, ca
     (journaled) and `status` shows it instead of what the run waits for."""
     import argparse
 
-    from certwright.engine.cli.commands import cmd_status
+    from certwright.engine.cli.status import cmd_status
     text = """
 pipeline: alarmed
 version: 1

@@ -1,0 +1,130 @@
+"""``certwright status`` and ``certwright history``: what the store says of runs.
+
+Both only read, so they work on a read-only store and while a daemon serves it; ``status``
+in a state folder without a store shows no runs and creates nothing.
+
+Hazard: ``status`` is one of the commands that must start at once (bench/cli_start.py):
+this module imports the store and nothing of the runner, the log library or the pipeline
+model at its top; the renewal schedule's reader is imported only when the store holds a
+certificate.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from certwright.clock import clock_from_env, parse_instant
+from certwright.engine.run.summary import summary
+from certwright.state import names as N
+from certwright.state.locks import daemon_lock, run_lock
+from certwright.state.records import FINISHED, RUNNING, RunRecord
+
+if TYPE_CHECKING:
+    from certwright.state.base import Store
+
+EXIT_OK = 0
+
+
+def _renewals(store: Store | None) -> list[dict[str, Any]]:
+    """The renewal schedule (from the inventory); none, and nothing imported, when the
+    store holds no certificate."""
+    if store is None or getattr(store, "outdated", False) or not store.list_certificates():
+        return []
+    from certwright.engine.daemon.renew import schedule
+    return schedule(store)
+
+
+def _interrupted(state_dir: Path, run: RunRecord, daemon: int | None) -> bool:
+    """A run stored as running that nothing drives: its process died (killed, or a store
+    error ended it) and no daemon serves the store to pick it up."""
+    return run.status == RUNNING and not daemon and run_lock(state_dir, run.id).holder() is None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    runs: list[RunRecord] = []
+    store: Store | None = None
+    if args.run_id or (args.state_dir / N.DB_FILE).exists():
+        from certwright.engine.cli.storeargs import open_store_of
+        store = open_store_of(args, readonly=True)
+        if args.run_id:
+            runs = [store.load_run(args.run_id)]
+        else:
+            runs = [r for r in store.list_runs() if args.all or r.status not in FINISHED]
+    daemon = daemon_lock(args.state_dir).holder()
+    stopped = {r.id for r in runs if _interrupted(args.state_dir, r, daemon)}
+    renewals = _renewals(store)
+    if args.json:
+        print(json.dumps({"daemon_pid": daemon, "renewals": renewals,
+                          "runs": [{**summary(r), "interrupted": r.id in stopped}
+                                   for r in runs]}, indent=2))
+        return EXIT_OK
+    now = clock_from_env().now()
+    print(f"daemon: {f'serving (pid {daemon})' if daemon else 'not running'}")
+    rows = [("RUN", "PIPELINE", "STATE", "STATUS", "WAITING FOR", "DEADLINE")]
+    for r in runs:
+        deadline = ""
+        if r.deadline:
+            left = (parse_instant(r.deadline) - now).total_seconds()
+            from certwright.engine.model.spec import format_duration
+            deadline = f"{r.deadline[:16]}Z ({format_duration(left)} left)" if left > 0 \
+                else f"{r.deadline[:16]}Z (passed)"
+        waiting = (r.waiting or (f"retry: {r.error}" if r.status == "backoff" else ""))[:60]
+        if r.alarms:
+            waiting = f"ALARM: {r.alarms[-1]}"[:60]
+        status = r.status
+        if r.id in stopped:
+            status, waiting = "interrupted", f"resume with: certwright resume {r.id}"
+        rows.append((r.id, r.pipeline, r.state, status, waiting, deadline))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    if args.run_id and runs[0].error:
+        print(f"error: {runs[0].error}")
+    if renewals and not args.run_id:
+        print("renewals:")
+        for item in renewals:
+            when = f"{str(item['next_at'])[:16]}Z" if item["next_at"] else "when it ends"
+            line = f"  {item['name']}: {item['status']}, next {when}"
+            if item["status"] == "revoked":
+                line = f"  {item['name']}: revoked, never renewed"
+            if item.get("attempts"):
+                line += (f" (failed {item['attempts']}x: "
+                         f"{str(item.get('last_error') or '')[:60]})")
+            print(line)
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from certwright.engine.cli.storeargs import open_store_of
+    store = open_store_of(args, readonly=True)
+    store.load_run(args.run_id)
+    entries = store.journal(args.run_id)
+    if args.json:
+        print(json.dumps([{"seq": e.seq, "at": e.at, "kind": e.kind, "data": e.data}
+                          for e in entries], indent=2))
+        return EXIT_OK
+    for e in entries:
+        print(f"{e.seq:>6}  {e.at[:23]}Z  {e.kind:<13} {_describe(e.kind, e.data)}")
+    return EXIT_OK
+
+
+def _describe(kind: str, d: dict[str, Any]) -> str:
+    if kind == "created":
+        return f"pipeline {d['pipeline']} ({d['spec_hash'][:12]})"
+    if kind == "entered":
+        extra = f" [{d['final']}]" if d.get("final") else ""
+        dl = f" deadline {d['deadline'][:19]}Z" if d.get("deadline") else ""
+        return f"{d.get('from') or '-'} -> {d['to']} on {d['trigger']}{extra}{dl}"
+    if kind == "step_started":
+        rec = " (recovering)" if d.get("recovering") else ""
+        return f"{d['step']} attempt {d['attempt']} key {d['key']}{rec}"
+    if kind == "step_done":
+        return f"{d['step']} done " + json.dumps(d["outputs"], default=str)[:120]
+    if kind == "step_waiting":
+        return f"{d['step']} waiting for {d['waiting']}"
+    if kind == "step_failed":
+        retry = f"; retry at {d['retry_at'][:19]}Z" if d.get("retry_at") else ""
+        return f"{d['step']} attempt {d['attempt']} failed: {d['error']}{retry}"
+    return json.dumps(d, default=str)[:160]
