@@ -108,7 +108,7 @@ def _revoke_at_issuer(args: argparse.Namespace, rec: CertificateRecord, reason: 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     """The command (see the module)."""
-    from certwright.engine.cli.commands import _open
+    from certwright.engine.cli.storeargs import open_store_of as _open
     store = _open(args)
     try:
         rec = find_record(store, args.name, args.state_dir)
