@@ -4,6 +4,9 @@ FastAPI documents a route's success and (its own shape of) 422. The rest is deri
 from the routes themselves when the document is first asked for, so it cannot drift
 from the code:
 
+* 408 and 431 for every route: the HTTP edge answers them before any route runs (request
+  headers too slow, ``header_timeout``, or a body too slow, ``body_timeout``; headers too
+  large, ``headers_too_large``; :mod:`certwright.ca.headerguard`, :mod:`.httpguard`);
 * 401 for every route that depends on the bearer-token dependency;
 * 400 (not JSON), 413 and 422 for every route that reads a body, 422 for every route
   with parameters;
@@ -39,9 +42,13 @@ DESCRIPTIONS: dict[int, str] = {
          "(`idempotency_key_reused`), an account that exists",
     410: "The link expired, was used or was cancelled (`link_expired`, `link_used`, "
          "`link_cancelled`)",
+    408: "The request headers or body did not arrive in time (`header_timeout`, "
+         "`body_timeout`); the connection is closed",
     413: "The request body is larger than this endpoint accepts",
     422: "An input is wrong; `message` names it and what is allowed (`bad_request`, "
          "`bad_csr`, `weak_key`, `public_suffix`, `unverified_domain`, ...)",
+    431: "The request headers are larger than the CA takes (`headers_too_large`); the "
+         "connection is closed",
     429: "Too many requests from this client or for this account; retry after the "
          "seconds in Retry-After",
     502: "The CA could not deliver its mail (`mail_undeliverable`); `reason` says why",
@@ -96,7 +103,7 @@ def _has_params(dependant: Dependant) -> bool:
 
 def derived_statuses(route: APIRoute, auth: Callable[..., Any]) -> set[int]:
     """The error statuses a route answers by its shape (see the module docstring)."""
-    statuses = set()
+    statuses = {408, 431}  # the HTTP edge's, before any route
     if _depends_on(route.dependant, auth):
         statuses.add(401)
     if route.body_field is not None:

@@ -79,7 +79,10 @@ class CAServer:
         # The edge's limits (connections, backlog, keep-alive, header size and time) are
         # CA settings; the header timeout lives in our subclass of uvicorn's protocol.
         settings = app.state.service.config
+        # log_config=None: uvicorn installs no handlers of its own (its default writes to
+        # stderr and stops propagation), so its loggers reach certwright's log routing.
         config = EdgeConfig(app, header_limits=header_limits(settings), log_level="warning",
+                            log_config=None,
                             access_log=False, lifespan="off", http=PROTOCOLS[HTTP_IMPL],
                             loop=LOOP_IMPL, ws="none", **uvicorn_limits(settings))
         self._server = uvicorn.Server(config)

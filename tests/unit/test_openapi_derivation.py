@@ -39,13 +39,14 @@ def responses(doc: dict, path: str, method: str) -> dict:
 
 def test_shape_gives_the_statuses() -> None:
     """A route with a body behind the auth dependency documents 400, 401, 413, 422 and
-    its own 409, every one with the Error schema; a route without either adds none."""
+    its own 409, every one with the Error schema; a route without either adds only the
+    HTTP edge's 408 and 431, which every route may answer."""
     doc = build().openapi()
     body = responses(doc, "/with-body", "post")
-    assert {"200", "400", "401", "409", "413", "422"} <= set(body)
-    for status in ("400", "401", "409", "413", "422"):
+    assert {"200", "400", "401", "408", "409", "413", "422", "431"} <= set(body)
+    for status in ("400", "401", "408", "409", "413", "422", "431"):
         assert body[status]["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/Error"}
-    assert set(responses(doc, "/plain", "get")) == {"200"}
+    assert set(responses(doc, "/plain", "get")) == {"200", "408", "431"}
     assert "HTTPValidationError" not in doc["components"]["schemas"]
     assert doc["components"]["schemas"]["Error"]["required"] == ["error", "message"]
