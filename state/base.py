@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from certwright.state.records import (
     CertificateRecord,
+    DaemonRecord,
     JournalEntry,
     RenewalRecord,
     RunRecord,
@@ -100,6 +101,15 @@ class Tx(Protocol):
 
     def delete_renewal(self, name: str) -> None:
         """Remove the renewal schedule's record of ``name`` (none: nothing happens)."""
+        ...
+
+    def put_daemon(self, daemon: DaemonRecord) -> None:
+        """Insert or replace the row of daemon ``daemon.id`` (its heartbeat); every field
+        comes back from ``list_daemons`` as put."""
+        ...
+
+    def delete_daemon(self, daemon_id: str) -> None:
+        """Remove daemon ``daemon_id``'s row (a graceful stop); none: nothing happens."""
         ...
 
 
@@ -171,6 +181,11 @@ class Store(Protocol):
 
     def list_renewals(self) -> list[RenewalRecord]:
         """Every record of the renewal schedule, by name (empty: none)."""
+        ...
+
+    def list_daemons(self) -> list[DaemonRecord]:
+        """Every daemon's last heartbeat, by id (empty: none); stale rows included, the
+        reader judges them by ``heartbeat`` and ``interval``."""
         ...
 
     def is_processed(self, source: str, ident: str) -> bool:

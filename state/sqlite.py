@@ -19,11 +19,18 @@ from typing import Any
 
 from certwright.errors import RunNotFound, StoreError
 from certwright.state import names as N
-from certwright.state._sqlite_tx import Tx, certificate_from_row, renewal_from_row, run_from_row
+from certwright.state._sqlite_tx import (
+    Tx,
+    certificate_from_row,
+    daemon_from_row,
+    renewal_from_row,
+    run_from_row,
+)
 from certwright.state.faults import StoreFault, guarded, store_fault
 from certwright.state.opening import Connect, check_integrity, open_reader, open_writer
 from certwright.state.records import (
     CertificateRecord,
+    DaemonRecord,
     JournalEntry,
     RenewalRecord,
     RunRecord,
@@ -325,6 +332,15 @@ class SQLiteStore:
             rows = self._db.execute(f"SELECT name, next_at, body FROM {N.T_RENEWALS} "
                                     f"ORDER BY name").fetchall()
         return [renewal_from_row(r) for r in rows]
+
+    @guarded("reading the daemons from")
+    def list_daemons(self) -> list[DaemonRecord]:
+        if self.outdated:  # a read-only look at a store from before the daemons table
+            return []
+        with self._lock:
+            rows = self._db.execute(f"SELECT id, heartbeat, body FROM {N.T_DAEMONS} "
+                                    f"ORDER BY id").fetchall()
+        return [daemon_from_row(r) for r in rows]
 
     @guarded("reading the processed log from")
     def is_processed(self, source: str, ident: str) -> bool:
