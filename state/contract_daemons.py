@@ -21,7 +21,7 @@ def daemon(daemon_id: str, **fields: object) -> DaemonRecord:
     values: dict[str, object] = {
         "host": "host-a.example.test", "pid": 4242, "started": AT,
         "heartbeat": "2026-01-01T00:00:10.000000Z", "interval": 10.0, "runs": 3,
-        "leases": 0, "metrics": "127.0.0.1:9464", "version": "0.1.0"}
+        "leases": 0, "metrics": "http://127.0.0.1:9464/metrics", "version": "0.1.0"}
     values.update(fields)
     return DaemonRecord(id=daemon_id, **values)  # type: ignore[arg-type]
 

@@ -128,6 +128,9 @@ class RenewalRecord:
     updated: str = ""
 
 
+STALE_BEATS = 3  # a daemon's row older than this many heartbeat intervals is stale
+
+
 @dataclass
 class DaemonRecord:
     """One daemon serving the store, as its last heartbeat put it (one row per ``id``,
@@ -138,7 +141,7 @@ class DaemonRecord:
     (the process hangs, is stopped, or died without its goodbye, which deletes the row).
     ``runs``: the unfinished runs it drove at that heartbeat; ``leases``: the run leases it
     held (0 with SQLite, where one daemon serves a store under a file lock; the PostgreSQL
-    store's leases fill it); ``metrics``: where it serves ``/metrics`` (HOST:PORT), if it does.
+    store's leases fill it); ``metrics``: the URL of its ``/metrics``, if it serves one.
     """
 
     id: str
@@ -151,3 +154,7 @@ class DaemonRecord:
     leases: int = 0
     metrics: str | None = None
     version: str = ""
+
+    def is_stale(self, age: float) -> bool:
+        """Whether a heartbeat ``age`` seconds old is past :data:`STALE_BEATS` intervals."""
+        return age > STALE_BEATS * self.interval

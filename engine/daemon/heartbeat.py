@@ -29,14 +29,6 @@ from certwright.state.records import BACKOFF, RUNNING, WAITING, DaemonRecord
 
 log = structlog.get_logger("certwright.daemon")
 
-STALE_BEATS = 3  # a row older than this many intervals is stale
-
-
-def is_stale(row: DaemonRecord, age: float) -> bool:
-    """Whether a heartbeat ``age`` seconds old is past :data:`STALE_BEATS` intervals."""
-    return age > STALE_BEATS * row.interval
-
-
 class Heartbeat:
     """This daemon's row (see the module). ``metrics``: where it serves ``/metrics``."""
 

@@ -43,10 +43,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from certwright.clock import Clock, parse_instant
-from certwright.engine.daemon.heartbeat import STALE_BEATS, is_stale
 from certwright.engine.run.interceptor import Interceptor, StepOutcome
 from certwright.state.base import Store
-from certwright.state.records import REVOKED, WAITING, RunRecord
+from certwright.state.records import REVOKED, STALE_BEATS, WAITING, RunRecord
 
 __all__ = ["CERT_LABELS", "EngineMetrics", "StoreCollector", "daemon_registry",
            "metric_names"]
@@ -243,7 +242,7 @@ class StoreCollector(Collector):
         for d in self.store.list_daemons():
             at = parse_instant(d.heartbeat)
             beat.add_metric([d.id], at.timestamp())
-            stale.add_metric([d.id], float(is_stale(d, (now - at).total_seconds())))
+            stale.add_metric([d.id], float(d.is_stale((now - at).total_seconds())))
             held.add_metric([d.id], d.leases)
             driven.add_metric([d.id], d.runs)
         yield beat
