@@ -56,9 +56,12 @@ class CACollector(Collector):
         now = format_instant(self.clock.now())
         uri = f"file:{self.db}?mode=ro"
         with closing(sqlite3.connect(uri, uri=True, timeout=10)) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE "
+                                               "type='table'")}
+
             def one(sql: str, *args: Any) -> Any:
                 return db.execute(sql, args).fetchone()[0] or 0
-            return {
+            got: dict[str, Any] = {
                 "issued": one("SELECT COUNT(*) FROM certificates"),
                 "revoked": one("SELECT COUNT(*) FROM certificates WHERE revoked_at IS NOT NULL"),
                 "valid": one("SELECT COUNT(*) FROM certificates WHERE revoked_at IS NULL "
@@ -66,12 +69,14 @@ class CACollector(Collector):
                 "probes": one("SELECT COUNT(*) FROM links WHERE kind='domain'"),
                 "events": db.execute("SELECT event, COUNT(*) FROM audit GROUP BY event "
                                      "ORDER BY event").fetchall(),
-                "mail": dict(db.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status")
-                             .fetchall()),
-                "retries": one("SELECT SUM(MAX(attempts - 1, 0)) FROM outbox"),
-                "oldest": db.execute("SELECT MIN(created_at) FROM outbox WHERE "
-                                     "status='pending'").fetchone()[0],
-            }
+                "mail": {}, "retries": 0, "oldest": None}
+            if "outbox" in tables:  # made when the CA first serves (ca.outbox)
+                got["mail"] = dict(db.execute("SELECT status, COUNT(*) FROM outbox "
+                                              "GROUP BY status").fetchall())
+                got["retries"] = one("SELECT SUM(MAX(attempts - 1, 0)) FROM outbox")
+                got["oldest"] = db.execute("SELECT MIN(created_at) FROM outbox WHERE "
+                                           "status='pending'").fetchone()[0]
+            return got
 
     def collect(self) -> Iterator[Metric]:
         got = self._read()
