@@ -139,6 +139,11 @@ class Store(Protocol):
         record is decoded), for start-up with many parked runs."""
         ...
 
+    def run_counts(self) -> list[tuple[str, str, str, int]]:
+        """(pipeline, state, status, how many runs) for each combination that has runs,
+        sorted; cheap (no record is decoded), for ``/metrics`` at every scrape."""
+        ...
+
     def journal(self, run_id: str) -> list[JournalEntry]:
         """The run's journal in seq order; empty for an unknown run."""
         ...

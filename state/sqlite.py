@@ -248,6 +248,15 @@ class SQLiteStore:
                 f"SELECT id, spec_hash FROM {N.T_RUNS} WHERE status IN "
                 f"({','.join('?' * len(args))})", args).fetchall()
 
+    @guarded("reading runs from")
+    def run_counts(self) -> list[tuple[str, str, str, int]]:
+        with self._lock:
+            self._flush_open_tx()
+            rows = self._db.execute(
+                f"SELECT pipeline, state, status, COUNT(*) FROM {N.T_RUNS} "
+                f"GROUP BY pipeline, state, status ORDER BY pipeline, state, status").fetchall()
+        return [(r[0], r[1], r[2], int(r[3])) for r in rows]
+
     @guarded("reading the journal from")
     def journal(self, run_id: str) -> list[JournalEntry]:
         with self._lock:

@@ -140,15 +140,11 @@ class StoreCollector(Collector):
                                  "status", labels=["pipeline", "state", "status"])
         waits = GaugeMetricFamily("certwright_waits", "Runs parked waiting, by what they wait "
                                   "for (mail, file, time)", labels=["kind"])
-        counts: dict[tuple[str, str, str], int] = {}
+        for pipeline, state, status, n in self.store.run_counts():
+            runs.add_metric([pipeline, state, status], n)
         kinds = dict.fromkeys(("mail", "file", "time", "other"), 0)
-        for run in self.store.list_runs():
-            key = (run.pipeline, run.state, run.status)
-            counts[key] = counts.get(key, 0) + 1
-            if run.status == WAITING:
-                kinds[_wait_kind(run, self.store.correlations(run.id))] += 1
-        for key, n in sorted(counts.items()):
-            runs.add_metric(list(key), n)
+        for run in self.store.list_runs([WAITING]):
+            kinds[_wait_kind(run, self.store.correlations(run.id))] += 1
         for kind, n in kinds.items():
             waits.add_metric([kind], n)
         yield runs
