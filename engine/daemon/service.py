@@ -4,15 +4,18 @@ Start-up, in order: take the daemon lock (a second daemon on the same store is r
 naming the first one's pid); open the store; start the embedded CA and mail server if asked;
 ``engine.open()`` (timers loaded; running runs driven; overdue deadlines fire on the first
 pump); recover and scan the inbox; load the pipelines folder; watch and scan each Maildir's
-``new/`` (mail that arrived while down); start the IMAP sources; then loop.
+``new/`` (mail that arrived while down); start the IMAP sources; write the heartbeat row
+(:mod:`engine.daemon.heartbeat`); then loop. With ``metrics_listen`` the ``/metrics``
+listener starts before the engine opens (:mod:`engine.daemon.metrics`: a collector that
+reads the store at each scrape, and an interceptor that counts what the engine commits).
 
 The loop is ``engine.pump(timeout)``, which blocks until an event arrives or the next timer
 is due (one timer heap for every deadline; no thread per run or timer). Watchers (inotify
 threads) only translate file events into ``engine.submit(...)`` or note names for the loop.
 Once a second at most (and only when something woke the loop or a second passed) the loop
-does its housekeeping: unclaimed-mail sweep, inbox files, pipeline reloads, renewals, and
-every ``sync_interval`` ``engine.sync(adopt=...)`` for runs and timers that other processes
-(``certwright run --no-wait``) added.
+does its housekeeping: unclaimed-mail sweep, the heartbeat, inbox files, pipeline reloads,
+renewals, and every ``sync_interval`` ``engine.sync(adopt=...)`` for runs and timers that
+other processes (``certwright run --no-wait``) added.
 
 Signals: SIGTERM/SIGINT stop taking events, let the current pump's transaction commit and
 leave: steps still executing stay "started" in the journal and run again, with the same
