@@ -270,7 +270,7 @@ class Daemon:
             return []
         from certwright.engine.daemon.metrics import daemon_registry
         from certwright.metrics_http import serve_metrics
-        reader = open_store(self.state_dir)  # scrapes read apart from the engine's writes
+        reader = open_store(self.state_dir, readonly=True)  # scrapes never write
         stack.callback(reader.close)
         registry, hook = daemon_registry(
             reader, self.clock, cert_labels=self.cfg.metrics_certificates,
