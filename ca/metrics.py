@@ -18,8 +18,8 @@ Served by :func:`serve_ca_metrics` on a listener of its own (``ca serve --metric
 never on the CA's public app: its address is meant for loopback or a monitoring network.
 
 Hazard: imports prometheus_client (the CLI imports this module only for
-``--metrics-listen``). A scrape that cannot read the store raises; prometheus_client
-answers that scrape with a 500.
+``--metrics-listen``). A scrape that cannot read the store answers
+``certwright_ca_store_readable 0`` and logs why (the next one tries again).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -38,6 +39,8 @@ from certwright.clock import Clock, SystemClock, format_instant, parse_instant
 from certwright.metrics_http import MetricsServer, serve_metrics
 
 __all__ = ["CACollector", "ca_registry", "serve_ca_metrics"]
+
+log = structlog.get_logger("ca.metrics")
 
 MAIL_STATUSES = ("pending", "sent", "failed")
 
@@ -79,7 +82,22 @@ class CACollector(Collector):
             return got
 
     def collect(self) -> Iterator[Metric]:
-        got = self._read()
+        """Every family, read now; a store that cannot be read gives
+        ``certwright_ca_store_readable 0`` (and a log line) and the HTTP counts only."""
+        try:
+            got = self._read()
+        except sqlite3.Error as exc:
+            log.warning("metrics_store_unreadable", db=str(self.db), error=str(exc))
+            yield GaugeMetricFamily("certwright_ca_store_readable", "1 when this scrape "
+                                    "could read the CA's store", value=0)
+            yield from self._http()
+            return
+        yield GaugeMetricFamily("certwright_ca_store_readable", "1 when this scrape could "
+                                "read the CA's store", value=1)
+        yield from self._store_families(got)
+        yield from self._http()
+
+    def _store_families(self, got: dict[str, Any]) -> Iterator[Metric]:
         yield CounterMetricFamily("certwright_ca_certificates_issued",
                                   "Certificates the CA issued", value=got["issued"])
         yield CounterMetricFamily("certwright_ca_certificates_revoked",
@@ -106,6 +124,8 @@ class CACollector(Collector):
             oldest = max(0.0, (self.clock.now() - parse_instant(got["oldest"])).total_seconds())
         yield GaugeMetricFamily("certwright_ca_mail_oldest_pending_seconds", "Age of the "
                                 "oldest message still to be sent (0: none)", value=oldest)
+
+    def _http(self) -> Iterator[Metric]:
         if self.http_counts is not None:
             counts = self.http_counts()
             http = CounterMetricFamily("certwright_ca_http_responses", "HTTP responses by "

@@ -28,8 +28,7 @@ PostgreSQL store's run leases fill them (the heartbeat row's ``leases``).
 Hazards: this module imports prometheus_client, so the daemon imports it only when
 metrics are enabled. Hooks run in the engine's core loop: they only count (a dict
 update under prometheus_client's lock) and never raise; a scrape that cannot read the
-store raises, and prometheus_client answers that scrape with a 500 (the next one tries
-again).
+store gives ``certwright_store_readable 0`` and a log line (the next one tries again).
 """
 from __future__ import annotations
 
@@ -38,17 +37,21 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from certwright.clock import Clock, parse_instant
 from certwright.engine.run.interceptor import Interceptor, StepOutcome
+from certwright.errors import CertwrightError
 from certwright.state.base import Store
 from certwright.state.records import REVOKED, STALE_BEATS, WAITING, RunRecord
 
 __all__ = ["CERT_LABELS", "EngineMetrics", "StoreCollector", "daemon_registry",
            "metric_names"]
+
+log = structlog.get_logger("certwright.daemon.metrics")
 
 CERT_LABELS = 100  # certificate names with a series of their own (the soonest to expire)
 
@@ -127,12 +130,20 @@ class StoreCollector(Collector):
         self.mail_counts = mail_counts
 
     def collect(self) -> Iterator[Metric]:
+        """Every family, read now. A store that cannot be read (a StoreFault: the disk,
+        a damaged file) gives ``certwright_store_readable 0`` and the mail counts, and
+        is logged, rather than a failed scrape with a traceback."""
         now = self.clock.now()
-        yield from self._runs()
-        yield from self._timers(now)
-        yield from self._certificates(now)
-        yield from self._renewals(now)
-        yield from self._daemons(now)
+        try:
+            families = [*self._runs(), *self._timers(now), *self._certificates(now),
+                        *self._renewals(now), *self._daemons(now)]
+        except CertwrightError as exc:
+            log.warning("metrics_store_unreadable", error=str(exc))
+            families = []
+        yield GaugeMetricFamily("certwright_store_readable", "1 when this scrape could read "
+                                "the store (0: its gauges are missing; the log says why)",
+                                value=float(bool(families)))
+        yield from families
         yield from self._mail()
 
     def _runs(self) -> Iterator[Metric]:

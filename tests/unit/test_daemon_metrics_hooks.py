@@ -62,3 +62,32 @@ def test_transitions_and_finished_runs_are_counted() -> None:
     assert _sample(registry, "certwright_runs_finished_total", pipeline="p",
                    status="succeeded") == 1
     assert hook._started == {}  # a finished run's open step is forgotten
+
+
+def test_a_store_that_cannot_be_read_is_a_metric_not_a_traceback(tmp_path) -> None:
+    """A scrape of a store that fails answers certwright_store_readable 0 (and logs why)
+    rather than an error page with a traceback in the daemon's output."""
+    from certwright.clock import FakeClock
+    from certwright.engine.daemon.metrics import daemon_registry
+    from certwright.engine.testing import FailingIO
+    from certwright.state.sqlite import SQLiteStore
+    flag = tmp_path / "eio"  # while it exists, every read fails with EIO (engine.testing)
+    store = SQLiteStore(tmp_path / "certwright.sqlite", connect=FailingIO(flag).connect)
+    try:
+        registry, _ = daemon_registry(store, FakeClock())
+        assert registry.get_sample_value("certwright_store_readable") == 1
+        flag.touch()
+        assert registry.get_sample_value("certwright_store_readable") == 0
+        assert registry.get_sample_value("certwright_waits", {"kind": "file"}) is None
+        flag.unlink()
+        assert registry.get_sample_value("certwright_store_readable") == 1
+    finally:
+        store.close()
+
+
+def test_the_ca_store_that_cannot_be_read_is_a_metric(tmp_path) -> None:
+    """A CA folder whose store is missing answers certwright_ca_store_readable 0."""
+    from certwright.ca.metrics import ca_registry
+    registry = ca_registry(tmp_path / "missing" / "ca.sqlite3")
+    assert registry.get_sample_value("certwright_ca_store_readable") == 0
+    assert registry.get_sample_value("certwright_ca_certificates_issued_total") is None
