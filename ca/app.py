@@ -27,6 +27,7 @@ from certwright.ca import _pages
 from certwright.ca._openapi import PemFile, PkixCert, PkixCrl, allowed_methods, errors, repeat
 from certwright.ca._openapi import install as install_openapi
 from certwright.ca.errors import ApiError
+from certwright.ca.httpcounts import CountStatuses, StatusCounts
 from certwright.ca.httpguard import BodyGuard
 from certwright.ca.service import CAService
 from certwright.clock import Clock
@@ -155,6 +156,9 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     # Added first, so it runs inside the request log (which logs its 413 and 408).
     app.add_middleware(BodyGuard, config=svc.config)
     app.add_middleware(_RequestLog)
+    # Outermost: every response counted by status class, for /metrics (ca.httpcounts).
+    app.state.http_status_counts = StatusCounts()
+    app.add_middleware(CountStatuses, counts=app.state.http_status_counts)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:

@@ -107,6 +107,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise
         print(f"certwright ca serve: {why}", file=sys.stderr)
         return 2
+    metrics = None
+    if args.metrics_listen is not None:
+        from certwright.ca.metrics import serve_ca_metrics
+        try:
+            metrics = serve_ca_metrics(server, *args.metrics_listen)
+        except OSError as exc:
+            why = bind_failure(exc, *args.metrics_listen)
+            server.stop()
+            if why is None:
+                raise
+            print(f"certwright ca serve: metrics: {why.replace('--listen', '--metrics-listen')}",
+                  file=sys.stderr)
+            return 2
+        print(f"metrics on {metrics.url}", flush=True)
     configured = args.weak_key_blocklist or load_config(server.ca_dir)["weak_key_blocklist"]
     if find_blocklist(server.ca_dir, configured) is None:
         print(f"warning: {MISSING_BLOCKLIST}", file=sys.stderr, flush=True)
@@ -117,6 +131,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if metrics is not None:
+            metrics.stop()
         server.stop()
     return 0
 
@@ -151,5 +167,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument("--weak-key-blocklist", metavar="PATH",
                        help="refuse the compromised keys listed here (default: the CA's "
                             "weak_key_blocklist setting, else badkeys' own cache folder)")
+    serve.add_argument("--metrics-listen", type=_hostport, metavar="HOST:PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics, apart "
+                            "from the CA's public address (bind it to loopback or a "
+                            "monitoring network)")
     serve.set_defaults(func=cmd_serve)
     return ca

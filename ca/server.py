@@ -58,6 +58,13 @@ class CAServer:
         return f"http://{host}:{self.port}"
 
     @property
+    def app(self) -> Any:
+        """The ASGI app it serves (valid after start())."""
+        if self._server is None:
+            raise RuntimeError("the CA server is not started")
+        return self._server.config.app
+
+    @property
     def public_url(self) -> str:
         return (self._public_url or self.url).rstrip("/")
 

@@ -12,7 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from certwright.state import names as N
-from certwright.state.records import CertificateRecord, JournalEntry, RenewalRecord, RunRecord
+from certwright.state.records import (
+    CertificateRecord,
+    DaemonRecord,
+    JournalEntry,
+    RenewalRecord,
+    RunRecord,
+)
 
 _BODY_FIELDS = ("entry", "step_index", "attempt", "inflight", "inputs", "vars", "memo",
                 "waiting", "watch", "deadline", "wake_at", "counters", "error", "alarms", "seq")
@@ -127,6 +133,15 @@ class Tx:
     def delete_renewal(self, name: str) -> None:
         self._db.execute(f"DELETE FROM {N.T_RENEWALS} WHERE name=?", (name,))
 
+    def put_daemon(self, daemon: DaemonRecord) -> None:
+        body = {k: v for k, v in vars(daemon).items() if k not in ("id", "heartbeat")}
+        self._db.execute(
+            f"INSERT OR REPLACE INTO {N.T_DAEMONS}(id, heartbeat, body) VALUES(?,?,?)",
+            (daemon.id, daemon.heartbeat, _dumps(body)))
+
+    def delete_daemon(self, daemon_id: str) -> None:
+        self._db.execute(f"DELETE FROM {N.T_DAEMONS} WHERE id=?", (daemon_id,))
+
     def mark_processed(self, source: str, ident: str, run_id: str | None) -> bool:
         cur = self._db.execute(
             f"INSERT OR IGNORE INTO {N.T_PROCESSED}(source, ident, run_id, at) VALUES(?,?,?,?)",
@@ -146,3 +161,7 @@ def certificate_from_row(row: tuple[Any, ...]) -> CertificateRecord:
 
 def renewal_from_row(row: tuple[Any, ...]) -> RenewalRecord:
     return RenewalRecord(name=row[0], next_at=row[1], **json.loads(row[2]))
+
+
+def daemon_from_row(row: tuple[Any, ...]) -> DaemonRecord:
+    return DaemonRecord(id=row[0], heartbeat=row[1], **json.loads(row[2]))

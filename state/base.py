@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from certwright.state.records import (
     CertificateRecord,
+    DaemonRecord,
     JournalEntry,
     RenewalRecord,
     RunRecord,
@@ -102,6 +103,15 @@ class Tx(Protocol):
         """Remove the renewal schedule's record of ``name`` (none: nothing happens)."""
         ...
 
+    def put_daemon(self, daemon: DaemonRecord) -> None:
+        """Insert or replace the row of daemon ``daemon.id`` (its heartbeat); every field
+        comes back from ``list_daemons`` as put."""
+        ...
+
+    def delete_daemon(self, daemon_id: str) -> None:
+        """Remove daemon ``daemon_id``'s row (a graceful stop); none: nothing happens."""
+        ...
+
 
 class Store(Protocol):
     """A durable store of runs, their journals, timers, correlations, specs and secrets."""
@@ -127,6 +137,11 @@ class Store(Protocol):
     def run_ids(self, statuses: Iterable[str]) -> list[tuple[str, str]]:
         """(id, spec_hash) of the runs with one of ``statuses``, in no order; cheap (no
         record is decoded), for start-up with many parked runs."""
+        ...
+
+    def run_counts(self) -> list[tuple[str, str, str, int]]:
+        """(pipeline, state, status, how many runs) for each combination that has runs,
+        sorted; cheap (no record is decoded), for ``/metrics`` at every scrape."""
         ...
 
     def journal(self, run_id: str) -> list[JournalEntry]:
@@ -171,6 +186,11 @@ class Store(Protocol):
 
     def list_renewals(self) -> list[RenewalRecord]:
         """Every record of the renewal schedule, by name (empty: none)."""
+        ...
+
+    def list_daemons(self) -> list[DaemonRecord]:
+        """Every daemon's last heartbeat, by id (empty: none); stale rows included, the
+        reader judges them by ``heartbeat`` and ``interval``."""
         ...
 
     def is_processed(self, source: str, ident: str) -> bool:

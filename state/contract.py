@@ -50,9 +50,10 @@ def entry(run_id: str, n: int = 0, kind: str = "note") -> JournalEntry:
 
 
 def run(run_id: str, status: str = WAITING, **fields: Any) -> RunRecord:
-    """A run record with every column set."""
-    return RunRecord(id=run_id, pipeline="contract", spec_hash="c" * 64, state="asking",
-                     status=status, created=AT, updated=AT, **fields)
+    """A run record with every column set (``fields`` override, pipeline and state too)."""
+    columns: dict[str, Any] = {"pipeline": "contract", "state": "asking", **fields}
+    return RunRecord(id=run_id, spec_hash="c" * 64, status=status, created=AT, updated=AT,
+                     **columns)
 
 
 class Boom(Exception):
@@ -249,6 +250,18 @@ class StoreContract:
             assert store.run_ids([RUNNING]) == [("r1", "c" * 64)]
             assert set(store.run_ids([RUNNING, WAITING])) == {("r1", "c" * 64),
                                                               ("r2", "c" * 64)}
+
+    def test_run_counts_group_runs_by_pipeline_state_and_status(self, tmp_path: Path) -> None:
+        """run_counts gives how many runs each (pipeline, state, status) has, sorted."""
+        with self.opened(tmp_path) as store:
+            assert store.run_counts() == []
+            with store.transaction() as tx:
+                for rid, status in (("r1", WAITING), ("r2", WAITING), ("r3", BACKOFF)):
+                    tx.put_run(run(rid, status))
+                tx.put_run(run("r4", WAITING, pipeline="other", state="done"))
+            assert store.run_counts() == [("contract", "asking", BACKOFF, 1),
+                                          ("contract", "asking", WAITING, 2),
+                                          ("other", "done", WAITING, 1)]
 
     def test_empty_filters_match_nothing(self, tmp_path: Path) -> None:
         """No statuses list no runs; clearing timers of no kinds clears none."""

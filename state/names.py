@@ -16,6 +16,7 @@ T_PROCESSED = "processed"
 T_SECRETS = "secrets"
 T_CERTIFICATES = "certificates"
 T_RENEWALS = "renewals"
+T_DAEMONS = "daemons"
 
 # Schema migrations, applied in order; meta.schema_version says how many ran.
 # Never edit a released entry: append a new one.
@@ -57,5 +58,10 @@ MIGRATIONS: tuple[str, ...] = (
     # certificate is due comes from its certificates row.
     f"""
     CREATE TABLE {T_RENEWALS} (name TEXT PRIMARY KEY, next_at TEXT, body TEXT NOT NULL);
+    """,
+    # 5: the daemons serving the store, one row per daemon id, rewritten by its heartbeat
+    # (see records.DaemonRecord): `status` shows them and which went stale.
+    f"""
+    CREATE TABLE {T_DAEMONS} (id TEXT PRIMARY KEY, heartbeat TEXT NOT NULL, body TEXT NOT NULL);
     """,
 )

@@ -126,3 +126,35 @@ class RenewalRecord:
     run_id: str | None = None      # the renewal run started and not settled yet
     renews: str = ""               # the run whose certificate it renews
     updated: str = ""
+
+
+STALE_BEATS = 3  # a daemon's row older than this many heartbeat intervals is stale
+
+
+@dataclass
+class DaemonRecord:
+    """One daemon serving the store, as its last heartbeat put it (one row per ``id``,
+    ``host:pid`` of the process, so several daemons on several hosts each have theirs).
+
+    ``heartbeat`` is the instant (UTC, by the daemon's clock) of its last write, every
+    ``interval`` seconds; a reader calls a row stale when it is older than 3 intervals
+    (the process hangs, is stopped, or died without its goodbye, which deletes the row).
+    ``runs``: the unfinished runs it drove at that heartbeat; ``leases``: the run leases it
+    held (0 with SQLite, where one daemon serves a store under a file lock; the PostgreSQL
+    store's leases fill it); ``metrics``: the URL of its ``/metrics``, if it serves one.
+    """
+
+    id: str
+    host: str
+    pid: int
+    started: str                   # ISO instants, UTC
+    heartbeat: str
+    interval: float = 10.0
+    runs: int = 0
+    leases: int = 0
+    metrics: str | None = None
+    version: str = ""
+
+    def is_stale(self, age: float) -> bool:
+        """Whether a heartbeat ``age`` seconds old is past :data:`STALE_BEATS` intervals."""
+        return age > STALE_BEATS * self.interval

@@ -19,11 +19,18 @@ from typing import Any
 
 from certwright.errors import RunNotFound, StoreError
 from certwright.state import names as N
-from certwright.state._sqlite_tx import Tx, certificate_from_row, renewal_from_row, run_from_row
+from certwright.state._sqlite_tx import (
+    Tx,
+    certificate_from_row,
+    daemon_from_row,
+    renewal_from_row,
+    run_from_row,
+)
 from certwright.state.faults import StoreFault, guarded, store_fault
 from certwright.state.opening import Connect, check_integrity, open_reader, open_writer
 from certwright.state.records import (
     CertificateRecord,
+    DaemonRecord,
     JournalEntry,
     RenewalRecord,
     RunRecord,
@@ -241,6 +248,15 @@ class SQLiteStore:
                 f"SELECT id, spec_hash FROM {N.T_RUNS} WHERE status IN "
                 f"({','.join('?' * len(args))})", args).fetchall()
 
+    @guarded("reading runs from")
+    def run_counts(self) -> list[tuple[str, str, str, int]]:
+        with self._lock:
+            self._flush_open_tx()
+            rows = self._db.execute(
+                f"SELECT pipeline, state, status, COUNT(*) FROM {N.T_RUNS} "
+                f"GROUP BY pipeline, state, status ORDER BY pipeline, state, status").fetchall()
+        return [(r[0], r[1], r[2], int(r[3])) for r in rows]
+
     @guarded("reading the journal from")
     def journal(self, run_id: str) -> list[JournalEntry]:
         with self._lock:
@@ -325,6 +341,15 @@ class SQLiteStore:
             rows = self._db.execute(f"SELECT name, next_at, body FROM {N.T_RENEWALS} "
                                     f"ORDER BY name").fetchall()
         return [renewal_from_row(r) for r in rows]
+
+    @guarded("reading the daemons from")
+    def list_daemons(self) -> list[DaemonRecord]:
+        if self.outdated:  # a read-only look at a store from before the daemons table
+            return []
+        with self._lock:
+            rows = self._db.execute(f"SELECT id, heartbeat, body FROM {N.T_DAEMONS} "
+                                    f"ORDER BY id").fetchall()
+        return [daemon_from_row(r) for r in rows]
 
     @guarded("reading the processed log from")
     def is_processed(self, source: str, ident: str) -> bool:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,57 @@ def _interrupted(state_dir: Path, run: RunRecord, daemon: int | None) -> bool:
     return run.status == RUNNING and not daemon and run_lock(state_dir, run.id).holder() is None
 
 
+def _alive_here(host: str, pid: int) -> bool:
+    """False when ``pid`` is known not to run on this host (a row of another host, or a
+    pid we may not signal, counts as alive: only its heartbeat can tell)."""
+    import os
+    import socket
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _daemons(store: Store | None, now: datetime) -> list[dict[str, Any]]:
+    """The daemons' heartbeat rows, each with its age and state: serving, stale (no
+    heartbeat for 3 intervals: hung or stopped) or gone (its pid is not running here)."""
+    if store is None:
+        return []
+    out = []
+    for d in store.list_daemons():
+        age = (now - parse_instant(d.heartbeat)).total_seconds()
+        state = "gone" if not _alive_here(d.host, d.pid) \
+            else "stale" if d.is_stale(age) else "serving"
+        out.append({**vars(d), "heartbeat_age_s": round(age, 1),
+                    "stale": state != "serving", "state": state})
+    return out
+
+
+def _print_daemons(rows: list[dict[str, Any]]) -> None:
+    from certwright.engine.model.spec import format_duration
+    table = [("HOST", "PID", "STARTED", "LAST HEARTBEAT", "RUNS", "LEASES", "STATE")]
+    for d in rows:
+        age = d["heartbeat_age_s"]
+        ago = f"{format_duration(age)} ago" if age >= 1 else "now"
+        state = d["state"] if d["state"] == "serving" else \
+            f"{d['state']} (no heartbeat for {format_duration(max(age, 0))})"
+        table.append((d["host"], str(d["pid"]), f"{d['started'][:16]}Z",
+                      f"{d['heartbeat'][:19]}Z ({ago})", str(d["runs"]), str(d["leases"]),
+                      state))
+    _print_table(table)
+
+
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     runs: list[RunRecord] = []
     store: Store | None = None
@@ -55,13 +108,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     daemon = daemon_lock(args.state_dir).holder()
     stopped = {r.id for r in runs if _interrupted(args.state_dir, r, daemon)}
     renewals = _renewals(store)
+    now = clock_from_env().now()
+    daemons = _daemons(store, now)
     if args.json:
-        print(json.dumps({"daemon_pid": daemon, "renewals": renewals,
+        print(json.dumps({"daemon_pid": daemon, "daemons": daemons, "renewals": renewals,
                           "runs": [{**summary(r), "interrupted": r.id in stopped}
                                    for r in runs]}, indent=2))
         return EXIT_OK
-    now = clock_from_env().now()
     print(f"daemon: {f'serving (pid {daemon})' if daemon else 'not running'}")
+    if daemons and not args.run_id:
+        _print_daemons(daemons)
     rows = [("RUN", "PIPELINE", "STATE", "STATUS", "WAITING FOR", "DEADLINE")]
     for r in runs:
         deadline = ""
@@ -77,9 +133,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if r.id in stopped:
             status, waiting = "interrupted", f"resume with: certwright resume {r.id}"
         rows.append((r.id, r.pipeline, r.state, status, waiting, deadline))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    _print_table(rows)
     if args.run_id and runs[0].error:
         print(f"error: {runs[0].error}")
     if renewals and not args.run_id:

@@ -39,10 +39,21 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "an old daemon.yaml with them at the top is still read)")
     d.add_argument("--embedded", action="store_true",
                    help="also serve the embedded CA and mail server (for ca=embedded runs)")
+    d.add_argument("--metrics-listen", type=_hostport, metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (config key "
+                        "metrics_listen; bind it to loopback or a monitoring network)")
     d.add_argument("--workers", type=int, default=8, help="step worker threads (default 8)")
     d.set_defaults(func=handler)
     parser: argparse.ArgumentParser = d
     return parser
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    from certwright.metrics_http import parse_hostport
+    try:
+        return parse_hostport(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_config(args: argparse.Namespace) -> DaemonConfig:
@@ -55,7 +66,8 @@ def build_config(args: argparse.Namespace) -> DaemonConfig:
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"maildirs": list(args.maildir), "imap": list(args.imap),
-            "pipelines": args.pipelines, "inbox": args.inbox, "embedded": args.embedded}
+            "pipelines": args.pipelines, "inbox": args.inbox, "embedded": args.embedded,
+            "metrics_listen": args.metrics_listen}
 
 
 def handler(args: argparse.Namespace) -> int:
@@ -77,4 +89,13 @@ def handler(args: argparse.Namespace) -> int:
         return EXIT_LOCKED
     except InputError as exc:  # found at start: e.g. a Maildir that is not there
         print(f"certwright daemon: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # --metrics-listen where it cannot listen
+        from certwright.ca.listening import bind_failure
+        listen = cfg.metrics_listen or ("", 0)
+        why = bind_failure(exc, *listen) if cfg.metrics_listen else None
+        if why is None:
+            raise
+        print(f"certwright daemon: metrics: {why.replace('--listen', '--metrics-listen')}",
+              file=sys.stderr)
         return EXIT_USAGE

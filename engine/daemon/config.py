@@ -23,6 +23,9 @@ with the same keys as the options, plus a few that only make sense in a file::
     maildir_owner: vmail                       # owner, group and mode of a Maildir that
     maildir_group: vmail                       # certwright may create (else it refuses
     maildir_mode: "0700"                       # to create one outside the state dir)
+    metrics_listen: 127.0.0.1:9464             # --metrics-listen: serve /metrics there
+    metrics_certificates: 100                  # certificate names with a series of their own
+    heartbeat: 10s                             # how often the daemon's row is rewritten
 
 An old daemon.yaml with these keys at the top (no section) is still read, with a warning.
 Options given on the command line win over the file; list options (``--maildir``,
@@ -73,6 +76,9 @@ class DaemonConfig:
     maildir_owner: str | None = None
     maildir_group: str | None = None
     maildir_mode: int | None = None
+    metrics_listen: tuple[str, int] | None = None  # HOST:PORT of /metrics (None: off)
+    metrics_certificates: int = 100
+    heartbeat: float = 10.0
     source: str | None = None  # the config file it came from, if any
     from_files: bool = False  # read from configuration files (SIGHUP re-reads them)
     config_path: Path | None = None  # the file named by --config, if one was
@@ -98,6 +104,20 @@ def _mode(value: Any) -> int:
     if not 0 <= mode <= 0o7777 or mode & 0o700 != 0o700:
         raise InputError(f"config maildir_mode: {value!r}: the owner needs rwx (0700 bits)")
     return mode
+
+
+def _hostport(value: Any, key: str) -> tuple[str, int]:
+    from certwright.metrics_http import parse_hostport
+    try:
+        return parse_hostport(str(value))
+    except ValueError as exc:
+        raise InputError(f"config {key}: {exc}") from None
+
+
+def _count(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"config {key}: expected a whole number >= 0, got {value!r}")
+    return value
 
 
 def _path(value: Any, key: str, base: Path) -> Path:
@@ -154,6 +174,15 @@ def from_mapping(data: Mapping[str, Any], base: Path, source: str | None = None)
         if not isinstance(data["csr_inputs"], dict):
             raise InputError("config csr_inputs: expected a mapping of input names to values")
         out["csr_inputs"] = dict(data["csr_inputs"])
+    if data.get("metrics_listen") is not None:
+        out["metrics_listen"] = _hostport(data["metrics_listen"], "metrics_listen")
+    if "metrics_certificates" in data:
+        out["metrics_certificates"] = _count(data["metrics_certificates"],
+                                             "metrics_certificates")
+    if "heartbeat" in data:
+        out["heartbeat"] = _duration(data["heartbeat"], "heartbeat")
+        if out["heartbeat"] < 0.1:
+            raise InputError(f"config heartbeat: {data['heartbeat']!r} is shorter than 0.1s")
     for key in ("unmatched_grace", "sync_interval", "renew_check", "renew_retry",
                 "renew_retry_cap"):
         if key in data:
@@ -208,11 +237,12 @@ def load_config_file(path: Path) -> DaemonConfig:
 
 def merge_args(cfg: DaemonConfig, *, maildirs: list[Path] | None = None,
                imap: list[str] | None = None, pipelines: Path | None = None,
-               inbox: Path | None = None, embedded: bool = False) -> DaemonConfig:
+               inbox: Path | None = None, embedded: bool = False,
+               metrics_listen: tuple[str, int] | None = None) -> DaemonConfig:
     """Command-line values over the file's (lists are added)."""
     return replace(
         cfg,
         maildirs=tuple(dict.fromkeys([*cfg.maildirs, *(Path(m) for m in maildirs or [])])),
         imap=tuple(dict.fromkeys([*cfg.imap, *(imap or [])])),
         pipelines=pipelines or cfg.pipelines, inbox=inbox or cfg.inbox,
-        embedded=embedded or cfg.embedded)
+        embedded=embedded or cfg.embedded, metrics_listen=metrics_listen or cfg.metrics_listen)

@@ -4,15 +4,18 @@ Start-up, in order: take the daemon lock (a second daemon on the same store is r
 naming the first one's pid); open the store; start the embedded CA and mail server if asked;
 ``engine.open()`` (timers loaded; running runs driven; overdue deadlines fire on the first
 pump); recover and scan the inbox; load the pipelines folder; watch and scan each Maildir's
-``new/`` (mail that arrived while down); start the IMAP sources; then loop.
+``new/`` (mail that arrived while down); start the IMAP sources; write the heartbeat row
+(:mod:`engine.daemon.heartbeat`); then loop. With ``metrics_listen`` the ``/metrics``
+listener starts before the engine opens (:mod:`engine.daemon.metrics`: a collector that
+reads the store at each scrape, and an interceptor that counts what the engine commits).
 
 The loop is ``engine.pump(timeout)``, which blocks until an event arrives or the next timer
 is due (one timer heap for every deadline; no thread per run or timer). Watchers (inotify
 threads) only translate file events into ``engine.submit(...)`` or note names for the loop.
 Once a second at most (and only when something woke the loop or a second passed) the loop
-does its housekeeping: unclaimed-mail sweep, inbox files, pipeline reloads, renewals, and
-every ``sync_interval`` ``engine.sync(adopt=...)`` for runs and timers that other processes
-(``certwright run --no-wait``) added.
+does its housekeeping: unclaimed-mail sweep, the heartbeat, inbox files, pipeline reloads,
+renewals, and every ``sync_interval`` ``engine.sync(adopt=...)`` for runs and timers that
+other processes (``certwright run --no-wait``) added.
 
 Signals: SIGTERM/SIGINT stop taking events, let the current pump's transaction commit and
 leave: steps still executing stay "started" in the journal and run again, with the same
@@ -39,6 +42,7 @@ import structlog
 from certwright.clock import Clock, clock_from_env
 from certwright.engine.daemon.config import DaemonConfig, load_daemon_config, merge_args
 from certwright.engine.daemon.filewaits import FileWaits
+from certwright.engine.daemon.heartbeat import Heartbeat
 from certwright.engine.daemon.inbox import QUIET, Inbox, PipelineCatalog, catalog_handler
 from certwright.engine.daemon.locking import RunLocks
 from certwright.engine.daemon.mailroute import (
@@ -103,6 +107,7 @@ class Daemon:
         self.file_waits: FileWaits = FileWaits(None)
         self._stack: ExitStack | None = None
         self.ready = threading.Event()
+        self.metrics_url: str | None = None
 
     # -- control (thread- and signal-safe) ------------------------------------------------
     def stop(self) -> None:
@@ -194,10 +199,10 @@ class Daemon:
             stack.callback(locks.close)  # after the engine's close: nothing runs any more
             files = FileWaits(inotify, skip=lambda path: path in self._watched)
             self.file_waits = files
+            hooks = [locks, files, InventoryHook(store, policy_from(self._find)),
+                     *self._start_metrics(stack)]
             engine = Engine(store, self.state_dir, clock=self.clock, services=services,
-                            options=EngineOptions(workers=self.workers),
-                            interceptors=[locks, files,
-                                          InventoryHook(store, policy_from(self._find))])
+                            options=EngineOptions(workers=self.workers), interceptors=hooks)
             self.engine = engine
             stack.callback(engine.close)
             engine.open()
@@ -242,16 +247,39 @@ class Daemon:
             engine.sync(adopt=locks.claim)
             files.scan(store)
             self._load_steps(engine)
+            heartbeat = Heartbeat(store, self.clock, interval=self.cfg.heartbeat,
+                                  metrics=self.metrics_url)
+            heartbeat.beat()
+            stack.callback(heartbeat.goodbye)
             self.ready.set()
             notify_systemd("READY=1")
             log.info("daemon_ready", pid=os.getpid(), maildirs=[str(s.md.path) for s in sources],
                      imap=len(imaps), inbox=str(inbox.folder) if inbox else None,
                      pipelines=str(catalog.folder) if catalog.folder else None)
-            self._loop(engine, locks, router, catalog, inbox, renewer)
+            self._loop(engine, locks, router, catalog, inbox, renewer, heartbeat)
             notify_systemd("STOPPING=1")
             log.info("daemon_stopping", pid=os.getpid(), idle=engine.idle())
         log.info("daemon_stopped", pid=os.getpid())
         return 0
+
+    def _start_metrics(self, stack: ExitStack) -> list[Any]:
+        """Serve ``/metrics`` when ``metrics_listen`` is set: its interceptor (for the
+        engine), or none. prometheus_client is imported only then. OSError when it cannot
+        listen (the CLI words it)."""
+        if self.cfg.metrics_listen is None:
+            return []
+        from certwright.engine.daemon.metrics import daemon_registry
+        from certwright.metrics_http import serve_metrics
+        reader = open_store(self.state_dir, readonly=True)  # scrapes never write
+        stack.callback(reader.close)
+        registry, hook = daemon_registry(
+            reader, self.clock, cert_labels=self.cfg.metrics_certificates,
+            mail_counts=lambda: dict(self.router.counts) if self.router else {})
+        server = serve_metrics(registry, *self.cfg.metrics_listen)
+        stack.callback(server.stop)
+        self.metrics_url = server.url
+        log.info("metrics_listening", url=server.url)
+        return [hook]
 
     def _start_imap(self, router: MailRouter, stack: ExitStack) -> list[Any]:
         if not self.cfg.imap:
@@ -267,7 +295,8 @@ class Daemon:
         return out
 
     def _loop(self, engine: Engine, locks: RunLocks, router: MailRouter,
-              catalog: PipelineCatalog, inbox: Inbox | None, renewer: Renewer) -> None:
+              catalog: PipelineCatalog, inbox: Inbox | None, renewer: Renewer,
+              heartbeat: Heartbeat) -> None:
         last_house = last_sync = last_renew = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
@@ -291,6 +320,8 @@ class Daemon:
                 elif catalog.settled(now):
                     catalog.reload()
                 router.sweep()
+                if heartbeat.due():
+                    heartbeat.beat()
                 if inbox is not None:
                     inbox.process(sweep=True)
                 if now - last_sync >= self.cfg.sync_interval:

@@ -45,7 +45,8 @@ DAEMON_KEYS = ("maildirs", "imap", "pipelines", "inbox", "embedded", "csr_pipeli
                "csr_inputs", "unmatched_grace", "sync_interval", "suppress_mail_polls",
                "renew_check", "renew_retry", "renew_retry_cap", "imap_cafile",
                "embedded_domains", "ca_senders", "ca_origins", "maildir_owner",
-               "maildir_group", "maildir_mode")
+               "maildir_group", "maildir_mode", "metrics_listen", "metrics_certificates",
+               "heartbeat")
 
 
 class ConfigError(InputError):

@@ -1,4 +1,5 @@
-"""The store contract (``state.contract``, ``_certificates``, ``_shared``) run on the SQLite store.
+"""The store contract (``state.contract``, ``_certificates``, ``_daemons``, ``_shared``) run
+on the SQLite store.
 
 Every test runs in each way the engine opens the store: ``synchronous=full`` (the default,
 ``run`` and the CLI), ``normal`` (tests, benchmarks) and ``normal`` with the background
@@ -17,6 +18,7 @@ import pytest
 from certwright.state import names as N
 from certwright.state.contract import StoreContract, write_everything
 from certwright.state.contract_certificates import CertificateContract
+from certwright.state.contract_daemons import DaemonContract
 from certwright.state.contract_renewals import RenewalContract
 from certwright.state.contract_shared import LockContract, SharedStoreContract
 from certwright.state.sqlite import SQLiteStore
@@ -50,6 +52,10 @@ class TestSQLiteStoreCertificates(_SQLite, CertificateContract):
 
 
 class TestSQLiteStoreRenewals(_SQLite, RenewalContract):
+    pass
+
+
+class TestSQLiteStoreDaemons(_SQLite, DaemonContract):
     pass
 
 
