@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 # cheap to import (the parser of every command imports it): the config's reader, the
 # errors and the daemon are imported by the handler
+from certwright.engine.model.configkeys import DAEMON_KEYS
+
 if TYPE_CHECKING:
     from certwright.engine.daemon.config import DaemonConfig
 
@@ -24,7 +26,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "daemon", help="serve every run of the store: mail, files, deadlines, renewals",
         description="Serve the runs of a store until SIGTERM: react to mail (Maildir via "
                     "inotify, IMAP IDLE), files dropped in an inbox, deadlines, and renew "
-                    "installed certificates. SIGHUP reloads pipelines and the config file.")
+                    "installed certificates. SIGHUP reloads pipelines and the config file.",
+        epilog="The configuration file's `daemon:` section takes the options above as "
+               "keys, and more; contrib/config.yaml documents each. Its keys: "
+               + ", ".join(DAEMON_KEYS) + ".")
     d.add_argument("--maildir", action="append", type=Path, default=[], metavar="DIR",
                    help="a Maildir to watch for mail to waiting runs (repeatable)")
     d.add_argument("--imap", action="append", default=[], metavar="URL",

@@ -43,7 +43,8 @@ from typing import Any
 
 import structlog
 
-from certwright.engine.model.configfile import DAEMON_KEYS, Config, ConfigError
+from certwright.engine.model.configfile import Config, ConfigError
+from certwright.engine.model.configkeys import DAEMON_KEYS
 from certwright.engine.model.spec import parse_duration
 from certwright.errors import CertwrightError, InputError, Problem
 

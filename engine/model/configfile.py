@@ -33,20 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from certwright.engine.model.configkeys import DAEMON_KEYS, TOP_KEYS
 from certwright.engine.model.yamlsafe import MAX_BYTES, YNode, load_yaml, problem
 from certwright.errors import InputError, Location, Problem, SpecError
 
 CONFIG_ENV = "CERTWRIGHT_CONFIG"
 SYSTEM_ENV = "CERTWRIGHT_SYSTEM_CONFIG"
 SYSTEM_PATH = Path("/etc/certwright/config.yaml")
-TOP_KEYS = ("live_dir", "defaults", "pipelines", "daemon")
-#: the daemon's keys (engine.daemon.config reads and checks their values)
-DAEMON_KEYS = ("maildirs", "imap", "pipelines", "inbox", "embedded", "csr_pipeline",
-               "csr_inputs", "unmatched_grace", "sync_interval", "suppress_mail_polls",
-               "renew_check", "renew_retry", "renew_retry_cap", "imap_cafile",
-               "embedded_domains", "ca_senders", "ca_origins", "maildir_owner",
-               "maildir_group", "maildir_mode", "metrics_listen", "metrics_certificates",
-               "heartbeat")
 
 
 class ConfigError(InputError):

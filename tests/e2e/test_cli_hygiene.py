@@ -230,3 +230,14 @@ def test_every_subcommand_is_in_help_and_has_its_own(tmp_path: Path) -> None:
         own = cli(tmp_path, name, "--help")
         assert own.returncode == 0, (name, own.stderr)
         assert own.stdout.startswith(f"usage: certwright {name}"), name
+
+
+def test_daemon_help_lists_every_key_of_the_configuration_files_daemon_section(
+        tmp_path: Path) -> None:
+    from certwright.engine.model.configfile import DAEMON_KEYS
+    out = cli(tmp_path, "daemon", "--help")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # argparse wraps the epilog
+    missing = [k for k in DAEMON_KEYS if k not in text.split("keys:", 1)[-1]]
+    assert "keys:" in text and not missing, missing
+    assert "contrib/config.yaml" in text

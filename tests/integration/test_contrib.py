@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from certwright.engine.daemon.config import from_config
-from certwright.engine.model.configfile import DAEMON_KEYS, TOP_KEYS, Config
+from certwright.engine.model.configfile import Config
+from certwright.engine.model.configkeys import DAEMON_KEYS, TOP_KEYS
 from certwright.engine.model.loader import bundled_pipelines, load_pipeline
 
 CONTRIB = Path(__file__).resolve().parents[2] / "contrib"
