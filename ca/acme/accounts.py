@@ -16,7 +16,7 @@ from josepy import b64 as jose_b64
 from josepy.jws import JWS
 
 from certwright.ca.acme.jws import ALGORITHMS, Verified, _parse, load_jwk, thumbprint
-from certwright.ca.acme.problems import AcmeProblem
+from certwright.ca.acme.problems import AcmeProblem, limit
 from certwright.ca.acme.service import AcmeService
 from certwright.mail.addresses import HostileMail, parse_address_list
 
@@ -60,6 +60,7 @@ def new_account(acme: AcmeService, req: Verified) -> Answer:
             raise AcmeProblem("userActionRequired", "agree to the terms of service "
                               f"({acme.config['acme_terms_of_service']}) first")
         contact = _contacts(payload.get("contact"))
+        limit(acme.ca.limiter, "acme_account.client", req.client)
         row = acme.store.create_account(req.thumbprint, req.jwk.to_partial_json(), contact)
         acme.ca.store.record("acme_account_created", row["id"], req.thumbprint)
         status = 201

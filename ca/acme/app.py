@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -56,9 +57,10 @@ def create_acme_app(svc: CAService) -> Starlette:
             raise AcmeProblem("malformed", f"Content-Type must be {JOSE}", status=415)
         url = acme.ca.public_url + request.url.path
         body = await request.body()
-        return verify_request(body, url=url, nonces=acme.nonces, store=acme.store,
-                              account_url=acme.account_prefix, jwk_allowed=jwk,
-                              kid_allowed=kid)
+        req = verify_request(body, url=url, nonces=acme.nonces, store=acme.store,
+                             account_url=acme.account_prefix, jwk_allowed=jwk,
+                             kid_allowed=kid)
+        return replace(req, client=request.client.host if request.client else "unknown")
 
 
     def post(work: Callable[..., Any], *, jwk: bool = False, kid: bool = True,

@@ -40,13 +40,15 @@ ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES
 @dataclass(frozen=True)
 class Verified:
     """A request whose JWS verified: its payload (None for POST-as-GET), the key that
-    signed it, its thumbprint, and the account (None when it was signed by a ``jwk``)."""
+    signed it, its thumbprint, the account (None when it was signed by a ``jwk``), its
+    protected header and the client's address."""
 
     payload: dict[str, Any] | None
     jwk: JWK
     thumbprint: str
     account: dict[str, Any] | None
     protected: dict[str, Any]
+    client: str = ""  # the peer's address (rate limits), set by the app
 
 
 def b64decode(text: str, what: str) -> bytes:

@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certwright.ca.acme.jws import Verified, b64decode
-from certwright.ca.acme.problems import AcmeProblem, from_api_error
+from certwright.ca.acme.problems import AcmeProblem, from_api_error, limit
 from certwright.ca.acme.service import AcmeService
 from certwright.ca.acme.validate import key_authorization, validate_dns01, validate_http01
 from certwright.ca.errors import ApiError
@@ -73,6 +73,7 @@ def new_order(acme: AcmeService, req: Verified) -> Answer:
     replaces = (req.payload or {}).get("replaces")
     if replaces is not None and not isinstance(replaces, str):
         raise AcmeProblem("malformed", "replaces must be a certificate identifier string")
+    limit(acme.ca.limiter, "acme_order.account", account["id"])
     now = format_instant(acme.now())
     authz_ids = []
     with acme.store.transaction():

@@ -72,3 +72,12 @@ def from_api_error(exc: ApiError) -> AcmeProblem:
         headers["Retry-After"] = str(exc.details["retry_after"])
     return AcmeProblem(kind, exc.message, identifier=name if isinstance(name, str) else None,
                        headers=headers)
+
+
+def limit(limiter: Any, name: str, key: str) -> None:
+    """Spend a token of the CA's rate limit ``name`` for ``key``; rateLimited (429, with
+    Retry-After) when it is empty."""
+    try:
+        limiter.hit(name, key)
+    except ApiError as exc:
+        raise from_api_error(exc) from None
