@@ -1,4 +1,5 @@
-"""``certwright ca init|serve``: argparse wiring for the built-in CA.
+"""``certwright ca init|serve|renewal-window``: argparse wiring for the built-in CA
+(``renewal-window`` lives in ``ca.acme.cli``).
 
 The main CLI calls :func:`register` with its subparsers object; each handler returns an
 exit code. ``serve`` blocks until interrupted (Ctrl-C exits with 0); it exits with 2 when
@@ -152,4 +153,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                        help="refuse the compromised keys listed here (default: the CA's "
                             "weak_key_blocklist setting, else badkeys' own cache folder)")
     serve.set_defaults(func=cmd_serve)
+    from certwright.ca.acme.cli import add_renewal_window
+    add_renewal_window(sub)
     return ca

@@ -7,7 +7,7 @@ connects to the applicant's server, issuance) runs in the thread pool.
 
 Routes: ``GET directory``, ``HEAD|GET new-nonce``, ``POST`` new-account, acct/ID,
 acct/ID/orders, key-change, new-order, order/ID, order/ID/finalize, authz/ID, chall/ID,
-cert/SERIAL[/N], revoke-cert.
+cert/SERIAL[/N], revoke-cert; ``GET renewal-info/CERTID`` (RFC 9773).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from certwright.ca.acme import accounts, certs, orders
+from certwright.ca.acme import accounts, certs, orders, renewal
 from certwright.ca.acme.jws import Verified, verify_request
 from certwright.ca.acme.problems import AcmeProblem
 from certwright.ca.acme.service import AcmeService
@@ -104,6 +104,13 @@ def create_acme_app(svc: CAService) -> Starlette:
         url = acme.url("key-change")
         return await post(lambda a, r: accounts.key_change(a, r, url))(request)
 
+    async def renewal_info(request: Request) -> Response:
+        try:
+            body, extra = renewal.renewal_info(acme, request.path_params["cert_id"])
+        except AcmeProblem as exc:
+            return problem(exc)
+        return answer(200, body, extra)
+
     async def not_found(request: Request, exc: Exception) -> Response:
         return problem(AcmeProblem("malformed", f"no ACME resource at {request.url.path}",
                                    status=404))
@@ -129,6 +136,7 @@ def create_acme_app(svc: CAService) -> Starlette:
         Route("/cert/{serial}", certificate, methods=["POST"]),
         Route("/cert/{serial}/{alt:int}", certificate, methods=["POST"]),
         Route("/revoke-cert", revoke, methods=["POST"]),
+        Route("/renewal-info/{cert_id}", renewal_info, methods=["GET"]),
     ]
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: wrong_method})
     app.state.acme = acme

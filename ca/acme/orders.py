@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certwright.ca.acme.jws import Verified, b64decode
 from certwright.ca.acme.problems import AcmeProblem, from_api_error, limit
+from certwright.ca.acme.renewal import check_replaces
 from certwright.ca.acme.service import AcmeService
 from certwright.ca.acme.validate import key_authorization, validate_dns01, validate_http01
 from certwright.ca.errors import ApiError
@@ -77,6 +78,8 @@ def new_order(acme: AcmeService, req: Verified) -> Answer:
     now = format_instant(acme.now())
     authz_ids = []
     with acme.store.transaction():
+        if replaces is not None:
+            check_replaces(acme, account, replaces, names)
         for name in names:
             base, wildcard = name.removeprefix("*."), name.startswith("*.")
             found = acme.store.reusable_authz(account["id"], base, wildcard, now)

@@ -25,7 +25,7 @@ STATUS: dict[str, int] = {
     "malformed": 400, "orderNotReady": 403, "rateLimited": 429, "rejectedIdentifier": 400,
     "serverInternal": 500, "tls": 400, "unauthorized": 403, "unsupportedContact": 400,
     "unsupportedIdentifier": 400, "userActionRequired": 403, "badReplacement": 409,
-    "notFound": 404, "conflict": 409,
+    "notFound": 404, "conflict": 409, "alreadyReplaced": 409,
 }
 
 #: The issuing core's error codes, as ACME problem types.

@@ -7,12 +7,15 @@ itself lives in :mod:`.accounts` (accounts, key change), :mod:`.orders` (orders,
 authorizations, challenges, finalize) and :mod:`.certs` (download, revocation).
 
 Settings (docs/ca-limits.md): ``acme_http01_port``, ``acme_resolver``, ``acme_challenges``,
-``acme_terms_of_service``, ``acme_caa_identities``, ``acme_order_days``, ``acme_authz_days``.
+``acme_terms_of_service``, ``acme_caa_identities``, ``acme_order_days``, ``acme_authz_days``,
+``acme_ari_retry_hours``.
 """
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
+
+from cryptography import x509
 
 from certwright.ca.acme.nonces import NonceBook
 from certwright.ca.acme.problems import AcmeProblem
@@ -34,6 +37,7 @@ ACME_DEFAULTS: dict[str, Any] = {
     "acme_caa_identities": [],
     "acme_order_days": 7,            # a pending order or authorization lives this long
     "acme_authz_days": 30,           # a valid authorization is reused this long
+    "acme_ari_retry_hours": 6,       # Retry-After of a renewalInfo answer
 }
 
 
@@ -61,6 +65,9 @@ class AcmeService:
         self.store = AcmeStore(svc.store)
         self.nonces = NonceBook()
         self.base = f"{svc.public_url}/acme"
+        #: the AKI keyIdentifier of every certificate the CA issues (RFC 9773 certIDs)
+        self.issuer_key_id = x509.SubjectKeyIdentifier.from_public_key(
+            svc.signer.intermediate.public_key()).digest
 
     # -- time and URLs -------------------------------------------------------------------
     def now(self) -> datetime:
@@ -84,7 +91,8 @@ class AcmeService:
             meta["termsOfService"] = self.config["acme_terms_of_service"]
         return {"newNonce": self.url("new-nonce"), "newAccount": self.url("new-account"),
                 "newOrder": self.url("new-order"), "revokeCert": self.url("revoke-cert"),
-                "keyChange": self.url("key-change"), "meta": meta}
+                "keyChange": self.url("key-change"),
+                "renewalInfo": self.url("renewal-info"), "meta": meta}
 
     # -- views ---------------------------------------------------------------------------
     def account_view(self, row: dict[str, Any]) -> dict[str, Any]:

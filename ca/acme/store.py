@@ -43,6 +43,11 @@ SCHEMA = (
         type TEXT NOT NULL, token TEXT NOT NULL, status TEXT NOT NULL, validated TEXT,
         error TEXT)""",
     "CREATE INDEX IF NOT EXISTS acme_challenges_authz ON acme_challenges(authz_id)",
+    "CREATE INDEX IF NOT EXISTS acme_orders_replaces ON acme_orders(replaces)",
+    # an operator's renewal window for one certificate (RFC 9773; ca renewal-window)
+    """CREATE TABLE IF NOT EXISTS acme_renewal_windows (
+        serial TEXT PRIMARY KEY, start TEXT NOT NULL, end TEXT NOT NULL,
+        set_at TEXT NOT NULL)""",
 )
 _JSON = ("jwk", "contact", "identifiers", "error")
 
@@ -145,6 +150,21 @@ class AcmeStore:
     def account_orders(self, account_id: str) -> list[dict[str, Any]]:
         return self._all("SELECT id, status FROM acme_orders WHERE account_id=? "
                          "ORDER BY created_at, id", account_id)
+
+    def replacing_order(self, ident: str) -> dict[str, Any] | None:
+        """An order, not invalid, that replaces the certificate ``ident`` (a certID)."""
+        return self._one("SELECT * FROM acme_orders WHERE replaces=? AND status!='invalid' "
+                         "LIMIT 1", ident)
+
+    # -- renewal windows -----------------------------------------------------------------
+    def set_window(self, serial: str, start: str, end: str) -> None:
+        """Set (or replace) the operator's window for ``serial``."""
+        self._exec("INSERT OR REPLACE INTO acme_renewal_windows VALUES (?,?,?,?)", serial,
+                   start, end, self.store.now())
+
+    def find_window(self, serial: str) -> dict[str, Any] | None:
+        return self.store.read_one("SELECT * FROM acme_renewal_windows WHERE serial=?",
+                                   serial)
 
     # -- authorizations and challenges ---------------------------------------------------
     def reusable_authz(self, account_id: str, identifier: str, wildcard: bool,
