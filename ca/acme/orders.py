@@ -26,7 +26,12 @@ from certwright.ca.acme.jws import Verified, b64decode
 from certwright.ca.acme.problems import AcmeProblem, from_api_error, limit
 from certwright.ca.acme.renewal import check_replaces
 from certwright.ca.acme.service import AcmeService
-from certwright.ca.acme.validate import key_authorization, validate_dns01, validate_http01
+from certwright.ca.acme.validate import (
+    key_authorization,
+    validate_dns01,
+    validate_http01,
+    validate_tlsalpn01,
+)
 from certwright.ca.errors import ApiError
 from certwright.ca.signer import CSRRejected, refuse_public_suffix, valid_dns_name
 from certwright.clock import format_instant
@@ -140,6 +145,9 @@ def answer_challenge(acme: AcmeService, req: Verified, challenge_id: str) -> Ans
         if chall["type"] == "http-01":
             problem = validate_http01(name, chall["token"], key_auth,
                                       resolver=acme.resolver, port=acme.http01_port)
+        elif chall["type"] == "tls-alpn-01":
+            problem = validate_tlsalpn01(name, key_auth, resolver=acme.resolver,
+                                         port=acme.tlsalpn01_port)
         else:
             problem = validate_dns01(name, key_auth, resolver=acme.resolver)
     except AcmeProblem as exc:

@@ -6,9 +6,9 @@ orders, authorizations and challenges as RFC 8555 JSON objects with their URLs. 
 itself lives in :mod:`.accounts` (accounts, key change), :mod:`.orders` (orders,
 authorizations, challenges, finalize) and :mod:`.certs` (download, revocation).
 
-Settings (docs/ca-limits.md): ``acme_http01_port``, ``acme_resolver``, ``acme_challenges``,
-``acme_terms_of_service``, ``acme_caa_identities``, ``acme_order_days``, ``acme_authz_days``,
-``acme_ari_retry_hours``.
+Settings (docs/ca-limits.md): ``acme_http01_port``, ``acme_tlsalpn01_port``,
+``acme_resolver``, ``acme_challenges``, ``acme_terms_of_service``, ``acme_caa_identities``,
+``acme_order_days``, ``acme_authz_days``, ``acme_ari_retry_hours``.
 """
 from __future__ import annotations
 
@@ -26,11 +26,12 @@ from certwright.ca.service import CAService
 from certwright.clock import format_instant, parse_instant
 
 #: Every challenge type the server can validate.
-CHALLENGE_TYPES = ("http-01", "dns-01")
+CHALLENGE_TYPES = ("http-01", "dns-01", "tls-alpn-01")
 
 #: The ACME settings and their defaults (merged into the CA's config).
 ACME_DEFAULTS: dict[str, Any] = {
     "acme_http01_port": 80,          # where http-01 GETs go
+    "acme_tlsalpn01_port": 443,      # where tls-alpn-01 handshakes go
     "acme_resolver": "system",       # or "HOST:PORT" of a DNS server
     "acme_challenges": list(CHALLENGE_TYPES),
     "acme_terms_of_service": None,   # a URL shown in the directory's meta
@@ -56,6 +57,7 @@ class AcmeService:
         self.config = {**ACME_DEFAULTS, **{k: v for k, v in svc.config.items()
                                            if k.startswith("acme_")}}
         self.http01_port = _port(self.config, "acme_http01_port")
+        self.tlsalpn01_port = _port(self.config, "acme_tlsalpn01_port")
         self.resolver = Resolver.from_setting(self.config["acme_resolver"])
         unknown = set(self.config["acme_challenges"]) - set(CHALLENGE_TYPES)
         if unknown:

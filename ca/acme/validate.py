@@ -1,11 +1,12 @@
-"""Validating ACME challenges for real: http-01 (RFC 8555 section 8.3) and dns-01
-(section 8.4), through a configurable resolver.
+"""Validating ACME challenges for real: http-01 (RFC 8555 section 8.3), dns-01
+(section 8.4) and tls-alpn-01 (RFC 8737), through a configurable resolver.
 
 Settings (CA config, docs/ca-limits.md): ``acme_resolver`` is ``"system"`` (the
 machine's resolver, ``/etc/hosts`` included) or ``"HOST:PORT"`` of a DNS server asked
 directly (tests point it at their own); ``acme_http01_port`` is the port http-01 GETs go
-to (80). A validation answers None when it passed, else the :class:`AcmeProblem` that
-says what was found (``dns``, ``connection``, ``incorrectResponse``, ``unauthorized``).
+to (80), ``acme_tlsalpn01_port`` the one tls-alpn-01 handshakes go to (443). A
+validation answers None when it passed, else the :class:`AcmeProblem` that says what was
+found (``dns``, ``connection``, ``tls``, ``incorrectResponse``, ``unauthorized``).
 
 Hazards: the name is the client's, so the address it resolves to is too (the CA connects
 where an applicant's DNS says, as every ACME CA does; run it where that is acceptable).
@@ -16,12 +17,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import dns.exception
 import dns.resolver
 import httpx
+from cryptography import x509
 
 from certwright.ca.acme.problems import AcmeProblem
 from certwright.ca.errors import SettingError
@@ -145,3 +148,62 @@ def validate_dns01(name: str, key_auth: str, *, resolver: Resolver) -> AcmeProbl
                            identifier=name)
     return AcmeProblem("incorrectResponse", f"dns-01: the TXT records at {record} "
                        f"({len(values)}) hold no value of this challenge", identifier=name)
+
+
+#: id-pe-acmeIdentifier (RFC 8737 section 6.1)
+ACME_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
+
+
+def _tls_certificate(address: str, name: str, port: int) -> tuple[bytes, str | None]:
+    """(DER of the certificate served for SNI ``name`` with ALPN acme-tls/1, the protocol
+    chosen). The certificate is self-signed by design: nothing is verified here."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["acme-tls/1"])
+    with socket.create_connection((address, port), timeout=TIMEOUT) as raw, \
+            context.wrap_socket(raw, server_hostname=name) as tls:
+        return tls.getpeercert(binary_form=True) or b"", tls.selected_alpn_protocol()
+
+
+def validate_tlsalpn01(name: str, key_auth: str, *, resolver: Resolver,
+                       port: int) -> AcmeProblem | None:
+    """RFC 8737: a TLS handshake with the name's first address that answers, offering
+    only acme-tls/1; None when the certificate names exactly ``name`` and carries a
+    critical acmeIdentifier of SHA-256(key authorization)."""
+    problem: AcmeProblem | None = None
+    for address in resolver.addresses(name):
+        try:
+            der, alpn = _tls_certificate(address, name, port)
+        except (OSError, ssl.SSLError) as exc:
+            problem = AcmeProblem("tls", f"tls-alpn-01: the handshake with {address}:{port} "
+                                  f"for {name} failed: {exc}", identifier=name)
+            continue
+        return _check_alpn_cert(name, key_auth, der, alpn)
+    return problem
+
+
+def _check_alpn_cert(name: str, key_auth: str, der: bytes, alpn: str | None
+                     ) -> AcmeProblem | None:
+    def wrong(why: str) -> AcmeProblem:
+        return AcmeProblem("incorrectResponse", f"tls-alpn-01: {why}", identifier=name)
+
+    if alpn != "acme-tls/1":
+        return wrong(f"the server chose the protocol {alpn!r}, not acme-tls/1")
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        ext = cert.extensions.get_extension_for_oid(ACME_IDENTIFIER)
+    except (ValueError, x509.ExtensionNotFound) as exc:
+        return wrong(f"the certificate lacks what the challenge needs: {exc}")
+    names = [str(n).lower() for n in san.get_values_for_type(x509.DNSName)]
+    if names != [name] or len(list(san)) != 1:
+        return wrong(f"the certificate names {names}, not exactly {name}")
+    if not ext.critical:
+        return wrong("the acmeIdentifier extension is not critical")
+    want = b"\x04\x20" + hashlib.sha256(key_auth.encode()).digest()  # DER OCTET STRING
+    value = ext.value.value if isinstance(ext.value, x509.UnrecognizedExtension) else b""
+    if value != want:
+        return wrong("the acmeIdentifier is not SHA-256 of the key authorization")
+    return None
