@@ -12,7 +12,8 @@ Contract:
 * Finalize issues through the CA's issuing core (:meth:`Issuing.sign`: the same policy
   checks, store, issuance mail and CRL as the mail process) under the idempotency key
   ``acme-order:ID``, so a retried finalize never issues twice. The CSR must name exactly
-  the order's identifiers (``badCSR`` naming the first that differs).
+  the order's identifiers (``badCSR`` naming the first that differs). CAA is checked
+  then, at issuance (:mod:`.caa`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certwright.ca.acme.caa import check_caa
 from certwright.ca.acme.jws import Verified, b64decode
 from certwright.ca.acme.problems import AcmeProblem, from_api_error, limit
 from certwright.ca.acme.renewal import check_replaces
@@ -182,6 +184,12 @@ def finalize(acme: AcmeService, req: Verified, order_id: str) -> Answer:
     except ValueError as exc:
         raise AcmeProblem("badCSR", f"the csr is not a DER PKCS#10 request: {exc}") from None
     wanted = [i["value"] for i in order["identifiers"]]
+    if acme.config["acme_caa"]:
+        for name in wanted:
+            refused = check_caa(name, resolver=acme.resolver,
+                                identities=list(acme.config["acme_caa_identities"]))
+            if refused is not None:
+                raise refused
 
     def authorize(names: list[str]) -> None:
         extra = [n for n in names if n not in wanted]

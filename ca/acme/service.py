@@ -8,7 +8,7 @@ authorizations, challenges, finalize) and :mod:`.certs` (download, revocation).
 
 Settings (docs/ca-limits.md): ``acme_http01_port``, ``acme_tlsalpn01_port``,
 ``acme_resolver``, ``acme_challenges``, ``acme_terms_of_service``, ``acme_caa_identities``,
-``acme_order_days``, ``acme_authz_days``, ``acme_ari_retry_hours``.
+``acme_caa``, ``acme_order_days``, ``acme_authz_days``, ``acme_ari_retry_hours``.
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ ACME_DEFAULTS: dict[str, Any] = {
     "acme_resolver": "system",       # or "HOST:PORT" of a DNS server
     "acme_challenges": list(CHALLENGE_TYPES),
     "acme_terms_of_service": None,   # a URL shown in the directory's meta
-    "acme_caa_identities": [],
+    "acme_caa_identities": [],       # the CA's names in CAA issue records
+    "acme_caa": True,                # check CAA (RFC 8659) at finalize
     "acme_order_days": 7,            # a pending order or authorization lives this long
     "acme_authz_days": 30,           # a valid authorization is reused this long
     "acme_ari_retry_hours": 6,       # Retry-After of a renewalInfo answer

@@ -92,6 +92,20 @@ class Resolver:
         return [b"".join(r.strings).decode(errors="replace") for r in answer]
 
 
+    def caa(self, name: str) -> list[tuple[int, str, str]]:
+        """The CAA records at ``name`` as (flags, tag, value); [] when none (the name or
+        the record missing); AcmeProblem(dns) when the lookup fails."""
+        try:
+            answer = self._dns().resolve(name, "CAA")
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return []
+        except dns.exception.DNSException as exc:
+            raise AcmeProblem("dns", f"looking up CAA of {name} failed: {exc}; the CA "
+                              "issues only when CAA can be checked", identifier=name) from None
+        return [(int(r.flags), r.tag.decode(errors="replace"),
+                 r.value.decode(errors="replace")) for r in answer]
+
+
 def key_authorization(token: str, thumbprint: str) -> str:
     """RFC 8555 section 8.1: ``token || '.' || base64url(JWK thumbprint)``."""
     return f"{token}.{thumbprint}"

@@ -71,7 +71,8 @@ def start_acme_ca(tmp_path: Path, sink: SmtpSink, *, http01_port: int | None = N
     """Start DNS, the challenge server and the CA; yield them; stop them all. With
     ``http01_port`` the CA's http-01 goes to that port (a peer client's own server)
     instead of the challenge server's."""
-    dns = TestDNS(tmp_path / "records.json").start()
+    # authoritative for the TLD too: CAA lookups climb to it (RFC 8659)
+    dns = TestDNS(tmp_path / "records.json", zones=("acme.test", "test")).start()
     web = ChallengeServer().start()
     port = http01_port or web.port
     config = {**TEST_SETTINGS, "acme_resolver": dns.address, "acme_http01_port": port,
