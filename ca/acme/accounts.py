@@ -15,6 +15,7 @@ from typing import Any
 from josepy import b64 as jose_b64
 from josepy.jws import JWS
 
+from certwright.ca.acme import eab
 from certwright.ca.acme.jws import ALGORITHMS, Verified, _parse, load_jwk, thumbprint
 from certwright.ca.acme.problems import AcmeProblem, limit
 from certwright.ca.acme.service import AcmeService
@@ -61,7 +62,10 @@ def new_account(acme: AcmeService, req: Verified) -> Answer:
                               f"({acme.config['acme_terms_of_service']}) first")
         contact = _contacts(payload.get("contact"))
         limit(acme.ca.limiter, "acme_account.client", req.client)
-        row = acme.store.create_account(req.thumbprint, req.jwk.to_partial_json(), contact)
+        with acme.store.transaction():  # the key is used only if the account is made
+            ca_account = eab.bind(acme, req, payload.get("externalAccountBinding"))
+            row = acme.store.create_account(req.thumbprint, req.jwk.to_partial_json(),
+                                            contact, ca_account)
         acme.ca.store.record("acme_account_created", row["id"], req.thumbprint)
         status = 201
     else:

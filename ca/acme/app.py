@@ -7,7 +7,8 @@ connects to the applicant's server, issuance) runs in the thread pool.
 
 Routes: ``GET directory``, ``HEAD|GET new-nonce``, ``POST`` new-account, acct/ID,
 acct/ID/orders, key-change, new-order, order/ID, order/ID/finalize, authz/ID, chall/ID,
-cert/SERIAL[/N], revoke-cert; ``GET renewal-info/CERTID`` (RFC 9773).
+cert/SERIAL[/N], revoke-cert; ``GET renewal-info/CERTID`` (RFC 9773); ``POST eab-keys`` (a CA
+account's bearer token: a key for external account binding).
 """
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from certwright.ca.acme import accounts, certs, orders, renewal
+from certwright.ca.acme import accounts, certs, eab, orders, renewal
 from certwright.ca.acme.jws import Verified, verify_request
 from certwright.ca.acme.problems import AcmeProblem
 from certwright.ca.acme.service import AcmeService
+from certwright.ca.errors import ApiError
 from certwright.ca.service import CAService
 
 log = structlog.get_logger("ca.acme")
@@ -111,6 +113,15 @@ def create_acme_app(svc: CAService) -> Starlette:
             return problem(exc)
         return answer(200, body, extra)
 
+    async def eab_keys(request: Request) -> Response:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        try:
+            ca_account = acme.ca.accounts.authenticate(
+                token.strip() if scheme.lower() == "bearer" else "")
+        except ApiError as exc:
+            return problem(AcmeProblem("unauthorized", exc.message, status=401))
+        return answer(201, await run_in_threadpool(eab.create_key, acme, ca_account))
+
     async def not_found(request: Request, exc: Exception) -> Response:
         return problem(AcmeProblem("malformed", f"no ACME resource at {request.url.path}",
                                    status=404))
@@ -137,6 +148,7 @@ def create_acme_app(svc: CAService) -> Starlette:
         Route("/cert/{serial}/{alt:int}", certificate, methods=["POST"]),
         Route("/revoke-cert", revoke, methods=["POST"]),
         Route("/renewal-info/{cert_id}", renewal_info, methods=["GET"]),
+        Route("/eab-keys", eab_keys, methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: wrong_method})
     app.state.acme = acme

@@ -8,7 +8,8 @@ authorizations, challenges, finalize) and :mod:`.certs` (download, revocation).
 
 Settings (docs/ca-limits.md): ``acme_http01_port``, ``acme_tlsalpn01_port``,
 ``acme_resolver``, ``acme_challenges``, ``acme_terms_of_service``, ``acme_caa_identities``,
-``acme_caa``, ``acme_order_days``, ``acme_authz_days``, ``acme_ari_retry_hours``.
+``acme_caa``, ``acme_order_days``, ``acme_authz_days``, ``acme_ari_retry_hours``,
+``acme_eab_required``, ``acme_eab_key_days``, ``acme_mail_verification``.
 """
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ ACME_DEFAULTS: dict[str, Any] = {
     "acme_order_days": 7,            # a pending order or authorization lives this long
     "acme_authz_days": 30,           # a valid authorization is reused this long
     "acme_ari_retry_hours": 6,       # Retry-After of a renewalInfo answer
+    "acme_eab_required": False,      # every account bound to a CA account
+    "acme_eab_key_days": 7,          # an unused EAB key lapses after this
+    "acme_mail_verification": True,  # a bound account's mail-verified domains need no challenge
 }
 
 
@@ -89,7 +93,8 @@ class AcmeService:
     def directory(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"website": self.ca.public_url,
                                 "caaIdentities": list(self.config["acme_caa_identities"]),
-                                "externalAccountRequired": False}
+                                "externalAccountRequired":
+                                    bool(self.config["acme_eab_required"])}
         if self.config["acme_terms_of_service"]:
             meta["termsOfService"] = self.config["acme_terms_of_service"]
         return {"newNonce": self.url("new-nonce"), "newAccount": self.url("new-account"),

@@ -44,6 +44,10 @@ SCHEMA = (
         error TEXT)""",
     "CREATE INDEX IF NOT EXISTS acme_challenges_authz ON acme_challenges(authz_id)",
     "CREATE INDEX IF NOT EXISTS acme_orders_replaces ON acme_orders(replaces)",
+    # external account binding keys (ca/acme/eab.py): one binds one ACME account, once
+    """CREATE TABLE IF NOT EXISTS acme_eab_keys (
+        kid TEXT PRIMARY KEY, ca_account_id TEXT NOT NULL, hmac_key TEXT NOT NULL,
+        created_at TEXT NOT NULL, expires TEXT NOT NULL, bound_to TEXT)""",
     # an operator's renewal window for one certificate (RFC 9773; ca renewal-window)
     """CREATE TABLE IF NOT EXISTS acme_renewal_windows (
         serial TEXT PRIMARY KEY, start TEXT NOT NULL, end TEXT NOT NULL,
@@ -155,6 +159,20 @@ class AcmeStore:
         """An order, not invalid, that replaces the certificate ``ident`` (a certID)."""
         return self._one("SELECT * FROM acme_orders WHERE replaces=? AND status!='invalid' "
                          "LIMIT 1", ident)
+
+    # -- external account binding keys -----------------------------------------------
+    def create_eab_key(self, kid: str, ca_account_id: str, hmac_key: str,
+                       expires: str) -> None:
+        self._exec("INSERT INTO acme_eab_keys VALUES (?,?,?,?,?,NULL)", kid, ca_account_id,
+                   hmac_key, self.store.now(), expires)
+
+    def find_eab_key(self, kid: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM acme_eab_keys WHERE kid=?", kid)
+
+    def use_eab_key(self, kid: str, thumbprint: str) -> bool:
+        """Mark the key bound to the account of ``thumbprint``; False when it was already."""
+        return self._exec("UPDATE acme_eab_keys SET bound_to=? WHERE kid=? AND bound_to IS "
+                          "NULL", thumbprint, kid) == 1
 
     # -- renewal windows -----------------------------------------------------------------
     def set_window(self, serial: str, start: str, end: str) -> None:
