@@ -62,15 +62,15 @@ class AcmeCA:
 
     @property
     def directory(self) -> str:
-        return f"{self.server.url}/acme/directory"
+        return f"{self.server.public_url}/acme/directory"
 
 
 def start_acme_ca(tmp_path: Path, sink: SmtpSink, *, http01_port: int | None = None,
-                  clock: FakeClock | None = None,
+                  clock: FakeClock | None = None, public_url: str | None = None,
                   settings: dict[str, Any] | None = None) -> Iterator[AcmeCA]:
     """Start DNS, the challenge server and the CA; yield them; stop them all. With
     ``http01_port`` the CA's http-01 goes to that port (a peer client's own server)
-    instead of the challenge server's."""
+    instead of the challenge server's; ``public_url`` is the CA's (a proxy in front)."""
     # authoritative for the TLD too: CAA lookups climb to it (RFC 8659)
     dns = TestDNS(tmp_path / "records.json", zones=("acme.test", "test")).start()
     web = ChallengeServer().start()
@@ -79,7 +79,8 @@ def start_acme_ca(tmp_path: Path, sink: SmtpSink, *, http01_port: int | None = N
               **(settings or {})}
     try:
         with CAServer(tmp_path / "ca", smarthost=sink.smarthost, settings=config,
-                      clock=clock or FakeClock(datetime.now(UTC))) as server:
+                      clock=clock or FakeClock(datetime.now(UTC)),
+                      public_url=public_url) as server:
             yield AcmeCA(server, dns, web, port)
     finally:
         web.stop()
