@@ -24,6 +24,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from josepy.errors import DeserializationError
 from josepy.jwk import JWK
 from josepy.jws import JWS
@@ -31,6 +32,7 @@ from josepy.jws import JWS
 from certwright.ca.acme.nonces import NonceBook
 from certwright.ca.acme.problems import AcmeProblem
 from certwright.ca.acme.store import AcmeStore
+from certwright.ca.signer import CSRRejected, check_key
 
 #: The signature algorithms accepted (RFC 8555 section 6.2: asymmetric only).
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
@@ -78,6 +80,11 @@ def load_jwk(obj: Any) -> JWK:
         raise AcmeProblem("badPublicKey", f"the jwk cannot be read: {exc}") from None
     if not isinstance(key, JWK):
         raise AcmeProblem("badPublicKey", "the jwk is not a key")
+    try:  # the same rules as a certificate's key: RSA 2048-4096, e=65537, P-256/P-384
+        check_key(serialization.load_der_public_key(key.key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)))
+    except CSRRejected as exc:
+        raise AcmeProblem("badPublicKey", f"account key refused: {exc.message}") from None
     return key
 
 

@@ -181,3 +181,14 @@ def test_unknown_resource_and_wrong_content_type(http: httpx.Client,
     r = http.post(acme_ca.server.url + "/acme/new-order", json={"a": 1})
     assert r.status_code == 415
     problem(r, "malformed")
+
+
+def test_weak_account_key_is_bad_public_key(http: httpx.Client, acme_ca: AcmeCA) -> None:
+    """An account key the CA would not certify (RSA 1024) is badPublicKey at newAccount."""
+    import josepy as jose
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    c = Client(http, acme_ca.directory,
+               key=jose.JWKRSA(key=rsa.generate_private_key(65537, 1024)))
+    r = c.post(c.dir["newAccount"], {"termsOfServiceAgreed": True}, use_jwk=True, alg="RS256")
+    assert "1024" in problem(r, "badPublicKey")["detail"]
