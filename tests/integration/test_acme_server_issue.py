@@ -193,3 +193,37 @@ def test_public_suffix_and_bad_names_are_rejected_identifiers(
         assert body["subproblems"][0]["identifier"]["value"] == value
     r = c.post(c.dir["newOrder"], {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]})
     assert r.json()["type"] == URN + "unsupportedIdentifier"
+
+
+def test_pending_resources_say_retry_after_and_authz_deactivation(
+        http: httpx.Client, acme_ca: AcmeCA) -> None:
+    """A pending order and authorization carry Retry-After; a deactivated authorization
+    makes its order invalid and cannot be deactivated twice."""
+    c = registered(http, acme_ca)
+    r = c.post(c.dir["newOrder"], {"identifiers": [{"type": "dns", "value": "d.acme.test"}]})
+    url, authz_url = r.headers["Location"], r.json()["authorizations"][0]
+    assert int(c.post(url, None).headers["Retry-After"]) >= 1
+    assert int(c.post(authz_url, None).headers["Retry-After"]) >= 1
+    gone = c.post(authz_url, {"status": "deactivated"})
+    assert gone.json()["status"] == "deactivated"
+    assert "Retry-After" not in gone.headers
+    assert c.post(url, None).json()["status"] == "invalid"
+    again = c.post(authz_url, {"status": "deactivated"}).json()
+    assert again["type"] == URN + "malformed"
+
+
+def test_terms_of_service_must_be_agreed(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    """With ``acme_terms_of_service`` the directory's meta names it, and a newAccount
+    without ``termsOfServiceAgreed`` is userActionRequired; with it, created."""
+    from tests.support.acme_server import start_acme_ca
+
+    terms = "https://ca.example.test/terms"
+    for ca in start_acme_ca(tmp_path, smtp_sink, settings={"acme_terms_of_service": terms,
+                                                           "acme_caa_identities": ["x.test"]}):
+        with httpx.Client(timeout=30) as http:
+            c = Client(http, ca.directory)
+            assert c.dir["meta"]["termsOfService"] == terms
+            assert c.dir["meta"]["caaIdentities"] == ["x.test"]
+            refused = c.post(c.dir["newAccount"], {"contact": []}, use_jwk=True).json()
+            assert refused["type"] == URN + "userActionRequired"
+            assert c.register().status_code == 201
