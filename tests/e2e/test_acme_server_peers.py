@@ -163,3 +163,23 @@ def test_uacme_http01_hook(ca: AcmeCA, tmp_path: Path) -> None:
         server.server_close()
     cert = conf / "uacme.acme.test" / "cert.pem"
     check_issued_then_revoked(ca, tmp_path, cert, [*base, "revoke", str(cert)])
+
+
+def test_certbot_bound_to_a_ca_account_needs_no_challenge(ca: AcmeCA, smtp_sink: SmtpSink,
+                                                          tmp_path: Path) -> None:
+    """certbot with --eab-kid/--eab-hmac-key of a CA account that verified the domain by
+    the mail probe gets a certificate with no challenge answered (nothing listens on the
+    http-01 port)."""
+    from tests.support.ca import active_account, verified_domain
+
+    with httpx.Client(base_url=ca.server.url, timeout=30) as api:
+        acct = active_account(api, smtp_sink)
+        verified_domain(api, smtp_sink, acct, "bound.acme.test")
+        key = api.post("/acme/eab-keys", headers=acct.auth).json()
+    work = tmp_path / "certbot"
+    run(certbot(ca, work, "certonly", "--standalone", "--http-01-address", "127.0.0.1",
+                "--http-01-port", "1", "-d", "www.bound.acme.test", "--agree-tos", "-m",
+                "admin@acme.test", "--no-eff-email", "--eab-kid", key["kid"],
+                "--eab-hmac-key", key["hmac_key"]))
+    live = work / "config" / "live" / "www.bound.acme.test"
+    assert (live / "fullchain.pem").exists()
