@@ -100,7 +100,7 @@ def new_order(acme: AcmeService, req: Verified) -> Answer:
                     account["id"], base, wildcard, min(lapses, acme.later(
                         acme.config["acme_authz_days"])), [], status="valid"))
                 continue
-            kinds = ["dns-01"] if wildcard else list(acme.challenge_types)
+            kinds = [k for k in acme.challenge_types if k == "dns-01" or not wildcard]
             if not kinds:
                 raise AcmeProblem("rejectedIdentifier", f"{name}: no challenge type the CA "
                                   "offers can validate a wildcard", identifier=name)

@@ -227,3 +227,17 @@ def test_terms_of_service_must_be_agreed(tmp_path: Path, smtp_sink: SmtpSink) ->
             refused = c.post(c.dir["newAccount"], {"contact": []}, use_jwk=True).json()
             assert refused["type"] == URN + "userActionRequired"
             assert c.register().status_code == 201
+
+
+def test_wildcard_without_dns01_is_rejected(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    """When the CA offers no dns-01 (``acme_challenges``), a wildcard identifier is
+    rejectedIdentifier naming it, not an authorization nobody can answer."""
+    from tests.support.acme_server import start_acme_ca
+
+    for ca in start_acme_ca(tmp_path, smtp_sink, settings={"acme_challenges": ["http-01"]}):
+        with httpx.Client(timeout=30) as http:
+            c = registered(http, ca)
+            r = c.post(c.dir["newOrder"], {"identifiers": [{"type": "dns",
+                                                             "value": "*.x.acme.test"}]})
+            assert r.json()["type"] == URN + "rejectedIdentifier", r.text
+            assert r.json()["subproblems"][0]["identifier"]["value"] == "*.x.acme.test"
