@@ -241,3 +241,27 @@ def test_wildcard_without_dns01_is_rejected(tmp_path: Path, smtp_sink: SmtpSink)
                                                              "value": "*.x.acme.test"}]})
             assert r.json()["type"] == URN + "rejectedIdentifier", r.text
             assert r.json()["subproblems"][0]["identifier"]["value"] == "*.x.acme.test"
+
+
+def test_concurrent_finalizes_issue_once(http: httpx.Client, acme_ca: AcmeCA) -> None:
+    """Four finalizes of one order at once (a client retrying) make one certificate: the
+    others answer the same order (valid, same certificate) or orderNotReady."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    c = registered(http, acme_ca)
+    r = c.post(c.dir["newOrder"], {"identifiers": [{"type": "dns", "value": "once.acme.test"}]})
+    placed = r.json()
+    assert authorize(c, acme_ca, placed["authorizations"][0], "http-01")["status"] == "valid"
+    csr, _ = make_csr(["once.acme.test"])
+    body = {"csr": der(csr)}
+    before = acme_ca.server.ca_dir / "ca.sqlite3"
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: c.post(placed["finalize"], body).json(), range(4)))
+    certs = {a.get("certificate") for a in answers if a.get("status") == "valid"}
+    assert len(certs) == 1, answers
+    assert all(a.get("status") == "valid" or a["type"] == URN + "orderNotReady"
+               for a in answers), answers
+    import sqlite3
+    with sqlite3.connect(before) as db:
+        issued = db.execute("SELECT count(*) FROM certificates WHERE names='once.acme.test'")
+        assert issued.fetchone()[0] == 1
