@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from certwright.ca import _pages
 from certwright.ca._openapi import PemFile, PkixCert, PkixCrl, allowed_methods, errors, repeat
 from certwright.ca._openapi import install as install_openapi
+from certwright.ca.acme.app import create_acme_app
 from certwright.ca.errors import ApiError
 from certwright.ca.httpcounts import CountStatuses, StatusCounts
 from certwright.ca.httpguard import BodyGuard
@@ -369,6 +370,9 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     @app.get("/", include_in_schema=False)
     def home() -> Response:
         return _pages.home_page(svc.public_url)
+
+    # -- ACME (RFC 8555): its own routes, problem documents and tables ------------------
+    app.mount("/acme", create_acme_app(svc))
 
     install_openapi(app, auth=account)
     return app

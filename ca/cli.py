@@ -1,4 +1,5 @@
-"""``certwright ca init|serve``: argparse wiring for the built-in CA.
+"""``certwright ca init|serve|renewal-window``: argparse wiring for the built-in CA
+(``renewal-window`` lives in ``ca.acme.cli``).
 
 The main CLI calls :func:`register` with its subparsers object; each handler returns an
 exit code. ``serve`` blocks until interrupted (Ctrl-C exits with 0); it exits with 2 when
@@ -172,4 +173,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                             "from the CA's public address (bind it to loopback or a "
                             "monitoring network)")
     serve.set_defaults(func=cmd_serve)
+    from certwright.ca.acme.cli import add_renewal_window
+    add_renewal_window(sub)
     return ca

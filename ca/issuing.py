@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -255,9 +256,12 @@ class Issuing:
                 raise ApiError(422, "unverified_domain", f"{base} is not verified for this "
                                f"account{hint}", domain=base)
 
-    def sign(self, account_id: str, csr_pem: str, idem_key: str,
-             days: int | None = None) -> tuple[dict[str, Any], bool]:
-        """Issue (once per key) a certificate for the CSR; returns (view, created)."""
+    def sign(self, account_id: str, csr_pem: str, idem_key: str, days: int | None = None, *,
+             authorize: Callable[[list[str]], None] | None = None,
+             mail_to: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Issue (once per key) a certificate for the CSR; returns (view, created). The
+        ACME server passes ``authorize`` (raises ApiError unless its validations cover the
+        names; else the account's verified domains must) and ``mail_to`` (its contact)."""
         if not idem_key:
             raise ApiError(422, "bad_request", "an idempotency_key is required (field or "
                            "Idempotency-Key header)", field="idempotency_key")
@@ -277,7 +281,7 @@ class Issuing:
             bound.info("csr_refused", reason=exc.code, message=exc.message)
             raise ApiError(422, exc.code, exc.message, **exc.details) from None
         self._refuse_compromised(csr)
-        self._check_names(account_id, names)
+        (authorize or functools.partial(self._check_names, account_id))(names)
         with self.store.transaction():
             seen = self.store.find_certificate(account_id=account_id, idem_key=idem_key)
             if seen:  # a concurrent request with the same key won
@@ -291,7 +295,7 @@ class Issuing:
                    "created_at": format_instant(now)}
             self.store.insert_certificate(row)
             self.store.record("cert_issued", account_id, issued.serial, ",".join(names))
-            message = self._mail_issued(account_id, row)  # commits with the certificate
+            message = self._mail_issued(account_id, row, mail_to)  # commits with the cert
         bound.info("cert_issued", serial=issued.serial, names=",".join(names), days=days)
         if message is not None:
             self.outbox.deliver(message)  # else the outbox's sender retries it
@@ -303,14 +307,16 @@ class Issuing:
                            "different CSR", serial=seen["serial"])
         return self._cert_view(seen)
 
-    def _mail_issued(self, account_id: str, row: dict[str, Any]) -> str | None:
+    def _mail_issued(self, account_id: str, row: dict[str, Any],
+                     mail_to: str | None = None) -> str | None:
         """Enqueue the issuance notice (inside the caller's transaction); its row id."""
-        account = self.store.find_account(account_id=account_id)
-        if account is None:
+        account = None if mail_to else self.store.find_account(account_id=account_id)
+        address = mail_to or (account["email"] if account else None)
+        if address is None:
             return None
         first = row["names"].split(",")[0]
         return self.outbox.enqueue(
-            account["email"], f"Your certificate for {first} (serial {row['serial']})", (
+            address, f"Your certificate for {first} (serial {row['serial']})", (
                 f"The CA signed a certificate for {row['names'].replace(',', ', ')}.\n\n"
                 f"Serial: {row['serial']}\nSHA256 Fingerprint: {row['fingerprint']}\n"
                 f"Valid until: {row['not_after']}\n\n"

@@ -58,6 +58,9 @@ DEFAULT_RATES: dict[str, str] = {
     "recovery.client": "10/hour",
     "recovery.account": "5/hour",
     "recovery_answer.client": "20/hour",
+    # the ACME server (ca/acme/): new accounts per address, new orders per ACME account
+    "acme_account.client": "20/hour",
+    "acme_order.account": "300/hour",
 }
 _UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
