@@ -31,12 +31,11 @@ from certwright.steps.acme.client import (
     as_step_error,
     check_params,
     load_account,
-    problem_text,
     read_json,
-    retry_after_seconds,
     session_for,
     step_schema,
 )
+from certwright.steps.acme.network import problem_text, retry_after_seconds
 
 PEM_CHAIN = "application/pem-certificate-chain"
 
@@ -88,7 +87,7 @@ def open_session(ctx: StepContext) -> AcmeSession:
     account = load_account(ctx.state_dir, ctx.params)
     if not account.url:
         raise PermanentError("no registered ACME account: run acme.account first")
-    return session_for(ctx.services, ctx.params, account)
+    return session_for(ctx.services, ctx.params, account, ctx.clock.now())
 
 
 class Finalize(BaseStep):
