@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests use (real Apache, Chromium, Pebble, Dovecot, Postfix,
-# certbot, acme-tiny, faketime), only those missing; `apt-get update` once, then one install.
+# certbot, acme-tiny, lego, uacme, faketime), only those missing; `apt-get update` once, then one install.
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in apache2 chromium pebble certbot acme-tiny dovecot-imapd faketime openssl postfix; do
+for pkg in apache2 chromium pebble certbot acme-tiny lego uacme dovecot-imapd faketime openssl postfix; do
   have "$pkg" || need+=("$pkg")
 done
 if [ ${#need[@]} -eq 0 ]; then
