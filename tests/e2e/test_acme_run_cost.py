@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from certwright.steps import acme
 from tests.e2e.test_acme_cli import cli, run_args
-from tests.integration.test_acme import Env, _start
+from tests.integration.test_acme import Env, _start, make_csr
 from tests.integration.test_acme_pipeline import verify_installed
 from tests.support.tcpcount import CountingProxy
 
@@ -88,3 +89,34 @@ def test_one_run_keeps_one_connection_to_the_ca(env: Env) -> None:
         assert proxy.connections - before == 1
     finally:
         proxy.stop()
+
+
+def test_download_after_finalize_asks_only_for_the_certificate(env: Env) -> None:
+    """Finalize keeps the certificate URL it saw with the run's order, so the download
+    POSTs to it directly instead of reading the order once more."""
+    domains = ["f1.acme.test"]
+    env.run(acme.Account())
+    env.run(acme.Order(), domains=domains)
+    env.run(acme.Challenge(), type="http-01", http_address=env.http_address)
+    assert env.run(acme.Finalize(), csr=str(make_csr(env.tmp / "csr", domains)))["status"] \
+        == "valid"
+    mark = log_length(env)
+    out = env.run(acme.Download())
+    assert requests_at(env, mark) == ["POST /certZ/"]
+    assert Path(out["cert_path"]).read_text().startswith("-----BEGIN CERTIFICATE")
+
+
+def test_download_of_a_certificate_url_the_ca_forgot_reads_the_order(env: Env) -> None:
+    domains = ["f2.acme.test"]
+    env.run(acme.Account())
+    env.run(acme.Order(), domains=domains)
+    env.run(acme.Challenge(), type="http-01", http_address=env.http_address)
+    env.run(acme.Finalize(), csr=str(make_csr(env.tmp / "csr", domains)))
+    saved = env.run_dir / "acme-order.json"
+    data = json.loads(saved.read_text())
+    data["certificate_url"] = data["certificate_url"].replace("/certZ/", "/certZ/gone-")
+    saved.write_text(json.dumps(data))
+    mark = log_length(env)
+    out = env.run(acme.Download())
+    assert requests_at(env, mark)[-2:] == ["POST /my-order/", "POST /certZ/"]
+    assert Path(out["cert_path"]).read_text().startswith("-----BEGIN CERTIFICATE")
