@@ -1,12 +1,12 @@
 """Benchmark: certwright against certbot, acme-tiny, lego and uacme, one Pebble for all.
 
 One Pebble on loopback (``PEBBLE_VA_NOSLEEP=1``; every challenge really validated over
-http-01, names answered by the test DNS server) and one webroot served over HTTP on its
-http-01 port (``python -m http.server`` in a process of its own) for every client. Each
-client (see ``bench/peers.py`` for how each is run and trusts the test CA) issues ``--n``
-certificates (default 20) in two modes: one at a time, and ``--parallel`` (8) at a time;
-each makes its own key and CSR; its account is registered, and one warm-up certificate
-issued, before the clock starts. certwright is measured twice:
+http-01, names answered by the test DNS server in a process of its own) and one webroot
+served over HTTP on its http-01 port (``http.server``, backlog 128, a process of its own)
+for every client. Each client (``bench/peers.py`` says how each is run and trusts the test
+CA) issues ``--n`` certificates (default 20) in two modes: one at a time, and
+``--parallel`` (8) at a time; each makes its own key and CSR; its account is registered,
+and one warm-up certificate issued, before the clock starts. certwright is measured twice:
 
 * ``certwright_process``: ``certwright run acme`` as a process per certificate, one state
   folder for all (as a cron user runs it);
@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -55,12 +56,45 @@ from certwright.engine.run.runner import Engine, EngineOptions
 from certwright.engine.run.watch import WaitWatcher
 from certwright.state.location import open_store
 from certwright.state.records import FINISHED
-from tests.support.dns import TestDNS
 from tests.support.pebble import Pebble
 
 ZONE = "bench.acme.test"
 CLIENTS = ("certbot", "acme-tiny", "lego", "uacme", "certwright-process", "certwright-engine")
 MODES = ("seq", "conc")
+
+
+DNS_CHILD = """
+import sys, threading
+sys.path.append(sys.argv[2])
+from tests.support.dns import TestDNS
+dns = TestDNS(__import__("pathlib").Path(sys.argv[1]), zones=(sys.argv[3],)).start()
+print(dns.address, flush=True)
+threading.Event().wait()
+"""
+
+
+# The webroot server: http.server's threading server with a listen backlog of 128. Its
+# default backlog of 5 overflows when Pebble validates 8 orders from 3 perspectives at once,
+# and a dropped SYN costs the client a 1 s retransmission: that, not any client, would be
+# measured.
+WEBROOT_CHILD = """
+import functools, http.server, sys
+class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 128
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+handler = functools.partial(Quiet, directory=sys.argv[1])
+Server(("127.0.0.1", int(sys.argv[2])), handler).serve_forever()
+"""
+
+
+def _dns_process(records: Path) -> subprocess.Popen[str]:
+    """The test DNS server in a process of its own, so that it neither waits for this
+    process's GIL (the engine runs here) nor adds its CPU to the engine's; its address is
+    the first line it prints."""
+    return subprocess.Popen([sys.executable, "-c", DNS_CHILD, str(records), str(ROOT), ZONE],
+                            stdout=subprocess.PIPE, text=True)
 
 
 def _key(name: str) -> str:
@@ -238,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only these clients (repeatable)")
     parser.add_argument("--mode", choices=MODES, action="append", help="only these modes")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--keep-log", type=Path, help="copy Pebble's log to this file")
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     chosen: list[str] = args.only or list(CLIENTS)
@@ -246,15 +281,20 @@ def main(argv: list[str] | None = None) -> int:
                                "load_before": list(os.getloadavg())}
     with tempfile.TemporaryDirectory(prefix="acme-bench-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        dns = TestDNS(work / "records.json", zones=(ZONE,)).start()
-        stack.callback(dns.stop)
-        pebble = Pebble(work / "pebble", dns_server=dns.address).start()
+        dns = _dns_process(work / "records.json")
+        stack.callback(dns.wait, 5)
+        stack.callback(dns.terminate)
+        address = (dns.stdout.readline() if dns.stdout else "").strip()
+        if not address:
+            raise RuntimeError("the test DNS server did not start")
+        pebble = Pebble(work / "pebble", dns_server=address).start()
+        if args.keep_log:
+            stack.callback(shutil.copyfile, work / "pebble" / "pebble.log", args.keep_log)
         stack.callback(pebble.stop)
         webroot = work / "webroot"
         (webroot / ".well-known" / "acme-challenge").mkdir(parents=True)
         server = subprocess.Popen(
-            [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
-             str(webroot), str(pebble.http_port)],
+            [sys.executable, "-c", WEBROOT_CHILD, str(webroot), str(pebble.http_port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         stack.callback(server.wait, 5)
         stack.callback(server.terminate)
