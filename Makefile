@@ -50,7 +50,8 @@ system-deps:
 # $(DEMO_STATE)/live (as root the default root would be /etc/certwright/live).
 demo: $(LINKED)
 	rm -rf $(DEMO_STATE) && mkdir -p $(DEMO_STATE)
-	CERTWRIGHT_LIVE_DIR=$(abspath $(DEMO_STATE))/live $(VENV)/bin/certwright \
+	CERTWRIGHT_LIVE_DIR=$(abspath $(DEMO_STATE))/live \
+	    CERTWRIGHT_CACHE_DIR=$(abspath $(DEMO_STATE))/cache $(VENV)/bin/certwright \
 	    --state-dir $(DEMO_STATE) run cacert --set domain=example.test \
 	    | tee $(DEMO_STATE)/report.txt
 	@echo "+ $$(grep -m1 'openssl verify' $(DEMO_STATE)/report.txt)"

@@ -8,7 +8,12 @@
   rename to the journal's ``at`` of the run's committed ``entered verified`` entry (the
   link was followed on the CA in between: ``wait.mail`` then ``ca.verify``).
 * ``rss_bytes_per_parked_run``: (daemon RSS with ``--parked`` runs waiting for mail minus
-  daemon RSS on an empty store) / ``--parked``, both read once the daemon is ready.
+  daemon RSS on an empty store) / ``--parked``. Both daemons run under
+  ``bench/daemon_probe.py``, which on a signal collects garbage and trims the heap
+  (``malloc_trim``) inside the daemon before reading its memory, so neither figure is
+  start-up garbage; each is the lowest of ``PROBES`` readings once the daemon is ready.
+  SQLite's page cache is heap memory of the daemon, so it is counted (``anonymous`` is
+  given beside ``rss``; ``store_bytes_per_parked_run`` is the database's size on disk).
 * ``idle_cpu_percent``: the daemon's user+system CPU over ``--idle-seconds`` with those runs
   parked and nothing arriving.
 
@@ -79,21 +84,20 @@ class Sink:
         return "250 OK"
 
 
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _daemon(state: Path, maildir: Path, log: Path) -> subprocess.Popen[bytes]:
+PROBES = 5
+
+
+def _daemon(state: Path, maildir: Path, log: Path,
+            probe: Path | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "certwright", "--state-dir", str(state),
+    head = ([sys.executable, str(REPO / "bench" / "daemon_probe.py"), str(probe)] if probe
+            else [sys.executable, "-m", "certwright"])
+    proc = subprocess.Popen([*head, "--state-dir", str(state),
                              "--log-json", "--log-level",
                              os.environ.get("BENCH_LOG_LEVEL", "warning"), "daemon",
                              "--maildir", str(maildir)], cwd=REPO, env=env,
@@ -112,7 +116,31 @@ def _daemon(state: Path, maildir: Path, log: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-def _park(state: Path, spec: Any, inputs: list[dict[str, str]], ids: list[str]) -> None:
+def _memory(proc: subprocess.Popen[bytes], probe: Path) -> dict[str, int]:
+    """The lowest of PROBES collected-and-trimmed readings of the daemon's memory."""
+    readings: list[dict[str, int]] = []
+    for want in range(1, PROBES + 1):
+        proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                found = json.loads(probe.read_text())
+            except (OSError, ValueError):
+                found = {}
+            if found.get("seq", 0) >= want:
+                readings.append(found)
+                break
+            time.sleep(0.02)
+        else:
+            raise RuntimeError("the daemon did not answer the memory probe")
+        time.sleep(0.2)
+    return min(readings, key=lambda r: r["rss"])
+
+
+def _park(state: Path, spec: Any, inputs: list[dict[str, str]], ids: list[str],
+          batch: int = 200) -> None:
+    """Park the runs as the daemon would have: created ``batch`` at a time in one
+    transaction each, driven until they wait, their run locks released."""
     from certwright.engine.daemon.locking import RunLocks
     from certwright.engine.run.runner import Engine, EngineOptions
     from certwright.state.location import open_store
@@ -120,8 +148,8 @@ def _park(state: Path, spec: Any, inputs: list[dict[str, str]], ids: list[str]) 
     locks = RunLocks(state, covered=lambda w: True)
     eng = Engine(store, state, options=EngineOptions(inline=True), interceptors=[locks])
     eng.open()
-    for inp, rid in zip(inputs, ids, strict=True):
-        eng.start_run(spec, inp, rid)
+    for start in range(0, len(ids), batch):
+        eng.start_runs(spec, inputs[start:start + batch], ids[start:start + batch])
         eng.run_until_idle()
         locks.release_idle()
     eng.close()
@@ -204,10 +232,12 @@ def parked(root: Path, count: int, idle_seconds: float) -> dict[str, float]:
     md = Maildir(root / "park-Maildir")
     md.ensure()
     empty = root / "empty-state"
-    proc = _daemon(empty, md.path, root / "empty-daemon.log")
-    base = _rss(proc.pid)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(30)
+    proc = _daemon(empty, md.path, root / "empty-daemon.log", root / "empty-probe.json")
+    try:
+        base = _memory(proc, root / "empty-probe.json")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
 
     state = root / "park-state"
     spec = load_pipeline_text(PIPELINE, "probewait.yaml")
@@ -216,17 +246,23 @@ def parked(root: Path, count: int, idle_seconds: float) -> dict[str, float]:
                          "maildir": str(md.path)} for i in range(count)],
           [f"park-{i}" for i in range(count)])
     park_s = time.monotonic() - t
-    proc = _daemon(state, md.path, root / "park-daemon.log")
+    proc = _daemon(state, md.path, root / "park-daemon.log", root / "park-probe.json")
     try:
-        full = _rss(proc.pid)
+        full = _memory(proc, root / "park-probe.json")
         c0, w0 = _cpu_seconds(proc.pid), time.monotonic()
         time.sleep(idle_seconds)
         c1, w1 = _cpu_seconds(proc.pid), time.monotonic()
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-    return {"parked_runs": count, "rss_empty_bytes": base, "rss_parked_bytes": full,
-            "rss_bytes_per_parked_run": round(max(0, full - base) / count, 1),
+    store = sum(f.stat().st_size for f in state.glob("certwright.sqlite*"))
+    return {"parked_runs": count, "rss_empty_bytes": base["rss"], "rss_parked_bytes": full["rss"],
+            "anonymous_empty_bytes": base["anonymous"],
+            "anonymous_parked_bytes": full["anonymous"],
+            "rss_bytes_per_parked_run": round((full["rss"] - base["rss"]) / count, 1),
+            "anonymous_bytes_per_parked_run":
+                round((full["anonymous"] - base["anonymous"]) / count, 1),
+            "store_bytes_per_parked_run": round(store / count, 1),
             "idle_cpu_percent": round(100 * (c1 - c0) / (w1 - w0), 3),
             "park_seconds": round(park_s, 1)}
 
@@ -234,7 +270,8 @@ def parked(root: Path, count: int, idle_seconds: float) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=500, help="mails for the latency figures")
-    p.add_argument("--parked", type=int, default=10_000, help="parked runs for RSS and CPU")
+    p.add_argument("--parked", type=int, default=100_000,
+                   help="parked runs for memory and idle CPU (100,000)")
     p.add_argument("--idle-seconds", type=float, default=30.0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
@@ -242,8 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     configure(level="warning")
     root = Path(tempfile.mkdtemp(prefix="certwright-bench-daemon-"))
     try:
-        result = {**latency(root, args.n), **parked(root, args.parked, args.idle_seconds),
-                  "cpus": os.cpu_count()}
+        result = {"load_before": list(os.getloadavg()), **latency(root, args.n),
+                  **parked(root, args.parked, args.idle_seconds), "cpus": os.cpu_count(),
+                  "load_after": list(os.getloadavg())}
     finally:
         if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(root, ignore_errors=True)

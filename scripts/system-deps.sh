@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests use (real Apache, Chromium, Pebble, Dovecot, Postfix,
-# certbot, acme-tiny, lego, uacme, faketime; sudo, and systemd's systemd-analyze, -sysusers and -tmpfiles
-# for the deployment kit in contrib/; zsh and fish to load the completion scripts), only
-# those missing; `apt-get update` once, then one install.
+# certbot, acme-tiny, lego, uacme, faketime; sudo, and systemd's systemd-analyze, -sysusers
+# and -tmpfiles for the deployment kit in contrib/; zsh and fish to load the completion
+# scripts), only those missing; `apt-get update` once, then one install.
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in apache2 chromium pebble certbot acme-tiny lego uacme dovecot-imapd faketime openssl postfix \
-           sudo systemd zsh fish; do
+for pkg in apache2 chromium pebble certbot acme-tiny lego uacme dovecot-imapd faketime openssl \
+           postfix sudo systemd zsh fish; do
   have "$pkg" || need+=("$pkg")
 done
 if [ ${#need[@]} -eq 0 ]; then

@@ -35,11 +35,17 @@ def _children(pid: int) -> list[tuple[int, str]]:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Tests run as root, so nothing of the machine's is touched: the certificates root
-    (else /etc/certwright/live) is a temporary folder for the whole session, and the
+    (else /etc/certwright/live) and the cache (else /var/cache/certwright) are temporary
+    folders for the whole session, and the
     system configuration file (else /etc/certwright/config.yaml) a path that does not
     exist; a test that cares sets its own."""
     os.environ.setdefault("CERTWRIGHT_SYSTEM_CONFIG",
                           f"/nonexistent/certwright-tests-{os.getpid()}/config.yaml")
+    if not os.environ.get("CERTWRIGHT_CACHE_DIR"):  # else /var/cache/certwright as root
+        import tempfile
+        cache = tempfile.mkdtemp(prefix="certwright-cache-")
+        os.environ["CERTWRIGHT_CACHE_DIR"] = cache
+        config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
     if not os.environ.get("CERTWRIGHT_LIVE_DIR"):
         import tempfile
         made = tempfile.mkdtemp(prefix="certwright-live-")

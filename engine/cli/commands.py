@@ -31,7 +31,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARKED, EXIT_LOCKED = 0, 1, 2, 3, 4
 
 def _load(name: str) -> Any:
     from certwright.engine.model.loader import load_pipeline, resolve_pipeline_path
-    return load_pipeline(resolve_pipeline_path(name))
+    from certwright.engine.model.speccache import default_cache_dir
+    return load_pipeline(resolve_pipeline_path(name), cache_dir=default_cache_dir())
 
 
 def parse_sets(items: list[str]) -> dict[str, str]:

@@ -17,6 +17,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from certwright.engine.model import speccache
 from certwright.engine.model.context import Ctx, did_you_mean
 from certwright.engine.model.inputspecs import parse_inputs
 from certwright.engine.model.spec import InputSpec, PipelineSpec, RenewSpec, StateSpec
@@ -66,10 +67,14 @@ def resolve_pipeline_path(name_or_path: str) -> Path:
 
 
 def load_pipeline(path: str | Path, registry: Registry | None = None,
-                  stats: LoadStats | None = None) -> PipelineSpec:
+                  stats: LoadStats | None = None, *,
+                  cache_dir: Path | None = None) -> PipelineSpec:
     """Read and validate a pipeline file; raises SpecError (located) or CertwrightError.
 
     ``stats``, if given, counts the work done (bytes read, then as :func:`load_yaml`).
+    ``cache_dir``, if given, keeps the valid spec there keyed by the file's text
+    (:mod:`engine.model.speccache`) and takes it from there while the text is unchanged;
+    the file is read either way. A count asked for with ``stats`` always parses.
     """
     p = Path(path)
     where = Location(str(p), 1, 1)
@@ -89,7 +94,15 @@ def load_pipeline(path: str | Path, registry: Registry | None = None,
     except UnicodeDecodeError as exc:
         raise SpecError([Problem(where, f"not UTF-8 text (byte {exc.start}: {exc.reason})")]) \
             from exc
-    return load_pipeline_text(text, str(p), registry, stats)
+    if cache_dir is None or stats is not None:
+        return load_pipeline_text(text, str(p), registry, stats)
+    registry = registry if registry is not None else Registry()
+    key = speccache.cache_key(text, str(p), registry.names())
+    spec = speccache.find_spec(cache_dir, key)
+    if spec is None:
+        spec = load_pipeline_text(text, str(p), registry)
+        speccache.keep_spec(cache_dir, key, spec)
+    return spec
 
 
 def load_pipeline_text(text: str, filename: str = "<string>",

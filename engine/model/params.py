@@ -5,32 +5,83 @@ code, ~15x faster) answers "valid?" on the hot path; only when it says no does j
 the reference implementation, list every error with its path. jsonschema has the last
 word: fastjsonschema asserts ``format`` where jsonschema (by default) does not, so a value
 the first refuses and the second accepts passes.
+
+The compiled validator's code object is kept in the cache folder
+(:func:`engine.model.speccache.default_cache_dir`, ``schemas/<digest>.marshal``, the digest
+naming certwright's and fastjsonschema's versions, the interpreter's cache tag and the
+schema), so a one-shot command does not generate and compile it again on every start. Like
+the spec cache, an entry is code: it is read only from a private folder of this user's, and
+any damage is a miss (the validator is compiled and the entry replaced).
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import marshal
+import sys
+import types
 from collections.abc import Callable, Mapping
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import fastjsonschema
 import jsonschema
 from jsonschema import Draft202012Validator
 
+from certwright import __version__
+from certwright.atomic import write_atomic
+from certwright.engine.model import speccache
 from certwright.errors import PermanentError
 
 _Fast = Callable[[Any], Any]
 
 
+def _generate(schema: Mapping[str, Any]) -> types.CodeType | None:
+    try:
+        source = fastjsonschema.compile_to_code(dict(schema), use_default=False)
+    except fastjsonschema.JsonSchemaDefinitionException:
+        return None  # a schema it cannot compile is checked by jsonschema alone
+    return compile(source, "<fastjsonschema>", "exec")
+
+
+def _run(code: types.CodeType) -> _Fast | None:
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # noqa: S102 - our own generated code (module docstring)
+    fast = namespace.get("validate")
+    return fast if callable(fast) else None
+
+
+def compiled_validator(schema: Mapping[str, Any], schema_json: str,
+                       cache_dir: Path | None = None) -> _Fast | None:
+    """fastjsonschema's validator of ``schema`` (``schema_json`` is its canonical JSON),
+    from the kept code object in ``cache_dir`` when there is a good one, else compiled
+    (and kept). None when fastjsonschema cannot compile the schema."""
+    key = hashlib.sha256("\0".join((__version__, fastjsonschema.VERSION,
+                                    sys.implementation.cache_tag or "", schema_json)).encode())
+    path = (cache_dir or speccache.default_cache_dir()) / "schemas" / f"{key.hexdigest()}.marshal"
+    if speccache.is_private(path.parent) and speccache.is_private(path):
+        try:
+            kept = marshal.loads(path.read_bytes())  # noqa: S302 - private folder, see above
+            fast = _run(kept) if isinstance(kept, types.CodeType) else None
+        except Exception:  # noqa: BLE001 - any damage (truncated, foreign) is a miss
+            fast = None
+        if fast is not None:
+            return fast
+    code = _generate(schema)
+    if code is None:
+        return None
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(path, marshal.dumps(code), 0o600)
+    return _run(code)
+
+
 @lru_cache(maxsize=256)
 def _validators(schema_json: str) -> tuple[_Fast | None, Draft202012Validator]:
     schema = json.loads(schema_json)
-    fast: _Fast | None
-    try:
-        fast = fastjsonschema.compile(schema, use_default=False)
-    except fastjsonschema.JsonSchemaDefinitionException:
-        fast = None  # a schema it cannot compile is checked by jsonschema alone
-    return fast, Draft202012Validator(schema)
+    return compiled_validator(schema, schema_json), Draft202012Validator(schema)
 
 
 # Step schemas are class attributes that live as long as the process: key them by identity

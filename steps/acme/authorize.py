@@ -30,11 +30,11 @@ from certwright.steps.acme.client import (
     as_step_error,
     check_params,
     load_account,
-    problem_text,
     session_for,
     step_schema,
 )
 from certwright.steps.acme.issue import load_order_url, poll_until, sleep_of
+from certwright.steps.acme.network import problem_text
 
 __all__ = ["Challenge"]
 
@@ -77,7 +77,7 @@ class Challenge(BaseStep):
         if ctype == "dns-01":
             check_params(p, ("dns_hook",))
         account = load_account(ctx.state_dir, p)
-        session = session_for(ctx.services, p, account)
+        session = session_for(ctx.services, p, account, ctx.clock.now())
         order_url = load_order_url(ctx.run_dir)
         log = ctx.log.bind(step=self.name, order_url=order_url, type=ctype)
         doing = f"answering {ctype} challenges of order {order_url}"

@@ -1,30 +1,28 @@
-"""ACME plumbing shared by the ``acme.*`` steps: the HTTP client, accounts, persisted orders.
+"""ACME plumbing shared by the ``acme.*`` steps: accounts, sessions, persisted orders.
 
-Built on certbot's ``acme`` library (``ClientNetwork`` signs and sends JWS requests) with
-two additions the library lacks: ``badNonce`` is retried up to :data:`NONCE_RETRIES` times
-(the library retries once, which fails a quarter of requests when Pebble rejects half of
-all nonces), and ``429``/``503`` answers (with or without a problem document) are retried
-in place after their ``Retry-After`` when it is at most :data:`MAX_RETRY_AFTER` seconds,
-:data:`SERVER_RETRIES` times. A longer wait (a rate limit of an hour) or one retry too many
-raises :class:`RetryLater`, which :func:`as_step_error` turns into a StepError whose
-``retry_after`` the engine honours: the run backs off durably instead of holding a worker.
+The network under it (badNonce retried up to :data:`.network.NONCE_RETRIES` times, ``429``/``503``
+retried in place up to :data:`.network.MAX_RETRY_AFTER` seconds, :class:`RetryLater` beyond) is
+:mod:`.network`. :func:`as_step_error` turns a
+:class:`RetryLater` into a StepError whose ``retry_after`` the engine honours: the run
+backs off durably instead of holding a worker.
 
 Hazards: a session (:class:`AcmeSession`) is cached per (directory, account, CA bundle) and
-shared by threads, so that one process keeps its TCP/TLS connections and directory; the
-last response is kept per thread. Account keys are written 0600 before the CA sees them, so
-a crash after the CA created an account finds the key and recovers the same account.
+shared by threads, so that one process keeps one kept-alive TCP/TLS connection and its
+directory for all the steps of a run; the directory document and the account URL are kept
+on disk with the account (:mod:`.known`, ``account.json``), so a new process finds both
+without asking the CA. Account keys are written 0600 before the CA sees them, so a crash
+after the CA created an account finds the key and recovers the same account.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import email.utils
 import fcntl
 import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,22 +31,23 @@ from urllib.parse import urlsplit
 import requests
 from acme import client as acme_client
 from acme import errors as acme_errors
-from acme import jws, messages
+from acme import messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from josepy.errors import DeserializationError
 from josepy.jwa import ES256, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from certwright.atomic import write_atomic
 from certwright.errors import PermanentError, StepError
+from certwright.steps.acme import known
+from certwright.steps.acme.network import (
+    RetryingNetwork,
+    RetryLater,
+    Sleep,
+    problem_text,
+)
 
-NONCE_RETRIES = 10
-SERVER_RETRIES = 5
-MAX_RETRY_AFTER = 60.0
 USER_AGENT = "certwright-acme"
-
-Sleep = Callable[[float], None]
 
 #: JSON Schema of the parameters every acme.* step takes.
 COMMON_PARAMS: dict[str, Any] = {
@@ -85,135 +84,6 @@ def check_directory(params: Mapping[str, Any]) -> str:
         raise PermanentError(f"refusing ACME directory {url}: it is http://, not https://; "
                              "set allow_insecure: true only for a test server")
     raise PermanentError(f"ACME directory {url!r} is not an https:// URL")
-
-
-def problem_text(err: messages.Error) -> str:
-    """A CA problem document as one line: type, detail, identifier, subproblems."""
-    parts = [f"type={err.typ}"]
-    if err.detail:
-        parts.append(f"detail={err.detail!r}")
-    if err.identifier is not None:
-        parts.append(f"identifier={err.identifier.value}")
-    parts.extend(f"[{problem_text(sub)}]" for sub in err.subproblems or ())
-    return " ".join(parts)
-
-
-def retry_after_seconds(response: requests.Response, default: float) -> float:
-    """Seconds the ``Retry-After`` header asks for (delta-seconds or an HTTP-date), at
-    least 0; ``default`` when it is missing or unreadable."""
-    value = (response.headers.get("Retry-After") or "").strip()
-    if not value:
-        return default
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return default
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
-
-
-class RetryLater(acme_errors.Error):
-    """The CA answered 429/503 and wants us back in ``seconds`` (more than we wait in place,
-    or after :data:`SERVER_RETRIES` tries in place); ``cause`` is its answer."""
-
-    def __init__(self, seconds: float, cause: Exception, status: int) -> None:
-        self.seconds = seconds
-        self.cause = cause
-        self.status = status
-        what = (f"a problem: {problem_text(cause)}" if isinstance(cause, messages.Error)
-                else f"HTTP {status} without a problem document")
-        super().__init__(f"the CA answered {status} with {what}, and asks to retry after "
-                         f"{seconds:g}s")
-
-
-class RetryingNetwork(acme_client.ClientNetwork):
-    """``ClientNetwork`` that survives repeated badNonce and honours 429/503 Retry-After."""
-
-    def __init__(self, *args: Any, sleep: Sleep = time.sleep, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._sleep = sleep
-        self._local = threading.local()
-        self._nonce_lock = threading.Lock()
-        self.bad_nonces = 0  # how many badNonce answers were retried (tests observe this)
-
-    def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
-        response = super()._send_request(method, url, *args, **kwargs)
-        self._local.last = response
-        return response
-
-    def _add_nonce(self, response: requests.Response) -> None:
-        with self._nonce_lock:
-            super()._add_nonce(response)
-
-    def _get_nonce(self, url: str, new_nonce_url: str) -> bytes:  # type: ignore[override]
-        # The library's version is not thread-safe (check, fetch, pop); this one is.
-        with self._nonce_lock:
-            if self._nonces:
-                # the library annotates _nonces as set[str], but its _add_nonce stores the
-                # decoded bytes, which is what signing takes
-                return self._nonces.pop()  # type: ignore[return-value]
-        response = (self.head(url) if new_nonce_url is None else
-                    self._check_response(self.head(new_nonce_url), content_type=None))
-        fresh = response.headers.get(self.REPLAY_NONCE_HEADER)
-        if fresh is None:
-            raise acme_errors.MissingNonce(response)
-        try:
-            return jws.Header._fields["nonce"].decode(fresh)  # type: ignore[no-any-return]
-        except DeserializationError as exc:
-            raise acme_errors.BadNonce(fresh, exc) from exc
-
-    def last_date(self) -> str | None:
-        """The ``Date`` header of this thread's last response (None before any)."""
-        last: requests.Response | None = getattr(self._local, "last", None)
-        return last.headers.get("Date") if last is not None else None
-
-    def last_status(self) -> int | None:
-        """The HTTP status of this thread's last response (None before any)."""
-        last: requests.Response | None = getattr(self._local, "last", None)
-        return last.status_code if last is not None else None
-
-    def _retry_delay(self, err: Exception, nonce_tries: int, server_tries: int) -> float | None:
-        """Seconds to wait in place before retrying after ``err``, or None to give up.
-
-        Raises :class:`RetryLater` when the CA asks for a longer wait than we spend in
-        place, or keeps asking after :data:`SERVER_RETRIES` tries."""
-        if isinstance(err, messages.Error) and err.code == "badNonce":
-            return 0.0 if nonce_tries < NONCE_RETRIES else None
-        last: requests.Response | None = getattr(self._local, "last", None)
-        if last is None or last.status_code not in (429, 503):
-            return None
-        wait = retry_after_seconds(last, 1.0)
-        if wait > MAX_RETRY_AFTER or server_tries >= SERVER_RETRIES:
-            raise RetryLater(wait, err, last.status_code) from err
-        return wait
-
-    def _with_retries(self, send: Callable[[], requests.Response]) -> requests.Response:
-        nonce_tries = server_tries = 0
-        while True:
-            self._local.last = None
-            try:
-                return send()
-            except (messages.Error, acme_errors.ClientError) as err:
-                delay = self._retry_delay(err, nonce_tries, server_tries)
-                if delay is None:
-                    raise
-                if isinstance(err, messages.Error) and err.code == "badNonce":
-                    nonce_tries += 1
-                    self.bad_nonces += 1
-                else:
-                    server_tries += 1
-                    self._sleep(delay)
-
-    def post(self, *args: Any, **kwargs: Any) -> requests.Response:
-        return self._with_retries(lambda: self._post_once(*args, **dict(kwargs)))
-
-    def get(self, url: str, content_type: str = acme_client.ClientNetwork.JSON_CONTENT_TYPE,
-            **kwargs: Any) -> requests.Response:
-        return self._with_retries(lambda: super(RetryingNetwork, self).get(
-            url, content_type=content_type, **kwargs))
 
 
 @dataclass
@@ -314,23 +184,64 @@ def load_account(state_dir: Path, params: Mapping[str, Any], *,
 
 
 class AcmeSession:
-    """A directory plus a signing network for one account; thread-safe to share."""
+    """A directory plus a signing network for one account; thread-safe to share.
+
+    With ``now``, the directory is taken from the account's kept document
+    (:mod:`.known`) when it is fresh, and a fetched one is kept; a POST to an endpoint of a
+    kept document that answers 404 fetches the directory again and is sent once more to
+    the new endpoint. Without ``now`` the directory is always fetched and nothing is kept.
+    """
 
     def __init__(self, directory_url: str, account: Account, verify: str | bool,
-                 sleep: Sleep = time.sleep) -> None:
+                 sleep: Sleep = time.sleep, now: dt.datetime | None = None) -> None:
         self.url = directory_url
         self.account = account
         self.net = RetryingNetwork(key=account.key, alg=account.alg, verify_ssl=verify,
                                    user_agent=USER_AGENT, sleep=sleep)
-        self.directory = acme_client.ClientV2.get_directory(directory_url, self.net)
+        self._now = now
+        kept = known.find_directory(account.folder, directory_url, now) if now else None
+        self.kept = kept is not None
+        self.directory = (messages.Directory.from_json(kept) if kept is not None
+                          else self._fetch_directory())
         self.client = acme_client.ClientV2(self.directory, self.net)
         if account.url:
             self.net.account = messages.RegistrationResource(
                 body=messages.Registration(), uri=account.url)
 
+    def _fetch_directory(self) -> messages.Directory:
+        document = self.net.get(self.url).json()
+        if self._now is not None and isinstance(document, dict):
+            known.save_directory(self.account.folder, self.url, document, self._now)
+        return messages.Directory.from_json(document)  # (which changes ``document``)
+
     def post(self, url: str, obj: Any, **kwargs: Any) -> requests.Response:
         """POST a signed ``obj`` (None: POST-as-GET) with all retries."""
-        return self.net.post(url, obj, new_nonce_url=self.directory["newNonce"], **kwargs)
+        try:
+            return self.net.post(url, obj, new_nonce_url=self.directory["newNonce"], **kwargs)
+        except (messages.Error, acme_errors.ClientError):
+            moved = self._moved(url)
+            if moved is None:
+                raise
+        return self.net.post(moved, obj, new_nonce_url=self.directory["newNonce"], **kwargs)
+
+    def _moved(self, url: str) -> str | None:
+        """After a 404 from an endpoint of a kept directory (``url`` itself, or the
+        newNonce fetched for it): the directory fetched again and where to send the request
+        now; None otherwise (a 404 of an order or an authorization is the caller's)."""
+        if not self.kept or self.net.last_status() != 404:
+            return None
+        document = self.directory.to_partial_json()
+        field = next((k for k, v in document.items() if k != "meta" and v == url), None)
+        nonce = document.get("newNonce")
+        if field is None and self.net.last_url() != nonce:
+            return None
+        self.kept = False
+        self.directory = self._fetch_directory()
+        self.client = acme_client.ClientV2(self.directory, self.net)
+        fresh = self.directory.to_partial_json()
+        if field is not None:
+            return str(fresh[field]) if fresh.get(field) else None
+        return url if fresh.get("newNonce") != nonce else None
 
     def order(self, url: str) -> messages.Order:
         order: messages.Order = messages.Order.from_json(self.post(url, None).json())
@@ -346,8 +257,10 @@ _sessions_lock = threading.Lock()
 
 
 def session_for(ctx_services: Mapping[str, Any], params: Mapping[str, Any],
-                account: Account) -> AcmeSession:
-    """A (cached) session for the account, or StepError when the CA is unreachable."""
+                account: Account, now: dt.datetime | None = None) -> AcmeSession:
+    """A (cached) session for the account, or StepError when the CA is unreachable.
+
+    ``now`` (the step's clock) lets the session use and keep the directory document."""
     directory = check_directory(params)
     verify: str | bool = str(params["ca_bundle"]) if params.get("ca_bundle") else True
     sleep: Sleep = ctx_services.get("sleep", time.sleep)
@@ -357,7 +270,7 @@ def session_for(ctx_services: Mapping[str, Any], params: Mapping[str, Any],
     if cached is not None:
         return cached
     try:
-        session = AcmeSession(directory, account, verify, sleep)
+        session = AcmeSession(directory, account, verify, sleep, now)
     except (requests.RequestException, acme_errors.Error) as exc:
         raise as_step_error(exc, f"fetching the ACME directory {directory}") from exc
     if account.url:

@@ -31,14 +31,15 @@ from certwright.steps.acme.client import (
     as_step_error,
     check_params,
     load_account,
-    problem_text,
     read_json,
-    retry_after_seconds,
     session_for,
     step_schema,
+    write_json,
 )
+from certwright.steps.acme.network import problem_text, retry_after_seconds
 
 PEM_CHAIN = "application/pem-certificate-chain"
+ORDER_FILE = "acme-order.json"  # written by acme.order (steps.py)
 
 
 def sleep_of(ctx: StepContext) -> Callable[[float], None]:
@@ -47,9 +48,24 @@ def sleep_of(ctx: StepContext) -> Callable[[float], None]:
     return sleep
 
 
+def keep_certificate_url(run_dir: Path, order_url: str, certificate_url: str) -> None:
+    """Note the valid order's certificate URL beside the run's order, so that the download
+    need not read the order again (one request fewer per certificate)."""
+    saved = read_json(run_dir / ORDER_FILE)
+    if saved and saved.get("order_url") == order_url:
+        write_json(run_dir / ORDER_FILE, {**saved, "certificate_url": certificate_url})
+
+
+def kept_certificate_url(run_dir: Path, order_url: str) -> str | None:
+    """The certificate URL :func:`keep_certificate_url` noted for ``order_url``, or None."""
+    saved = read_json(run_dir / ORDER_FILE) or {}
+    found = saved.get("certificate_url") if saved.get("order_url") == order_url else None
+    return str(found) if found else None
+
+
 def load_order_url(run_dir: Path) -> str:
     """The run's order URL from ``run_dir/acme-order.json``; PermanentError when missing."""
-    saved = read_json(run_dir / "acme-order.json")
+    saved = read_json(run_dir / ORDER_FILE)
     if not saved or not saved.get("order_url"):
         raise PermanentError(f"no ACME order in {run_dir}: run acme.order first")
     return str(saved["order_url"])
@@ -88,7 +104,7 @@ def open_session(ctx: StepContext) -> AcmeSession:
     account = load_account(ctx.state_dir, ctx.params)
     if not account.url:
         raise PermanentError("no registered ACME account: run acme.account first")
-    return session_for(ctx.services, ctx.params, account)
+    return session_for(ctx.services, ctx.params, account, ctx.clock.now())
 
 
 class Finalize(BaseStep):
@@ -148,6 +164,7 @@ class Finalize(BaseStep):
         except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
             raise as_step_error(exc, f"finalizing order {url} with {csr_path}") from exc
         log.info("acme_order_valid", certificate_url=final["order"].certificate)
+        keep_certificate_url(ctx.run_dir, url, str(final["order"].certificate))
         return Done({"order_url": url, "status": "valid",
                      "certificate_url": final["order"].certificate})
 
@@ -195,13 +212,15 @@ class Download(BaseStep):
     def run(self, ctx: StepContext) -> Done:
         session = open_session(ctx)
         url = load_order_url(ctx.run_dir)
+        headers = {"Content-Type": session.net.JOSE_CONTENT_TYPE, "Accept": PEM_CHAIN}
         try:
-            order = session.order(url)
-            if order.status.name != "valid" or not order.certificate:
-                raise PermanentError(f"order {url} is {order.status.name}, not valid: nothing to "
-                                     "download (run acme.finalize first)")
-            headers = {"Content-Type": session.net.JOSE_CONTENT_TYPE, "Accept": PEM_CHAIN}
-            resp = session.post(order.certificate, None, headers=headers)
+            resp = self._kept(session, kept_certificate_url(ctx.run_dir, url), headers)
+            if resp is None:
+                order = session.order(url)
+                if order.status.name != "valid" or not order.certificate:
+                    raise PermanentError(f"order {url} is {order.status.name}, not valid: "
+                                         "nothing to download (run acme.finalize first)")
+                resp = session.post(order.certificate, None, headers=headers)
             chains = [resp.text]
             preferred = ctx.params.get("preferred_chain")
             if preferred:
@@ -238,3 +257,17 @@ class Download(BaseStep):
         ctx.log.bind(step=self.name).info("acme_certificate_downloaded", order_url=url,
                                           serial=outputs["serial"])
         return Done(outputs)
+
+    @staticmethod
+    def _kept(session: AcmeSession, url: str | None,
+              headers: Mapping[str, str]) -> requests.Response | None:
+        """The certificate from the URL finalize noted; None when there is none or the CA
+        does not know it (404): then the order says where it is."""
+        if url is None:
+            return None
+        try:
+            return session.post(url, None, headers=dict(headers))
+        except (messages.Error, acme_errors.ClientError):
+            if session.net.last_status() in (404, 410):
+                return None
+            raise

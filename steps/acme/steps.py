@@ -99,23 +99,33 @@ class Account(BaseStep):
 
     @staticmethod
     def _session(ctx: StepContext, account: Any) -> AcmeSession:
-        """A session of its own (``query_registration`` changes the session's account)."""
+        """A session of its own, for registering (the cached ones are for known accounts)."""
         verify: str | bool = str(ctx.params["ca_bundle"]) if ctx.params.get("ca_bundle") else True
-        return AcmeSession(check_directory(ctx.params), account, verify, sleep_of(ctx))
+        return AcmeSession(check_directory(ctx.params), account, verify, sleep_of(ctx),
+                           ctx.clock.now())
 
     def _query(self, ctx: StepContext, account: Any, log: Any, doing: str) -> str | None:
-        """The account's URL as the CA knows it, or None when the CA forgot the account."""
+        """The stored account's URL if the CA still knows it as valid, else None.
+
+        A POST-as-GET of the account URL (RFC 8555 section 7.3.2's way to fetch an
+        account) on the session every later step of the run uses: one request on the
+        connection kept for the run, where a newAccount POST with onlyReturnExisting
+        would need a session, a directory and a nonce of its own."""
         try:
-            regr = self._session(ctx, account).client.query_registration(
-                messages.RegistrationResource(body=messages.Registration(), uri=account.url))
+            found = session_for(ctx.services, ctx.params, account, ctx.clock.now()).post(
+                account.url, None).json()
         except messages.Error as err:
-            if err.code == "accountDoesNotExist":
-                log.info("acme_account_forgotten", account_url=account.url)
+            if err.code in ("accountDoesNotExist", "unauthorized"):
+                log.info("acme_account_forgotten", account_url=account.url, problem=err.code)
                 return None
             raise as_step_error(err, doing) from err
-        except (acme_errors.Error, requests.RequestException) as exc:
+        except (acme_errors.Error, requests.RequestException, ValueError) as exc:
             raise as_step_error(exc, doing) from exc
-        return str(regr.uri)
+        if found.get("status", "valid") != "valid":
+            log.info("acme_account_forgotten", account_url=account.url,
+                     status=found.get("status"))
+            return None
+        return str(account.url)
 
     @staticmethod
     def _ready(account: Any, directory: str, p: Mapping[str, Any], url: str, fresh: bool,
@@ -237,7 +247,7 @@ class Order(BaseStep):
         account = load_account(ctx.state_dir, ctx.params)
         if not account.url:
             raise PermanentError("no registered ACME account: run acme.account first")
-        session = session_for(ctx.services, ctx.params, account)
+        session = session_for(ctx.services, ctx.params, account, ctx.clock.now())
         log = ctx.log.bind(step=self.name, domains=wanted)
         path = ctx.run_dir / ORDER_FILE
         saved = read_json(path)

@@ -43,6 +43,7 @@ def _env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CERTWRIGHT_", "XDG_"))}
     env["XDG_CONFIG_HOME"] = str(tmp / "config")  # no user's config file
     env["CERTWRIGHT_LIVE_DIR"] = str(tmp / "live")
+    env["CERTWRIGHT_CACHE_DIR"] = str(tmp / "cache")
     return env
 
 

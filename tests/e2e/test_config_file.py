@@ -78,7 +78,8 @@ def _env(home: dict[str, Path]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CERTWRIGHT_")}
     env.update({"XDG_CONFIG_HOME": str(home["tmp"] / "xdg"),
                 "CERTWRIGHT_SYSTEM_CONFIG": str(home["system"]),
-                "CERTWRIGHT_STATE_DIR": str(home["tmp"] / "state")})
+                "CERTWRIGHT_STATE_DIR": str(home["tmp"] / "state"),
+                "CERTWRIGHT_CACHE_DIR": str(home["tmp"] / "cache")})
     return env
 
 

@@ -20,7 +20,7 @@ from certwright.engine.plugins.step import StepContext
 from certwright.errors import PermanentError, StepError
 from certwright.steps import acme
 from certwright.steps.acme import responder as acme_responder
-from certwright.steps.acme.client import MAX_RETRY_AFTER, SERVER_RETRIES
+from certwright.steps.acme.network import MAX_RETRY_AFTER, SERVER_RETRIES
 from tests.integration.test_acme import Env, _start, issue, make_csr, verify_chain
 
 

@@ -34,6 +34,7 @@ def doctor(tmp: Path, state: Path, *args: str) -> tuple[int, dict[str, dict[str,
     """Run `doctor --json`; the exit code and the checks by name."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CERTWRIGHT_", "XDG_"))}
     env["XDG_CONFIG_HOME"] = str(tmp / "no-config")
+    env["CERTWRIGHT_CACHE_DIR"] = str(tmp / "cache")
     done = subprocess.run([*CERTWRIGHT, "--state-dir", str(state), "doctor", "--json", *args],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     assert "Traceback" not in done.stderr, done.stderr
