@@ -169,7 +169,13 @@ class PostgresStore:
 
     # -- schema --------------------------------------------------------------------------
     def _version_on(self, conn: psycopg.Connection[Any]) -> int:
-        if conn.execute("SELECT to_regclass(%s)", (N.T_META,)).fetchone() in (None, (None,)):
+        # pg_class read as a table, not through to_regclass: the catalog cache of this
+        # session may still hold "no such table" from before another process's migration
+        # committed (an advisory lock, unlike a table's lock, does not refresh it)
+        if not conn.execute(
+                "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE c.relname = %s AND n.nspname = "
+                "current_schema()", (N.T_META,)).fetchone():
             return 0
         row = conn.execute(f"SELECT value FROM {N.T_META} WHERE key='schema_version'"
                            ).fetchone()
@@ -253,7 +259,9 @@ class PostgresStore:
             raise self._fault(exc, "locking") from exc
         if not (row and row[0]):
             conn.close()
-            raise RunLocked(f"the PostgreSQL store {self.path}", *self.daemon_holder())
+            pid, host = self.daemon_holder()
+            raise RunLocked(f"the PostgreSQL store {self.path} (a daemon on host "
+                            f"{host or 'unknown'})", pid)
         self._daemon_conn = conn
 
     def daemon_holder(self) -> tuple[int | None, str | None]:

@@ -95,5 +95,5 @@ def display_url(url: str) -> str:
             user = user.split(":", 1)[0] + ":***"
         netloc = f"{user}@{host}"
     query = urlencode([(k, "***" if k == "password" else v)
-                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="/-=")
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="/-=*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from certwright.clock import clock_from_env, parse_instant
 from certwright.engine.run.summary import summary
-from certwright.state import names as N
 from certwright.state.locks import daemon_lock, run_lock
 from certwright.state.records import FINISHED, RUNNING, RunRecord
 
@@ -45,7 +44,8 @@ def _interrupted(state_dir: Path, run: RunRecord, daemon: int | None) -> bool:
 def cmd_status(args: argparse.Namespace) -> int:
     runs: list[RunRecord] = []
     store: Store | None = None
-    if args.run_id or (args.state_dir / N.DB_FILE).exists():
+    from certwright.engine.cli.storeargs import store_exists
+    if args.run_id or store_exists(args):
         from certwright.engine.cli.storeargs import open_store_of
         store = open_store_of(args, readonly=True)
         if args.run_id:
