@@ -169,3 +169,40 @@ def test_one_daemon_per_store_and_its_lock_dies_with_it(
         for pipe in (held.stdin, held.stdout):
             if pipe is not None:
                 pipe.close()
+
+
+def test_a_copy_keeps_every_table_and_never_reuses_a_number(
+        tmp_path: Path, postgres: Cluster) -> None:
+    """Every kind of row (secrets, processed marks, certificates, renewals too) is copied
+    and checks out; a timer id and a journal seq deleted or burnt in SQLite are not
+    handed out again by PostgreSQL."""
+    from certwright.state.contract_certificates import certificate
+    from certwright.state.contract_renewals import renewal
+    from certwright.state.postgres_copy import TABLES, copy_sqlite_to_postgres
+    from certwright.state.sqlite import SQLiteStore
+    db = tmp_path / "certwright.sqlite"
+    old = SQLiteStore(db)
+    try:
+        with old.transaction() as tx:
+            write_everything(tx, "r1")
+            tx.put_certificate(certificate("example.test"))
+            tx.put_renewal(renewal("example.test"))
+            gone = tx.add_timer("r1", 1, "wake", "2026-01-01T00:00:00.000000Z")
+        with old.transaction() as tx:
+            tx.delete_timer(gone)
+        top_seq = max(e.seq for e in old.journal("r1"))
+    finally:
+        old.close()
+    target = PostgresStore(postgres.store_url(str(tmp_path)))
+    try:
+        tables = copy_sqlite_to_postgres(db, target)
+        assert [t.table for t in tables] == [t for t, _, _ in TABLES]
+        assert all(t.ok and t.target_rows > 0 for t in tables)
+        assert target.find_certificate("example.test") == certificate("example.test")
+        assert target.find_renewal("example.test") == renewal("example.test")
+        with target.transaction() as tx:
+            assert not tx.mark_processed("mail", "<r1@example.test>", None)
+            assert tx.add_timer("r1", 2, "wake", "2026-01-02T00:00:00.000000Z") > gone
+            assert tx.append(entry("r1", 9)) > top_seq
+    finally:
+        target.close()
