@@ -183,8 +183,9 @@ class Daemon:
             if self.cfg.embedded:  # the built-in CA's provider, as `run` would start it
                 from certwright.ca.provider import serve_embedded
                 from certwright.engine.daemon.domains import StoreDomains
+                domains = StoreDomains(self.state_dir, store=self.store_url)
                 provision = serve_embedded(self.state_dir, self.cfg.embedded_domains, stack,
-                                           StoreDomains(self.state_dir).accepts)
+                                           domains.accepts)
                 services.update(provision.services)
                 maildirs.extend(provision.maildirs)
             inotify = None

@@ -148,3 +148,31 @@ def test_the_daemon_serves_a_postgresql_store_and_a_second_one_is_refused(
         daemon.terminate()
         _, err = daemon.communicate(timeout=60)
     assert daemon.returncode == EXIT_OK, err
+
+
+def test_certificates_and_the_daemon_s_domains_read_the_postgresql_store(
+        tmp_path: Path, postgres: Cluster) -> None:
+    """``certificates`` lists the inventory and its renewal from PostgreSQL, and the
+    daemon's embedded mail server takes the domains of runs parked there."""
+    from certwright.engine.daemon.domains import StoreDomains
+    from certwright.state.contract import run
+    from certwright.state.contract_certificates import certificate
+    from certwright.state.urls import parse_store_url
+    url = postgres.store_url(str(tmp_path))
+    store = PostgresStore(url)
+    try:
+        with store.transaction() as tx:
+            tx.put_certificate(certificate("pg.example.test"))
+            tx.put_run(run("r1", inputs={"domain": "parked.example.test"}))
+    finally:
+        store.close()
+    done = cli("--state-dir", str(tmp_path / "state"), "--store", url, "certificates",
+               "--json")
+    assert done.returncode == EXIT_OK, done.stderr
+    (row,) = json.loads(done.stdout)["certificates"]
+    assert row["name"] == "pg.example.test" and row["serial"] == "1f2e"
+    # the schedule's instant (the ARI window's start), not the record's renew_at: the
+    # renewal schedule was read from the PostgreSQL store too
+    assert row["next_renewal"] == "2026-01-01T00:00:00.000000Z"
+    domains = StoreDomains(tmp_path / "state", interval=0, store=parse_store_url(url))
+    assert domains.accepts("parked.example.test") and not domains.accepts("other.test")
