@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from certwright.errors import InputError
 
@@ -96,4 +96,5 @@ def display_url(url: str) -> str:
         netloc = f"{user}@{host}"
     query = urlencode([(k, "***" if k == "password" else v)
                        for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="/-=*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # not urlunsplit: it drops an empty host ("postgresql:///db" would lose its "//")
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")

@@ -50,6 +50,8 @@ def test_a_password_is_never_shown() -> None:
     shown = display_url("postgresql://cw:s3cret@db.example/x?password=s3cret&sslmode=require")
     assert "s3cret" not in shown
     assert shown == "postgresql://cw:***@db.example/x?password=***&sslmode=require"
+    assert display_url("postgresql:///cw?host=/run/postgresql") == \
+        "postgresql:///cw?host=/run/postgresql"
     bad = "postgresql://cw:s3cret@db.example:99999/x"
     with pytest.raises(InputError) as caught:
         parse_store_url(bad)
