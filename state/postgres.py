@@ -19,9 +19,9 @@ How it keeps the contract:
   SQLite's ``BEGIN IMMEDIATE``. Journal seqs and timer ids come from identity sequences
   taken under that lock, so they increase in commit order and ``timers_after(id)`` misses
   nothing; a rolled-back transaction burns its numbers, never reuses them.
-* **Migrations** run in one transaction under ``pg_advisory_xact_lock`` on the migration
-  key: two processes opening a new store at once apply each migration once; a store whose
-  schema is newer than this code is refused.
+* **Migrations** (``state.postgres_schema``) run in one transaction under the migration
+  advisory lock: two processes opening a new store at once apply each migration once; a
+  store whose schema is newer than this code is refused.
 * **Durability.** ``synchronous="full"`` is ``synchronous_commit=on`` (a commit is on the
   server's disk before it returns); ``"normal"`` is ``off`` (a crash of the server may lose
   the last few hundred milliseconds of commits, never make them half-applied).
@@ -62,6 +62,7 @@ from certwright.state import names as N
 from certwright.state._postgres_tx import PgTx
 from certwright.state._sqlite_tx import certificate_from_row, renewal_from_row, run_from_row
 from certwright.state.postgres_faults import ServerFault, pg_fault
+from certwright.state.postgres_schema import migrate
 from certwright.state.records import (
     CertificateRecord,
     JournalEntry,
@@ -77,6 +78,7 @@ if TYPE_CHECKING:
 
 POOL_SIZE = 4          # connections per store object: the engine's writer and a few readers
 CONNECT_TIMEOUT = 5    # seconds to reach the server, and to wait for a pooled connection
+LOCK_TIMEOUT = 10.0    # seconds a transaction waits for the write lock (SQLite's busy_timeout)
 _SYNC = {"full": "on", "normal": "off"}
 _RUN_COLUMNS = "id, pipeline, spec_hash, state, status, body, created, updated"
 
@@ -85,9 +87,12 @@ class PostgresStore:
     """A :class:`state.base.Store` on the PostgreSQL database (and schema) of ``url``.
 
     Raises ServerFault when the server cannot be reached or refuses us, StoreError when
-    the store's schema is newer than this certwright's."""
+    the store's schema is newer than this certwright's. ``lock_timeout``: how long a
+    transaction waits for another process's to end before it fails as a ServerFault
+    ("busy"), as SQLite's busy timeout does."""
 
-    def __init__(self, url: str, *, synchronous: str = "full", readonly: bool = False) -> None:
+    def __init__(self, url: str, *, synchronous: str = "full", readonly: bool = False,
+                 lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.url = url
         self.path = display_url(url)  # what messages name (never the password)
         self.readonly = readonly
@@ -99,6 +104,7 @@ class PostgresStore:
         if synchronous not in _SYNC:
             raise StoreError(f"synchronous must be one of {sorted(_SYNC)}, not {synchronous!r}")
         self._sync = _SYNC[synchronous]
+        self._lock_ms = max(1, int(lock_timeout * 1000))
         self._pool = self._open()
 
     # -- connections -------------------------------------------------------------------
@@ -110,6 +116,7 @@ class PostgresStore:
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"SET synchronous_commit = {self._sync}")
+        conn.execute(f"SET lock_timeout = {self._lock_ms}")
         if self.readonly:
             conn.execute("SET default_transaction_read_only = on")
 
@@ -168,46 +175,8 @@ class PostgresStore:
         raise AssertionError("unreachable")  # the loop returns or raises
 
     # -- schema --------------------------------------------------------------------------
-    def _version_on(self, conn: psycopg.Connection[Any]) -> int:
-        # pg_class read as a table, not through to_regclass: the catalog cache of this
-        # session may still hold "no such table" from before another process's migration
-        # committed (an advisory lock, unlike a table's lock, does not refresh it)
-        if not conn.execute(
-                "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-                "ON n.oid = c.relnamespace WHERE c.relname = %s AND n.nspname = "
-                "current_schema()", (N.T_META,)).fetchone():
-            return 0
-        row = conn.execute(f"SELECT value FROM {N.T_META} WHERE key='schema_version'"
-                           ).fetchone()
-        return int(row[0]) if row else 0
-
-    def _refuse_newer(self, version: int) -> None:
-        if version > len(N.PG_MIGRATIONS):
-            raise StoreError(
-                f"the PostgreSQL store {self.path} has schema version {version}, newer "
-                f"than this certwright knows ({len(N.PG_MIGRATIONS)}); upgrade certwright")
-
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
-        """Bring the schema up to date under the migration lock, re-reading the version
-        once the lock is held (another process may have migrated meanwhile)."""
-        version = self._version_on(conn)
-        self._refuse_newer(version)
-        if version == len(N.PG_MIGRATIONS):
-            return
-        if self.readonly:
-            conn.execute("SET default_transaction_read_only = off")
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
-                         (N.PG_LOCK_MIGRATE,))
-            version = self._version_on(conn)
-            self._refuse_newer(version)
-            for number in range(version, len(N.PG_MIGRATIONS)):
-                for statement in N.PG_MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        conn.execute(statement.encode())
-                conn.execute(
-                    f"INSERT INTO {N.T_META}(key, value) VALUES('schema_version', %s) "
-                    f"ON CONFLICT (key) DO UPDATE SET value=EXCLUDED.value", (str(number + 1),))
+        migrate(conn, self.path, readonly=self.readonly)
 
     def schema_version(self) -> int:
         rows = self._rows("reading", f"SELECT value FROM {N.T_META} "

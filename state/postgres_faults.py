@@ -13,6 +13,8 @@ do. Kinds, from the error's SQLSTATE, or its class when the server said nothing:
   ``default_transaction_read_only``).
 * ``damaged``: ``XX001`` data_corrupted, ``XX002`` index_corrupted.
 * ``io``: ``58030`` io_error.
+* ``unavailable`` too: ``55P03`` lock_not_available, another process held the store's
+  write lock longer than the lock timeout (a transaction left open, a stopped process).
 
 Anything else (a syntax error, a constraint we broke) is a bug and propagates as it is.
 
@@ -41,7 +43,7 @@ ADVICE = {
 }
 
 _BY_STATE = {"53100": "full", "53200": "full", "25006": "read-only", "XX001": "damaged",
-             "XX002": "damaged", "58030": "io"}
+             "XX002": "damaged", "58030": "io", "55P03": "unavailable"}
 _UNAVAILABLE_CLASSES = ("08", "57", "53", "28", "3D")  # connection, shutdown, resources,
 # authorization, no such database
 

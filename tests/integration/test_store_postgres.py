@@ -206,3 +206,68 @@ def test_a_copy_keeps_every_table_and_never_reuses_a_number(
             assert tx.append(entry("r1", 9)) > top_seq
     finally:
         target.close()
+
+
+_WRITER = """
+import sys
+from certwright.state.contract import entry
+from certwright.state.postgres import PostgresStore
+store = PostgresStore(sys.argv[1], synchronous="normal")
+seen = []
+for n in range(40):
+    with store.transaction() as tx:
+        seen.append(tx.append(entry("w" + sys.argv[2], n)))
+        tx.add_timer("w" + sys.argv[2], n, "wake", "2026-01-01T00:00:00.000000Z")
+print(" ".join(map(str, seen)))
+store.close()
+"""
+
+
+def test_writers_in_several_processes_take_turns(tmp_path: Path, postgres: Cluster) -> None:
+    """Four processes writing at once: every seq is unique, each process's grow, each
+    run's journal holds its 40 entries in order, and a reader following timers_after
+    with the largest id it saw misses none (ids grow in commit order)."""
+    url = postgres.store_url(str(tmp_path))
+    reader = PostgresStore(url)
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", _WRITER, url, str(i)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(4)]
+        followed: list[int] = []
+        while any(p.poll() is None for p in procs):
+            followed += [t.id for t in reader.timers_after(max(followed, default=0))]
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, [e for _, e in outs]
+        followed += [t.id for t in reader.timers_after(max(followed, default=0))]
+        seqs = [[int(s) for s in out.split()] for out, _ in outs]
+        assert all(s == sorted(s) for s in seqs)
+        assert len({x for s in seqs for x in s}) == 160
+        for i, mine in enumerate(seqs):
+            assert [(e.seq, e.data["n"]) for e in reader.journal(f"w{i}")] == [
+                (seq, n) for n, seq in enumerate(mine)]
+        assert sorted(followed) == sorted(t.id for t in reader.timers())
+        assert len(followed) == 160
+    finally:
+        reader.close()
+
+
+def test_a_transaction_left_open_makes_another_wait_then_fail(
+        tmp_path: Path, postgres: Cluster) -> None:
+    """While one store's transaction stays open, another's waits for the write lock, and
+    past its lock timeout fails as a ServerFault, leaving nothing; the first commits."""
+    url = postgres.store_url(str(tmp_path))
+    first, second = PostgresStore(url), PostgresStore(url, lock_timeout=0.2)
+    try:
+        with first.transaction() as tx:
+            tx.append(entry("r1", 1))
+
+            def wait() -> None:
+                with second.transaction() as other:
+                    other.append(entry("r2", 1))
+            fault = raises(StoreFault, wait)
+            assert isinstance(fault, StoreFault) and "lock timeout" in str(fault)
+        assert [e.data for e in second.journal("r1")] == [{"n": 1}]
+        assert second.journal("r2") == []
+    finally:
+        first.close()
+        second.close()
