@@ -176,3 +176,24 @@ def test_certificates_and_the_daemon_s_domains_read_the_postgresql_store(
     assert row["next_renewal"] == "2026-01-01T00:00:00.000000Z"
     domains = StoreDomains(tmp_path / "state", interval=0, store=parse_store_url(url))
     assert domains.accepts("parked.example.test") and not domains.accepts("other.test")
+
+
+def test_doctor_checks_the_postgresql_store(tmp_path: Path, postgres: Cluster) -> None:
+    """``doctor`` says the server answers with its version and the schema's, warns of a
+    parked run no daemon serves, and fails (exit 1, with the fix) on a server that is not
+    there."""
+    state, url = tmp_path / "state", postgres.store_url(str(tmp_path))
+    assert cli("--state-dir", str(state), "--store", url, "run", "hello", "--no-wait",
+               "--run-id", "w1").returncode == EXIT_PARKED
+
+    def checks(store: str) -> tuple[int, dict[str, dict[str, str]]]:
+        done = cli("--state-dir", str(state), "--store", store, "doctor", "--json",
+                   "--config", str(tmp_path / "none.yaml"), "hello")
+        found = json.loads(done.stdout)
+        return done.returncode, {c["check"]: c for c in found["checks"]}
+    _, found = checks(url)
+    assert found["store"]["status"] == "ok" and "schema version 4" in found["store"]["detail"]
+    assert found["daemon"]["status"] == "warn" and "1 run(s)" in found["daemon"]["detail"]
+    code, found = checks("postgresql://nobody@127.0.0.1:9/none")
+    assert code == 1 and found["store"]["status"] == "fail"
+    assert "check the URL" in found["store"]["fix"]
