@@ -13,6 +13,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from certwright.errors import CertwrightError, RunLocked
 from certwright.state.base import Store
 from certwright.state.location import open_store
 from certwright.state.opening import Connect
@@ -65,3 +66,36 @@ def open_store_of(args: argparse.Namespace, *, readonly: bool = False) -> Store:
         connect = FailingIO(Path(flag)).connect
     return open_store(args.state_dir, readonly=readonly, connect=connect,
                       url=store_url_of(args))
+
+
+def refuse_if_served_elsewhere(args: argparse.Namespace) -> None:
+    """:class:`ServedElsewhere` (exit 4) when a daemon serves the command's PostgreSQL store
+    from another state folder or host. Its run locks are files of its own folder, so a run
+    this command drove could be driven by that daemon at the same moment; one daemon with
+    this folder (or none) is safe. Several daemons sharing a store need leases (later)."""
+    url = store_url_of(args)
+    if url is None or url.kind != "postgresql":
+        return
+    from certwright.state.locks import daemon_lock
+    if daemon_lock(args.state_dir).holder():
+        return  # the daemon serves this folder: the run locks exclude it (see commands)
+    from certwright.state.postgres import PostgresStore
+    store = PostgresStore(url.target)
+    try:
+        if store.daemon_serves():
+            pid, host = store.daemon_holder()
+            raise ServedElsewhere(store.path, Path(args.state_dir), host, pid)
+    finally:
+        store.close()
+
+
+class ServedElsewhere(RunLocked):
+    """A daemon serves the store from another state folder or host (exit 4)."""
+
+    def __init__(self, where: str, state_dir: Path, host: str | None, pid: int | None) -> None:
+        CertwrightError.__init__(
+            self, f"a daemon (pid {pid or '?'} on {host or 'another host'}) serves the "
+                  f"PostgreSQL store {where} with another state folder than {state_dir}: "
+                  f"start and resume its runs where it runs (with --state-dir of its own), "
+                  f"or stop it first; several daemons and hosts sharing a store come later")
+        self.pid = pid

@@ -119,8 +119,9 @@ def test_the_server_stopped_under_a_parked_run_exits_5_and_loses_nothing(
 def test_the_daemon_serves_a_postgresql_store_and_a_second_one_is_refused(
         tmp_path: Path, postgres: Cluster) -> None:
     """``daemon --store URL`` finishes a run parked there; a daemon started elsewhere (in
-    another state folder) on the same store exits 4 naming the first one's pid and host;
-    ``status`` says the store is served."""
+    another state folder) on the same store exits 4 naming the first one's pid and host,
+    and so do run and resume there (the daemon's run locks are not that folder's), while
+    ``run --no-wait`` in the daemon's own folder hands it the run."""
     state, url = tmp_path / "state", postgres.store_url(str(tmp_path))
     assert cli("--state-dir", str(state), "--store", url, "run", "hello", "--no-wait",
                "--run-id", "d1").returncode == EXIT_PARKED
@@ -139,11 +140,19 @@ def test_the_daemon_serves_a_postgresql_store_and_a_second_one_is_refused(
         second = cli("--state-dir", str(tmp_path / "elsewhere"), "--store", url, "daemon")
         assert second.returncode == EXIT_LOCKED, second.stderr
         assert f"pid {daemon.pid}" in second.stderr and os.uname().nodename in second.stderr
+        for args in (["run", "hello", "--run-id", "x1"],
+                     ["run", "hello", "--no-wait", "--run-id", "x2"], ["resume", "d1"]):
+            elsewhere = cli("--state-dir", str(tmp_path / "elsewhere"), "--store", url, *args)
+            assert elsewhere.returncode == EXIT_LOCKED, elsewhere.stderr
+            assert f"pid {daemon.pid} on {os.uname().nodename}" in elsewhere.stderr
+        here = cli("--state-dir", str(state), "--store", url, "run", "hello", "--no-wait",
+                   "--run-id", "d2")
+        assert here.returncode == EXIT_PARKED, here.stderr
         (state / "runs" / "d1" / "approved").write_text("ok\n")
         deadline = time.monotonic() + 60
-        while _status(state, url) != {"d1": "succeeded"} and time.monotonic() < deadline:
+        while _status(state, url).get("d1") != "succeeded" and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _status(state, url) == {"d1": "succeeded"}
+        assert _status(state, url) == {"d1": "succeeded", "d2": "waiting"}
     finally:
         daemon.terminate()
         _, err = daemon.communicate(timeout=60)
