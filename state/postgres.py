@@ -32,8 +32,11 @@ How it keeps the contract:
   writes; its connection's ``application_name`` names the daemon's host and pid.
 
 Hazards: every failure of the server leaves as :class:`state.postgres_faults.ServerFault`
-(exit 5) naming the URL without its password. psycopg is imported only when a PostgreSQL
-store is opened. The write lock makes the store's writers take turns, as SQLite's do.
+(exit 5) naming the URL without its password. The daemon's session lock lives as
+long as its connection: a server restart drops it (the daemon's other connections come
+back, that one does not), so until leases replace it a second daemon could start then.
+psycopg is imported only when a PostgreSQL store is opened. The write lock makes the
+store's writers take turns, as SQLite's do.
 
 Leases with fencing tokens (several daemons, later) fit on this design: a table
 ``leases(run_id PRIMARY KEY, owner, token BIGINT, expires)``, taken or renewed with

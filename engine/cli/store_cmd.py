@@ -1,14 +1,15 @@
-"""``certwright store migrate --from sqlite:///PATH --to postgresql://...``: move a store.
+"""``certwright store migrate [--from sqlite:///PATH] --to postgresql://...``: move a store.
 
-Copies every run, its journal, timers, correlations and secrets, the pinned pipelines, the
-processed marks, the certificate inventory and the renewal schedule from a SQLite store
-into an empty PostgreSQL one (:mod:`certwright.state.postgres_copy`), then checks each
-table's row count and checksum on both sides and prints them. Refused (exit 4) while a
-daemon serves either store or a process drives a run of the source; for the copy's
-length it holds both stores itself, so no daemon can start on them meanwhile. A bad URL,
-a missing file or another direction is a usage error (exit 2); a non-empty target or a
-failed check exits 1, a store fault 5, each with nothing committed. The source is never
-written (it is only brought to today's schema first, as any opening would).
+``--from`` defaults to the SQLite store of ``--state-dir``. Copies every run, its
+journal, timers, correlations and secrets, the pinned pipelines, the processed marks,
+the certificate inventory and the renewal schedule from a SQLite store into an empty
+PostgreSQL one (:mod:`certwright.state.postgres_copy`), then checks each table's row
+count and checksum on both sides and prints them. Refused (exit 4) while a daemon serves
+either store or a process drives a run of the source; for the copy's length it holds
+both stores itself, so no daemon can start on them meanwhile. A bad URL, a missing file
+or another direction is a usage error (exit 2); a non-empty target or a failed check
+exits 1, a store fault 5, each with nothing committed. The source is never written (it
+is only brought to today's schema first, as any opening would).
 
 Building the parser imports nothing heavy; the copy's modules load when it runs.
 """
@@ -24,14 +25,16 @@ from typing import Any
 def cmd_store_migrate(args: argparse.Namespace) -> int:
     """Copy ``--from`` into ``--to`` (see the module); the exit code."""
     from certwright.errors import InputError
+    from certwright.state import names as N
     from certwright.state.urls import POSTGRESQL, SQLITE, parse_store_url
-    source = parse_store_url(args.source, "--from")
+    given = args.source or f"sqlite://{Path(args.state_dir) / N.DB_FILE}"
+    source = parse_store_url(given, "--from")
     target = parse_store_url(args.target, "--to")
     if source.kind != SQLITE or target.kind != POSTGRESQL:
         raise InputError("store migrate copies a SQLite store into a PostgreSQL one: "
                          "--from sqlite:///PATH --to postgresql://...")
     if not source.path.is_file():
-        raise InputError(f"--from {args.source!r}: there is no SQLite store at {source.path}")
+        raise InputError(f"--from {given!r}: there is no SQLite store at {source.path}")
     from certwright.state.locks import daemon_lock
     from certwright.state.postgres import PostgresStore
     from certwright.state.postgres_copy import copy_sqlite_to_postgres
@@ -95,8 +98,9 @@ def register(sub: Any) -> None:
                     "inventory and the renewal schedule, then check every table's row "
                     "count and checksum on both sides. Refused while a daemon serves "
                     "either store.")
-    m.add_argument("--from", dest="source", required=True, metavar="URL",
-                   help="the SQLite store: sqlite:///PATH/TO/certwright.sqlite")
+    m.add_argument("--from", dest="source", default=None, metavar="URL",
+                   help="the SQLite store: sqlite:///PATH/TO/certwright.sqlite (default: "
+                        "the one in --state-dir)")
     m.add_argument("--to", dest="target", required=True, metavar="URL",
                    help="the empty PostgreSQL store: postgresql://[USER@]HOST[:PORT]/DATABASE")
     m.add_argument("--json", action="store_true", help="the tables' counts and checksums "

@@ -30,14 +30,14 @@ def test_store_migrate_copies_parked_runs_which_then_finish_on_postgresql(
     """Three parked runs and a finished one move from SQLite to PostgreSQL with every row:
     runs, journals, timers, correlations, secrets and pinned pipelines read the same from
     both; counts and checksums are printed; ``resume`` completes the parked runs there and
-    their new journal entries get seqs above every old one."""
+    their new journal entries get seqs above every old one. ``--from`` defaults to the
+    state folder's SQLite store."""
     state = tmp_path / "state"
     _park(state, "p0", "p1", "p2", "p3")
     (state / "runs" / "p0" / "approved").write_text("ok\n")
     assert cli("--state-dir", str(state), "resume", "p0").returncode == EXIT_OK
     url = postgres.store_url(str(tmp_path))
-    done = cli("store", "migrate", "--from", f"sqlite://{state}/certwright.sqlite",
-               "--to", url, "--json")
+    done = cli("--state-dir", str(state), "store", "migrate", "--to", url, "--json")
     assert done.returncode == EXIT_OK, done.stderr
     tables = {t["table"]: t for t in json.loads(done.stdout)["tables"]}
     assert all(t["ok"] and t["sha256"] == t["source_sha256"] for t in tables.values())
