@@ -134,16 +134,23 @@ class PostgresStore:
                 self.url, min_size=1, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT,
                 kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
                 configure=self._configure, open=False, name="certwright-store")
-            pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            try:
+                pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            except BaseException:
+                pool.close()  # its worker threads, and whatever it connected
+                raise
             return pool
         except ServerFault:
             raise
         except Exception as exc:
-            raise self._fault(exc, "opening") from exc
+            self._raise_fault(exc, "opening")
+            raise  # not a storage failure: as it was
 
-    def _fault(self, exc: BaseException, doing: str) -> BaseException:
+    def _raise_fault(self, exc: BaseException, doing: str) -> None:
+        """Raise the ServerFault ``exc`` means (from it); return when it means none."""
         fault = pg_fault(exc, self.path, doing)
-        return fault if fault is not None else exc
+        if fault is not None:
+            raise fault from exc
 
     @contextmanager
     def _reading(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
@@ -199,7 +206,8 @@ class PostgresStore:
             try:
                 conn = self._pool.getconn()
             except Exception as exc:
-                raise self._fault(exc, "writing to") from exc
+                self._raise_fault(exc, "writing to")
+                raise
             try:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
@@ -212,7 +220,8 @@ class PostgresStore:
             except ServerFault:
                 raise
             except Exception as exc:
-                raise self._fault(exc, "writing to") from exc
+                self._raise_fault(exc, "writing to")
+                raise
             finally:
                 self._pool.putconn(conn)
 
@@ -228,7 +237,8 @@ class PostgresStore:
             row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
                                (N.PG_LOCK_DAEMON,)).fetchone()
         except Exception as exc:
-            raise self._fault(exc, "locking") from exc
+            self._raise_fault(exc, "locking")
+            raise
         if not (row and row[0]):
             conn.close()
             pid, host = self.daemon_holder()

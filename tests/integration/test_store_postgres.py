@@ -271,3 +271,22 @@ def test_a_transaction_left_open_makes_another_wait_then_fail(
     finally:
         first.close()
         second.close()
+
+
+def test_an_error_of_the_caller_leaves_the_block_as_it_was(
+        tmp_path: Path, postgres: Cluster) -> None:
+    """An exception that is no storage failure (the caller's, or a bug in a statement)
+    leaves the transaction unchanged: same object, no cause added, nothing committed."""
+    from certwright.state.contract import Boom
+    store = PostgresStore(postgres.store_url(str(tmp_path)))
+    try:
+        boom = Boom("the caller's")
+
+        def fail() -> None:
+            with store.transaction() as tx:
+                tx.append(entry("r1"))
+                raise boom
+        assert raises(Boom, fail) is boom and boom.__cause__ is None
+        assert store.journal("r1") == []
+    finally:
+        store.close()
