@@ -53,6 +53,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         else:
             runs = [r for r in store.list_runs() if args.all or r.status not in FINISHED]
     daemon = daemon_lock(args.state_dir).holder()
+    served_from = ""
+    if not daemon and hasattr(store, "daemon_holder"):  # a PostgreSQL store's own lock
+        pid, host = store.daemon_holder()  # type: ignore[union-attr]
+        daemon, served_from = pid, f" on {host}, another state folder" if pid else ""
     stopped = {r.id for r in runs if _interrupted(args.state_dir, r, daemon)}
     renewals = _renewals(store)
     if args.json:
@@ -61,7 +65,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                                    for r in runs]}, indent=2))
         return EXIT_OK
     now = clock_from_env().now()
-    print(f"daemon: {f'serving (pid {daemon})' if daemon else 'not running'}")
+    print(f"daemon: {f'serving (pid {daemon}{served_from})' if daemon else 'not running'}")
     rows = [("RUN", "PIPELINE", "STATE", "STATUS", "WAITING FOR", "DEADLINE")]
     for r in runs:
         deadline = ""

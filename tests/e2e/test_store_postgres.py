@@ -145,6 +145,11 @@ def test_the_daemon_serves_a_postgresql_store_and_a_second_one_is_refused(
             elsewhere = cli("--state-dir", str(tmp_path / "elsewhere"), "--store", url, *args)
             assert elsewhere.returncode == EXIT_LOCKED, elsewhere.stderr
             assert f"pid {daemon.pid} on {os.uname().nodename}" in elsewhere.stderr
+        shown = cli("--state-dir", str(tmp_path / "elsewhere"), "--store", url, "status")
+        assert f"daemon: serving (pid {daemon.pid} on {os.uname().nodename}" in shown.stdout
+        listed = cli("--state-dir", str(tmp_path / "elsewhere"), "--store", url, "status",
+                     "--json")
+        assert json.loads(listed.stdout)["daemon_pid"] == daemon.pid
         here = cli("--state-dir", str(state), "--store", url, "run", "hello", "--no-wait",
                    "--run-id", "d2")
         assert here.returncode == EXIT_PARKED, here.stderr
