@@ -131,7 +131,7 @@ class PostgresStore:
             with self._connect() as first:
                 self._migrate(first)
             pool: ConnectionPool[Any] = ConnectionPool(
-                self.url, min_size=1, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT,
+                self.url, min_size=0, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT,
                 kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
                 configure=self._configure, open=False, name="certwright-store")
             try:
