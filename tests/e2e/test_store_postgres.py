@@ -211,3 +211,34 @@ def test_doctor_checks_the_postgresql_store(tmp_path: Path, postgres: Cluster) -
     code, found = checks("postgresql://nobody@127.0.0.1:9/none")
     assert code == 1 and found["store"]["status"] == "fail"
     assert "check the URL" in found["store"]["fix"]
+
+
+def test_the_server_stopped_while_a_run_is_driven_exits_5_then_it_goes_on(
+        tmp_path: Path, own_cluster: Cluster) -> None:
+    """A foreground run waits; the server stops; the file it waits for appears, so its
+    next commit fails: exit 5 with the sentence, no traceback. Started again, the journal
+    holds what was committed before and ``resume`` takes the run to the end."""
+    state, url = tmp_path / "state", own_cluster.store_url(str(tmp_path))
+    proc = subprocess.Popen([*CERTWRIGHT, "--state-dir", str(state), "--store", url, "run",
+                             "hello", "--run-id", "f1"], env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while _status(state, url).get("f1") != "waiting" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        before = cli("--state-dir", str(state), "--store", url, "history", "f1", "--json")
+        own_cluster.stop()
+        (state / "runs" / "f1" / "approved").write_text("ok\n")
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == EXIT_STORE, err
+    assert "the store is unavailable" in err and "Traceback" not in err
+    own_cluster.start()
+    after = cli("--state-dir", str(state), "--store", url, "history", "f1", "--json")
+    assert json.loads(after.stdout) == json.loads(before.stdout)
+    done = cli("--state-dir", str(state), "--store", url, "resume", "f1")
+    assert done.returncode == EXIT_OK, done.stderr
+    assert _status(state, url) == {"f1": "succeeded"}
