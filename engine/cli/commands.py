@@ -175,6 +175,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     if run.status in FINISHED:
         print(f"run {run.id} already {run.status}", file=sys.stderr)
         return EXIT_OK
+    refuse_if_served_elsewhere(args)
     with run_lock(args.state_dir, run.id):
         engine = Engine(store, args.state_dir, clock=clock_from_env(),
                         options=EngineOptions(scope=[run.id], inline=True))

@@ -141,7 +141,8 @@ def test_the_daemon_serves_a_postgresql_store_and_a_second_one_is_refused(
         assert second.returncode == EXIT_LOCKED, second.stderr
         assert f"pid {daemon.pid}" in second.stderr and os.uname().nodename in second.stderr
         for args in (["run", "hello", "--run-id", "x1"],
-                     ["run", "hello", "--no-wait", "--run-id", "x2"], ["resume", "d1"]):
+                     ["run", "hello", "--no-wait", "--run-id", "x2"], ["resume", "d1"],
+                     ["cancel", "d1"]):
             elsewhere = cli("--state-dir", str(tmp_path / "elsewhere"), "--store", url, *args)
             assert elsewhere.returncode == EXIT_LOCKED, elsewhere.stderr
             assert f"pid {daemon.pid} on {os.uname().nodename}" in elsewhere.stderr
