@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests use (real Apache, Chromium, Pebble, Dovecot, Postfix,
-# certbot, acme-tiny, faketime, PostgreSQL (the tests initdb a cluster of their own); sudo, and systemd's systemd-analyze, -sysusers and -tmpfiles
-# for the deployment kit in contrib/; zsh and fish to load the completion scripts), only
-# those missing; `apt-get update` once, then one install.
+# certbot, acme-tiny, faketime, PostgreSQL (the tests initdb clusters of their own); sudo,
+# and systemd's systemd-analyze, -sysusers and -tmpfiles for the deployment kit in
+# contrib/; zsh and fish to load the completion scripts), only those missing;
+# `apt-get update` once, then one install.
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
