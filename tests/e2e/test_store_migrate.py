@@ -10,7 +10,7 @@ from pathlib import Path
 
 from certwright.errors import RunLocked
 from certwright.state.contract import raises
-from certwright.state.locks import daemon_lock
+from certwright.state.locks import daemon_lock, run_lock
 from certwright.state.postgres import PostgresStore
 from certwright.state.sqlite import SQLiteStore
 from tests.e2e.test_store_postgres import _status, cli
@@ -74,14 +74,19 @@ def test_store_migrate_copies_parked_runs_which_then_finish_on_postgresql(
 
 
 def test_store_migrate_refuses_a_store_in_use(tmp_path: Path, postgres: Cluster) -> None:
-    """A daemon serving the SQLite store or the PostgreSQL one (exit 4, naming its pid),
-    and a target that holds runs already (exit 1), are refused with nothing copied."""
+    """A daemon serving the SQLite store or the PostgreSQL one, or a process driving one of
+    its runs (exit 4, naming the pid), and a target that holds runs already (exit 1), are
+    refused with nothing copied."""
     state = tmp_path / "state"
     _park(state, "p1")
     source, url = f"sqlite://{state}/certwright.sqlite", postgres.store_url(str(tmp_path))
     with daemon_lock(state):
         done = cli("store", "migrate", "--from", source, "--to", url)
         assert done.returncode == EXIT_LOCKED and f"pid {os.getpid()}" in done.stderr
+    with run_lock(state, "p1"):
+        done = cli("store", "migrate", "--from", source, "--to", url)
+        assert done.returncode == EXIT_LOCKED and f"pid {os.getpid()}" in done.stderr
+        assert "run p1" in done.stderr
     serving = PostgresStore(url)
     try:
         serving.hold_daemon()
