@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests use (real Apache, Chromium, Pebble, Dovecot, Postfix,
-# certbot, acme-tiny, lego, uacme, faketime; sudo, and systemd's systemd-analyze, -sysusers
-# and -tmpfiles for the deployment kit in contrib/; zsh and fish to load the completion
-# scripts), only those missing; `apt-get update` once, then one install.
+# certbot, acme-tiny, lego, uacme, faketime, PostgreSQL (the tests initdb clusters of their
+# own); sudo, and systemd's systemd-analyze, -sysusers and -tmpfiles for the deployment kit
+# in contrib/; zsh and fish to load the completion scripts), only those missing;
+# `apt-get update` once, then one install.
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for pkg in apache2 chromium pebble certbot acme-tiny lego uacme dovecot-imapd faketime openssl \
-           postfix sudo systemd zsh fish; do
+           postfix sudo systemd zsh fish postgresql; do
   have "$pkg" || need+=("$pkg")
 done
 if [ ${#need[@]} -eq 0 ]; then
@@ -26,7 +27,7 @@ echo "postfix postfix/mailname string localhost" | debconf-set-selections
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${need[@]}"
 # Debian starts services on install; the tests start their own on loopback ports.
-for svc in apache2 dovecot postfix; do
+for svc in apache2 dovecot postfix postgresql; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi

@@ -1,6 +1,6 @@
-"""The durable store: the :class:`Store` protocol with its contract, the SQLite store,
-run and daemon locks, where the state lives. ``contract`` holds the suite every back-end
-passes.
+"""The durable store: the :class:`Store` protocol with its contract, the SQLite and
+PostgreSQL stores, run and daemon locks, where the state lives. ``contract`` holds the
+suite every back-end passes.
 
 The names below are loaded on first use (PEP 562), so importing this package (which every
 import of one of its modules does) stays cheap.
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from certwright.state.base import Store, Tx
     from certwright.state.location import default_state_dir, open_store
     from certwright.state.locks import FileLock, HeldLock, daemon_lock, run_lock, try_run_lock
+    from certwright.state.postgres import PostgresStore
     from certwright.state.records import JournalEntry, RunRecord, Timer
     from certwright.state.sqlite import SQLiteStore
 
@@ -23,6 +24,7 @@ __all__ = [
     "FileLock",
     "HeldLock",
     "JournalEntry",
+    "PostgresStore",
     "RunRecord",
     "SQLiteStore",
     "Store",
@@ -39,6 +41,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "FileLock": "certwright.state.locks",
     "HeldLock": "certwright.state.locks",
     "JournalEntry": "certwright.state.records",
+    "PostgresStore": "certwright.state.postgres",
     "RunRecord": "certwright.state.records",
     "SQLiteStore": "certwright.state.sqlite",
     "Store": "certwright.state.base",

@@ -6,9 +6,11 @@ import sqlite3
 from pathlib import Path
 
 from certwright.state import names as N
+from certwright.state.base import Store
 from certwright.state.faults import StoreFault, kind_of
 from certwright.state.opening import Connect
 from certwright.state.sqlite import SQLiteStore
+from certwright.state.urls import POSTGRESQL, StoreURL
 
 
 def default_state_dir() -> Path:
@@ -42,21 +44,27 @@ def default_live_dir() -> Path:
 
 def open_store(state_dir: Path, synchronous: str = "full", *,
                background_checkpoint: bool = False, readonly: bool = False,
-               connect: Connect = sqlite3.connect) -> SQLiteStore:
-    """The store in ``state_dir``; long-lived processes (daemon, many runs at once) pass
-    ``background_checkpoint`` to keep WAL checkpoints off their commits.
+               connect: Connect = sqlite3.connect, url: StoreURL | None = None) -> Store:
+    """The store in ``state_dir``, or the one ``url`` names (a SQLite file elsewhere, or a
+    PostgreSQL database: its driver imported only then); long-lived processes (daemon,
+    many runs at once) pass ``background_checkpoint`` to keep WAL checkpoints off their
+    commits. A PostgreSQL store is always opened for writing (its server, not a local
+    file system, decides what can be written).
 
     ``readonly`` (``status``, ``history``): open without writing anything, so that a
     read-only or full file system can still be read; a store that does not exist yet, or
     has an older schema, is opened for writing instead (created, or migrated). Raises
     StoreFault when the store cannot be opened, saying why and what to do."""
-    path = state_dir / N.DB_FILE
+    if url is not None and url.kind == POSTGRESQL:
+        from certwright.state.postgres import PostgresStore
+        return PostgresStore(url.target, synchronous=synchronous, readonly=False)
+    path = url.path if url is not None else state_dir / N.DB_FILE
     if readonly and path.exists():
         store = SQLiteStore(path, readonly=True, connect=connect)
         if not store.outdated:
             return store
         store.close()
-    _make_dir(state_dir)
+    _make_dir(path.parent)
     return SQLiteStore(path, synchronous=synchronous,
                        background_checkpoint=background_checkpoint, connect=connect)
 

@@ -122,11 +122,11 @@ def _run_row(run: RunRecord) -> dict[str, Any]:
 
 def certificate_rows(store: Store, state_dir: Path, now: datetime) -> list[dict[str, Any]]:
     """The rows of ``certificates``, by name (see the module)."""
-    from certwright.engine.daemon.renew import renewals_status
+    from certwright.engine.daemon.renew import schedule as renewal_schedule
     from certwright.state.records import FINISHED
     from certwright.steps.inventory import pending_records
-    schedule = {str(r["name"]): str(r["next_at"]) for r in renewals_status(state_dir)
-                if r["next_at"]}
+    planned = [] if getattr(store, "outdated", False) else renewal_schedule(store)
+    schedule = {str(r["name"]): str(r["next_at"]) for r in planned if r["next_at"]}
     records = {c.name: c for c in store.list_certificates()}
     records.update({c.name: c for c in pending_records(store)})
     rows = {name: _row(rec, now, schedule) for name, rec in records.items()}

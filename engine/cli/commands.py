@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from certwright.clock import clock_from_env
 from certwright.engine.cli.run_output import RunOutput
 from certwright.engine.cli.storeargs import open_store_of as _open
+from certwright.engine.cli.storeargs import refuse_if_served_elsewhere
 from certwright.engine.model import graph
 from certwright.engine.run.foreground import drive
 from certwright.engine.run.interceptor import Interceptor
@@ -121,6 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_id = check_run_id(args.run_id) if args.run_id else new_run_id(spec.name)
     if not args.no_wait:
         _refuse_if_daemon(args.state_dir)
+    refuse_if_served_elsewhere(args)
     # every input checked before any service starts (the embedded CA takes a second)
     _refuse_foreign_folder(coerce_inputs(spec, given))
     with ExitStack() as stack:
@@ -149,6 +151,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return EXIT_OK if run.status == SUCCEEDED else EXIT_FAILED
     if not args.no_wait:
         _refuse_if_daemon(args.state_dir)
+    refuse_if_served_elsewhere(args)
     with ExitStack() as stack:
         stack.enter_context(run_lock(args.state_dir, run.id))
         _, source, text = store.load_spec(run.spec_hash)
@@ -173,6 +176,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     if run.status in FINISHED:
         print(f"run {run.id} already {run.status}", file=sys.stderr)
         return EXIT_OK
+    refuse_if_served_elsewhere(args)
     with run_lock(args.state_dir, run.id):
         engine = Engine(store, args.state_dir, clock=clock_from_env(),
                         options=EngineOptions(scope=[run.id], inline=True))

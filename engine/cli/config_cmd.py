@@ -74,7 +74,7 @@ def _inputs_view(config: Config, spec: PipelineSpec, sets: dict[str, str]
 def cmd_config_show(args: argparse.Namespace) -> int:
     from certwright.engine.cli.commands import _load, parse_sets
     from certwright.engine.daemon.config import from_config
-    from certwright.engine.model.configfile import config_paths
+    from certwright.engine.model.configpaths import config_paths
     config = load_config(args)
     from_config(config)  # the daemon's values checked too (ConfigError, located)
     sets = parse_sets(args.set)

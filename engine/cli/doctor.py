@@ -3,7 +3,8 @@
 One line per check, ``ok``, ``warn`` or ``fail``, what was found and (unless ok) the fix:
 
 * the state folder exists (or can be made) and is writable;
-* the store opens and passes ``PRAGMA quick_check``;
+* the store opens and passes ``PRAGMA quick_check`` (PostgreSQL: the server answers,
+  with a schema this certwright reads);
 * whether a daemon serves the store (a warning when runs wait and none does);
 * the configuration file reads;
 * for each pipeline (those named, else those the configuration file sets inputs for,
@@ -85,8 +86,14 @@ def findings(args: argparse.Namespace) -> Iterator[Any]:
     from certwright.errors import CertwrightError
     state_dir = Path(args.state_dir)
     yield checks.state_dir_writable(state_dir)
-    yield checks.store_integrity(state_dir)
-    yield checks.daemon_serving(state_dir)
+    from certwright.engine.cli.storeargs import store_url_of
+    url = store_url_of(args)
+    if url is not None and url.kind == "postgresql":
+        from certwright.engine.cli.doctor_postgres import postgres_checks
+        yield from postgres_checks(url)
+    else:
+        yield checks.store_integrity(state_dir)
+        yield checks.daemon_serving(state_dir)
     sets = parse_sets(args.set)
     try:
         config = load_config(args)

@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, default=None,
                    help="where runs are stored (env CERTWRIGHT_STATE_DIR; default "
                         "$XDG_STATE_HOME/certwright)")
+    p.add_argument("--store", default=None, metavar="URL",
+                   help="the store: postgresql://[USER@]HOST[:PORT]/DATABASE or "
+                        "sqlite:///PATH (env CERTWRIGHT_STORE, or the configuration's "
+                        "store:; default: SQLite in the state dir)")
     p.add_argument("--config", type=Path, default=None, metavar="FILE",
                    help="the configuration file (env CERTWRIGHT_CONFIG; default "
                         "$XDG_CONFIG_HOME/certwright/config.yaml over "
@@ -158,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "certwright.ca.mail_cli", "certwright.engine.daemon.cli",
                    "certwright.engine.cli.certificates", "certwright.engine.cli.renew",
                    "certwright.engine.cli.revoke", "certwright.engine.cli.doctor",
-                   "certwright.engine.cli.completion", "certwright.engine.cli.manpage"):
+                   "certwright.engine.cli.completion", "certwright.engine.cli.manpage",
+                   "certwright.engine.cli.store_cmd"):
         try:
             mod = importlib.import_module(module)
         except ImportError:
@@ -195,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from certwright.logs import configure
         args.log_router = configure(json_lines=args.log_json, level=args.log_level, cache=True)
     try:
+        if args.store or os.environ.get("CERTWRIGHT_STORE"):
+            from certwright.engine.cli.storeargs import store_url_of
+            store_url_of(args)  # a bad store URL: exit 2 before anything starts
         code = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows here, not at exit as "Exception ignored"
     except BrokenPipeError:

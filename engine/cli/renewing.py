@@ -133,6 +133,8 @@ def cmd_renew(args: argparse.Namespace) -> int:
         from certwright.engine.cli.dryrun import trial
         codes = [trial(p.spec, {**p.inputs, **sets}, p.name, explicit=sets) for p in plans]
         return _worst(codes)
+    from certwright.engine.cli.storeargs import refuse_if_served_elsewhere
+    refuse_if_served_elsewhere(args)  # its daemon's run locks are not this folder's
     pid = daemon_lock(args.state_dir).holder()
     if pid:
         for plan in plans:

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from certwright.clock import clock_from_env, parse_instant
 from certwright.engine.run.summary import summary
-from certwright.state import names as N
 from certwright.state.locks import daemon_lock, run_lock
 from certwright.state.records import FINISHED, RUNNING, RunRecord
 
@@ -98,7 +97,8 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     runs: list[RunRecord] = []
     store: Store | None = None
-    if args.run_id or (args.state_dir / N.DB_FILE).exists():
+    from certwright.engine.cli.storeargs import store_exists
+    if args.run_id or store_exists(args):
         from certwright.engine.cli.storeargs import open_store_of
         store = open_store_of(args, readonly=True)
         if args.run_id:
@@ -106,6 +106,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         else:
             runs = [r for r in store.list_runs() if args.all or r.status not in FINISHED]
     daemon = daemon_lock(args.state_dir).holder()
+    served_from = ""
+    if not daemon and hasattr(store, "daemon_holder"):  # a PostgreSQL store's own lock
+        pid, host = store.daemon_holder()  # type: ignore[union-attr]
+        daemon, served_from = pid, f" on {host}, another state folder" if pid else ""
     stopped = {r.id for r in runs if _interrupted(args.state_dir, r, daemon)}
     renewals = _renewals(store)
     now = clock_from_env().now()
@@ -115,7 +119,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                           "runs": [{**summary(r), "interrupted": r.id in stopped}
                                    for r in runs]}, indent=2))
         return EXIT_OK
-    print(f"daemon: {f'serving (pid {daemon})' if daemon else 'not running'}")
+    print(f"daemon: {f'serving (pid {daemon}{served_from})' if daemon else 'not running'}")
     if daemons and not args.run_id:
         _print_daemons(daemons)
     rows = [("RUN", "PIPELINE", "STATE", "STATUS", "WAITING FOR", "DEADLINE")]

@@ -28,6 +28,7 @@ import structlog
 from certwright.ca.embedded import domains_of
 from certwright.state.location import open_store
 from certwright.state.records import BACKOFF, RUNNING, WAITING
+from certwright.state.urls import StoreURL
 
 __all__ = ["StoreDomains"]
 
@@ -42,8 +43,10 @@ class StoreDomains:
 
     def __init__(self, state_dir: Path, *, interval: float = 0.25,
                  monotonic: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 store: StoreURL | None = None) -> None:
         self.state_dir = Path(state_dir)
+        self.store_url = store  # None: the SQLite file in state_dir
         self.interval = interval
         self._monotonic = monotonic
         self._sleep = sleep
@@ -65,7 +68,7 @@ class StoreDomains:
             return domain in self._known
 
     def _refresh(self) -> None:
-        store = open_store(self.state_dir, readonly=True)
+        store = open_store(self.state_dir, readonly=True, url=self.store_url)
         try:
             ids = {rid for rid, _ in store.run_ids(UNFINISHED)}
             by_run = {rid: d for rid, d in self._by_run.items() if rid in ids}

@@ -62,6 +62,7 @@ from certwright.mail.claims import Claims
 from certwright.mail.provision import MaildirPolicy
 from certwright.state.location import open_store
 from certwright.state.locks import daemon_lock
+from certwright.state.urls import StoreURL
 from certwright.steps.inventory import InventoryHook, policy_from
 
 log = structlog.get_logger("certwright.daemon")
@@ -91,8 +92,10 @@ class Daemon:
     """
 
     def __init__(self, state_dir: Path, cfg: DaemonConfig, *, clock: Clock | None = None,
-                 workers: int = 8, cli_overrides: Mapping[str, Any] | None = None) -> None:
+                 workers: int = 8, cli_overrides: Mapping[str, Any] | None = None,
+                 store: StoreURL | None = None) -> None:
         self.state_dir = Path(state_dir)
+        self.store_url = store  # None: the SQLite file in state_dir
         self.cfg = cfg
         self.clock = clock or clock_from_env()
         self.workers = workers
@@ -173,9 +176,11 @@ class Daemon:
             lock = daemon_lock(self.state_dir).acquire()
             stack.callback(lock.release)
             log.info("daemon_starting", pid=os.getpid(), state_dir=str(self.state_dir))
-            store = open_store(self.state_dir, background_checkpoint=True)
+            store = open_store(self.state_dir, background_checkpoint=True, url=self.store_url)
             stack.callback(store.close)
-            lookup_store = open_store(self.state_dir)  # the router's own read connection
+            if hasattr(store, "hold_daemon"):  # a shared store: mark it served, for others
+                store.hold_daemon()
+            lookup_store = open_store(self.state_dir, url=self.store_url)  # the router's own
             stack.callback(lookup_store.close)
             services: dict[str, Any] = {}
             maildirs = list(self.cfg.maildirs)
@@ -183,8 +188,9 @@ class Daemon:
             if self.cfg.embedded:  # the built-in CA's provider, as `run` would start it
                 from certwright.ca.provider import serve_embedded
                 from certwright.engine.daemon.domains import StoreDomains
+                domains = StoreDomains(self.state_dir, store=self.store_url)
                 provision = serve_embedded(self.state_dir, self.cfg.embedded_domains, stack,
-                                           StoreDomains(self.state_dir).accepts)
+                                           domains.accepts)
                 services.update(provision.services)
                 maildirs.extend(provision.maildirs)
             inotify = None

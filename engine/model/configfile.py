@@ -9,6 +9,7 @@ Two files are read, the user's over the system's, and both over a pipeline's own
 ``--config FILE`` (or env ``CERTWRIGHT_CONFIG``) names one file instead of both. A file::
 
     live_dir: /srv/certificates        # the certificates root (relative: to the file)
+    store: postgresql://certwright@db.example.org/certwright   # (default: SQLite)
     defaults:                          # inputs for every pipeline that declares them
       email: hostmaster@example.org
     pipelines:                         # inputs for one pipeline, over `defaults`
@@ -27,19 +28,15 @@ are refused. Reading is pure: the same files give an equal :class:`Config`.
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from certwright.engine.model.configkeys import DAEMON_KEYS, TOP_KEYS
+from certwright.engine.model.configpaths import config_paths
 from certwright.engine.model.yamlsafe import MAX_BYTES, YNode, load_yaml, problem
 from certwright.errors import InputError, Location, Problem, SpecError
-
-CONFIG_ENV = "CERTWRIGHT_CONFIG"
-SYSTEM_ENV = "CERTWRIGHT_SYSTEM_CONFIG"
-SYSTEM_PATH = Path("/etc/certwright/config.yaml")
 
 
 class ConfigError(InputError):
@@ -81,31 +78,6 @@ class ConfigFile:
 
     def problem(self, node: YNode, message: str, hint: str | None = None) -> Problem:
         return problem(self.text, node.loc, message, hint)
-
-
-def user_config_path(env: Mapping[str, str] | None = None) -> Path:
-    """``$XDG_CONFIG_HOME/certwright/config.yaml`` (default ``~/.config/...``)."""
-    env = os.environ if env is None else env
-    base = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "certwright" / "config.yaml"
-
-
-def system_config_path(env: Mapping[str, str] | None = None) -> Path:
-    """``/etc/certwright/config.yaml``, or ``$CERTWRIGHT_SYSTEM_CONFIG`` (tests use it)."""
-    env = os.environ if env is None else env
-    return Path(env[SYSTEM_ENV]) if env.get(SYSTEM_ENV) else SYSTEM_PATH
-
-
-def config_paths(explicit: Path | None = None, env: Mapping[str, str] | None = None
-                 ) -> list[Path]:
-    """The files to read, lowest precedence first: ``explicit`` (or ``$CERTWRIGHT_CONFIG``)
-    alone, else the system's and the user's."""
-    env = os.environ if env is None else env
-    if explicit is None and env.get(CONFIG_ENV):
-        explicit = Path(env[CONFIG_ENV])
-    if explicit is not None:
-        return [Path(explicit).expanduser()]
-    return [system_config_path(env), user_config_path(env)]
 
 
 def _close(word: str, options: Collection[str]) -> str | None:
@@ -150,6 +122,10 @@ def _check(cf: ConfigFile) -> list[Problem]:
         elif key == "live_dir":
             if not vnode.is_scalar or not isinstance(vnode.value, str) or not vnode.value.strip():
                 out.append(cf.problem(vnode, "live_dir: expected a folder path"))
+        elif key == "store":
+            if not vnode.is_scalar or not isinstance(vnode.value, str) or not vnode.value.strip():
+                out.append(cf.problem(vnode, "store: expected a store URL",
+                                      "postgresql://USER@HOST/DATABASE or sqlite:///PATH"))
         elif key == "defaults":
             out.extend(_inputs_problems(cf, vnode, "defaults"))
         elif key == "pipelines":
@@ -289,6 +265,16 @@ class Config:
                 p = Path(str(node.value)).expanduser()
                 p = p if p.is_absolute() else cf.path.resolve().parent / p
                 found = Setting(p, cf.where(node))
+        return found
+
+    def store(self) -> Setting | None:
+        """The ``store:`` URL the files set (user's over system's), unparsed, with its
+        origin (``file:line``); None when neither sets it."""
+        found: Setting | None = None
+        for cf in self.files:
+            node = cf.section("store")
+            if node is not None:
+                found = Setting(str(node.value).strip(), cf.where(node))
         return found
 
     def daemon_sections(self) -> list[tuple[ConfigFile, YNode]]:

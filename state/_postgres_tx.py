@@ -1,0 +1,106 @@
+"""The writes of one PostgreSQL transaction (:class:`PgTx`).
+
+Used only by :mod:`state.postgres`, inside its transaction (which holds the store's write
+lock, an advisory transaction lock), so a storage failure here leaves through the store's
+transaction as a ServerFault. Rows are encoded as the SQLite store encodes them (JSON
+bodies, ISO instants as text), so ``store migrate`` copies them unchanged.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from certwright.state import names as N
+from certwright.state._sqlite_tx import _BODY_FIELDS, _dumps, _now
+from certwright.state.records import CertificateRecord, JournalEntry, RenewalRecord, RunRecord
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+class PgTx:
+    """Writes inside one open transaction (see :class:`state.base.Tx`); each is sent at once,
+    so reads on the same connection see it."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
+        row = self._conn.execute(sql, args).fetchone()
+        return row[0] if row else None
+
+    def append(self, entry: JournalEntry) -> int:
+        return int(self._one(
+            f"INSERT INTO {N.T_JOURNAL}(run_id, at, kind, data) VALUES(%s,%s,%s,%s) "
+            f"RETURNING seq", (entry.run_id, entry.at, entry.kind, _dumps(entry.data))))
+
+    def put_run(self, run: RunRecord) -> None:
+        body = _dumps({k: getattr(run, k) for k in _BODY_FIELDS})
+        self._conn.execute(
+            f"INSERT INTO {N.T_RUNS}(id, pipeline, spec_hash, state, status, body, created, "
+            f"updated) VALUES(%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET "
+            f"pipeline=EXCLUDED.pipeline, spec_hash=EXCLUDED.spec_hash, state=EXCLUDED.state, "
+            f"status=EXCLUDED.status, body=EXCLUDED.body, created=EXCLUDED.created, "
+            f"updated=EXCLUDED.updated",
+            (run.id, run.pipeline, run.spec_hash, run.state, run.status, body, run.created,
+             run.updated))
+
+    def add_timer(self, run_id: str, entry: int, kind: str, due: str) -> int:
+        return int(self._one(
+            f"INSERT INTO {N.T_TIMERS}(run_id, entry, kind, due) VALUES(%s,%s,%s,%s) "
+            f"RETURNING id", (run_id, entry, kind, due)))
+
+    def delete_timer(self, timer_id: int) -> None:
+        self._conn.execute(f"DELETE FROM {N.T_TIMERS} WHERE id=%s", (timer_id,))
+
+    def clear_timers(self, run_id: str, kinds: Iterable[str] | None = None) -> None:
+        if kinds is None:
+            self._conn.execute(f"DELETE FROM {N.T_TIMERS} WHERE run_id=%s", (run_id,))
+            return
+        self._conn.execute(f"DELETE FROM {N.T_TIMERS} WHERE run_id=%s AND kind = ANY(%s)",
+                           (run_id, list(kinds)))
+
+    def set_correlations(self, run_id: str, entry: int, keys: Iterable[str]) -> None:
+        self._conn.execute(f"DELETE FROM {N.T_CORRELATIONS} WHERE run_id=%s", (run_id,))
+        rows = [(k, run_id, entry) for k in dict.fromkeys(keys)]
+        if rows:
+            with self._conn.cursor() as cur:
+                cur.executemany(
+                    f"INSERT INTO {N.T_CORRELATIONS}(key, run_id, entry) VALUES(%s,%s,%s) "
+                    f"ON CONFLICT DO NOTHING", rows)
+
+    def put_spec(self, spec_hash: str, name: str, source: str, text: str) -> None:
+        self._conn.execute(
+            f"INSERT INTO {N.T_SPECS}(hash, name, source, text, created) "
+            f"VALUES(%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+            (spec_hash, name, source, text, _now()))
+
+    def put_secrets(self, run_id: str, secrets: Mapping[str, Any]) -> None:
+        self._conn.execute(
+            f"INSERT INTO {N.T_SECRETS}(run_id, body) VALUES(%s,%s) ON CONFLICT (run_id) "
+            f"DO UPDATE SET body=EXCLUDED.body", (run_id, json.dumps(secrets)))
+
+    def put_certificate(self, cert: CertificateRecord) -> None:
+        body = {k: v for k, v in vars(cert).items() if k not in ("name", "run_id", "renew_at")}
+        self._conn.execute(
+            f"INSERT INTO {N.T_CERTIFICATES}(name, run_id, renew_at, body) "
+            f"VALUES(%s,%s,%s,%s) ON CONFLICT (name) DO UPDATE SET run_id=EXCLUDED.run_id, "
+            f"renew_at=EXCLUDED.renew_at, body=EXCLUDED.body",
+            (cert.name, cert.run_id, cert.renew_at, _dumps(body)))
+
+    def put_renewal(self, renewal: RenewalRecord) -> None:
+        body = {k: v for k, v in vars(renewal).items() if k not in ("name", "next_at")}
+        self._conn.execute(
+            f"INSERT INTO {N.T_RENEWALS}(name, next_at, body) VALUES(%s,%s,%s) "
+            f"ON CONFLICT (name) DO UPDATE SET next_at=EXCLUDED.next_at, body=EXCLUDED.body",
+            (renewal.name, renewal.next_at, _dumps(body)))
+
+    def delete_renewal(self, name: str) -> None:
+        self._conn.execute(f"DELETE FROM {N.T_RENEWALS} WHERE name=%s", (name,))
+
+    def mark_processed(self, source: str, ident: str, run_id: str | None) -> bool:
+        cur = self._conn.execute(
+            f"INSERT INTO {N.T_PROCESSED}(source, ident, run_id, at) VALUES(%s,%s,%s,%s) "
+            f"ON CONFLICT DO NOTHING", (source, ident, run_id, _now()))
+        return cur.rowcount == 1

@@ -1,0 +1,379 @@
+"""The PostgreSQL store: the :class:`state.base.Store` contract on a PostgreSQL database.
+
+Chosen by ``--store postgresql://...`` (``CERTWRIGHT_STORE``, the configuration's
+``store:``); the tables are the SQLite store's (``state.names.PG_MIGRATIONS``, numbered as
+``MIGRATIONS``), in the schema the URL's ``search_path`` names (default ``public``), so
+several stores may share one database, one schema each.
+
+How it keeps the contract:
+
+* **Connections.** A pool (``psycopg_pool``) of autocommit connections: a read outside a
+  transaction sees every committed write (READ COMMITTED); one connection is taken for the
+  whole of a ``transaction()`` block, and reads by the thread in that block go to it, so
+  they see its writes. A connection found broken (the server restarted) is dropped by the
+  pool and a read is tried once more on a fresh one; a transaction is never retried here
+  (its block is the caller's code): it fails as a ServerFault and PostgreSQL has rolled
+  it back.
+* **One writer at a time.** Each transaction first takes ``pg_advisory_xact_lock`` on the
+  store's write key (:data:`state.names.PG_LOCK_WRITE` and the schema): the promise of
+  SQLite's ``BEGIN IMMEDIATE``. Journal seqs and timer ids come from identity sequences
+  taken under that lock, so they increase in commit order and ``timers_after(id)`` misses
+  nothing; a rolled-back transaction burns its numbers, never reuses them.
+* **Migrations** (``state.postgres_schema``) run in one transaction under the migration
+  advisory lock: two processes opening a new store at once apply each migration once; a
+  store whose schema is newer than this code is refused.
+* **Durability.** ``synchronous="full"`` is ``synchronous_commit=on`` (a commit is on the
+  server's disk before it returns); ``"normal"`` is ``off`` (a crash of the server may lose
+  the last few hundred milliseconds of commits, never make them half-applied).
+* **No clock.** The store reads no time of its own (``put_spec`` and ``mark_processed``
+  stamp rows as the SQLite store does); instants come from the engine's clock in records.
+* **A daemon** serving the store holds a session advisory lock on the daemon key
+  (:meth:`hold_daemon`), which ``store migrate`` tries, so it never copies a store a daemon
+  writes; its connection's ``application_name`` names the daemon's host and pid.
+
+Hazards: every failure of the server leaves as :class:`state.postgres_faults.ServerFault`
+(exit 5) naming the URL without its password. The daemon's session lock lives as
+long as its connection: a server restart drops it (the daemon's other connections come
+back, that one does not), so until leases replace it a second daemon could start then.
+psycopg is imported only when a PostgreSQL store is opened. The write lock makes the
+store's writers take turns, as SQLite's do.
+
+Leases with fencing tokens (several daemons, later) fit on this design: a table
+``leases(run_id PRIMARY KEY, owner, token BIGINT, expires)``, taken or renewed with
+``INSERT ... ON CONFLICT DO UPDATE ... WHERE leases.expires < now() RETURNING token`` (the
+token from a sequence, so a later owner's is always larger); every write transaction then
+takes its run's lock instead of the store-wide one (``pg_advisory_xact_lock(hashtext(run))``)
+and checks ``SELECT 1 FROM leases WHERE run_id=%s AND token=%s FOR SHARE`` before its
+first write, rolling back (and logging) when the token is no longer the lease's; timers,
+new runs and routed events are claimed with ``FOR UPDATE SKIP LOCKED``; ids handed out
+for ``timers_after`` then need a commit-ordered watermark (``pg_snapshot_xmin``) instead
+of the store-wide write lock, and a commit sends ``NOTIFY`` to wake the others.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
+
+from certwright.errors import RunLocked, RunNotFound, StoreError
+from certwright.state import names as N
+from certwright.state._postgres_tx import PgTx
+from certwright.state._sqlite_tx import certificate_from_row, renewal_from_row, run_from_row
+from certwright.state.postgres_faults import ServerFault, pg_fault
+from certwright.state.postgres_schema import migrate
+from certwright.state.records import (
+    CertificateRecord,
+    JournalEntry,
+    RenewalRecord,
+    RunRecord,
+    Timer,
+)
+from certwright.state.urls import display_url
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+POOL_SIZE = 4          # connections per store object: the engine's writer and a few readers
+CONNECT_TIMEOUT = 5    # seconds to reach the server, and to wait for a pooled connection
+LOCK_TIMEOUT = 10.0    # seconds a transaction waits for the write lock (SQLite's busy_timeout)
+_SYNC = {"full": "on", "normal": "off"}
+_RUN_COLUMNS = "id, pipeline, spec_hash, state, status, body, created, updated"
+
+
+class PostgresStore:
+    """A :class:`state.base.Store` on the PostgreSQL database (and schema) of ``url``.
+
+    Raises ServerFault when the server cannot be reached or refuses us, StoreError when
+    the store's schema is newer than this certwright's. ``lock_timeout``: how long a
+    transaction waits for another process's to end before it fails as a ServerFault
+    ("busy"), as SQLite's busy timeout does."""
+
+    def __init__(self, url: str, *, synchronous: str = "full", readonly: bool = False,
+                 lock_timeout: float = LOCK_TIMEOUT) -> None:
+        self.url = url
+        self.path = display_url(url)  # what messages name (never the password)
+        self.readonly = readonly
+        self.outdated = False
+        self._lock = threading.RLock()
+        self._tx_conn: psycopg.Connection[Any] | None = None
+        self._tx_thread: int | None = None
+        self._daemon_conn: psycopg.Connection[Any] | None = None
+        if synchronous not in _SYNC:
+            raise StoreError(f"synchronous must be one of {sorted(_SYNC)}, not {synchronous!r}")
+        self._sync = _SYNC[synchronous]
+        self._lock_ms = max(1, int(lock_timeout * 1000))
+        self._pool = self._open()
+
+    # -- connections -------------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection[Any]:
+        import psycopg
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        self._configure(conn)
+        return conn
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(f"SET synchronous_commit = {self._sync}")
+        conn.execute(f"SET lock_timeout = {self._lock_ms}")
+        if self.readonly:
+            conn.execute("SET default_transaction_read_only = on")
+
+    def _open(self) -> ConnectionPool[Any]:
+        """Reach the server once directly (so a refusal is reported in its own words, not
+        as a pool's timeout), migrate, then open the pool."""
+        from psycopg_pool import ConnectionPool
+        try:
+            with self._connect() as first:
+                self._migrate(first)
+            pool: ConnectionPool[Any] = ConnectionPool(
+                self.url, min_size=0, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT,
+                kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+                configure=self._configure, open=False, name="certwright-store")
+            try:
+                pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            except BaseException:
+                pool.close()  # its worker threads, and whatever it connected
+                raise
+            return pool
+        except ServerFault:
+            raise
+        except Exception as exc:
+            self._raise_fault(exc, "opening")
+            raise  # not a storage failure: as it was
+
+    def _raise_fault(self, exc: BaseException, doing: str) -> None:
+        """Raise the ServerFault ``exc`` means (from it); return when it means none."""
+        fault = pg_fault(exc, self.path, doing)
+        if fault is not None:
+            raise fault from exc
+
+    @contextmanager
+    def _reading(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
+        """A connection to read on: the open transaction's (in its thread), else a pooled
+        one. A failure leaves as a ServerFault saying ``doing``."""
+        if self._tx_conn is not None and self._tx_thread == threading.get_ident():
+            yield self._tx_conn
+            return
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except ServerFault:
+            raise
+        except Exception as exc:
+            fault = pg_fault(exc, self.path, doing)
+            if fault is None:
+                raise
+            raise fault from exc
+
+    def _rows(self, doing: str, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows of a read; a connection the server dropped is replaced once."""
+        import psycopg
+        for attempt in (1, 2):
+            try:
+                with self._reading(doing) as conn:
+                    return list(conn.execute(sql, args).fetchall())
+            except ServerFault as fault:
+                cause = fault.__cause__
+                if attempt == 2 or not isinstance(cause, psycopg.OperationalError) \
+                        or self._tx_conn is not None:
+                    raise
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    # -- schema --------------------------------------------------------------------------
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        migrate(conn, self.path, readonly=self.readonly)
+
+    def schema_version(self) -> int:
+        rows = self._rows("reading", f"SELECT value FROM {N.T_META} "
+                                     f"WHERE key='schema_version'")
+        return int(rows[0][0])
+
+    # -- writes --------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[PgTx]:
+        """One atomic group of writes under the store's write lock; commits at the end of
+        the block, rolls back when it raises. A server failure leaves as a ServerFault
+        (the transaction rolled back by the server)."""
+        with self._lock:
+            if self.readonly:
+                raise ServerFault("read-only", self.path, "writing to",
+                                  "opened for reading only")
+            try:
+                conn = self._pool.getconn()
+            except Exception as exc:
+                self._raise_fault(exc, "writing to")
+                raise
+            try:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
+                                 (N.PG_LOCK_WRITE,))
+                    self._tx_conn, self._tx_thread = conn, threading.get_ident()
+                    try:
+                        yield PgTx(conn)
+                    finally:
+                        self._tx_conn = self._tx_thread = None
+            except ServerFault:
+                raise
+            except Exception as exc:
+                self._raise_fault(exc, "writing to")
+                raise
+            finally:
+                self._pool.putconn(conn)
+
+    # -- a daemon serving the store -------------------------------------------------------
+    def hold_daemon(self) -> None:
+        """Mark this process as the daemon serving the store, until :meth:`close` (or its
+        death: the server drops a session's locks with its connection). RunLocked naming
+        the other daemon's host and pid when one serves it already."""
+        label = f"certwright daemon {socket.gethostname()} {os.getpid()}"
+        try:
+            conn = self._connect()
+            conn.execute("SELECT set_config('application_name', %s, false)", (label[:63],))
+            row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
+                               (N.PG_LOCK_DAEMON,)).fetchone()
+        except Exception as exc:
+            self._raise_fault(exc, "locking")
+            raise
+        if not (row and row[0]):
+            conn.close()
+            pid, host = self.daemon_holder()
+            raise RunLocked(f"the PostgreSQL store {self.path} (a daemon on host "
+                            f"{host or 'unknown'})", pid)
+        self._daemon_conn = conn
+
+    def daemon_holder(self) -> tuple[int | None, str | None]:
+        """(pid, host) of the daemon serving the store, (None, None) when none does."""
+        rows = self._rows("reading", """
+            SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+            WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s
+              AND l.objid = (hashtext(current_schema())::bigint & 4294967295)::oid
+              AND l.objsubid = 2 AND l.database = (
+                  SELECT oid FROM pg_database WHERE datname = current_database())""",
+            (N.PG_LOCK_DAEMON,))
+        for (name,) in rows:
+            parts = str(name or "").split()
+            if len(parts) == 4 and parts[3].isdigit():
+                return int(parts[3]), parts[2]
+            return None, None
+        return None, None
+
+    def daemon_serves(self) -> bool:
+        """Whether a daemon holds the store now (another session's daemon lock)."""
+        rows = self._rows("reading",
+                          "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
+                          (N.PG_LOCK_DAEMON,))
+        if rows and rows[0][0]:
+            self._rows("reading", "SELECT pg_advisory_unlock(%s, hashtext(current_schema()))",
+                       (N.PG_LOCK_DAEMON,))
+            return False
+        return True
+
+    # -- reads ---------------------------------------------------------------------------
+    def find_run(self, run_id: str) -> RunRecord | None:
+        rows = self._rows("reading runs from",
+                          f"SELECT {_RUN_COLUMNS} FROM {N.T_RUNS} WHERE id=%s", (run_id,))
+        return run_from_row(rows[0]) if rows else None
+
+    def load_run(self, run_id: str) -> RunRecord:
+        run = self.find_run(run_id)
+        if run is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.path}")
+        return run
+
+    def list_runs(self, statuses: Iterable[str] | None = None) -> list[RunRecord]:
+        sql, args = f"SELECT {_RUN_COLUMNS} FROM {N.T_RUNS}", cast("tuple[Any, ...]", ())
+        if statuses is not None:
+            sql, args = sql + " WHERE status = ANY(%s)", (list(statuses),)
+        rows = self._rows("reading runs from",
+                          sql + ' ORDER BY created COLLATE "C", id COLLATE "C"', args)
+        return [run_from_row(r) for r in rows]
+
+    def run_ids(self, statuses: Iterable[str]) -> list[tuple[str, str]]:
+        rows = self._rows("reading runs from",
+                          f"SELECT id, spec_hash FROM {N.T_RUNS} WHERE status = ANY(%s)",
+                          (list(statuses),))
+        return [(r[0], r[1]) for r in rows]
+
+    def journal(self, run_id: str) -> list[JournalEntry]:
+        rows = self._rows("reading the journal from",
+                          f"SELECT seq, run_id, at, kind, data FROM {N.T_JOURNAL} "
+                          f"WHERE run_id=%s ORDER BY seq", (run_id,))
+        return [JournalEntry(run_id=r[1], kind=r[3], data=json.loads(r[4]), at=r[2],
+                             seq=int(r[0])) for r in rows]
+
+    def timers(self) -> list[Timer]:
+        rows = self._rows("reading timers from",
+                          f"SELECT due, id, run_id, entry, kind FROM {N.T_TIMERS}")
+        return [Timer(r[0], int(r[1]), r[2], int(r[3]), r[4]) for r in rows]
+
+    def timers_after(self, timer_id: int) -> list[Timer]:
+        rows = self._rows("reading timers from",
+                          f"SELECT due, id, run_id, entry, kind FROM {N.T_TIMERS} "
+                          f"WHERE id > %s", (timer_id,))
+        return [Timer(r[0], int(r[1]), r[2], int(r[3]), r[4]) for r in rows]
+
+    def runs_for(self, key: str) -> list[str]:
+        rows = self._rows("reading correlations from",
+                          f"SELECT run_id FROM {N.T_CORRELATIONS} WHERE key=%s", (key,))
+        return [r[0] for r in rows]
+
+    def correlations(self, run_id: str) -> list[str]:
+        rows = self._rows("reading correlations from",
+                          f"SELECT key FROM {N.T_CORRELATIONS} WHERE run_id=%s ORDER BY key",
+                          (run_id,))
+        return [r[0] for r in rows]
+
+    def load_spec(self, spec_hash: str) -> tuple[str, str, str]:
+        rows = self._rows("reading pipelines from",
+                          f"SELECT name, source, text FROM {N.T_SPECS} WHERE hash=%s",
+                          (spec_hash,))
+        if not rows:
+            raise StoreError(f"pipeline version {spec_hash[:12]} is not in {self.path}")
+        return rows[0][0], rows[0][1], rows[0][2]
+
+    def load_secrets(self, run_id: str) -> dict[str, Any] | None:
+        rows = self._rows("reading secrets from",
+                          f"SELECT body FROM {N.T_SECRETS} WHERE run_id=%s", (run_id,))
+        return dict(json.loads(rows[0][0])) if rows else None
+
+    def find_certificate(self, name: str) -> CertificateRecord | None:
+        rows = self._rows("reading the certificates from",
+                          f"SELECT name, run_id, renew_at, body FROM {N.T_CERTIFICATES} "
+                          f"WHERE name=%s", (name,))
+        return certificate_from_row(rows[0]) if rows else None
+
+    def list_certificates(self) -> list[CertificateRecord]:
+        rows = self._rows("reading the certificates from",
+                          f"SELECT name, run_id, renew_at, body FROM {N.T_CERTIFICATES} "
+                          f'ORDER BY name COLLATE "C"')
+        return [certificate_from_row(r) for r in rows]
+
+    def find_renewal(self, name: str) -> RenewalRecord | None:
+        rows = self._rows("reading the renewal schedule from",
+                          f"SELECT name, next_at, body FROM {N.T_RENEWALS} WHERE name=%s",
+                          (name,))
+        return renewal_from_row(rows[0]) if rows else None
+
+    def list_renewals(self) -> list[RenewalRecord]:
+        rows = self._rows("reading the renewal schedule from",
+                          f"SELECT name, next_at, body FROM {N.T_RENEWALS} "
+                          f'ORDER BY name COLLATE "C"')
+        return [renewal_from_row(r) for r in rows]
+
+    def is_processed(self, source: str, ident: str) -> bool:
+        return bool(self._rows("reading the processed log from",
+                               f"SELECT 1 FROM {N.T_PROCESSED} WHERE source=%s AND ident=%s",
+                               (source, ident)))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._daemon_conn is not None:
+                with contextlib.suppress(Exception):
+                    self._daemon_conn.close()
+                self._daemon_conn = None
+            self._pool.close()

@@ -1,0 +1,292 @@
+"""What only the PostgreSQL store promises, beyond the contract suites: migrations applied
+once by several processes opening a new store at once (the advisory lock), the server
+stopped in the middle of a transaction (a ServerFault, nothing half-written, and the same
+store object goes on once it is back), a read-only server, and the daemon's lock.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from certwright.errors import RunLocked, StoreError
+from certwright.state import names as N
+from certwright.state.contract import entry, raises, write_everything
+from certwright.state.faults import StoreFault
+from certwright.state.postgres import PostgresStore
+from tests.support.postgres import Cluster, own_cluster, postgres  # noqa: F401 - fixtures
+
+_OPEN_AT_ONCE = """
+import os, sys, time
+from pathlib import Path
+import psycopg, psycopg_pool
+from certwright.state.postgres import PostgresStore
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.0005)
+store = PostgresStore(sys.argv[1])
+print(store.schema_version())
+store.close()
+"""
+
+
+def test_processes_opening_a_new_store_at_once_migrate_it_once(
+        tmp_path: Path, postgres: Cluster) -> None:
+    """Six processes released together onto an empty schema all open it at today's
+    version; the migrations ran once (one version row, every table there once)."""
+    url, go = postgres.store_url(str(tmp_path)), tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT_ONCE, url, str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(6)]
+    time.sleep(0.5)  # let them all import and start polling before the gate opens
+    go.touch()
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [err for _, err in results]
+    assert {out.strip() for out, _ in results} == {str(len(N.PG_MIGRATIONS))}
+    store = PostgresStore(url)
+    try:
+        schema = url.rsplit("search_path%3D", 1)[1]
+        tables = postgres.sql(f"SELECT count(*) FROM pg_tables WHERE schemaname='{schema}'")
+        assert int(tables) == 10  # meta and the nine tables of the store
+        assert store.schema_version() == len(N.PG_MIGRATIONS)
+        assert postgres.sql(f"SELECT count(*) FROM {schema}.{N.T_META}") == "1"
+    finally:
+        store.close()
+
+
+def test_the_server_stopped_inside_a_transaction(tmp_path: Path, own_cluster: Cluster) -> None:
+    """The server stops (fast: every connection cut) while a transaction is open with its
+    writes sent: the block fails with a ServerFault ("unavailable", what to do), nothing
+    of it is stored, reads fail the same way while it is down, and once it is back the
+    same store object reads the earlier commit and writes again."""
+    store = PostgresStore(own_cluster.store_url(str(tmp_path)))
+    try:
+        with store.transaction() as tx:
+            write_everything(tx, "r1")
+
+        def cut() -> None:
+            with store.transaction() as tx:
+                write_everything(tx, "r2")
+                tx.append(entry("r1", 1))
+                own_cluster.stop()
+                tx.append(entry("r1", 2))
+        fault = raises(StoreFault, cut)
+        assert isinstance(fault, StoreFault) and fault.kind == "unavailable"
+        assert "check that the PostgreSQL server runs" in str(fault)
+        down = raises(StoreFault, lambda: store.load_run("r1"))
+        assert isinstance(down, StoreFault) and down.kind == "unavailable"
+        own_cluster.start()
+        assert [e.data for e in store.journal("r1")] == [{"n": 0}]
+        assert store.find_run("r2") is None and store.load_secrets("r2") is None
+        with store.transaction() as tx:
+            tx.append(entry("r1", 3))
+        assert [e.data["n"] for e in store.journal("r1")] == [0, 3]
+    finally:
+        store.close()
+
+
+def test_a_server_that_refuses_writes_is_a_read_only_fault(
+        tmp_path: Path, postgres: Cluster) -> None:
+    """Connected with read-only transactions (as to a standby), reads work and a write
+    fails as the "read-only" fault, the transaction rolled back."""
+    url = postgres.store_url(str(tmp_path))
+    PostgresStore(url).close()  # made and migrated on a writable connection
+    store = PostgresStore(url + "%20-cdefault_transaction_read_only%3Don")
+    try:
+        assert store.list_runs() == []
+
+        def write() -> None:
+            with store.transaction() as tx:
+                write_everything(tx, "r1")
+        fault = raises(StoreFault, write)
+        assert isinstance(fault, StoreFault) and fault.kind == "read-only"
+        assert "point the URL at the primary" in str(fault)
+    finally:
+        store.close()
+
+
+def test_a_server_that_is_not_there_is_said_plainly(tmp_path: Path) -> None:
+    """No server on the port: opening fails at once as "unavailable", naming the URL
+    without its password and the driver's reason."""
+    fault = raises(StoreFault, lambda: PostgresStore(
+        "postgresql://certwright:hunter2@127.0.0.1:9/certwright"))
+    assert isinstance(fault, StoreFault) and fault.kind == "unavailable"
+    assert "hunter2" not in str(fault) and "127.0.0.1" in str(fault)
+    assert "connection" in str(fault).lower()
+
+
+def test_a_missing_database_is_unavailable_and_names_it(postgres: Cluster) -> None:
+    """A URL naming a database the server does not have: an unavailable fault saying so."""
+    fault = raises(StoreError, lambda: PostgresStore(postgres.url("nosuchdb")))
+    assert isinstance(fault, StoreFault) and "nosuchdb" in str(fault)
+
+
+_HOLD = """
+import sys
+from certwright.state.postgres import PostgresStore
+store = PostgresStore(sys.argv[1])
+store.hold_daemon()
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_one_daemon_per_store_and_its_lock_dies_with_it(
+        tmp_path: Path, postgres: Cluster) -> None:
+    """A daemon's hold refuses a second one naming the first's host and pid; a store in
+    another schema is not held; closing (or dying) frees it."""
+    url = postgres.store_url(str(tmp_path))
+    held = subprocess.Popen([sys.executable, "-c", _HOLD, url], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout is not None and held.stdout.readline().strip() == "held"
+        store = PostgresStore(url)
+        try:
+            assert store.daemon_serves()
+            assert store.daemon_holder() == (held.pid, os.uname().nodename)
+            refused = raises(RunLocked, store.hold_daemon)
+            assert f"pid {held.pid}" in str(refused)
+            elsewhere = PostgresStore(postgres.store_url(str(tmp_path / "other")))
+            try:
+                assert not elsewhere.daemon_serves()
+            finally:
+                elsewhere.close()
+            held.kill()
+            held.wait(timeout=30)
+            deadline = time.monotonic() + 30
+            while store.daemon_serves() and time.monotonic() < deadline:
+                time.sleep(0.05)  # the server notices the dead session's socket
+            store.hold_daemon()
+            assert store.daemon_holder() == (os.getpid(), os.uname().nodename)
+        finally:
+            store.close()
+    finally:
+        if held.poll() is None:
+            held.kill()
+            held.wait()
+        for pipe in (held.stdin, held.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def test_a_copy_keeps_every_table_and_never_reuses_a_number(
+        tmp_path: Path, postgres: Cluster) -> None:
+    """Every kind of row (secrets, processed marks, certificates, renewals too) is copied
+    and checks out; a timer id and a journal seq deleted or burnt in SQLite are not
+    handed out again by PostgreSQL."""
+    from certwright.state.contract_certificates import certificate
+    from certwright.state.contract_renewals import renewal
+    from certwright.state.postgres_copy import TABLES, copy_sqlite_to_postgres
+    from certwright.state.sqlite import SQLiteStore
+    db = tmp_path / "certwright.sqlite"
+    old = SQLiteStore(db)
+    try:
+        with old.transaction() as tx:
+            write_everything(tx, "r1")
+            tx.put_certificate(certificate("example.test"))
+            tx.put_renewal(renewal("example.test"))
+            gone = tx.add_timer("r1", 1, "wake", "2026-01-01T00:00:00.000000Z")
+        with old.transaction() as tx:
+            tx.delete_timer(gone)
+        top_seq = max(e.seq for e in old.journal("r1"))
+    finally:
+        old.close()
+    target = PostgresStore(postgres.store_url(str(tmp_path)))
+    try:
+        tables = copy_sqlite_to_postgres(db, target)
+        assert [t.table for t in tables] == [t for t, _, _ in TABLES]
+        assert all(t.ok and t.target_rows > 0 for t in tables)
+        assert target.find_certificate("example.test") == certificate("example.test")
+        assert target.find_renewal("example.test") == renewal("example.test")
+        with target.transaction() as tx:
+            assert not tx.mark_processed("mail", "<r1@example.test>", None)
+            assert tx.add_timer("r1", 2, "wake", "2026-01-02T00:00:00.000000Z") > gone
+            assert tx.append(entry("r1", 9)) > top_seq
+    finally:
+        target.close()
+
+
+_WRITER = """
+import sys
+from certwright.state.contract import entry
+from certwright.state.postgres import PostgresStore
+store = PostgresStore(sys.argv[1], synchronous="normal")
+seen = []
+for n in range(40):
+    with store.transaction() as tx:
+        seen.append(tx.append(entry("w" + sys.argv[2], n)))
+        tx.add_timer("w" + sys.argv[2], n, "wake", "2026-01-01T00:00:00.000000Z")
+print(" ".join(map(str, seen)))
+store.close()
+"""
+
+
+def test_writers_in_several_processes_take_turns(tmp_path: Path, postgres: Cluster) -> None:
+    """Four processes writing at once: every seq is unique, each process's grow, each
+    run's journal holds its 40 entries in order, and a reader following timers_after
+    with the largest id it saw misses none (ids grow in commit order)."""
+    url = postgres.store_url(str(tmp_path))
+    reader = PostgresStore(url)
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", _WRITER, url, str(i)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(4)]
+        followed: list[int] = []
+        while any(p.poll() is None for p in procs):
+            followed += [t.id for t in reader.timers_after(max(followed, default=0))]
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, [e for _, e in outs]
+        followed += [t.id for t in reader.timers_after(max(followed, default=0))]
+        seqs = [[int(s) for s in out.split()] for out, _ in outs]
+        assert all(s == sorted(s) for s in seqs)
+        assert len({x for s in seqs for x in s}) == 160
+        for i, mine in enumerate(seqs):
+            assert [(e.seq, e.data["n"]) for e in reader.journal(f"w{i}")] == [
+                (seq, n) for n, seq in enumerate(mine)]
+        assert sorted(followed) == sorted(t.id for t in reader.timers())
+        assert len(followed) == 160
+    finally:
+        reader.close()
+
+
+def test_a_transaction_left_open_makes_another_wait_then_fail(
+        tmp_path: Path, postgres: Cluster) -> None:
+    """While one store's transaction stays open, another's waits for the write lock, and
+    past its lock timeout fails as a ServerFault, leaving nothing; the first commits."""
+    url = postgres.store_url(str(tmp_path))
+    first, second = PostgresStore(url), PostgresStore(url, lock_timeout=0.2)
+    try:
+        with first.transaction() as tx:
+            tx.append(entry("r1", 1))
+
+            def wait() -> None:
+                with second.transaction() as other:
+                    other.append(entry("r2", 1))
+            fault = raises(StoreFault, wait)
+            assert isinstance(fault, StoreFault) and "lock timeout" in str(fault)
+        assert [e.data for e in second.journal("r1")] == [{"n": 1}]
+        assert second.journal("r2") == []
+    finally:
+        first.close()
+        second.close()
+
+
+def test_an_error_of_the_caller_leaves_the_block_as_it_was(
+        tmp_path: Path, postgres: Cluster) -> None:
+    """An exception that is no storage failure (the caller's, or a bug in a statement)
+    leaves the transaction unchanged: same object, no cause added, nothing committed."""
+    from certwright.state.contract import Boom
+    store = PostgresStore(postgres.store_url(str(tmp_path)))
+    try:
+        boom = Boom("the caller's")
+
+        def fail() -> None:
+            with store.transaction() as tx:
+                tx.append(entry("r1"))
+                raise boom
+        assert raises(Boom, fail) is boom and boom.__cause__ is None
+        assert store.journal("r1") == []
+    finally:
+        store.close()
