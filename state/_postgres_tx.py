@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from certwright.state import names as N
 from certwright.state._sqlite_tx import _BODY_FIELDS, _dumps, _now
-from certwright.state.records import CertificateRecord, JournalEntry, RenewalRecord, RunRecord
+from certwright.state.records import (
+    CertificateRecord,
+    DaemonRecord,
+    JournalEntry,
+    RenewalRecord,
+    RunRecord,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -98,6 +104,16 @@ class PgTx:
 
     def delete_renewal(self, name: str) -> None:
         self._conn.execute(f"DELETE FROM {N.T_RENEWALS} WHERE name=%s", (name,))
+
+    def put_daemon(self, daemon: DaemonRecord) -> None:
+        body = {k: v for k, v in vars(daemon).items() if k not in ("id", "heartbeat")}
+        self._conn.execute(
+            f"INSERT INTO {N.T_DAEMONS}(id, heartbeat, body) VALUES(%s,%s,%s) "
+            f"ON CONFLICT (id) DO UPDATE SET heartbeat=EXCLUDED.heartbeat, body=EXCLUDED.body",
+            (daemon.id, daemon.heartbeat, _dumps(body)))
+
+    def delete_daemon(self, daemon_id: str) -> None:
+        self._conn.execute(f"DELETE FROM {N.T_DAEMONS} WHERE id=%s", (daemon_id,))
 
     def mark_processed(self, source: str, ident: str, run_id: str | None) -> bool:
         cur = self._conn.execute(

@@ -103,6 +103,9 @@ PG_MIGRATIONS: tuple[str, ...] = (
     f"""
     CREATE TABLE {T_RENEWALS} (name TEXT PRIMARY KEY, next_at TEXT, body TEXT NOT NULL);
     """,
+    f"""
+    CREATE TABLE {T_DAEMONS} (id TEXT PRIMARY KEY, heartbeat TEXT NOT NULL, body TEXT NOT NULL);
+    """,
 )
 
 # PostgreSQL advisory locks are keyed (namespace, key); ours are per schema, so two stores

@@ -63,11 +63,17 @@ from typing import TYPE_CHECKING, Any, cast
 from certwright.errors import RunLocked, RunNotFound, StoreError
 from certwright.state import names as N
 from certwright.state._postgres_tx import PgTx
-from certwright.state._sqlite_tx import certificate_from_row, renewal_from_row, run_from_row
+from certwright.state._sqlite_tx import (
+    certificate_from_row,
+    daemon_from_row,
+    renewal_from_row,
+    run_from_row,
+)
 from certwright.state.postgres_faults import ServerFault, pg_fault
 from certwright.state.postgres_schema import migrate
 from certwright.state.records import (
     CertificateRecord,
+    DaemonRecord,
     JournalEntry,
     RenewalRecord,
     RunRecord,
@@ -364,6 +370,18 @@ class PostgresStore:
                           f"SELECT name, next_at, body FROM {N.T_RENEWALS} "
                           f'ORDER BY name COLLATE "C"')
         return [renewal_from_row(r) for r in rows]
+
+    def list_daemons(self) -> list[DaemonRecord]:
+        rows = self._rows("reading the daemons from", f"SELECT id, heartbeat, body FROM "
+                          f'{N.T_DAEMONS} ORDER BY id COLLATE "C"')
+        return [daemon_from_row(r) for r in rows]
+
+    def run_counts(self) -> list[tuple[str, str, str, int]]:
+        rows = self._rows("reading runs from",
+                          f"SELECT pipeline, state, status, COUNT(*) FROM {N.T_RUNS} GROUP BY "
+                          f'pipeline, state, status ORDER BY pipeline COLLATE "C", '
+                          f'state COLLATE "C", status COLLATE "C"')
+        return [(r[0], r[1], r[2], int(r[3])) for r in rows]
 
     def is_processed(self, source: str, ident: str) -> bool:
         return bool(self._rows("reading the processed log from",

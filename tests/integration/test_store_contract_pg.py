@@ -1,5 +1,5 @@
-"""The store contract (``state.contract``, ``_certificates``, ``_renewals``, ``_shared``) run
-on the PostgreSQL store, against a real cluster (``tests.support.postgres``).
+"""The store contract (``state.contract``, ``_certificates``, ``_renewals``, ``_daemons``,
+``_shared``) run on the PostgreSQL store, against a real cluster (``tests.support.postgres``).
 
 Each store of a test is a schema of its own in the session's cluster, named after the
 test's path, so "the same path opens the same store" holds, and tests share no data. Every
@@ -15,6 +15,7 @@ import pytest
 from certwright.state import names as N
 from certwright.state.contract import StoreContract
 from certwright.state.contract_certificates import CertificateContract
+from certwright.state.contract_daemons import DaemonContract
 from certwright.state.contract_renewals import RenewalContract
 from certwright.state.contract_shared import SharedStoreContract
 from certwright.state.postgres import PostgresStore
@@ -51,6 +52,10 @@ class TestPostgresStoreCertificates(_Postgres, CertificateContract):
 
 
 class TestPostgresStoreRenewals(_Postgres, RenewalContract):
+    pass
+
+
+class TestPostgresStoreDaemons(_Postgres, DaemonContract):
     pass
 
 
