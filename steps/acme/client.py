@@ -298,5 +298,6 @@ def as_step_error(exc: BaseException, doing: str) -> StepError:
         cls = StepError if retryable else PermanentError
         return cls(f"{doing}: the CA answered with a problem: {problem_text(exc)}")
     if isinstance(exc, requests.RequestException):
-        return StepError(f"{doing}: network error: {exc}")
+        from certwright.steps.acme.neterrors import describe
+        return StepError(describe(exc, doing))
     return StepError(f"{doing}: {type(exc).__name__}: {exc}")
