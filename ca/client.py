@@ -24,8 +24,12 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from urllib.request import getproxies
 
 import httpx
+import structlog
 
+from certwright.ca._neterrors import network_reason
 from certwright.errors import StepError
+
+log = structlog.get_logger("certwright.ca.client")
 
 _RETRYABLE_4XX = (408, 429)
 USER_AGENT = "certwright-ca-client/1"
@@ -180,6 +184,7 @@ _Transport = _Direct | _Proxied
 _NETWORK_ERRORS = (OSError, http.client.HTTPException, httpx.HTTPError)
 
 
+
 def _new_http(base_url: str, verify: bool) -> _Transport:
     scheme = urlsplit(base_url).scheme.lower()
     proxies = getproxies()
@@ -248,7 +253,9 @@ class CAClient:
         try:
             status, data = self._http.request(method, target, body, hdrs, self._timeout)
         except _NETWORK_ERRORS as exc:
-            raise CAError(f"{where}: {type(exc).__name__}: {exc}") from None
+            log.info("ca_network_error", where=where, error=repr(exc))
+            raise CAError(f"{where}: cannot reach {self._hostport()}: "
+                          f"{network_reason(exc)}") from None
         if status == 204:
             return None
         try:
@@ -285,6 +292,10 @@ class CAClient:
         """Verify or reject a link's request; returns ``{status, kind, domain?}``."""
         return dict(self._call("POST", "/api/v1/confirmations", auth=False, json={
             "request_id": request_id, "token": token, "action": action}))
+
+    def _hostport(self) -> str:
+        parts = urlsplit(self.base_url)
+        return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
     def login(self, email: str, passphrase: str) -> str:
         """Log in; keeps and returns the 1-hour API token."""
