@@ -13,7 +13,7 @@ certificates. This module turns a succeeded run's outputs into
   all the same: nothing is lost to a crash.
 
 A record replaces the one of the same name only when it is not older (by ``not_before``,
-then run id), so a late hook of an old run never hides a renewal.
+then when its run ended, then run id), so a late hook of an old run never hides a renewal.
 """
 from __future__ import annotations
 
@@ -129,7 +129,10 @@ def records_of(run: RunRecord, policy: RenewPolicy | None = None) -> list[Certif
 
 
 def _newer(new: CertificateRecord, old: CertificateRecord | None) -> bool:
-    return old is None or (new.not_before, new.run_id) >= (old.not_before, old.run_id)
+    # ties on not_before (issued within one second) go to the run that ended later; the
+    # run id only breaks a tie of both
+    return old is None or ((new.not_before, new.updated, new.run_id)
+                           >= (old.not_before, old.updated, old.run_id))
 
 
 def pending_records(store: Store, policy: RenewPolicy | None = None) -> list[CertificateRecord]:

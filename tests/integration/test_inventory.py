@@ -42,3 +42,20 @@ def test_an_older_run_never_replaces_a_newer_certificate(tmp_path):
     found = store.find_certificate("example.test")
     assert found is not None and found.serial == "bb"
     store.close()
+
+
+def test_a_renewal_issued_in_the_same_second_replaces_by_the_run_that_ended_later(tmp_path):
+    """Both certificates have the same not_before (a CA answers within one second, or the
+    test CA's clock stands still): the run that ended later is the renewal, whatever its
+    id sorts like (`acme-2026...` sorts before `first`)."""
+    import dataclasses
+    store = SQLiteStore(tmp_path / "s.sqlite")
+    first = records_of(dataclasses.replace(_run("first", "aa", AT), updated=AT))
+    later = records_of(dataclasses.replace(_run("acme-20260101-x", "bb", AT),
+                                           updated="2026-01-01T00:00:05Z"))
+    assert record(store, first) == ["example.test"]
+    assert record(store, later) == ["example.test"]
+    assert record(store, first) == []  # a late hook of the first run hides nothing
+    found = store.find_certificate("example.test")
+    assert found is not None and found.serial == "bb"
+    store.close()

@@ -49,7 +49,7 @@ def test_processes_opening_a_new_store_at_once_migrate_it_once(
     try:
         schema = url.rsplit("search_path%3D", 1)[1]
         tables = postgres.sql(f"SELECT count(*) FROM pg_tables WHERE schemaname='{schema}'")
-        assert int(tables) == 10  # meta and the nine tables of the store
+        assert int(tables) == 11  # meta and the ten tables of the store
         assert store.schema_version() == len(N.PG_MIGRATIONS)
         assert postgres.sql(f"SELECT count(*) FROM {schema}.{N.T_META}") == "1"
     finally:
