@@ -100,6 +100,25 @@ def _issuer(run: RunRecord) -> str:
     return ""
 
 
+def _ari_of(run: RunRecord, serial: str) -> dict[str, Any] | None:
+    """What the run's steps said of ACME renewal for the certificate ``serial``: the
+    renewalInfo an ``ari`` output gave for that serial (``acme.download``), and under
+    ``replaces`` the certificate the order said it replaced (``acme.order``'s
+    ``replaces``/``replaced_serial``/``replaces_accepted``). None when neither is there."""
+    ari: dict[str, Any] = {}
+    for value in run.vars.values():
+        if not isinstance(value, dict):
+            continue
+        found = value.get("ari")
+        if isinstance(found, dict) and str(found.get("serial") or serial) == serial:
+            ari.update({k: v for k, v in found.items() if k != "serial"})
+        if value.get("replaces"):
+            ari["replaces"] = {"cert_id": str(value["replaces"]),
+                               "serial": str(value.get("replaced_serial") or ""),
+                               "accepted": bool(value.get("replaces_accepted"))}
+    return ari or None
+
+
 def records_of(run: RunRecord, policy: RenewPolicy | None = None) -> list[CertificateRecord]:
     """The certificates a succeeded run installed (outputs with a name and a serial)."""
     if run.status != SUCCEEDED:
@@ -124,7 +143,7 @@ def records_of(run: RunRecord, policy: RenewPolicy | None = None) -> list[Certif
             fingerprint_sha256=str(value.get("fingerprint_sha256") or ""),
             not_before=str(value.get("not_before") or ""), not_after=str(value["not_after"]),
             dir=str(value.get("dir") or ""), paths=paths, inputs=dict(run.inputs),
-            renew_at=renew_at, updated=run.updated))
+            renew_at=renew_at, ari=_ari_of(run, str(value["serial"])), updated=run.updated))
     return out
 
 

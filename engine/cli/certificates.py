@@ -147,13 +147,37 @@ def _when(instant: str | None) -> str:
     return instant[:10] if instant else "-"
 
 
+def _renewal_cell(row: dict[str, Any]) -> str:
+    """The next renewal, with the CA's ARI window (RFC 9773) when it suggested one."""
+    window = (row.get("ari") or {}).get("suggestedWindow")
+    if not (isinstance(window, dict) and row["next_renewal"] and row["state"] != "revoked"):
+        return _when(row["next_renewal"])
+    return (f"{_when(row['next_renewal'])} (ARI window {_when(window.get('start'))}"
+            f"\u2013{_when(window.get('end'))})")
+
+
+def _ari_lines(row: dict[str, Any]) -> list[str]:
+    ari = row.get("ari") or {}
+    lines = []
+    if ari.get("explanationURL"):
+        lines.append(f"the CA explains its renewal window at {ari['explanationURL']}")
+    replaced = ari.get("replaces") or {}
+    if replaced.get("serial"):
+        lines.append(f"replaced serial {replaced['serial']}" + (
+            "" if replaced.get("accepted") else " (the CA refused replaces: ordered without)"))
+    if ari.get("error"):
+        lines.append(f"reading the CA's renewal window failed ({ari['error']}); "
+                     f"next try {ari.get('next_check') or 'later'}")
+    return lines
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     """A plain table (no terminal library), then one line per problem of a row."""
     head = ("NAME", "STATE", "NAMES", "NOT AFTER", "DAYS", "SERIAL", "NEXT RENEWAL", "FOLDER")
     table = [head] + [(
         r["name"], r["state"], ",".join(r["names"]) or "-", _when(r["not_after"]),
         "-" if r["days_left"] is None else f"{r['days_left']:g}", r["serial"][:16] or "-",
-        _when(r["next_renewal"]), r["dir"] or "-") for r in rows]
+        _renewal_cell(r), r["dir"] or "-") for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(head))]
     for line in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
@@ -163,6 +187,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                   f"({r.get('revoke_reason') or 'no reason given'}), never renewed")
         for problem in r["problems"]:
             print(f"{r['name']}: {problem}")
+        for line in _ari_lines(r):
+            print(f"{r['name']}: {line}")
         if r["pending_run"]:
             print(f"{r['name']}: run {r['pending_run']}")
 

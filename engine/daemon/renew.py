@@ -51,6 +51,8 @@ from certwright.state.records import (
     CertificateRecord,
     RenewalRecord,
 )
+from certwright.steps.acme.ari_check import next_check as ari_next_check
+from certwright.steps.acme.ari_check import recheck_due
 from certwright.steps.inventory import pending_records, policy_from, record, renewal_instant
 
 log = structlog.get_logger("certwright.daemon.renew")
@@ -87,6 +89,8 @@ def plan_renewal(store: Store, state_dir: Path, rec: CertificateRecord,
              if k in spec.inputs and v is not None and v != secret_store.REDACTED}
     if "cert_name" in spec.inputs:
         given["cert_name"] = rec.name
+    if "replaces" in spec.inputs:  # RFC 9773: the order names the certificate it renews
+        given["replaces"] = str((rec.ari or {}).get("cert_id") or "")
     return Renewal(rec.name, spec, given, [n for n, i in spec.inputs.items() if i.secret],
                    rec.run_id)
 
@@ -248,12 +252,16 @@ class Renewer:
             record(self.store, pending_records(self.store, policy_from(self._find)))
             self._recovered = True
         now = self.clock.now()
+        recheck_due(self.store, now)
         for row in self.store.list_renewals():
             settle(self.store, row.name, now, retry=self.retry, retry_cap=self.retry_cap)
         held = {r.name: r for r in self.store.list_renewals()}
         started = []
         upcoming: list[datetime] = []
         for rec in self.store.list_certificates():
+            check = ari_next_check(rec)  # wake for the next renewalInfo read too
+            if check is not None:
+                upcoming.append(check)
             when = next_attempt(rec, held.get(rec.name))
             if when is None or when > now:
                 if when is not None:

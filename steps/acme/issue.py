@@ -37,6 +37,7 @@ from certwright.steps.acme.client import (
     write_json,
 )
 from certwright.steps.acme.network import problem_text, retry_after_seconds
+from certwright.steps.acme.renewal import AriError, fetch_renewal_info
 
 PEM_CHAIN = "application/pem-certificate-chain"
 ORDER_FILE = "acme-order.json"  # written by acme.order (steps.py)
@@ -184,6 +185,25 @@ class Finalize(BaseStep):
                                  f"{sorted(wanted)}")
 
 
+def read_renewal_info(session: AcmeSession, leaf: x509.Certificate,
+                      ctx: StepContext) -> dict[str, Any] | None:
+    """The CA's renewal window for ``leaf`` (RFC 9773), or None: the CA has no
+    ``renewalInfo`` (Pebble 2.4: the 1/3-lifetime rule stays), or reading it failed (logged;
+    the daemon asks again later, and a certificate is never refused for it)."""
+    try:
+        base = str(session.directory["renewalInfo"])
+    except KeyError:
+        return None
+    verify: str | bool = str(ctx.params["ca_bundle"]) if ctx.params.get("ca_bundle") else True
+    try:
+        ari = fetch_renewal_info(base, leaf, ctx.clock.now(), verify=verify)
+    except AriError as exc:
+        ctx.log.bind(step="acme.download").warning("acme_renewal_info_failed", error=str(exc))
+        return None
+    ctx.log.bind(step="acme.download").info("acme_renewal_info", **ari["suggestedWindow"])
+    return ari
+
+
 def _issuer_cns(chain: list[x509.Certificate]) -> list[str]:
     out = []
     for cert in reversed(chain):  # topmost first, as certbot's preferred-chain does
@@ -250,12 +270,16 @@ class Download(BaseStep):
         except OSError as exc:
             raise StepError(f"downloaded the certificate of order {url} but could not write "
                             f"it into {out}: {exc}") from exc
-        outputs = {"cert_path": str(cert_path), "chain_path": str(chain_path),
-                   "fullchain_path": str(full_path), "serial": format(leaf.serial_number, "x"),
-                   "fingerprint_sha256": leaf.fingerprint(hashes.SHA256()).hex(),
-                   "not_after": format_instant(leaf.not_valid_after_utc)}
-        ctx.log.bind(step=self.name).info("acme_certificate_downloaded", order_url=url,
-                                          serial=outputs["serial"])
+        outputs: dict[str, Any] = {
+            "cert_path": str(cert_path), "chain_path": str(chain_path),
+            "fullchain_path": str(full_path), "serial": format(leaf.serial_number, "x"),
+            "fingerprint_sha256": leaf.fingerprint(hashes.SHA256()).hex(),
+            "not_after": format_instant(leaf.not_valid_after_utc)}
+        log = ctx.log.bind(step=self.name)
+        log.info("acme_certificate_downloaded", order_url=url, serial=outputs["serial"])
+        ari = read_renewal_info(session, leaf, ctx)
+        if ari is not None:
+            outputs["ari"] = {**ari, "serial": outputs["serial"]}
         return Done(outputs)
 
     @staticmethod

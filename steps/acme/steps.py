@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import requests
 from acme import errors as acme_errors
 from acme import messages
+from josepy.json_util import field as jose_field
 
 from certwright.clock import format_instant
 from certwright.engine.plugins.step import BaseStep, Done, StepContext
@@ -43,6 +44,8 @@ from certwright.steps.acme.client import (
     write_json,
 )
 from certwright.steps.acme.issue import Download, Finalize, open_session, sleep_of
+from certwright.steps.acme.network import problem_text
+from certwright.steps.acme.renewal import serial_of
 
 __all__ = ["Account", "Challenge", "Download", "Finalize", "Order", "list_orders", "open_session"]
 
@@ -222,6 +225,49 @@ def list_orders(session: AcmeSession) -> list[str]:
     return urls
 
 
+class _NewOrder(messages.NewOrder):
+    """newOrder with RFC 9773's ``replaces`` (the acme library's lacks it)."""
+
+    replaces: str | None = jose_field("replaces", omitempty=True)
+
+
+def _refuses_replaces(err: messages.Error) -> bool:
+    """Whether a newOrder problem is the CA refusing ``replaces`` (RFC 9773 section 5:
+    alreadyReplaced, or a malformed/400 problem naming it): then we order without it."""
+    return err.code == "alreadyReplaced" or (
+        err.code in ("malformed", "unauthorized") and "replaces" in (err.detail or ""))
+
+
+def new_order(session: AcmeSession, idents: list[messages.Identifier], replaces: str,
+              log: Any) -> tuple[requests.Response, dict[str, Any]]:
+    """POST newOrder, with ``replaces`` when given and the CA speaks ARI; a refused
+    ``replaces`` is logged and the order sent once more without it. Returns the answer and
+    the outputs saying what was replaced (``replaces``, ``replaced_serial``,
+    ``replaces_accepted``; empty when nothing was)."""
+    url = session.directory["newOrder"]
+    try:
+        session.directory["renewalInfo"]
+    except KeyError:
+        replaces = ""  # a CA without ARI (Pebble 2.4) may refuse a field it does not know
+    if not replaces:
+        return session.post(url, messages.NewOrder(identifiers=idents)), {}
+    told = {"replaces": replaces, "replaced_serial": serial_of(replaces) or ""}
+    try:
+        resp = session.post(url, _NewOrder(identifiers=idents, replaces=replaces))
+    except (messages.Error, acme_errors.ConflictError) as err:
+        # alreadyReplaced comes as 409 Conflict, which the acme library raises as a
+        # ConflictError without the problem document
+        if isinstance(err, messages.Error) and not _refuses_replaces(err):
+            raise
+        problem = (problem_text(err) if isinstance(err, messages.Error)
+                   else "409 Conflict (alreadyReplaced)")
+        log.warning("acme_replaces_refused", replaces=replaces, problem=problem,
+                    action="ordering again without replaces")
+        return (session.post(url, messages.NewOrder(identifiers=idents)),
+                {**told, "replaces_accepted": False})
+    return resp, {**told, "replaces_accepted": True}
+
+
 class Order(BaseStep):
     """Open an order for ``domains``, or reuse the run's order while it is usable.
 
@@ -236,7 +282,9 @@ class Order(BaseStep):
     params_schema: ClassVar[Mapping[str, Any]] = step_schema(
         {"domains": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
          "challenge": {"type": "string", "description": "the challenge type the order will "
-                       "be validated by: a wildcard is refused unless it is dns-01"}},
+                       "be validated by: a wildcard is refused unless it is dns-01"},
+         "replaces": {"type": "string", "description": "the RFC 9773 certID of the "
+                      "certificate this order renews (sent only to a CA with renewalInfo)"}},
         ("directory", "domains"))
 
     def run(self, ctx: StepContext) -> Done:
@@ -264,8 +312,8 @@ class Order(BaseStep):
                     self._save(ctx, url, account.url, wanted)
                     log.info("acme_order_reused", order_url=url, status=order.status.name)
                     return _order_outputs(ctx, url, order, True, session.net.last_date())
-            resp = session.post(session.directory["newOrder"],
-                                messages.NewOrder(identifiers=idents))
+            resp, replaced = new_order(session, idents, str(ctx.params.get("replaces") or ""),
+                                       log)
         except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
             raise as_step_error(exc, f"opening an ACME order for {', '.join(wanted)} "
                                      f"at {session.url}") from exc
@@ -275,7 +323,8 @@ class Order(BaseStep):
         self._save(ctx, url, account.url, wanted)
         order = messages.Order.from_json(resp.json())
         log.info("acme_order_opened", order_url=url, status=order.status.name)
-        return _order_outputs(ctx, url, order, False, resp.headers.get("Date"))
+        return Done({**_order_outputs(ctx, url, order, False, resp.headers.get("Date")).outputs,
+                     **replaced})
 
     @staticmethod
     def _find_usable(session: AcmeSession, url: str, wanted: list[str]) -> messages.Order | None:
