@@ -88,8 +88,11 @@ class CAServer:
         settings = app.state.service.config
         # log_config=None: uvicorn installs no handlers of its own (its default writes to
         # stderr and stops propagation), so its loggers reach certwright's log routing.
+        # proxy_headers=False: the client is the connection's peer (rate limits key on
+        # it); uvicorn's default trusts X-Forwarded-For from 127.0.0.1, which any local
+        # process could send, and costs a middleware layer on every request.
         config = EdgeConfig(app, header_limits=header_limits(settings), log_level="warning",
-                            log_config=None,
+                            log_config=None, proxy_headers=False,
                             access_log=False, lifespan="off", http=PROTOCOLS[HTTP_IMPL],
                             loop=LOOP_IMPL, ws="none", **uvicorn_limits(settings))
         self._server = uvicorn.Server(config)

@@ -266,3 +266,17 @@ def test_bad_setting_in_config_is_a_usage_error(tmp_path: Path) -> None:
     done = cli("ca", "serve", "--dir", str(ca_dir), "--listen", "127.0.0.1:0")
     assert done.returncode == 2, done.stderr
     assert "login.client: 'lots'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_forwarded_headers_do_not_change_the_client(tmp_path: Path, smtp_sink: SmtpSink,
+                                                    fake_clock: FakeClock) -> None:
+    """The client is the connection's peer: X-Forwarded-For (or Forwarded) from loopback
+    does not make a new client, so it cannot dodge a per-client limit."""
+    with ca(tmp_path, smtp_sink, fake_clock, only(login__client="2/minute")) as http:
+        spoofed = [http.post("/api/v1/login", json={"email": f"u{i}@mailhost.test",
+                                                    "passphrase": "wrong"},
+                             headers={"X-Forwarded-For": f"198.51.100.{i}",
+                                      "Forwarded": f"for=198.51.100.{i}"})
+                   for i in range(3)]
+        assert [r.status_code for r in spoofed[:2]] == [401, 401]
+        assert_limited(spoofed[2], "login.client")
