@@ -90,3 +90,31 @@ def test_an_idle_scan_reads_no_rows_however_many_runs_are_parked(tmp_path: Path,
     finally:
         watcher.stop()
         store.close()
+
+
+@pytest.mark.parametrize("parked", [3, 60])
+def test_an_idle_heartbeat_reads_no_run_rows(tmp_path: Path, parked: int) -> None:
+    """The heartbeat counts the runs it drives once, then again only after the engine
+    committed or a run parked elsewhere: an idle beat reads no run row, for 3 or 60."""
+    from certwright.clock import FakeClock
+    from certwright.engine.daemon.heartbeat import Heartbeat
+    folder = tmp_path / "files"
+    folder.mkdir()
+    _park(tmp_path, folder, [f"r{i}" for i in range(parked)])
+    store = CountingStore(SQLiteStore(tmp_path / "certwright.sqlite"))
+    try:
+        beat = Heartbeat(store, FakeClock())  # type: ignore[arg-type]
+        beat.beat()
+        assert store.list_daemons()[0].runs == parked
+        store.rows = 0
+        beat.beat()
+        assert store.rows == 0
+        beat.committed(1)  # the engine committed: the next beat counts again
+        beat.beat()
+        assert store.rows == parked
+        _park(tmp_path, folder, ["late"])
+        store.rows = 0
+        beat.beat()
+        assert store.list_daemons()[0].runs == parked + 1
+    finally:
+        store.close()
