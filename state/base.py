@@ -156,6 +156,13 @@ class Store(Protocol):
         """The timers whose id is above ``timer_id`` (added since a reader looked)."""
         ...
 
+    def waits_after(self, seq: int) -> list[tuple[int, str]]:
+        """(seq, run id) of the ``step_waiting`` journal entries above ``seq``, in seq
+        order: the runs that parked since a reader looked (``seq`` its high-water mark,
+        0 at first). Reads only those entries (the journal's key), however many runs
+        are parked."""
+        ...
+
     def runs_for(self, key: str) -> list[str]:
         """Ids of the runs waiting under correlation ``key`` (empty: none)."""
         ...

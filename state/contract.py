@@ -296,6 +296,20 @@ class StoreContract:
             assert [t.id for t in store.timers_after(first)] == [third]
             assert store.timers_after(third) == []
 
+    def test_waits_after_gives_the_runs_parked_since_a_mark(self, tmp_path: Path) -> None:
+        """waits_after(seq) gives (seq, run) of the step_waiting entries above seq, in
+        order, and nothing else: the daemon's scan for runs parked elsewhere relies on it."""
+        with self.opened(tmp_path) as store:
+            with store.transaction() as tx:
+                tx.append(entry("r1", 1, "entered"))
+                first = tx.append(entry("r1", 2, "step_waiting"))
+            with store.transaction() as tx:
+                second = tx.append(entry("r2", 1, "step_waiting"))
+                tx.append(entry("r2", 2, "step_done"))
+            assert store.waits_after(0) == [(first, "r1"), (second, "r2")]
+            assert store.waits_after(first) == [(second, "r2")]
+            assert store.waits_after(second) == []
+
     def test_timers_sort_by_due(self, tmp_path: Path) -> None:
         """Timers are records ordered by due (then id), whatever order they were added in."""
         dues = ["2026-03-01T00:00:00.000000Z", "2026-01-01T00:00:00.000000Z",

@@ -17,8 +17,8 @@ How it keeps the contract:
 * **One writer at a time.** Each transaction first takes ``pg_advisory_xact_lock`` on the
   store's write key (:data:`state.names.PG_LOCK_WRITE` and the schema): the promise of
   SQLite's ``BEGIN IMMEDIATE``. Journal seqs and timer ids come from identity sequences
-  taken under that lock, so they increase in commit order and ``timers_after(id)`` misses
-  nothing; a rolled-back transaction burns its numbers, never reuses them.
+  taken under that lock, so they increase in commit order and ``timers_after(id)`` and
+  ``waits_after(seq)`` miss nothing; a rolled-back transaction burns its numbers.
 * **Migrations** (``state.postgres_schema``) run in one transaction under the migration
   advisory lock: two processes opening a new store at once apply each migration once; a
   store whose schema is newer than this code is refused.
@@ -35,8 +35,7 @@ Hazards: every failure of the server leaves as :class:`state.postgres_faults.Ser
 (exit 5) naming the URL without its password. The daemon's session lock lives as
 long as its connection: a server restart drops it (the daemon's other connections come
 back, that one does not), so until leases replace it a second daemon could start then.
-psycopg is imported only when a PostgreSQL store is opened. The write lock makes the
-store's writers take turns, as SQLite's do.
+psycopg is imported only when a PostgreSQL store is opened; writers take turns.
 
 Leases with fencing tokens (several daemons, later) fit on this design: a table
 ``leases(run_id PRIMARY KEY, owner, token BIGINT, expires)``, taken or renewed with
@@ -300,10 +299,8 @@ class PostgresStore:
         return [run_from_row(r) for r in rows]
 
     def run_ids(self, statuses: Iterable[str]) -> list[tuple[str, str]]:
-        rows = self._rows("reading runs from",
-                          f"SELECT id, spec_hash FROM {N.T_RUNS} WHERE status = ANY(%s)",
-                          (list(statuses),))
-        return [(r[0], r[1]) for r in rows]
+        return [(r[0], r[1]) for r in self._rows("reading runs from", f"SELECT id, spec_hash"
+                f" FROM {N.T_RUNS} WHERE status = ANY(%s)", (list(statuses),))]
 
     def journal(self, run_id: str) -> list[JournalEntry]:
         rows = self._rows("reading the journal from",
@@ -322,6 +319,11 @@ class PostgresStore:
                           f"SELECT due, id, run_id, entry, kind FROM {N.T_TIMERS} "
                           f"WHERE id > %s", (timer_id,))
         return [Timer(r[0], int(r[1]), r[2], int(r[3]), r[4]) for r in rows]
+
+    def waits_after(self, seq: int) -> list[tuple[int, str]]:
+        return [(int(r[0]), r[1]) for r in self._rows("reading the journal from", f"SELECT seq,"
+                f" run_id FROM {N.T_JOURNAL} WHERE seq>%s AND kind='step_waiting' ORDER BY seq",
+                (seq,))]
 
     def runs_for(self, key: str) -> list[str]:
         rows = self._rows("reading correlations from",

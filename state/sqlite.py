@@ -283,6 +283,14 @@ class SQLiteStore:
                 (timer_id,)).fetchall()
         return [Timer(*r) for r in rows]
 
+    @guarded("reading the journal from")
+    def waits_after(self, seq: int) -> list[tuple[int, str]]:
+        with self._lock:
+            self._flush_open_tx()
+            return self._db.execute(
+                f"SELECT seq, run_id FROM {N.T_JOURNAL} WHERE seq > ? AND kind='step_waiting' "
+                f"ORDER BY seq", (seq,)).fetchall()
+
     @guarded("reading correlations from")
     def runs_for(self, key: str) -> list[str]:
         with self._lock:

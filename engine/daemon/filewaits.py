@@ -11,8 +11,9 @@ unwatched.
 
 Runs parked by another process (``certwright run --no-wait``) never pass through this
 engine's ``waiting``: :meth:`FileWaits.scan` (at start and on each of the daemon's syncs)
-looks at the store's waiting runs it has not seen and watches theirs. It reads the ids of
-the waiting runs (one indexed query) and the records of new ones only.
+looks at the runs that parked since it last looked and watches theirs: the first scan
+reads the ids of every waiting run, later ones only the journal entries of runs that parked
+since (a high-water mark), so an idle daemon's scans do not grow with its parked runs.
 
 Paths the daemon already watches as Maildirs (``skip``) are left to the mail router.
 Hazards: callbacks come from the watcher's thread, hooks from the engine's loop: the
@@ -60,7 +61,8 @@ class FileWaits(Interceptor):
         self._lock = threading.Lock()
         self._runs: dict[str, tuple[list[str], set[str]]] = {}  # run -> (paths, folders)
         self._folders: dict[str, tuple[set[str], Callable[[str | None], None]]] = {}
-        self._seen: set[str] = set()  # waiting runs the last scan looked at
+        self._mark = 0  # the journal seq up to which scans have looked (waits_after)
+        self._first = True
 
     def bind(self, engine: EngineView) -> None:
         self._engine = engine
@@ -138,14 +140,22 @@ class FileWaits(Interceptor):
 
     # -- runs parked elsewhere ------------------------------------------------------------
     def scan(self, store: Store) -> int:
-        """Watch the paths of waiting runs not seen before (parked by another process);
-        returns how many were added. Reads only the ids of the waiting runs, and the
-        records of those it has not seen."""
+        """Watch the paths of waiting runs parked by another process since the last scan;
+        returns how many were added. The first scan reads the ids of every waiting run;
+        later ones read only the journal's ``step_waiting`` entries above the high-water
+        mark (``Store.waits_after``) and the records of those runs, so an idle daemon's
+        scan costs the same with 10 or 100,000 parked runs. The mark is read before the
+        ids, so a run parking in between is found by the next scan (twice is harmless)."""
         if self._watcher is None:
             return 0
-        waiting = {rid for rid, _ in store.run_ids([WAITING])}
-        fresh = waiting - self._seen
-        self._seen = waiting
+        newer = store.waits_after(self._mark)
+        if newer:
+            self._mark = newer[-1][0]
+        if self._first:
+            self._first = False
+            fresh = {rid for rid, _ in store.run_ids([WAITING])}
+        else:
+            fresh = {rid for _, rid in newer}
         n = 0
         for rid in sorted(fresh):
             if rid in self._runs:

@@ -207,6 +207,9 @@ class Daemon:
             self.file_waits = files
             hooks = [locks, files, InventoryHook(store, policy_from(self._find)),
                      *self._start_metrics(stack)]
+            heartbeat = Heartbeat(store, self.clock, interval=self.cfg.heartbeat,
+                                  metrics=self.metrics_url)
+            hooks.append(heartbeat)  # told of commits: an idle beat counts no runs
             engine = Engine(store, self.state_dir, clock=self.clock, services=services,
                             options=EngineOptions(workers=self.workers), interceptors=hooks)
             self.engine = engine
@@ -253,8 +256,6 @@ class Daemon:
             engine.sync(adopt=locks.claim)
             files.scan(store)
             self._load_steps(engine)
-            heartbeat = Heartbeat(store, self.clock, interval=self.cfg.heartbeat,
-                                  metrics=self.metrics_url)
             heartbeat.beat()
             stack.callback(heartbeat.goodbye)
             self.ready.set()
