@@ -66,6 +66,9 @@ class PipelineCatalog:
         self.dirty = threading.Event()
         self.last_change = 0.0  # monotonic time of the last event in the folder
         self.errors: dict[str, str] = {}  # file -> last problem text
+        # pipelines found by name or path (bundled, or a file): parsed once while the
+        # file's (mtime, size) stand; this is asked for every request and finished run
+        self._found: dict[str, tuple[tuple[int, int], PipelineSpec]] = {}
 
     def settled(self, now: float) -> bool:
         """Dirty, and no event for :data:`QUIET` seconds: an editor writing a file in place
@@ -116,7 +119,18 @@ class PipelineCatalog:
             if spec.name == name_or_path:
                 return spec
         from certwright.engine.model.loader import load_pipeline, resolve_pipeline_path
-        return load_pipeline(resolve_pipeline_path(name_or_path))
+        path = resolve_pipeline_path(name_or_path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return load_pipeline(path)  # says what is wrong with it
+        stamp = (st.st_mtime_ns, st.st_size)
+        known = self._found.get(str(path))
+        if known is not None and known[0] == stamp:
+            return known[1]
+        spec = load_pipeline(path)
+        self._found[str(path)] = (stamp, spec)
+        return spec
 
 
 class _Handler(FileSystemEventHandler):
