@@ -186,7 +186,9 @@ class Inbox:
         """Finish files claimed before a crash (see the module docstring)."""
         for claim in sorted((self.folder / ".processing").iterdir()):
             files = [f for f in claim.iterdir() if f.is_file()] if claim.is_dir() else []
-            if not files:
+            if not files:  # killed between the claim and the move: the file is still in
+                with contextlib.suppress(OSError):  # the inbox, and is handled anew
+                    claim.rmdir()
                 continue
             if self._exists(claim.name):
                 self._move(files[0], self.folder / "done" / f"{claim.name}-{files[0].name}")
@@ -223,7 +225,11 @@ class Inbox:
             spec, inputs, run_id, secret = self._request(path, claimed_id)
             if claimed_id is None:
                 claim = self.folder / ".processing" / run_id
-                claim.mkdir(mode=0o700)
+                try:
+                    claim.mkdir(mode=0o700)
+                except FileExistsError:  # left empty by a crash before the move: ours
+                    if any(claim.iterdir()):
+                        raise
                 path = self._move(path, claim / name)
             if spec.inputs.get("csr") is not None and name.endswith(".csr"):
                 inputs = {**inputs, "csr": str(self.folder / "done" / f"{run_id}-{name}")}
