@@ -179,7 +179,8 @@ def test_certbot_bound_to_a_ca_account_needs_no_challenge(ca: AcmeCA, smtp_sink:
     work = tmp_path / "certbot"
     run(certbot(ca, work, "certonly", "--standalone", "--http-01-address", "127.0.0.1",
                 "--http-01-port", "1", "-d", "www.bound.acme.test", "--agree-tos", "-m",
-                "admin@acme.test", "--no-eff-email", "--eab-kid", key["kid"],
-                "--eab-hmac-key", key["hmac_key"]))
+                "admin@acme.test", "--no-eff-email", f"--eab-kid={key['kid']}",
+                # '=': a base64url key may begin with '-', which argparse takes for an option
+                f"--eab-hmac-key={key['hmac_key']}"))
     live = work / "config" / "live" / "www.bound.acme.test"
     assert (live / "fullchain.pem").exists()
