@@ -19,6 +19,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Mapping
+from datetime import UTC
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -289,7 +290,11 @@ class Verify(BaseStep):
 
 
 class Sign(BaseStep):
-    """Have a CSR signed (once per idempotency key) and write cert.pem and chain.pem."""
+    """Have a CSR signed (once per idempotency key) and write cert.pem and chain.pem.
+
+    Outputs the three paths, ``serial``, ``fingerprint_sha256``, ``names``, ``not_after``
+    (ISO 8601, as the CA gives it) and ``expires`` (the same instant as a person reads it,
+    ``2027-05-31 11:41:54 UTC``)."""
 
     name: ClassVar[str] = "ca.sign"
     description: ClassVar[str] = "get the CSR signed by the CA"
@@ -323,7 +328,18 @@ class Sign(BaseStep):
         return Done({"cert_path": str(cert_path), "chain_path": str(chain_path),
                      "root_path": str(root_path),
                      "serial": cert["serial"], "fingerprint_sha256": cert["fingerprint_sha256"],
-                     "not_after": cert["not_after"], "names": ", ".join(cert.get("names") or [])})
+                     "not_after": cert["not_after"], "expires": _readable(cert["not_after"]),
+                     "names": ", ".join(cert.get("names") or [])})
+
+
+def _readable(instant: str) -> str:
+    """``2027-05-31T11:41:54.000000Z`` as a person reads it: ``2027-05-31 11:41:54 UTC``
+    (the CA's text unchanged when it is no ISO instant)."""
+    try:
+        when = parse_instant(str(instant))
+    except ValueError:
+        return str(instant)
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _split_chain(pem: str) -> tuple[str, str]:

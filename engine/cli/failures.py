@@ -26,37 +26,45 @@ _NETWORK = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.ECONNREFUSED,
                       errno.ETIMEDOUT})
 
 
-def _say(text: str) -> None:
-    print(f"certwright: {text}", file=sys.stderr)
+def _say(text: str, *, json_lines: bool = False, code: int = 1) -> None:
+    if json_lines:  # under --log-json the last line is a JSON line like every other
+        import json
+        print(json.dumps({"event": "command_failed", "level": "error", "error": text,
+                          "exit_code": code}), file=sys.stderr)
+    else:
+        print(f"certwright: {text}", file=sys.stderr)
 
 
-def exit_code_for(exc: Exception, state_dir: Path) -> int:
-    """Report ``exc`` on stderr and return its exit code; raises it again when it is not
-    an expected failure."""
+def exit_code_for(exc: Exception, state_dir: Path, *, json_lines: bool = False) -> int:
+    """Report ``exc`` on stderr (a JSON line with ``json_lines``) and return its exit
+    code; raises it again when it is not an expected failure."""
+    said = _classify(exc, state_dir)
+    if said is None:
+        raise exc
+    text, code = said
+    _say(text, json_lines=json_lines, code=code)
+    return code
+
+
+def _classify(exc: Exception, state_dir: Path) -> tuple[str, int] | None:
+    """What to say of ``exc`` and its exit code, or None for an unexpected exception."""
     if isinstance(exc, SpecError):
-        print(f"certwright: invalid pipeline:\n{exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return f"invalid pipeline:\n{exc}", EXIT_USAGE
     if isinstance(exc, InputError):
-        _say(str(exc))
-        return EXIT_USAGE
+        return str(exc), EXIT_USAGE
     if isinstance(exc, RunLocked):
-        _say(str(exc))
-        return EXIT_LOCKED
+        return str(exc), EXIT_LOCKED
     if isinstance(exc, StoreFault):
-        _say(str(exc))
-        return EXIT_STORE
+        return str(exc), EXIT_STORE
     if isinstance(exc, CertwrightError):
-        _say(str(exc))
-        return EXIT_FAILED
+        return str(exc), EXIT_FAILED
     if isinstance(exc, OSError) and exc.errno in _NETWORK and not exc.filename:
-        _say(f"network error: {exc.strerror or exc}")
-        return EXIT_FAILED
+        return f"network error: {exc.strerror or exc}", EXIT_FAILED
     if isinstance(exc, (OSError, sqlite3.Error)):
         # the state folder failing outside the store's own edges (a run folder, a reader
         # of its own): a store error all the same; any other file, a plain failure
         where = str(getattr(exc, "filename", None) or state_dir / N.DB_FILE)
         fault = store_fault(exc, where, "using") if where.startswith(str(state_dir)) \
             else None
-        _say(str(fault or exc))
-        return EXIT_STORE if fault else EXIT_FAILED
-    raise exc
+        return str(fault or exc), EXIT_STORE if fault else EXIT_FAILED
+    return None

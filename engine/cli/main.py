@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - exit_code_for raises again what is no expected
         # failure; its imports (errors, store faults) are paid only when a command fails
         from certwright.engine.cli.failures import exit_code_for
-        return exit_code_for(exc, args.state_dir)
+        return exit_code_for(exc, args.state_dir, json_lines=bool(getattr(args, "log_json", False)))
     return code
 
 

@@ -49,3 +49,20 @@ def test_log_json_gives_one_json_event_per_transition_and_no_secret(tmp_path):
                               "--json"], env=env, capture_output=True, text=True, check=False)
     assert secret not in history.stdout
     assert '"<secret>"' in history.stdout
+
+
+def test_log_json_ends_a_failed_command_with_a_json_line_too(tmp_path):
+    env = {**os.environ, "CERTWRIGHT_STATE_DIR": str(tmp_path / "state")}
+    done = subprocess.run(
+        [sys.executable, "-m", "certwright", "--log-json", "resume", "no-such-run"],
+        env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines, done.stderr
+    last = json.loads(lines[-1])  # every line a JSON line, the last the failure
+    assert last["event"] == "command_failed" and last["level"] == "error"
+    assert last["exit_code"] == done.returncode
+    assert "no-such-run" in last["error"]
+    plain = subprocess.run([sys.executable, "-m", "certwright", "resume", "no-such-run"],
+                           env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert plain.stderr.strip().splitlines()[-1] == f"certwright: {last['error']}"

@@ -214,6 +214,8 @@ def test_the_cacert_demo_fits_one_screen_with_no_log_line(tmp_path, term):
     assert re.search(r"^✓ installed\b", screen, re.MULTILINE), screen
     assert " · " not in screen, screen            # no fragment of a live line
     assert "certificate installed for example.test" in screen
+    # the expiry as a person reads it, not an ISO instant to the microsecond
+    assert re.search(r"expires \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)", screen), screen
     assert "openssl verify" in screen
     assert len([line for line in lines if line]) <= 16, screen
     log = next((state / "runs").iterdir()) / "certwright.log"
