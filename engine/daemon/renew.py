@@ -51,8 +51,8 @@ from certwright.state.records import (
     CertificateRecord,
     RenewalRecord,
 )
+from certwright.steps.acme.ari_check import BackgroundRechecks
 from certwright.steps.acme.ari_check import next_check as ari_next_check
-from certwright.steps.acme.ari_check import recheck_due
 from certwright.steps.inventory import pending_records, policy_from, record, renewal_instant
 
 log = structlog.get_logger("certwright.daemon.renew")
@@ -232,6 +232,7 @@ class Renewer:
         self.retry, self.retry_cap = retry, retry_cap
         self._next: datetime | None = None  # the earliest attempt the last check saw
         self._recovered = False  # succeeded runs the inventory lacks, recorded once
+        self._ari = BackgroundRechecks()  # renewalInfo reads, off the main loop
         legacy = self.state_dir / LEGACY_FILE
         if legacy.exists():
             log.info("renewals_file_ignored", file=str(legacy),
@@ -240,7 +241,8 @@ class Renewer:
                             "(remove it when you like)")
 
     def close(self) -> None:
-        """Nothing to release (the store is the caller's); kept for the daemon's stack."""
+        """Stop the renewalInfo reader (the store is the caller's)."""
+        self._ari.close()
 
     def check(self) -> list[str]:
         """Record certificates the inventory lacks (the first time: runs that succeeded
@@ -252,7 +254,7 @@ class Renewer:
             record(self.store, pending_records(self.store, policy_from(self._find)))
             self._recovered = True
         now = self.clock.now()
-        recheck_due(self.store, now)
+        self._ari.poll(self.store, now)  # windows read meanwhile; the next batch started
         for row in self.store.list_renewals():
             settle(self.store, row.name, now, retry=self.retry, retry_cap=self.retry_cap)
         held = {r.name: r for r in self.store.list_renewals()}
@@ -294,9 +296,12 @@ class Renewer:
     def next_due(self) -> datetime | None:
         """The earliest pending attempt as the last :meth:`check` saw it (None: none, or
         no check yet); now when a renewal run in flight has finished, so that it is
-        settled at once. Cheap (the loop asks every second): it reads only the renewals
-        in flight, not the inventory (a certificate recorded since the last check is
-        seen at the next periodic one; renewal instants are weeks away)."""
+        settled at once, or while renewal windows are being read (written at the next
+        check). Cheap (the loop asks every second): it reads only the renewals in
+        flight, not the inventory (a certificate recorded since the last check is seen
+        at the next periodic one; renewal instants are weeks away)."""
+        if self._ari.busy():  # windows being read: write them once they are in
+            return self.clock.now()
         for row in self.store.list_renewals():
             run = self.store.find_run(row.run_id) if row.run_id else None
             if run is not None and run.status in FINISHED:

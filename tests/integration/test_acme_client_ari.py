@@ -79,3 +79,68 @@ def test_a_failed_recheck_backs_off_and_keeps_the_window(tmp_path: Path) -> None
     ari = store.find_certificate("a").ari  # type: ignore[union-attr]
     assert ari["failures"] == 2
     assert parse_instant(ari["next_check"]) == later + timedelta(minutes=10)
+
+
+def test_the_daemons_rechecks_read_off_the_loop_and_write_when_read(tmp_path: Path) -> None:
+    """``BackgroundRechecks.poll`` returns while the CA has not answered yet (the CA here
+    answers only once the test has seen poll return), and a later poll writes the window
+    the CA gave into the record."""
+    import json
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from certwright.steps.acme.ari_check import BackgroundRechecks
+
+    release = threading.Event()
+    seen: list[bool] = []
+    fresh = {"start": "2027-02-01T00:00:00.000000Z", "end": "2027-02-02T00:00:00.000000Z"}
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(release.wait(15))  # True: poll had returned before this answer
+            body = json.dumps({"suggestedWindow": fresh}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Retry-After", "21600")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cert = _cert(0x4321)
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    old = {"start": "2027-01-01T00:00:00.000000Z", "end": "2027-01-02T00:00:00.000000Z"}
+    url = f"http://127.0.0.1:{server.server_address[1]}/acme/renewal-info/{cert_id(cert)}"
+    store = SQLiteStore(tmp_path / "state.sqlite")
+    with store.transaction() as tx:
+        tx.put_certificate(CertificateRecord(
+            name="a", run_id="r1", serial="4321", paths={"cert": str(tmp_path / "cert.pem")},
+            ari={"suggestedWindow": old, "url": url, "cert_id": cert_id(cert),
+                 "next_check": format_instant(now - timedelta(seconds=1))}))
+    rechecks = BackgroundRechecks()
+    try:
+        assert rechecks.poll(store, now) == []  # started, not waited for
+        assert rechecks.busy()
+        release.set()
+        written: list[str] = []
+        for _ in range(200):
+            written = rechecks.poll(store, now)
+            if written:
+                break
+            time.sleep(0.05)
+        assert written == ["a"]
+        assert seen == [True]
+        ari = store.find_certificate("a").ari  # type: ignore[union-attr]
+        assert ari["suggestedWindow"] == fresh
+        assert parse_instant(ari["next_check"]) == now + timedelta(hours=6)
+        assert not rechecks.busy()
+    finally:
+        rechecks.close()
+        server.shutdown()
+        store.close()
