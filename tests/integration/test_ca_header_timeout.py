@@ -24,6 +24,7 @@ from certwright.ca import server as ca_server
 from certwright.ca.server import CAServer
 from certwright.clock import FakeClock
 from tests.support.ca import SmtpSink, fake_clock, smtp_sink  # noqa: F401  (fixtures)
+from tests.support.sockets import wait_closed
 
 GUARD = 30.0  # seconds a test waits for the server at most: a broken build, not a figure
 
@@ -44,29 +45,6 @@ def ca(tmp_path: Path, sink: SmtpSink, clock: FakeClock, **settings: Any) -> Ite
 
 def connect(server: CAServer) -> socket.socket:
     return socket.create_connection((server.host, server.port), timeout=GUARD)
-
-
-def wait_closed(socks: list[socket.socket]) -> dict[int, bytes]:
-    """What each socket received up to the server's EOF, for the sockets the server
-    closed within :data:`GUARD` seconds (keyed by file descriptor)."""
-    got = {s.fileno(): b"" for s in socks}
-    pending = {s.fileno(): s for s in socks}
-    closed: dict[int, bytes] = {}
-    end = time.monotonic() + GUARD
-    while pending and time.monotonic() < end:
-        ready, _, _ = select.select(list(pending.values()), [], [], 0.5)
-        for sock in ready:
-            fd = sock.fileno()
-            try:
-                data = sock.recv(65536)
-            except ConnectionResetError:
-                data = b""
-            if data:
-                got[fd] += data
-            else:
-                closed[fd] = got[fd]
-                del pending[fd]
-    return closed
 
 
 def get_request(path: str = "/ca/root.crt") -> bytes:
@@ -114,7 +92,7 @@ def test_half_a_request_line_is_answered_408_and_closed(
         try:
             with httpx.Client(base_url=server.url, timeout=GUARD) as http:
                 assert http.get("/ca/root.crt").status_code == 200
-            closed = wait_closed([stalled])
+            closed = wait_closed([stalled], GUARD)
             assert stalled.fileno() in closed, "the stalled client is still connected"
             reply = closed[stalled.fileno()]
             assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
@@ -159,7 +137,7 @@ def test_a_connection_that_sends_nothing_is_closed(
             http_keep_alive=600) as server:
         sock = connect(server)
         try:
-            closed = wait_closed([sock])
+            closed = wait_closed([sock], GUARD)
             assert closed == {sock.fileno(): b""}
         finally:
             sock.close()
@@ -175,7 +153,7 @@ def test_a_stall_between_keep_alive_requests_is_the_keep_alive_timeout(
         try:
             sock.sendall(get_request())
             assert read_response(sock).startswith(b"HTTP/1.1 200")
-            assert wait_closed([sock]) == {sock.fileno(): b""}
+            assert wait_closed([sock], GUARD) == {sock.fileno(): b""}
         finally:
             sock.close()
 
@@ -191,7 +169,7 @@ def test_the_next_keep_alive_request_has_its_own_header_timeout(
             sock.sendall(get_request())
             assert read_response(sock).startswith(b"HTTP/1.1 200")
             sock.sendall(b"GET /ca/root.crt HTTP/1.1\r\nHo")
-            closed = wait_closed([sock])
+            closed = wait_closed([sock], GUARD)
             assert closed.get(sock.fileno(), b"").startswith(b"HTTP/1.1 408"), closed
         finally:
             sock.close()
@@ -225,7 +203,7 @@ def test_many_stalled_headers_do_not_starve_normal_requests(
         try:
             for sock in socks:
                 sock.sendall(b"POST /api/v1/login HTTP/1.1\r\nHost: ca\r\nContent-Le")
-            closed = wait_closed(socks)
+            closed = wait_closed(socks, GUARD)
             assert len(closed) == 30
             assert all(reply.startswith(b"HTTP/1.1 408") for reply in closed.values())
         finally:
@@ -240,7 +218,7 @@ def test_many_stalled_headers_do_not_starve_normal_requests(
                 sock.sendall(b"GET /ca/root.crt HTTP/1.1\r\nHost: c")
             with httpx.Client(base_url=server.url, timeout=GUARD) as http:
                 assert http.get("/ca/root.crt").status_code == 200
-            assert len(wait_closed(socks)) == 200
+            assert len(wait_closed(socks, GUARD)) == 200
         finally:
             for sock in socks:
                 sock.close()

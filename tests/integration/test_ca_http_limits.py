@@ -3,7 +3,6 @@ route's limit are refused with 413 without being read into memory, bodies that s
 cut after the body timeout, and connections over the cap are refused."""
 from __future__ import annotations
 
-import select
 import socket
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import httpx
 from certwright.ca.server import CAServer
 from certwright.clock import FakeClock
 from tests.support.ca import SmtpSink, fake_clock, smtp_sink  # noqa: F401  (fixtures)
+from tests.support.sockets import wait_closed
 
 MB = 1 << 20
 
@@ -119,29 +119,6 @@ def open_stalled(server: CAServer, count: int) -> list[socket.socket]:
                      b'application/json\r\nContent-Length: 100\r\n\r\n{"email":')
         socks.append(sock)
     return socks
-
-
-def wait_closed(socks: list[socket.socket], guard: float = 60.0) -> dict[int, bytes]:
-    """What each socket received up to the server's EOF; stops waiting after ``guard``
-    seconds (a bound for a broken build, not a measured time)."""
-    got = {s.fileno(): b"" for s in socks}
-    open_ = {s.fileno(): s for s in socks}
-    closed: dict[int, bytes] = {}
-    end = time.monotonic() + guard
-    while open_ and time.monotonic() < end:
-        ready, _, _ = select.select(list(open_.values()), [], [], 1.0)
-        for sock in ready:
-            fd = sock.fileno()
-            try:
-                data = sock.recv(65536)
-            except ConnectionResetError:
-                data = b""
-            if data:
-                got[fd] += data
-            else:
-                closed[fd] = got[fd]
-                del open_[fd]
-    return closed
 
 
 def test_300_stalled_bodies_are_cut(tmp_path: Path, smtp_sink: SmtpSink,
