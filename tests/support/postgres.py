@@ -106,8 +106,11 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster() -> Iterator[Cluster]:
-    """A new cluster, started, with a database ``certwright``; stopped and removed after."""
+def cluster(*, durable: bool = False) -> Iterator[Cluster]:
+    """A new cluster, started, with a database ``certwright``; stopped and removed after.
+
+    Tests run it with ``fsync = off`` (nothing in a test outlives the machine);
+    ``durable`` keeps PostgreSQL's defaults, as a deployment has them (the benchmarks)."""
     bindir = _bindir()
     if bindir is None or shutil.which("runuser") is None:
         if os.environ.get("CI"):
@@ -126,7 +129,8 @@ def cluster() -> Iterator[Cluster]:
                        check=True, capture_output=True, timeout=120)
         conf = (f"listen_addresses = '127.0.0.1'\nport = {found.port}\n"
                 f"unix_socket_directories = '{found.socket_dir}'\n"
-                "max_connections = 200\nfsync = off\nshared_buffers = 32MB\n")
+                "max_connections = 200\nshared_buffers = 32MB\n"
+                + ("" if durable else "fsync = off\n"))
         with (found.data / "postgresql.conf").open("a") as f:
             f.write(conf)
         found.start()

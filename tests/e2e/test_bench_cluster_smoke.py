@@ -1,0 +1,39 @@
+"""``bench/cluster.py`` still runs on a tiny size: a durable PostgreSQL cluster of its own,
+daemons as processes of their own driving a few runs of the 5-state pipeline, one JSON
+object with every figure.
+
+Only the shape is checked (exit status, keys, positive figures, every run's transitions
+counted); the timings are for people to read, never asserted.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.postgres import _bindir
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_cluster_bench_prints_every_figure() -> None:
+    if _bindir() is None:
+        pytest.fail("PostgreSQL is not installed (scripts/system-deps.sh installs it)")
+    done = subprocess.run([sys.executable, "bench/cluster.py", "--json", "--runs", "20",
+                           "--daemons", "1"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout)
+    assert figures["runs"] == 20
+    assert figures["daemons"] == [1]
+    assert figures["transitions_1"] == 20 * 4  # s2 to s5 of every run, by the daemon
+    for key in ("transitions_per_s_1", "pg_raw_commits_per_s", "ratio_to_raw_1",
+                "pg_commits_per_transition_1", "pg_rows_per_transition_1",
+                "pg_cpu_ms_per_transition_1", "daemon_cpu_ms_per_transition_1"):
+        assert figures[key] > 0, key
+    assert figures["scaling_3_over_1"] is None  # three daemons were not asked for
+    assert len(figures["load_average"]) == 3
