@@ -1,6 +1,6 @@
 """``bench/cluster.py`` still runs on a tiny size: a durable PostgreSQL cluster of its own,
-daemons as processes of their own driving a few runs of the 5-state pipeline, one JSON
-object with every figure.
+daemons as processes of their own driving a few runs of the 5-state pipeline and a few
+probe mails, one JSON object with every figure.
 
 Only the shape is checked (exit status, keys, positive figures, every run's transitions
 counted); the timings are for people to read, never asserted.
@@ -24,16 +24,19 @@ def test_cluster_bench_prints_every_figure() -> None:
     if _bindir() is None:
         pytest.fail("PostgreSQL is not installed (scripts/system-deps.sh installs it)")
     done = subprocess.run([sys.executable, "bench/cluster.py", "--json", "--runs", "20",
-                           "--daemons", "1"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, check=False)
+                           "--daemons", "1", "--mails", "5"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout)
     assert figures["runs"] == 20
     assert figures["daemons"] == [1]
     assert figures["transitions_1"] == 20 * 4  # s2 to s5 of every run, by the daemon
+    assert figures["mails"] == 5
+    assert figures["mail_to_transition_p99_ms"] >= figures["mail_to_transition_p50_ms"]
     for key in ("transitions_per_s_1", "pg_raw_commits_per_s", "ratio_to_raw_1",
                 "pg_commits_per_transition_1", "pg_rows_per_transition_1",
-                "pg_cpu_ms_per_transition_1", "daemon_cpu_ms_per_transition_1"):
+                "pg_cpu_ms_per_transition_1", "daemon_cpu_ms_per_transition_1",
+                "mail_to_transition_p50_ms", "mail_to_transition_p99_ms"):
         assert figures[key] > 0, key
     assert figures["scaling_3_over_1"] is None  # three daemons were not asked for
     assert len(figures["load_average"]) == 3
