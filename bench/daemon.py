@@ -7,6 +7,10 @@
   is renamed into the watched Maildir's ``new/``, and the latency is from just before the
   rename to the journal's ``at`` of the run's committed ``entered verified`` entry (the
   link was followed on the CA in between: ``wait.mail`` then ``ca.verify``).
+* ``mail_to_taken_p50_ms`` / ``_p99_ms``: the mail's part of it, from before the rename to
+  the ``wait.mail`` step's ``step_done`` (routed, offered, parsed, marked in the processed
+  log, moved to ``cur/``); ``ca_verify_p50_ms`` / ``_p99_ms``: the ``ca.verify`` step's
+  own time (its ``step_started`` to its ``step_done``: the HTTP call and the CA's commit).
 * ``--busy``: the latency figures are measured with ``bench/engine.py`` running beside
   them, restarted whenever it ends (a machine with other work on it); ``busy`` in the JSON
   says which case it was.
@@ -197,7 +201,9 @@ def latency(root: Path, n: int) -> dict[str, float]:
                              "maildir": str(md.path)} for i in range(n)], ids)
         proc = _daemon(state, md.path, root / "lat-daemon.log")
         db = sqlite3.connect(f"file:{state / 'certwright.sqlite'}?mode=ro", uri=True)
-        out = []
+        out: list[float] = []
+        mail_side: list[float] = []
+        ca_side: list[float] = []
         try:
             for i, rid in enumerate(ids):
                 raw = sink.by_rcpt[f"postmaster@d{i}.bench.test"]
@@ -218,6 +224,9 @@ def latency(root: Path, n: int) -> dict[str, float]:
                                        f"{root / 'lat-daemon.log'}")
                 at = datetime.fromisoformat(row[0]).timestamp()
                 out.append((at - t0) * 1000)
+                taken, verify = _split(db, rid)
+                mail_side.append((taken - t0) * 1000)
+                ca_side.append(verify * 1000)
         finally:
             db.close()
             proc.send_signal(signal.SIGTERM)
@@ -225,8 +234,28 @@ def latency(root: Path, n: int) -> dict[str, float]:
     sink.controller.stop()
     out.sort()
     return {"mail_to_transition_p50_ms": round(statistics.median(out), 2),
-            "mail_to_transition_p99_ms": round(out[min(len(out) - 1, int(len(out) * 0.99))], 2),
-            "mail_to_transition_max_ms": round(out[-1], 2), "mails": len(out)}
+            "mail_to_transition_p99_ms": _p99(out),
+            "mail_to_transition_max_ms": round(out[-1], 2), "mails": len(out),
+            "mail_to_taken_p50_ms": round(statistics.median(mail_side), 2),
+            "mail_to_taken_p99_ms": _p99(mail_side),
+            "ca_verify_p50_ms": round(statistics.median(ca_side), 2),
+            "ca_verify_p99_ms": _p99(ca_side)}
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2)
+
+
+def _split(db: sqlite3.Connection, rid: str) -> tuple[float, float]:
+    """When the mail was taken (the ``wait.mail`` step's ``step_done``), and how long the
+    ``ca.verify`` step took (its ``step_started`` to its ``step_done``), from the journal."""
+    rows = db.execute("SELECT kind, data, at FROM journal WHERE run_id=? AND kind IN"
+                      " ('step_started', 'step_done') ORDER BY seq", (rid,)).fetchall()
+    at: dict[tuple[str, int], float] = {}
+    for kind, data, when in rows:
+        at[kind, json.loads(data)["index"]] = datetime.fromisoformat(when).timestamp()
+    return at["step_done", 0], at["step_done", 1] - at["step_started", 1]
 
 
 def parked(root: Path, count: int, idle_seconds: float) -> dict[str, float]:

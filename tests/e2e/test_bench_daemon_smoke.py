@@ -28,7 +28,8 @@ def test_daemon_bench_prints_every_figure() -> None:
                 "anonymous_parked_bytes", "store_bytes_per_parked_run"):
         assert figures[key] > 0, key
     for key in ("rss_bytes_per_parked_run", "anonymous_bytes_per_parked_run",
-                "mail_to_transition_p50_ms", "mail_to_transition_p99_ms", "idle_cpu_percent",
+                "mail_to_transition_p50_ms", "mail_to_transition_p99_ms", "mail_to_taken_p50_ms",
+                "mail_to_taken_p99_ms", "ca_verify_p50_ms", "ca_verify_p99_ms", "idle_cpu_percent",
                 "idle_cpu_percent_at_50"):
         assert isinstance(figures[key], (int, float)), key
     assert len(figures["load_before"]) == len(figures["load_after"]) == 3
