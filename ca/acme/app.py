@@ -61,7 +61,7 @@ def create_acme_app(svc: CAService) -> Starlette:
         body = await request.body()
         req = verify_request(body, url=url, nonces=acme.nonces, store=acme.store,
                              account_url=acme.account_prefix, jwk_allowed=jwk,
-                             kid_allowed=kid)
+                             kid_allowed=kid, keys=acme.keys)
         return replace(req, client=request.client.host if request.client else "unknown")
 
 

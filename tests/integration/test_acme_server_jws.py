@@ -133,6 +133,22 @@ def test_key_change_to_another_accounts_key_is_conflict(http: httpx.Client,
     assert alice.post(alice.kid or "", None).status_code == 200
 
 
+def test_the_old_key_is_refused_after_a_key_change(http: httpx.Client,
+                                                   acme_ca: AcmeCA) -> None:
+    """The server keeps accounts' parsed keys between requests: after a key change a
+    request signed by the old key (once verified and kept) no longer verifies."""
+    alice = client(http, acme_ca)
+    assert alice.post(alice.kid or "", None).status_code == 200  # the old key, kept
+    url, old, fresh = alice.dir["keyChange"], alice.key, new_key()
+    inner = sign(fresh, {"account": alice.kid, "oldKey": alice.jwk()},
+                 {"jwk": fresh.public_key().to_partial_json(), "url": url})
+    assert alice.post(url, inner).status_code == 200
+    found = problem(alice.post(alice.kid or "", None, key=old), "malformed")
+    assert "does not verify" in str(found["detail"])
+    alice.key = fresh
+    assert alice.post(alice.kid or "", None).status_code == 200
+
+
 def test_challenge_of_another_accounts_authorization_is_unauthorized(
         http: httpx.Client, acme_ca: AcmeCA) -> None:
     """Answering a challenge of another account's authorization is unauthorized, and
