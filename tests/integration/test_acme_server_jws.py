@@ -208,3 +208,24 @@ def test_weak_account_key_is_bad_public_key(http: httpx.Client, acme_ca: AcmeCA)
                key=jose.JWKRSA(key=rsa.generate_private_key(65537, 1024)))
     r = c.post(c.dir["newAccount"], {"termsOfServiceAgreed": True}, use_jwk=True, alg="RS256")
     assert "1024" in problem(r, "badPublicKey")["detail"]
+
+
+def test_acme_requests_keep_the_ca_apps_middleware(http: httpx.Client,
+                                                   acme_ca: AcmeCA) -> None:
+    """ACME requests reach the ACME app past FastAPI's router but inside the CA app's own
+    middleware: an unknown resource and a wrong method are the ACME app's problem
+    documents, each answer carries its request id and is counted by status class."""
+    counts = acme_ca.server.app.state.http_status_counts
+    before = counts.snapshot()
+    base = acme_ca.directory.removesuffix("/directory")
+    r = http.get(f"{base}/no-such-thing", headers={"X-Request-Id": "probe-1"})
+    assert r.status_code == 404
+    assert "no ACME resource at /acme/no-such-thing" in str(problem(r, "malformed")["detail"])
+    assert r.headers["X-Request-Id"] == "probe-1"
+    r = http.get(f"{base}/new-order")
+    assert r.status_code == 405
+    problem(r, "malformed")
+    assert http.get(acme_ca.directory).status_code == 200
+    after = counts.snapshot()
+    assert after["4xx"] - before["4xx"] == 2
+    assert after["2xx"] - before["2xx"] == 1
