@@ -67,7 +67,7 @@ DNS_CHILD = """
 import sys, threading
 sys.path.append(sys.argv[2])
 from tests.support.dns import TestDNS
-dns = TestDNS(__import__("pathlib").Path(sys.argv[1]), zones=(sys.argv[3],)).start()
+dns = TestDNS(__import__("pathlib").Path(sys.argv[1]), zones=tuple(sys.argv[3].split(","))).start()
 print(dns.address, flush=True)
 threading.Event().wait()
 """
@@ -89,11 +89,12 @@ Server(("127.0.0.1", int(sys.argv[2])), handler).serve_forever()
 """
 
 
-def _dns_process(records: Path) -> subprocess.Popen[str]:
-    """The test DNS server in a process of its own, so that it neither waits for this
-    process's GIL (the engine runs here) nor adds its CPU to the engine's; its address is
-    the first line it prints."""
-    return subprocess.Popen([sys.executable, "-c", DNS_CHILD, str(records), str(ROOT), ZONE],
+def _dns_process(records: Path, zones: tuple[str, ...] = (ZONE,)) -> subprocess.Popen[str]:
+    """The test DNS server in a process of its own, authoritative for ``zones``, so that
+    it neither waits for this process's GIL (the engine runs here) nor adds its CPU to the
+    engine's; its address is the first line it prints."""
+    return subprocess.Popen([sys.executable, "-c", DNS_CHILD, str(records), str(ROOT),
+                             ",".join(zones)],
                             stdout=subprocess.PIPE, text=True)
 
 

@@ -55,6 +55,7 @@ class Setting:
     contact: str
     work: Path
     slots: int = 8
+    extra: dict[str, str] = field(default_factory=dict)  # more pipeline inputs (engine)
 
 
 @dataclass
@@ -217,7 +218,8 @@ class CertwrightProcess(Client):
 def inputs(s: Setting, domain: str, cert_dir: Path) -> dict[str, str]:
     """The ``acme`` pipeline's inputs for one certificate (process and engine alike)."""
     return {"domain": domain, "directory": s.directory, "ca_bundle": str(s.ca_bundle),
-            "contact": s.contact, "webroot": str(s.webroot), "cert_dir": str(cert_dir)}
+            "contact": s.contact, "webroot": str(s.webroot), "cert_dir": str(cert_dir),
+            **s.extra}
 
 
 PEERS = {"certbot": Certbot, "acme-tiny": AcmeTiny, "lego": Lego, "uacme": Uacme}

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from certwright.ca import _pages
 from certwright.ca._openapi import PemFile, PkixCert, PkixCrl, allowed_methods, errors, repeat
 from certwright.ca._openapi import install as install_openapi
-from certwright.ca.acme.app import create_acme_app
+from certwright.ca.acme.app import AcmeShortcut, create_acme_app
 from certwright.ca.errors import ApiError
 from certwright.ca.httpcounts import CountStatuses, StatusCounts
 from certwright.ca.httpguard import BodyGuard
@@ -154,7 +154,9 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     app.state.service = svc
     accounts, issuing = svc.accounts, svc.issuing
 
-    # Added first, so it runs inside the request log (which logs its 413 and 408).
+    acme = create_acme_app(svc)  # innermost: inside the guard, the log and the counts
+    app.add_middleware(AcmeShortcut, acme=acme)
+    # Added before those, so it runs inside the request log (which logs its 413 and 408).
     app.add_middleware(BodyGuard, config=svc.config)
     app.add_middleware(_RequestLog)
     # Outermost: every response counted by status class, for /metrics (ca.httpcounts).
@@ -372,7 +374,7 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
         return _pages.home_page(svc.public_url)
 
     # -- ACME (RFC 8555): its own routes, problem documents and tables ------------------
-    app.mount("/acme", create_acme_app(svc))
+    app.mount("/acme", acme)  # AcmeShortcut serves /acme/...; the mount, the rest
 
     install_openapi(app, auth=account)
     return app

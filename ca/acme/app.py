@@ -5,6 +5,11 @@ Every answer carries a fresh ``Replay-Nonce``, ``Link: <directory>;rel="index"``
 are verified (:mod:`.jws`) on the event loop; the work (store writes, validation, which
 connects to the applicant's server, issuance) runs in the thread pool.
 
+:class:`AcmeShortcut` hands ``/acme/...`` requests to this app from inside the CA app's own
+middleware (request log, status counts, body guard), past FastAPI's exception layer and
+router, which matched every JSON API route before reaching the ``/acme`` mount: the same
+scope as the mount gives, at less CPU a request.
+
 Routes: ``GET directory``, ``HEAD|GET new-nonce``, ``POST`` new-account, acct/ID,
 acct/ID/orders, key-change, new-order, order/ID, order/ID/finalize, authz/ID, chall/ID,
 cert/SERIAL[/N], revoke-cert; ``GET renewal-info/CERTID`` (RFC 9773); ``POST eab-keys`` (a CA
@@ -23,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from certwright.ca.acme import accounts, certs, eab, orders, renewal
 from certwright.ca.acme.jws import Verified, verify_request
@@ -61,7 +67,7 @@ def create_acme_app(svc: CAService) -> Starlette:
         body = await request.body()
         req = verify_request(body, url=url, nonces=acme.nonces, store=acme.store,
                              account_url=acme.account_prefix, jwk_allowed=jwk,
-                             kid_allowed=kid)
+                             kid_allowed=kid, keys=acme.keys)
         return replace(req, client=request.client.host if request.client else "unknown")
 
 
@@ -153,3 +159,22 @@ def create_acme_app(svc: CAService) -> Starlette:
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: wrong_method})
     app.state.acme = acme
     return app
+
+
+class AcmeShortcut:
+    """Pure ASGI middleware: a request under ``/acme/`` goes straight to ``acme`` with the
+    scope Starlette's ``Mount("/acme")`` would give it; anything else to ``app``."""
+
+    def __init__(self, app: ASGIApp, acme: ASGIApp) -> None:
+        self.app, self.acme = app, acme
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        root_path = scope.get("root_path", "")
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.removeprefix(root_path).startswith("/acme/"):
+            scope = {**scope, "path_params": {}, "endpoint": self.acme,
+                     "app_root_path": scope.get("app_root_path", root_path),
+                     "root_path": root_path + "/acme"}
+            await self.acme(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

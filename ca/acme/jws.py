@@ -16,6 +16,11 @@ Order of checks (each refusal an :class:`AcmeProblem` of its RFC type):
    ``malformed``.
 
 A nonce is spent at step 3 whatever happens later, so a request is never replayed.
+
+An account's key is parsed and checked once per process: :class:`KeyCache` keeps the JWK
+and its thumbprint by the key's JSON text (a key change stores another text, so it is
+never served stale); the account itself (its status, its current key) is read from the
+store on every request.
 """
 from __future__ import annotations
 
@@ -88,6 +93,28 @@ def load_jwk(obj: Any) -> JWK:
     return key
 
 
+class KeyCache:
+    """Parsed account keys and their thumbprints by their JSON text, at most ``size``
+    (the oldest dropped first). Safe to share between threads: a race parses a key
+    twice, never serves a wrong one."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._keys: dict[str, tuple[JWK, str]] = {}
+
+    def load(self, obj: Any) -> tuple[JWK, str]:
+        """The key of a stored account's ``jwk`` and its thumbprint; as :func:`load_jwk`."""
+        text = json.dumps(obj, sort_keys=True)
+        found = self._keys.get(text)
+        if found is None:
+            key = load_jwk(obj)
+            found = (key, thumbprint(key))
+            while len(self._keys) >= self._size:
+                self._keys.pop(next(iter(self._keys)), None)
+            self._keys[text] = found
+        return found
+
+
 def _parse(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the JWS object, its decoded protected header)."""
     try:
@@ -113,9 +140,10 @@ def _parse(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def verify_request(body: bytes, *, url: str, nonces: NonceBook, store: AcmeStore,
                    account_url: str, jwk_allowed: bool = False,
-                   kid_allowed: bool = True) -> Verified:
+                   kid_allowed: bool = True, keys: KeyCache | None = None) -> Verified:
     """Check ``body`` as a JWS sent to ``url`` (see the module docstring); raises
-    AcmeProblem. ``account_url`` is the prefix of this server's account URLs."""
+    AcmeProblem. ``account_url`` is the prefix of this server's account URLs; ``keys``
+    keeps the accounts' parsed keys between requests."""
     jws, protected = _parse(body)
     alg = protected.get("alg")
     if alg not in ALGORITHMS:
@@ -139,6 +167,7 @@ def verify_request(body: bytes, *, url: str, nonces: NonceBook, store: AcmeStore
             raise AcmeProblem("malformed", "this request must be signed by an account "
                               "(kid), not a jwk")
         key = load_jwk(protected["jwk"])
+        printed = thumbprint(key)
     else:
         if not kid_allowed:
             raise AcmeProblem("malformed", "this request must carry its key as a jwk, not "
@@ -150,7 +179,7 @@ def verify_request(body: bytes, *, url: str, nonces: NonceBook, store: AcmeStore
             raise AcmeProblem("accountDoesNotExist", f"no account {kid!r} on this server")
         if account["status"] != "valid":
             raise AcmeProblem("unauthorized", f"the account is {account['status']}")
-        key = load_jwk(account["jwk"])
+        key, printed = (keys or KeyCache(1)).load(account["jwk"])
     try:
         ok = JWS.from_json(jws).verify(key)
     except Exception:  # noqa: BLE001  (a key of another type than alg, a bad encoding)
@@ -167,4 +196,4 @@ def verify_request(body: bytes, *, url: str, nonces: NonceBook, store: AcmeStore
             raise AcmeProblem("malformed", "the payload is not JSON") from None
         if not isinstance(payload, dict):
             raise AcmeProblem("malformed", "the payload is not a JSON object")
-    return Verified(payload, key, thumbprint(key), account, protected)
+    return Verified(payload, key, printed, account, protected)

@@ -18,6 +18,7 @@ from typing import Any
 
 from cryptography import x509
 
+from certwright.ca.acme.jws import KeyCache
 from certwright.ca.acme.nonces import NonceBook
 from certwright.ca.acme.problems import AcmeProblem
 from certwright.ca.acme.store import AcmeStore
@@ -71,6 +72,7 @@ class AcmeService:
         self.challenge_types = tuple(self.config["acme_challenges"])
         self.store = AcmeStore(svc.store)
         self.nonces = NonceBook()
+        self.keys = KeyCache()  # the accounts' parsed keys (jws.py)
         self.base = f"{svc.public_url}/acme"
         #: the AKI keyIdentifier of every certificate the CA issues (RFC 9773 certIDs)
         self.issuer_key_id = x509.SubjectKeyIdentifier.from_public_key(

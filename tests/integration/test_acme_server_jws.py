@@ -133,6 +133,22 @@ def test_key_change_to_another_accounts_key_is_conflict(http: httpx.Client,
     assert alice.post(alice.kid or "", None).status_code == 200
 
 
+def test_the_old_key_is_refused_after_a_key_change(http: httpx.Client,
+                                                   acme_ca: AcmeCA) -> None:
+    """The server keeps accounts' parsed keys between requests: after a key change a
+    request signed by the old key (once verified and kept) no longer verifies."""
+    alice = client(http, acme_ca)
+    assert alice.post(alice.kid or "", None).status_code == 200  # the old key, kept
+    url, old, fresh = alice.dir["keyChange"], alice.key, new_key()
+    inner = sign(fresh, {"account": alice.kid, "oldKey": alice.jwk()},
+                 {"jwk": fresh.public_key().to_partial_json(), "url": url})
+    assert alice.post(url, inner).status_code == 200
+    found = problem(alice.post(alice.kid or "", None, key=old), "malformed")
+    assert "does not verify" in str(found["detail"])
+    alice.key = fresh
+    assert alice.post(alice.kid or "", None).status_code == 200
+
+
 def test_challenge_of_another_accounts_authorization_is_unauthorized(
         http: httpx.Client, acme_ca: AcmeCA) -> None:
     """Answering a challenge of another account's authorization is unauthorized, and
@@ -192,3 +208,24 @@ def test_weak_account_key_is_bad_public_key(http: httpx.Client, acme_ca: AcmeCA)
                key=jose.JWKRSA(key=rsa.generate_private_key(65537, 1024)))
     r = c.post(c.dir["newAccount"], {"termsOfServiceAgreed": True}, use_jwk=True, alg="RS256")
     assert "1024" in problem(r, "badPublicKey")["detail"]
+
+
+def test_acme_requests_keep_the_ca_apps_middleware(http: httpx.Client,
+                                                   acme_ca: AcmeCA) -> None:
+    """ACME requests reach the ACME app past FastAPI's router but inside the CA app's own
+    middleware: an unknown resource and a wrong method are the ACME app's problem
+    documents, each answer carries its request id and is counted by status class."""
+    counts = acme_ca.server.app.state.http_status_counts
+    before = counts.snapshot()
+    base = acme_ca.directory.removesuffix("/directory")
+    r = http.get(f"{base}/no-such-thing", headers={"X-Request-Id": "probe-1"})
+    assert r.status_code == 404
+    assert "no ACME resource at /acme/no-such-thing" in str(problem(r, "malformed")["detail"])
+    assert r.headers["X-Request-Id"] == "probe-1"
+    r = http.get(f"{base}/new-order")
+    assert r.status_code == 405
+    problem(r, "malformed")
+    assert http.get(acme_ca.directory).status_code == 200
+    after = counts.snapshot()
+    assert after["4xx"] - before["4xx"] == 2
+    assert after["2xx"] - before["2xx"] == 1
