@@ -24,11 +24,13 @@ import types
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
-import jsonschema
-from jsonschema import Draft202012Validator
+
+if TYPE_CHECKING:
+    import jsonschema
+    from jsonschema import Draft202012Validator
 
 from certwright import __version__
 from certwright.atomic import write_atomic
@@ -79,14 +81,21 @@ def compiled_validator(schema: Mapping[str, Any], schema_json: str,
 
 
 @lru_cache(maxsize=256)
-def _validators(schema_json: str) -> tuple[_Fast | None, Draft202012Validator]:
-    schema = json.loads(schema_json)
-    return compiled_validator(schema, schema_json), Draft202012Validator(schema)
+def _validators(schema_json: str) -> tuple[_Fast | None, str]:
+    return compiled_validator(json.loads(schema_json), schema_json), schema_json
+
+
+@lru_cache(maxsize=256)
+def _reference(schema_json: str) -> Draft202012Validator:
+    """jsonschema's validator of the schema, built (and jsonschema imported, ~0.15 s)
+    only when the compiled one says no or there is none: a valid run never pays it."""
+    from jsonschema import Draft202012Validator
+    return Draft202012Validator(json.loads(schema_json))
 
 
 # Step schemas are class attributes that live as long as the process: key them by identity
 # (keeping a reference, so an id is never reused) and serialise each one only once.
-_BY_ID: dict[int, tuple[Mapping[str, Any], _Fast | None, Draft202012Validator]] = {}
+_BY_ID: dict[int, tuple[Mapping[str, Any], _Fast | None, str]] = {}
 
 
 def wording(err: jsonschema.ValidationError) -> str:
@@ -110,16 +119,16 @@ def check_params(step: str, schema: Mapping[str, Any], params: Mapping[str, Any]
     """Raise PermanentError listing every way ``params`` break ``schema``."""
     found = _BY_ID.get(id(schema))
     if found is None or found[0] is not schema:
-        fast, full = _validators(json.dumps(schema, sort_keys=True, default=str))
-        found = _BY_ID[id(schema)] = (schema, fast, full)
-    _, fast, validator = found
+        fast, schema_json = _validators(json.dumps(schema, sort_keys=True, default=str))
+        found = _BY_ID[id(schema)] = (schema, fast, schema_json)
+    _, fast, schema_json = found
     if fast is not None:
         try:
             fast(params)
             return
         except fastjsonschema.JsonSchemaException:
             pass  # let jsonschema decide, and say why
-    errors = sorted(validator.iter_errors(dict(params)), key=lambda e: list(e.path))
+    errors = sorted(_reference(schema_json).iter_errors(dict(params)), key=lambda e: list(e.path))
     if errors:
         parts = []
         for e in errors:

@@ -33,7 +33,7 @@ from certwright.steps.acme.client import (
     session_for,
     step_schema,
 )
-from certwright.steps.acme.issue import load_order_url, poll_until, sleep_of
+from certwright.steps.acme.issue import Answer, load_order_url, poll_until, sleep_of
 from certwright.steps.acme.network import problem_text
 
 __all__ = ["Challenge"]
@@ -93,11 +93,14 @@ class Challenge(BaseStep):
             log.info("acme_challenges_presented", count=len(records))
             if not p.get("wait", True):
                 return Done({"presented": len(fresh), "status": "presented"})
+            answered = 0
             for _ident, chall in pending:
                 if chall.status.name == "pending":
                     session.post(chall.uri, chall.chall.response(account.key))
+                    answered += 1
             log.info("acme_challenges_answered", count=len(pending))
-            self._poll(ctx, session, order)
+            # Just answered: the CA has not validated yet, so the first poll waits first.
+            self._poll(ctx, session, order, (False, None) if answered else None)
         except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
             self.cleanup(ctx)
             raise as_step_error(exc, doing) from exc
@@ -148,8 +151,9 @@ class Challenge(BaseStep):
                          address=str(ctx.params.get("http_address", "0.0.0.0:80")))
 
     @staticmethod
-    def _poll(ctx: StepContext, session: AcmeSession, order: messages.Order) -> None:
-        def check() -> tuple[bool, requests.Response | None]:
+    def _poll(ctx: StepContext, session: AcmeSession, order: messages.Order,
+              first: Answer | None) -> None:
+        def check() -> Answer:
             last = None
             for url in order.authorizations:
                 authz, resp = session.authorization(url)
@@ -160,7 +164,7 @@ class Challenge(BaseStep):
                 return False, resp
             return True, last
 
-        poll_until(ctx, check, "authorizations of the order to become valid")
+        poll_until(ctx, check, "authorizations of the order to become valid", first)
 
 
 def _authz_failure(url: str, authz: messages.Authorization) -> str:

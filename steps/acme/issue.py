@@ -4,8 +4,11 @@ Polling schedule (:func:`poll_until`): when the CA sends ``Retry-After`` we wait
 in place if it is at most ``max_retry_after`` seconds (default 10); a longer one ends the
 step with a retryable StepError carrying it, so the run backs off durably (the engine
 honours ``retry_after``) instead of holding a worker thread, and the next attempt only
-polls again. Without it we start at 0.05 s and double up to 2 s: a test CA answers within
+polls again. Without it we start at 0.02 s and double up to 2 s: a test CA answers within
 milliseconds and a public one within seconds, so this is quick on both without hammering.
+An answer the step already holds (the order finalize returned, or "pending" right after
+answering the challenges) counts as the first poll, so the step does not ask again at once
+for what the CA has just said; a resumed step holds none and asks the CA first.
 Polling stops after ``timeout`` seconds (default 300) with a retryable StepError.
 """
 from __future__ import annotations
@@ -72,19 +75,28 @@ def load_order_url(run_dir: Path) -> str:
     return str(saved["order_url"])
 
 
-def poll_until(ctx: StepContext, check: Callable[[], tuple[bool, requests.Response | None]],
-               what: str) -> None:
+Answer = tuple[bool, requests.Response | None]
+"""A poll's outcome: done or not, and the response (for its Retry-After), if any."""
+
+FIRST_BACKOFF = 0.02  # seconds; doubled after each poll up to MAX_BACKOFF
+MAX_BACKOFF = 2.0
+
+
+def poll_until(ctx: StepContext, check: Callable[[], Answer], what: str,
+               first: Answer | None = None) -> None:
     """Call ``check`` until it returns (True, _), sleeping per the schedule in the module doc.
 
+    ``first``, when given, is an answer already in hand used in place of the first call.
     Raises StepError (retryable) after ``timeout`` seconds; exceptions of ``check`` pass.
     """
     timeout = float(ctx.params.get("timeout", 300))
     cap = float(ctx.params.get("max_retry_after", 10))
     sleep = sleep_of(ctx)
     deadline = monotonic() + timeout
-    backoff = 0.05
+    backoff = FIRST_BACKOFF
     while True:
-        done, resp = check()
+        done, resp = first if first is not None else check()
+        first = None
         if done:
             return
         delay = backoff
@@ -97,7 +109,7 @@ def poll_until(ctx: StepContext, check: Callable[[], tuple[bool, requests.Respon
         if monotonic() >= deadline:
             raise StepError(f"gave up waiting for {what} after {timeout:g}s")
         sleep(delay)
-        backoff = min(backoff * 2, 2.0)
+        backoff = min(backoff * 2, MAX_BACKOFF)
 
 
 def open_session(ctx: StepContext) -> AcmeSession:
@@ -142,18 +154,9 @@ class Finalize(BaseStep):
             if status == "pending":
                 raise PermanentError(f"order {url} is still pending: its authorizations are not "
                                      "valid (run acme.challenge first)")
-            if status == "ready":
-                self._check_names(csr, order, csr_path)
-                try:
-                    session.post(order.finalize, messages.CertificateRequest(csr=csr))
-                    log.info("acme_order_finalizing")
-                except messages.Error as err:
-                    if err.code != "orderNotReady":  # a concurrent finalize got there first
-                        raise
             final: dict[str, messages.Order] = {}
 
-            def check() -> tuple[bool, requests.Response | None]:
-                resp = session.post(url, None)
+            def judge(resp: requests.Response) -> Answer:
                 body = messages.Order.from_json(resp.json())
                 if body.status.name == "invalid":
                     problem = problem_text(body.error) if body.error else "no problem document"
@@ -161,7 +164,19 @@ class Finalize(BaseStep):
                 final["order"] = body
                 return body.status.name == "valid" and body.certificate is not None, resp
 
-            poll_until(ctx, check, f"order {url} to be issued")
+            first = None
+            if status == "ready":
+                self._check_names(csr, order, csr_path)
+                try:
+                    # finalize answers with the order: the first poll, already in hand
+                    first = judge(session.post(order.finalize,
+                                               messages.CertificateRequest(csr=csr)))
+                    log.info("acme_order_finalizing")
+                except messages.Error as err:
+                    if err.code != "orderNotReady":  # a concurrent finalize got there first
+                        raise
+            poll_until(ctx, lambda: judge(session.post(url, None)), f"order {url} to be issued",
+                       first)
         except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
             raise as_step_error(exc, f"finalizing order {url} with {csr_path}") from exc
         log.info("acme_order_valid", certificate_url=final["order"].certificate)

@@ -330,6 +330,31 @@ def test_polling_honours_retry_after_and_hands_long_ones_to_the_engine(tmp_path:
     assert "poll the order again in 120s" in str(info.value) and sleeps == [4.0]
 
 
+def test_an_answer_in_hand_is_the_first_poll_and_the_schedule_doubles(tmp_path: Path) -> None:
+    """An answer the step already holds replaces the first poll (no request at once for
+    what the CA just said); without Retry-After the waits start at 0.02 s and double."""
+    from certwright.steps.acme.issue import poll_until
+
+    sleeps: list[float] = []
+    ctx = StepContext(run_id="r1", pipeline="t", state="s", step_id="acme_finalize",
+                      idempotency_key="r1:1:0", attempt=1, params={},
+                      run_dir=tmp_path, state_dir=tmp_path, clock=SystemClock(),
+                      services={"sleep": sleeps.append})
+    calls: list[int] = []
+
+    def check() -> tuple[bool, requests.Response | None]:
+        calls.append(1)
+        return len(calls) == 3, None
+
+    poll_until(ctx, check, "the order", first=(False, None))
+    assert len(calls) == 3 and sleeps == [0.02, 0.04, 0.08]
+    calls.clear()
+    poll_until(ctx, check, "the order", first=(True, None))
+    assert calls == []  # done in hand: not asked again
+    poll_until(ctx, check, "the order")  # nothing in hand: the CA is asked first
+    assert len(calls) == 3 and sleeps[3:] == [0.02, 0.04]
+
+
 def test_the_orders_expiry_is_put_on_our_clock(tmp_path: Path, fake_ca: FakeCA) -> None:
     """``expires`` is the CA's remaining time (its expires minus its Date) on our clock, so
     a clock 100 days ahead here does not see the order as long expired; ``ca_expires`` is

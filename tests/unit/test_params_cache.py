@@ -44,3 +44,28 @@ def test_a_damaged_entry_is_compiled_again(tmp_path: Path, garbage: bytes) -> No
 def test_an_uncompilable_schema_gives_none(tmp_path: Path) -> None:
     bad = {"type": "no-such-type"}
     assert compiled_validator(bad, json.dumps(bad), tmp_path) is None
+
+
+def test_valid_parameters_never_import_jsonschema(tmp_path: Path) -> None:
+    """jsonschema (the reference validator, ~0.15 s to import) is imported only to explain
+    parameters the compiled validator refused, so a run whose parameters are valid (and
+    whose pipeline comes from the spec cache) does not pay for it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from certwright.engine.model.params import check_params\n"
+        f"schema = {SCHEMA!r}\n"
+        "check_params('t', schema, {'n': 1})\n"
+        "print('jsonschema' in sys.modules)\n"
+        "try:\n"
+        "    check_params('t', schema, {'n': 'x'})\n"
+        "except Exception as exc:\n"
+        "    print('jsonschema' in sys.modules, exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={"CERTWRIGHT_CACHE_DIR": str(tmp_path),
+                                          "PATH": "/usr/bin:/bin"}).stdout.splitlines()
+    assert out[0] == "False"
+    assert out[1].startswith("True step 't': bad parameters: n: ")
