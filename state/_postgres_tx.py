@@ -4,12 +4,17 @@ Used only by :mod:`state.postgres`, inside its transaction (which holds the stor
 lock, an advisory transaction lock), so a storage failure here leaves through the store's
 transaction as a ServerFault. Rows are encoded as the SQLite store encodes them (JSON
 bodies, ISO instants as text), so ``store migrate`` copies them unchanged.
+
+Fencing: with a :class:`Fence` (several daemons: ``state.leases_pg.PgLeases``), the first
+write of the transaction for each run (journal, run row, timers, correlations, secrets)
+asks ``fence.check(conn, run_id)``, which raises when this daemon no longer holds the
+run's lease; the store's transaction then rolls back and nothing of it is committed.
 """
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from certwright.state import names as N
 from certwright.state._sqlite_tx import _BODY_FIELDS, _dumps, _now
@@ -25,23 +30,40 @@ if TYPE_CHECKING:
     import psycopg
 
 
+class Fence(Protocol):
+    """Checks, inside a transaction, that its writes for a run may commit."""
+
+    def check(self, conn: psycopg.Connection[Any], run_id: str) -> None:
+        """Raise (a StoreError) when writes for ``run_id`` must not commit."""
+
+
 class PgTx:
     """Writes inside one open transaction (see :class:`state.base.Tx`); each is sent at once,
     so reads on the same connection see it."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], fence: Fence | None = None) -> None:
         self._conn = conn
+        self._fence = fence
+        self._fenced: set[str] = set()
+
+    def _for(self, run_id: str) -> None:
+        """Fence the run's writes once per transaction (see the module)."""
+        if self._fence is not None and run_id not in self._fenced:
+            self._fence.check(self._conn, run_id)
+            self._fenced.add(run_id)
 
     def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
         row = self._conn.execute(sql, args).fetchone()
         return row[0] if row else None
 
     def append(self, entry: JournalEntry) -> int:
+        self._for(entry.run_id)
         return int(self._one(
             f"INSERT INTO {N.T_JOURNAL}(run_id, at, kind, data) VALUES(%s,%s,%s,%s) "
             f"RETURNING seq", (entry.run_id, entry.at, entry.kind, _dumps(entry.data))))
 
     def put_run(self, run: RunRecord) -> None:
+        self._for(run.id)
         body = _dumps({k: getattr(run, k) for k in _BODY_FIELDS})
         self._conn.execute(
             f"INSERT INTO {N.T_RUNS}(id, pipeline, spec_hash, state, status, body, created, "
@@ -53,14 +75,19 @@ class PgTx:
              run.updated))
 
     def add_timer(self, run_id: str, entry: int, kind: str, due: str) -> int:
+        self._for(run_id)
         return int(self._one(
             f"INSERT INTO {N.T_TIMERS}(run_id, entry, kind, due) VALUES(%s,%s,%s,%s) "
             f"RETURNING id", (run_id, entry, kind, due)))
 
     def delete_timer(self, timer_id: int) -> None:
-        self._conn.execute(f"DELETE FROM {N.T_TIMERS} WHERE id=%s", (timer_id,))
+        run_id = self._one(f"DELETE FROM {N.T_TIMERS} WHERE id=%s RETURNING run_id",
+                           (timer_id,))
+        if run_id is not None:
+            self._for(run_id)
 
     def clear_timers(self, run_id: str, kinds: Iterable[str] | None = None) -> None:
+        self._for(run_id)
         if kinds is None:
             self._conn.execute(f"DELETE FROM {N.T_TIMERS} WHERE run_id=%s", (run_id,))
             return
@@ -68,6 +95,7 @@ class PgTx:
                            (run_id, list(kinds)))
 
     def set_correlations(self, run_id: str, entry: int, keys: Iterable[str]) -> None:
+        self._for(run_id)
         self._conn.execute(f"DELETE FROM {N.T_CORRELATIONS} WHERE run_id=%s", (run_id,))
         rows = [(k, run_id, entry) for k in dict.fromkeys(keys)]
         if rows:
@@ -83,6 +111,7 @@ class PgTx:
             (spec_hash, name, source, text, _now()))
 
     def put_secrets(self, run_id: str, secrets: Mapping[str, Any]) -> None:
+        self._for(run_id)
         self._conn.execute(
             f"INSERT INTO {N.T_SECRETS}(run_id, body) VALUES(%s,%s) ON CONFLICT (run_id) "
             f"DO UPDATE SET body=EXCLUDED.body", (run_id, json.dumps(secrets)))

@@ -17,6 +17,9 @@ T_SECRETS = "secrets"
 T_CERTIFICATES = "certificates"
 T_RENEWALS = "renewals"
 T_DAEMONS = "daemons"
+T_LEASES = "leases"            # PostgreSQL only: which daemon drives a run now
+T_LEASE_LOG = "lease_log"      # PostgreSQL only: every tenure of a lease, kept
+S_LEASE_TOKENS = "lease_tokens"  # PostgreSQL only: fencing tokens, ever increasing
 
 # Schema migrations, applied in order; meta.schema_version says how many ran.
 # Never edit a released entry: append a new one.
@@ -64,6 +67,9 @@ MIGRATIONS: tuple[str, ...] = (
     f"""
     CREATE TABLE {T_DAEMONS} (id TEXT PRIMARY KEY, heartbeat TEXT NOT NULL, body TEXT NOT NULL);
     """,
+    # 6: nothing here; PostgreSQL adds run leases (several daemons), SQLite keeps run locks
+    # and one daemon per store. Kept so both lists number their versions alike.
+    "",
 )
 
 # The same migrations for PostgreSQL, numbered alike: entry N of both lists makes the same
@@ -105,6 +111,17 @@ PG_MIGRATIONS: tuple[str, ...] = (
     """,
     f"""
     CREATE TABLE {T_DAEMONS} (id TEXT PRIMARY KEY, heartbeat TEXT NOT NULL, body TEXT NOT NULL);
+    """,
+    # several daemons (PostgreSQL only; SQLite keeps run locks): state.leases_pg
+    f"""
+    CREATE SEQUENCE {S_LEASE_TOKENS};
+    CREATE TABLE {T_LEASES} (run_id TEXT PRIMARY KEY, owner TEXT NOT NULL,
+                             token BIGINT NOT NULL, expires_at TIMESTAMPTZ NOT NULL);
+    CREATE INDEX leases_owner ON {T_LEASES}(owner);
+    CREATE TABLE {T_LEASE_LOG} (run_id TEXT NOT NULL, token BIGINT NOT NULL,
+                                owner TEXT NOT NULL, taken_at TIMESTAMPTZ NOT NULL,
+                                ended_at TIMESTAMPTZ, how TEXT NOT NULL, ended TEXT,
+                                PRIMARY KEY (run_id, token));
     """,
 )
 

@@ -1,9 +1,8 @@
 """The PostgreSQL store: the :class:`state.base.Store` contract on a PostgreSQL database.
 
 Chosen by ``--store postgresql://...`` (``CERTWRIGHT_STORE``, the configuration's
-``store:``); the tables are the SQLite store's (``state.names.PG_MIGRATIONS``, numbered as
-``MIGRATIONS``), in the schema the URL's ``search_path`` names (default ``public``), so
-several stores may share one database, one schema each.
+``store:``); the SQLite store's tables (``names.PG_MIGRATIONS``), in the schema the URL's
+``search_path`` names (default ``public``): several stores share a database, a schema each.
 
 How it keeps the contract:
 
@@ -26,27 +25,19 @@ How it keeps the contract:
   server's disk before it returns); ``"normal"`` is ``off`` (a crash of the server may lose
   the last few hundred milliseconds of commits, never make them half-applied).
 * **No clock.** The store reads no time of its own (``put_spec`` and ``mark_processed``
-  stamp rows as the SQLite store does); instants come from the engine's clock in records.
-* **A daemon** serving the store holds a session advisory lock on the daemon key
-  (:meth:`hold_daemon`), which ``store migrate`` tries, so it never copies a store a daemon
-  writes; its connection's ``application_name`` names the daemon's host and pid.
+  stamp rows as the SQLite store does); instants come from the engine's clock (leases
+  excepted: they expire on the server's clock, one for every host).
+* **Daemons** serving the store each hold a shared session advisory lock on the daemon key
+  (:meth:`hold_daemon`), whose exclusive form ``store migrate`` tries, so it never copies a
+  store a daemon writes; the connection's ``application_name`` names the host and pid.
 
-Hazards: every failure of the server leaves as :class:`state.postgres_faults.ServerFault`
-(exit 5) naming the URL without its password. The daemon's session lock lives as
-long as its connection: a server restart drops it (the daemon's other connections come
-back, that one does not), so until leases replace it a second daemon could start then.
-psycopg is imported only when a PostgreSQL store is opened; writers take turns.
+Hazards: a server failure leaves as a ServerFault (exit 5) naming the URL without its
+password. A daemon's session lock dies with its connection (a server restart): ``store
+migrate`` should also find no live heartbeat. psycopg is imported only when needed.
 
-Leases with fencing tokens (several daemons, later) fit on this design: a table
-``leases(run_id PRIMARY KEY, owner, token BIGINT, expires)``, taken or renewed with
-``INSERT ... ON CONFLICT DO UPDATE ... WHERE leases.expires < now() RETURNING token`` (the
-token from a sequence, so a later owner's is always larger); every write transaction then
-takes its run's lock instead of the store-wide one (``pg_advisory_xact_lock(hashtext(run))``)
-and checks ``SELECT 1 FROM leases WHERE run_id=%s AND token=%s FOR SHARE`` before its
-first write, rolling back (and logging) when the token is no longer the lease's; timers,
-new runs and routed events are claimed with ``FOR UPDATE SKIP LOCKED``; ids handed out
-for ``timers_after`` then need a commit-ordered watermark (``pg_snapshot_xmin``) instead
-of the store-wide write lock, and a commit sends ``NOTIFY`` to wake the others.
+Several daemons: runs are leased (``state.leases_pg``); with ``fence`` set (a daemon's
+``PgLeases``) every transaction checks, before its first write for a run, that the run's
+lease is still this daemon's (fencing), or rolls back.
 """
 from __future__ import annotations
 
@@ -56,12 +47,12 @@ import os
 import socket
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 from certwright.errors import RunLocked, RunNotFound, StoreError
 from certwright.state import names as N
-from certwright.state._postgres_tx import PgTx
+from certwright.state._postgres_tx import Fence, PgTx
 from certwright.state._sqlite_tx import (
     certificate_from_row,
     daemon_from_row,
@@ -109,6 +100,7 @@ class PostgresStore:
         self._tx_conn: psycopg.Connection[Any] | None = None
         self._tx_thread: int | None = None
         self._daemon_conn: psycopg.Connection[Any] | None = None
+        self.fence: Fence | None = None  # several daemons: the lease check of every write
         if synchronous not in _SYNC:
             raise StoreError(f"synchronous must be one of {sorted(_SYNC)}, not {synchronous!r}")
         self._sync = _SYNC[synchronous]
@@ -175,19 +167,28 @@ class PostgresStore:
                 raise
             raise fault from exc
 
-    def _rows(self, doing: str, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def _rows(self, doing: str, sql: str, args: Any = ()) -> list[tuple[Any, ...]]:
         """The rows of a read; a connection the server dropped is replaced once."""
         import psycopg
         for attempt in (1, 2):
             try:
                 with self._reading(doing) as conn:
-                    return list(conn.execute(sql, args).fetchall())
+                    cur = conn.execute(sql, args)
+                    return list(cur.fetchall()) if cur.description else []
             except ServerFault as fault:
                 cause = fault.__cause__
                 if attempt == 2 or not isinstance(cause, psycopg.OperationalError) \
                         or self._tx_conn is not None:
                     raise
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def query(self, doing: str, sql: str, args: Any = ()) -> list[tuple[Any, ...]]:
+        """One statement's rows, in the thread's open transaction or autocommitted."""
+        return self._rows(doing, sql, args)
+
+    def connection(self, doing: str) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """The thread's open transaction's connection, else a pooled one."""
+        return self._reading(doing)
 
     # -- schema --------------------------------------------------------------------------
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
@@ -219,7 +220,7 @@ class PostgresStore:
                                  (N.PG_LOCK_WRITE,))
                     self._tx_conn, self._tx_thread = conn, threading.get_ident()
                     try:
-                        yield PgTx(conn)
+                        yield PgTx(conn, self.fence)
                     finally:
                         self._tx_conn = self._tx_thread = None
             except ServerFault:
@@ -231,15 +232,15 @@ class PostgresStore:
                 self._pool.putconn(conn)
 
     # -- a daemon serving the store -------------------------------------------------------
-    def hold_daemon(self) -> None:
-        """Mark this process as the daemon serving the store, until :meth:`close` (or its
-        death: the server drops a session's locks with its connection). RunLocked naming
-        the other daemon's host and pid when one serves it already."""
+    def hold_daemon(self, *, alone: bool = False) -> None:
+        """Mark this process as a daemon serving the store (several may; ``alone``: none
+        other, for ``store migrate``) until :meth:`close` or its death (RunLocked if not)."""
         label = f"certwright daemon {socket.gethostname()} {os.getpid()}"
         try:
             conn = self._connect()
             conn.execute("SELECT set_config('application_name', %s, false)", (label[:63],))
-            row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
+            how = "pg_try_advisory_lock" if alone else "pg_try_advisory_lock_shared"
+            row = conn.execute(f"SELECT {how}(%s, hashtext(current_schema()))",
                                (N.PG_LOCK_DAEMON,)).fetchone()
         except Exception as exc:
             self._raise_fault(exc, "locking")
@@ -252,7 +253,7 @@ class PostgresStore:
         self._daemon_conn = conn
 
     def daemon_holder(self) -> tuple[int | None, str | None]:
-        """(pid, host) of the daemon serving the store, (None, None) when none does."""
+        """(pid, host) of a daemon serving the store, (None, None) when none does."""
         rows = self._rows("reading", """
             SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)
             WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s

@@ -43,7 +43,7 @@ def cmd_store_migrate(args: argparse.Namespace) -> int:
     with daemon_lock(state_dir):  # RunLocked naming the daemon: exit 4
         store = PostgresStore(target.target)
         try:
-            store.hold_daemon()
+            store.hold_daemon(alone=True)
             say = (lambda _: None) if args.json else _progress
             say(f"copying {source} into {store.path}")
             tables = copy_sqlite_to_postgres(source.path, store, say)

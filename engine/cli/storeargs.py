@@ -72,7 +72,8 @@ def refuse_if_served_elsewhere(args: argparse.Namespace) -> None:
     """:class:`ServedElsewhere` (exit 4) when a daemon serves the command's PostgreSQL store
     from another state folder or host. Its run locks are files of its own folder, so a run
     this command drove could be driven by that daemon at the same moment; one daemon with
-    this folder (or none) is safe. Several daemons sharing a store need leases (later)."""
+    this folder (or none) is safe. Daemons share a store under leases; a foreground run
+    has no lease, so it is refused beside them."""
     url = store_url_of(args)
     if url is None or url.kind != "postgresql":
         return
@@ -97,5 +98,6 @@ class ServedElsewhere(RunLocked):
             self, f"a daemon (pid {pid or '?'} on {host or 'another host'}) serves the "
                   f"PostgreSQL store {where} with another state folder than {state_dir}: "
                   f"start and resume its runs where it runs (with --state-dir of its own), "
-                  f"or stop it first; several daemons and hosts sharing a store come later")
+                  f"or start a daemon in this folder too (daemons share a store), or stop "
+                  f"it first")
         self.pid = pid

@@ -47,6 +47,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     d.add_argument("--metrics-listen", type=_hostport, metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (config key "
                         "metrics_listen; bind it to loopback or a monitoring network)")
+    d.add_argument("--lease", type=_seconds, metavar="SECONDS",
+                   help="how long a run's lease lasts when several daemons share a "
+                        "PostgreSQL store (config key lease; default 15)")
     d.add_argument("--workers", type=int, default=8, help="step worker threads (default 8)")
     d.set_defaults(func=handler)
     parser: argparse.ArgumentParser = d
@@ -61,6 +64,16 @@ def _hostport(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a lease must last 1 second or more")
+    return value
+
+
 def build_config(args: argparse.Namespace) -> DaemonConfig:
     """The config file (if any) with the command line's values over it."""
     from certwright.engine.daemon.config import load_daemon_config, merge_args
@@ -72,7 +85,7 @@ def build_config(args: argparse.Namespace) -> DaemonConfig:
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"maildirs": list(args.maildir), "imap": list(args.imap),
             "pipelines": args.pipelines, "inbox": args.inbox, "embedded": args.embedded,
-            "metrics_listen": args.metrics_listen}
+            "metrics_listen": args.metrics_listen, "lease": getattr(args, "lease", None)}
 
 
 def handler(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ with the same keys as the options, plus a few that only make sense in a file::
     metrics_listen: 127.0.0.1:9464             # --metrics-listen: serve /metrics there
     metrics_certificates: 100                  # certificate names with a series of their own
     heartbeat: 10s                             # how often the daemon's row is rewritten
+    lease: 15s                                 # --lease: a run's lease (PostgreSQL store)
 
 An old daemon.yaml with these keys at the top (no section) is still read, with a warning.
 Options given on the command line win over the file; list options (``--maildir``,
@@ -80,6 +81,7 @@ class DaemonConfig:
     metrics_listen: tuple[str, int] | None = None  # HOST:PORT of /metrics (None: off)
     metrics_certificates: int = 100
     heartbeat: float = 10.0
+    lease: float = 15.0  # seconds a run's lease lasts (several daemons on PostgreSQL)
     source: str | None = None  # the config file it came from, if any
     from_files: bool = False  # read from configuration files (SIGHUP re-reads them)
     config_path: Path | None = None  # the file named by --config, if one was
@@ -184,6 +186,10 @@ def from_mapping(data: Mapping[str, Any], base: Path, source: str | None = None)
         out["heartbeat"] = _duration(data["heartbeat"], "heartbeat")
         if out["heartbeat"] < 0.1:
             raise InputError(f"config heartbeat: {data['heartbeat']!r} is shorter than 0.1s")
+    if "lease" in data:
+        out["lease"] = _duration(data["lease"], "lease")
+        if out["lease"] < 1:
+            raise InputError(f"config lease: {data['lease']!r} is shorter than 1s")
     for key in ("unmatched_grace", "sync_interval", "renew_check", "renew_retry",
                 "renew_retry_cap"):
         if key in data:
@@ -239,11 +245,13 @@ def load_config_file(path: Path) -> DaemonConfig:
 def merge_args(cfg: DaemonConfig, *, maildirs: list[Path] | None = None,
                imap: list[str] | None = None, pipelines: Path | None = None,
                inbox: Path | None = None, embedded: bool = False,
-               metrics_listen: tuple[str, int] | None = None) -> DaemonConfig:
+               metrics_listen: tuple[str, int] | None = None,
+               lease: float | None = None) -> DaemonConfig:
     """Command-line values over the file's (lists are added)."""
     return replace(
         cfg,
         maildirs=tuple(dict.fromkeys([*cfg.maildirs, *(Path(m) for m in maildirs or [])])),
         imap=tuple(dict.fromkeys([*cfg.imap, *(imap or [])])),
         pipelines=pipelines or cfg.pipelines, inbox=inbox or cfg.inbox,
-        embedded=embedded or cfg.embedded, metrics_listen=metrics_listen or cfg.metrics_listen)
+        embedded=embedded or cfg.embedded, metrics_listen=metrics_listen or cfg.metrics_listen,
+        lease=lease or cfg.lease)

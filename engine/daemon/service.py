@@ -24,6 +24,9 @@ file (mail sources, inbox and embedded services are fixed at start: restart for 
 
 One driver per run: see :mod:`certwright.engine.daemon.locking` (run locks while a run
 is active here; ``resume``/``run`` refuse in the foreground while the daemon lock is held).
+On a PostgreSQL store several daemons share the runs under leases instead (``leasing``,
+``shared``): a pump refused by fencing, or failed as the server went away, is rolled back
+and the engine started afresh from the store (after a capped back-off while it is down).
 """
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ from certwright.engine.daemon.mailroute import (
     watched_folders,
 )
 from certwright.engine.daemon.renew import Renewer
+from certwright.engine.daemon.shared import Shared, leases_for
 from certwright.engine.model.spec import PipelineSpec
 from certwright.engine.plugins.step import Wait
 from certwright.engine.run.runner import Engine, EngineOptions
@@ -105,6 +109,7 @@ class Daemon:
         self._watched: set[str] = set()
         self.engine: Engine | None = None
         self.locks: RunLocks | None = None
+        self.shared: Shared | None = None  # several daemons (PostgreSQL): leases
         self.router: MailRouter | None = None
         self.catalog: PipelineCatalog | None = None
         self.file_waits: FileWaits = FileWaits(None)
@@ -180,6 +185,7 @@ class Daemon:
             stack.callback(store.close)
             if hasattr(store, "hold_daemon"):  # a shared store: mark it served, for others
                 store.hold_daemon()
+            leases = leases_for(store, self.cfg.lease)
             lookup_store = open_store(self.state_dir, url=self.store_url)  # the router's own
             stack.callback(lookup_store.close)
             services: dict[str, Any] = {}
@@ -203,18 +209,25 @@ class Daemon:
             locks = RunLocks(self.state_dir, covered=self._covered)
             self.locks = locks
             stack.callback(locks.close)  # after the engine's close: nothing runs any more
+            if leases is not None:
+                stack.callback(leases.close)  # a graceful stop frees every run at once
             files = FileWaits(inotify, skip=lambda path: path in self._watched)
             self.file_waits = files
-            hooks = [locks, files, InventoryHook(store, policy_from(self._find)),
+            hooks = [leases or locks, files, InventoryHook(store, policy_from(self._find)),
                      *self._start_metrics(stack)]
             heartbeat = Heartbeat(store, self.clock, interval=self.cfg.heartbeat,
                                   metrics=self.metrics_url)
             hooks.append(heartbeat)  # told of commits: an idle beat counts no runs
-            engine = Engine(store, self.state_dir, clock=self.clock, services=services,
-                            options=EngineOptions(workers=self.workers), interceptors=hooks)
-            self.engine = engine
-            stack.callback(engine.close)
+            def make() -> Engine:
+                self.engine = Engine(store, self.state_dir, clock=self.clock,
+                                     services=services, interceptors=hooks,
+                                     options=EngineOptions(workers=self.workers))
+                return self.engine
+            engine = make()
+            stack.callback(lambda: self.engine.close() if self.engine else None)
             engine.open()
+            if leases is not None:
+                self.shared = Shared(leases, make, engine)
 
             catalog = PipelineCatalog(self.cfg.pipelines)
             catalog.reload()
@@ -229,7 +242,7 @@ class Daemon:
                               csr_pipeline=self.cfg.csr_pipeline, csr_inputs=self.cfg.csr_inputs,
                               prepare=self._prepare)
                 observer.schedule(inbox.handler(self._wake), str(inbox.folder))
-            router = MailRouter(lookup_store.runs_for, engine.submit,
+            router = MailRouter(lookup_store.runs_for, self._submit,
                                 grace=self.cfg.unmatched_grace,
                                 now=lambda: self.clock.now().timestamp(),
                                 claims=Claims.of(senders=self.cfg.ca_senders,
@@ -253,7 +266,7 @@ class Daemon:
             for source in sources:
                 source.start()
             imaps = self._start_imap(router, stack)
-            engine.sync(adopt=locks.claim)
+            engine.sync(adopt=leases.adopt if leases else locks.claim)
             files.scan(store)
             self._load_steps(engine)
             heartbeat.beat()
@@ -263,9 +276,10 @@ class Daemon:
             log.info("daemon_ready", pid=os.getpid(), maildirs=[str(s.md.path) for s in sources],
                      imap=len(imaps), inbox=str(inbox.folder) if inbox else None,
                      pipelines=str(catalog.folder) if catalog.folder else None)
-            self._loop(engine, locks, router, catalog, inbox, renewer, heartbeat)
+            self._loop(locks, router, catalog, inbox, renewer, heartbeat)
             notify_systemd("STOPPING=1")
-            log.info("daemon_stopping", pid=os.getpid(), idle=engine.idle())
+            log.info("daemon_stopping", pid=os.getpid(),
+                     idle=bool(self.engine and self.engine.idle()))
         log.info("daemon_stopped", pid=os.getpid())
         return 0
 
@@ -301,17 +315,28 @@ class Daemon:
             self._watched.add(os.path.realpath(src.md.new))
         return out
 
-    def _loop(self, engine: Engine, locks: RunLocks, router: MailRouter,
+    def _submit(self, event: Event, run_id: str | None = None) -> None:
+        if self.engine is not None:
+            self.engine.submit(event, run_id)
+
+    def _loop(self, locks: RunLocks, router: MailRouter,
               catalog: PipelineCatalog, inbox: Inbox | None, renewer: Renewer,
               heartbeat: Heartbeat) -> None:
         last_house = last_sync = last_renew = 0.0
         while not self._stop.is_set():
+            engine = self.engine
+            if engine is None:
+                raise RuntimeError("the daemon is not running")
             now = time.monotonic()
             wait = max(0.0, min(HOUSEKEEPING - (now - last_house), 60.0))
             if catalog.dirty.is_set():
                 wait = min(wait, QUIET)
-            engine.pump(timeout=wait)
-            locks.release_idle()
+            if self.shared is not None:
+                self.shared.pump(wait, self._stop)  # leases kept, faults survived
+                engine = self.shared.engine
+            else:
+                engine.pump(timeout=wait)
+                locks.release_idle()
             if self._stop.is_set():
                 break
             now = time.monotonic()
@@ -333,7 +358,8 @@ class Daemon:
                     inbox.process(sweep=True)
                 if now - last_sync >= self.cfg.sync_interval:
                     last_sync = now
-                    engine.sync(adopt=locks.claim)
+                    engine.sync(adopt=self.shared.leases.adopt if self.shared
+                                else locks.claim)
                     self.file_waits.scan(engine.store)  # runs parked elsewhere on a file
                 due = renewer.next_due()
                 if now - last_renew >= self.cfg.renew_check or (

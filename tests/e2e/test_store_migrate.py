@@ -8,8 +8,6 @@ import json
 import os
 from pathlib import Path
 
-from certwright.errors import RunLocked
-from certwright.state.contract import raises
 from certwright.state.locks import daemon_lock, run_lock
 from certwright.state.postgres import PostgresStore
 from certwright.state.sqlite import SQLiteStore
@@ -92,8 +90,7 @@ def test_store_migrate_refuses_a_store_in_use(tmp_path: Path, postgres: Cluster)
         serving.hold_daemon()
         other = PostgresStore(url)
         try:
-            refused = raises(RunLocked, other.hold_daemon)
-            assert f"pid {os.getpid()}" in str(refused)
+            other.hold_daemon()  # a second daemon may share the store (leases)
         finally:
             other.close()
         done = cli("store", "migrate", "--from", source, "--to", url)

@@ -1,0 +1,140 @@
+"""The daemon's hold on runs of a shared (PostgreSQL) store: leases instead of run locks.
+
+:class:`RunLeases` is :class:`~certwright.engine.daemon.locking.RunLocks`' counterpart when
+several daemons serve one store; the same interceptor interface, over
+:class:`~certwright.state.leases_pg.PgLeases`:
+
+* ``claim(run_id)`` is free while this daemon holds the run's lease; otherwise it takes it
+  (``INSERT ... ON CONFLICT ... WHERE`` expired or ours ``RETURNING token``). Refused while
+  another daemon's lease is live: the engine leaves the run alone (an event for it is
+  dropped, a timer tried again a second later), and the run is noted so its holder is asked
+  to re-check (:meth:`RunLeases.refused_since`). A run newly claimed is dropped from the
+  engine's memory, so it is re-read from the store (lease, reload, re-check).
+* :meth:`RunLeases.release_idle`, between pumps, releases the leases of runs that parked or
+  finished, so any daemon may take them at their next event or timer.
+* :meth:`RunLeases.keep`, from the loop, renews every lease each ``lease_s / 3`` and takes
+  running runs no live lease covers (new ones, a dead daemon's) ``FOR UPDATE SKIP LOCKED``;
+  their ids go to ``engine.sync(adopt=leases.adopt)``. A lease found lost is logged
+  (``lease_lost``) and the run dropped from the engine's memory.
+* :meth:`RunLeases.close` (a graceful stop, after the engine's close) releases every lease
+  at once, so other daemons take the runs without waiting for the expiry.
+
+The store checks each write against the lease (``PostgresStore.fence``): a transaction
+with a write for a run whose lease was lost rolls back (FencingRefused); the daemon logs
+``fencing_refused`` and starts its engine afresh from the store.
+
+Failover: a daemon that dies stops renewing; within one lease period its leases expire and
+the next ``keep`` of another daemon takes its running runs. A step that was executing on
+the dead daemon has its ``step_started`` in the journal and no outcome: the new holder runs
+it again with the same idempotency key (``run:entry:index``), which the CA and ACME sides
+answer with the first result, so a certificate is issued once.
+
+Hazards: ``claim`` runs inside the engine's transaction, so a lease it takes commits (or
+rolls back) with it. Leases expire on the server's clock, renewals are paced on this
+host's monotonic clock.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import structlog
+
+from certwright.engine.run.interceptor import EngineView, Interceptor
+from certwright.state.leases_pg import PgLeases
+
+__all__ = ["RunLeases"]
+
+log = structlog.get_logger("certwright.daemon")
+
+CLAIM_BATCH = 200  # running runs taken per keep(): a dead daemon's are shared out
+
+
+class RunLeases(Interceptor):
+    """Holds leases while the engine drives runs (see the module)."""
+
+    def __init__(self, leases: PgLeases, *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.leases = leases
+        self._mono = monotonic
+        self._engine: EngineView | None = None
+        self._last_keep: float | None = None
+        self._adoptable: set[str] = set()
+        self.refused: dict[str, int] = {}  # run id -> times refused (another's lease)
+        self._refused_at: dict[str, float] = {}
+
+    def bind(self, engine: EngineView) -> None:
+        self._engine = engine
+
+    def claim(self, run_id: str) -> bool:
+        """Whether this daemon holds ``run_id``'s lease now (taking it if free)."""
+        if self.leases.token(run_id) is not None:
+            return True
+        if self.leases.take(run_id) is None:
+            self.refused[run_id] = self.refused.get(run_id, 0) + 1
+            self._refused_at[run_id] = self._mono()
+            log.debug("run_leased_elsewhere", run_id=run_id)
+            return False
+        if self._engine is not None:
+            self._engine.forget(run_id)
+        return True
+
+    def adopt(self, run_id: str) -> bool:
+        """For ``engine.sync(adopt=...)``: a running run taken by the last :meth:`keep`,
+        or one whose lease is free now."""
+        if run_id in self._adoptable:
+            self._adoptable.discard(run_id)
+            return True
+        return self.claim(run_id)
+
+    def refused_since(self, since: float) -> list[str]:
+        """Runs refused (leased elsewhere) at or after monotonic ``since``."""
+        return [rid for rid, at in self._refused_at.items() if at >= since]
+
+    def release_idle(self) -> int:
+        """Release the leases of runs no longer active in the engine; how many. Between
+        pumps only."""
+        if self._engine is None:
+            return 0
+        idle = [rid for rid in self.leases.held() if not self._engine.is_active(rid)]
+        return self.leases.release(idle) if idle else 0
+
+    def due(self) -> bool:
+        """Whether :meth:`keep` should run (a third of the lease period passed)."""
+        return (self._last_keep is None
+                or self._mono() - self._last_keep >= self.leases.lease_s / 3)
+
+    def keep(self) -> list[str]:
+        """Renew this daemon's leases, then take free running runs; their ids (to adopt).
+        ServerFault when the server fails (the caller backs off)."""
+        self._last_keep = self._mono()
+        for rid in self.leases.renew():
+            log.warning("lease_lost", run_id=rid, owner=self.leases.owner)
+            if self._engine is not None:
+                self._engine.forget(rid)
+        taken = self.leases.claim_free(CLAIM_BATCH)
+        for rid in taken:
+            if self._engine is not None:
+                self._engine.forget(rid)
+        self._adoptable.update(taken)
+        if taken:
+            log.info("runs_leased", count=len(taken), owner=self.leases.owner)
+        cutoff = self._mono() - 2 * self.leases.lease_s
+        for rid in [r for r, at in self._refused_at.items() if at < cutoff]:
+            del self._refused_at[rid]
+        return taken
+
+    def lost(self, run_id: str, token: int | None) -> None:
+        """A write for ``run_id`` was refused by the fence: log it, forget the run."""
+        log.warning("fencing_refused", run_id=run_id, token=token, owner=self.leases.owner)
+        self.leases.drop(run_id)
+        if self._engine is not None:
+            self._engine.forget(run_id)
+
+    def held(self) -> set[str]:
+        """Run ids whose lease is held now."""
+        return set(self.leases.held())
+
+    def close(self) -> None:
+        """Release every lease (a graceful stop, after the engine has stopped)."""
+        self.leases.release()

@@ -1,0 +1,208 @@
+"""Run leases on the PostgreSQL store: which daemon drives a run now, fenced by a token.
+
+Several daemons may serve one PostgreSQL store; each run is driven by one of them at a time
+under a lease (a row of ``leases``: run id, owner, fencing token, expiry). :class:`PgLeases`
+is one daemon's side of it:
+
+* :meth:`PgLeases.take` takes or renews a run's lease with one ``INSERT ... ON CONFLICT DO
+  UPDATE ... WHERE`` the lease is this owner's or has expired, ``RETURNING`` its token. A
+  new lease, or one taken over from an owner whose lease expired, gets a fresh token from
+  the ``lease_tokens`` sequence, so a later holder's token is always larger; renewing one's
+  own lease keeps its token.
+* :meth:`PgLeases.renew` extends every lease of this owner at once and returns the runs
+  whose lease was lost (taken over after it expired); :meth:`PgLeases.release` deletes
+  leases (a run parked or finished; all of them on a graceful stop).
+* **Fencing.** :meth:`PgLeases.check` is what the store's transaction calls before its
+  first write for a run (``PostgresStore.fence``): ``SELECT ... FOR SHARE`` of the lease
+  with this owner and token, in the same transaction, so no other daemon can take the lease
+  over before that transaction ends. A run not held is taken there (a new run, or one
+  cancelled); when the lease is another's, :class:`FencingRefused` rolls the whole
+  transaction back: a daemon that lost a lease (stopped, cut off past its expiry) commits
+  nothing for that run.
+* :meth:`PgLeases.claim_free` lists running runs with no live lease ``FOR UPDATE SKIP
+  LOCKED`` and takes their leases in the same transaction, so daemons looking at once share
+  them instead of fighting over them (failover: a dead daemon's runs).
+* Every tenure is kept in ``lease_log`` (run, token, owner, taken_at, how: new|takeover;
+  ended_at, ended: released|expired), from which a test asserts no run had two drivers.
+
+Time is the server's, one clock for every host, so hosts' clocks may disagree: ``now()``
+(the transaction's start) for expiries, ``clock_timestamp()`` (the statement's moment) in
+the log, so a tenure logged as taken in a transaction that waited for a release starts
+after that release ended.
+
+Hazards: a lease expires on the server's clock while its owner may still be running: that
+is why every write checks the token, not the expiry. A step that was executing on a daemon
+that died (or lost its lease) runs again on the daemon that takes the run over, with the
+same idempotency key (``run:entry:index``), which the CA and ACME sides already use to
+answer a repeat with the first result.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+from typing import TYPE_CHECKING, Any
+
+from certwright.errors import StoreError
+from certwright.state import names as N
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from certwright.state.postgres import PostgresStore
+
+__all__ = ["LEASE_S", "FencingRefused", "PgLeases", "daemon_owner"]
+
+LEASE_S = 15.0  # seconds a lease lasts unless renewed (renewed every third of that)
+
+_TAKE = f"""
+    WITH prev AS (SELECT owner, token, expires_at FROM {N.T_LEASES} WHERE run_id = %(r)s),
+    up AS (
+        INSERT INTO {N.T_LEASES}(run_id, owner, token, expires_at)
+        VALUES (%(r)s, %(o)s, nextval('{N.S_LEASE_TOKENS}'), now() + make_interval(secs => %(s)s))
+        ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner,
+            token = CASE WHEN {N.T_LEASES}.owner = EXCLUDED.owner THEN {N.T_LEASES}.token
+                         ELSE EXCLUDED.token END,
+            expires_at = EXCLUDED.expires_at
+        WHERE {N.T_LEASES}.owner = EXCLUDED.owner OR {N.T_LEASES}.expires_at < now()
+        RETURNING token)
+    SELECT up.token, prev.owner, prev.token, prev.expires_at FROM up LEFT JOIN prev ON true
+"""
+
+
+def daemon_owner() -> str:
+    """A daemon's owner id: host, pid and a start nonce (a restarted pid is another owner)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class FencingRefused(StoreError):
+    """A write for a run whose lease this daemon no longer holds (its transaction rolled
+    back). ``run_id`` and ``token`` (None: it held none) say which."""
+
+    def __init__(self, run_id: str, token: int | None, where: str) -> None:
+        held = f"its lease token {token}" if token is not None else "no lease"
+        super().__init__(f"refused a write for run {run_id!r} in {where}: this daemon holds "
+                         f"{held} and another daemon drives the run now (fencing)")
+        self.run_id = run_id
+        self.token = token
+
+
+class PgLeases:
+    """One owner's leases on ``store`` (see the module). Thread-safe."""
+
+    def __init__(self, store: PostgresStore, owner: str | None = None, *,
+                 lease_s: float = LEASE_S) -> None:
+        self.store = store
+        self.owner = owner or daemon_owner()
+        self.lease_s = float(lease_s)
+        self._held: dict[str, int] = {}  # run id -> token
+        self._lock = threading.Lock()
+        self.taken_over = 0  # leases this owner took from an expired owner
+
+    # -- what this owner holds -----------------------------------------------------------
+    def token(self, run_id: str) -> int | None:
+        with self._lock:
+            return self._held.get(run_id)
+
+    def held(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._held)
+
+    def drop(self, run_id: str) -> None:
+        """Forget a lease locally (it was lost; the row is another's now)."""
+        with self._lock:
+            self._held.pop(run_id, None)
+
+    # -- taking ---------------------------------------------------------------------------
+    def _take_on(self, conn: psycopg.Connection[Any], run_id: str) -> int | None:
+        with conn.transaction():  # a savepoint inside the store's transaction
+            row = conn.execute(_TAKE, {"r": run_id, "o": self.owner,
+                                       "s": self.lease_s}).fetchone()
+            if row is None:
+                return None
+            token, prev_owner, prev_token, prev_expires = row
+            if prev_owner is None or prev_owner != self.owner:
+                how = "new" if prev_owner is None else "takeover"
+                if prev_owner is not None:
+                    conn.execute(f"UPDATE {N.T_LEASE_LOG} SET ended_at = %s, ended = "
+                                 f"'expired' WHERE run_id = %s AND token = %s",
+                                 (prev_expires, run_id, prev_token))
+                conn.execute(f"INSERT INTO {N.T_LEASE_LOG}(run_id, token, owner, taken_at, "
+                             f"how) VALUES (%s, %s, %s, clock_timestamp(), %s) "
+                             f"ON CONFLICT DO NOTHING",
+                             (run_id, token, self.owner, how))
+                if prev_owner is not None:
+                    self.taken_over += 1
+        with self._lock:
+            self._held[run_id] = int(token)
+        return int(token)
+
+    def take(self, run_id: str) -> int | None:
+        """Take or renew ``run_id``'s lease: its token, or None while another owner's
+        lease on it is live. In the store's open transaction when the calling thread is
+        in one (then it is undone with it); ServerFault when the server fails."""
+        with self.store.connection("taking a lease in") as conn:
+            return self._take_on(conn, run_id)
+
+    def claim_free(self, limit: int = 100) -> list[str]:
+        """Take the leases of up to ``limit`` running runs no live lease covers (new runs,
+        a dead daemon's), skipping rows other daemons are claiming now; their ids."""
+        out: list[str] = []
+        with self.store.connection("claiming runs in") as conn, conn.transaction():
+            rows = conn.execute(
+                f"SELECT r.id FROM {N.T_RUNS} r LEFT JOIN {N.T_LEASES} l ON l.run_id = r.id "
+                f"WHERE r.status = 'running' AND (l.run_id IS NULL OR l.expires_at < now()) "
+                f"ORDER BY r.updated LIMIT %s FOR UPDATE OF r SKIP LOCKED",
+                (limit,)).fetchall()
+            for (rid,) in rows:
+                if self._take_on(conn, rid) is not None:
+                    out.append(rid)
+        return out
+
+    # -- keeping and letting go -----------------------------------------------------------
+    def renew(self) -> list[str]:
+        """Extend every lease of this owner; the runs whose lease was lost (dropped here)."""
+        rows = self.store.query(
+            "renewing leases in",
+            f"UPDATE {N.T_LEASES} SET expires_at = now() + make_interval(secs => %s) "
+            f"WHERE owner = %s RETURNING run_id, token", (self.lease_s, self.owner))
+        now = {r[0]: int(r[1]) for r in rows}
+        with self._lock:
+            lost = [rid for rid, tok in self._held.items() if now.get(rid) != tok]
+            for rid in lost:
+                del self._held[rid]
+        return lost
+
+    def release(self, run_ids: list[str] | None = None) -> int:
+        """Delete these leases of this owner (None: all of them); how many went."""
+        with self._lock:
+            ids = list(self._held) if run_ids is None else list(run_ids)
+            for rid in ids:
+                self._held.pop(rid, None)
+        if not ids and run_ids is not None:
+            return 0
+        rows = self.store.query(
+            "releasing leases in",
+            f"WITH gone AS (DELETE FROM {N.T_LEASES} WHERE owner = %s AND "
+            f"(%s OR run_id = ANY(%s)) RETURNING run_id, token) "
+            f"UPDATE {N.T_LEASE_LOG} g SET ended_at = clock_timestamp(), ended = 'released' "
+            f"FROM gone "
+            f"WHERE g.run_id = gone.run_id AND g.token = gone.token RETURNING g.run_id",
+            (self.owner, run_ids is None, ids))
+        return len(rows)
+
+    # -- fencing (called by the store's transaction) ----------------------------------------
+    def check(self, conn: psycopg.Connection[Any], run_id: str) -> None:
+        """Raise FencingRefused unless this owner holds ``run_id``'s lease with its token
+        (locked FOR SHARE until the transaction ends). A run not held is taken here."""
+        token = self.token(run_id)
+        if token is None:
+            if self._take_on(conn, run_id) is None:
+                raise FencingRefused(run_id, None, self.store.path)
+            return
+        row = conn.execute(f"SELECT 1 FROM {N.T_LEASES} WHERE run_id = %s AND owner = %s "
+                           f"AND token = %s FOR SHARE", (run_id, self.owner, token)).fetchone()
+        if row is None:
+            self.drop(run_id)
+            raise FencingRefused(run_id, token, self.store.path)

@@ -1,0 +1,157 @@
+"""Run leases on a real PostgreSQL store (``state.leases_pg``): taken, renewed, expired,
+taken over with a larger token, released, shared out with SKIP LOCKED, and fencing: a
+transaction of a daemon whose lease was taken over commits nothing.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from certwright.state import names as N
+from certwright.state.contract import entry, raises, run
+from certwright.state.leases_pg import FencingRefused, PgLeases
+from certwright.state.postgres import PostgresStore
+from tests.support.postgres import Cluster, postgres  # noqa: F401 - fixtures
+
+SHORT = 0.5  # seconds: a lease a test lets expire
+
+
+@pytest.fixture
+def url(tmp_path: Path, postgres: Cluster) -> str:
+    return postgres.store_url(str(tmp_path))
+
+
+@pytest.fixture
+def stores(url: str) -> Iterator[tuple[PostgresStore, PostgresStore]]:
+    """Two daemons' stores on one PostgreSQL store."""
+    a, b = PostgresStore(url), PostgresStore(url)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def _expire(store: PostgresStore, run_id: str) -> None:
+    """Make a lease expired now (as if its owner stopped renewing it long ago)."""
+    store.query("expiring", f"UPDATE {N.T_LEASES} SET expires_at = now() - interval '1 s' "
+                            f"WHERE run_id = %s", (run_id,))
+
+
+def _log(store: PostgresStore, run_id: str) -> list[tuple[int, str, str, str | None]]:
+    rows = store.query("reading", f"SELECT token, owner, how, ended FROM {N.T_LEASE_LOG} "
+                                  f"WHERE run_id = %s ORDER BY token", (run_id,))
+    return [(int(r[0]), r[1], r[2], r[3]) for r in rows]
+
+
+def test_a_lease_is_taken_renewed_and_refused_to_another_owner(stores) -> None:
+    """The first owner takes the lease; taking it again (renewing) keeps its token; another
+    owner is refused while it is live."""
+    a, b = stores
+    la, lb = PgLeases(a, "host-a:1:x"), PgLeases(b, "host-b:2:y")
+    token = la.take("r1")
+    assert token is not None
+    assert la.take("r1") == token
+    assert lb.take("r1") is None
+    assert la.held() == {"r1": token} and lb.held() == {}
+    assert la.renew() == []
+    assert _log(a, "r1") == [(token, "host-a:1:x", "new", None)]
+
+
+def test_an_expired_lease_is_taken_over_with_a_larger_token_and_its_loser_learns_it(
+        stores) -> None:
+    """Past its expiry another owner takes the lease over: a larger token, the first tenure
+    logged as expired; the first owner's renewal reports the run lost."""
+    a, b = stores
+    la, lb = PgLeases(a, "host-a:1:x", lease_s=SHORT), PgLeases(b, "host-b:2:y")
+    first = la.take("r1")
+    assert first is not None
+    time.sleep(SHORT + 0.2)
+    second = lb.take("r1")
+    assert second is not None and second > first
+    assert lb.taken_over == 1
+    assert la.renew() == ["r1"] and la.held() == {}
+    assert _log(a, "r1") == [(first, "host-a:1:x", "new", "expired"),
+                             (second, "host-b:2:y", "takeover", None)]
+
+
+def test_fencing_refuses_a_stale_token_s_transaction_and_nothing_of_it_commits(stores) -> None:
+    """A daemon whose lease was taken over writes the run in a transaction: it fails with
+    FencingRefused naming the run and its old token, and neither its journal entry nor its
+    run row (nor the other run's write in the same transaction) is in the store."""
+    a, b = stores
+    la, lb = PgLeases(a, "host-a:1:x"), PgLeases(b, "host-b:2:y")
+    a.fence = la
+    with a.transaction() as tx:  # a new run: its lease is taken by the first write
+        tx.put_run(run("r1"))
+        tx.append(entry("r1", kind="created"))
+    token = la.token("r1")
+    assert token is not None
+    _expire(a, "r1")
+    assert lb.take("r1") is not None
+
+    def stale() -> None:
+        with a.transaction() as tx:
+            tx.put_run(run("r2"))
+            tx.append(entry("r1", kind="step_started"))
+    refused = raises(FencingRefused, stale)
+    assert refused.run_id == "r1" and refused.token == token
+    assert "r1" in str(refused) and f"token {token}" in str(refused)
+    assert [e.kind for e in a.journal("r1")] == ["created"]
+    assert a.find_run("r2") is None
+    assert la.token("r1") is None  # dropped: the run is another daemon's now
+    b.fence = lb
+    with b.transaction() as tx:  # the new holder writes on
+        tx.append(entry("r1", kind="step_started"))
+    assert [e.kind for e in b.journal("r1")] == ["created", "step_started"]
+
+
+def test_a_write_for_a_run_another_daemon_holds_is_refused_before_any_lease(stores) -> None:
+    """A daemon that never held the run (say a cancel) cannot write it while another
+    daemon's lease is live; deleting that run's timer is fenced too."""
+    a, b = stores
+    la, lb = PgLeases(a, "host-a:1:x"), PgLeases(b, "host-b:2:y")
+    b.fence = lb
+    with b.transaction() as tx:
+        timer = tx.add_timer("r1", 1, "wake", "2030-01-01T00:00:00.000000Z")
+    a.fence = la
+
+    def cancel() -> None:
+        with a.transaction() as tx:
+            tx.delete_timer(timer)
+    assert raises(FencingRefused, cancel).token is None
+    assert [t.id for t in a.timers()] == [timer]
+
+
+def test_release_frees_a_lease_at_once_and_logs_it(stores) -> None:
+    """Released leases go at once (another owner takes them with a new token, no waiting),
+    and the log says released; release() with no ids lets every lease go."""
+    a, b = stores
+    la, lb = PgLeases(a, "host-a:1:x"), PgLeases(b, "host-b:2:y")
+    first = la.take("r1")
+    la.take("r2")
+    assert la.release(["r1"]) == 1
+    second = lb.take("r1")
+    assert first is not None and second is not None and second > first
+    assert _log(a, "r1")[0][3] == "released"
+    assert la.release() == 1 and la.held() == {}
+    assert lb.take("r2") is not None
+
+
+def test_free_running_runs_are_shared_out_and_a_live_lease_is_left_alone(stores) -> None:
+    """claim_free takes running runs no live lease covers, up to its limit; a second owner
+    gets the rest, and neither takes a run the other holds."""
+    a, b = stores
+    with a.transaction() as tx:
+        for i in range(5):
+            tx.put_run(run(f"r{i}", status="running"))
+        tx.put_run(run("parked", status="waiting"))
+    la, lb = PgLeases(a, "host-a:1:x"), PgLeases(b, "host-b:2:y")
+    got_a = la.claim_free(limit=3)
+    got_b = lb.claim_free(limit=10)
+    assert len(got_a) == 3 and len(got_b) == 2
+    assert set(got_a) | set(got_b) == {f"r{i}" for i in range(5)}
+    assert la.claim_free() == [] and lb.claim_free() == []
