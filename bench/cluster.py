@@ -1,6 +1,7 @@
 """Daemons on one PostgreSQL store: transition throughput against raw PostgreSQL commits.
 
-    python bench/cluster.py [--runs 10000] [--daemons 1,2,3] [--mails 500] [--json]
+    python bench/cluster.py [--runs 10000] [--daemons 1,2,3] [--failover-runs 1000]
+                            [--lease 15] [--mails 500] [--json]
 
 A PostgreSQL cluster of this script's own (Debian ``postgresql``, ``initdb`` in a temp
 folder, started with PostgreSQL's durable defaults: ``fsync`` on) holds one store (a
@@ -23,6 +24,9 @@ to the end.
   deleted), ``pg_cpu_ms_per_transition`` (the server's processes, reaped backends
   included) and ``daemon_cpu_ms_per_transition`` (all daemons together).
 * ``scaling_3_over_1``: ``transitions_per_s_3`` over ``transitions_per_s_1``.
+* ``failover_s`` (with ``lease_s``; goal at most ``lease_s + 2``): from SIGKILL of the
+  daemon driving ``--failover-runs`` runs, each with a step executing, to every one of
+  them leased by another daemon (:mod:`cluster_failover`).
 * ``mail_to_transition_p50_ms`` / ``_p99_ms`` / ``_max_ms`` (goal p99 <= 20): ``--mails``
   probe mails of the built-in CA delivered into a Maildir at ``--rate`` a second to runs
   parked in the PostgreSQL store, one daemon serving them (:mod:`cluster_mail`).
@@ -219,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--runs", type=int, default=10_000)
     ap.add_argument("--daemons", default="1,2,3", help="daemon counts, comma-separated")
+    ap.add_argument("--failover-runs", type=int, default=1000,
+                    help="runs in flight for the failover figure (0: none)")
+    ap.add_argument("--lease", type=float, default=15.0, help="the daemons' lease, seconds")
     ap.add_argument("--mails", type=int, default=500, help="mails for the latency (0: none)")
     ap.add_argument("--rate", type=float, default=20.0, help="mails delivered a second")
     ap.add_argument("--timeout", type=float, default=900.0,
@@ -257,6 +264,14 @@ def main(argv: list[str] | None = None) -> int:
                 if n == counts[0]:
                     row_bytes = int(pg.sql(f"SELECT avg(length(data))::int FROM "
                                            f"{schema}.journal"))
+            if args.failover_runs:
+                from cluster_failover import failover
+                pg.sql("CREATE SCHEMA failover")
+                folder = root / "failover"
+                folder.mkdir()
+                result.update(failover(
+                    pg, pg.url() + "&options=-csearch_path%3Dfailover", "failover", folder,
+                    _certwright(), _env(folder), args.failover_runs, args.lease))
             if args.mails:
                 from cluster_mail import mail_latency
                 pg.sql("CREATE SCHEMA mail")
@@ -273,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     result["ratio_to_raw_1"] = round(first / raw, 3) if first else None
     three = result.get("transitions_per_s_3")
     result["scaling_3_over_1"] = round(three / first, 3) if first and three else None
-    result["goals"] = {"ratio_to_raw_1": ">= 0.5", "mail_to_transition_p99_ms": "<= 20"}
+    result["goals"] = {"ratio_to_raw_1": ">= 0.5", "mail_to_transition_p99_ms": "<= 20",
+                       "failover_s": f"<= {args.lease + 2:g} (lease_s + 2)"}
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     if args.json:
         print(json.dumps(result))

@@ -1,6 +1,6 @@
 """``bench/cluster.py`` still runs on a tiny size: a durable PostgreSQL cluster of its own,
 daemons as processes of their own driving a few runs of the 5-state pipeline and a few
-probe mails, one JSON object with every figure.
+probe mails, a failover of a few runs, one JSON object with every figure.
 
 Only the shape is checked (exit status, keys, positive figures, every run's transitions
 counted); the timings are for people to read, never asserted.
@@ -24,7 +24,8 @@ def test_cluster_bench_prints_every_figure() -> None:
     if _bindir() is None:
         pytest.fail("PostgreSQL is not installed (scripts/system-deps.sh installs it)")
     done = subprocess.run([sys.executable, "bench/cluster.py", "--json", "--runs", "20",
-                           "--daemons", "1", "--mails", "5"], cwd=ROOT,
+                           "--daemons", "1", "--mails", "5", "--failover-runs", "10",
+                           "--lease", "2"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout)
@@ -32,6 +33,8 @@ def test_cluster_bench_prints_every_figure() -> None:
     assert figures["daemons"] == [1]
     assert figures["transitions_1"] == 20 * 4  # s2 to s5 of every run, by the daemon
     assert figures["mails"] == 5
+    assert figures["failover_runs"] == 10 and figures["lease_s"] == 2
+    assert figures["failover_s"] > 0
     assert figures["mail_to_transition_p99_ms"] >= figures["mail_to_transition_p50_ms"]
     for key in ("transitions_per_s_1", "pg_raw_commits_per_s", "ratio_to_raw_1",
                 "pg_commits_per_transition_1", "pg_rows_per_transition_1",
