@@ -71,6 +71,17 @@ _TAKE = f"""
 """
 
 
+def _write_lock(conn: psycopg.Connection[Any]) -> None:
+    """Take the store's write lock for this transaction, as every write transaction of
+    the engine does first. Lease changes of many rows (claiming, renewing, releasing)
+    otherwise lock runs and leases rows in another order than an engine transaction
+    (fence ``FOR SHARE``, then the run's row) and deadlock with it: PostgreSQL aborted one
+    of two daemons that way, at 5,000 runs. One lock first, for every writer, is no
+    cycle. Re-entrant: inside the store's transaction it is already held."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
+                 (N.PG_LOCK_WRITE,))
+
+
 def daemon_owner() -> str:
     """A daemon's owner id: host, pid and a start nonce (a restarted pid is another owner)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -150,6 +161,7 @@ class PgLeases:
         a dead daemon's), skipping rows other daemons are claiming now; their ids."""
         out: list[str] = []
         with self.store.connection("claiming runs in") as conn, conn.transaction():
+            _write_lock(conn)
             rows = conn.execute(
                 f"SELECT r.id FROM {N.T_RUNS} r LEFT JOIN {N.T_LEASES} l ON l.run_id = r.id "
                 f"WHERE r.status = 'running' AND (l.run_id IS NULL OR l.expires_at < now()) "
@@ -163,10 +175,12 @@ class PgLeases:
     # -- keeping and letting go -----------------------------------------------------------
     def renew(self) -> list[str]:
         """Extend every lease of this owner; the runs whose lease was lost (dropped here)."""
-        rows = self.store.query(
-            "renewing leases in",
-            f"UPDATE {N.T_LEASES} SET expires_at = now() + make_interval(secs => %s) "
-            f"WHERE owner = %s RETURNING run_id, token", (self.lease_s, self.owner))
+        with self.store.connection("renewing leases in") as conn, conn.transaction():
+            _write_lock(conn)
+            rows = conn.execute(
+                f"UPDATE {N.T_LEASES} SET expires_at = now() + make_interval(secs => %s) "
+                f"WHERE owner = %s RETURNING run_id, token",
+                (self.lease_s, self.owner)).fetchall()
         now = {r[0]: int(r[1]) for r in rows}
         with self._lock:
             lost = [rid for rid, tok in self._held.items() if now.get(rid) != tok]
@@ -182,14 +196,15 @@ class PgLeases:
                 self._held.pop(rid, None)
         if not ids and run_ids is not None:
             return 0
-        rows = self.store.query(
-            "releasing leases in",
-            f"WITH gone AS (DELETE FROM {N.T_LEASES} WHERE owner = %s AND "
-            f"(%s OR run_id = ANY(%s)) RETURNING run_id, token) "
-            f"UPDATE {N.T_LEASE_LOG} g SET ended_at = clock_timestamp(), ended = 'released' "
-            f"FROM gone "
-            f"WHERE g.run_id = gone.run_id AND g.token = gone.token RETURNING g.run_id",
-            (self.owner, run_ids is None, ids))
+        with self.store.connection("releasing leases in") as conn, conn.transaction():
+            _write_lock(conn)
+            rows = conn.execute(
+                f"WITH gone AS (DELETE FROM {N.T_LEASES} WHERE owner = %s AND "
+                f"(%s OR run_id = ANY(%s)) RETURNING run_id, token) "
+                f"UPDATE {N.T_LEASE_LOG} g SET ended_at = clock_timestamp(), "
+                f"ended = 'released' FROM gone "
+                f"WHERE g.run_id = gone.run_id AND g.token = gone.token RETURNING g.run_id",
+                (self.owner, run_ids is None, ids)).fetchall()
         return len(rows)
 
     # -- fencing (called by the store's transaction) ----------------------------------------

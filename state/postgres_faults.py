@@ -43,7 +43,10 @@ ADVICE = {
 }
 
 _BY_STATE = {"53100": "full", "53200": "full", "25006": "read-only", "XX001": "damaged",
-             "XX002": "damaged", "58030": "io", "55P03": "unavailable"}
+             "XX002": "damaged", "58030": "io", "55P03": "unavailable",
+             # rolled back by the server for a deadlock or a serialization failure: the
+             # store could not take the write now (tried again, it goes through)
+             "40P01": "unavailable", "40001": "unavailable"}
 _UNAVAILABLE_CLASSES = ("08", "57", "53", "28", "3D")  # connection, shutdown, resources,
 # authorization, no such database
 
