@@ -261,22 +261,21 @@ class PostgresStore:
               AND l.objsubid = 2 AND l.database = (
                   SELECT oid FROM pg_database WHERE datname = current_database())""",
             (N.PG_LOCK_DAEMON,))
-        for (name,) in rows:
+        for (name,) in rows:  # the first holder that is a daemon (several may hold it)
             parts = str(name or "").split()
             if len(parts) == 4 and parts[3].isdigit():
                 return int(parts[3]), parts[2]
-            return None, None
         return None, None
 
     def daemon_serves(self) -> bool:
         """Whether a daemon holds the store now (another session's daemon lock)."""
-        rows = self._rows("reading",
-                          "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
-                          (N.PG_LOCK_DAEMON,))
-        if rows and rows[0][0]:
-            self._rows("reading", "SELECT pg_advisory_unlock(%s, hashtext(current_schema()))",
-                       (N.PG_LOCK_DAEMON,))
-            return False
+        with self._reading("reading") as conn:  # lock and unlock on the same session
+            row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
+                               (N.PG_LOCK_DAEMON,)).fetchone()
+            if row and row[0]:
+                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(current_schema()))",
+                             (N.PG_LOCK_DAEMON,))
+                return False
         return True
 
     # -- reads ---------------------------------------------------------------------------

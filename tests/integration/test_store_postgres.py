@@ -293,3 +293,22 @@ def test_an_error_of_the_caller_leaves_the_block_as_it_was(
         assert store.journal("r1") == []
     finally:
         store.close()
+
+
+def test_asking_whether_a_daemon_serves_leaves_no_lock_behind(
+        tmp_path: Path, postgres: Cluster) -> None:
+    """``daemon_serves`` tries the daemon lock and lets it go on the same session: asked
+    many times over a pool of connections, it holds nothing afterwards, so a daemon (or
+    ``store migrate``, which wants the lock alone) gets it, and it is then named."""
+    url = postgres.store_url(str(tmp_path))
+    probe = PostgresStore(url)
+    daemon = PostgresStore(url)
+    try:
+        for _ in range(20):
+            assert probe.daemon_serves() is False
+        daemon.hold_daemon(alone=True)
+        assert probe.daemon_serves() is True
+        assert probe.daemon_holder()[0] == os.getpid()
+    finally:
+        daemon.close()
+        probe.close()
