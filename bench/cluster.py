@@ -53,19 +53,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from engine import FIVE_STATES  # noqa: E402  (bench/engine.py: the same 5-state pipeline)
 from tests.support.postgres import Cluster, cluster  # noqa: E402  (after the path)
 
-FIVE_STATES = """
-pipeline: five
-version: 1
-initial: s1
-states:
-  s1: {run: [noop], next: s2}
-  s2: {run: [noop], next: s3}
-  s3: {run: [noop], next: s4}
-  s4: {run: [noop], next: s5}
-  s5: {final: true}
-"""
 TICKS = os.sysconf("SC_CLK_TCK")
 BATCH = 1000
 
