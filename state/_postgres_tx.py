@@ -5,10 +5,15 @@ lock, an advisory transaction lock), so a storage failure here leaves through th
 transaction as a ServerFault. Rows are encoded as the SQLite store encodes them (JSON
 bodies, ISO instants as text), so ``store migrate`` copies them unchanged.
 
-Fencing: with a :class:`Fence` (several daemons: ``state.leases_pg.PgLeases``), the first
-write of the transaction for each run (journal, run row, timers, correlations, secrets)
-asks ``fence.check(conn, run_id)``, which raises when this daemon no longer holds the
-run's lease; the store's transaction then rolls back and nothing of it is committed.
+Fencing: with a :class:`Fence` (several daemons: ``state.leases_pg.PgLeases``), every run
+the transaction writes (journal, run row, timers, correlations, secrets) is checked against
+its lease before the transaction commits, and a refusal (this daemon no longer holds the
+run's lease) rolls the whole transaction back, so nothing of it is committed. A run whose
+lease this daemon holds is checked by :meth:`PgTx.seal`, all such runs in one statement
+(``fence.check_held``), at the end; a run it holds no lease of is checked (and its lease
+taken) at its first write (``fence.check``). Checking late is as safe as checking early:
+the transaction holds the store's write lock throughout, which every write of every
+daemon, lease takeovers included, takes first.
 """
 from __future__ import annotations
 
@@ -33,8 +38,14 @@ if TYPE_CHECKING:
 class Fence(Protocol):
     """Checks, inside a transaction, that its writes for a run may commit."""
 
+    def token(self, run_id: str) -> int | None:
+        """The token of the lease this daemon holds on ``run_id`` (None: none held)."""
+
     def check(self, conn: psycopg.Connection[Any], run_id: str) -> None:
         """Raise (a StoreError) when writes for ``run_id`` must not commit."""
+
+    def check_held(self, conn: psycopg.Connection[Any], run_ids: list[str]) -> None:
+        """As :meth:`check` for runs this daemon holds a lease of, in one go."""
 
 
 class PgTx:
@@ -45,12 +56,23 @@ class PgTx:
         self._conn = conn
         self._fence = fence
         self._fenced: set[str] = set()
+        self._held: list[str] = []  # runs to check in seal()
 
     def _for(self, run_id: str) -> None:
         """Fence the run's writes once per transaction (see the module)."""
-        if self._fence is not None and run_id not in self._fenced:
+        if self._fence is None or run_id in self._fenced:
+            return
+        if self._fence.token(run_id) is None:
             self._fence.check(self._conn, run_id)
-            self._fenced.add(run_id)
+        else:
+            self._held.append(run_id)
+        self._fenced.add(run_id)
+
+    def seal(self) -> None:
+        """Check the leases of the runs written, just before the commit (see the module)."""
+        if self._fence is not None and self._held:
+            self._fence.check_held(self._conn, self._held)
+            self._held = []
 
     def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
         row = self._conn.execute(sql, args).fetchone()

@@ -216,8 +216,22 @@ class PgLeases:
             if self._take_on(conn, run_id) is None:
                 raise FencingRefused(run_id, None, self.store.path)
             return
-        row = conn.execute(f"SELECT 1 FROM {N.T_LEASES} WHERE run_id = %s AND owner = %s "
-                           f"AND token = %s FOR SHARE", (run_id, self.owner, token)).fetchone()
-        if row is None:
-            self.drop(run_id)
-            raise FencingRefused(run_id, token, self.store.path)
+        self.check_held(conn, [run_id])
+
+    def check_held(self, conn: psycopg.Connection[Any], run_ids: list[str]) -> None:
+        """:meth:`check` for runs whose lease this owner holds, in one statement: what the
+        store's transaction does just before it commits, for every run it wrote. Every
+        run found lost is dropped; FencingRefused names the first."""
+        with self._lock:
+            tokens = [self._held.get(rid) for rid in run_ids]
+        rows = conn.execute(
+            f"SELECT l.run_id FROM {N.T_LEASES} l JOIN unnest(%s::text[], %s::bigint[]) "
+            f"AS h(run_id, token) ON l.run_id = h.run_id AND l.token = h.token "
+            f"WHERE l.owner = %s FOR SHARE OF l", (run_ids, tokens, self.owner)).fetchall()
+        kept = {row[0] for row in rows}
+        lost = [(rid, tok) for rid, tok in zip(run_ids, tokens, strict=True)
+                if rid not in kept]
+        for rid, _ in lost:
+            self.drop(rid)
+        if lost:
+            raise FencingRefused(lost[0][0], lost[0][1], self.store.path)

@@ -220,7 +220,8 @@ class PostgresStore:
                                  (N.PG_LOCK_WRITE,))
                     self._tx_conn, self._tx_thread = conn, threading.get_ident()
                     try:
-                        yield PgTx(conn, self.fence)
+                        yield (tx := PgTx(conn, self.fence))
+                        tx.seal()
                     finally:
                         self._tx_conn = self._tx_thread = None
             except ServerFault:

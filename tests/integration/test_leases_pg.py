@@ -109,6 +109,40 @@ def test_fencing_refuses_a_stale_token_s_transaction_and_nothing_of_it_commits(s
     assert [e.kind for e in b.journal("r1")] == ["created", "step_started"]
 
 
+def test_the_runs_a_transaction_holds_are_checked_together_before_it_commits(stores) -> None:
+    """Many held runs written in one transaction are checked in one go at its end: with
+    every lease held it commits; when two of them were taken over meanwhile, it names the
+    first of those, drops both from what this daemon holds, keeps the others, and commits
+    nothing, not even the writes of the runs whose leases were still good."""
+    a, b = stores
+    la, lb = PgLeases(a, "host-a:1:x"), PgLeases(b, "host-b:2:y")
+    a.fence = la
+    ids = [f"r{i}" for i in range(5)]
+    with a.transaction() as tx:
+        for rid in ids:
+            tx.put_run(run(rid))
+    assert sorted(la.held()) == ids
+    with a.transaction() as tx:
+        for rid in ids:
+            tx.append(entry(rid, kind="step_started"))
+    assert all([e.kind for e in a.journal(rid)] == ["step_started"] for rid in ids)
+    for rid in ("r3", "r1"):
+        _expire(a, rid)
+        assert lb.take(rid) is not None
+
+    def stale() -> None:
+        with a.transaction() as tx:
+            for rid in ids:
+                tx.append(entry(rid, kind="step_done"))
+    refused = raises(FencingRefused, stale)
+    assert refused.run_id == "r1"
+    assert sorted(la.held()) == ["r0", "r2", "r4"]
+    assert all([e.kind for e in a.journal(rid)] == ["step_started"] for rid in ids)
+    with a.transaction() as tx:  # the leases still held write on
+        tx.append(entry("r0", kind="step_done"))
+    assert [e.kind for e in a.journal("r0")] == ["step_started", "step_done"]
+
+
 def test_a_write_for_a_run_another_daemon_holds_is_refused_before_any_lease(stores) -> None:
     """A daemon that never held the run (say a cancel) cannot write it while another
     daemon's lease is live; deleting that run's timer is fenced too."""
