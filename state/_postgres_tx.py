@@ -5,6 +5,16 @@ lock, an advisory transaction lock), so a storage failure here leaves through th
 transaction as a ServerFault. Rows are encoded as the SQLite store encodes them (JSON
 bodies, ISO instants as text), so ``store migrate`` copies them unchanged.
 
+Journal entries and run rows are buffered, as in the SQLite store, and written by
+:meth:`PgTx.flush` at the end of the transaction (or before a read in it), many rows per
+INSERT: a pump of the daemon writes thousands of them, and one round trip to the server
+each cost more than the rows. Journal sequence numbers are assigned here: the first append
+of a transaction takes the next value of the journal's identity sequence, the later ones
+count on from it, and the flush moves the sequence to the last one used. The write lock
+makes that safe across daemons (every journal write takes it), and numbers grow in commit
+order, so a reader following the journal by seq misses nothing. Numbers of a transaction
+that rolled back may be given again (no one saw them), a committed one's never.
+
 Fencing: with a :class:`Fence` (several daemons: ``state.leases_pg.PgLeases``), every run
 the transaction writes (journal, run row, timers, correlations, secrets) is checked against
 its lease before the transaction commits, and a refusal (this daemon no longer holds the
@@ -22,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from certwright.state import names as N
-from certwright.state._sqlite_tx import _BODY_FIELDS, _dumps, _now
+from certwright.state._sqlite_tx import _BODY_FIELDS, ROWS_PER_INSERT, _dumps, _now
 from certwright.state.records import (
     CertificateRecord,
     DaemonRecord,
@@ -49,12 +59,15 @@ class Fence(Protocol):
 
 
 class PgTx:
-    """Writes inside one open transaction (see :class:`state.base.Tx`); each is sent at once,
-    so reads on the same connection see it."""
+    """Writes inside one open transaction (see :class:`state.base.Tx`): journal entries and
+    run rows buffered until :meth:`flush`, the others sent at once."""
 
     def __init__(self, conn: psycopg.Connection[Any], fence: Fence | None = None) -> None:
         self._conn = conn
         self._fence = fence
+        self._next_seq = 0
+        self._journal: list[tuple[int, str, str, str, str]] = []
+        self._runs: dict[str, tuple[Any, ...]] = {}
         self._fenced: set[str] = set()
         self._held: list[str] = []  # runs to check in seal()
 
@@ -68,8 +81,34 @@ class PgTx:
             self._held.append(run_id)
         self._fenced.add(run_id)
 
+    def flush(self) -> psycopg.Connection[Any]:
+        """Write the buffered journal entries and runs; the transaction's connection."""
+        rows, self._journal = self._journal, []
+        for i in range(0, len(rows), ROWS_PER_INSERT):
+            chunk = rows[i:i + ROWS_PER_INSERT]
+            self._conn.execute(
+                f"INSERT INTO {N.T_JOURNAL}(seq, run_id, at, kind, data) OVERRIDING SYSTEM "
+                f"VALUE VALUES " + ",".join(["(%s,%s,%s,%s,%s)"] * len(chunk)),
+                [v for r in chunk for v in r])
+        if rows:
+            self._conn.execute(f"SELECT setval(pg_get_serial_sequence('{N.T_JOURNAL}', "
+                               f"'seq'), %s)", (rows[-1][0],))
+        runs, self._runs = list(self._runs.values()), {}
+        for i in range(0, len(runs), ROWS_PER_INSERT):
+            chunk = runs[i:i + ROWS_PER_INSERT]
+            self._conn.execute(
+                f"INSERT INTO {N.T_RUNS}(id, pipeline, spec_hash, state, status, body, "
+                f"created, updated) VALUES " + ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s)"] * len(chunk))
+                + " ON CONFLICT (id) DO UPDATE SET pipeline=EXCLUDED.pipeline, "
+                "spec_hash=EXCLUDED.spec_hash, state=EXCLUDED.state, status=EXCLUDED.status, "
+                "body=EXCLUDED.body, created=EXCLUDED.created, updated=EXCLUDED.updated",
+                [v for r in chunk for v in r])
+        return self._conn
+
     def seal(self) -> None:
-        """Check the leases of the runs written, just before the commit (see the module)."""
+        """Write what is buffered, then check the leases of the runs written, just before
+        the commit (see the module)."""
+        self.flush()
         if self._fence is not None and self._held:
             self._fence.check_held(self._conn, self._held)
             self._held = []
@@ -80,21 +119,18 @@ class PgTx:
 
     def append(self, entry: JournalEntry) -> int:
         self._for(entry.run_id)
-        return int(self._one(
-            f"INSERT INTO {N.T_JOURNAL}(run_id, at, kind, data) VALUES(%s,%s,%s,%s) "
-            f"RETURNING seq", (entry.run_id, entry.at, entry.kind, _dumps(entry.data))))
+        if not self._next_seq:
+            self._next_seq = int(self._one(
+                f"SELECT nextval(pg_get_serial_sequence('{N.T_JOURNAL}', 'seq'))", ()))
+        seq, self._next_seq = self._next_seq, self._next_seq + 1
+        self._journal.append((seq, entry.run_id, entry.at, entry.kind, _dumps(entry.data)))
+        return seq
 
     def put_run(self, run: RunRecord) -> None:
         self._for(run.id)
         body = _dumps({k: getattr(run, k) for k in _BODY_FIELDS})
-        self._conn.execute(
-            f"INSERT INTO {N.T_RUNS}(id, pipeline, spec_hash, state, status, body, created, "
-            f"updated) VALUES(%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET "
-            f"pipeline=EXCLUDED.pipeline, spec_hash=EXCLUDED.spec_hash, state=EXCLUDED.state, "
-            f"status=EXCLUDED.status, body=EXCLUDED.body, created=EXCLUDED.created, "
-            f"updated=EXCLUDED.updated",
-            (run.id, run.pipeline, run.spec_hash, run.state, run.status, body, run.created,
-             run.updated))
+        self._runs[run.id] = (run.id, run.pipeline, run.spec_hash, run.state, run.status, body,
+                              run.created, run.updated)
 
     def add_timer(self, run_id: str, entry: int, kind: str, due: str) -> int:
         self._for(run_id)

@@ -97,7 +97,7 @@ class PostgresStore:
         self.readonly = readonly
         self.outdated = False
         self._lock = threading.RLock()
-        self._tx_conn: psycopg.Connection[Any] | None = None
+        self._tx: PgTx | None = None  # the open transaction, and its thread
         self._tx_thread: int | None = None
         self._daemon_conn: psycopg.Connection[Any] | None = None
         self.fence: Fence | None = None  # several daemons: the lease check of every write
@@ -153,8 +153,8 @@ class PostgresStore:
     def _reading(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
         """A connection to read on: the open transaction's (in its thread), else a pooled
         one. A failure leaves as a ServerFault saying ``doing``."""
-        if self._tx_conn is not None and self._tx_thread == threading.get_ident():
-            yield self._tx_conn
+        if self._tx is not None and self._tx_thread == threading.get_ident():
+            yield self._tx.flush()  # its buffered rows first, so the read sees them
             return
         try:
             with self._pool.connection() as conn:
@@ -178,7 +178,7 @@ class PostgresStore:
             except ServerFault as fault:
                 cause = fault.__cause__
                 if attempt == 2 or not isinstance(cause, psycopg.OperationalError) \
-                        or self._tx_conn is not None:
+                        or self._tx is not None:
                     raise
         raise AssertionError("unreachable")  # the loop returns or raises
 
@@ -218,12 +218,12 @@ class PostgresStore:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
                                  (N.PG_LOCK_WRITE,))
-                    self._tx_conn, self._tx_thread = conn, threading.get_ident()
+                    self._tx, self._tx_thread = PgTx(conn, self.fence), threading.get_ident()
                     try:
-                        yield (tx := PgTx(conn, self.fence))
-                        tx.seal()
+                        yield self._tx
+                        self._tx.seal()
                     finally:
-                        self._tx_conn = self._tx_thread = None
+                        self._tx = self._tx_thread = None
             except ServerFault:
                 raise
             except Exception as exc:

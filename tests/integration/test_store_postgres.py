@@ -312,3 +312,39 @@ def test_asking_whether_a_daemon_serves_leaves_no_lock_behind(
     finally:
         daemon.close()
         probe.close()
+
+
+def test_buffered_journal_rows_are_read_in_their_transaction_and_numbers_never_reused(
+        tmp_path: Path, postgres: Cluster) -> None:
+    """Journal entries and run rows wait in the transaction until its end, yet a read in
+    it sees them; after a transaction that rolled back, numbers go on past every committed
+    one; and a row given its number by the table's own identity (as an older certwright or
+    a manual repair would) follows on, not over, the numbers the store assigned itself."""
+    from certwright.state.contract import Boom, run
+    store = PostgresStore(postgres.store_url(str(tmp_path)))
+    try:
+        with store.transaction() as tx:
+            first = tx.append(entry("r1", 1))
+            tx.put_run(run("r1"))
+            assert [e.seq for e in store.journal("r1")] == [first]
+            assert store.find_run("r1") is not None
+            second = tx.append(entry("r1", 2))
+        assert second == first + 1
+
+        def rolled_back() -> int:
+            with store.transaction() as tx:
+                tx.append(entry("r2", 1))
+                tx.append(entry("r2", 2))
+                raise Boom("undo")
+        raises(Boom, rolled_back)
+        assert store.journal("r2") == []
+        with store.transaction() as tx:
+            third = tx.append(entry("r3", 1))
+        assert third > second
+        by_default = store.query("inserting", f"INSERT INTO {N.T_JOURNAL}(run_id, at, kind, "
+                                 f"data) VALUES ('r4', 'x', 'note', '{{}}') RETURNING seq")
+        assert int(by_default[0][0]) > third
+        with store.transaction() as tx:
+            assert tx.append(entry("r5", 1)) > int(by_default[0][0])
+    finally:
+        store.close()
