@@ -101,6 +101,7 @@ class PostgresStore:
         self._tx_thread: int | None = None
         self._daemon_conn: psycopg.Connection[Any] | None = None
         self.fence: Fence | None = None  # several daemons: the lease check of every write
+        self.announce = True  # no fence: wake the daemons for runs and timers (notify_pg)
         if synchronous not in _SYNC:
             raise StoreError(f"synchronous must be one of {sorted(_SYNC)}, not {synchronous!r}")
         self._sync = _SYNC[synchronous]
@@ -126,7 +127,7 @@ class PostgresStore:
         from psycopg_pool import ConnectionPool
         try:
             with self._connect() as first:
-                self._migrate(first)
+                migrate(first, self.path, readonly=self.readonly)
             pool: ConnectionPool[Any] = ConnectionPool(
                 self.url, min_size=0, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT,
                 kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
@@ -191,9 +192,6 @@ class PostgresStore:
         return self._reading(doing)
 
     # -- schema --------------------------------------------------------------------------
-    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
-        migrate(conn, self.path, readonly=self.readonly)
-
     def schema_version(self) -> int:
         rows = self._rows("reading", f"SELECT value FROM {N.T_META} "
                                      f"WHERE key='schema_version'")
@@ -220,7 +218,7 @@ class PostgresStore:
                                  (N.PG_LOCK_WRITE,))
                     self._tx_conn, self._tx_thread = conn, threading.get_ident()
                     try:
-                        yield PgTx(conn, self.fence)
+                        yield PgTx(conn, self.fence, announce=self.announce)
                     finally:
                         self._tx_conn = self._tx_thread = None
             except ServerFault:
