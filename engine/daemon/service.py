@@ -227,7 +227,7 @@ class Daemon:
             stack.callback(lambda: self.engine.close() if self.engine else None)
             engine.open()
             if leases is not None:
-                self.shared = Shared(leases, make, engine)
+                self.shared = stack.enter_context(Shared(leases, make, engine))  # + wake-ups
 
             catalog = PipelineCatalog(self.cfg.pipelines)
             catalog.reload()

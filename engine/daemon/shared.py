@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import structlog
 
 from certwright.engine.daemon.leasing import RunLeases
+from certwright.engine.daemon.wakeups import Wakeups
 from certwright.engine.run.runner import Engine
 from certwright.state.faults import StoreFault
 from certwright.state.leases_pg import FencingRefused, PgLeases
@@ -64,6 +65,16 @@ class Shared:
         self._backoff = 0.0
         self._stale = False  # the engine's memory may not match the store: start afresh
         self.restarts = 0
+        store = leases.leases.store
+        self.wakeups = Wakeups(store.url, store.path, leases.leases.owner, lambda: self.engine)
+
+    def __enter__(self) -> Self:
+        """Start listening for wake-ups (leaving stops it)."""
+        self.wakeups.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wakeups.stop()
 
     def pump(self, wait: float, stop: threading.Event) -> None:
         """One pump and the leases' upkeep; returns normally whatever the store did."""
@@ -72,8 +83,7 @@ class Shared:
                 self._restart()
             self.engine.pump(timeout=wait)
             self.leases.release_idle()
-            if self.leases.due() and self.leases.keep():
-                self.engine.sync(adopt=self.leases.adopt)
+            self._upkeep()
             self._backoff = 0.0
         except FencingRefused as exc:
             self.leases.lost(exc.run_id, exc.token)
@@ -83,6 +93,15 @@ class Shared:
             log.warning("store_unavailable", error=str(exc), retry_in_s=self._backoff)
             self._stale = True
             stop.wait(self._backoff)
+
+    def _upkeep(self) -> None:
+        """Take free runs and load timers when a wake-up said so, and keep the leases
+        (renew, take free runs) every third of a lease, the fallback for lost notices."""
+        claim, timers = self.wakeups.take()  # lost if this fails: the restart catches up
+        taken = bool(self.leases.claim_now()) if claim else False
+        kept = self.leases.due() and bool(self.leases.keep())
+        if taken or kept or timers:
+            self.engine.sync(adopt=self.leases.adopt)
 
     def _restart(self) -> None:
         """Close the engine and start a new one from the store (timers, running runs)."""

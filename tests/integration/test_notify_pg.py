@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from certwright.state.contract import run
+from certwright.state.contract import Boom, run
 from certwright.state.leases_pg import PgLeases
 from certwright.state.notify_pg import Notice, WakeListener, send
 from certwright.state.postgres import PostgresStore
@@ -72,10 +72,13 @@ def test_a_notice_is_heard_when_its_transaction_commits_never_when_it_rolls_back
         store: PostgresStore, ear: Ear) -> None:
     """A notice sent in a transaction that rolls back is never delivered; one sent in the
     next, committed transaction is (after it, so the first would have come before)."""
-    with pytest.raises(RuntimeError), store.transaction():
-        with store.connection("test") as conn:
+    def rolled_back() -> None:
+        with store.transaction(), store.connection("test") as conn:
             send(conn, Notice("recheck", "rolled-back", "r0", "someone"))
-        raise RuntimeError("roll back")
+            raise Boom
+
+    with pytest.raises(Boom):
+        rolled_back()
     with store.transaction(), store.connection("test") as conn:
         send(conn, Notice("recheck", "committed", "r1", "someone"))
     assert ear.next() == Notice("recheck", "committed", "r1", "someone")
