@@ -37,7 +37,8 @@ migrate`` should also find no live heartbeat. psycopg is imported only when need
 
 Several daemons: runs are leased (``state.leases_pg``); with ``fence`` set (a daemon's
 ``PgLeases``) every transaction checks, before its first write for a run, that the run's
-lease is still this daemon's (fencing), or rolls back.
+lease is still this daemon's (fencing), or rolls back. Wake-ups: ``state.notify_pg``
+(``announce`` off: a foreground run's writes wake no daemon).
 """
 from __future__ import annotations
 

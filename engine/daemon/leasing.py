@@ -22,7 +22,8 @@ several daemons serve one store; the same interceptor interface, over
   (:mod:`~certwright.engine.daemon.wakeups`) says another process made some; ``keep`` is
   the fallback that finds them when notices were lost.
 * :meth:`RunLeases.close` (a graceful stop, after the engine's close) releases every lease
-  at once, so other daemons take the runs without waiting for the expiry.
+  at once, with a ``run`` notice when a run let go is still running, so other daemons
+  take the runs at once, not after the expiry.
 
 The store checks each write against the lease (``PostgresStore.fence``): a transaction
 with a write for a run whose lease was lost rolls back (FencingRefused); the daemon logs

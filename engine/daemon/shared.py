@@ -2,9 +2,12 @@
 
 :class:`Shared` wraps each ``engine.pump`` of the service loop:
 
-* after it, the leases of runs that parked or finished are released, and every third of
-  the lease period the held ones are renewed and free running runs (new ones, a dead
-  daemon's) are taken and adopted (:class:`~certwright.engine.daemon.leasing.RunLeases`);
+* after it, the leases of runs that parked or finished are released; when a wake-up
+  notice said so (:mod:`~certwright.engine.daemon.wakeups`, heard while the pump waited),
+  free running runs are taken at once and new timers loaded; and every third of the lease
+  period, the fallback, the held leases are renewed and free running runs (new ones, a
+  dead daemon's) are taken and adopted
+  (:class:`~certwright.engine.daemon.leasing.RunLeases`);
 * a pump refused by fencing (``FencingRefused``: a write for a run whose lease another
   daemon took over, say after this process was stopped past its lease) has been rolled
   back: the run is logged (``fencing_refused``) and forgotten, and the engine is started
@@ -56,7 +59,8 @@ def leases_for(store: Any, lease_s: float) -> RunLeases | None:
 
 class Shared:
     """The guarded pump (see the module). ``make()`` builds a new engine (and makes it the
-    daemon's); ``engine`` is the one running now."""
+    daemon's); ``engine`` is the one running now. A context manager: inside it the
+    wake-up listener runs (leave it before the engine closes)."""
 
     def __init__(self, leases: RunLeases, make: Callable[[], Engine], engine: Engine) -> None:
         self.leases = leases
