@@ -1,7 +1,8 @@
 """Wake-ups between daemons on one PostgreSQL store, as real processes: with a long
 fallback poll (a 90 s lease, so free runs are looked for every 30 s, and a 90 s sync), a run
-another process makes is taken and finished by a daemon within seconds, and a mail routed
-by one daemon for a run whose lease the other holds reaches that run within seconds.
+another process makes is taken and finished by a daemon within seconds, so are the runs a
+daemon lets go of on a graceful stop, and a mail routed by one daemon for a run whose
+lease the other holds reaches that run within seconds.
 """
 from __future__ import annotations
 
@@ -31,6 +32,19 @@ states:
     run:
       - step: shell
         with: {argv: [sh, -c, "true"]}
+    next: finished
+  finished: {final: success}
+"""
+
+SLOW = """
+pipeline: slow
+version: 1
+initial: working
+states:
+  working:
+    run:
+      - step: shell
+        with: {argv: [sh, -c, "sleep 8"]}
     next: finished
   finished: {final: success}
 """
@@ -111,6 +125,44 @@ def test_a_run_made_elsewhere_is_taken_at_once_not_at_the_next_poll(
              if e.get("event") == "runs_leased" and e.get("woken")]
     assert woken, [p.text()[-2000:] for p in procs]
     assert took < POLL / 3  # long before the fallback would have looked
+
+
+def _held_by(url: str, proc: Proc) -> int:
+    store = PostgresStore(url)
+    try:
+        return len(store.query("reading", f"SELECT run_id FROM {N.T_LEASES} WHERE owner = %s",
+                               (_owner(proc),)))
+    finally:
+        store.close()
+
+
+def test_runs_a_daemon_lets_go_of_on_a_graceful_stop_are_taken_at_once(
+        tmp_path: Path, postgres: Cluster) -> None:
+    """Daemon a drives three runs whose step sleeps 8 s; stopped (SIGTERM) with the steps
+    in flight, it waits for them, then releases their leases with a notice in the same
+    transaction, and daemon b takes them at once (``runs_leased`` with ``woken``) and runs
+    the step again: all done within 28 s of b's start, where b's next look for free runs
+    comes 30 s after it."""
+    url = postgres.store_url(str(tmp_path))
+    a = _daemon(tmp_path, url, "a")
+    procs = [a]
+    try:
+        ids = ["g0", "g1", "g2"]
+        _make(url, tmp_path, SLOW, [{}] * len(ids), ids)
+        wait_for(lambda: _held_by(url, a) == len(ids), 30, "a to hold every run")
+        b = _daemon(tmp_path, url, "b")
+        procs.append(b)
+        ready = time.monotonic()
+        assert a.stop() == 0
+        wait_for(lambda: all(_statuses(url).get(i) == "succeeded" for i in ids), 28,
+                 "b to take the released runs at once and finish them")
+        took = time.monotonic() - ready
+    finally:
+        for p in procs:
+            p.stop()
+    assert any(e.get("event") == "runs_leased" and e.get("woken") for e in b.events()), \
+        b.text()[-3000:]
+    assert took < POLL / 3
 
 
 def test_a_mail_for_a_run_another_daemon_holds_reaches_it_at_once(
