@@ -33,6 +33,8 @@ Hazards: a notice is a hint, never the record: what it points to is in the store
 daemons' slow poll (leases kept and free runs taken every third of a lease) finds it even
 when every notice is lost (the listener down, a daemon started after the commit). TCP
 keepalives let a listener whose server vanished without a word notice within a minute.
+A pooler in transaction mode (PgBouncer's default) does not carry LISTEN: there the
+daemons only poll; give them the server's own address for wake-ups.
 """
 from __future__ import annotations
 
