@@ -24,6 +24,13 @@ lease this daemon holds is checked by :meth:`PgTx.seal`, all such runs in one st
 taken) at its first write (``fence.check``). Checking late is as safe as checking early:
 the transaction holds the store's write lock throughout, which every write of every
 daemon, lease takeovers included, takes first.
+
+Wake-ups (:mod:`state.notify_pg`): a writer that is not a daemon (no fence) and says it
+hands its work on (``announce``: the store's, on unless the writer drives the run itself,
+as a foreground ``run`` does) sends a ``run`` notice when it writes a running run, and a
+``timer`` notice when it adds a timer, once each per transaction, so the daemons take or
+load them at once rather than at their next poll. A daemon's own writes send none here:
+it holds the runs it writes and fires the timers it sets.
 """
 from __future__ import annotations
 
@@ -33,7 +40,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from certwright.state import names as N
 from certwright.state._sqlite_tx import _BODY_FIELDS, ROWS_PER_INSERT, _dumps, _now
+from certwright.state.notify_pg import Notice, send
 from certwright.state.records import (
+    RUNNING,
     CertificateRecord,
     DaemonRecord,
     JournalEntry,
@@ -62,7 +71,8 @@ class PgTx:
     """Writes inside one open transaction (see :class:`state.base.Tx`): journal entries and
     run rows buffered until :meth:`flush`, the others sent at once."""
 
-    def __init__(self, conn: psycopg.Connection[Any], fence: Fence | None = None) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], fence: Fence | None = None, *,
+                 announce: bool = False) -> None:
         self._conn = conn
         self._fence = fence
         self._next_seq = 0
@@ -70,6 +80,14 @@ class PgTx:
         self._runs: dict[str, tuple[Any, ...]] = {}
         self._fenced: set[str] = set()
         self._held: list[str] = []  # runs to check in seal()
+        self._announce = announce and fence is None  # see the module: wake-ups
+        self._sent: set[str] = set()
+
+    def _wake(self, kind: str) -> None:
+        """Send a ``kind`` notice to the daemons, once per transaction (see the module)."""
+        if self._announce and kind not in self._sent:
+            send(self._conn, Notice(kind, ""))
+            self._sent.add(kind)
 
     def _for(self, run_id: str) -> None:
         """Fence the run's writes once per transaction (see the module)."""
@@ -131,9 +149,12 @@ class PgTx:
         body = _dumps({k: getattr(run, k) for k in _BODY_FIELDS})
         self._runs[run.id] = (run.id, run.pipeline, run.spec_hash, run.state, run.status, body,
                               run.created, run.updated)
+        if run.status == RUNNING:
+            self._wake("run")
 
     def add_timer(self, run_id: str, entry: int, kind: str, due: str) -> int:
         self._for(run_id)
+        self._wake("timer")
         return int(self._one(
             f"INSERT INTO {N.T_TIMERS}(run_id, entry, kind, due) VALUES(%s,%s,%s,%s) "
             f"RETURNING id", (run_id, entry, kind, due)))

@@ -22,6 +22,9 @@ is one daemon's side of it:
 * :meth:`PgLeases.claim_free` lists running runs with no live lease ``FOR UPDATE SKIP
   LOCKED`` and takes their leases in the same transaction, so daemons looking at once share
   them instead of fighting over them (failover: a dead daemon's runs).
+* Wake-ups (:mod:`state.notify_pg`): :meth:`PgLeases.release` wakes the other daemons
+  (a ``run`` notice, in its transaction) when a run it lets go of is still running;
+  :meth:`PgLeases.recheck` asks the holder of a run's lease to re-check its wait.
 * Every tenure is kept in ``lease_log`` (run, token, owner, taken_at, how: new|takeover;
   ended_at, ended: released|expired), from which a test asserts no run had two drivers.
 
@@ -46,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from certwright.errors import StoreError
 from certwright.state import names as N
+from certwright.state.notify_pg import Notice, send
 
 if TYPE_CHECKING:
     import psycopg
@@ -68,6 +72,23 @@ _TAKE = f"""
         WHERE {N.T_LEASES}.owner = EXCLUDED.owner OR {N.T_LEASES}.expires_at < now()
         RETURNING token)
     SELECT up.token, prev.owner, prev.token, prev.expires_at FROM up LEFT JOIN prev ON true
+"""
+
+
+# Deletes this owner's leases (all of them, or those of some runs), ends their tenures in
+# the log, and, in the same transaction, wakes the other daemons when a run released is
+# still running (a graceful stop with steps in flight): they take it at once. Releasing
+# parked and finished runs sends nothing: no daemon has to drive them until an event or a
+# timer comes, and that daemon takes the free lease then.
+_RELEASE = f"""
+    WITH gone AS (DELETE FROM {N.T_LEASES} WHERE owner = %(o)s AND
+                  (%(all)s OR run_id = ANY(%(ids)s)) RETURNING run_id, token),
+    ended AS (UPDATE {N.T_LEASE_LOG} g SET ended_at = clock_timestamp(), ended = 'released'
+              FROM gone WHERE g.run_id = gone.run_id AND g.token = gone.token
+              RETURNING g.run_id),
+    wake AS (SELECT pg_notify({N.PG_WAKE_CHANNEL}, %(wake)s) FROM {N.T_RUNS} r
+             WHERE r.id IN (SELECT run_id FROM gone) AND r.status = 'running' LIMIT 1)
+    SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM wake)
 """
 
 
@@ -198,14 +219,28 @@ class PgLeases:
             return 0
         with self.store.connection("releasing leases in") as conn, conn.transaction():
             _write_lock(conn)
-            rows = conn.execute(
-                f"WITH gone AS (DELETE FROM {N.T_LEASES} WHERE owner = %s AND "
-                f"(%s OR run_id = ANY(%s)) RETURNING run_id, token) "
-                f"UPDATE {N.T_LEASE_LOG} g SET ended_at = clock_timestamp(), "
-                f"ended = 'released' FROM gone "
-                f"WHERE g.run_id = gone.run_id AND g.token = gone.token RETURNING g.run_id",
-                (self.owner, run_ids is None, ids)).fetchall()
-        return len(rows)
+            row = conn.execute(_RELEASE, {"o": self.owner, "all": run_ids is None, "ids": ids,
+                                          "wake": Notice("run", self.owner).payload()}
+                               ).fetchone()
+        return int(row[0]) if row else 0
+
+    def holder(self, run_id: str) -> str | None:
+        """The owner of ``run_id``'s live lease, or None (in the open transaction, if any)."""
+        with self.store.connection("reading leases in") as conn:
+            row = conn.execute(f"SELECT owner FROM {N.T_LEASES} WHERE run_id = %s AND "
+                               f"expires_at >= now()", (run_id,)).fetchone()
+        return str(row[0]) if row else None
+
+    def recheck(self, run_id: str) -> bool:
+        """Ask the daemon holding ``run_id``'s lease to re-check the run's wait (an event
+        came here for it), with a notice sent in the open transaction; False when no other
+        daemon holds it."""
+        holder = self.holder(run_id)
+        if holder is None or holder == self.owner:
+            return False
+        with self.store.connection("waking a daemon of") as conn:
+            send(conn, Notice("recheck", self.owner, run_id, holder))
+        return True
 
     # -- fencing (called by the store's transaction) ----------------------------------------
     def check(self, conn: psycopg.Connection[Any], run_id: str) -> None:

@@ -130,3 +130,7 @@ PG_MIGRATIONS: tuple[str, ...] = (
 PG_LOCK_WRITE = 0x63770001    # a write transaction (as SQLite's BEGIN IMMEDIATE)
 PG_LOCK_MIGRATE = 0x63770002  # applying schema migrations
 PG_LOCK_DAEMON = 0x63770003   # a daemon serving the store (held for its session)
+
+# LISTEN/NOTIFY wake-ups (state.notify_pg): one channel per schema, so daemons of two stores
+# in one database never hear each other; a channel name is at most 63 bytes, hence the hash.
+PG_WAKE_CHANNEL = "'certwright_wake_' || left(md5(current_schema()), 12)"  # an SQL expression

@@ -37,7 +37,8 @@ migrate`` should also find no live heartbeat. psycopg is imported only when need
 
 Several daemons: runs are leased (``state.leases_pg``); with ``fence`` set (a daemon's
 ``PgLeases``) every transaction checks, before its first write for a run, that the run's
-lease is still this daemon's (fencing), or rolls back.
+lease is still this daemon's (fencing), or rolls back. Wake-ups: ``state.notify_pg``
+(``announce`` off: a foreground run's writes wake no daemon).
 """
 from __future__ import annotations
 
@@ -101,6 +102,7 @@ class PostgresStore:
         self._tx_thread: int | None = None
         self._daemon_conn: psycopg.Connection[Any] | None = None
         self.fence: Fence | None = None  # several daemons: the lease check of every write
+        self.announce = True  # no fence: wake the daemons for runs and timers (notify_pg)
         if synchronous not in _SYNC:
             raise StoreError(f"synchronous must be one of {sorted(_SYNC)}, not {synchronous!r}")
         self._sync = _SYNC[synchronous]
@@ -126,7 +128,7 @@ class PostgresStore:
         from psycopg_pool import ConnectionPool
         try:
             with self._connect() as first:
-                self._migrate(first)
+                migrate(first, self.path, readonly=self.readonly)
             pool: ConnectionPool[Any] = ConnectionPool(
                 self.url, min_size=0, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT,
                 kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
@@ -191,9 +193,6 @@ class PostgresStore:
         return self._reading(doing)
 
     # -- schema --------------------------------------------------------------------------
-    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
-        migrate(conn, self.path, readonly=self.readonly)
-
     def schema_version(self) -> int:
         rows = self._rows("reading", f"SELECT value FROM {N.T_META} "
                                      f"WHERE key='schema_version'")
@@ -218,7 +217,8 @@ class PostgresStore:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
                                  (N.PG_LOCK_WRITE,))
-                    self._tx, self._tx_thread = PgTx(conn, self.fence), threading.get_ident()
+                    self._tx = PgTx(conn, self.fence, announce=self.announce)
+                    self._tx_thread = threading.get_ident()
                     try:
                         yield self._tx
                         self._tx.seal()

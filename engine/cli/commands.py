@@ -55,6 +55,8 @@ def _engine(args: argparse.Namespace, run_id: str, services: dict[str, Any],
         from certwright.engine.testing import CrashAfterCommits
         hooks.append(CrashAfterCommits(int(crash)))
     store = _open(args)
+    if hasattr(store, "announce"):  # PostgreSQL: this process drives the run, so wake no
+        store.announce = False      # daemon to take it (state.notify_pg)
     hooks.append(InventoryHook(store, policy_from(_load)))
     return Engine(store, args.state_dir, clock=clock_from_env(), services=services,
                   options=EngineOptions(scope=[run_id]), interceptors=hooks)

@@ -6,18 +6,24 @@ several daemons serve one store; the same interceptor interface, over
 
 * ``claim(run_id)`` is free while this daemon holds the run's lease; otherwise it takes it
   (``INSERT ... ON CONFLICT ... WHERE`` expired or ours ``RETURNING token``). Refused while
-  another daemon's lease is live: the engine leaves the run alone (an event for it is
-  dropped, a timer tried again a second later), and the run is noted so its holder is asked
-  to re-check (:meth:`RunLeases.refused_since`). A run newly claimed is dropped from the
-  engine's memory, so it is re-read from the store (lease, reload, re-check).
+  another daemon's lease is live: the engine leaves the run alone (a timer is tried again
+  a second later). An event for it (a mail routed, a file dropped) is not lost:
+  :meth:`RunLeases.event_refused` sends the holder a ``recheck`` notice in the pump's
+  transaction, and the holder re-checks the run's wait at once (the mail stays in its
+  Maildir, the file in its folder, until the wait takes it). A run newly claimed is dropped
+  from the engine's memory, so it is re-read from the store (lease, reload, re-check).
 * :meth:`RunLeases.release_idle`, between pumps, releases the leases of runs that parked or
   finished, so any daemon may take them at their next event or timer.
 * :meth:`RunLeases.keep`, from the loop, renews every lease each ``lease_s / 3`` and takes
   running runs no live lease covers (new ones, a dead daemon's) ``FOR UPDATE SKIP LOCKED``;
   their ids go to ``engine.sync(adopt=leases.adopt)``. A lease found lost is logged
   (``lease_lost``) and the run dropped from the engine's memory.
+* :meth:`RunLeases.claim_now` takes free running runs at once, when a wake-up notice
+  (:mod:`~certwright.engine.daemon.wakeups`) says another process made some; ``keep`` is
+  the fallback that finds them when notices were lost.
 * :meth:`RunLeases.close` (a graceful stop, after the engine's close) releases every lease
-  at once, so other daemons take the runs without waiting for the expiry.
+  at once, with a ``run`` notice when a run let go is still running, so other daemons
+  take the runs at once, not after the expiry.
 
 The store checks each write against the lease (``PostgresStore.fence``): a transaction
 with a write for a run whose lease was lost rolls back (FencingRefused); the daemon logs
@@ -41,6 +47,7 @@ from collections.abc import Callable
 import structlog
 
 from certwright.engine.run.interceptor import EngineView, Interceptor
+from certwright.events import Event
 from certwright.state.leases_pg import PgLeases
 
 __all__ = ["RunLeases"]
@@ -78,6 +85,16 @@ class RunLeases(Interceptor):
         if self._engine is not None:
             self._engine.forget(run_id)
         return True
+
+    def event_refused(self, run_id: str, event: Event) -> None:
+        """An event (a mail, a file) for a run another daemon holds: ask that daemon, by a
+        notice in this pump's transaction, to re-check the run's wait now, instead of at
+        its own poll. A wake (a timer, or such a notice) asks nobody: two daemons that
+        both lack the lease must not wake each other in turn."""
+        if event.kind in ("wake", "tick"):
+            return
+        if self.leases.recheck(run_id):
+            log.info("run_recheck_asked", run_id=run_id, kind=event.kind)
 
     def adopt(self, run_id: str) -> bool:
         """For ``engine.sync(adopt=...)``: a running run taken by the last :meth:`keep`,
@@ -122,6 +139,18 @@ class RunLeases(Interceptor):
         cutoff = self._mono() - 2 * self.leases.lease_s
         for rid in [r for r, at in self._refused_at.items() if at < cutoff]:
             del self._refused_at[rid]
+        return taken
+
+    def claim_now(self) -> list[str]:
+        """Take free running runs now (a wake-up said there are some): their ids, to
+        adopt. The renewal stays on its own pace (:meth:`keep`)."""
+        taken = self.leases.claim_free(CLAIM_BATCH)
+        for rid in taken:
+            if self._engine is not None:
+                self._engine.forget(rid)
+        self._adoptable.update(taken)
+        if taken:
+            log.info("runs_leased", count=len(taken), owner=self.leases.owner, woken=True)
         return taken
 
     def lost(self, run_id: str, token: int | None) -> None:

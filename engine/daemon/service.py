@@ -24,9 +24,9 @@ file (mail sources, inbox and embedded services are fixed at start: restart for 
 
 One driver per run: see :mod:`certwright.engine.daemon.locking` (run locks while a run
 is active here; ``resume``/``run`` refuse in the foreground while the daemon lock is held).
-On a PostgreSQL store several daemons share the runs under leases instead (``leasing``,
-``shared``): a pump refused by fencing, or failed as the server went away, is rolled back
-and the engine started afresh from the store (after a capped back-off while it is down).
+On PostgreSQL daemons share the runs under leases instead (``leasing``, ``shared``; woken
+by each other's LISTEN/NOTIFY notices, ``wakeups``): a pump refused by fencing, or failed
+as the server went away, is rolled back and the engine started afresh from the store.
 """
 from __future__ import annotations
 
@@ -227,7 +227,7 @@ class Daemon:
             stack.callback(lambda: self.engine.close() if self.engine else None)
             engine.open()
             if leases is not None:
-                self.shared = Shared(leases, make, engine)
+                self.shared = stack.enter_context(Shared(leases, make, engine))  # + wake-ups
 
             catalog = PipelineCatalog(self.cfg.pipelines)
             catalog.reload()

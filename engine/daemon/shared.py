@@ -2,9 +2,12 @@
 
 :class:`Shared` wraps each ``engine.pump`` of the service loop:
 
-* after it, the leases of runs that parked or finished are released, and every third of
-  the lease period the held ones are renewed and free running runs (new ones, a dead
-  daemon's) are taken and adopted (:class:`~certwright.engine.daemon.leasing.RunLeases`);
+* after it, the leases of runs that parked or finished are released; when a wake-up
+  notice said so (:mod:`~certwright.engine.daemon.wakeups`, heard while the pump waited),
+  free running runs are taken at once and new timers loaded; and every third of the lease
+  period, the fallback, the held leases are renewed and free running runs (new ones, a
+  dead daemon's) are taken and adopted
+  (:class:`~certwright.engine.daemon.leasing.RunLeases`);
 * a pump refused by fencing (``FencingRefused``: a write for a run whose lease another
   daemon took over, say after this process was stopped past its lease) has been rolled
   back: the run is logged (``fencing_refused``) and forgotten, and the engine is started
@@ -25,11 +28,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import structlog
 
 from certwright.engine.daemon.leasing import RunLeases
+from certwright.engine.daemon.wakeups import Wakeups
 from certwright.engine.run.runner import Engine
 from certwright.state.faults import StoreFault
 from certwright.state.leases_pg import FencingRefused, PgLeases
@@ -55,7 +59,8 @@ def leases_for(store: Any, lease_s: float) -> RunLeases | None:
 
 class Shared:
     """The guarded pump (see the module). ``make()`` builds a new engine (and makes it the
-    daemon's); ``engine`` is the one running now."""
+    daemon's); ``engine`` is the one running now. A context manager: inside it the
+    wake-up listener runs (leave it before the engine closes)."""
 
     def __init__(self, leases: RunLeases, make: Callable[[], Engine], engine: Engine) -> None:
         self.leases = leases
@@ -64,6 +69,16 @@ class Shared:
         self._backoff = 0.0
         self._stale = False  # the engine's memory may not match the store: start afresh
         self.restarts = 0
+        store = leases.leases.store
+        self.wakeups = Wakeups(store.url, store.path, leases.leases.owner, lambda: self.engine)
+
+    def __enter__(self) -> Self:
+        """Start listening for wake-ups (leaving stops it)."""
+        self.wakeups.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wakeups.stop()
 
     def pump(self, wait: float, stop: threading.Event) -> None:
         """One pump and the leases' upkeep; returns normally whatever the store did."""
@@ -72,8 +87,7 @@ class Shared:
                 self._restart()
             self.engine.pump(timeout=wait)
             self.leases.release_idle()
-            if self.leases.due() and self.leases.keep():
-                self.engine.sync(adopt=self.leases.adopt)
+            self._upkeep()
             self._backoff = 0.0
         except FencingRefused as exc:
             self.leases.lost(exc.run_id, exc.token)
@@ -83,6 +97,15 @@ class Shared:
             log.warning("store_unavailable", error=str(exc), retry_in_s=self._backoff)
             self._stale = True
             stop.wait(self._backoff)
+
+    def _upkeep(self) -> None:
+        """Take free runs and load timers when a wake-up said so, and keep the leases
+        (renew, take free runs) every third of a lease, the fallback for lost notices."""
+        claim, timers = self.wakeups.take()  # lost if this fails: the restart catches up
+        taken = bool(self.leases.claim_now()) if claim else False
+        kept = self.leases.due() and bool(self.leases.keep())
+        if taken or kept or timers:
+            self.engine.sync(adopt=self.leases.adopt)
 
     def _restart(self) -> None:
         """Close the engine and start a new one from the store (timers, running runs)."""

@@ -184,6 +184,7 @@ class Dispatcher:
             if self._scope is not None and rid not in self._scope:
                 continue
             if not self._hooks.claim(rid):
+                self._hooks.event_refused(rid, event)
                 continue
             run = self._get(rid)
             if run is None or run.status != WAITING:

@@ -7,7 +7,8 @@ the defaults do nothing. The engine takes a sequence of them at construction and
   (``submit``, ``wake``) and the questions an interceptor may ask (:class:`EngineView`).
 * ``claim(run_id) -> bool`` before anything is dispatched to a run (advancing it, an event,
   a timer): False leaves the run alone (its timer is tried again a second later). Every
-  interceptor must agree; the first False wins.
+  interceptor must agree; the first False wins. An event so left is told to
+  ``event_refused(run_id, event)`` (e.g. to ask the run's driver to re-check it).
 * ``filter_wait(wait) -> Wait`` before a step's wait is recorded (each in turn).
 * ``committed(count)`` right after each commit of the engine (``count``: transactions so
   far), before anything else happens: crash points for tests.
@@ -56,6 +57,9 @@ class Interceptor:
         """Whether the engine may dispatch to ``run_id`` now."""
         return True
 
+    def event_refused(self, run_id: str, event: Event) -> None:
+        """``event`` for ``run_id`` was not dispatched: ``claim`` refused the run."""
+
     def filter_wait(self, wait: Wait) -> Wait:
         """The wait to record instead of ``wait`` (e.g. without a poll)."""
         return wait
@@ -101,6 +105,7 @@ class Interceptors:
     def __init__(self, items: Iterable[Interceptor] = ()) -> None:
         self.items = tuple(items)
         self._claim = _overriding(self.items, "claim")
+        self._refused = _overriding(self.items, "event_refused")
         self._filter = _overriding(self.items, "filter_wait")
         self._committed = _overriding(self.items, "committed")
         self._waiting = _overriding(self.items, "waiting")
@@ -117,6 +122,10 @@ class Interceptors:
     # -- asked now, inside the transaction ------------------------------------------------
     def claim(self, run_id: str) -> bool:
         return all(claim(run_id) for claim in self._claim)
+
+    def event_refused(self, run_id: str, event: Event) -> None:
+        for r in self._refused:
+            r(run_id, event)
 
     def filter_wait(self, wait: Wait) -> Wait:
         for f in self._filter:

@@ -1,6 +1,7 @@
 """``bench/cluster.py`` still runs on a tiny size: a durable PostgreSQL cluster of its own,
 daemons as processes of their own driving a few runs of the 5-state pipeline and a few
-probe mails, a failover of a few runs, one JSON object with every figure.
+probe mails, a failover of a few runs, one JSON object with every figure; so does
+``bench/cluster_wake.py`` (runs made elsewhere, started by daemons woken by notices).
 
 Only the shape is checked (exit status, keys, positive figures, every run's transitions
 counted); the timings are for people to read, never asserted.
@@ -42,4 +43,19 @@ def test_cluster_bench_prints_every_figure() -> None:
                 "mail_to_transition_p50_ms", "mail_to_transition_p99_ms"):
         assert figures[key] > 0, key
     assert figures["scaling_3_over_1"] is None  # three daemons were not asked for
+    assert len(figures["load_average"]) == 3
+
+
+def test_wake_bench_prints_its_figures() -> None:
+    """``bench/cluster_wake.py`` on a few runs: every run was started by a daemon (else it
+    exits non-zero) and its figures are there."""
+    if _bindir() is None:
+        pytest.fail("PostgreSQL is not installed (scripts/system-deps.sh installs it)")
+    done = subprocess.run([sys.executable, "bench/cluster_wake.py", "--json", "--runs", "5",
+                           "--gap", "0.05"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout)
+    assert figures["runs"] == 5 and figures["fallback_poll_s"] == 30.0
+    assert 0 < figures["run_to_step_p50_ms"] <= figures["run_to_step_p99_ms"]
     assert len(figures["load_average"]) == 3

@@ -170,10 +170,19 @@ def test_a_daemon_stopped_past_its_lease_is_fenced_off_when_continued(
     _check_once(url, tmp_path, ids)
 
 
+def _listens_again(proc: Proc) -> bool:
+    """Whether the daemon's wake listener lost its connection and listened again."""
+    events = proc.events()
+    return (any(e.get("event") == "wake_listener_down" for e in events)
+            and any(e.get("event") == "wake_listening" and e.get("reconnects", 0) >= 1
+                    for e in events))
+
+
 def test_the_daemons_live_through_a_server_restart_and_every_run_completes(
         tmp_path: Path, own_cluster: Cluster) -> None:
     """PostgreSQL stopped while two daemons drive runs, started again seconds later: the
-    daemons log the outage, back off, reconnect, and every run completes once."""
+    daemons log the outage, back off, reconnect, and every run completes once; each
+    daemon's wake listener, cut off too, reconnects by itself and listens again."""
     url = own_cluster.store_url(str(tmp_path))
     a, b = _daemon(tmp_path, url, "a"), _daemon(tmp_path, url, "b")
     try:
@@ -185,6 +194,8 @@ def test_the_daemons_live_through_a_server_restart_and_every_run_completes(
         own_cluster.start()
         wait_for(lambda: _all_done(url, ids), 120, "every run to succeed")
         assert a.popen.poll() is None and b.popen.poll() is None
+        wait_for(lambda: all(_listens_again(p) for p in (a, b)), 60,
+                 "each daemon's wake listener to listen again")
     finally:
         for p in (a, b):
             p.stop()
