@@ -35,9 +35,11 @@ from certwright.engine.run.runner import Engine, EngineOptions
 from certwright.mail.books import books_dir
 from certwright.mail.maildir import Maildir
 from certwright.state.base import Tx
+from certwright.state.postgres import PostgresStore
 from certwright.state.records import JournalEntry
 from certwright.state.sqlite import SQLiteStore
 from tests.support.mail import CA_BASE, PROBE_PATH, probe_mail
+from tests.support.postgres import Cluster, postgres  # noqa: F401 - fixtures
 
 TO = "postmaster@example.test"
 
@@ -212,11 +214,33 @@ def test_two_engines_on_one_store_take_one_message_once(tmp_path: Path) -> None:
     its run (``step_result_refused``), calls the step again, which sees it taken, and its
     run waits on. The message is moved once."""
     state = tmp_path / "state"
+    marks = _two_takers(tmp_path, [SQLiteStore(state / "certwright.sqlite") for _ in range(2)])
+    assert _takes_and_transitions(state, marks[0])[1] == [("mail-file", marks[0]),
+                                                          ("mail", marks[0])]
+
+
+def test_two_engines_on_one_postgresql_store_take_one_message_once(
+        tmp_path: Path, postgres: Cluster) -> None:
+    """The same two takers on one PostgreSQL store (as two daemons would be)."""
+    url = postgres.store_url(str(tmp_path))
+    rids = _two_takers(tmp_path, [PostgresStore(url) for _ in range(2)])
+    store = PostgresStore(url)
+    try:
+        got = store.query("test", "SELECT source, run_id FROM processed ORDER BY source")
+    finally:
+        store.close()
+    assert [(src.split(":")[0], run) for src, run in got] == [("mail-file", rids[0]),
+                                                               ("mail", rids[0])]
+
+
+def _two_takers(tmp_path: Path, stores: list[Any]) -> list[str]:
+    """Both engines' runs wait, both steps return the one message, then each engine
+    commits in turn; returns the run ids (the first one's took it)."""
+    state = tmp_path / "state"
     md = Maildir(tmp_path / "Maildir", books=books_dir(state, tmp_path / "Maildir"))
     md.ensure()
     spec = load_pipeline_text(PIPELINE, "mailwait.yaml")
     clock = FakeClock()
-    stores = [SQLiteStore(state / "certwright.sqlite") for _ in range(2)]
     engines = [Engine(s, state, clock=clock, options=EngineOptions(inline=True, scope=()))
                for s in stores]
     rids = []
@@ -237,11 +261,11 @@ def test_two_engines_on_one_store_take_one_message_once(tmp_path: Path) -> None:
     refused = [e for e in logs if e["event"] == "step_result_refused"]
     assert [e["run_id"] for e in refused] == [rids[1]]
     assert [e["event"] for e in logs if e.get("run_id") == rids[1]].count("step_waiting") <= 1
+    kinds = [e.kind for e in stores[0].journal(rids[1])]
+    assert "step_done" not in kinds and kinds.count("entered") == 1
     for eng, s in zip(engines, stores, strict=True):
         eng.close()
         s.close()
-    assert _takes_and_transitions(state, rids[1])[0] == ["entered"]  # no step_done
-    assert _takes_and_transitions(state, rids[0])[1] == [("mail-file", rids[0]),
-                                                         ("mail", rids[0])]
     assert md.list_cur() == ["1.probe.host:2,S"] and md.list_new() == []
     assert _nothing_quarantined(md)
+    return rids
