@@ -8,9 +8,10 @@
   rename to the journal's ``at`` of the run's committed ``entered verified`` entry (the
   link was followed on the CA in between: ``wait.mail`` then ``ca.verify``).
 * ``mail_to_taken_p50_ms`` / ``_p99_ms``: the mail's part of it, from before the rename to
-  the ``wait.mail`` step's ``step_done`` (routed, offered, parsed, marked in the processed
-  log, moved to ``cur/``); ``ca_verify_p50_ms`` / ``_p99_ms``: the ``ca.verify`` step's
-  own time (its ``step_started`` to its ``step_done``: the HTTP call and the CA's commit).
+  the ``wait.mail`` step's ``step_done`` (routed, offered, parsed, judged; its take
+  committed with that ``step_done``, the move to ``cur/`` after it);
+  ``ca_verify_p50_ms`` / ``_p99_ms``: the ``ca.verify`` step's own time (its
+  ``step_started`` to its ``step_done``: the HTTP call and the CA's commit).
 * ``--busy``: the latency figures are measured with ``bench/engine.py`` running beside
   them, restarted whenever it ends (a machine with other work on it); ``busy`` in the JSON
   says which case it was.

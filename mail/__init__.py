@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from certwright.mail.imap import ImapAccount, ImapSource
     from certwright.mail.inotify import NewFileWatcher
     from certwright.mail.intake import Intake
+    from certwright.mail.ledger import Ledger
     from certwright.mail.links import link_problem, safe_link
     from certwright.mail.maildir import Maildir, MessageTooLarge
     from certwright.mail.parse import MailLimits, ParsedMail, parse_message
@@ -27,6 +28,7 @@ __all__ = [
     "ImapAccount",
     "ImapSource",
     "Intake",
+    "Ledger",
     "MailLimits",
     "Maildir",
     "MessageTooLarge",
@@ -44,6 +46,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "ImapAccount": "certwright.mail.imap",
     "ImapSource": "certwright.mail.imap",
     "Intake": "certwright.mail.intake",
+    "Ledger": "certwright.mail.ledger",
     "MailLimits": "certwright.mail.parse",
     "Maildir": "certwright.mail.maildir",
     "MessageTooLarge": "certwright.mail.maildir",

@@ -1,12 +1,15 @@
 """Where certwright keeps its bookkeeping for a mailbox: in the state dir, not the Maildir.
 
 A Maildir belongs to the MTA that delivers into it (and maybe to people who read it):
-certwright's processed log (:class:`certwright.mail.maildir.ProcessedLog`) and the
-quarantine of mail moved aside live in ``<state dir>/mailboxes/<name>-<hash>/``, one folder
-per Maildir (the hash of its resolved path keeps two Maildirs of the same name apart).
-Every process of one state dir (``run``, the daemon) finds the same folder.
+certwright's quarantine of mail moved aside lives in ``<state dir>/mailboxes/<name>-<hash>/``,
+one folder per Maildir (the hash of its resolved path keeps two Maildirs of the same name
+apart). Every process of one state dir (``run``, the daemon) finds the same folder.
 
-Earlier versions kept both in the Maildir itself (``certwright-processed.sqlite3``,
+Which messages were taken is the store's to say (:mod:`certwright.mail.ledger`). Versions
+before that kept a processed log here (:class:`ProcessedLog`): it is still read when it
+exists, and no longer written.
+
+Earlier still, both lived in the Maildir itself (``certwright-processed.sqlite3``,
 ``.quarantine/``). :func:`carry_over` copies such an old processed log into the new place
 once (a consistent SQLite backup), so runs that took mail before the upgrade still find
 their takes; the old files are left where they are (nothing is ever deleted).
@@ -22,16 +25,22 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["PROCESSED_LOG", "ProcessedLog", "books_dir", "carry_over"]
+__all__ = ["PROCESSED_LOG", "ProcessedLog", "books_dir", "carry_over", "mailbox_id"]
 
 PROCESSED_LOG = "certwright-processed.sqlite3"
 
 
-def books_dir(state_dir: Path | str, maildir: Path | str) -> Path:
-    """The bookkeeping folder of ``maildir`` under ``state_dir`` (not created here)."""
+def mailbox_id(maildir: Path | str) -> str:
+    """The name of ``maildir`` among certwright's mailboxes: ``<name>-<hash>``, the hash
+    of its resolved path (the same in every process of one host)."""
     resolved = Path(maildir).expanduser().resolve()
     digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:16]
-    return Path(state_dir) / "mailboxes" / f"{resolved.name or 'maildir'}-{digest}"
+    return f"{resolved.name or 'maildir'}-{digest}"
+
+
+def books_dir(state_dir: Path | str, maildir: Path | str) -> Path:
+    """The bookkeeping folder of ``maildir`` under ``state_dir`` (not created here)."""
+    return Path(state_dir) / "mailboxes" / mailbox_id(maildir)
 
 
 def carry_over(legacy: Path, target: Path) -> bool:

@@ -11,21 +11,23 @@ them in through :class:`Intake`, in this order:
    cache, so whoever comes next parses it no more. Hostile mail is moved aside when it
    claims to be the CA's (:mod:`certwright.mail.claims`); anyone else's is left alone
    (:class:`Foreign`): a mailbox may be shared with people.
-2. :meth:`Intake.finish_taken`: the processed log says the message was taken from this
-   very file already (a move to ``cur/`` a power cut undid): the move is finished.
+2. :meth:`Intake.finish_taken`: the store says the message was taken from this very file
+   already (a crash between the commit of the take and the move to ``cur/``, or a power
+   cut that undid the move): the move is finished.
 3. :meth:`Intake.refuse_duplicate`: its Message-ID was taken from another file: moved
    aside as a duplicate.
 
 What a caller does between the stages stays with it: the router offers a message to the
 waiting runs before the duplicate check (latency; a step checks again before taking), a
-step leaves mail for other recipients alone before any processed-log check. Moving aside
+step leaves mail for other recipients alone before any look at the takes. Moving aside
 (:meth:`Intake.set_aside`) logs ``mail_<kind>`` (warning: ``file``, ``reason``, and what the
 caller passes) through the caller's logger, so each log line carries the caller's bindings.
 
 Hazards: a message can vanish at any point (another process took it): nothing here raises
 ``FileNotFoundError`` for it; the result says "gone" (None, False, ``moved=False``). Nothing
-is ever deleted. The parse cache is process-wide (see its module); the processed log is the
-Maildir's (:meth:`Maildir.processed_log`).
+is ever deleted. The parse cache is process-wide (see its module); what was taken is the
+store's record, read through ``processed`` (:class:`certwright.mail.ledger.Ledger`, which
+also reads an older version's processed log).
 """
 from __future__ import annotations
 
@@ -34,8 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from certwright.mail import cache as mailcache
-from certwright.mail.books import ProcessedLog
 from certwright.mail.claims import Claims
+from certwright.mail.ledger import Ledger, Processed
 from certwright.mail.maildir import Maildir, MessageTooLarge
 from certwright.mail.parse import HostileMail, ParsedMail, parse_message
 
@@ -82,17 +84,19 @@ class Foreign:
 
 
 class Intake:
-    """The intake of one Maildir for one caller, logging through ``log``.
+    """The intake of one Maildir for one caller, logging through ``log``; ``processed`` is
+    the store's ``is_processed`` (None: no store, see :mod:`certwright.mail.ledger`).
 
     Cheap to make (one per message is fine); safe in several threads and processes at once
-    as :class:`Maildir` and :class:`ProcessedLog` are.
+    as :class:`Maildir` and the store are.
     """
 
-    def __init__(self, md: Maildir, log: Any, claims: Claims | None = None) -> None:
+    def __init__(self, md: Maildir, log: Any, claims: Claims | None = None,
+                 processed: Processed | None = None) -> None:
         self.md = md
         self.log = log
         self.claims = claims or Claims()
-        self.plog: ProcessedLog = md.processed_log()
+        self.ledger = Ledger(md, processed)
 
     def _head(self, name: str) -> bytes:
         """The first bytes of a message too large to read whole ("" when gone)."""
@@ -133,21 +137,22 @@ class Intake:
     def finish_taken(self, name: str, message_id: str, *, own_key: str | None = None) -> bool:
         """True when the message was taken from this very file already (stage 2).
 
-        Its move to ``cur/`` was lost (a power cut after the processed-log mark): the move
-        is finished here (``mail_move_finished``) and the caller treats the message as gone.
-        A take under ``own_key`` is the caller's own and is left to it (False).
+        Its move to ``cur/`` was lost (a crash or a power cut after the take's commit): the
+        move is finished here (``mail_move_finished``) and the caller treats the message as
+        gone. A take under ``own_key`` (an older version's log) is the caller's own and is
+        left to it (False).
         """
-        owner = self.plog.taken(message_id, name)
+        owner = self.ledger.taken(message_id, name)
         if owner is None or (own_key is not None and owner == own_key):
             return False
         if self.md.finish_taken(name):
-            self.log.info("mail_move_finished", file=name, taken_by=owner)
+            self.log.info("mail_move_finished", file=name, taken_by=owner or "the store")
         return True
 
     def refuse_duplicate(self, name: str, message_id: str) -> Refused | None:
         """Move the message aside when its Message-ID was taken from another file (stage 3);
         None when it is no duplicate."""
-        if not self.plog.seen(message_id, name):
+        if not self.ledger.seen(message_id, name):
             return None
         return self.set_aside(name, f"duplicate: Message-ID {message_id} was already taken",
                               kind=DUPLICATE, message_id=message_id)

@@ -4,7 +4,8 @@ Layout: ``<path>/{tmp,new,cur}`` holds messages, one file each. certwright's boo
 lives in a separate ``books`` folder (the state dir's, :mod:`certwright.mail.books`; the
 Maildir itself when none is given): ``<books>/.quarantine`` is a Maildir for messages moved
 aside (never deleted) with a ``reasons/<name>.reason`` sidecar each, and
-``<books>/certwright-processed.sqlite3`` is the :class:`ProcessedLog`.
+``<books>/certwright-processed.sqlite3`` is the :class:`ProcessedLog` of older versions
+(takes are the store's now: :mod:`certwright.mail.ledger`).
 
 Hazards this module is written against:
 
@@ -254,17 +255,22 @@ class Maildir:
             raise MessageTooLarge(name, len(data), self.max_read)
         return data
 
+    @staticmethod
+    def cur_name(name: str, flags: str = "S") -> str:
+        """The name :meth:`move_to_cur` gives message ``name`` in ``cur/``."""
+        return f"{name}:2,{''.join(sorted(set(flags)))}"
+
     def move_to_cur(self, name: str, flags: str = "S", *, sync: bool = True) -> str:
         """Move ``new/<name>`` to ``cur/<name>:2,<flags>`` and return the new name.
 
         Repeat-safe: if the message is already in ``cur/`` under that name, returns it.
         Raises FileNotFoundError when it is in neither place (another process took it).
         ``sync=False`` skips the fsync of ``cur/``: for a caller that recorded the take
-        durably first (a :class:`ProcessedLog` mark), so a move lost to a power cut is
-        redone by whoever finds the message back in ``new/`` (see :meth:`ProcessedLog.taken`).
+        durably first (the store's marks, :mod:`certwright.mail.ledger`), so a move lost to
+        a power cut is redone by whoever finds the message back in ``new/``.
         """
         _check_name(name)
-        target = f"{name}:2,{''.join(sorted(set(flags)))}"
+        target = self.cur_name(name, flags)
         try:
             os.rename(self.new / name, self.cur / target)
         except FileNotFoundError:
@@ -276,7 +282,7 @@ class Maildir:
         return target
 
     def finish_taken(self, name: str) -> bool:
-        """Move a message the processed log says was taken (its unsynced move to ``cur/``
+        """Move a message the store says was taken (its unsynced move to ``cur/``
         lost to a power cut) on to ``cur/``; False when it is gone already."""
         try:
             self.move_to_cur(name)
@@ -349,3 +355,12 @@ class Maildir:
             carry_over(self.path / PROCESSED_LOG, target)
             self.books.mkdir(mode=0o700, parents=True, exist_ok=True)
         return ProcessedLog(target)
+
+    def legacy_log(self) -> ProcessedLog | None:
+        """The processed log an older version kept for this Maildir (carried over as
+        :meth:`processed_log` does), or None when there is none: it is read, never
+        written (:mod:`certwright.mail.ledger`)."""
+        if (self.books / PROCESSED_LOG).exists() or (
+                self.books != self.path and (self.path / PROCESSED_LOG).is_file()):
+            return self.processed_log()
+        return None

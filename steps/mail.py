@@ -5,17 +5,21 @@ mail intake (:class:`certwright.mail.intake.Intake`, which the daemon's router u
 Only mail that claims to be the CA's (:mod:`certwright.mail.claims`: its header, its
 sender, a link to the step's ``link_base``) is touched: a person's mail in a shared mailbox
 stays in ``new/`` unread. Such a message that fails to parse is hostile for everyone: it
-is logged and quarantined. One for our address is judged by the step: taken (moved to
-``cur/`` and recorded in the mailbox's :class:`certwright.mail.maildir.ProcessedLog` under
-the step's idempotency key), moved aside (suspicious links, duplicate Message-ID), or left
-alone. Messages for other addresses are always left alone: other runs may wait for them.
-The processed log and the quarantine live in the state dir (:mod:`certwright.mail.books`).
+is logged and quarantined. One for our address is judged by the step: taken, moved aside
+(suspicious links, duplicate Message-ID), or left alone. Messages for other addresses are
+always left alone: other runs may wait for them. The quarantine lives in the state dir
+(:mod:`certwright.mail.books`).
 
-Crash safety: the ProcessedLog mark comes first, then the move to ``cur/``, then Done. A
-step called again with the same idempotency key finds its mark and returns the same
-message again (moving it to ``cur/`` if the crash came before the move), so a resumed
-run never waits for a mail it already took. Two steps racing for one message: the first
-mark wins, the other leaves it.
+Taking is the engine's commit (:mod:`certwright.mail.ledger`): the step returns Done with
+the message's marks and the move to ``cur/`` as its ``after``; the engine writes the marks
+into the store with the step's ``step_done`` (one commit, no fsync of its own), then moves
+the file (not fsynced). Crash safety follows from that one commit: a crash before it
+leaves the message in ``new/`` and no mark, and the step, called again, takes it then; a
+crash after it leaves the step done and the mark committed, and whoever finds the file
+still in ``new/`` (the router, a step) finishes the move from the store's mark. Two steps
+racing for one message (two runs, two processes): both may return it, the first commit's
+marks win, and the other engine calls its step again, which sees it taken. A run that
+took a mail under an older version (its processed log) finds it again by its key.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -107,7 +112,7 @@ class _MailWait:
             log.warning("maildir_missing", error=str(exc))
             return Wait(description=f"mail to {to}: {exc}", correlations=(mail_key(to),),
                         poll=30.0, memo={**memo, "started": started})
-        intake = Intake(md, log, self._claims(ctx))
+        intake = Intake(md, log, self._claims(ctx), ctx.processed)
         recovered = self._recover(ctx, intake, log)
         if recovered is not None:
             return recovered
@@ -155,12 +160,23 @@ class _MailWait:
             raise PermanentError(f"parameter since: not an ISO 8601 instant: {since!r}") from None
         return when - SINCE_SLACK
 
+    def taken_again(self, ctx: StepContext, name: str) -> Done | None:
+        """As :meth:`retake`, for a caller with no intake of its own (``wait.mails``)."""
+        path = self._maildir_path(ctx)
+        md = Maildir(path, books=books_dir(ctx.state_dir, path))
+        log = ctx.log.bind(step=self.name, maildir=str(md.path))
+        return self.retake(ctx, Intake(md, log, self._claims(ctx), ctx.processed), name, log)
+
     def _recover(self, ctx: StepContext, intake: Intake, log: Any) -> Done | None:
-        """The message this step (same idempotency key) already took, if any."""
-        found = intake.plog.find_by_key(ctx.idempotency_key)
+        """The message this step (same idempotency key) took under an older version."""
+        found = intake.ledger.find_by_key(ctx.idempotency_key)
         if found is None:
             return None
-        _, name = found
+        return self.retake(ctx, intake, found[1], log)
+
+    def retake(self, ctx: StepContext, intake: Intake, name: str, log: Any) -> Done | None:
+        """The message ``name`` this step took already, judged again from ``cur/`` (moved
+        there first if its move was not done); None when it cannot be read again."""
         md = intake.md
         try:
             cur = md.move_to_cur(name)
@@ -204,7 +220,7 @@ class _MailWait:
         if intake.claims.claim(mail) is None:
             return SKIP  # a person's mail in a shared mailbox: never touched
         if intake.finish_taken(name, message_id, own_key=ctx.idempotency_key):
-            return None  # taken by another step; its move was lost, and is finished now
+            return None  # taken by another step; its move was not done, and is finished now
         refused = intake.refuse_duplicate(name, message_id)
         if refused is not None:
             self._log_if_vanished(refused, name, log)
@@ -215,15 +231,20 @@ class _MailWait:
         if isinstance(verdict, _Aside):
             self._log_if_vanished(intake.set_aside(name, verdict.reason), name, log)
             return None
-        if not intake.plog.mark(message_id, name, ctx.idempotency_key):
-            return None  # another step claimed it first
-        try:
-            cur = md.move_to_cur(name, sync=False)  # the mark above is the durable record
-        except FileNotFoundError:
-            log.warning("mail_vanished", file=name)
-            return None
+        cur = md.cur_name(name)
         log.info("mail_taken", file=cur, message_id=message_id, sender=mail.from_addr)
-        return Done({**verdict, "file": str(md.cur / cur)})
+        return Done({**verdict, "file": str(md.cur / cur)},
+                    marks=intake.ledger.marks(message_id, name),
+                    after=partial(_move_taken, md, name, log))
+
+
+def _move_taken(md: Maildir, name: str, log: Any) -> None:
+    """After the take's commit: the message to ``cur/``, unsynced (the store's marks are the
+    durable record; a move undone is finished by whoever finds it in ``new/``)."""
+    try:
+        md.move_to_cur(name, sync=False)
+    except FileNotFoundError:
+        log.warning("mail_vanished", file=name)
 
 
 class WaitMail(_MailWait):

@@ -19,7 +19,8 @@ steps judge it with what they know of their CA, and then left alone).
 * **hostile** (``HostileMail``: truncated MIME, too big, nested too deep, undecodable or
   ambiguous headers) -> moved aside at once, the reason logged (``mail_hostile``).
 * **duplicate** (its Message-ID, or the SHA-256 of a message without one, was already
-  taken from another file, per the Maildir's ``ProcessedLog``) -> moved aside at once.
+  taken from another file, per the store's marks, :mod:`certwright.mail.ledger`) -> moved
+  aside at once.
 * **unmatched** (no run waits for any recipient) -> kept in ``new/``: a run may be just
   about to park and wait for it. The sweep re-routes it each second; once it has been in
   ``new/`` for the grace period (counted from the later of its delivery and this daemon's
@@ -78,13 +79,16 @@ class MailRouter:
     """Turns Maildir messages into engine events; moves aside what nobody can take.
 
     ``lookup(key)`` returns the run ids waiting for a correlation key; ``submit(event)``
-    hands an event to the engine (thread-safe); ``now()`` is wall-clock seconds.
+    hands an event to the engine (thread-safe); ``now()`` is wall-clock seconds;
+    ``processed`` is the store's ``is_processed`` (which messages were taken).
     """
 
     def __init__(self, lookup: Callable[[str], list[str]], submit: Callable[[Event], None],
                  *, grace: float = 600.0, now: Callable[[], float] = time.time,
-                 claims: Claims | None = None) -> None:
+                 claims: Claims | None = None,
+                 processed: Callable[[str, str], bool] | None = None) -> None:
         self._lookup = lookup
+        self._processed = processed
         self.claims = claims or Claims()
         self._submit = submit
         self.grace = grace
@@ -127,7 +131,8 @@ class MailRouter:
         key = str(md.path)
         intake = self._intakes.get(key)
         if intake is None or intake.claims is not self.claims:
-            intake = self._intakes[key] = Intake(md, log.bind(maildir=key), self.claims)
+            intake = self._intakes[key] = Intake(md, log.bind(maildir=key), self.claims,
+                                                 self._processed)
         return intake
 
     def _route_new(self, md: Maildir, name: str) -> str:
@@ -145,7 +150,7 @@ class MailRouter:
             return self._settled(md, name, admitted)
         message_id = admitted.message_id
         if intake.finish_taken(name, message_id):
-            return GONE  # taken already; its move to cur/ was lost (a power cut)
+            return GONE  # taken already; its move to cur/ was not done (a crash, a power cut)
         mail = admitted.mail
         claimed = self.claims.claim(mail) is not None
         if claimed and mail.suspicious_links:

@@ -243,7 +243,7 @@ class Daemon:
                               prepare=self._prepare)
                 observer.schedule(inbox.handler(self._wake), str(inbox.folder))
             router = MailRouter(lookup_store.runs_for, self._submit,
-                                grace=self.cfg.unmatched_grace,
+                                grace=self.cfg.unmatched_grace, processed=lookup_store.is_processed,
                                 now=lambda: self.clock.now().timestamp(),
                                 claims=Claims.of(senders=self.cfg.ca_senders,
                                                  origins=self.cfg.ca_origins))

@@ -18,6 +18,13 @@ Contract every step keeps:
   ``"<secret>"``. Long-lived secrets (keys, passphrases) go to 0600 files; output the path.
 * **Cleanup undoes, idempotently.** A step with ``cleanup`` (:class:`Cleanup`) has it
   called when its state is left or its run cancelled; it may be called twice.
+* **Taking an outside message is the engine's commit.** A step that takes a message (a
+  mail) returns its marks (``Done.marks``: ``(source, ident)`` pairs) and what to do once
+  they are durable (``after``: the move to ``cur/``). The engine writes the marks with the
+  step's outcome in one transaction (``Tx.mark_processed``), then calls ``after``. When a
+  mark is taken already (another process took that message first), nothing of the result
+  is recorded and the step is called again at once, same key, and now sees it taken.
+  ``ctx.processed`` reads the store's marks (``Store.is_processed``).
 * **A waiting step re-checks cheaply.** A step that returned :class:`Wait` is called again
   (same key) when a correlated event arrives, a watched path changes, ``until`` passes or
   ``poll`` seconds go by; ``ctx.event`` holds the event and ``ctx.memo`` what the step
@@ -25,7 +32,7 @@ Contract every step keeps:
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,12 +43,22 @@ import structlog
 from certwright.clock import Clock
 from certwright.events import Event
 
+#: ``(source, ident)`` of an outside message a step takes (see ``Tx.mark_processed``).
+Mark = tuple[str, str]
+
 
 @dataclass(frozen=True)
 class Done:
-    """The step finished; ``outputs`` become ``${steps.<id>.<key>}``."""
+    """The step finished; ``outputs`` become ``${steps.<id>.<key>}``.
+
+    ``marks``: the messages it took, written with its ``step_done`` (see the module);
+    ``after``: called in the engine's loop once that commit is durable (quick, never
+    raising: a failure is logged), never when the result was refused or the commit failed.
+    """
 
     outputs: Mapping[str, Any] = field(default_factory=dict)
+    marks: tuple[Mark, ...] = ()
+    after: Callable[[], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,8 @@ class Wait:
     * ``until``: wake at this instant (``wait.until``).
     * ``poll``: also wake every this many seconds (a fallback; None for never).
     * ``memo``: small JSON-able state handed back as ``ctx.memo`` on the next call.
+    * ``marks``, ``after``: messages taken while still waiting for others, as
+      :class:`Done` has them (``wait.mails``).
     """
 
     description: str
@@ -63,6 +82,8 @@ class Wait:
     until: datetime | None = None
     poll: float | None = None
     memo: Mapping[str, Any] = field(default_factory=dict)
+    marks: tuple[Mark, ...] = ()
+    after: Callable[[], object] | None = None
 
 
 StepResult = Done | Wait
@@ -90,6 +111,7 @@ class StepContext:
     services: Mapping[str, Any] = field(default_factory=dict)  # shared clients (CA, mail)
     inputs: Mapping[str, Any] = field(default_factory=dict)  # the run's inputs, resolved
     vars: Mapping[str, Any] = field(default_factory=dict)  # outputs of earlier steps by id
+    processed: Callable[[str, str], bool] | None = None  # the store's marks; None: no engine
 
 
 @runtime_checkable

@@ -102,7 +102,8 @@ class Contexts:
             log=structlog.get_logger("certwright.step").bind(
                 run_id=run.id, state=run.state, step=step_spec.id),
             memo=dict(run.memo) if current else {}, event=event, timeout=step_spec.timeout,
-            services=self.services, inputs=ns["inputs"], vars=ns["steps"])
+            services=self.services, inputs=ns["inputs"], vars=ns["steps"],
+            processed=self._store.is_processed)
 
     def secret_values(self, rid: str) -> tuple[str, ...]:
         """The run's secret strings, to mask in logs."""

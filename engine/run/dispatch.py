@@ -9,9 +9,10 @@ or leave the state), ``on_result`` (a step came back: done, waiting, failed), ``
 the state left is cleaned up after the commit, before the new state's steps start).
 
 Every dispatch to a run is first claimed (``Interceptor.claim``): a run another process
-drives is left alone. Hazard: a step that is executing when its state times out (or its
-run is cancelled) finishes into a run that has moved on; its result is stale and dropped
-(logged as ``step_result_stale``).
+drives is left alone. A step's result that took a message someone took first is not
+recorded: the step is called again (``_again``) and sees it taken. Hazard: a step that is
+executing when its state times out (or its run is cancelled) finishes into a run that has
+moved on; its result is stale and dropped (logged as ``step_result_stale``).
 """
 from __future__ import annotations
 
@@ -153,16 +154,27 @@ class Dispatcher:
                 or run.status in FINISHED):
             log.warning("step_result_stale", run_id=job.run_id, step=job.spec.id)
             return
-        if isinstance(result, Done):
-            run = self._outcomes.done(run, job, result)
-            self._book.make_ready(run.id)
-        elif isinstance(result, Wait):
-            self._outcomes.waiting(run, job, result)
+        if isinstance(result, Done | Wait):
+            recorded = (self._outcomes.done(run, job, result) if isinstance(result, Done)
+                        else self._outcomes.waiting(run, job, result))
+            if recorded is None:  # a message it took was taken first: it looks again
+                self._again(run, job)
+                return
+            if isinstance(result, Done):
+                self._book.make_ready(run.id)
         else:
             self._step_failed(run, job.spec, result)
         if job.run_id in self._book.recheck:  # an event came while the step executed
             pending = self._book.recheck.pop(job.run_id)
             self._on_event(pending or Event(kind="wake"), job.run_id)
+
+    def _again(self, run: RunRecord, job: Job) -> None:
+        """Call the step again at once with the same key (after the commit): a re-check
+        with the event it had, or the step (journaled as started again, recovering)."""
+        if job.kind == "check":
+            self._on_event(job.ctx.event or Event(kind="wake"), run.id)
+        else:
+            self._book.make_ready(run.id)
 
     def _step_failed(self, run: RunRecord, step_spec: StepSpec, exc: object) -> None:
         """A step's attempt failed: retry later, or leave the state on ``error``, or fail."""

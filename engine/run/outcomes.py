@@ -126,9 +126,23 @@ class Outcomes:
         log.info("step_skipped", run_id=run.id, state=run.state, step=step_spec.id)
         return run
 
-    def done(self, run: RunRecord, job: Job, result: Done) -> RunRecord:
-        """The step finished: its outputs (secret ones kept apart), an alarm if it raised
-        one, and no wake timer left."""
+    def _taken(self, run: RunRecord, job: Job, result: Done | Wait) -> bool:
+        """Write the messages the step took (``result.marks``) and keep its ``after`` for
+        the commit; False, writing nothing, when one was taken first by someone else."""
+        if result.marks and not self._writer.take(result.marks, run.id):
+            log.info("step_result_refused", run_id=run.id, state=run.state, step=job.spec.id,
+                     reason="a message it took was taken first elsewhere")
+            return False
+        if result.after is not None:
+            self._writer.after_commit(result.after)
+        return True
+
+    def done(self, run: RunRecord, job: Job, result: Done) -> RunRecord | None:
+        """The step finished: its outputs (secret ones kept apart), the messages it took,
+        an alarm if it raised one, and no wake timer left. None, with nothing recorded,
+        when a message it took was another's first: the engine calls the step again."""
+        if not self._taken(run, job, result):
+            return None
         tx = self._writer.tx
         step = self._registry.get(job.spec.name)
         outputs = dict(result.outputs)
@@ -149,9 +163,12 @@ class Outcomes:
         self._hooks.step_finished(run, job.spec.id, "done")
         return run
 
-    def waiting(self, run: RunRecord, job: Job, w: Wait) -> RunRecord:
+    def waiting(self, run: RunRecord, job: Job, w: Wait) -> RunRecord | None:
         """The step parks the run (again): what it waits for, under which keys, until
-        when. A re-check that finds nothing new records nothing but a moved wake-up."""
+        when. A re-check that finds nothing new records nothing but a moved wake-up.
+        None as :meth:`done` has it, when a message it took was another's first."""
+        if not self._taken(run, job, w):
+            return None
         w = self._hooks.filter_wait(w)
         wake_at = wake_instant(w, self._clock.now())
         changed = (run.status != WAITING or run.waiting != w.description

@@ -35,6 +35,7 @@ from aiosmtpd.controller import Controller
 from certwright.ca.passphrase import generate_passphrase
 from certwright.mail.intake import Admitted, Intake
 from certwright.mail.maildir import Maildir
+from certwright.state.sqlite import SQLiteStore
 from tests.fixtures.daemon.harness import Proc, env_for, spawn, wait_for
 from tests.support.ca import LINK_RE, free_port, make_csr, questions
 
@@ -240,15 +241,19 @@ def test_the_ca_killed_while_signing_and_mailing_loses_and_duplicates_no_mail(
           f"duplicates={len(duplicated)} missing={len(missing)} failed_rows={len(failed)}")
     # The copies are dropped by the one intake: each Message-ID is taken once.
     books = Maildir(md.path, books=tmp_path / "books")
-    intake = Intake(books, structlog.get_logger())
+    takes = SQLiteStore(tmp_path / "takes.sqlite")
+    intake = Intake(books, structlog.get_logger(), processed=takes.is_processed)
     ids, taken = set(), 0
     for name in books.list_new():
         got = intake.admit(name)
         assert isinstance(got, Admitted), got
         ids.add(got.message_id)
-        if intake.refuse_duplicate(name, got.message_id) is None \
-                and intake.plog.mark(got.message_id, name, f"step-{name}"):
-            taken += 1
+        if intake.refuse_duplicate(name, got.message_id) is None:
+            with takes.transaction() as tx:  # as the engine commits a step's marks
+                marked = [tx.mark_processed(s, i, f"step-{name}")
+                          for s, i in intake.ledger.marks(got.message_id, name)]
+            taken += all(marked)
+    takes.close()
     print(f"intake: messages={len(ids)} taken={taken} (copies dropped as duplicates)")
     assert taken == len(ids)
     assert len(certificates) == len({k for k, _ in certificates}) == SEEDS

@@ -17,11 +17,13 @@ from certwright.engine.plugins.step import Done, StepContext, Wait
 from certwright.events import mail_key
 from certwright.mail.books import books_dir
 from certwright.mail.maildir import DEFAULT_MAX_READ, Maildir, ProcessedLog
+from certwright.state.sqlite import SQLiteStore
 from certwright.steps.mail import NotifyCheck, WaitMail
 from tests.support.mail import (
     CA_BASE,
     PROBE_PATH,
     big_body,
+    commit_take,
     html_lure,
     issuance_mail,
     nested_multipart,
@@ -42,12 +44,37 @@ def server(tmp_path: Path) -> Iterator[MailServer]:
         yield srv
 
 
+_STORES: dict[Path, SQLiteStore] = {}
+
+
+@pytest.fixture(autouse=True)
+def _close_stores() -> Iterator[None]:
+    yield
+    while _STORES:
+        _STORES.popitem()[1].close()
+
+
+def _store(tmp_path: Path) -> SQLiteStore:
+    """The test's store (a real SQLite file), whose marks say which messages were taken."""
+    if tmp_path not in _STORES:
+        _STORES[tmp_path] = SQLiteStore(tmp_path / "certwright.sqlite")
+    return _STORES[tmp_path]
+
+
+def settled(tmp_path: Path, result: Any) -> Any:
+    """The step's result after the engine's part: its marks committed, then its move."""
+    if isinstance(result, Done | Wait):
+        assert commit_take(_store(tmp_path), result)
+    return result
+
+
 def ctx(tmp_path: Path, **params: Any) -> StepContext:
     base = {"maildir": str(tmp_path / "mail"), "to": TO, "link_base": CA_BASE,
             "link_path": PROBE_PATH}
     return StepContext(run_id="r1", pipeline="t", state="s", step_id="w",
                        idempotency_key="r1:1:0", attempt=1, params={**base, **params},
-                       run_dir=tmp_path / "run", state_dir=tmp_path, clock=SystemClock())
+                       run_dir=tmp_path / "run", state_dir=tmp_path, clock=SystemClock(),
+                       processed=_store(tmp_path).is_processed)
 
 
 def again(context: StepContext, result: Any) -> StepContext:
@@ -67,13 +94,13 @@ def quarantined(tmp_path: Path) -> dict[str, str]:
 def test_waits_then_takes_the_link_from_smtp(tmp_path: Path, server: MailServer) -> None:
     """Wait first (with mail correlation and watch on new/), then Done with the link."""
     step, context = WaitMail(), ctx(tmp_path)
-    first = step.run(context)
+    first = settled(tmp_path, step.run(context))
     assert isinstance(first, Wait)
     assert first.correlations == (mail_key(TO),)
     assert first.watch == (str(tmp_path / "mail" / "new"),)
     assert first.poll == 30.0 and "started" in first.memo
     send(server.port, probe_mail(message_id="<probe1@ca.example>"))
-    done = step.run(again(context, first))
+    done = settled(tmp_path, step.run(again(context, first)))
     assert isinstance(done, Done)
     assert done.outputs["link"] == LINK and done.outputs["links"] == [LINK]
     assert done.outputs["message_id"] == "<probe1@ca.example>"
@@ -84,23 +111,42 @@ def test_waits_then_takes_the_link_from_smtp(tmp_path: Path, server: MailServer)
 
 
 def test_repeat_after_take_returns_same_message(tmp_path: Path, server: MailServer) -> None:
-    """Called again with the same key (a crash before the journal), it gives the same mail."""
+    """Called again with the same key after a crash before the engine's commit (its marks
+    lost with it, the mail never moved), it gives the same mail."""
     send(server.port, probe_mail(message_id="<again@ca.example>"))
     step, context = WaitMail(), ctx(tmp_path)
-    first, second = step.run(context), step.run(context)
+    first = step.run(context)  # the commit that would carry it never happens
+    assert isinstance(first, Done) and first.marks
+    assert Maildir(tmp_path / "mail").list_cur() == []  # the move waits for the commit
+    second = settled(tmp_path, step.run(context))
+    assert isinstance(second, Done)
+    assert second.outputs == first.outputs and second.marks == first.marks
+    assert len(Maildir(tmp_path / "mail").list_cur()) == 1
+
+
+def test_a_message_another_step_took_is_not_taken_again(tmp_path: Path,
+                                                        server: MailServer) -> None:
+    """Two steps return one message before either commits: the first commit takes it;
+    the other's marks are refused, and that step, called again, sees it taken and waits."""
+    send(server.port, probe_mail(message_id="<both@ca.example>"))
+    mine, theirs = ctx(tmp_path), replace(ctx(tmp_path), run_id="r2", idempotency_key="r2:1:0")
+    first, second = WaitMail().run(mine), WaitMail().run(theirs)
     assert isinstance(first, Done) and isinstance(second, Done)
-    assert second.outputs == first.outputs
+    assert commit_take(_store(tmp_path), first)
+    assert not commit_take(_store(tmp_path), second)
+    assert isinstance(settled(tmp_path, WaitMail().run(theirs)), Wait)
+    assert len(Maildir(tmp_path / "mail").list_cur()) == 1 and quarantined(tmp_path) == {}
 
 
 def test_mail_for_another_address_left_alone(tmp_path: Path, server: MailServer) -> None:
     """A mail for webmaster@ stays in new/ and is remembered as judged, not re-parsed."""
     send(server.port, probe_mail(to="webmaster@example.test"), to="webmaster@example.test")
     step, context = WaitMail(), ctx(tmp_path)
-    result = step.run(context)
+    result = settled(tmp_path, step.run(context))
     assert isinstance(result, Wait)
     names = Maildir(tmp_path / "mail").list_new()
     assert len(names) == 1 and result.memo["judged"] == names
-    assert isinstance(step.run(again(context, result)), Wait)
+    assert isinstance(settled(tmp_path, step.run(again(context, result))), Wait)
     assert Maildir(tmp_path / "mail").list_new() == names
     assert quarantined(tmp_path) == {}
 
@@ -108,7 +154,7 @@ def test_mail_for_another_address_left_alone(tmp_path: Path, server: MailServer)
 def test_other_probe_path_on_same_ca_left_alone(tmp_path: Path, server: MailServer) -> None:
     """A link for another request on the right CA is another run's mail: left in new/."""
     send(server.port, probe_mail(link=f"{CA_BASE}/domains/verify/p999?token=x"))
-    result = WaitMail().run(ctx(tmp_path))
+    result = settled(tmp_path, WaitMail().run(ctx(tmp_path)))
     assert isinstance(result, Wait)
     assert len(Maildir(tmp_path / "mail").list_new()) == 1
 
@@ -116,7 +162,7 @@ def test_other_probe_path_on_same_ca_left_alone(tmp_path: Path, server: MailServ
 def test_html_probe_taken_via_href(tmp_path: Path, server: MailServer) -> None:
     """The link in an HTML alternative's href is found; other links are ignored."""
     send(server.port, probe_mail(html=True, extra_text="see http://evil.example/x"))
-    done = WaitMail().run(ctx(tmp_path))
+    done = settled(tmp_path, WaitMail().run(ctx(tmp_path)))
     assert isinstance(done, Done) and done.outputs["link"] == LINK
 
 
@@ -124,11 +170,11 @@ def test_subject_and_from_filters(tmp_path: Path, server: MailServer) -> None:
     """A mail failing the subject or from filter is left alone; a matching one is taken."""
     send(server.port, probe_mail(subject="Newsletter"))
     context = ctx(tmp_path, subject="verify", **{"from": "ca.example"})
-    assert isinstance(WaitMail().run(context), Wait)
+    assert isinstance(settled(tmp_path, WaitMail().run(context)), Wait)
     send(server.port, probe_mail(sender="ca@other.example"))
-    assert isinstance(WaitMail().run(context), Wait)
+    assert isinstance(settled(tmp_path, WaitMail().run(context)), Wait)
     send(server.port, probe_mail())
-    assert isinstance(WaitMail().run(context), Done)
+    assert isinstance(settled(tmp_path, WaitMail().run(context)), Done)
     assert len(Maildir(tmp_path / "mail").list_new()) == 2
 
 
@@ -137,10 +183,10 @@ def test_since_ignores_mail_delivered_before_the_wait(tmp_path: Path, server: Ma
     send(server.port, probe_mail(message_id="<old@ca.example>"))
     time.sleep(1.2)  # file times are compared with one second of slack
     step, context = WaitMail(), ctx(tmp_path, since=True)
-    first = step.run(context)
+    first = settled(tmp_path, step.run(context))
     assert isinstance(first, Wait)
     send(server.port, probe_mail(message_id="<new@ca.example>"))
-    done = step.run(again(context, first))
+    done = settled(tmp_path, step.run(again(context, first)))
     assert isinstance(done, Done) and done.outputs["message_id"] == "<new@ca.example>"
 
 
@@ -170,7 +216,7 @@ def test_hostile_mail_moved_aside(tmp_path: Path, case: str) -> None:
     md = Maildir(tmp_path / "mail")
     name = md.deliver(raw)
     with capture_logs() as logs:
-        result = WaitMail().run(ctx(tmp_path))
+        result = settled(tmp_path, WaitMail().run(ctx(tmp_path)))
     assert isinstance(result, Wait)
     assert md.list_new() == [] and md.list_cur() == []
     assert reason in quarantined(tmp_path)[name]
@@ -188,7 +234,7 @@ def test_twenty_megabytes_moved_aside_unread(tmp_path: Path) -> None:
     md = Maildir(tmp_path / "mail")
     raw = big_body(20 * 1024 * 1024)
     name = md.deliver(raw)
-    result = WaitMail().run(ctx(tmp_path))
+    result = settled(tmp_path, WaitMail().run(ctx(tmp_path)))
     assert isinstance(result, Wait)
     assert quarantined(tmp_path)[name] == (f"message too large: {name} has {len(raw)} bytes "
                                            f"(limit {DEFAULT_MAX_READ})")
@@ -198,11 +244,11 @@ def test_duplicate_message_id_moved_aside(tmp_path: Path, server: MailServer) ->
     """A second delivery of a taken Message-ID is moved aside as a duplicate."""
     raw = probe_mail(message_id="<dup@ca.example>")
     send(server.port, raw)
-    assert isinstance(WaitMail().run(ctx(tmp_path)), Done)
+    assert isinstance(settled(tmp_path, WaitMail().run(ctx(tmp_path))), Done)
     send(server.port, raw)
     (name,) = Maildir(tmp_path / "mail").list_new()
     later = replace(ctx(tmp_path), idempotency_key="r1:2:0")
-    assert isinstance(WaitMail().run(later), Wait)
+    assert isinstance(settled(tmp_path, WaitMail().run(later)), Wait)
     assert quarantined(tmp_path)[name].startswith("duplicate")
 
 
@@ -215,9 +261,9 @@ def notify_ctx(tmp_path: Path, **params: Any) -> StepContext:
 def test_notify_check_match(tmp_path: Path, server: MailServer) -> None:
     """The issuance mail naming this serial and fingerprint: matched, mail in cur/."""
     context = notify_ctx(tmp_path)
-    assert isinstance(NotifyCheck().run(context), Wait)
+    assert isinstance(settled(tmp_path, NotifyCheck().run(context)), Wait)
     send(server.port, issuance_mail(), to="admin@example.test")
-    done = NotifyCheck().run(context)
+    done = settled(tmp_path, NotifyCheck().run(context))
     assert isinstance(done, Done)
     assert done.outputs["matched"] is True and done.outputs["message_id"]
     assert len(Maildir(tmp_path / "mail").list_cur()) == 1
@@ -228,7 +274,7 @@ def test_notify_check_mismatch_raises_alarm(tmp_path: Path, server: MailServer) 
     matched false and the alarm."""
     send(server.port, issuance_mail(fingerprint="cd" * 32), to="admin@example.test")
     with capture_logs() as logs:
-        done = NotifyCheck().run(notify_ctx(tmp_path))
+        done = settled(tmp_path, NotifyCheck().run(notify_ctx(tmp_path)))
     assert isinstance(done, Done)
     assert done.outputs["matched"] is False
     assert "fingerprint" in done.outputs["alarm"] and "cd" * 32 in done.outputs["alarm"]
@@ -247,13 +293,13 @@ def test_notify_check_leaves_other_certificates_mail_to_their_runs(
          to="admin@example.test")
     send(server.port, issuance_mail(), to="admin@example.test")
     with capture_logs() as logs:
-        mine = NotifyCheck().run(notify_ctx(tmp_path))
+        mine = settled(tmp_path, NotifyCheck().run(notify_ctx(tmp_path)))
     assert isinstance(mine, Done) and mine.outputs["matched"] is True
     assert not [e for e in logs if e["event"] == "issuance_mismatch"]
     assert len(Maildir(tmp_path / "mail").list_new()) == 1
     other = replace(notify_ctx(tmp_path, serial="ffee", fingerprint="cd" * 32),
                     run_id="r2", idempotency_key="r2:1:0")
-    theirs = NotifyCheck().run(other)
+    theirs = settled(tmp_path, NotifyCheck().run(other))
     assert isinstance(theirs, Done) and theirs.outputs["matched"] is True
     assert Maildir(tmp_path / "mail").list_new() == []
 
@@ -261,7 +307,7 @@ def test_notify_check_leaves_other_certificates_mail_to_their_runs(
 def test_notify_check_ignores_other_subjects(tmp_path: Path, server: MailServer) -> None:
     """A mail to the account without the subject is left alone."""
     send(server.port, issuance_mail(subject="Welcome"), to="admin@example.test")
-    assert isinstance(NotifyCheck().run(notify_ctx(tmp_path)), Wait)
+    assert isinstance(settled(tmp_path, NotifyCheck().run(notify_ctx(tmp_path))), Wait)
     assert len(Maildir(tmp_path / "mail").list_new()) == 1
 
 
@@ -283,7 +329,7 @@ def test_each_message_is_parsed_once_however_many_runs_scan_the_folder(
     taken = []
     for i, addr in enumerate(addresses):
         context = replace(ctx(tmp_path, to=addr), run_id=f"r{i}", idempotency_key=f"r{i}:1:0")
-        result = WaitMail().run(context)
+        result = settled(tmp_path, WaitMail().run(context))
         assert isinstance(result, Done), result
         taken.append(result.outputs["link"])
     assert taken == [f"{CA_BASE}{PROBE_PATH}?token=t{i}" for i in range(10)]
@@ -300,7 +346,7 @@ def test_a_message_taken_whose_move_was_lost_is_moved_not_taken_again(
     name = md.list_new()[0]
     Maildir(md.path, books=books_dir(tmp_path, md.path)).processed_log().mark(
         "<lost-move@ca.example>", name, "earlier-run:1:0")
-    result = WaitMail().run(ctx(tmp_path))
+    result = settled(tmp_path, WaitMail().run(ctx(tmp_path)))
     assert isinstance(result, Wait)
     assert md.list_new() == [] and md.list_cur() == [f"{name}:2,S"]
     assert quarantined(tmp_path) == {}
@@ -312,11 +358,11 @@ def test_notify_check_alarms_when_no_issuance_mail_comes(tmp_path: Path) -> None
     passes as if the mail had come."""
     clock = FakeClock()
     context = replace(notify_ctx(tmp_path), clock=clock)
-    first = NotifyCheck().run(context)
+    first = settled(tmp_path, NotifyCheck().run(context))
     assert isinstance(first, Wait)
     assert first.until == clock.now() + timedelta(days=2)
     clock.advance(days=2)
-    done = NotifyCheck().run(again(context, first))
+    done = settled(tmp_path, NotifyCheck().run(again(context, first)))
     assert isinstance(done, Done)
     assert done.outputs["matched"] is False
     assert done.outputs["alarm"] == "no issuance mail for serial 0a1b2c within 2d"
@@ -330,11 +376,11 @@ def test_people_mail_in_a_shared_mailbox_is_left_unread(tmp_path: Path) -> None:
     people = [md.deliver(person_mail(to=TO)),
               md.deliver(person_mail(to=TO, body="see http://wiki.people.example/x\n")),
               md.deliver(people_truncated(TO))]
-    first = WaitMail().run(ctx(tmp_path))
+    first = settled(tmp_path, WaitMail().run(ctx(tmp_path)))
     assert isinstance(first, Wait)
     assert sorted(md.list_new()) == sorted(people) and quarantined(tmp_path) == {}
     md.deliver(probe_mail(to=TO, link=LINK))
-    done = WaitMail().run(again(ctx(tmp_path), first))
+    done = settled(tmp_path, WaitMail().run(again(ctx(tmp_path), first)))
     assert isinstance(done, Done) and done.outputs["link"] == LINK
     assert sorted(md.list_new()) == sorted(people)
 
@@ -349,21 +395,21 @@ def test_html_link_whose_text_and_target_differ_is_never_followed(
     aside as suspicious, whichever of the two is the CA's; nothing is taken."""
     md = Maildir(tmp_path / "mail")
     name = md.deliver(html_lure(to=TO, shown=shown, target=target))
-    assert isinstance(WaitMail().run(ctx(tmp_path)), Wait)
+    assert isinstance(settled(tmp_path, WaitMail().run(ctx(tmp_path))), Wait)
     assert md.list_new() == [] and md.list_cur() == []
     assert "suspicious" in quarantined(tmp_path)[name]
 
 
 def test_bookkeeping_lives_in_the_state_dir_not_the_maildir(tmp_path: Path) -> None:
     """After a take and a quarantine the Maildir holds only cur/, new/ and tmp/: the
-    processed log and the quarantine are the state dir's (an MTA owns the mailbox)."""
+    quarantine is the state dir's (an MTA owns the mailbox), the take the store's."""
     md = Maildir(tmp_path / "mail")
     bad = md.deliver(probe_mail(link="(no link here)"))
     md.deliver(probe_mail(link=LINK))
-    assert isinstance(WaitMail().run(ctx(tmp_path)), Done)
+    assert isinstance(settled(tmp_path, WaitMail().run(ctx(tmp_path))), Done)
     assert sorted(p.name for p in md.path.iterdir()) == ["cur", "new", "tmp"]
     books = books_dir(tmp_path, md.path)
-    assert (books / "certwright-processed.sqlite3").is_file()
+    assert not (books / "certwright-processed.sqlite3").exists()  # takes are the store's
     assert (books / ".quarantine" / "new" / bad).is_file()
     assert "no link" in quarantined(tmp_path)[bad]
 
@@ -378,7 +424,7 @@ def test_a_processed_log_an_older_version_left_in_the_maildir_is_carried_over(
     ProcessedLog(md.path / "certwright-processed.sqlite3").mark("<old@ca.example>", name,
                                                                 "r1:1:0")
     md.move_to_cur(name)
-    done = WaitMail().run(ctx(tmp_path))
+    done = settled(tmp_path, WaitMail().run(ctx(tmp_path)))
     assert isinstance(done, Done) and done.outputs["link"] == LINK
 
 
@@ -389,7 +435,7 @@ def test_a_missing_maildir_of_an_mta_is_waited_for_not_created(tmp_path: Path) -
     box = tmp_path / "spool" / "postmaster"
     context = replace(ctx(tmp_path, maildir=str(box)), state_dir=tmp_path / "state")
     with capture_logs() as logs:
-        result = WaitMail().run(context)
+        result = settled(tmp_path, WaitMail().run(context))
     assert isinstance(result, Wait) and "does not exist" in result.description
     assert "install -d" in result.description and not box.exists()
     assert any(e["event"] == "maildir_missing" for e in logs)

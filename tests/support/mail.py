@@ -5,6 +5,7 @@ import smtplib
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from typing import Any
 
 CA_BASE = "http://127.0.0.1:8443"
 PROBE_PATH = "/domains/verify/p123"
@@ -123,3 +124,16 @@ def send(port: int, raw: bytes, *, sender: str = "ca@ca.example",
 def crlf(raw: bytes) -> bytes:
     """``raw`` with every line ending as CRLF."""
     return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def commit_take(store: Any, result: Any, run_id: str = "r1") -> bool:
+    """Do for a mail step's result what the engine does: write its marks in one transaction
+    (all, or none and False when one is taken), then call its ``after`` (the move)."""
+    with store.transaction() as tx:
+        if any(store.is_processed(s, i) for s, i in result.marks):
+            return False
+        for source, ident in result.marks:
+            tx.mark_processed(source, ident, run_id)
+    if result.after is not None:
+        result.after()
+    return True

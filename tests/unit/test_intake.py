@@ -1,5 +1,5 @@
-"""certwright.mail.intake: the one read → parse → Message-ID → processed-log path that the
-daemon's router and the mail steps share."""
+"""certwright.mail.intake: the one read → parse → Message-ID → takes path that the daemon's
+router and the mail steps share (takes read from a real SQLite store)."""
 from __future__ import annotations
 
 import hashlib
@@ -14,6 +14,7 @@ from certwright.mail import cache as mailcache
 from certwright.mail import intake as intake_mod
 from certwright.mail.intake import Admitted, Foreign, Intake, Refused
 from certwright.mail.maildir import Maildir
+from certwright.state.sqlite import SQLiteStore
 from tests.support.mail import people_truncated, probe_mail, truncated_mime
 
 
@@ -24,6 +25,13 @@ def md(tmp_path: Path) -> Iterator[Maildir]:
     mailcache.clear()
     yield box
     mailcache.clear()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "state" / "certwright.sqlite")
+    yield s
+    s.close()
 
 
 def quarantine_reason(md: Maildir, name: str) -> str:
@@ -102,13 +110,34 @@ def test_gone_message_is_none(md: Maildir) -> None:
     assert Intake(md, structlog.get_logger()).admit("1.M1P1Q1R0.host") is None
 
 
-def test_finish_taken_moves_a_lost_take_on_unless_it_is_the_callers_own(md: Maildir) -> None:
-    """A take recorded for this very file whose move to cur/ was lost: the caller's own key
-    leaves it to the caller; anyone else finishes the move and treats it as gone."""
+def _take(store: SQLiteStore, intake: Intake, message_id: str, name: str) -> None:
+    """Commit the marks a step's Done carries for ``name``, as the engine does."""
+    with store.transaction() as tx:
+        for source, ident in intake.ledger.marks(message_id, name):
+            assert tx.mark_processed(source, ident, "run-1")
+
+
+def test_finish_taken_moves_a_take_the_store_has_and_new_still_holds(
+        md: Maildir, store: SQLiteStore) -> None:
+    """A take committed in the store for this very file whose move to cur/ did not happen
+    (a crash after the commit): whoever finds it finishes the move and treats it as gone."""
     name = md.deliver(probe_mail(message_id="<lost@ca.example>"))
-    intake = Intake(md, structlog.get_logger())
+    intake = Intake(md, structlog.get_logger(), processed=store.is_processed)
     assert not intake.finish_taken(name, "<lost@ca.example>")  # not taken at all
-    intake.plog.mark("<lost@ca.example>", name, "run-1:1:0")
+    _take(store, intake, "<lost@ca.example>", name)
+    assert md.list_new() == [name]
+    with structlog.testing.capture_logs() as logs:
+        assert intake.finish_taken(name, "<lost@ca.example>")
+    assert md.list_new() == [] and md.list_cur() == [f"{name}:2,S"]
+    assert [e["event"] for e in logs] == ["mail_move_finished"]
+
+
+def test_an_older_versions_log_is_read_with_its_owner(md: Maildir) -> None:
+    """A take an older version recorded in its processed log: the caller's own key leaves
+    it to the caller; anyone else finishes the move (the log names who took it)."""
+    name = md.deliver(probe_mail(message_id="<lost@ca.example>"))
+    md.processed_log().mark("<lost@ca.example>", name, "run-1:1:0")
+    intake = Intake(md, structlog.get_logger())
     assert not intake.finish_taken(name, "<lost@ca.example>", own_key="run-1:1:0")
     assert md.list_new() == [name]
     with structlog.testing.capture_logs() as logs:
@@ -117,13 +146,23 @@ def test_finish_taken_moves_a_lost_take_on_unless_it_is_the_callers_own(md: Mail
     assert [e["taken_by"] for e in logs if e["event"] == "mail_move_finished"] == ["run-1:1:0"]
 
 
-def test_a_message_id_taken_from_another_file_is_a_duplicate(md: Maildir) -> None:
+def test_no_log_is_made_when_an_older_version_left_none(md: Maildir,
+                                                        store: SQLiteStore) -> None:
+    """Takes are the store's: an intake on a Maildir with no old log creates none."""
+    Intake(md, structlog.get_logger(), processed=store.is_processed)
+    assert md.legacy_log() is None
+    assert not (md.books / "certwright-processed.sqlite3").exists()
+
+
+def test_a_message_id_taken_from_another_file_is_a_duplicate(md: Maildir,
+                                                             store: SQLiteStore) -> None:
     """The same Message-ID in a second file is moved aside as a duplicate, logged with its
     Message-ID; the first file is no duplicate of itself."""
     first = md.deliver(probe_mail(message_id="<same@ca.example>"))
     again = md.deliver(probe_mail(message_id="<same@ca.example>"))
-    intake = Intake(md, structlog.get_logger())
-    intake.plog.mark("<same@ca.example>", first, "run-1:1:0")
+    intake = Intake(md, structlog.get_logger(), processed=store.is_processed)
+    assert intake.refuse_duplicate(again, "<same@ca.example>") is None  # nothing taken yet
+    _take(store, intake, "<same@ca.example>", first)
     assert intake.refuse_duplicate(first, "<same@ca.example>") is None
     with structlog.testing.capture_logs() as logs:
         refused = intake.refuse_duplicate(again, "<same@ca.example>")
