@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from certwright.state import names as N
-from certwright.state._sqlite_tx import _BODY_FIELDS, _dumps, _now
+from certwright.state._sqlite_tx import _BODY_FIELDS, RUN_COLUMNS, _dumps, _now
 from certwright.state.records import (
     CertificateRecord,
     DaemonRecord,
@@ -28,6 +28,13 @@ from certwright.state.records import (
 
 if TYPE_CHECKING:
     import psycopg
+
+__all__ = ["RUN_COLUMNS", "RUN_IDS", "Fence", "PgTx"]  # RUN_COLUMNS for state.postgres
+
+# the ids of runs with some statuses, those waiting for another host left out unless the
+# host is None (see Store.run_ids)
+RUN_IDS = (f"SELECT id, spec_hash FROM {N.T_RUNS} WHERE status = ANY(%s) AND (%s::text IS "
+           f"NULL OR wants_host IS NULL OR wants_host = %s)")
 
 
 class Fence(Protocol):
@@ -66,13 +73,13 @@ class PgTx:
         self._for(run.id)
         body = _dumps({k: getattr(run, k) for k in _BODY_FIELDS})
         self._conn.execute(
-            f"INSERT INTO {N.T_RUNS}(id, pipeline, spec_hash, state, status, body, created, "
-            f"updated) VALUES(%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET "
-            f"pipeline=EXCLUDED.pipeline, spec_hash=EXCLUDED.spec_hash, state=EXCLUDED.state, "
-            f"status=EXCLUDED.status, body=EXCLUDED.body, created=EXCLUDED.created, "
-            f"updated=EXCLUDED.updated",
+            f"INSERT INTO {N.T_RUNS}({RUN_COLUMNS}) VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+            f"ON CONFLICT (id) DO UPDATE SET pipeline=EXCLUDED.pipeline, "
+            f"spec_hash=EXCLUDED.spec_hash, state=EXCLUDED.state, status=EXCLUDED.status, "
+            f"body=EXCLUDED.body, created=EXCLUDED.created, updated=EXCLUDED.updated, "
+            f"host=EXCLUDED.host, wants_host=EXCLUDED.wants_host",
             (run.id, run.pipeline, run.spec_hash, run.state, run.status, body, run.created,
-             run.updated))
+             run.updated, run.host, run.wants_host))
 
     def add_timer(self, run_id: str, entry: int, kind: str, due: str) -> int:
         self._for(run_id)

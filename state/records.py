@@ -46,6 +46,8 @@ class RunRecord:
     created: str = ""
     updated: str = ""
     seq: int = 0              # seq of the last journal entry applied
+    host: str = ""            # where its host-bound steps run ("": any host; older runs)
+    wants_host: str | None = None  # a host-bound step waits for a daemon of this host
 
 
 @dataclass(frozen=True)
