@@ -156,6 +156,7 @@ class DaemonRecord:
     leases: int = 0
     metrics: str | None = None
     version: str = ""
+    machine: str = ""              # the machine's host name (``host`` may be configured)
 
     def is_stale(self, age: float) -> bool:
         """Whether a heartbeat ``age`` seconds old is past :data:`STALE_BEATS` intervals."""

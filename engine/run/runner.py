@@ -43,7 +43,7 @@ from certwright.engine.run.book import RunBook
 from certwright.engine.run.cleanup import Cleanups
 from certwright.engine.run.context import Contexts
 from certwright.engine.run.dispatch import Dispatcher
-from certwright.engine.run.hosts import HostRule
+from certwright.engine.run.hosts import HostRule, check_host
 from certwright.engine.run.interceptor import Interceptor, Interceptors
 from certwright.engine.run.journal import Created
 from certwright.engine.run.launcher import CancelAsked, EventArrived, Launcher, MoveAsked
@@ -163,8 +163,9 @@ class Engine:
                    secret_inputs: Iterable[str] = (), *, host: str | None = None) -> list[str]:
         """Create several runs of ``spec`` in one transaction (one commit for all).
 
-        Their host (``engine.run.hosts``): ``host``, else a pipeline's own ``host`` input,
-        else this engine's host (none: the runs may run anywhere)."""
+        Their host (``engine.run.hosts``): a pipeline's own ``host`` input, else ``host``,
+        else this engine's host (none: the runs may run anywhere); InputError for a bad
+        host name."""
         values = list(inputs)
         ids = new_runs(spec.name, len(values), run_ids, self.state_dir,
                        lambda rid: self.store.find_run(rid) is not None)
@@ -180,9 +181,9 @@ class Engine:
                     tx.put_secrets(rid, secrets)
                     self._book.set_secrets(rid, secrets)
                 created = Created(pipeline=spec.name, spec_hash=spec.hash, inputs=public)
-                where = host or given.get("host") or self.host
+                where = given.get("host") or host or self.host
                 if where:
-                    created["host"] = str(where)
+                    created["host"] = check_host(where, "input host")
                 run = self._writer.record(None, rid, "created", created)
                 self._dispatch.enter(run, spec.initial, "start")
                 log.info("run_created", run_id=rid, pipeline=spec.name, version=spec.hash[:12])
