@@ -151,10 +151,10 @@ class Daemon:
         return self.catalog.find(name)
 
     def _start_run(self, spec: PipelineSpec, inputs: Mapping[str, Any], run_id: str,
-                   secret: list[str]) -> str:
+                   secret: list[str], host: str | None = None) -> str:
         if self.engine is None:
             raise RuntimeError("the daemon is not running")
-        return self.engine.start_run(spec, inputs, run_id, secret_inputs=secret)
+        return self.engine.start_run(spec, inputs, run_id, secret_inputs=secret, host=host)
 
     def _prepare(self, spec: PipelineSpec, given: dict[str, Any]) -> dict[str, Any]:
         """A new run's given inputs as ``run`` would make them: the configuration file's
