@@ -220,9 +220,11 @@ def apply(run: RunRecord | None, e: JournalEntry) -> RunRecord:
         r.wants_host = None
     elif k == "alarm":
         r.alarms = [*r.alarms, cast(Alarm, e.data)["message"]]
-    elif k == "host_awaited":
+    elif k == "host_awaited":  # the step is due (a retry too): running, for that host
         r.wants_host = cast(HostAwaited, e.data)["host"]
         r.waiting = f"host {r.wants_host}"
+        r.status = RUNNING
+        r.wake_at = None
     elif k == "moved":
         r.host = cast(Moved, e.data)["host"]
         if r.wants_host is not None:  # it waited for the old host: now for the new one

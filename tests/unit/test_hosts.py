@@ -104,6 +104,45 @@ def test_an_engine_of_the_runs_host_takes_it_and_finishes(tmp_path: Path) -> Non
     beta.close()
 
 
+RETRYING = """
+pipeline: retrying
+version: 1
+initial: working
+states:
+  working:
+    run:
+      - step: test.on_host
+        id: here
+        with: {fail: 1}
+        retry: {max_attempts: 2, initial_delay: 10s, jitter: 0}
+    next: done
+  done: {final: success}
+"""
+
+
+def test_a_retry_due_on_another_host_waits_for_the_runs_host(tmp_path: Path) -> None:
+    """A host-bound step failed on beta; its retry timer fires on alpha: the run is
+    running again, waiting for beta (not stuck in backoff), and beta's retry succeeds."""
+    clock = FakeClock()
+    beta = _engine(tmp_path, "beta", clock)
+    rid = beta.start_run(load_text(RETRYING, _registry()), {}, "r1")
+    beta.run_until_idle()
+    assert beta.store.load_run(rid).status == "backoff"
+    beta.close()
+    alpha = _engine(tmp_path, "alpha", clock)
+    clock.advance(10)
+    alpha.run_until_idle()
+    run = alpha.store.load_run(rid)
+    assert (run.status, run.wants_host, run.wake_at) == (RUNNING, "beta", None)
+    assert fold(alpha.store.journal(rid)) == run
+    alpha.close()
+    again = _engine(tmp_path, "beta", clock)
+    again.run_until_idle()
+    assert again.store.load_run(rid).status == SUCCEEDED
+    assert [c.attempt for c in RecordingStep.calls] == [1, 2]
+    again.close()
+
+
 def test_a_run_made_here_runs_every_step_here(tmp_path: Path) -> None:
     """A run made by an engine of alpha has host alpha and never waits for a host."""
     alpha = _engine(tmp_path, "alpha", FakeClock())
