@@ -122,7 +122,8 @@ def test_host_bound_steps_run_only_on_the_runs_host(tmp_path: Path, postgres: Cl
                 "`certwright move h0 --host ...`)") in shown
         assert {i: dict(_started_on(url)[i]) for i in ids} == {
             i: {"ca_call": {"alpha"}} for i in ids}
-        assert not _rows(url, f"SELECT run_id FROM {N.T_LEASES}")  # let go, all of them
+        wait_for(lambda: not _rows(url, f"SELECT run_id FROM {N.T_LEASES}"), 30,
+                 "alpha to let go of every run it parked")
         procs.append(_daemon(tmp_path, url, "beta"))
         wait_for(lambda: all(_runs(url).get(i) == ("succeeded", None) for i in ids), 90,
                  "beta to finish every run")
