@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from certwright.state import names as N
-from certwright.state._sqlite_tx import _BODY_FIELDS, ROWS_PER_INSERT, _dumps, _now
+from certwright.state._sqlite_tx import _BODY_FIELDS, ROWS_PER_INSERT, RUN_COLUMNS, _dumps, _now
 from certwright.state.notify_pg import Notice, send
 from certwright.state.records import (
     RUNNING,
@@ -52,6 +52,13 @@ from certwright.state.records import (
 
 if TYPE_CHECKING:
     import psycopg
+
+__all__ = ["RUN_COLUMNS", "RUN_IDS", "Fence", "PgTx"]  # RUN_COLUMNS for state.postgres
+
+# the ids of runs with some statuses, those waiting for another host left out unless the
+# host is None (see Store.run_ids)
+RUN_IDS = (f"SELECT id, spec_hash FROM {N.T_RUNS} WHERE status = ANY(%s) AND (%s::text IS "
+           f"NULL OR wants_host IS NULL OR wants_host = %s)")
 
 
 class Fence(Protocol):
@@ -115,11 +122,12 @@ class PgTx:
         for i in range(0, len(runs), ROWS_PER_INSERT):
             chunk = runs[i:i + ROWS_PER_INSERT]
             self._conn.execute(
-                f"INSERT INTO {N.T_RUNS}(id, pipeline, spec_hash, state, status, body, "
-                f"created, updated) VALUES " + ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s)"] * len(chunk))
+                f"INSERT INTO {N.T_RUNS}({RUN_COLUMNS}) VALUES "
+                + ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(chunk))
                 + " ON CONFLICT (id) DO UPDATE SET pipeline=EXCLUDED.pipeline, "
                 "spec_hash=EXCLUDED.spec_hash, state=EXCLUDED.state, status=EXCLUDED.status, "
-                "body=EXCLUDED.body, created=EXCLUDED.created, updated=EXCLUDED.updated",
+                "body=EXCLUDED.body, created=EXCLUDED.created, updated=EXCLUDED.updated, "
+                "host=EXCLUDED.host, wants_host=EXCLUDED.wants_host",
                 [v for r in chunk for v in r])
         return self._conn
 
@@ -148,7 +156,7 @@ class PgTx:
         self._for(run.id)
         body = _dumps({k: getattr(run, k) for k in _BODY_FIELDS})
         self._runs[run.id] = (run.id, run.pipeline, run.spec_hash, run.state, run.status, body,
-                              run.created, run.updated)
+                              run.created, run.updated, run.host, run.wants_host)
         if run.status == RUNNING:
             self._wake("run")
 

@@ -20,6 +20,7 @@ from certwright.state.records import (
     RunRecord,
 )
 
+RUN_COLUMNS = "id, pipeline, spec_hash, state, status, body, created, updated, host, wants_host"
 _BODY_FIELDS = ("entry", "step_index", "attempt", "inflight", "inputs", "vars", "memo",
                 "waiting", "watch", "deadline", "wake_at", "counters", "error", "alarms", "seq")
 
@@ -66,7 +67,7 @@ class Tx:
     def put_run(self, run: RunRecord) -> None:
         body = _dumps({k: getattr(run, k) for k in _BODY_FIELDS})
         self._runs[run.id] = (run.id, run.pipeline, run.spec_hash, run.state, run.status, body,
-                              run.created, run.updated)
+                              run.created, run.updated, run.host, run.wants_host)
 
     def flush(self) -> None:
         """Write the buffered journal entries and runs (in seq order)."""
@@ -81,8 +82,8 @@ class Tx:
         for i in range(0, len(runs), ROWS_PER_INSERT):
             chunk = runs[i:i + ROWS_PER_INSERT]
             self._db.execute(
-                f"INSERT OR REPLACE INTO {N.T_RUNS}(id, pipeline, spec_hash, state, status, "
-                f"body, created, updated) VALUES " + ",".join(["(?,?,?,?,?,?,?,?)"] * len(chunk)),
+                f"INSERT OR REPLACE INTO {N.T_RUNS}({RUN_COLUMNS}) VALUES "
+                + ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * len(chunk)),
                 [v for r in chunk for v in r])
 
     def add_timer(self, run_id: str, entry: int, kind: str, due: str) -> int:
@@ -152,7 +153,7 @@ class Tx:
 def run_from_row(row: tuple[Any, ...]) -> RunRecord:
     body = json.loads(row[5])
     return RunRecord(id=row[0], pipeline=row[1], spec_hash=row[2], state=row[3], status=row[4],
-                     created=row[6], updated=row[7], **body)
+                     created=row[6], updated=row[7], host=row[8], wants_host=row[9], **body)
 
 
 def certificate_from_row(row: tuple[Any, ...]) -> CertificateRecord:

@@ -134,9 +134,12 @@ class Store(Protocol):
         """Every run (or those with one of ``statuses``), oldest first (created, id)."""
         ...
 
-    def run_ids(self, statuses: Iterable[str]) -> list[tuple[str, str]]:
+    def run_ids(self, statuses: Iterable[str], *,
+                host: str | None = None) -> list[tuple[str, str]]:
         """(id, spec_hash) of the runs with one of ``statuses``, in no order; cheap (no
-        record is decoded), for start-up with many parked runs."""
+        record is decoded), for start-up with many parked runs. With ``host``, only the
+        runs that wait for no host or for that one (``wants_host``): an engine of that
+        host leaves the others to their hosts' daemons."""
         ...
 
     def run_counts(self) -> list[tuple[str, str, str, int]]:

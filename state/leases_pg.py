@@ -103,9 +103,10 @@ def _write_lock(conn: psycopg.Connection[Any]) -> None:
                  (N.PG_LOCK_WRITE,))
 
 
-def daemon_owner() -> str:
-    """A daemon's owner id: host, pid and a start nonce (a restarted pid is another owner)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+def daemon_owner(host: str | None = None) -> str:
+    """A daemon's owner id: host (default the machine's), pid and a start nonce (a
+    restarted pid is another owner)."""
+    return f"{host or socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class FencingRefused(StoreError):
@@ -124,9 +125,10 @@ class PgLeases:
     """One owner's leases on ``store`` (see the module). Thread-safe."""
 
     def __init__(self, store: PostgresStore, owner: str | None = None, *,
-                 lease_s: float = LEASE_S) -> None:
+                 lease_s: float = LEASE_S, host: str | None = None) -> None:
         self.store = store
-        self.owner = owner or daemon_owner()
+        self.owner = owner or daemon_owner(host)
+        self.host = host  # free runs waiting for another host are left to its daemons
         self.lease_s = float(lease_s)
         self._held: dict[str, int] = {}  # run id -> token
         self._lock = threading.Lock()
@@ -179,15 +181,17 @@ class PgLeases:
 
     def claim_free(self, limit: int = 100) -> list[str]:
         """Take the leases of up to ``limit`` running runs no live lease covers (new runs,
-        a dead daemon's), skipping rows other daemons are claiming now; their ids."""
+        a dead daemon's), skipping rows other daemons are claiming now; their ids. Runs
+        waiting for another host than this owner's (``wants_host``) are left alone."""
         out: list[str] = []
         with self.store.connection("claiming runs in") as conn, conn.transaction():
             _write_lock(conn)
             rows = conn.execute(
                 f"SELECT r.id FROM {N.T_RUNS} r LEFT JOIN {N.T_LEASES} l ON l.run_id = r.id "
                 f"WHERE r.status = 'running' AND (l.run_id IS NULL OR l.expires_at < now()) "
+                f"AND (r.wants_host IS NULL OR r.wants_host = %s::text OR %s::text IS NULL) "
                 f"ORDER BY r.updated LIMIT %s FOR UPDATE OF r SKIP LOCKED",
-                (limit,)).fetchall()
+                (self.host, self.host, limit)).fetchall()
             for (rid,) in rows:
                 if self._take_on(conn, rid) is not None:
                     out.append(rid)

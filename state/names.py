@@ -70,6 +70,13 @@ MIGRATIONS: tuple[str, ...] = (
     # 6: nothing here; PostgreSQL adds run leases (several daemons), SQLite keeps run locks
     # and one daemon per store. Kept so both lists number their versions alike.
     "",
+    # 7: a run's host (where its host-bound steps run; '' for runs made before: any host)
+    # and the host it waits for (NULL: none), beside the body so a daemon's claim of free
+    # runs filters on it (see engine.run.hosts).
+    f"""
+    ALTER TABLE {T_RUNS} ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE {T_RUNS} ADD COLUMN wants_host TEXT;
+    """,
 )
 
 # The same migrations for PostgreSQL, numbered alike: entry N of both lists makes the same
@@ -122,6 +129,11 @@ PG_MIGRATIONS: tuple[str, ...] = (
                                 owner TEXT NOT NULL, taken_at TIMESTAMPTZ NOT NULL,
                                 ended_at TIMESTAMPTZ, how TEXT NOT NULL, ended TEXT,
                                 PRIMARY KEY (run_id, token));
+    """,
+    f"""
+    ALTER TABLE {T_RUNS} ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE {T_RUNS} ADD COLUMN wants_host TEXT;
+    CREATE INDEX runs_wants_host ON {T_RUNS}(wants_host) WHERE wants_host IS NOT NULL;
     """,
 )
 

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from certwright.errors import RunLocked, RunNotFound, StoreError
 from certwright.state import names as N
-from certwright.state._postgres_tx import Fence, PgTx
+from certwright.state._postgres_tx import RUN_COLUMNS, RUN_IDS, Fence, PgTx
 from certwright.state._sqlite_tx import (
     certificate_from_row,
     daemon_from_row,
@@ -80,7 +80,6 @@ POOL_SIZE = 4          # connections per store object: the engine's writer and a
 CONNECT_TIMEOUT = 5    # seconds to reach the server, and to wait for a pooled connection
 LOCK_TIMEOUT = 10.0    # seconds a transaction waits for the write lock (SQLite's busy_timeout)
 _SYNC = {"full": "on", "normal": "off"}
-_RUN_COLUMNS = "id, pipeline, spec_hash, state, status, body, created, updated"
 
 
 class PostgresStore:
@@ -282,7 +281,7 @@ class PostgresStore:
     # -- reads ---------------------------------------------------------------------------
     def find_run(self, run_id: str) -> RunRecord | None:
         rows = self._rows("reading runs from",
-                          f"SELECT {_RUN_COLUMNS} FROM {N.T_RUNS} WHERE id=%s", (run_id,))
+                          f"SELECT {RUN_COLUMNS} FROM {N.T_RUNS} WHERE id=%s", (run_id,))
         return run_from_row(rows[0]) if rows else None
 
     def load_run(self, run_id: str) -> RunRecord:
@@ -292,16 +291,17 @@ class PostgresStore:
         return run
 
     def list_runs(self, statuses: Iterable[str] | None = None) -> list[RunRecord]:
-        sql, args = f"SELECT {_RUN_COLUMNS} FROM {N.T_RUNS}", cast("tuple[Any, ...]", ())
+        sql, args = f"SELECT {RUN_COLUMNS} FROM {N.T_RUNS}", cast("tuple[Any, ...]", ())
         if statuses is not None:
             sql, args = sql + " WHERE status = ANY(%s)", (list(statuses),)
         rows = self._rows("reading runs from",
                           sql + ' ORDER BY created COLLATE "C", id COLLATE "C"', args)
         return [run_from_row(r) for r in rows]
 
-    def run_ids(self, statuses: Iterable[str]) -> list[tuple[str, str]]:
-        return [(r[0], r[1]) for r in self._rows("reading runs from", f"SELECT id, spec_hash"
-                f" FROM {N.T_RUNS} WHERE status = ANY(%s)", (list(statuses),))]
+    def run_ids(self, statuses: Iterable[str], *,
+                host: str | None = None) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self._rows("reading runs from", RUN_IDS,
+                                                 (list(statuses), host, host))]
 
     def journal(self, run_id: str) -> list[JournalEntry]:
         rows = self._rows("reading the journal from",

@@ -40,7 +40,7 @@ from certwright.state.sqlite import SQLiteStore
 TABLES: tuple[tuple[str, tuple[str, ...], int], ...] = (
     (N.T_SPECS, ("hash", "name", "source", "text", "created"), 1),
     (N.T_RUNS, ("id", "pipeline", "spec_hash", "state", "status", "body", "created",
-                "updated"), 1),
+                "updated", "host", "wants_host"), 1),
     (N.T_JOURNAL, ("seq", "run_id", "at", "kind", "data"), 1),
     (N.T_TIMERS, ("id", "run_id", "entry", "kind", "due"), 1),
     (N.T_CORRELATIONS, ("key", "run_id", "entry"), 2),

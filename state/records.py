@@ -46,6 +46,8 @@ class RunRecord:
     created: str = ""
     updated: str = ""
     seq: int = 0              # seq of the last journal entry applied
+    host: str = ""            # where its host-bound steps run ("": any host; older runs)
+    wants_host: str | None = None  # a host-bound step waits for a daemon of this host
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,7 @@ class DaemonRecord:
     leases: int = 0
     metrics: str | None = None
     version: str = ""
+    machine: str = ""              # the machine's host name (``host`` may be configured)
 
     def is_stale(self, age: float) -> bool:
         """Whether a heartbeat ``age`` seconds old is past :data:`STALE_BEATS` intervals."""

@@ -20,6 +20,7 @@ from typing import Any
 from certwright.errors import RunNotFound, StoreError
 from certwright.state import names as N
 from certwright.state._sqlite_tx import (
+    RUN_COLUMNS,
     Tx,
     certificate_from_row,
     daemon_from_row,
@@ -215,8 +216,7 @@ class SQLiteStore:
         with self._lock:
             self._flush_open_tx()
             row = self._db.execute(
-                f"SELECT id, pipeline, spec_hash, state, status, body, created, updated "
-                f"FROM {N.T_RUNS} WHERE id=?", (run_id,)).fetchone()
+                f"SELECT {RUN_COLUMNS} FROM {N.T_RUNS} WHERE id=?", (run_id,)).fetchone()
         return run_from_row(row) if row else None
 
     def load_run(self, run_id: str) -> RunRecord:
@@ -227,8 +227,7 @@ class SQLiteStore:
 
     @guarded("reading runs from")
     def list_runs(self, statuses: Iterable[str] | None = None) -> list[RunRecord]:
-        sql = (f"SELECT id, pipeline, spec_hash, state, status, body, created, updated "
-               f"FROM {N.T_RUNS}")
+        sql = f"SELECT {RUN_COLUMNS} FROM {N.T_RUNS}"
         args: tuple[str, ...] = ()
         if statuses is not None:
             args = tuple(statuses)
@@ -239,14 +238,17 @@ class SQLiteStore:
         return [run_from_row(r) for r in rows]
 
     @guarded("reading runs from")
-    def run_ids(self, statuses: Iterable[str]) -> list[tuple[str, str]]:
+    def run_ids(self, statuses: Iterable[str], *,
+                host: str | None = None) -> list[tuple[str, str]]:
         """(id, spec_hash) of runs with these statuses, cheaply (no bodies parsed)."""
-        args = tuple(statuses)
+        args: tuple[str, ...] = tuple(statuses)
+        sql = (f"SELECT id, spec_hash FROM {N.T_RUNS} WHERE status IN "
+               f"({','.join('?' * len(args))})")
+        if host is not None:
+            sql, args = sql + " AND (wants_host IS NULL OR wants_host = ?)", (*args, host)
         with self._lock:
             self._flush_open_tx()
-            return self._db.execute(
-                f"SELECT id, spec_hash FROM {N.T_RUNS} WHERE status IN "
-                f"({','.join('?' * len(args))})", args).fetchall()
+            return self._db.execute(sql, args).fetchall()
 
     @guarded("reading runs from")
     def run_counts(self) -> list[tuple[str, str, str, int]]:

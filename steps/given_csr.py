@@ -65,6 +65,7 @@ class InstallBeside(BaseStep):
 
     name: ClassVar[str] = "install.beside"
     description: ClassVar[str] = "Write the certificate and chain next to the given CSR"
+    host_bound: ClassVar[bool] = True
     idempotent: ClassVar[bool] = True
     params_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object", "additionalProperties": False, "required": ["cert", "csr"],

@@ -29,12 +29,8 @@ from certwright.state.location import default_live_dir
 from certwright.steps import _install_files as files
 from certwright.steps import _install_layout as layout_mod
 from certwright.steps import _install_lineage as lineage
-from certwright.steps._install_tls import (
-    Presented,
-    default_server_name,
-    fetch_certificate,
-    split_address,
-)
+from certwright.steps import _install_tls as tls
+from certwright.steps._install_tls import Presented
 from certwright.steps.keys import parse_private_key, public_key_sha256
 
 _OUTPUT_CAP = 16 * 1024  # characters of stdout/stderr kept in outputs and messages
@@ -86,6 +82,7 @@ class InstallFiles(BaseStep):
 
     name: ClassVar[str] = "install.files"
     description: ClassVar[str] = "Install key and certificate files, keeping previous versions"
+    host_bound: ClassVar[bool] = True
     idempotent: ClassVar[bool] = True
     params_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
@@ -242,6 +239,7 @@ class InstallReload(BaseStep):
 
     name: ClassVar[str] = "install.reload"
     description: ClassVar[str] = "Test the server config, then reload the server"
+    host_bound: ClassVar[bool] = True
     idempotent: ClassVar[bool] = True
     params_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
@@ -314,6 +312,7 @@ class InstallCheck(BaseStep):
 
     name: ClassVar[str] = "install.check"
     description: ClassVar[str] = "Check the served certificate by TLS handshake; roll back"
+    host_bound: ClassVar[bool] = True
     idempotent: ClassVar[bool] = True
     params_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
@@ -339,8 +338,8 @@ class InstallCheck(BaseStep):
         address = str(p.get("address") or "")
         if not address:
             return Done({"skipped": True, "address": ""})
-        host, port = split_address(address)
-        sni = str(p.get("server_name") or "") or default_server_name(host)
+        host, port = tls.split_address(address)
+        sni = str(p.get("server_name") or "") or tls.default_server_name(host)
         if not p.get("cert"):
             raise PermanentError("install.check: parameter 'cert' (the expected PEM) is required")
         expected = layout_mod.leaf_fingerprint(_read(p["cert"], "expected certificate"))
@@ -389,7 +388,7 @@ class InstallCheck(BaseStep):
         last: Presented | str = "no attempt made"
         for attempt in range(attempts):
             try:
-                last = fetch_certificate(host, port, sni, timeout=timeout)
+                last = tls.fetch_certificate(host, port, sni, timeout=timeout)
                 if last.fingerprint_sha256 == expected:
                     return last
             except OSError as exc:

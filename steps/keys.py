@@ -134,6 +134,7 @@ class KeyGenerate(BaseStep):
 
     name: ClassVar[str] = "key.generate"
     description: ClassVar[str] = "Generate a private key (EC or RSA) into a 0600 file"
+    host_bound: ClassVar[bool] = True
     idempotent: ClassVar[bool] = True
     params_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
@@ -313,6 +314,7 @@ class CsrGenerate(BaseStep):
 
     name: ClassVar[str] = "csr.generate"
     description: ClassVar[str] = "Write a certificate signing request for a key and names"
+    host_bound: ClassVar[bool] = True
     idempotent: ClassVar[bool] = True
     params_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",

@@ -47,6 +47,14 @@ def parse_sets(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _here(args: argparse.Namespace) -> str:
+    """This host's name (``engine.run.hosts.local_host``, the configuration's ``host:``)."""
+    from certwright.engine.cli.config_cmd import load_config
+    from certwright.engine.run.hosts import local_host
+    setting = load_config(args).host()
+    return local_host(setting.value if setting else None)
+
+
 def _engine(args: argparse.Namespace, run_id: str, services: dict[str, Any],
             watcher: WaitWatcher, shown: RunOutput | None = None) -> Engine:
     hooks: list[Interceptor] = [watcher, *(shown.hooks if shown else [])]
@@ -59,7 +67,7 @@ def _engine(args: argparse.Namespace, run_id: str, services: dict[str, Any],
         store.announce = False      # daemon to take it (state.notify_pg)
     hooks.append(InventoryHook(store, policy_from(_load)))
     return Engine(store, args.state_dir, clock=clock_from_env(), services=services,
-                  options=EngineOptions(scope=[run_id]), interceptors=hooks)
+                  options=EngineOptions(scope=[run_id], host=_here(args)), interceptors=hooks)
 
 
 class DaemonServes(RunLocked):
@@ -116,6 +124,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         getattr(args, "domains", []))
     if getattr(args, "name", None):
         given["cert_name"] = args.name
+    host = None  # --set host=NAME for a pipeline without a `host` input: the run's host
+    if "host" in given and "host" not in spec.inputs:
+        from certwright.engine.run.hosts import check_host
+        host = check_host(given.pop("host"), "--set host")
     if getattr(args, "dry_run", False):  # a scratch state of its own: nothing here is touched
         from certwright.engine.cli.dryrun import trial
         names = given.get("domains") or given.get("domain") or spec.name
@@ -137,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stack.callback(engine.close)
         engine.open()
         secret = [n for n, i in spec.inputs.items() if i.secret]
-        engine.start_run(spec, inputs, run_id, secret_inputs=secret)
+        engine.start_run(spec, inputs, run_id, secret_inputs=secret, host=host)
         shown.attach(args.state_dir)
         where = "" if not Path(args.pipeline).expanduser().is_file() else f", {spec.source}"
         shown.line(f"run {run_id} started (pipeline {spec.name}{where})")

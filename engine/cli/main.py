@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "certwright.engine.cli.certificates", "certwright.engine.cli.renew",
                    "certwright.engine.cli.revoke", "certwright.engine.cli.doctor",
                    "certwright.engine.cli.completion", "certwright.engine.cli.manpage",
-                   "certwright.engine.cli.store_cmd"):
+                   "certwright.engine.cli.store_cmd", "certwright.engine.cli.steps_cmd",
+                   "certwright.engine.cli.move"):
         try:
             mod = importlib.import_module(module)
         except ImportError:

@@ -164,7 +164,8 @@ def _hand_off(args: argparse.Namespace, store: Store, plan: Renewal, pid: int) -
         engine = Engine(store, args.state_dir, clock=clock,
                         options=EngineOptions(scope=[run_id]))
         try:
-            engine.start_run(plan.spec, inputs, run_id, secret_inputs=plan.secret)
+            engine.start_run(plan.spec, inputs, run_id, secret_inputs=plan.secret,
+                             host=plan.host)
         finally:
             engine.close()
     print(f"{plan.name}: handed to the daemon (pid {pid}): run {run_id}; follow it with "
@@ -193,7 +194,8 @@ def _renew_here(args: argparse.Namespace, store: Store, plan: Renewal) -> int:
             if not claim(store, plan.name, run_id, plan.renews, clock.now()):
                 print(f"{plan.name}: a renewal started elsewhere meanwhile")
                 return EXIT_OK
-            engine.start_run(plan.spec, inputs, run_id, secret_inputs=plan.secret)
+            engine.start_run(plan.spec, inputs, run_id, secret_inputs=plan.secret,
+                             host=plan.host)
             outcome = drive(engine, run_id, watcher)
     except CertwrightError as exc:
         print(f"{plan.name}: not renewed: {exc}")

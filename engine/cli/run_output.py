@@ -100,7 +100,10 @@ class RunOutput:
         if outcome.parked:
             self._say(f"parked: run {run.id} is "
                       f"{describe_wait(run, clock_from_env().now()) or run.status}"
-                      f"\nresume with: certwright resume {run.id}", result=True)
+                      + (f"\nresume it on host {run.wants_host} (a daemon there takes it), "
+                         f"or move it: certwright move {run.id} --host HOST"
+                         if run.wants_host else f"\nresume with: certwright resume {run.id}"),
+                      result=True)
             log.info("run_parked", run_id=run.id, state=run.state, waiting=run.waiting)
             return EXIT_PARKED
         if run.status == SUCCEEDED:

@@ -40,7 +40,18 @@ def _renewals(store: Store | None) -> list[dict[str, Any]]:
 def _interrupted(state_dir: Path, run: RunRecord, daemon: int | None) -> bool:
     """A run stored as running that nothing drives: its process died (killed, or a store
     error ended it) and no daemon serves the store to pick it up."""
-    return run.status == RUNNING and not daemon and run_lock(state_dir, run.id).holder() is None
+    return (run.status == RUNNING and not run.wants_host and not daemon
+            and run_lock(state_dir, run.id).holder() is None)
+
+
+def host_note(run: RunRecord, serving: set[str]) -> str:
+    """What a run waiting for its host waits for, and whether a daemon of that host
+    serves the store now (by the daemons' heartbeats)."""
+    host = run.wants_host
+    if host in serving:
+        return f"waiting for host {host} (a daemon of {host} serves this store)"
+    return (f"waiting for host {host} (no daemon of {host} serves this store: start one, "
+            f"or `certwright move {run.id} --host ...`)")
 
 
 def _alive_here(host: str, pid: int) -> bool:
@@ -67,7 +78,7 @@ def _daemons(store: Store | None, now: datetime) -> list[dict[str, Any]]:
     out = []
     for d in store.list_daemons():
         age = (now - parse_instant(d.heartbeat)).total_seconds()
-        state = "gone" if not _alive_here(d.host, d.pid) \
+        state = "gone" if not _alive_here(d.machine or d.host, d.pid) \
             else "stale" if d.is_stale(age) else "serving"
         out.append({**vars(d), "heartbeat_age_s": round(age, 1),
                     "stale": state != "serving", "state": state})
@@ -114,15 +125,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     renewals = _renewals(store)
     now = clock_from_env().now()
     daemons = _daemons(store, now)
+    serving = {str(d["host"]) for d in daemons if d["state"] == "serving"}
+    notes = {r.id: host_note(r, serving) for r in runs if r.wants_host}
     if args.json:
         print(json.dumps({"daemon_pid": daemon, "daemons": daemons, "renewals": renewals,
-                          "runs": [{**summary(r), "interrupted": r.id in stopped}
+                          "runs": [{**summary(r), "interrupted": r.id in stopped,
+                                    "host_served": (r.wants_host in serving
+                                                    if r.wants_host else None)}
                                    for r in runs]}, indent=2))
         return EXIT_OK
     print(f"daemon: {f'serving (pid {daemon}{served_from})' if daemon else 'not running'}")
     if daemons and not args.run_id:
         _print_daemons(daemons)
-    rows = [("RUN", "PIPELINE", "STATE", "STATUS", "WAITING FOR", "DEADLINE")]
+    rows = [("RUN", "PIPELINE", "STATE", "STATUS", "WAITING FOR", "DEADLINE", "HOST")]
     for r in runs:
         deadline = ""
         if r.deadline:
@@ -136,8 +151,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         status = r.status
         if r.id in stopped:
             status, waiting = "interrupted", f"resume with: certwright resume {r.id}"
-        rows.append((r.id, r.pipeline, r.state, status, waiting, deadline))
+        rows.append((r.id, r.pipeline, r.state, status, waiting, deadline, r.host or "any"))
     _print_table(rows)
+    for rid, note in notes.items():
+        print(f"{rid}: {note}")
     if args.run_id and runs[0].error:
         print(f"error: {runs[0].error}")
     if renewals and not args.run_id:
@@ -177,7 +194,12 @@ def _describe(kind: str, d: dict[str, Any]) -> str:
         return f"{d.get('from') or '-'} -> {d['to']} on {d['trigger']}{extra}{dl}"
     if kind == "step_started":
         rec = " (recovering)" if d.get("recovering") else ""
-        return f"{d['step']} attempt {d['attempt']} key {d['key']}{rec}"
+        on = f" on {d['host']}" if d.get("host") else ""
+        return f"{d['step']} attempt {d['attempt']} key {d['key']}{on}{rec}"
+    if kind == "host_awaited":
+        return f"{d['step']} waits for host {d['host']} (not started on {d['seen_on'] or '?'})"
+    if kind == "moved":
+        return f"host {d['previous'] or 'any'} -> {d['host']} by {d['by'] or '?'}"
     if kind == "step_done":
         return f"{d['step']} done " + json.dumps(d["outputs"], default=str)[:120]
     if kind == "step_waiting":

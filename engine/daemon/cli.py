@@ -50,6 +50,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     d.add_argument("--lease", type=_seconds, metavar="SECONDS",
                    help="how long a run's lease lasts when several daemons share a "
                         "PostgreSQL store (config key lease; default 15)")
+    d.add_argument("--host", type=_host, metavar="NAME",
+                   help="this daemon's host: it runs the host-bound steps (keys, install, "
+                        "reload, TLS check) of the runs of that host (config key host; "
+                        "default: env CERTWRIGHT_HOST, else the machine's host name)")
     d.add_argument("--workers", type=int, default=8, help="step worker threads (default 8)")
     d.set_defaults(func=handler)
     parser: argparse.ArgumentParser = d
@@ -61,6 +65,15 @@ def _hostport(text: str) -> tuple[str, int]:
     try:
         return parse_hostport(text)
     except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _host(text: str) -> str:
+    from certwright.engine.run.hosts import check_host
+    from certwright.errors import InputError
+    try:
+        return check_host(text, "--host")
+    except InputError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -85,7 +98,8 @@ def build_config(args: argparse.Namespace) -> DaemonConfig:
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"maildirs": list(args.maildir), "imap": list(args.imap),
             "pipelines": args.pipelines, "inbox": args.inbox, "embedded": args.embedded,
-            "metrics_listen": args.metrics_listen, "lease": getattr(args, "lease", None)}
+            "metrics_listen": args.metrics_listen, "lease": getattr(args, "lease", None),
+            "host": getattr(args, "host", None)}
 
 
 def handler(args: argparse.Namespace) -> int:

@@ -27,6 +27,8 @@ with the same keys as the options, plus a few that only make sense in a file::
     metrics_certificates: 100                  # certificate names with a series of their own
     heartbeat: 10s                             # how often the daemon's row is rewritten
     lease: 15s                                 # --lease: a run's lease (PostgreSQL store)
+    host: web1                                 # --host: this daemon's host (default: the
+                                               # top-level host:, CERTWRIGHT_HOST, hostname)
 
 An old daemon.yaml with these keys at the top (no section) is still read, with a warning.
 Options given on the command line win over the file; list options (``--maildir``,
@@ -82,6 +84,7 @@ class DaemonConfig:
     metrics_certificates: int = 100
     heartbeat: float = 10.0
     lease: float = 15.0  # seconds a run's lease lasts (several daemons on PostgreSQL)
+    host: str | None = None  # its host (engine.run.hosts); None: no host rule (tests)
     source: str | None = None  # the config file it came from, if any
     from_files: bool = False  # read from configuration files (SIGHUP re-reads them)
     config_path: Path | None = None  # the file named by --config, if one was
@@ -186,6 +189,9 @@ def from_mapping(data: Mapping[str, Any], base: Path, source: str | None = None)
         out["heartbeat"] = _duration(data["heartbeat"], "heartbeat")
         if out["heartbeat"] < 0.1:
             raise InputError(f"config heartbeat: {data['heartbeat']!r} is shorter than 0.1s")
+    if data.get("host"):  # empty: the top-level host:, CERTWRIGHT_HOST, the machine's
+        from certwright.engine.run.hosts import check_host
+        out["host"] = check_host(data["host"], "config host")
     if "lease" in data:
         out["lease"] = _duration(data["lease"], "lease")
         if out["lease"] < 1:
@@ -227,6 +233,10 @@ def from_config(config: Config) -> DaemonConfig:
             fields[key] = getattr(one, key)
     if problems:
         raise ConfigError(problems)
+    if not fields.get("host"):
+        from certwright.engine.run.hosts import local_host
+        top = config.host()
+        fields["host"] = local_host(top.value if top else None)
     return replace(DaemonConfig(), **fields, source=sources[-1] if sources else None,
                    from_files=bool(config.files))
 
@@ -246,7 +256,7 @@ def merge_args(cfg: DaemonConfig, *, maildirs: list[Path] | None = None,
                imap: list[str] | None = None, pipelines: Path | None = None,
                inbox: Path | None = None, embedded: bool = False,
                metrics_listen: tuple[str, int] | None = None,
-               lease: float | None = None) -> DaemonConfig:
+               lease: float | None = None, host: str | None = None) -> DaemonConfig:
     """Command-line values over the file's (lists are added)."""
     return replace(
         cfg,
@@ -254,4 +264,4 @@ def merge_args(cfg: DaemonConfig, *, maildirs: list[Path] | None = None,
         imap=tuple(dict.fromkeys([*cfg.imap, *(imap or [])])),
         pipelines=pipelines or cfg.pipelines, inbox=inbox or cfg.inbox,
         embedded=embedded or cfg.embedded, metrics_listen=metrics_listen or cfg.metrics_listen,
-        lease=lease or cfg.lease)
+        lease=lease or cfg.lease, host=host or cfg.host)

@@ -41,14 +41,15 @@ class Heartbeat(Interceptor):
     """This daemon's row (see the module). ``metrics``: where it serves ``/metrics``."""
 
     def __init__(self, store: Store, clock: Clock, *, interval: float = 10.0,
-                 metrics: str | None = None,
+                 metrics: str | None = None, host: str | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.clock = clock
         self.interval = interval
         self.metrics = metrics
         self._mono = monotonic
-        self.host = socket.gethostname()
+        self.machine = socket.gethostname()
+        self.host = host or self.machine  # the daemon's host (engine.run.hosts)
         self.id = f"{self.host}:{os.getpid()}"
         self.started = format_instant(clock.now())
         self._last: float | None = None
@@ -67,7 +68,8 @@ class Heartbeat(Interceptor):
             row = DaemonRecord(id=self.id, host=self.host, pid=os.getpid(),
                                started=self.started, heartbeat=format_instant(self.clock.now()),
                                interval=self.interval, runs=runs, leases=0,
-                               metrics=self.metrics, version=__version__)
+                               metrics=self.metrics, version=__version__,
+                               machine=self.machine)
             with self.store.transaction() as tx:
                 tx.put_daemon(row)
         except CertwrightError as exc:

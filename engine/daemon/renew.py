@@ -62,7 +62,8 @@ SCHEDULED, RENEWING, BACKING_OFF = "scheduled", "renewing", "backoff"
 CLAIM_GRACE = timedelta(minutes=10)  # a claimed run not in the store after this never came
 RETRY, RETRY_CAP = 3600.0, 86400.0  # the daemon's defaults (renew_retry, renew_retry_cap)
 
-StartRun = Callable[[PipelineSpec, dict[str, Any], str, list[str]], str]
+# (spec, inputs, run id, secret input names, host: the renewed run's, None for none)
+StartRun = Callable[[PipelineSpec, dict[str, Any], str, list[str], str | None], str]
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Renewal:
     inputs: dict[str, Any]
     secret: list[str]
     renews: str  # the run that made the current certificate
+    host: str | None = None  # its host: the renewal's host-bound steps run there too
 
 
 def plan_renewal(store: Store, state_dir: Path, rec: CertificateRecord,
@@ -92,7 +94,7 @@ def plan_renewal(store: Store, state_dir: Path, rec: CertificateRecord,
     if "replaces" in spec.inputs:  # RFC 9773: the order names the certificate it renews
         given["replaces"] = str((rec.ari or {}).get("cert_id") or "")
     return Renewal(rec.name, spec, given, [n for n, i in spec.inputs.items() if i.secret],
-                   rec.run_id)
+                   rec.run_id, (run.host if run is not None else "") or None)
 
 
 def backoff(attempts: int, base: float, cap: float) -> float:
@@ -288,7 +290,7 @@ class Renewer:
         new_id = new_run_id(plan.spec.name)
         if not claim(self.store, rec.name, new_id, rec.run_id, now):
             return None  # `renew` started one meanwhile
-        self._start(plan.spec, values, new_id, plan.secret)
+        self._start(plan.spec, values, new_id, plan.secret, plan.host)
         log.info("renewal_started", run_id=new_id, renews=rec.run_id, name=rec.name,
                  pipeline=plan.spec.name, version=plan.spec.hash[:12])
         return new_id

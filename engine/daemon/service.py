@@ -151,10 +151,10 @@ class Daemon:
         return self.catalog.find(name)
 
     def _start_run(self, spec: PipelineSpec, inputs: Mapping[str, Any], run_id: str,
-                   secret: list[str]) -> str:
+                   secret: list[str], host: str | None = None) -> str:
         if self.engine is None:
             raise RuntimeError("the daemon is not running")
-        return self.engine.start_run(spec, inputs, run_id, secret_inputs=secret)
+        return self.engine.start_run(spec, inputs, run_id, secret_inputs=secret, host=host)
 
     def _prepare(self, spec: PipelineSpec, given: dict[str, Any]) -> dict[str, Any]:
         """A new run's given inputs as ``run`` would make them: the configuration file's
@@ -185,7 +185,7 @@ class Daemon:
             stack.callback(store.close)
             if hasattr(store, "hold_daemon"):  # a shared store: mark it served, for others
                 store.hold_daemon()
-            leases = leases_for(store, self.cfg.lease)
+            leases = leases_for(store, self.cfg.lease, self.cfg.host)
             lookup_store = open_store(self.state_dir, url=self.store_url)  # the router's own
             stack.callback(lookup_store.close)
             services: dict[str, Any] = {}
@@ -216,12 +216,12 @@ class Daemon:
             hooks = [leases or locks, files, InventoryHook(store, policy_from(self._find)),
                      *self._start_metrics(stack)]
             heartbeat = Heartbeat(store, self.clock, interval=self.cfg.heartbeat,
-                                  metrics=self.metrics_url)
+                                  metrics=self.metrics_url, host=self.cfg.host)
             hooks.append(heartbeat)  # told of commits: an idle beat counts no runs
             def make() -> Engine:
+                opts = EngineOptions(workers=self.workers, host=self.cfg.host)
                 self.engine = Engine(store, self.state_dir, clock=self.clock,
-                                     services=services, interceptors=hooks,
-                                     options=EngineOptions(workers=self.workers))
+                                     services=services, interceptors=hooks, options=opts)
                 return self.engine
             engine = make()
             stack.callback(lambda: self.engine.close() if self.engine else None)

@@ -36,7 +36,7 @@ from certwright.engine.daemon.leasing import RunLeases
 from certwright.engine.daemon.wakeups import Wakeups
 from certwright.engine.run.runner import Engine
 from certwright.state.faults import StoreFault
-from certwright.state.leases_pg import FencingRefused, PgLeases
+from certwright.state.leases_pg import FencingRefused, PgLeases, daemon_owner
 
 __all__ = ["Shared", "leases_for"]
 
@@ -46,12 +46,13 @@ BACKOFF_FIRST = 0.5  # seconds after the first failure; doubled each time ...
 BACKOFF_CAP = 30.0   # ... up to this: a server back within a second costs half a second
 
 
-def leases_for(store: Any, lease_s: float) -> RunLeases | None:
+def leases_for(store: Any, lease_s: float, host: str | None = None) -> RunLeases | None:
     """Leases for a store several daemons may share (PostgreSQL), set as its write fence;
-    None for a SQLite store (run locks, one daemon)."""
+    None for a SQLite store (run locks, one daemon). ``host``: the daemon's (it takes free
+    runs waiting for no host or for this one)."""
     if not hasattr(store, "fence"):
         return None
-    leases = PgLeases(store, lease_s=lease_s)
+    leases = PgLeases(store, daemon_owner(host), lease_s=lease_s, host=host)
     store.fence = leases
     log.info("daemon_leasing", owner=leases.owner, lease_s=lease_s)
     return RunLeases(leases)

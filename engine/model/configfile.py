@@ -10,6 +10,8 @@ Two files are read, the user's over the system's, and both over a pipeline's own
 
     live_dir: /srv/certificates        # the certificates root (relative: to the file)
     store: postgresql://certwright@db.example.org/certwright   # (default: SQLite)
+    host: web1                         # this host's name for runs and daemons (default:
+                                       # env CERTWRIGHT_HOST, else the machine's name)
     defaults:                          # inputs for every pipeline that declares them
       email: hostmaster@example.org
     pipelines:                         # inputs for one pipeline, over `defaults`
@@ -126,6 +128,9 @@ def _check(cf: ConfigFile) -> list[Problem]:
             if not vnode.is_scalar or not isinstance(vnode.value, str) or not vnode.value.strip():
                 out.append(cf.problem(vnode, "store: expected a store URL",
                                       "postgresql://USER@HOST/DATABASE or sqlite:///PATH"))
+        elif key == "host":  # empty: not set (CERTWRIGHT_HOST, else the machine's name)
+            if not vnode.is_scalar or not isinstance(vnode.value, str | None):
+                out.append(cf.problem(vnode, "host: expected a host name", "e.g. web1"))
         elif key == "defaults":
             out.extend(_inputs_problems(cf, vnode, "defaults"))
         elif key == "pipelines":
@@ -274,6 +279,16 @@ class Config:
         for cf in self.files:
             node = cf.section("store")
             if node is not None:
+                found = Setting(str(node.value).strip(), cf.where(node))
+        return found
+
+    def host(self) -> Setting | None:
+        """The ``host:`` the files set (user's over system's), with its origin; None when
+        neither sets it (``engine.run.hosts.local_host`` then decides)."""
+        found: Setting | None = None
+        for cf in self.files:
+            node = cf.section("host")
+            if node is not None and str(node.value or "").strip():
                 found = Setting(str(node.value).strip(), cf.where(node))
         return found
 

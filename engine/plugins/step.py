@@ -170,6 +170,9 @@ class BaseStep:
     params_schema: ClassVar[Mapping[str, Any]] = {"type": "object", "additionalProperties": False}
     idempotent: ClassVar[bool] = False
     secret_outputs: ClassVar[frozenset[str]] = frozenset()
+    # touches the machine it runs on (key files, install, reload, TLS check): runs only on
+    # a daemon of its run's host (engine.run.hosts); a class without it runs anywhere
+    host_bound: ClassVar[bool] = False
 
     def run(self, ctx: StepContext) -> StepResult:  # pragma: no cover - abstract
         raise NotImplementedError

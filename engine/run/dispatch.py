@@ -9,10 +9,14 @@ or leave the state), ``on_result`` (a step came back: done, waiting, failed), ``
 the state left is cleaned up after the commit, before the new state's steps start).
 
 Every dispatch to a run is first claimed (``Interceptor.claim``): a run another process
-drives is left alone. A step's result that took a message someone took first is not
-recorded: the step is called again (``_again``) and sees it taken. Hazard: a step that is
-executing when its state times out (or its run is cancelled) finishes into a run that has
-moved on; its result is stale and dropped (logged as ``step_result_stale``).
+drives is left alone. A host-bound step of a run of another host is not started
+(``hosts.HostRule``): the run is journaled as waiting for its host and let go. A step's
+result that took a message someone took first is not recorded: the step is called again
+(``_again``) and sees it taken.
+
+Hazard: a step that is executing when its state times out (or its run is cancelled)
+finishes into a run that has moved on; its result is stale and dropped (logged as
+``step_result_stale``).
 """
 from __future__ import annotations
 
@@ -25,15 +29,17 @@ from certwright.engine.plugins.step import Done, Wait
 from certwright.engine.run.book import RunBook
 from certwright.engine.run.cleanup import Cleanups
 from certwright.engine.run.context import Contexts
+from certwright.engine.run.hosts import HostRule
 from certwright.engine.run.interceptor import Interceptors
 from certwright.engine.run.jobs import CleanupJob, Job
-from certwright.engine.run.journal import Cancelled, Entered, StepStarted
+from certwright.engine.run.journal import Cancelled, Entered, HostAwaited, Moved, StepStarted
 from certwright.engine.run.launcher import (
     CancelAsked,
     CleanedUp,
     EventArrived,
     Item,
     Launcher,
+    MoveAsked,
     StepReturned,
 )
 from certwright.engine.run.machine import NoTransition
@@ -59,7 +65,7 @@ class Dispatcher:
     def __init__(self, *, store: Store, scope: set[str] | None, clock: Clock,
                  hooks: Interceptors, book: RunBook, timers: TimerHeap, launcher: Launcher,
                  specs: Specs, contexts: Contexts, writer: JournalWriter,
-                 outcomes: Outcomes, cleanups: Cleanups) -> None:
+                 outcomes: Outcomes, cleanups: Cleanups, hosts: HostRule) -> None:
         """The parts of one engine; ``scope`` is the engine's own set (it grows)."""
         self._store = store
         self._scope = scope
@@ -73,6 +79,7 @@ class Dispatcher:
         self._writer = writer
         self._outcomes = outcomes
         self._cleanups = cleanups
+        self._hosts = hosts
 
     def _get(self, rid: str) -> RunRecord | None:
         return self._book.cached(rid) or self._store.find_run(rid)
@@ -87,6 +94,8 @@ class Dispatcher:
             self._on_cancel(item.run_id, item.reason)
         elif isinstance(item, CleanedUp):
             self._on_cleaned(item.job)
+        elif isinstance(item, MoveAsked):
+            self._on_move(item)
 
     def advance(self, rid: str, retry: bool = False) -> None:
         """Start the run's next step (journal the intent; it executes after the commit),
@@ -127,11 +136,17 @@ class Dispatcher:
             self._outcomes.skipped(run, step_spec)
             book.make_ready(rid)
             return
+        wanted = self._hosts.wanted(run, step_spec)
+        if wanted is not None:
+            self._await_host(run, step_spec, wanted)
+            return
         recovering = run.inflight == key
         attempt = run.attempt if recovering else run.attempt + 1
-        run = self._writer.record(run, rid, "step_started", StepStarted(
-            index=run.step_index, step=step_spec.id, key=key, attempt=attempt,
-            recovering=recovering))
+        started = StepStarted(index=run.step_index, step=step_spec.id, key=key,
+                              attempt=attempt, recovering=recovering)
+        if self._hosts.host is not None:
+            started["host"] = self._hosts.host
+        run = self._writer.record(run, rid, "step_started", started)
         try:
             job = self._ctx.job(run, spec, step_spec, "step", None)
         except StoreError:
@@ -145,6 +160,17 @@ class Dispatcher:
         self._hooks.step_started(run, step_spec.id, attempt)
         log.info("step_started", run_id=rid, state=run.state, step=step_spec.id,
                  name=step_spec.name, attempt=attempt, recovering=recovering)
+
+    def _await_host(self, run: RunRecord, step_spec: StepSpec, host: str) -> None:
+        """The step must start on ``host``: journal that the run waits for it (once), and
+        let the run go, so a daemon of that host takes it (its lease or lock released)."""
+        if run.wants_host != host:
+            here = self._hosts.host or ""
+            self._writer.record(run, run.id, "host_awaited", HostAwaited(
+                index=run.step_index, step=step_spec.id, host=host, seen_on=here))
+            log.info("host_awaited", run_id=run.id, state=run.state, step=step_spec.id,
+                     host=host, here=here)
+        self._book.drop(run.id)
 
     def _on_result(self, job: Job, result: object) -> None:
         """A step's job came back: record its outcome (unless the run moved on)."""
@@ -248,6 +274,17 @@ class Dispatcher:
             self._launch_cleanup(cleanup)
         log.info("run_cancelled", run_id=rid, state=run.state, reason=reason)
         self._hooks.run_finished(cancelled)
+
+    def _on_move(self, item: MoveAsked) -> None:
+        """Give the run another host (``certwright move``); a finished run stays as it is.
+        Nothing starts here: an engine of the new host takes the run."""
+        run = self._get(item.run_id)
+        if run is None or run.status in FINISHED:
+            return
+        self._writer.record(run, run.id, "moved", Moved(host=item.host, previous=run.host,
+                                                        by=item.by))
+        self._book.drop(run.id)
+        log.info("run_moved", run_id=run.id, host=item.host, previous=run.host, by=item.by)
 
     def _transition(self, run: RunRecord, trigger: str) -> None:
         spec, machine = self._specs.of(run)

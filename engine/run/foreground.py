@@ -36,6 +36,8 @@ def describe_wait(run: RunRecord, now: datetime) -> str:
     parts = []
     if run.status == WAITING:
         parts.append(f"waiting for {run.waiting}")
+    elif run.wants_host:  # running, its next step for a daemon of another host
+        parts.append(f"waiting for host {run.wants_host}")
     elif run.status == BACKOFF:
         parts.append(f"retrying after: {run.error}")
         if run.wake_at:
@@ -95,6 +97,8 @@ def drive(engine: Engine, run_id: str, watcher: WaitWatcher, *, no_wait: bool = 
             run = engine.store.load_run(run_id)
             if run.status in FINISHED:
                 return Outcome(run, parked=False)
+            if run.wants_host:  # a host-bound step for another host: not here, ever
+                return Outcome(run, parked=True)
             if run.status in (WAITING, BACKOFF):
                 if no_wait or (stop and stop()):
                     return Outcome(run, parked=True)

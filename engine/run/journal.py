@@ -33,7 +33,7 @@ from certwright.state.records import (
 )
 
 Kind = Literal["created", "entered", "step_started", "step_done", "step_waiting",
-               "step_failed", "run_failed", "cancelled", "alarm"]
+               "step_failed", "run_failed", "cancelled", "alarm", "host_awaited", "moved"]
 KINDS: frozenset[str] = frozenset(get_args(Kind))
 
 
@@ -43,6 +43,7 @@ class Created(TypedDict):
     pipeline: str
     spec_hash: str
     inputs: dict[str, Any]
+    host: NotRequired[str]  # where its host-bound steps run (missing: any host)
 
 
 # The run entered a state (a transition). The functional form: ``from`` is a keyword.
@@ -65,6 +66,7 @@ class StepStarted(TypedDict):
     key: str         # idempotency key, ``run:entry:index``
     attempt: int
     recovering: bool  # found in flight after a crash: run again with the same key
+    host: NotRequired[str]  # the host of the engine that started it (missing: none)
 
 
 class StepDone(TypedDict):
@@ -117,8 +119,26 @@ class Alarm(TypedDict):
     message: str
 
 
+class HostAwaited(TypedDict):
+    """A host-bound step is due but this engine is not on the run's host: the run waits
+    for an engine of ``host`` (``engine.run.hosts``); it stays running."""
+
+    index: int
+    step: str
+    host: str
+    seen_on: str  # the host of the engine that could not start it
+
+
+class Moved(TypedDict):
+    """An operator gave the run another host (``certwright move``)."""
+
+    host: str
+    previous: str
+    by: str  # who moved it (user@host of the command)
+
+
 Data = (Created | Entered | StepStarted | StepDone | StepWaiting | StepFailed | RunFailed
-        | Cancelled | Alarm)
+        | Cancelled | Alarm | HostAwaited | Moved)
 
 
 def apply(run: RunRecord | None, e: JournalEntry) -> RunRecord:
@@ -127,7 +147,7 @@ def apply(run: RunRecord | None, e: JournalEntry) -> RunRecord:
     if k == "created":
         c = cast(Created, e.data)
         r = RunRecord(id=e.run_id, pipeline=c["pipeline"], spec_hash=c["spec_hash"],
-                      inputs=dict(c["inputs"]), created=e.at)
+                      inputs=dict(c["inputs"]), created=e.at, host=c.get("host") or "")
     elif run is None:
         raise StoreError(f"journal of run {e.run_id} does not start with 'created'")
     else:
@@ -150,6 +170,7 @@ def apply(run: RunRecord | None, e: JournalEntry) -> RunRecord:
         final = d.get("final")
         r.status = SUCCEEDED if final == "success" else FAILED if final == "failure" else RUNNING
         r.error = d.get("error") if final == "failure" else None
+        r.wants_host = None
     elif k == "step_started":
         s = cast(StepStarted, e.data)
         r.inflight = s["key"]
@@ -157,6 +178,7 @@ def apply(run: RunRecord | None, e: JournalEntry) -> RunRecord:
         r.status = RUNNING
         r.waiting = None
         r.wake_at = None
+        r.wants_host = None
     elif k == "step_done":
         done = cast(StepDone, e.data)
         r.vars = {**r.vars, done["step"]: done["outputs"]}
@@ -188,14 +210,26 @@ def apply(run: RunRecord | None, e: JournalEntry) -> RunRecord:
         r.inflight = None
         r.waiting = None
         r.wake_at = None
+        r.wants_host = None
     elif k == "cancelled":
         r.status = CANCELLED
         r.error = cast(Cancelled, e.data).get("reason") or "cancelled"
         r.inflight = None
         r.waiting = None
         r.wake_at = None
+        r.wants_host = None
     elif k == "alarm":
         r.alarms = [*r.alarms, cast(Alarm, e.data)["message"]]
+    elif k == "host_awaited":  # the step is due (a retry too): running, for that host
+        r.wants_host = cast(HostAwaited, e.data)["host"]
+        r.waiting = f"host {r.wants_host}"
+        r.status = RUNNING
+        r.wake_at = None
+    elif k == "moved":
+        r.host = cast(Moved, e.data)["host"]
+        if r.wants_host is not None:  # it waited for the old host: now for the new one
+            r.wants_host = r.host
+            r.waiting = f"host {r.host}"
     elif k != "created":
         raise StoreError(f"unknown journal entry kind {k!r} (seq {e.seq})")
     r.updated = e.at

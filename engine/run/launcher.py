@@ -2,7 +2,8 @@
 
 Everything that reaches the core loop from elsewhere arrives in one queue, the inbox:
 outcomes of steps (:class:`StepReturned`), cleanups done (:class:`CleanedUp`), events
-(:class:`EventArrived`) and cancels (:class:`CancelAsked`). Putting into it is thread-safe
+(:class:`EventArrived`), cancels (:class:`CancelAsked`) and moves to another host
+(:class:`MoveAsked`). Putting into it is thread-safe
 (and reentrant, so a signal handler may).
 
 Jobs are launched only after the transaction that recorded their intent has committed
@@ -32,7 +33,8 @@ from certwright.errors import StepError
 from certwright.events import Event
 from certwright.logs import SECRET_VALUES
 
-__all__ = ["CancelAsked", "CleanedUp", "EventArrived", "Item", "Launcher", "StepReturned"]
+__all__ = ["CancelAsked", "CleanedUp", "EventArrived", "Item", "Launcher", "MoveAsked",
+           "StepReturned"]
 
 log = structlog.get_logger("certwright.engine")
 
@@ -66,7 +68,14 @@ class CancelAsked:
     reason: str
 
 
-Item = StepReturned | CleanedUp | EventArrived | CancelAsked
+@dataclass(frozen=True, slots=True)
+class MoveAsked:
+    run_id: str
+    host: str
+    by: str
+
+
+Item = StepReturned | CleanedUp | EventArrived | CancelAsked | MoveAsked
 
 
 class Launcher:

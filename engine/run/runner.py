@@ -43,9 +43,10 @@ from certwright.engine.run.book import RunBook
 from certwright.engine.run.cleanup import Cleanups
 from certwright.engine.run.context import Contexts
 from certwright.engine.run.dispatch import Dispatcher
+from certwright.engine.run.hosts import HostRule, check_host
 from certwright.engine.run.interceptor import Interceptor, Interceptors
 from certwright.engine.run.journal import Created
-from certwright.engine.run.launcher import CancelAsked, EventArrived, Launcher
+from certwright.engine.run.launcher import CancelAsked, EventArrived, Launcher, MoveAsked
 from certwright.engine.run.naming import new_runs
 from certwright.engine.run.options import EngineOptions
 from certwright.engine.run.outcomes import Outcomes
@@ -81,6 +82,7 @@ class Engine:
         self.rng = rng or random.Random()
         self.services = dict(services or {})
         self.scope = set(opts.scope) if opts.scope is not None else None
+        self.host = opts.host
         self._max_batch = opts.max_batch
         self._hooks = Interceptors(interceptors)
         self._book = RunBook()
@@ -96,7 +98,8 @@ class Engine:
             contexts=contexts, writer=self._writer,
             outcomes=Outcomes(self._writer, self._timers, contexts, self.registry,
                               self._hooks, self.clock, self.rng),
-            cleanups=Cleanups(store, self._specs, contexts))
+            cleanups=Cleanups(store, self._specs, contexts),
+            hosts=HostRule(self.host, self.registry))
         self._hooks.bind(self)
 
     # -- life cycle ---------------------------------------------------------------------
@@ -104,7 +107,7 @@ class Engine:
         """Load timers and the runs that need work (after a crash: those with a step in
         flight). Parked runs stay in the store."""
         self._timers.load(self.store.timers(), self.scope)
-        for rid, _ in self.store.run_ids([RUNNING]):
+        for rid, _ in self.store.run_ids([RUNNING], host=self.host):
             if self.scope is None or rid in self.scope:
                 self._recovered(rid)
 
@@ -115,7 +118,7 @@ class Engine:
         """
         n = self._timers.load(self.store.timers_after(self._timers.max_id), self.scope)
         queued = {rid for rid, _ in self._book.ready}
-        for rid, _ in self.store.run_ids([RUNNING]):
+        for rid, _ in self.store.run_ids([RUNNING], host=self.host):
             if (rid in self._book.active or rid in self._book.executing
                     or rid in queued or (self.scope is not None and rid not in self.scope)):
                 continue
@@ -143,16 +146,26 @@ class Engine:
     def cancel(self, run_id: str, reason: str = "cancelled by user") -> None:
         self._launcher.put(CancelAsked(run_id, reason))
 
+    def move(self, run_id: str, host: str, by: str = "") -> None:
+        """Give the run the host ``host`` (journaled as ``moved`` by ``by``; see
+        ``engine.run.hosts``); the caller holds the run (its lock or lease)."""
+        self._launcher.put(MoveAsked(run_id, host, by))
+
     # -- starting runs -----------------------------------------------------------------
     def start_run(self, spec: PipelineSpec, inputs: Mapping[str, Any],
-                  run_id: str | None = None, secret_inputs: Iterable[str] = ()) -> str:
+                  run_id: str | None = None, secret_inputs: Iterable[str] = (), *,
+                  host: str | None = None) -> str:
         """Create a run of ``spec`` with coerced ``inputs``; it starts on the next pump."""
-        return self.start_runs(spec, [inputs], [run_id], secret_inputs)[0]
+        return self.start_runs(spec, [inputs], [run_id], secret_inputs, host=host)[0]
 
     def start_runs(self, spec: PipelineSpec, inputs: Iterable[Mapping[str, Any]],
                    run_ids: Iterable[str | None] | None = None,
-                   secret_inputs: Iterable[str] = ()) -> list[str]:
-        """Create several runs of ``spec`` in one transaction (one commit for all)."""
+                   secret_inputs: Iterable[str] = (), *, host: str | None = None) -> list[str]:
+        """Create several runs of ``spec`` in one transaction (one commit for all).
+
+        Their host (``engine.run.hosts``): a pipeline's own ``host`` input, else ``host``,
+        else this engine's host (none: the runs may run anywhere); InputError for a bad
+        host name."""
         values = list(inputs)
         ids = new_runs(spec.name, len(values), run_ids, self.state_dir,
                        lambda rid: self.store.find_run(rid) is not None)
@@ -167,8 +180,11 @@ class Engine:
                 if secrets is not None:
                     tx.put_secrets(rid, secrets)
                     self._book.set_secrets(rid, secrets)
-                run = self._writer.record(None, rid, "created", Created(
-                    pipeline=spec.name, spec_hash=spec.hash, inputs=public))
+                created = Created(pipeline=spec.name, spec_hash=spec.hash, inputs=public)
+                where = given.get("host") or host or self.host
+                if where:
+                    created["host"] = check_host(where, "input host")
+                run = self._writer.record(None, rid, "created", created)
                 self._dispatch.enter(run, spec.initial, "start")
                 log.info("run_created", run_id=rid, pipeline=spec.name, version=spec.hash[:12])
         self._after_commit()

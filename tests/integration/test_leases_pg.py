@@ -189,3 +189,19 @@ def test_free_running_runs_are_shared_out_and_a_live_lease_is_left_alone(stores)
     assert len(got_a) == 3 and len(got_b) == 2
     assert set(got_a) | set(got_b) == {f"r{i}" for i in range(5)}
     assert la.claim_free() == [] and lb.claim_free() == []
+
+
+def test_free_runs_waiting_for_a_host_are_left_to_its_daemons(stores) -> None:
+    """claim_free of a daemon of host a skips a free run waiting for host b, which b's
+    daemon takes; runs waiting for no host go to either; an owner with no host (no host
+    rule) takes any."""
+    a, b = stores
+    with a.transaction() as tx:
+        tx.put_run(run("for-b", status="running", host="b", wants_host="b"))
+        tx.put_run(run("for-c", status="running", host="c", wants_host="c"))
+        tx.put_run(run("any", status="running", host="b"))
+    la, lb = PgLeases(a, "a:1:x", host="a"), PgLeases(b, "b:2:y", host="b")
+    assert la.claim_free() == ["any"]
+    assert lb.claim_free() == ["for-b"]
+    assert la.claim_free() == [] and lb.claim_free() == []
+    assert PgLeases(a, "none:3:z").claim_free() == ["for-c"]

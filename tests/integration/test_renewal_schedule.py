@@ -45,10 +45,11 @@ def _cert(name: str, run_id: str, renew_at: datetime, **fields: Any) -> Certific
 @pytest.fixture
 def world(tmp_path: Path):
     store = SQLiteStore(tmp_path / "certwright.sqlite")
-    started: list[tuple[str, dict[str, Any], str, list[str]]] = []
+    started: list[tuple[str, dict[str, Any], str, list[str], str | None]] = []
 
-    def start(spec: Any, values: dict[str, Any], run_id: str, secret: list[str]) -> str:
-        started.append((spec.name, values, run_id, secret))
+    def start(spec: Any, values: dict[str, Any], run_id: str, secret: list[str],
+              host: str | None = None) -> str:
+        started.append((spec.name, values, run_id, secret, host))
         _put(store, RunRecord(id=run_id, pipeline=spec.name, spec_hash="h"))  # running
         return run_id
     clock = FakeClock(NOW)
@@ -120,6 +121,21 @@ def test_a_due_certificate_is_renewed_once_then_backs_off_then_succeeds(world, t
     row = renewals_status(tmp_path)[0]
     assert (row["status"], row["attempts"], row["run_id"]) == ("scheduled", 0, second)
     assert store.list_renewals() == []
+
+
+def test_a_renewal_keeps_the_host_of_the_run_it_renews(world, tmp_path):
+    """Its key and install steps run where the certificate is installed, whichever
+    daemon starts the renewal; a run made before hosts existed renews with none."""
+    store, renewer, started, _ = world
+    _put(store, RunRecord(id="r1", pipeline="p", spec_hash="h", status=SUCCEEDED,
+                          inputs={"domain": "a.test"}, host="web1"),
+         RunRecord(id="r2", pipeline="p", spec_hash="h", status=SUCCEEDED,
+                   inputs={"domain": "b.test"}),
+         _cert("a.test", "r1", NOW - timedelta(hours=1)),
+         _cert("b.test", "r2", NOW - timedelta(hours=1)))
+    renewer.check()
+    assert sorted((s[1]["domain"], s[4]) for s in started) == [("a.test", "web1"),
+                                                               ("b.test", None)]
 
 
 def test_a_claimed_run_that_never_came_fails_only_after_a_grace(world, tmp_path):

@@ -19,6 +19,7 @@ from certwright.state import names as N
 from certwright.state.contract import StoreContract, write_everything
 from certwright.state.contract_certificates import CertificateContract
 from certwright.state.contract_daemons import DaemonContract
+from certwright.state.contract_hosts import HostContract
 from certwright.state.contract_renewals import RenewalContract
 from certwright.state.contract_shared import LockContract, SharedStoreContract
 from certwright.state.sqlite import SQLiteStore
@@ -56,6 +57,10 @@ class TestSQLiteStoreRenewals(_SQLite, RenewalContract):
 
 
 class TestSQLiteStoreDaemons(_SQLite, DaemonContract):
+    pass
+
+
+class TestSQLiteStoreHosts(_SQLite, HostContract):
     pass
 
 

@@ -16,6 +16,7 @@ from certwright.state import names as N
 from certwright.state.contract import StoreContract
 from certwright.state.contract_certificates import CertificateContract
 from certwright.state.contract_daemons import DaemonContract
+from certwright.state.contract_hosts import HostContract
 from certwright.state.contract_renewals import RenewalContract
 from certwright.state.contract_shared import SharedStoreContract
 from certwright.state.postgres import PostgresStore
@@ -56,6 +57,10 @@ class TestPostgresStoreRenewals(_Postgres, RenewalContract):
 
 
 class TestPostgresStoreDaemons(_Postgres, DaemonContract):
+    pass
+
+
+class TestPostgresStoreHosts(_Postgres, HostContract):
     pass
 
 
