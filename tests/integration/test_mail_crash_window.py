@@ -269,3 +269,33 @@ def _two_takers(tmp_path: Path, stores: list[Any]) -> list[str]:
     assert md.list_cur() == ["1.probe.host:2,S"] and md.list_new() == []
     assert _nothing_quarantined(md)
     return rids
+
+
+def test_two_runs_of_one_engine_taking_one_message_in_one_commit(tmp_path: Path) -> None:
+    """Two runs of one engine return the one message and their results land in the same
+    pump (one transaction): the first's marks are written, the second's insert would find
+    them in that very transaction, so its result is refused and its step looks again; the
+    move happens once, after the commit."""
+    state = tmp_path / "state"
+    md = Maildir(tmp_path / "Maildir", books=books_dir(state, tmp_path / "Maildir"))
+    md.ensure()
+    store = SQLiteStore(state / "certwright.sqlite")
+    eng = Engine(store, state, clock=FakeClock(), options=EngineOptions(inline=True))
+    eng.open()
+    spec = load_pipeline_text(PIPELINE, "mailwait.yaml")
+    rids = [eng.start_run(spec, {"maildir": str(md.path)}) for _ in range(2)]
+    eng.run_until_idle()
+    (md.new / "1.probe.host").write_bytes(probe_mail(to=TO))
+    with capture_logs() as logs:
+        for rid in rids:
+            eng.wake(rid)
+        assert eng.pump()  # both re-checks run (inline) after this pump; both return Done
+        eng.run_until_idle()
+    states = sorted(store.load_run(r).status for r in rids)
+    refused = [e["run_id"] for e in logs if e["event"] == "step_result_refused"]
+    eng.close()
+    store.close()
+    assert states == ["succeeded", "waiting"]
+    assert len(refused) == 1 and refused[0] in rids
+    assert md.list_cur() == ["1.probe.host:2,S"] and md.list_new() == []
+    assert _nothing_quarantined(md)
