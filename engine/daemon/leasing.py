@@ -129,13 +129,7 @@ class RunLeases(Interceptor):
             log.warning("lease_lost", run_id=rid, owner=self.leases.owner)
             if self._engine is not None:
                 self._engine.forget(rid)
-        taken = self.leases.claim_free(CLAIM_BATCH)
-        for rid in taken:
-            if self._engine is not None:
-                self._engine.forget(rid)
-        self._adoptable.update(taken)
-        if taken:
-            log.info("runs_leased", count=len(taken), owner=self.leases.owner)
+        taken = self._take_free(woken=False)
         cutoff = self._mono() - 2 * self.leases.lease_s
         for rid in [r for r, at in self._refused_at.items() if at < cutoff]:
             del self._refused_at[rid]
@@ -144,13 +138,17 @@ class RunLeases(Interceptor):
     def claim_now(self) -> list[str]:
         """Take free running runs now (a wake-up said there are some): their ids, to
         adopt. The renewal stays on its own pace (:meth:`keep`)."""
+        return self._take_free(woken=True)
+
+    def _take_free(self, *, woken: bool) -> list[str]:
+        """Take free running runs (``woken``: on a notice, else on the poll), to adopt."""
         taken = self.leases.claim_free(CLAIM_BATCH)
         for rid in taken:
             if self._engine is not None:
                 self._engine.forget(rid)
         self._adoptable.update(taken)
         if taken:
-            log.info("runs_leased", count=len(taken), owner=self.leases.owner, woken=True)
+            log.info("runs_leased", count=len(taken), owner=self.leases.owner, woken=woken)
         return taken
 
     def lost(self, run_id: str, token: int | None) -> None:
