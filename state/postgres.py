@@ -79,16 +79,16 @@ if TYPE_CHECKING:
 POOL_SIZE = 4          # connections per store object: the engine's writer and a few readers
 CONNECT_TIMEOUT = 5    # seconds to reach the server, and to wait for a pooled connection
 LOCK_TIMEOUT = 10.0    # seconds a transaction waits for the write lock (SQLite's busy_timeout)
+IDLE_TX_TIMEOUT_MS = 10_000  # the server ends a session stopped mid-transaction: its lock goes
 _SYNC = {"full": "on", "normal": "off"}
 
 
 class PostgresStore:
     """A :class:`state.base.Store` on the PostgreSQL database (and schema) of ``url``.
 
-    Raises ServerFault when the server cannot be reached or refuses us, StoreError when
-    the store's schema is newer than this certwright's. ``lock_timeout``: how long a
-    transaction waits for another process's to end before it fails as a ServerFault
-    ("busy"), as SQLite's busy timeout does."""
+    Raises ServerFault when the server cannot be reached or refuses us, StoreError when its
+    schema is newer than this certwright's. ``lock_timeout``: how long a transaction waits
+    for another's to end before it fails as a ServerFault ("busy"), as SQLite's does."""
 
     def __init__(self, url: str, *, synchronous: str = "full", readonly: bool = False,
                  lock_timeout: float = LOCK_TIMEOUT) -> None:
@@ -116,8 +116,8 @@ class PostgresStore:
         return conn
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute(f"SET synchronous_commit = {self._sync}")
-        conn.execute(f"SET lock_timeout = {self._lock_ms}")
+        conn.execute(f"SET synchronous_commit = {self._sync}; SET lock_timeout = {self._lock_ms}; "
+                     f"SET idle_in_transaction_session_timeout = {IDLE_TX_TIMEOUT_MS}")
         if self.readonly:
             conn.execute("SET default_transaction_read_only = on")
 

@@ -14,7 +14,10 @@ do. Kinds, from the error's SQLSTATE, or its class when the server said nothing:
 * ``damaged``: ``XX001`` data_corrupted, ``XX002`` index_corrupted.
 * ``io``: ``58030`` io_error.
 * ``unavailable`` too: ``55P03`` lock_not_available, another process held the store's
-  write lock longer than the lock timeout (a transaction left open, a stopped process).
+  write lock longer than the lock timeout (a transaction left open, a stopped process);
+  ``25P03`` idle_in_transaction_session_timeout, the server ended this session, which sat
+  in a transaction too long (this process was the stopped one: see
+  ``state.postgres.IDLE_TX_TIMEOUT_MS``).
 
 Anything else (a syntax error, a constraint we broke) is a bug and propagates as it is.
 
@@ -43,7 +46,7 @@ ADVICE = {
 }
 
 _BY_STATE = {"53100": "full", "53200": "full", "25006": "read-only", "XX001": "damaged",
-             "XX002": "damaged", "58030": "io", "55P03": "unavailable",
+             "XX002": "damaged", "58030": "io", "55P03": "unavailable", "25P03": "unavailable",
              # rolled back by the server for a deadlock or a serialization failure: the
              # store could not take the write now (tried again, it goes through)
              "40P01": "unavailable", "40001": "unavailable"}

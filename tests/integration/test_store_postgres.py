@@ -348,3 +348,40 @@ def test_buffered_journal_rows_are_read_in_their_transaction_and_numbers_never_r
             assert tx.append(entry("r5", 1)) > int(by_default[0][0])
     finally:
         store.close()
+
+
+def test_a_transaction_left_idle_is_ended_by_the_server_and_frees_the_lock(
+        tmp_path: Path, postgres: Cluster, monkeypatch) -> None:
+    """A process stopped inside a transaction (SIGSTOP, a hung host) would hold the
+    store's write lock for as long as it stays stopped, and every other writer, failover
+    included, would wait for it. The server ends such a session once it has been idle in
+    its transaction for ``IDLE_TX_TIMEOUT_MS``: another store then writes, and the stopped
+    one, going on, fails as a store fault with nothing of its transaction committed."""
+    from certwright.state import postgres as pg
+    monkeypatch.setattr(pg, "IDLE_TX_TIMEOUT_MS", 1000)
+    url = postgres.store_url(str(tmp_path))
+    # the other gives up after 3 s: only the server's ending the stopped session (after 1 s
+    # idle) lets it write before the stopped one would go on, at 6 s
+    stopped, other = PostgresStore(url), PostgresStore(url, lock_timeout=3.0)
+    try:
+        def stall() -> None:
+            with stopped.transaction() as tx:
+                tx.append(entry("r1", 1))
+                tx.flush()  # sent: the transaction holds the write lock and a row
+                time.sleep(6)  # stopped past the server's idle timeout
+                tx.append(entry("r1", 2))
+        import threading
+        worker = threading.Thread(target=lambda: setattr(worker, "fault", raises(
+            StoreFault, stall)))
+        worker.start()
+        time.sleep(0.5)
+        with other.transaction() as tx:
+            tx.append(entry("r2", 1))
+        worker.join(30)
+        assert isinstance(getattr(worker, "fault", None), StoreFault)
+        assert "failed" in str(worker.fault) and "PostgreSQL store" in str(worker.fault)
+        assert [e.data for e in other.journal("r2")] == [{"n": 1}]
+        assert other.journal("r1") == []
+    finally:
+        stopped.close()
+        other.close()
