@@ -146,6 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         inputs = coerce_inputs(spec, given)
         watcher = WaitWatcher()
         engine = _engine(args, run_id, services, watcher, shown)
+        stack.callback(engine.store.close)  # last: after the engine's workers have stopped
         stack.callback(engine.close)
         engine.open()
         secret = [n for n, i in spec.inputs.items() if i.secret]
@@ -167,6 +168,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         _refuse_if_daemon(args.state_dir)
     refuse_if_served_elsewhere(args)
     with ExitStack() as stack:
+        stack.callback(store.close)
         stack.enter_context(run_lock(args.state_dir, run.id))
         _, source, text = store.load_spec(run.spec_hash)
         from certwright.engine.model.loader import load_pipeline_text
@@ -176,6 +178,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         services, _ = start_services(spec, dict(run.inputs), args.state_dir, stack)
         watcher = WaitWatcher()
         engine = _engine(args, run.id, services, watcher, shown)
+        stack.callback(engine.store.close)
         stack.callback(engine.close)
         engine.open()
         engine.wake(run.id)  # re-check a wait at once: the mail may have come meanwhile

@@ -189,6 +189,7 @@ def _renew_here(args: argparse.Namespace, store: Store, plan: Renewal) -> int:
             inputs = coerce_inputs(plan.spec, given)
             watcher = WaitWatcher()
             engine = _engine(args, run_id, services, watcher)
+            stack.callback(engine.store.close)
             stack.callback(engine.close)
             engine.open()
             if not claim(store, plan.name, run_id, plan.renews, clock.now()):

@@ -246,6 +246,30 @@ def test_io_errors_between_commands_and_during_a_run(tmp_path: Path, figures: Fi
     _finish(figures, state, "eio-mid", before)
 
 
+def _wal_bytes(state: Path) -> int:
+    wal = state / "certwright.sqlite-wal"
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def test_commands_that_drive_a_run_close_the_store(tmp_path: Path, figures: Figures) -> None:
+    """`run --no-wait` (parking) and `resume` (finishing) close the store before they
+    exit: its write-ahead log is checkpointed into the database file, so what each wrote
+    is in certwright.sqlite itself (a backup that copies only that file has it all),
+    whatever the interpreter does with objects left over at its exit. (A reading command
+    such as `history` may leave an empty log file behind; it holds nothing.)"""
+    state = tmp_path / "state"
+    pipeline = tmp_path / "faults.yaml"
+    pipeline.write_text(PIPELINE)
+    parked = cli(state, "run", str(pipeline), "--run-id", "closed", "--no-wait")
+    figures["runs"] += 1
+    assert parked.returncode == EXIT_PARKED, parked.stderr
+    assert _wal_bytes(state) == 0
+    (state / "runs" / "closed" / "approved").touch()
+    resumed = cli(state, "resume", "closed")
+    assert resumed.returncode == EXIT_OK, resumed.stderr
+    assert _wal_bytes(state) == 0
+
+
 def test_a_damaged_database_is_refused_and_not_written_into(tmp_path: Path,
                                                            figures: Figures) -> None:
     """Garbage over a page of the database: status says it is damaged (exit 5, no
