@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections import defaultdict
 from itertools import pairwise
 from pathlib import Path
 
-from certwright.engine.model.loader import load_pipeline_text
-from certwright.engine.run.runner import Engine
 from certwright.state import names as N
-from certwright.state.postgres import PostgresStore
-from tests.fixtures.daemon.harness import Proc, cli, env_for, spawn, wait_for
+from tests.fixtures.daemon.harness import Proc, cli, env_for, wait_for
+from tests.support.pg_daemons import lease_tenures, make_runs, rows, start_daemon
 from tests.support.postgres import Cluster, postgres  # noqa: F401 - a fixture
 
 PIPELINE = """
@@ -44,45 +41,25 @@ states:
 
 def _start_runs(url: str, root: Path, ids: list[str], host: str) -> None:
     """Runs of ``host`` made in the store (running, none driven yet)."""
-    store = PostgresStore(url)
-    try:
-        engine = Engine(store, root / "maker")
-        engine.start_runs(load_pipeline_text(PIPELINE, "hosted.yaml"),
-                          [{"log": str(root / "ca.log")}] * len(ids), ids, host=host)
-        engine.close()
-    finally:
-        store.close()
+    make_runs(url, root, PIPELINE, "hosted.yaml", [{"log": str(root / "ca.log")}] * len(ids),
+              ids, host=host)
 
 
 def _daemon(root: Path, url: str, host: str) -> Proc:
-    state = root / host
-    env = env_for(state)
+    env = env_for(root / host)
     env.pop("CERTWRIGHT_HOST", None)
-    proc = spawn(["--state-dir", str(state), "--store", url, "--log-json", "daemon",
-                  "--lease", "3", "--host", host], env, root / f"{host}-{time.monotonic_ns()}.log")
-    wait_for(lambda: "daemon_ready" in proc.text() or proc.popen.poll() is not None, 60,
-             f"daemon {host} to be ready")
-    assert proc.popen.poll() is None, proc.text()[-3000:]
-    return proc
-
-
-def _rows(url: str, sql: str) -> list[tuple]:
-    store = PostgresStore(url)
-    try:
-        return store.query("reading", sql)
-    finally:
-        store.close()
+    return start_daemon(root, url, host, ["--lease", "3", "--host", host], env=env)
 
 
 def _runs(url: str) -> dict[str, tuple[str, str | None]]:
     return {rid: (status, wants) for rid, status, wants in
-            _rows(url, f"SELECT id, status, wants_host FROM {N.T_RUNS}")}
+            rows(url, f"SELECT id, status, wants_host FROM {N.T_RUNS}")}
 
 
 def _started_on(url: str) -> dict[str, dict[str, set[str]]]:
     """run -> step id -> the hosts whose engines started it."""
     out: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for rid, data in _rows(url, f"SELECT run_id, data FROM {N.T_JOURNAL} "
+    for rid, data in rows(url, f"SELECT run_id, data FROM {N.T_JOURNAL} "
                                 f"WHERE kind = 'step_started'"):
         d = json.loads(data)
         out[rid][d["step"]].add(d.get("host"))
@@ -96,12 +73,7 @@ def _status(root: Path, url: str, *args: str) -> str:
 
 
 def _no_overlap(url: str) -> None:
-    tenures = defaultdict(list)
-    for rid, token, taken, ended in _rows(
-            url, f"SELECT run_id, token, taken_at, ended_at FROM {N.T_LEASE_LOG}"):
-        tenures[rid].append((taken, ended, token))
-    for spans in tenures.values():
-        spans.sort()
+    for spans in lease_tenures(url).values():
         for (_, ended, _), (taken_next, _, _) in pairwise(spans):
             assert ended is not None and ended <= taken_next, spans
 
@@ -122,7 +94,7 @@ def test_host_bound_steps_run_only_on_the_runs_host(tmp_path: Path, postgres: Cl
                 "`certwright move h0 --host ...`)") in shown
         assert {i: dict(_started_on(url)[i]) for i in ids} == {
             i: {"ca_call": {"alpha"}} for i in ids}
-        wait_for(lambda: not _rows(url, f"SELECT run_id FROM {N.T_LEASES}"), 30,
+        wait_for(lambda: not rows(url, f"SELECT run_id FROM {N.T_LEASES}"), 30,
                  "alpha to let go of every run it parked")
         procs.append(_daemon(tmp_path, url, "beta"))
         wait_for(lambda: all(_runs(url).get(i) == ("succeeded", None) for i in ids), 90,
@@ -134,7 +106,7 @@ def test_host_bound_steps_run_only_on_the_runs_host(tmp_path: Path, postgres: Cl
     for i in ids:
         assert started[i]["ca_call"] == {"alpha"}
         assert started[i]["key"] == started[i]["csr"] == {"beta"}
-    owners = {o.split(":")[0] for (o,) in _rows(url, f"SELECT owner FROM {N.T_LEASE_LOG}")}
+    owners = {o.split(":")[0] for (o,) in rows(url, f"SELECT owner FROM {N.T_LEASE_LOG}")}
     assert owners == {"alpha", "beta"}
     events = [e for e in procs[0].events() if e.get("event") == "host_awaited"]
     assert {e["run_id"] for e in events} == set(ids) and {e["host"] for e in events} == {"beta"}
@@ -176,7 +148,7 @@ def test_a_run_waiting_for_a_dead_host_completes_once_moved(
     started = _started_on(url)
     for rid in ids:
         assert started[rid]["key"] == {"alpha"}
-        moves = [json.loads(d) for (d,) in _rows(
+        moves = [json.loads(d) for (d,) in rows(
             url, f"SELECT data FROM {N.T_JOURNAL} WHERE run_id = '{rid}' AND kind = 'moved'")]
         assert [(m["previous"], m["host"]) for m in moves] == [("gamma", "alpha")]
     _no_overlap(url)

@@ -14,11 +14,9 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
-from certwright.engine.model.loader import load_pipeline_text
-from certwright.engine.run.runner import Engine
 from certwright.state import names as N
-from certwright.state.postgres import PostgresStore
-from tests.fixtures.daemon.harness import Proc, env_for, spawn, wait_for
+from tests.fixtures.daemon.harness import Proc, wait_for
+from tests.support.pg_daemons import lease_tenures, make_runs, rows, start_daemon
 from tests.support.postgres import Cluster, own_cluster, postgres  # noqa: F401 - fixtures
 
 PIPELINE = """
@@ -50,52 +48,32 @@ states:
 
 def _start_runs(url: str, root: Path, n: int, work: str) -> list[str]:
     """``n`` runs created in the store (running, none driven yet)."""
-    store = PostgresStore(url)
-    try:
-        engine = Engine(store, root / "maker")
-        at = (datetime.now(UTC) + timedelta(seconds=6)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        ids = [f"s{i:02d}" for i in range(n)]
-        engine.start_runs(load_pipeline_text(PIPELINE, "shared.yaml"),
-                          [{"log": str(root / "work.log"), "at": at, "work": work}] * n, ids)
-        engine.close()
-        return ids
-    finally:
-        store.close()
+    at = (datetime.now(UTC) + timedelta(seconds=6)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ids = [f"s{i:02d}" for i in range(n)]
+    make_runs(url, root, PIPELINE, "shared.yaml",
+              [{"log": str(root / "work.log"), "at": at, "work": work}] * n, ids)
+    return ids
 
 
 def _daemon(root: Path, url: str, name: str, lease: str = "3") -> Proc:
-    state = root / name
-    proc = spawn(["--state-dir", str(state), "--store", url, "--log-json", "daemon",
-                  "--lease", lease], env_for(state), root / f"{name}-{time.monotonic_ns()}.log")
-    wait_for(lambda: "daemon_ready" in proc.text() or proc.popen.poll() is not None, 60,
-             f"daemon {name} to be ready")
-    assert proc.popen.poll() is None, proc.text()[-3000:]
-    return proc
-
-
-def _rows(url: str, sql: str) -> list[tuple]:
-    store = PostgresStore(url)
-    try:
-        return store.query("reading", sql)
-    finally:
-        store.close()
+    return start_daemon(root, url, name, ["--lease", lease])
 
 
 def _held_by(url: str, pid: int) -> int:
-    return len([o for (o,) in _rows(url, f"SELECT owner FROM {N.T_LEASES}")
+    return len([o for (o,) in rows(url, f"SELECT owner FROM {N.T_LEASES}")
                 if o.split(":")[1] == str(pid)])
 
 
 def _all_done(url: str, ids: list[str]) -> bool:
-    rows = dict(_rows(url, f"SELECT id, status FROM {N.T_RUNS}"))
-    return all(rows.get(i) == "succeeded" for i in ids)
+    status = dict(rows(url, f"SELECT id, status FROM {N.T_RUNS}"))
+    return all(status.get(i) == "succeeded" for i in ids)
 
 
 def _check_once(url: str, root: Path, ids: list[str]) -> None:
     """Each run succeeded with one finish in its journal; its work step ran with one
     idempotency key however often it ran; no lease tenure overlapped the next one."""
     finished = defaultdict(int)
-    for rid, data in _rows(url, f"SELECT run_id, data FROM {N.T_JOURNAL} "
+    for rid, data in rows(url, f"SELECT run_id, data FROM {N.T_JOURNAL} "
                                 f"WHERE kind = 'entered'"):
         finished[rid] += "finished" in json.loads(data).values()
     assert {i: finished[i] for i in ids} == dict.fromkeys(ids, 1)
@@ -104,13 +82,9 @@ def _check_once(url: str, root: Path, ids: list[str]) -> None:
         rid, key = line.split()
         keys[rid].add(key)
     assert {i: len(keys[i]) for i in ids} == dict.fromkeys(ids, 1)
-    tenures = defaultdict(list)
-    for rid, token, taken, ended in _rows(
-            url, f"SELECT run_id, token, taken_at, ended_at FROM {N.T_LEASE_LOG}"):
-        tenures[rid].append((taken, ended, token))
+    tenures = lease_tenures(url)
     assert set(tenures) >= set(ids)
     for rid, spans in tenures.items():
-        spans.sort()
         for (_, ended, token), (taken_next, _, token_next) in pairwise(spans):
             assert ended is not None and ended <= taken_next, (rid, spans)
             assert token_next > token
@@ -139,7 +113,7 @@ def test_a_daemon_killed_mid_way_loses_no_run_and_none_runs_twice(
         for p in procs:
             p.stop()
     _check_once(url, tmp_path, ids)
-    assert any(how == "takeover" for (how,) in _rows(url, f"SELECT how FROM {N.T_LEASE_LOG}"))
+    assert any(how == "takeover" for (how,) in rows(url, f"SELECT how FROM {N.T_LEASE_LOG}"))
 
 
 def test_a_daemon_stopped_past_its_lease_is_fenced_off_when_continued(

@@ -11,13 +11,12 @@ import signal
 import time
 from pathlib import Path
 
-from certwright.engine.model.loader import load_pipeline_text
-from certwright.engine.run.runner import Engine
 from certwright.state import names as N
 from certwright.state.leases_pg import PgLeases
 from certwright.state.postgres import PostgresStore
-from tests.fixtures.daemon.harness import Proc, env_for, spawn, wait_for
+from tests.fixtures.daemon.harness import Proc, wait_for
 from tests.support.mail import probe_mail
+from tests.support.pg_daemons import make_runs, rows, start_daemon
 from tests.support.postgres import Cluster, postgres  # noqa: F401 - fixtures
 
 POLL = 90        # seconds: the daemons' lease and sync interval (their fallback polls)
@@ -72,32 +71,18 @@ def _daemon(root: Path, url: str, name: str, *extra: str) -> Proc:
     state.mkdir(parents=True, exist_ok=True)
     config = state / "config.yaml"
     config.write_text(f"daemon:\n  sync_interval: {POLL}s\n  lease: {POLL}s\n")
-    proc = spawn(["--state-dir", str(state), "--store", url, "--config", str(config),
-                  "--log-json", "daemon", *extra], env_for(state), root / f"{name}.log")
-    wait_for(lambda: "daemon_ready" in proc.text() or proc.popen.poll() is not None, 60,
-             f"daemon {name} to be ready")
-    assert proc.popen.poll() is None, proc.text()[-3000:]
+    proc = start_daemon(root, url, name, extra, before=["--config", str(config)])
     wait_for(lambda: "wake_listening" in proc.text(), 30, f"daemon {name} to listen")
     return proc
 
 
 def _make(url: str, root: Path, text: str, inputs: list[dict], ids: list[str]) -> None:
     """Runs made in the store by a process that is no daemon (they wait to be taken)."""
-    store = PostgresStore(url)
-    try:
-        engine = Engine(store, root / "maker")
-        engine.start_runs(load_pipeline_text(text, "p.yaml"), inputs, ids)
-        engine.close()
-    finally:
-        store.close()
+    make_runs(url, root, text, "p.yaml", inputs, ids)
 
 
 def _statuses(url: str) -> dict[str, str]:
-    store = PostgresStore(url)
-    try:
-        return dict(store.query("reading", f"SELECT id, status FROM {N.T_RUNS}"))
-    finally:
-        store.close()
+    return dict(rows(url, f"SELECT id, status FROM {N.T_RUNS}"))
 
 
 def _owner(proc: Proc) -> str:
