@@ -127,9 +127,12 @@ def test_a_daemon_stopped_past_its_lease_is_fenced_off_when_continued(
     procs = [a]
     try:
         wait_for(lambda: _held_by(url, a.popen.pid) == len(ids), 60, "a to hold every lease")
+        # b is ready before a stops, so a stays stopped only a lease or so: stopped inside a
+        # transaction for 10 s, a would have its session ended by the server instead (see
+        # state.postgres.IDLE_TX_TIMEOUT_MS) and lose its leases without a late write
+        procs.append(_daemon(tmp_path, url, "b", lease="2"))
         a.popen.send_signal(signal.SIGSTOP)
         try:
-            procs.append(_daemon(tmp_path, url, "b", lease="2"))
             wait_for(lambda: _held_by(url, procs[1].popen.pid) == len(ids), 60,
                      "b to take every run over")
         finally:
