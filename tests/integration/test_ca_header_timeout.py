@@ -47,6 +47,15 @@ def connect(server: CAServer) -> socket.socket:
     return socket.create_connection((server.host, server.port), timeout=GUARD)
 
 
+def begun(server: CAServer, start: bytes) -> socket.socket:
+    """A connection that sends the start of a request at once: its header timer runs from
+    the connect, so a client that connected many sockets before it sent on any could see
+    the first ones closed as idle (no byte yet) rather than answered 408."""
+    sock = connect(server)
+    sock.sendall(start)
+    return sock
+
+
 def get_request(path: str = "/ca/root.crt") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: ca\r\n\r\n".encode()
 
@@ -199,10 +208,9 @@ def test_many_stalled_headers_do_not_starve_normal_requests(
     stalled clients under a larger cap do not stop a normal request meanwhile."""
     with ca(tmp_path, smtp_sink, fake_clock, http_header_timeout=0.5, http_keep_alive=600,
             http_max_connections=30) as server:
-        socks = [connect(server) for _ in range(30)]
+        socks = [begun(server, b"POST /api/v1/login HTTP/1.1\r\nHost: ca\r\nContent-Le")
+                 for _ in range(30)]
         try:
-            for sock in socks:
-                sock.sendall(b"POST /api/v1/login HTTP/1.1\r\nHost: ca\r\nContent-Le")
             closed = wait_closed(socks, GUARD)
             assert len(closed) == 30
             assert all(reply.startswith(b"HTTP/1.1 408") for reply in closed.values())
@@ -212,10 +220,8 @@ def test_many_stalled_headers_do_not_starve_normal_requests(
         assert served_again(server), "the CA still refuses after the stalled clients left"
     with ca(tmp_path, smtp_sink, fake_clock, http_header_timeout=0.5,
             http_keep_alive=600) as server:
-        socks = [connect(server) for _ in range(200)]
+        socks = [begun(server, b"GET /ca/root.crt HTTP/1.1\r\nHost: c") for _ in range(200)]
         try:
-            for sock in socks:
-                sock.sendall(b"GET /ca/root.crt HTTP/1.1\r\nHost: c")
             with httpx.Client(base_url=server.url, timeout=GUARD) as http:
                 assert http.get("/ca/root.crt").status_code == 200
             assert len(wait_closed(socks, GUARD)) == 200
