@@ -34,12 +34,12 @@ it holds the runs it writes and fires the timers it sets.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from certwright.state import names as N
 from certwright.state._sqlite_tx import _BODY_FIELDS, ROWS_PER_INSERT, RUN_COLUMNS, _dumps, _now
+from certwright.state.artefacts import Artefact, artefact_body, secrets_body
 from certwright.state.notify_pg import Notice, send
 from certwright.state.records import (
     RUNNING,
@@ -49,6 +49,7 @@ from certwright.state.records import (
     RenewalRecord,
     RunRecord,
 )
+from certwright.state.sealing import Sealer
 
 if TYPE_CHECKING:
     import psycopg
@@ -79,8 +80,9 @@ class PgTx:
     run rows buffered until :meth:`flush`, the others sent at once."""
 
     def __init__(self, conn: psycopg.Connection[Any], fence: Fence | None = None, *,
-                 announce: bool = False) -> None:
+                 announce: bool = False, sealer: Sealer | None = None) -> None:
         self._conn = conn
+        self._sealer = sealer
         self._fence = fence
         self._next_seq = 0
         self._journal: list[tuple[int, str, str, str, str]] = []
@@ -201,7 +203,15 @@ class PgTx:
         self._for(run_id)
         self._conn.execute(
             f"INSERT INTO {N.T_SECRETS}(run_id, body) VALUES(%s,%s) ON CONFLICT (run_id) "
-            f"DO UPDATE SET body=EXCLUDED.body", (run_id, json.dumps(secrets)))
+            f"DO UPDATE SET body=EXCLUDED.body",
+            (run_id, secrets_body(run_id, secrets, self._sealer)))
+
+    def put_artefact(self, art: Artefact) -> None:
+        self._for(art.run_id)
+        self._conn.execute(
+            f"INSERT INTO {N.T_ARTEFACTS}(run_id, name, body) VALUES(%s,%s,%s) "
+            f"ON CONFLICT (run_id, name) DO UPDATE SET body=EXCLUDED.body",
+            (art.run_id, art.name, artefact_body(art, self._sealer, _now())))
 
     def put_certificate(self, cert: CertificateRecord) -> None:
         body = {k: v for k, v in vars(cert).items() if k not in ("name", "run_id", "renew_at")}

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from certwright.state import names as N
+from certwright.state.artefacts import Artefact, artefact_body, secrets_body
 from certwright.state.records import (
     CertificateRecord,
     DaemonRecord,
@@ -19,6 +20,7 @@ from certwright.state.records import (
     RenewalRecord,
     RunRecord,
 )
+from certwright.state.sealing import Sealer
 
 RUN_COLUMNS = "id, pipeline, spec_hash, state, status, body, created, updated, host, wants_host"
 _BODY_FIELDS = ("entry", "step_index", "attempt", "inflight", "inputs", "vars", "memo",
@@ -46,8 +48,9 @@ class Tx:
     transaction: the write lock (BEGIN IMMEDIATE) makes that safe across processes.
     """
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, sealer: Sealer | None = None) -> None:
         self._db = db
+        self._sealer = sealer
         self._next_seq = 0
         self._journal: list[tuple[int, str, str, str, str]] = []
         self._runs: dict[str, tuple[Any, ...]] = {}
@@ -117,7 +120,12 @@ class Tx:
 
     def put_secrets(self, run_id: str, secrets: Mapping[str, Any]) -> None:
         self._db.execute(f"INSERT OR REPLACE INTO {N.T_SECRETS}(run_id, body) VALUES(?,?)",
-                         (run_id, json.dumps(secrets)))
+                         (run_id, secrets_body(run_id, secrets, self._sealer)))
+
+    def put_artefact(self, art: Artefact) -> None:
+        self._db.execute(
+            f"INSERT OR REPLACE INTO {N.T_ARTEFACTS}(run_id, name, body) VALUES(?,?,?)",
+            (art.run_id, art.name, artefact_body(art, self._sealer, _now())))
 
     def put_certificate(self, cert: CertificateRecord) -> None:
         body = {k: v for k, v in vars(cert).items() if k not in ("name", "run_id", "renew_at")}

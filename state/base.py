@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
+from certwright.state.artefacts import Artefact
 from certwright.state.records import (
     CertificateRecord,
     DaemonRecord,
@@ -38,6 +39,7 @@ from certwright.state.records import (
     RunRecord,
     Timer,
 )
+from certwright.state.sealing import Sealer
 
 __all__ = ["Store", "Tx"]
 
@@ -89,6 +91,12 @@ class Tx(Protocol):
         """Replace the run's secrets (kept apart from the journal, never in it)."""
         ...
 
+    def put_artefact(self, art: Artefact) -> None:
+        """Insert or replace what run ``art.run_id`` made under ``art.name`` (its key, CSR,
+        certificate, chain): sealed with the store's key when it has one. StoreError for
+        a private key when it has none (keys are kept only sealed), or an unknown kind."""
+        ...
+
     def put_certificate(self, cert: CertificateRecord) -> None:
         """Insert or replace the inventory's record of the certificate ``cert.name``;
         every field comes back from ``find_certificate`` as put."""
@@ -115,6 +123,10 @@ class Tx(Protocol):
 
 class Store(Protocol):
     """A durable store of runs, their journals, timers, correlations, specs and secrets."""
+
+    #: the store key (``state.sealing``): secrets and artefacts are sealed with it; None:
+    #: secrets kept in clear (apart from the journal), no private key kept
+    sealer: Sealer | None
 
     def transaction(self) -> AbstractContextManager[Tx]:
         """One atomic group of writes: commits at the end of the block, rolls back when
@@ -176,6 +188,12 @@ class Store(Protocol):
 
     def load_secrets(self, run_id: str) -> dict[str, Any] | None:
         """The run's secrets as last put, or None."""
+        ...
+
+    def artefacts(self, run_id: str, name: str | None = None) -> list[Artefact]:
+        """What the run made (``Tx.put_artefact``), by name, opened (or only the one named
+        ``name``); empty for none. StoreError when one is sealed and this store has no
+        key, or another, or it was altered."""
         ...
 
     def load_spec(self, spec_hash: str) -> tuple[str, str, str]:

@@ -9,6 +9,7 @@ from certwright.state import names as N
 from certwright.state.base import Store
 from certwright.state.faults import StoreFault, kind_of
 from certwright.state.opening import Connect
+from certwright.state.sealing import Sealer
 from certwright.state.sqlite import SQLiteStore
 from certwright.state.urls import POSTGRESQL, StoreURL
 
@@ -44,7 +45,8 @@ def default_live_dir() -> Path:
 
 def open_store(state_dir: Path, synchronous: str = "full", *,
                background_checkpoint: bool = False, readonly: bool = False,
-               connect: Connect = sqlite3.connect, url: StoreURL | None = None) -> Store:
+               connect: Connect = sqlite3.connect, url: StoreURL | None = None,
+               sealer: Sealer | None = None) -> Store:
     """The store in ``state_dir``, or the one ``url`` names (a SQLite file elsewhere, or a
     PostgreSQL database: its driver imported only then); long-lived processes (daemon,
     many runs at once) pass ``background_checkpoint`` to keep WAL checkpoints off their
@@ -54,19 +56,22 @@ def open_store(state_dir: Path, synchronous: str = "full", *,
     ``readonly`` (``status``, ``history``): open without writing anything, so that a
     read-only or full file system can still be read; a store that does not exist yet, or
     has an older schema, is opened for writing instead (created, or migrated). Raises
-    StoreFault when the store cannot be opened, saying why and what to do."""
+    StoreFault when the store cannot be opened, saying why and what to do. ``sealer``:
+    the store key (``state.sealing``), sealing secrets and artefacts."""
     if url is not None and url.kind == POSTGRESQL:
         from certwright.state.postgres import PostgresStore
-        return PostgresStore(url.target, synchronous=synchronous, readonly=False)
+        return PostgresStore(url.target, synchronous=synchronous, readonly=False,
+                             sealer=sealer)
     path = url.path if url is not None else state_dir / N.DB_FILE
     if readonly and path.exists():
-        store = SQLiteStore(path, readonly=True, connect=connect)
+        store = SQLiteStore(path, readonly=True, connect=connect, sealer=sealer)
         if not store.outdated:
             return store
         store.close()
     _make_dir(path.parent)
     return SQLiteStore(path, synchronous=synchronous,
-                       background_checkpoint=background_checkpoint, connect=connect)
+                       background_checkpoint=background_checkpoint, connect=connect,
+                       sealer=sealer)
 
 
 def _make_dir(state_dir: Path) -> None:

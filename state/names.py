@@ -17,6 +17,7 @@ T_SECRETS = "secrets"
 T_CERTIFICATES = "certificates"
 T_RENEWALS = "renewals"
 T_DAEMONS = "daemons"
+T_ARTEFACTS = "artefacts"
 T_LEASES = "leases"            # PostgreSQL only: which daemon drives a run now
 T_LEASE_LOG = "lease_log"      # PostgreSQL only: every tenure of a lease, kept
 S_LEASE_TOKENS = "lease_tokens"  # PostgreSQL only: fencing tokens, ever increasing
@@ -77,6 +78,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE {T_RUNS} ADD COLUMN host TEXT NOT NULL DEFAULT '';
     ALTER TABLE {T_RUNS} ADD COLUMN wants_host TEXT;
     """,
+    # 8: what a run made (its key, CSR, certificate, chain), sealed with the store key
+    # when there is one (see state.artefacts): a run moves between hosts without files.
+    f"""
+    CREATE TABLE {T_ARTEFACTS} (run_id TEXT NOT NULL, name TEXT NOT NULL,
+                                body TEXT NOT NULL, PRIMARY KEY (run_id, name));
+    """,
 )
 
 # The same migrations for PostgreSQL, numbered alike: entry N of both lists makes the same
@@ -134,6 +141,10 @@ PG_MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE {T_RUNS} ADD COLUMN host TEXT NOT NULL DEFAULT '';
     ALTER TABLE {T_RUNS} ADD COLUMN wants_host TEXT;
     CREATE INDEX runs_wants_host ON {T_RUNS}(wants_host) WHERE wants_host IS NOT NULL;
+    """,
+    f"""
+    CREATE TABLE {T_ARTEFACTS} (run_id TEXT NOT NULL, name TEXT NOT NULL,
+                                body TEXT NOT NULL, PRIMARY KEY (run_id, name));
     """,
 )
 

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from certwright.errors import RunLocked, RunNotFound, StoreError
 from certwright.state import names as N
+from certwright.state._postgres_kept import KeptReads
 from certwright.state._postgres_tx import RUN_COLUMNS, RUN_IDS, Fence, PgTx
 from certwright.state._sqlite_tx import (
     certificate_from_row,
@@ -70,6 +71,7 @@ from certwright.state.records import (
     RunRecord,
     Timer,
 )
+from certwright.state.sealing import Sealer
 from certwright.state.urls import display_url
 
 if TYPE_CHECKING:
@@ -83,7 +85,7 @@ IDLE_TX_TIMEOUT_MS = 10_000  # the server ends a session stopped mid-transaction
 _SYNC = {"full": "on", "normal": "off"}
 
 
-class PostgresStore:
+class PostgresStore(KeptReads):
     """A :class:`state.base.Store` on the PostgreSQL database (and schema) of ``url``.
 
     Raises ServerFault when the server cannot be reached or refuses us, StoreError when its
@@ -91,8 +93,9 @@ class PostgresStore:
     for another's to end before it fails as a ServerFault ("busy"), as SQLite's does."""
 
     def __init__(self, url: str, *, synchronous: str = "full", readonly: bool = False,
-                 lock_timeout: float = LOCK_TIMEOUT) -> None:
+                 lock_timeout: float = LOCK_TIMEOUT, sealer: Sealer | None = None) -> None:
         self.url = url
+        self.sealer = sealer  # the store key: secrets and artefacts sealed (state.sealing)
         self.path = display_url(url)  # what messages name (never the password)
         self.readonly = readonly
         self.outdated = False
@@ -216,7 +219,8 @@ class PostgresStore:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
                                  (N.PG_LOCK_WRITE,))
-                    self._tx = PgTx(conn, self.fence, announce=self.announce)
+                    self._tx = PgTx(conn, self.fence, announce=self.announce,
+                                    sealer=self.sealer)
                     self._tx_thread = threading.get_ident()
                     try:
                         yield self._tx
@@ -344,11 +348,6 @@ class PostgresStore:
         if not rows:
             raise StoreError(f"pipeline version {spec_hash[:12]} is not in {self.path}")
         return rows[0][0], rows[0][1], rows[0][2]
-
-    def load_secrets(self, run_id: str) -> dict[str, Any] | None:
-        rows = self._rows("reading secrets from",
-                          f"SELECT body FROM {N.T_SECRETS} WHERE run_id=%s", (run_id,))
-        return dict(json.loads(rows[0][0])) if rows else None
 
     def find_certificate(self, name: str) -> CertificateRecord | None:
         rows = self._rows("reading the certificates from",

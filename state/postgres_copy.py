@@ -3,7 +3,8 @@
 ``certwright store migrate`` calls :func:`copy_sqlite_to_postgres`. What it copies: every
 table but ``meta`` (the target has its own schema version, the same number): pipelines
 (specs), runs, journal (with their seqs), timers (with their ids), correlations, processed
-marks, secrets, the certificate inventory and the renewal schedule. Journal seqs and
+marks, secrets, the certificate inventory, the renewal schedule and what runs made
+(artefacts; sealed ones stay sealed: the target needs the same store key). Journal seqs and
 timer ids keep their numbers, and the target's sequences are moved past the largest the
 source ever handed out (SQLite's ``sqlite_sequence``, deleted rows included), so no number
 is ever used twice. Then it checks: each table's row count and a SHA-256 over its rows in
@@ -48,6 +49,7 @@ TABLES: tuple[tuple[str, tuple[str, ...], int], ...] = (
     (N.T_SECRETS, ("run_id", "body"), 1),
     (N.T_CERTIFICATES, ("name", "run_id", "renew_at", "body"), 1),
     (N.T_RENEWALS, ("name", "next_at", "body"), 1),
+    (N.T_ARTEFACTS, ("run_id", "name", "body"), 2),
 )
 _SEQUENCED = {N.T_JOURNAL: "seq", N.T_TIMERS: "id"}  # identity columns to move on
 

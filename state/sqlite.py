@@ -27,6 +27,7 @@ from certwright.state._sqlite_tx import (
     renewal_from_row,
     run_from_row,
 )
+from certwright.state.artefacts import Artefact, artefact_from_body, secrets_from_body
 from certwright.state.faults import StoreFault, guarded, store_fault
 from certwright.state.opening import Connect, check_integrity, open_reader, open_writer
 from certwright.state.records import (
@@ -37,6 +38,7 @@ from certwright.state.records import (
     RunRecord,
     Timer,
 )
+from certwright.state.sealing import Sealer
 
 CHECKPOINT_EVERY = 0.5  # seconds between background checkpoints
 CHECKPOINT_BACKSTOP_PAGES = 20000  # commits checkpoint themselves past this WAL size
@@ -51,8 +53,9 @@ class SQLiteStore:
 
     def __init__(self, path: str | Path, *, synchronous: str = "full",
                  background_checkpoint: bool = False, readonly: bool = False,
-                 connect: Connect = sqlite3.connect) -> None:
-        """``background_checkpoint``: copy the WAL into the database from a thread of its
+                 connect: Connect = sqlite3.connect, sealer: Sealer | None = None) -> None:
+        """``sealer``: the store key, sealing secrets and artefacts (``state.sealing``).
+        ``background_checkpoint``: copy the WAL into the database from a thread of its
         own (every :data:`CHECKPOINT_EVERY` seconds) instead of in whichever commit crosses
         SQLite's 1000-page mark, which then takes several fsyncs longer (a latency spike
         on the path of a transition). Commits still checkpoint past
@@ -65,6 +68,7 @@ class SQLiteStore:
         (``sqlite3.connect`` or a wrapper with its signature, e.g. to inject faults)."""
         self.path = str(path)
         self.readonly = readonly
+        self.sealer = sealer
         self._lock = threading.RLock()
         self._open_tx: Tx | None = None
         self._checkpointer: threading.Thread | None = None
@@ -182,7 +186,7 @@ class SQLiteStore:
         leaves as a StoreFault: the store then holds what it held before."""
         with self._lock:
             self._begin()
-            tx = self._open_tx = Tx(self._db)
+            tx = self._open_tx = Tx(self._db, self.sealer)
             try:
                 yield tx
                 tx.flush()
@@ -322,7 +326,19 @@ class SQLiteStore:
         with self._lock:
             row = self._db.execute(f"SELECT body FROM {N.T_SECRETS} WHERE run_id=?",
                                    (run_id,)).fetchone()
-        return dict(json.loads(row[0])) if row else None
+        return secrets_from_body(run_id, row[0], self.sealer) if row else None
+
+    @guarded("reading what runs made from")
+    def artefacts(self, run_id: str, name: str | None = None) -> list[Artefact]:
+        if self.outdated:  # a read-only look at a store from before artefacts
+            return []
+        sql = f"SELECT name, body FROM {N.T_ARTEFACTS} WHERE run_id=?"
+        args: tuple[str, ...] = (run_id,)
+        if name is not None:
+            sql, args = sql + " AND name=?", (run_id, name)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY name", args).fetchall()
+        return [artefact_from_body(run_id, r[0], r[1], self.sealer) for r in rows]
 
     @guarded("reading the certificates from")
     def find_certificate(self, name: str) -> CertificateRecord | None:

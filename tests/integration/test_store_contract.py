@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from certwright.state import names as N
+from certwright.state.base import Store
 from certwright.state.contract import StoreContract, write_everything
+from certwright.state.contract_artefacts import ArtefactContract
 from certwright.state.contract_certificates import CertificateContract
 from certwright.state.contract_daemons import DaemonContract
 from certwright.state.contract_hosts import HostContract
@@ -62,6 +64,23 @@ class TestSQLiteStoreDaemons(_SQLite, DaemonContract):
 
 class TestSQLiteStoreHosts(_SQLite, HostContract):
     pass
+
+
+class TestSQLiteStoreArtefacts(_SQLite, ArtefactContract):
+    def raw_bodies(self, store: Store, table: str) -> list[tuple[str, str]]:
+        conn = sqlite3.connect(store.path)
+        try:
+            return conn.execute(f"SELECT run_id, body FROM {table} ORDER BY run_id").fetchall()
+        finally:
+            conn.close()
+
+    def replace_body(self, store: Store, table: str, run_id: str, body: str) -> None:
+        conn = sqlite3.connect(store.path)
+        try:
+            conn.execute(f"UPDATE {table} SET body=? WHERE run_id=?", (body, run_id))
+            conn.commit()
+        finally:
+            conn.close()
 
 
 class TestSQLiteStoreShared(_SQLite, SharedStoreContract):

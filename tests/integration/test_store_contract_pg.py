@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from certwright.state import names as N
+from certwright.state.base import Store
 from certwright.state.contract import StoreContract
+from certwright.state.contract_artefacts import ArtefactContract
 from certwright.state.contract_certificates import CertificateContract
 from certwright.state.contract_daemons import DaemonContract
 from certwright.state.contract_hosts import HostContract
@@ -62,6 +64,21 @@ class TestPostgresStoreDaemons(_Postgres, DaemonContract):
 
 class TestPostgresStoreHosts(_Postgres, HostContract):
     pass
+
+
+class TestPostgresStoreArtefacts(_Postgres, ArtefactContract):
+    def _conn(self, store: Store) -> Any:
+        import psycopg
+        return psycopg.connect(store.url, autocommit=True)
+
+    def raw_bodies(self, store: Store, table: str) -> list[tuple[str, str]]:
+        with self._conn(store) as conn:
+            rows = conn.execute(f"SELECT run_id, body FROM {table} ORDER BY run_id")
+            return [(r[0], r[1]) for r in rows.fetchall()]
+
+    def replace_body(self, store: Store, table: str, run_id: str, body: str) -> None:
+        with self._conn(store) as conn:
+            conn.execute(f"UPDATE {table} SET body=%s WHERE run_id=%s", (body, run_id))
 
 
 class TestPostgresStoreShared(_Postgres, SharedStoreContract):

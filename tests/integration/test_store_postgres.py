@@ -49,7 +49,7 @@ def test_processes_opening_a_new_store_at_once_migrate_it_once(
     try:
         schema = url.rsplit("search_path%3D", 1)[1]
         tables = postgres.sql(f"SELECT count(*) FROM pg_tables WHERE schemaname='{schema}'")
-        assert int(tables) == 13  # meta, the ten tables of the store, leases and their log
+        assert int(tables) == 14  # meta, the eleven tables of the store, leases and their log
         assert store.schema_version() == len(N.PG_MIGRATIONS)
         assert postgres.sql(f"SELECT count(*) FROM {schema}.{N.T_META}") == "1"
     finally:
@@ -179,15 +179,17 @@ def test_a_copy_keeps_every_table_and_never_reuses_a_number(
     """Every kind of row (secrets, processed marks, certificates, renewals too) is copied
     and checks out; a timer id and a journal seq deleted or burnt in SQLite are not
     handed out again by PostgreSQL."""
+    from certwright.state.contract_artefacts import KEY_PEM, art, sealer
     from certwright.state.contract_certificates import certificate
     from certwright.state.contract_renewals import renewal
     from certwright.state.postgres_copy import TABLES, copy_sqlite_to_postgres
     from certwright.state.sqlite import SQLiteStore
     db = tmp_path / "certwright.sqlite"
-    old = SQLiteStore(db)
+    old = SQLiteStore(db, sealer=sealer())
     try:
         with old.transaction() as tx:
             write_everything(tx, "r1")
+            tx.put_artefact(art("r1", "/srv/r1/server.key", "key", KEY_PEM))
             tx.put_certificate(certificate("example.test"))
             tx.put_renewal(renewal("example.test"))
             gone = tx.add_timer("r1", 1, "wake", "2026-01-01T00:00:00.000000Z")
@@ -196,13 +198,14 @@ def test_a_copy_keeps_every_table_and_never_reuses_a_number(
         top_seq = max(e.seq for e in old.journal("r1"))
     finally:
         old.close()
-    target = PostgresStore(postgres.store_url(str(tmp_path)))
+    target = PostgresStore(postgres.store_url(str(tmp_path)), sealer=sealer())
     try:
         tables = copy_sqlite_to_postgres(db, target)
         assert [t.table for t in tables] == [t for t, _, _ in TABLES]
         assert all(t.ok and t.target_rows > 0 for t in tables)
         assert target.find_certificate("example.test") == certificate("example.test")
         assert target.find_renewal("example.test") == renewal("example.test")
+        assert [a.data for a in target.artefacts("r1")] == [KEY_PEM]  # sealed, and opens
         with target.transaction() as tx:
             assert not tx.mark_processed("mail", "<r1@example.test>", None)
             assert tx.add_timer("r1", 2, "wake", "2026-01-02T00:00:00.000000Z") > gone
