@@ -41,6 +41,7 @@ from certwright.steps._ca_session import (
     save_credentials,
     session,
 )
+from certwright.steps._kept import keep, restore
 
 __all__ = ["Activate", "AddDomain", "Join", "Probe", "Sign", "Verify", "base_domains",
            "credentials_path", "forget_token", "load_credentials", "save_credentials"]
@@ -304,7 +305,7 @@ class Sign(BaseStep):
         out_dir={"type": "string"}, days={"type": "integer", "minimum": 1})
 
     def run(self, ctx: StepContext) -> StepResult:
-        csr_path = Path(str(ctx.params["csr"]))
+        csr_path = restore(ctx, ctx.params["csr"], "csr")
         try:
             csr = csr_path.read_text()
         except OSError as exc:
@@ -321,15 +322,17 @@ class Sign(BaseStep):
         root_path = out_dir / "root.pem"
         chain, root = _split_chain(cert["chain"])
         # public files, in a folder the user may have named (a symlinked one included)
-        write_many_atomic([(path, text.encode(), 0o644) for path, text in (
-            (cert_path, cert["certificate"]), (chain_path, chain), (root_path, root))],
-            follow_folder=True)
+        files = [(cert_path, cert["certificate"].encode(), "cert"),
+                 (chain_path, chain.encode(), "chain"), (root_path, root.encode(), "chain")]
+        write_many_atomic([(path, data, 0o644) for path, data, _ in files], follow_folder=True)
         ctx.log.info("ca_cert_signed", serial=cert["serial"], not_after=cert["not_after"])
         return Done({"cert_path": str(cert_path), "chain_path": str(chain_path),
                      "root_path": str(root_path),
                      "serial": cert["serial"], "fingerprint_sha256": cert["fingerprint_sha256"],
                      "not_after": cert["not_after"], "expires": _readable(cert["not_after"]),
-                     "names": ", ".join(cert.get("names") or [])})
+                     "names": ", ".join(cert.get("names") or [])},
+                    kept=tuple(a for path, data, kind in files
+                               for a in keep(ctx, path, kind, data)))
 
 
 def _readable(instant: str) -> str:

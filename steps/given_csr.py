@@ -75,8 +75,9 @@ class InstallBeside(BaseStep):
     }
 
     def run(self, ctx: StepContext) -> Done:
+        from certwright.steps._kept import restored
         from certwright.steps.keys import public_key_sha256
-        p = ctx.params
+        p = restored(ctx, ctx.params, (("cert", "cert"), ("chain", "chain")))
         csr_path = Path(str(p["csr"]))
         given = check_given_csr(csr_path)
         certs = _certs(p["cert"], "certificate")

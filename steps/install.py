@@ -31,6 +31,7 @@ from certwright.steps import _install_layout as layout_mod
 from certwright.steps import _install_lineage as lineage
 from certwright.steps import _install_tls as tls
 from certwright.steps._install_tls import Presented
+from certwright.steps._kept import restored as from_store
 from certwright.steps.keys import parse_private_key, public_key_sha256
 
 _OUTPUT_CAP = 16 * 1024  # characters of stdout/stderr kept in outputs and messages
@@ -100,7 +101,7 @@ class InstallFiles(BaseStep):
     }
 
     def run(self, ctx: StepContext) -> Done:
-        p = ctx.params
+        p = from_store(ctx, ctx.params, (("cert", "cert"), ("chain", "chain"), ("key", "key")))
         certs = _load_certs(p["cert"], "certificate")
         p, name, asked, names = lineage.resolve(p, certs[0], default_live_dir)
         layout = layout_mod.Layout.from_params(p)
@@ -342,6 +343,7 @@ class InstallCheck(BaseStep):
         sni = str(p.get("server_name") or "") or tls.default_server_name(host)
         if not p.get("cert"):
             raise PermanentError("install.check: parameter 'cert' (the expected PEM) is required")
+        p = from_store(ctx, p, (("cert", "cert"),))
         expected = layout_mod.leaf_fingerprint(_read(p["cert"], "expected certificate"))
         if not expected:
             raise PermanentError(f"install.check: {p['cert']} holds no PEM certificate")

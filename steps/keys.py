@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 from certwright.atomic import write_atomic, write_new
 from certwright.engine.plugins.step import BaseStep, Done, StepContext
 from certwright.errors import PermanentError, StepError
+from certwright.steps._kept import keep, restore
 from certwright.steps.keys_compromised import refuse_compromised, refuse_or_set_aside
 
 CURVES: dict[str, type[ec.EllipticCurve]] = {"P-256": ec.SECP256R1, "P-384": ec.SECP384R1}
@@ -178,7 +179,7 @@ class KeyGenerate(BaseStep):
             aside = refuse_or_set_aside(ctx.state_dir, public_key_sha256(existing), path)
         if existing is not None and aside is None:
             log.info("key_reused", public_key_sha256=public_key_sha256(existing))
-            return Done(self._outputs(path, existing, reused=True))
+            return Done(self._outputs(path, existing, reused=True), kept=keep(ctx, path, "key"))
         if aside is not None:  # revoked for keyCompromise: kept aside, never used again
             log.warning("key_compromised_set_aside", set_aside=str(aside))
 
@@ -198,13 +199,14 @@ class KeyGenerate(BaseStep):
                 raise StepError(f"key.generate: {path} appeared and vanished while writing; "
                                 "try again") from None
             log.info("key_reused", public_key_sha256=public_key_sha256(existing))
-            return Done(self._outputs(path, existing, reused=True))
+            return Done(self._outputs(path, existing, reused=True), kept=keep(ctx, path, "key"))
         except OSError as exc:
             raise PermanentError(f"key.generate: cannot write key file {path}: "
                                  f"{exc.strerror}") from exc
         log.info("key_generated", public_key_sha256=public_key_sha256(key))
         return Done({**self._outputs(path, key, reused=False),
-                     **({"set_aside": str(aside)} if aside else {})})
+                     **({"set_aside": str(aside)} if aside else {})},
+                    kept=keep(ctx, path, "key", pem))
 
     @staticmethod
     def _existing(path: Path, kind: str, want: str | int) -> PrivateKey | None:
@@ -348,7 +350,7 @@ class CsrGenerate(BaseStep):
             refuse_compromised(ctx.state_dir, given["public_key_sha256"], f"the CSR {p['csr']}")
             return Done(given)
         names = _names_param(p)
-        key_path = _resolve(ctx, p.get("key"), "server.key")
+        key_path = restore(ctx, _resolve(ctx, p.get("key"), "server.key"), "key")
         path = _resolve(ctx, p.get("path"), "server.csr")
         log = ctx.log.bind(step="csr.generate", path=str(path), domains=names)
         key = load_private_key(key_path)
@@ -356,7 +358,8 @@ class CsrGenerate(BaseStep):
         existing = self._existing(path, names, key)
         if existing:
             log.info("csr_reused")
-            return Done({"path": str(path), "domains": names, "reused": True})
+            return Done({"path": str(path), "domains": names, "reused": True},
+                        kept=keep(ctx, path, "csr"))
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]
                             if len(names[0]) <= 64 else [])  # CN is at most 64 characters
         csr = (x509.CertificateSigningRequestBuilder().subject_name(subject)
@@ -366,12 +369,13 @@ class CsrGenerate(BaseStep):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             # a CSR may go into any folder the user names (a symlinked one included)
-            write_atomic(path, csr.public_bytes(serialization.Encoding.PEM), 0o644,
+            write_atomic(path, pem := csr.public_bytes(serialization.Encoding.PEM), 0o644,
                          tag=_tmp_tag(ctx.idempotency_key), follow_folder=True)
         except OSError as exc:
             raise PermanentError(f"csr.generate: cannot write {path}: {exc.strerror}") from exc
         log.info("csr_generated", key=str(key_path))
-        return Done({"path": str(path), "domains": names, "reused": False})
+        return Done({"path": str(path), "domains": names, "reused": False},
+                    kept=keep(ctx, path, "csr", pem))
 
     @staticmethod
     def _existing(path: Path, names: list[str], key: PrivateKey) -> bool:

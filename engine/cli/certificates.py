@@ -10,6 +10,9 @@ lacks, that run's outputs), else the newest run that works on it. The state is:
 
 The installed files are read, not only the records: a certificate file that is gone, or
 holds another certificate than the one recorded, is reported (``files``, ``problems``).
+A certificate installed on another host (its run's ``host``) is not looked for here: its
+files read ``on <host>``, and the store's copy of it (``state.artefacts``) is checked
+against the record instead (``kept``: true when the store holds the same certificate).
 The next renewal comes from the one renewal schedule (``engine.daemon.renew``: the
 inventory's instant, an ARI window, the back-off after failures). Reads
 only, so it works on a read-only store.
@@ -94,9 +97,41 @@ def _run_state(run: RunRecord) -> str:
     return "running"
 
 
-def _row(rec: CertificateRecord, now: datetime, schedule: dict[str, str]) -> dict[str, Any]:
+def _kept(store: Store, rec: CertificateRecord) -> tuple[bool, list[str]]:
+    """Whether the store keeps the recorded certificate (the run's ``cert`` artefact with
+    the recorded fingerprint), and what is wrong with its copy."""
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from certwright.errors import StoreError
+    try:
+        kept = [a for a in store.artefacts(rec.run_id) if a.kind == "cert"]
+    except StoreError as exc:
+        return False, [f"the store's copy cannot be read: {exc}"]
+    for art in kept:
+        try:
+            leaf = x509.load_pem_x509_certificates(art.data)[0]
+        except (ValueError, IndexError):
+            continue
+        der = leaf.public_bytes(serialization.Encoding.DER)
+        if hashlib.sha256(der).hexdigest() == rec.fingerprint_sha256:
+            return True, []
+    return False, []
+
+
+def _row(rec: CertificateRecord, now: datetime, schedule: dict[str, str],
+         elsewhere: tuple[str, Store] | None = None) -> dict[str, Any]:
+    """The row of a record; ``elsewhere``: (host, store) when it was installed on another
+    host than this one (its files are not looked for here)."""
     from certwright.clock import parse_instant
-    files, problems = _check_files(rec)
+    kept = None
+    if elsewhere is None:
+        files, problems = _check_files(rec)
+    else:
+        files = dict.fromkeys(rec.paths, f"on {elsewhere[0]}")
+        kept, problems = _kept(elsewhere[1], rec)
     days = None
     if rec.not_after:
         days = round((parse_instant(rec.not_after) - now).total_seconds() / DAY, 1)
@@ -106,7 +141,8 @@ def _row(rec: CertificateRecord, now: datetime, schedule: dict[str, str]) -> dic
     renewal = None if rec.status == REVOKED else (  # a revoked one is never renewed
         schedule.get(rec.name) or rec.renew_at)
     row.update(state=_state(rec, now), days_left=days, files=files, problems=problems,
-               next_renewal=renewal, run=rec.run_id, pending_run=None)
+               next_renewal=renewal, run=rec.run_id, pending_run=None,
+               host=elsewhere[0] if elsewhere else None, kept=kept)
     return row
 
 
@@ -117,11 +153,13 @@ def _run_row(run: RunRecord) -> dict[str, Any]:
             "dir": str(run.inputs.get("cert_dir") or ""), "paths": {}, "files": {},
             "problems": [run.error] if run.status == FAILED and run.error else [],
             "run": run.id, "pipeline": run.pipeline, "next_renewal": None,
-            "pending_run": None}
+            "pending_run": None, "host": run.host or None, "kept": None}
 
 
-def certificate_rows(store: Store, state_dir: Path, now: datetime) -> list[dict[str, Any]]:
-    """The rows of ``certificates``, by name (see the module)."""
+def certificate_rows(store: Store, state_dir: Path, now: datetime,
+                     here: str | None = None) -> list[dict[str, Any]]:
+    """The rows of ``certificates``, by name (see the module); ``here``: this host's name
+    (None: every certificate's files are looked for here)."""
     from certwright.engine.daemon.renew import schedule as renewal_schedule
     from certwright.state.records import FINISHED
     from certwright.steps.inventory import pending_records
@@ -129,7 +167,9 @@ def certificate_rows(store: Store, state_dir: Path, now: datetime) -> list[dict[
     schedule = {str(r["name"]): str(r["next_at"]) for r in planned if r["next_at"]}
     records = {c.name: c for c in store.list_certificates()}
     records.update({c.name: c for c in pending_records(store)})
-    rows = {name: _row(rec, now, schedule) for name, rec in records.items()}
+    hosts = {run.id: run.host for run in store.list_runs()} if here else {}
+    rows = {name: _row(rec, now, schedule, (hosts[rec.run_id], store) if hosts.get(
+        rec.run_id) not in (None, "", here) else None) for name, rec in records.items()}
     made = {rec.run_id for rec in records.values()}
     for run in store.list_runs():  # oldest first: the newest run of a name wins
         name = _name_of(run)
@@ -185,6 +225,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         if r["state"] == "revoked":
             print(f"{r['name']}: revoked on {r.get('revoked_at') or 'an unknown date'} "
                   f"({r.get('revoke_reason') or 'no reason given'}), never renewed")
+        if r.get("kept") is not None:
+            kept = ("its certificate is kept in the store" if r.get("kept") else
+                    "the store keeps no copy of it")
+            print(f"{r['name']}: installed on host {r['host']} (its files are not checked "
+                  f"here); {kept}")
         for problem in r["problems"]:
             print(f"{r['name']}: {problem}")
         for line in _ari_lines(r):
@@ -202,7 +247,7 @@ def cmd_certificates(args: argparse.Namespace) -> int:
     store = open_store_of(args, readonly=True)
     try:
         now = clock_from_env().now()
-        rows = certificate_rows(store, args.state_dir, now)
+        rows = certificate_rows(store, args.state_dir, now, _here(args))
     finally:
         store.close()
     if args.name:
@@ -219,6 +264,14 @@ def cmd_certificates(args: argparse.Namespace) -> int:
     else:
         print(f"no certificates in {args.state_dir} yet")
     return 0
+
+
+def _here(args: argparse.Namespace) -> str:
+    """This host's name (as ``run`` records it: the configuration's ``host:`` first)."""
+    from certwright.engine.cli.config_cmd import load_config
+    from certwright.engine.run.hosts import local_host
+    setting = load_config(args).host()
+    return local_host(setting.value if setting else None)
 
 
 def register(sub: Any) -> None:

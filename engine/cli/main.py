@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the store: postgresql://[USER@]HOST[:PORT]/DATABASE or "
                         "sqlite:///PATH (env CERTWRIGHT_STORE, or the configuration's "
                         "store:; default: SQLite in the state dir)")
+    p.add_argument("--store-key", default=None, metavar="FILE",
+                   help="the store key, sealing secrets and kept keys in the store (env "
+                        "CERTWRIGHT_STORE_KEY, or the configuration's store_key:; make one "
+                        "with: certwright store keygen FILE)")
     p.add_argument("--config", type=Path, default=None, metavar="FILE",
                    help="the configuration file (env CERTWRIGHT_CONFIG; default "
                         "$XDG_CONFIG_HOME/certwright/config.yaml over "

@@ -12,10 +12,11 @@ taken and released by this command (refused, exit 4, while a live daemon holds i
 
 Refused: an unknown run (exit 1), a finished one, a bad host name (exit 2).
 
-Hazard, said in the help too: files the run already wrote on the old host (its key, its
-CSR, installed certificates) are not moved. A step on the new host that needs them does
-not find them; start a new run there instead when the key matters (keys kept in the
-store, encrypted, are a later part of this work).
+What the run made comes along through the store (``steps._kept``): its CSR and
+certificate always, its private key when the store has a store key (``state.sealing``);
+a step on the new host that needs one gets it back from there. Said in the help and the
+message too: without a store key the key stays on the old host (a step needing it on the
+new one fails saying so), and files already installed on the old host are not moved.
 """
 from __future__ import annotations
 
@@ -28,9 +29,12 @@ from typing import Any
 
 EXIT_OK = 0
 
-NOT_MOVED = ("Files the run already wrote on its old host (its key and CSR, installed "
-             "certificates) are not moved: a host-bound step on the new host that needs "
-             "them does not find them.")
+NOT_MOVED = ("What the run made (its CSR and certificate; its private key when the store "
+             "has a store key) comes along through the store; files installed on the old "
+             "host are not moved.")
+NO_KEY = ("This store has no store key: the run's private key stayed on its old host, and "
+          "a step needing it on the new host fails (certwright store keygen FILE, then "
+          "store_key: FILE on every host).")
 
 
 def register(sub: Any) -> None:
@@ -98,5 +102,6 @@ def cmd_move(args: argparse.Namespace) -> int:
         engine.close()
     was = run.host or "any host"
     print(f"run {run.id} moved to host {host} (was {was}); a daemon of {host} takes it. "
-          f"{NOT_MOVED}", file=sys.stderr)
+          f"{NOT_MOVED}" + ("" if store.sealer is not None else f" {NO_KEY}"),
+          file=sys.stderr)
     return EXIT_OK

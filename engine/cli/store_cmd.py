@@ -1,4 +1,5 @@
-"""``certwright store migrate [--from sqlite:///PATH] --to postgresql://...``: move a store.
+"""``certwright store migrate [--from sqlite:///PATH] --to postgresql://...``: move a store;
+``certwright store keygen FILE``: make its key.
 
 ``--from`` defaults to the SQLite store of ``--state-dir``. Copies every run, its
 journal, timers, correlations and secrets, the pinned pipelines, the processed marks,
@@ -10,6 +11,11 @@ both stores itself, so no daemon can start on them meanwhile. A bad URL, a missi
 or another direction is a usage error (exit 2); a non-empty target or a failed check
 exits 1, a store fault 5, each with nothing committed. The source is never written (it
 is only brought to today's schema first, as any opening would).
+
+``certwright store keygen FILE`` writes a new store key (``state.sealing``): 32 random
+bytes, base64, in a 0600 file, never over an existing one; it prints the key's id, never
+the key. Name the file in the configuration (``store_key:``), ``--store-key`` or
+``CERTWRIGHT_STORE_KEY``, on every host and for every command on the store.
 
 Building the parser imports nothing heavy; the copy's modules load when it runs.
 """
@@ -53,6 +59,16 @@ def cmd_store_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store_keygen(args: argparse.Namespace) -> int:
+    """Write a new store key to ``args.file`` (see the module); the exit code."""
+    from certwright.state.sealing import generate_key_file
+    sealer = generate_key_file(Path(args.file))
+    print(f"wrote store key {sealer.key_id} to {args.file} (mode 0600). Keep a copy apart "
+          f"from the store and its backups; every host and command on the store needs it: "
+          f"store_key: {args.file} in the configuration")
+    return 0
+
+
 def _refuse_driven_runs(state_dir: Path) -> None:
     """RunLocked when a process (``run``, ``resume``) drives a run of the source now."""
     from certwright.errors import RunLocked
@@ -90,7 +106,8 @@ def _report(args: argparse.Namespace, source: str, target: str, tables: list[Any
 
 def register(sub: Any) -> None:
     """Add the ``store`` subcommand and its ``migrate``."""
-    s = sub.add_parser("store", help="manage the store itself (copy it to PostgreSQL)")
+    s = sub.add_parser("store", help="manage the store itself (copy it to PostgreSQL, "
+                                     "make its key)")
     actions = s.add_subparsers(dest="store_command", required=True, metavar="ACTION")
     m = actions.add_parser(
         "migrate", help="copy a SQLite store into an empty PostgreSQL store",
@@ -106,3 +123,12 @@ def register(sub: Any) -> None:
     m.add_argument("--json", action="store_true", help="the tables' counts and checksums "
                                                        "as one JSON document")
     m.set_defaults(func=cmd_store_migrate)
+    k = actions.add_parser(
+        "keygen", help="write a new store key, sealing secrets and keys kept in the store",
+        description="Write 32 random bytes (base64) to FILE, mode 0600, never over an "
+                    "existing file. With a store key (store_key: in the configuration, "
+                    "--store-key or CERTWRIGHT_STORE_KEY) the store seals the runs' "
+                    "secrets and keeps their private keys, CSRs and certificates sealed "
+                    "(AES-256-GCM), so a run can move between hosts without its files.")
+    k.add_argument("file", metavar="FILE", help="where to write the key")
+    k.set_defaults(func=cmd_store_keygen)

@@ -1,5 +1,7 @@
 """The store a command works on: ``--store URL``, else ``CERTWRIGHT_STORE``, else the
-configuration file's ``store:``, else the SQLite file in ``--state-dir``.
+configuration file's ``store:``, else the SQLite file in ``--state-dir``; and its key
+(``state.sealing``): ``--store-key FILE``, else ``CERTWRIGHT_STORE_KEY``, else the
+configuration's ``store_key:``, else none.
 
 Kept apart from the commands that drive runs so that the ones that only read (``status``,
 ``history``, ``certificates``) import no more than the store itself; a PostgreSQL driver
@@ -12,6 +14,7 @@ import argparse
 import os
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from certwright.errors import CertwrightError, RunLocked
 from certwright.state.base import Store
@@ -19,7 +22,11 @@ from certwright.state.location import open_store
 from certwright.state.opening import Connect
 from certwright.state.urls import StoreURL, parse_store_url
 
+if TYPE_CHECKING:
+    from certwright.state.sealing import Sealer
+
 STORE_ENV = "CERTWRIGHT_STORE"
+KEY_ENV = "CERTWRIGHT_STORE_KEY"  # as state.sealing.KEY_ENV (not imported: start-up time)
 
 
 def store_url_of(args: argparse.Namespace) -> StoreURL | None:
@@ -44,6 +51,30 @@ def store_url_of(args: argparse.Namespace) -> StoreURL | None:
     return found
 
 
+def store_key_of(args: argparse.Namespace) -> Sealer | None:
+    """The store key the command line, environment or configuration names, loaded once
+    (None: no key). InputError naming where it came from when the file is missing, open to
+    group or others, or holds no key."""
+    if hasattr(args, "store_sealer"):
+        return args.store_sealer  # type: ignore[no-any-return]
+    path, origin = getattr(args, "store_key", None), "--store-key"
+    if not path and os.environ.get(KEY_ENV):
+        path, origin = os.environ[KEY_ENV], KEY_ENV
+    if not path:
+        from certwright.engine.model.configpaths import config_paths
+        if any(p.exists() for p in config_paths(getattr(args, "config", None))):
+            from certwright.engine.model.configfile import Config
+            setting = Config.load(getattr(args, "config", None)).store_key()
+            if setting is not None:
+                path, origin = setting.value, f"store_key ({setting.origin})"
+    found = None
+    if path:
+        from certwright.state.sealing import load_key_file
+        found = load_key_file(Path(path), origin)
+    args.store_sealer = found
+    return found
+
+
 def store_exists(args: argparse.Namespace) -> bool:
     """Whether there is a store to read: a PostgreSQL one always is (it is made on first
     use), a SQLite one when its file is there (``status`` in an empty folder creates
@@ -65,7 +96,7 @@ def open_store_of(args: argparse.Namespace, *, readonly: bool = False) -> Store:
         from certwright.engine.testing import FailingIO
         connect = FailingIO(Path(flag)).connect
     return open_store(args.state_dir, readonly=readonly, connect=connect,
-                      url=store_url_of(args))
+                      url=store_url_of(args), sealer=store_key_of(args))
 
 
 def refuse_if_served_elsewhere(args: argparse.Namespace) -> None:

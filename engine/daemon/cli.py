@@ -104,17 +104,17 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def handler(args: argparse.Namespace) -> int:
     """Run the daemon in the foreground until stopped; returns the exit code."""
-    from certwright.engine.cli.storeargs import store_url_of
+    from certwright.engine.cli.storeargs import store_key_of, store_url_of
     from certwright.engine.daemon.service import Daemon
     from certwright.errors import InputError, RunLocked
     try:
         cfg = build_config(args)
-        store = store_url_of(args)
+        store, sealer = store_url_of(args), store_key_of(args)
     except InputError as exc:
         print(f"certwright daemon: {exc}", file=sys.stderr)
         return EXIT_USAGE
     daemon = Daemon(Path(args.state_dir), cfg, workers=max(1, args.workers),
-                    cli_overrides=overrides(args), store=store)
+                    cli_overrides=overrides(args), store=store, sealer=sealer)
     daemon.install_signals()
     try:
         return daemon.run()

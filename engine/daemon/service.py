@@ -1,13 +1,13 @@
 """``certwright daemon``: one process serving many runs, reacting to mail, files and deadlines.
 
 Start-up, in order: take the daemon lock (a second daemon on the same store is refused,
-naming the first one's pid); open the store; start the embedded CA and mail server if asked;
-``engine.open()`` (timers loaded; running runs driven; overdue deadlines fire on the first
-pump); recover and scan the inbox; load the pipelines folder; watch and scan each Maildir's
-``new/`` (mail that arrived while down); start the IMAP sources; write the heartbeat row
-(:mod:`engine.daemon.heartbeat`); then loop. With ``metrics_listen`` the ``/metrics``
-listener starts before the engine opens (:mod:`engine.daemon.metrics`: a collector that
-reads the store at each scrape, and an interceptor that counts what the engine commits).
+naming the first one's pid); open the store (with its key); start the embedded CA and mail
+server if asked; ``engine.open()`` (timers loaded; running runs driven; overdue deadlines
+fire on the first pump); recover and scan the inbox; load the pipelines folder; watch and
+scan each Maildir's ``new/``; start the IMAP sources; write the heartbeat row; then loop.
+With ``metrics_listen`` the ``/metrics`` listener starts before the engine opens
+(:mod:`engine.daemon.metrics`: a collector that reads the store at each scrape, and an
+interceptor that counts what the engine commits).
 
 The loop is ``engine.pump(timeout)``, which blocks until an event arrives or the next timer
 is due (one timer heap for every deadline; no thread per run or timer). Watchers (inotify
@@ -18,9 +18,9 @@ renewals, and every ``sync_interval`` ``engine.sync(adopt=...)`` for runs and ti
 other processes (``certwright run --no-wait``) added.
 
 Signals: SIGTERM/SIGINT stop taking events, let the current pump's transaction commit and
-leave: steps still executing stay "started" in the journal and run again, with the same
-idempotency key, on the next start. SIGHUP reloads the pipelines folder and the config
-file (mail sources, inbox and embedded services are fixed at start: restart for those).
+leave: steps still executing stay "started" and run again (same idempotency key) later.
+SIGHUP reloads the pipelines folder and the config file (mail sources, inbox and embedded
+services are fixed at start: restart for those).
 
 One driver per run: see :mod:`certwright.engine.daemon.locking` (run locks while a run
 is active here; ``resume``/``run`` refuse in the foreground while the daemon lock is held).
@@ -66,6 +66,7 @@ from certwright.mail.claims import Claims
 from certwright.mail.provision import MaildirPolicy
 from certwright.state.location import open_store
 from certwright.state.locks import daemon_lock
+from certwright.state.sealing import Sealer
 from certwright.state.urls import StoreURL
 from certwright.steps.inventory import InventoryHook, policy_from
 
@@ -97,15 +98,12 @@ class Daemon:
 
     def __init__(self, state_dir: Path, cfg: DaemonConfig, *, clock: Clock | None = None,
                  workers: int = 8, cli_overrides: Mapping[str, Any] | None = None,
-                 store: StoreURL | None = None) -> None:
+                 store: StoreURL | None = None, sealer: Sealer | None = None) -> None:
         self.state_dir = Path(state_dir)
-        self.store_url = store  # None: the SQLite file in state_dir
-        self.cfg = cfg
-        self.clock = clock or clock_from_env()
-        self.workers = workers
+        self.store_url, self.sealer = store, sealer  # None: the SQLite file; no store key
+        self.cfg, self.clock, self.workers = cfg, clock or clock_from_env(), workers
         self._overrides = dict(cli_overrides or {})
-        self._stop = threading.Event()
-        self._reload = threading.Event()
+        self._stop, self._reload = threading.Event(), threading.Event()
         self._watched: set[str] = set()
         self.engine: Engine | None = None
         self.locks: RunLocks | None = None
@@ -181,12 +179,14 @@ class Daemon:
             lock = daemon_lock(self.state_dir).acquire()
             stack.callback(lock.release)
             log.info("daemon_starting", pid=os.getpid(), state_dir=str(self.state_dir))
-            store = open_store(self.state_dir, background_checkpoint=True, url=self.store_url)
+            store = open_store(self.state_dir, background_checkpoint=True, url=self.store_url,
+                               sealer=self.sealer)
             stack.callback(store.close)
             if hasattr(store, "hold_daemon"):  # a shared store: mark it served, for others
                 store.hold_daemon()
             leases = leases_for(store, self.cfg.lease, self.cfg.host)
-            lookup_store = open_store(self.state_dir, url=self.store_url)  # the router's own
+            lookup_store = open_store(self.state_dir, url=self.store_url,  # the router's own
+                                      sealer=self.sealer)
             stack.callback(lookup_store.close)
             services: dict[str, Any] = {}
             maildirs = list(self.cfg.maildirs)

@@ -282,6 +282,18 @@ class Config:
                 found = Setting(str(node.value).strip(), cf.where(node))
         return found
 
+    def store_key(self) -> Setting | None:
+        """The ``store_key:`` file the files name (user's over system's), absolute (taken
+        from the file's folder when relative), with its origin; None when neither does."""
+        found: Setting | None = None
+        for cf in self.files:
+            node = cf.section("store_key")
+            if node is not None and str(node.value or "").strip():
+                p = Path(str(node.value).strip()).expanduser()
+                p = p if p.is_absolute() else cf.path.resolve().parent / p
+                found = Setting(p, cf.where(node))
+        return found
+
     def host(self) -> Setting | None:
         """The ``host:`` the files set (user's over system's), with its origin; None when
         neither sets it (``engine.run.hosts.local_host`` then decides)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = ["DAEMON_KEYS", "TOP_KEYS"]
 
 #: the top-level keys of config.yaml
-TOP_KEYS = ("live_dir", "store", "host", "defaults", "pipelines", "daemon")
+TOP_KEYS = ("live_dir", "store", "store_key", "host", "defaults", "pipelines", "daemon")
 #: the daemon's keys, under ``daemon:`` (engine.daemon.config reads and checks their values)
 DAEMON_KEYS = ("maildirs", "imap", "pipelines", "inbox", "embedded", "csr_pipeline",
                "csr_inputs", "unmatched_grace", "sync_interval", "suppress_mail_polls",

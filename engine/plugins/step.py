@@ -36,12 +36,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import structlog
 
 from certwright.clock import Clock
 from certwright.events import Event
+
+if TYPE_CHECKING:
+    from certwright.state.artefacts import Artefact
 
 #: ``(source, ident)`` of an outside message a step takes (see ``Tx.mark_processed``).
 Mark = tuple[str, str]
@@ -54,11 +57,15 @@ class Done:
     ``marks``: the messages it took, written with its ``step_done`` (see the module);
     ``after``: called in the engine's loop once that commit is durable (quick, never
     raising: a failure is logged), never when the result was refused or the commit failed.
+    ``kept``: the files it made that the store keeps (``state.artefacts``: key, CSR,
+    certificate, chain), written with its ``step_done``, so a later step on another host
+    gets them back (``steps._kept``).
     """
 
     outputs: Mapping[str, Any] = field(default_factory=dict)
     marks: tuple[Mark, ...] = ()
     after: Callable[[], object] | None = None
+    kept: tuple[Artefact, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,10 @@ class StepContext:
     inputs: Mapping[str, Any] = field(default_factory=dict)  # the run's inputs, resolved
     vars: Mapping[str, Any] = field(default_factory=dict)  # outputs of earlier steps by id
     processed: Callable[[str, str], bool] | None = None  # the store's marks; None: no engine
+    # what the store keeps of this run by name (None: no engine); StoreError when sealed
+    # with a key this process lacks
+    artefact: Callable[[str], Artefact | None] | None = None
+    sealing: bool = False  # the store has a key: private keys are kept in it too
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ secrets in clear; it must never reach the journal or a log, only the step.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from certwright.engine.run.book import RunBook
 from certwright.engine.run.jobs import Job, JobKind
 from certwright.engine.run.naming import run_dir_for
 from certwright.events import Event
+from certwright.state.artefacts import Artefact
 from certwright.state.base import Store
 from certwright.state.records import RunRecord
 
@@ -103,7 +104,15 @@ class Contexts:
                 run_id=run.id, state=run.state, step=step_spec.id),
             memo=dict(run.memo) if current else {}, event=event, timeout=step_spec.timeout,
             services=self.services, inputs=ns["inputs"], vars=ns["steps"],
-            processed=self._store.is_processed)
+            processed=self._store.is_processed, artefact=self._artefact_of(run.id),
+            sealing=self._store.sealer is not None)
+
+    def _artefact_of(self, rid: str) -> Callable[[str], Artefact | None]:
+        """What the store keeps of run ``rid`` under a name (read when a step asks)."""
+        def artefact(name: str) -> Artefact | None:
+            found = self._store.artefacts(rid, name)
+            return found[0] if found else None
+        return artefact
 
     def secret_values(self, rid: str) -> tuple[str, ...]:
         """The run's secret strings, to mask in logs."""

@@ -18,9 +18,10 @@ An engine without a host (``EngineOptions.host`` None: tests, embedders, the dry
 run without one (made before hosts existed: ``""``) start every step anywhere.
 
 Hazards: names are compared as written, lower-cased, never resolved: ``web1`` and
-``web1.example.org`` are two hosts, so give every daemon and run the same spelling. Keys
-written on a host stay on that host when the run is moved: a later host-bound step on
-the new host does not find them (keys kept in the store are not built yet).
+``web1.example.org`` are two hosts, so give every daemon and run the same spelling. Files
+a step wrote on one host are not there on another: what the run made (CSR, certificate,
+and the private key when the store has a store key) is kept in the store and put back
+by the step that needs it (``steps._kept``); without a store key a key stays on its host.
 """
 from __future__ import annotations
 

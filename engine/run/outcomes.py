@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -139,8 +140,9 @@ class Outcomes:
 
     def done(self, run: RunRecord, job: Job, result: Done) -> RunRecord | None:
         """The step finished: its outputs (secret ones kept apart), the messages it took,
-        an alarm if it raised one, and no wake timer left. None, with nothing recorded,
-        when a message it took was another's first: the engine calls the step again."""
+        the files it made that the store keeps, an alarm if it raised one, and no wake
+        timer left. None, with nothing recorded, when a message it took was another's
+        first: the engine calls the step again."""
         if not self._taken(run, job, result):
             return None
         tx = self._writer.tx
@@ -151,6 +153,8 @@ class Outcomes:
             secrets = self._ctx.secrets_of(run.id)
             secrets.setdefault("outputs", {})[job.spec.id] = hidden
             tx.put_secrets(run.id, secrets)  # commits with the entry below
+        for art in result.kept:  # what it made, kept in the store with the entry below
+            tx.put_artefact(replace(art, run_id=run.id))
         public = secret_store.mask(public, secret_store.values(self._ctx.secrets_of(run.id)))
         had_wake = run.status == WAITING or run.wake_at is not None
         run = self._writer.record(run, run.id, "step_done", StepDone(

@@ -29,6 +29,7 @@ from certwright.atomic import write_many_atomic
 from certwright.clock import format_instant, monotonic
 from certwright.engine.plugins.step import BaseStep, Done, StepContext
 from certwright.errors import PermanentError, StepError
+from certwright.steps._kept import keep, restore
 from certwright.steps.acme.client import (
     AcmeSession,
     as_step_error,
@@ -140,7 +141,7 @@ class Finalize(BaseStep):
 
     def run(self, ctx: StepContext) -> Done:
         check_params(ctx.params, ("directory", "csr"))
-        csr_path = Path(str(ctx.params["csr"]))
+        csr_path = restore(ctx, ctx.params["csr"], "csr")
         try:
             csr = x509.load_pem_x509_csr(csr_path.read_bytes())
         except (OSError, ValueError) as exc:
@@ -295,7 +296,8 @@ class Download(BaseStep):
         ari = read_renewal_info(session, leaf, ctx)
         if ari is not None:
             outputs["ari"] = {**ari, "serial": outputs["serial"]}
-        return Done(outputs)
+        return Done(outputs, kept=keep(ctx, cert_path, "cert") + keep(ctx, chain_path, "chain")
+                    + keep(ctx, full_path, "chain"))
 
     @staticmethod
     def _kept(session: AcmeSession, url: str | None,
