@@ -94,6 +94,7 @@ def findings(args: argparse.Namespace) -> Iterator[Any]:
     else:
         yield checks.store_integrity(state_dir)
         yield checks.daemon_serving(state_dir)
+    yield checks.store_key(args)
     sets = parse_sets(args.set)
     try:
         config = load_config(args)

@@ -145,6 +145,25 @@ def daemon_serving(state_dir: Path) -> Finding:
                                f"waits)")
 
 
+def store_key(args: Any) -> Finding:
+    """The store key the command line, environment or configuration names: loadable and
+    private, or none (then private keys stay on the host that made them)."""
+    from certwright.engine.cli.storeargs import store_key_of
+    from certwright.errors import InputError
+    name = "store key"
+    try:
+        sealer = store_key_of(args)
+    except InputError as exc:
+        return Finding(name, "fail", str(exc), "name a 0600 file that `certwright store "
+                                               "keygen FILE` made, or chmod 600 it")
+    if sealer is None:
+        return Finding(name, "ok", "none: secrets are kept in clear in a table of their own; "
+                                   "private keys stay on the host that made them (a moved "
+                                   "run does not take its key along)")
+    return Finding(name, "ok", f"store key {sealer.key_id} ({sealer.origin}): secrets and "
+                               f"kept keys, CSRs and certificates are sealed (AES-256-GCM)")
+
+
 def ca_reachable(pipeline: str, key: str, url: str, *, cafile: str | None,
                  timeout: float) -> Finding:
     """An HTTP(S) answer, of any status below 500, from the CA at ``url``."""

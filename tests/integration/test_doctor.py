@@ -63,8 +63,9 @@ def test_all_ok_with_the_ca_up_then_a_failure_when_it_is_down(
     code, checks = doctor(tmp_path, state, "--config", str(config))
     assert code == 0, checks
     assert {c["status"] for c in checks.values()} == {"ok"}, checks
-    assert {"state dir", "store", "daemon", "configuration", "CA (cacert: ca)",
+    assert {"state dir", "store", "daemon", "store key", "configuration", "CA (cacert: ca)",
             "mail (cacert: maildir)", "web server (cacert)"} <= set(checks)
+    assert checks["store key"]["detail"].startswith("none: ")
     assert ca_server.url in checks["CA (cacert: ca)"]["detail"]
     assert not state.exists()  # the checks changed nothing
     ca_server.stop()
@@ -75,6 +76,23 @@ def test_all_ok_with_the_ca_up_then_a_failure_when_it_is_down(
     assert f"cannot reach {ca_server.url}" in ca["detail"]
     assert "start the CA" in ca["fix"]
     assert checks["mail (cacert: maildir)"]["status"] == "ok"
+
+
+def test_the_store_key_is_checked(tmp_path: Path) -> None:
+    """A key file open to others fails naming the file and the fix; a good one is named
+    by its id, never shown."""
+    from certwright.state.sealing import generate_key_file
+    key = tmp_path / "store.key"
+    sealer = generate_key_file(key)
+    state = tmp_path / "state"
+    _, checks = doctor(tmp_path, state, "--store-key", str(key))
+    assert checks["store key"]["status"] == "ok"
+    assert sealer.key_id in checks["store key"]["detail"]
+    assert key.read_text().strip() not in json.dumps(checks)
+    key.chmod(0o644)
+    code, checks = doctor(tmp_path, state, "--store-key", str(key))
+    assert code == 1 and checks["store key"]["status"] == "fail"
+    assert "chmod 600" in checks["store key"]["detail"] + checks["store key"]["fix"]
 
 
 def _need_root() -> None:
