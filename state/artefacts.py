@@ -14,6 +14,10 @@ the store key (:mod:`state.sealing`) when the store has one, else base64 in clea
 private key is kept only sealed: without a store key :func:`artefact_body` refuses it
 (StoreError) and steps do not offer one (``StepContext.sealing``).
 
+CA account credentials (kind ``account``, sealed only) belong to no run: they are kept
+under the run id :data:`SHARED` (``""``) and the name ``account/<id>``, so a daemon on
+another host logs in to the account a run on this one joined.
+
 The same module turns secrets into their stored text and back (sealed with a key, JSON in
 clear without), for both back-ends.
 """
@@ -29,10 +33,13 @@ from typing import Any
 from certwright.errors import StoreError
 from certwright.state.sealing import Sealer, is_sealed, open_sealed
 
-__all__ = ["KINDS", "Artefact", "artefact_body", "artefact_from_body", "secrets_body",
+__all__ = ["KINDS", "SEALED_ONLY", "SHARED", "Artefact", "artefact_body", "artefact_from_body",
+           "secrets_body",
            "secrets_from_body"]
 
-KINDS = ("key", "csr", "cert", "chain")
+KINDS = ("key", "csr", "cert", "chain", "account")
+SEALED_ONLY = ("key", "account")  # private keys, CA account credentials
+SHARED = ""  # the run_id of what belongs to no run: CA accounts, used by many runs
 
 
 @dataclass(frozen=True)
@@ -59,9 +66,9 @@ def artefact_body(art: Artefact, sealer: Sealer | None, created: str) -> str:
     if art.kind not in KINDS:
         raise StoreError(f"run {art.run_id}: cannot keep a {art.kind!r} ({art.name}); "
                          f"kinds kept: {', '.join(KINDS)}")
-    if art.kind == "key" and sealer is None:
-        raise StoreError(f"run {art.run_id}: a private key is kept in the store only sealed, "
-                         f"and no store key is configured ({art.name})")
+    if art.kind in SEALED_ONLY and sealer is None:
+        raise StoreError(f"run {art.run_id}: a private {art.kind} is kept in the store only "
+                         f"sealed, and no store key is configured ({art.name})")
     data = sealer.seal(art.data, _what(art.run_id, art.name)) if sealer \
         else base64.b64encode(art.data).decode("ascii")
     return json.dumps({"kind": art.kind, "rel": art.rel, "created": created,

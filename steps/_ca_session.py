@@ -1,7 +1,11 @@
 """Sessions with the built-in CA for its steps: stored credentials and shared API tokens.
 
 Credentials (email, passphrase, recovery answers) live in
-``<state_dir>/accounts/<sha256(ca+email)[:16]>.json`` (0600 in a 0700 folder). A login
+``<state_dir>/accounts/<sha256(ca+email)[:16]>.json`` (0600 in a 0700 folder). With a
+store key they are also kept in the store, sealed (``account/<that id>``, no run's), and
+the store's copy wins: daemons on several hosts share the accounts their runs joined (a
+renewal on another host logs in, where it would have joined again and been refused). A
+login
 costs the CA a memory-hard scrypt, so the steps of many runs for one account share an API
 token in memory until shortly before it expires (judged on the step's clock). Private to
 :mod:`certwright.steps.ca`.
@@ -23,7 +27,8 @@ from certwright.atomic import write_atomic
 from certwright.ca.client import CAClient, CAError
 from certwright.clock import parse_instant
 from certwright.engine.plugins.step import StepContext
-from certwright.errors import PermanentError
+from certwright.errors import PermanentError, StoreError
+from certwright.state.artefacts import SHARED, Artefact
 
 
 def credentials_path(state_dir: Path, ca: str, email: str) -> Path:
@@ -36,17 +41,57 @@ def save_credentials(path: Path, data: Mapping[str, Any]) -> None:
     """Write atomically (:func:`certwright.atomic.write_atomic`), 0600, in a 0700 folder."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    write_atomic(path, json.dumps(dict(data), indent=2).encode(), 0o600)
+    write_atomic(path, _dumps(data), 0o600)
 
 
 def load_credentials(ctx: StepContext, ca: str, email: str) -> dict[str, Any]:
     """The stored credentials; PermanentError when ``ca.join`` has not stored any."""
     path = credentials_path(ctx.state_dir, ca, email)
+    creds = stored_credentials(ctx, path)
+    if creds is None:
+        raise PermanentError(f"no CA account for {email} at {ca} (expected {path}"
+                             f"{'' if ctx.sealing else ', or a store key to share accounts'}); "
+                             "run ca.join first")
+    return creds
+
+
+def account_name(path: Path) -> str:
+    """The name an account's credentials are kept under in the store (``state.artefacts``)."""
+    return f"account/{path.stem}"
+
+
+def stored_credentials(ctx: StepContext, path: Path) -> dict[str, Any] | None:
+    """The account's credentials: the store's copy when the store has a key and one (every
+    host's daemons share it; this host's file is rewritten from it), else this host's file;
+    None when neither has any."""
+    if ctx.artefact is not None and ctx.sealing:
+        try:
+            art = ctx.artefact(account_name(path))
+        except StoreError as exc:
+            raise PermanentError(f"the CA account kept in the store cannot be read: "
+                                 f"{exc}") from exc
+        if art is not None:
+            if not path.exists() or path.read_bytes() != art.data:
+                save_credentials(path, json.loads(art.data))
+                ctx.log.info("ca_account_restored", path=str(path))
+            return dict(json.loads(art.data))
     try:
         return dict(json.loads(path.read_text()))
     except FileNotFoundError:
-        raise PermanentError(f"no CA account for {email} at {ca} (expected {path}); "
-                             "run ca.join first") from None
+        return None
+
+
+def keep_account(ctx: StepContext, path: Path, creds: Mapping[str, Any]) -> tuple[Artefact, ...]:
+    """The account's credentials as ``Done.kept`` (sealed in the store, shared by every
+    run and host); none when the store has no key (they stay in this host's file)."""
+    if ctx.artefact is None or not ctx.sealing:
+        return ()
+    return (Artefact(run_id=SHARED, name=account_name(path), kind="account",
+                     data=_dumps(creds)),)
+
+
+def _dumps(creds: Mapping[str, Any]) -> bytes:
+    return json.dumps(dict(creds), indent=2).encode()
 
 
 def client_for(ctx: StepContext) -> CAClient:

@@ -16,7 +16,6 @@ passes it so the CA never issues twice (and asks first when ``ctx.recovering``).
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 from collections.abc import Mapping
 from datetime import UTC
@@ -29,7 +28,7 @@ from certwright.ca.passphrase import generate_passphrase
 from certwright.clock import parse_instant
 from certwright.domains import normalize_domain
 from certwright.engine.plugins.step import BaseStep, Done, StepContext, StepResult
-from certwright.errors import PermanentError
+from certwright.errors import PermanentError, StepError
 from certwright.steps._ca_session import (
     account_lock,
     cache_token,
@@ -37,9 +36,11 @@ from certwright.steps._ca_session import (
     client_for,
     credentials_path,
     forget_token,
+    keep_account,
     load_credentials,
     save_credentials,
     session,
+    stored_credentials,
 )
 from certwright.steps._kept import keep, restore
 
@@ -74,13 +75,13 @@ class Join(BaseStep):
 
     def _join(self, ctx: StepContext, log: Any, path: Path, ca: str, email: str,
               name: str) -> StepResult:
-        creds: dict[str, Any] | None = json.loads(path.read_text()) if path.exists() else None
+        creds = stored_credentials(ctx, path)
         key = (ca.rstrip("/"), email.lower())
         cached = cached_token(ctx, key)
         if creds and cached:
             log.info("ca_account_reused", account_id=cached[1])
             return Done({"account_id": cached[1], "email": email, "reused": True,
-                         "status": "active"})
+                         "status": "active"}, kept=keep_account(ctx, path, creds))
         with client_for(ctx) as client:
             if creds:
                 try:
@@ -88,7 +89,8 @@ class Join(BaseStep):
                     cache_token(ctx, key, client)
                     log.info("ca_account_reused", account_id=client.account_id)
                     return Done({"account_id": client.account_id, "email": email,
-                                 "reused": True, "status": "active"})
+                                 "reused": True, "status": "active"},
+                                kept=keep_account(ctx, path, creds))
                 except CAError as exc:
                     # pending: join again (same account); unknown: it was dropped, rejoin
                     if exc.code not in ("account_not_confirmed", "bad_credentials"):
@@ -102,15 +104,21 @@ class Join(BaseStep):
             try:
                 out = client.join(email, name, creds["passphrase"], creds["questions"])
             except CAError as exc:
+                if exc.code == "account_exists" and ctx.sealing and ctx.attempt < 3:
+                    # a daemon of another host may be joining it now: its commit shares it
+                    raise StepError(f"{exc}; another host may be joining this account at "
+                                    f"this moment: trying again, with the store's copy of "
+                                    f"its credentials") from None
                 if exc.code == "account_exists":
                     raise PermanentError(f"{exc}; the stored credentials in {path} do not "
                                          "match it (recover the account or use another "
                                          "email)") from None
                 raise
-        save_credentials(path, {**creds, "account_id": out["account_id"]})
+        creds = {**creds, "account_id": out["account_id"]}
+        save_credentials(path, creds)
         log.info("ca_account_joined", account_id=out["account_id"])
         return Done({"account_id": out["account_id"], "email": email, "reused": False,
-                     "status": out.get("status", "pending")})
+                     "status": out.get("status", "pending")}, kept=keep_account(ctx, path, creds))
 
     @staticmethod
     def _passphrase(ctx: StepContext, name: str, email: str) -> str:

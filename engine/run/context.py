@@ -31,7 +31,7 @@ from certwright.engine.run.book import RunBook
 from certwright.engine.run.jobs import Job, JobKind
 from certwright.engine.run.naming import run_dir_for
 from certwright.events import Event
-from certwright.state.artefacts import Artefact
+from certwright.state.artefacts import SHARED, Artefact
 from certwright.state.base import Store
 from certwright.state.records import RunRecord
 
@@ -108,9 +108,11 @@ class Contexts:
             sealing=self._store.sealer is not None)
 
     def _artefact_of(self, rid: str) -> Callable[[str], Artefact | None]:
-        """What the store keeps of run ``rid`` under a name (read when a step asks)."""
+        """What the store keeps of run ``rid`` under a name (read when a step asks); a CA
+        account's credentials (``account/...``) belong to no run."""
         def artefact(name: str) -> Artefact | None:
-            found = self._store.artefacts(rid, name)
+            found = self._store.artefacts(SHARED if name.startswith("account/") else rid,
+                                          name)
             return found[0] if found else None
         return artefact
 

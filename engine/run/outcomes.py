@@ -154,7 +154,7 @@ class Outcomes:
             secrets.setdefault("outputs", {})[job.spec.id] = hidden
             tx.put_secrets(run.id, secrets)  # commits with the entry below
         for art in result.kept:  # what it made, kept in the store with the entry below
-            tx.put_artefact(replace(art, run_id=run.id))
+            tx.put_artefact(replace(art, run_id=run.id) if art.run_id else art)
         public = secret_store.mask(public, secret_store.values(self._ctx.secrets_of(run.id)))
         had_wake = run.status == WAITING or run.wake_at is not None
         run = self._writer.record(run, run.id, "step_done", StepDone(

@@ -27,6 +27,8 @@ from tests.support.postgres import Cluster, postgres  # noqa: F401 - a fixture
 
 REPO = Path(__file__).resolve().parents[2]
 DOMAINS = ["kept1.example.test", "kept2.example.test"]
+LATER = "kept3.example.test"  # a run of host alpha, for the account beta's runs joined
+ACCOUNT = "admin@kept.example.test"
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -59,14 +61,15 @@ def test_a_certificate_signed_on_one_host_is_installed_on_another(
     url = postgres.store_url(str(tmp_path))
     key = tmp_path / "store.key"
     generate_key_file(key)
-    world = start_world(tmp_path, DOMAINS)
+    world = start_world(tmp_path, ["kept.example.test", *DOMAINS, LATER])
     ids = [f"k{i}" for i in range(len(DOMAINS))]
     procs: list[Proc] = []
     try:
         text = (REPO / "pipelines" / "cacert.yaml").read_text()
         spec = load_pipeline_text(text, "cacert.yaml")
         make_runs(url, tmp_path, text, "cacert.yaml",
-                  [coerce_inputs(spec, world.inputs(d)) for d in DOMAINS], ids, host="beta")
+                  [coerce_inputs(spec, {**world.inputs(d), "email": ACCOUNT}) for d in DOMAINS],
+                  ids, host="beta")
         beta = _daemon(tmp_path, url, "beta", key, world.maildir)
         procs.append(beta)
         wait_for(lambda: _done(url, "csr_generate") >= set(ids), 60,
@@ -83,6 +86,16 @@ def test_a_certificate_signed_on_one_host_is_installed_on_another(
         procs.append(_daemon(tmp_path, url, "beta", key, world.maildir))
         wait_for(lambda: {r for r, s in rows(url, f"SELECT id, status FROM {N.T_RUNS}")
                           if s == "succeeded"} == set(ids), 120, "beta to install every run")
+        # alpha's own run for the same account, beta gone: it logs in with the store's copy
+        procs[2].stop()
+        procs[1].stop()  # and alpha afresh: no API token in its memory either
+        shutil.rmtree(tmp_path / "alpha" / "accounts")  # whatever alpha kept of them
+        procs.append(_daemon(tmp_path, url, "alpha", key, world.maildir))
+        make_runs(url, tmp_path, text, "cacert.yaml",
+                  [coerce_inputs(spec, {**world.inputs(LATER), "email": ACCOUNT})], ["later"],
+                  host="alpha")
+        wait_for(lambda: ("later", "succeeded") in rows(
+            url, f"SELECT id, status FROM {N.T_RUNS}"), 120, "alpha to finish its own run")
     finally:
         for p in procs:
             p.stop()
@@ -102,3 +115,11 @@ def test_a_certificate_signed_on_one_host_is_installed_on_another(
         rid for rid, hosts in signed_on.items() if hosts == {"alpha"}}
     for (body,) in rows(url, f"SELECT body FROM {N.T_ARTEFACTS}"):
         assert "cw-sealed:v1:" in body and "PRIVATE KEY" not in body
+    assert [r for r, n in rows(url, f"SELECT run_id, name FROM {N.T_ARTEFACTS}")
+            if n.startswith("account/")] == [""]
+    (joined,) = [json.loads(d) for r, d in rows(url, f"SELECT run_id, data FROM {N.T_JOURNAL} "
+                                                     f"WHERE kind = 'step_done'")
+                 if r == "later" and json.loads(d)["step"] == "ca_join"]
+    assert joined["outputs"]["reused"] is True
+    assert _steps_on(url)["later"]["ca_join"] == {"alpha"}
+    assert any(e.get("event") == "ca_account_restored" for e in procs[3].events())
