@@ -265,7 +265,7 @@ class Daemon:
                 inbox.process(sweep=True)
             for source in sources:
                 source.start()
-            imaps = self._start_imap(router, stack)
+            imaps = self._start_imap(router, stack, lookup_store)
             engine.sync(adopt=leases.adopt if leases else locks.claim)
             files.scan(store)
             self._load_steps(engine)
@@ -302,13 +302,13 @@ class Daemon:
         log.info("metrics_listening", url=server.url)
         return [hook]
 
-    def _start_imap(self, router: MailRouter, stack: ExitStack) -> list[Any]:
+    def _start_imap(self, router: MailRouter, stack: ExitStack, store: Any) -> list[Any]:
         if not self.cfg.imap:
             return []
         from certwright.mail.imap import ImapSource
         out = []
         for url in self.cfg.imap:
-            src = ImapSource(url, self.state_dir, router, cafile=self.cfg.imap_cafile)
+            src = ImapSource(url, self.state_dir, router, cafile=self.cfg.imap_cafile, store=store)
             src.start()
             stack.callback(src.stop)
             out.append(src)
