@@ -48,6 +48,7 @@ from certwright.engine.daemon.filewaits import FileWaits
 from certwright.engine.daemon.heartbeat import Heartbeat
 from certwright.engine.daemon.inbox import QUIET, Inbox, PipelineCatalog, catalog_handler
 from certwright.engine.daemon.locking import RunLocks
+from certwright.engine.daemon.maildirpoll import MaildirPoll
 from certwright.engine.daemon.mailroute import (
     MaildirSource,
     MailRouter,
@@ -263,8 +264,7 @@ class Daemon:
             if inbox is not None:
                 inbox.recover()
                 inbox.process(sweep=True)
-            for source in sources:
-                source.start()
+            stack.enter_context(MaildirPoll(sources, self.cfg.maildir_poll))  # + start each
             imaps = self._start_imap(router, stack, lookup_store)
             engine.sync(adopt=leases.adopt if leases else locks.claim)
             files.scan(store)
