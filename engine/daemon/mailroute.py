@@ -88,7 +88,7 @@ class _Pending:
     held: bool = False  # another daemon routes it (see MailRouter.hold): never offered
     taken_at: float | None = None  # monotonic time the store was first seen to say taken
     reoffer_at: float = 0.0  # monotonic time of the next offer to every waiting run
-    reoffer_every: float = REOFFER_FIRST
+    reoffer_every: float = 0.0  # seconds from this offer to the next
 
 
 class MailRouter:
@@ -291,11 +291,14 @@ class MailRouter:
     def _reoffer_due(p: _Pending) -> None:
         """Forget whom an IMAP spool's copy was offered to, when its next offer is due."""
         now = time.monotonic()
-        if p.reoffer_at and now >= p.reoffer_at:
+        if not p.reoffer_at:
+            p.reoffer_every = REOFFER_FIRST
+        elif now >= p.reoffer_at:
             p.routed.clear()
             p.reoffer_every = min(REOFFER_CAP, p.reoffer_every * 2)
-        if not p.reoffer_at or now >= p.reoffer_at:
-            p.reoffer_at = now + p.reoffer_every
+        else:
+            return
+        p.reoffer_at = now + p.reoffer_every
 
     @staticmethod
     def _taken_elsewhere(intake: Intake, p: _Pending, name: str) -> Refused | None:

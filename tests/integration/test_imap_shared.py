@@ -161,3 +161,23 @@ def test_a_copy_another_daemon_routes_is_held_then_put_aside_once_taken(
     assert [e["event"] for e in logs if e["event"].startswith("mail_")] == [
         "mail_claimed_elsewhere", "mail_not_ours", "mail_taken_elsewhere", "mail_moved_aside"]
     assert events == []
+
+
+def test_a_routed_copy_of_an_imap_spool_is_offered_again_to_runs_still_waiting(
+        tmp_path: Path, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An IMAP spool's routed message is offered again to the run still waiting for it
+    once the re-offer is due (its first offer may have gone to another daemon's re-check,
+    in a spool without it); a Maildir's message is offered to a run once."""
+    monkeypatch.setattr(mailroute, "REOFFER_FIRST", 0.0)
+    spool = _spool_of(tmp_path)
+    plain = Maildir(tmp_path / "Maildir")
+    plain.ensure()
+    for md, given in ((spool, "7.1.imap"), (plain, None)):
+        events: list[Event] = []
+        router = MailRouter(lambda key: ["r1"], events.append, processed=store.is_processed)
+        name = md.deliver(probe_mail(to="postmaster@h", message_id=f"<{md.path.name}@ca>"),
+                          name=given)
+        assert router.route(md, name) == mailroute.ROUTED
+        router.sweep()  # the first sweep sets the time of the next offer
+        router.sweep()
+        assert len(events) == (2 if md is spool else 1), (md.path, events)
