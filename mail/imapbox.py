@@ -16,16 +16,18 @@ message goes into its spool, a daemon claims it in the store, in one transaction
 claim ``("mail-claim:<box>", <spool name>)`` is inserted if absent (``INSERT OR IGNORE`` on
 SQLite, ``ON CONFLICT DO NOTHING`` on PostgreSQL, both under the store's write lock), and
 when it was, the holder ``("mail-claim-holder:<box>", "<spool name> <spool id>")`` with it.
-Exactly one daemon inserts the claim; the others find it and set their copy aside as taken
-elsewhere. The holder mark lets a daemon that crashed after its claim know, when it fetches
-the message again, that the claim is its own. The spool id (:data:`SPOOL_ID_FILE`) is made
-once per spool, at random.
+Exactly one daemon inserts the claim and routes the message; the others find it and hold
+their copy unrouted (``MailRouter.hold`` of :mod:`certwright.engine.daemon.mailroute`), and
+put it aside as taken elsewhere once a step took the message. The holder mark lets a
+daemon that crashed after its claim know, when it fetches the message again, that the
+claim is its own. The spool id (:data:`SPOOL_ID_FILE`) is made once per spool, at random.
 
 Hazards: the identity file is rewritten when the account's URL changes (another host name
 for the same server gives another id: name the server the same way on every daemon). A
 UIDVALIDITY change renumbers the mailbox: its messages are new to the store under the new
-box. The claim costs one commit per fetched message; the store's read of the holder mark
-comes first, so a message fetched again after a crash costs none.
+box. The claim costs one commit per fetched message and two rows of the ``processed``
+table, kept as the marks are; the store's read of the holder mark comes first, so a
+message fetched again after a crash costs no commit.
 """
 from __future__ import annotations
 

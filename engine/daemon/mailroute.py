@@ -272,7 +272,8 @@ class MailRouter:
                         self._pending.pop((str(p.md.path), name), None)
                     log.info("mail_left_alone", file=name, runs=sorted(p.routed)[:5])
                 elif now - p.since >= self.grace:
-                    why = (f"not taken by the run(s) it was offered to "
+                    why = ("routed by another daemon (its claim came first), not taken"
+                           if p.held else f"not taken by the run(s) it was offered to "
                            f"({', '.join(sorted(p.routed)[:5])})" if p.routed
                            else "unmatched: no run waits for " + (", ".join(
                                k.removeprefix("mail:") for k in p.keys[:5]) or "no recipient"))

@@ -181,3 +181,17 @@ def test_a_routed_copy_of_an_imap_spool_is_offered_again_to_runs_still_waiting(
         router.sweep()  # the first sweep sets the time of the next offer
         router.sweep()
         assert len(events) == (2 if md is spool else 1), (md.path, events)
+
+
+def test_a_held_copy_nobody_took_goes_aside_after_the_grace_saying_why(
+        tmp_path: Path, store: SQLiteStore) -> None:
+    """A held copy that no step took within the grace is moved aside like unmatched mail,
+    its reason naming the other daemon's claim."""
+    md = _spool_of(tmp_path)
+    router = MailRouter(lambda key: [], lambda event: None, grace=0.0,
+                        processed=store.is_processed)
+    name = md.deliver(probe_mail(to="postmaster@h"), name="7.1.imap")
+    assert router.hold(md, name) == mailroute.PENDING
+    assert router.sweep() == 1
+    reason = (md.path / ".quarantine" / "reasons" / f"{name}.reason").read_text()
+    assert reason.startswith("routed by another daemon (its claim came first), not taken")
