@@ -26,8 +26,10 @@ connection, TLS or login error, a dropped connection) are logged and retried wit
 exponential back-off: 1 s, 2 s, 4 s ... capped at 5 minutes, reset after a good session.
 
 Crash safety: claim, then deliver (atomic, by link: a name that exists already is not
-written again), then flag. A crash in between delivers nothing twice: on the next pass the message
-is still unflagged, its spool name exists, and it is only flagged. A message larger than
+written again), then flag. A crash between delivery and flag delivers nothing twice: on
+the next pass the message is still unflagged, its spool name exists, and it is only
+flagged. A crash between claim and delivery: the message is fetched again, and the claim
+found to be this spool's own (its holder mark). A message larger than
 the parser's limit is not downloaded: it is logged (``mail_hostile``) and flagged.
 
 A message the server refuses to serve (FETCH answered NO, e.g. a file it cannot open) is
