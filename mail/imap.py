@@ -11,14 +11,25 @@ it claims to be the CA's (:mod:`certwright.mail.claims`): a person's mail in a s
 mailbox stays unread.
 Nothing is ever deleted or expunged on the server.
 
+Several daemons on one mailbox (one store): the spool says which IMAP mailbox it mirrors,
+so a message's marks in the store name that mailbox, not the spool's path, on every daemon
+(:mod:`certwright.mail.imapbox`). With a ``store``, a fetched message is claimed in the
+store before it goes into the spool: the daemon whose claim is first routes it; every
+other one holds its copy in ``new/`` unrouted (``mail_claimed_elsewhere``; a run whose
+lease it holds may still take it there) and flags it as usual, so it is not fetched again.
+Once a step anywhere took the message, the copies left are moved aside into the spool's
+quarantine (``mail_taken_elsewhere``, :meth:`MailRouter.hold`).
+
 Waiting: IDLE (RFC 2177) when the server offers it, re-issued every ``idle_timeout``
 seconds (servers drop idlers after 30 minutes), else a NOOP poll. Failures (refused
 connection, TLS or login error, a dropped connection) are logged and retried with
 exponential back-off: 1 s, 2 s, 4 s ... capped at 5 minutes, reset after a good session.
 
-Crash safety: deliver first (atomic, by link: a name that exists already is not written
-again), then flag. A crash in between delivers nothing twice: on the next pass the message
-is still unflagged, its spool name exists, and it is only flagged. A message larger than
+Crash safety: claim, then deliver (atomic, by link: a name that exists already is not
+written again), then flag. A crash between delivery and flag delivers nothing twice: on
+the next pass the message is still unflagged, its spool name exists, and it is only
+flagged. A crash between claim and delivery: the message is fetched again, and the claim
+found to be this spool's own (its holder mark). A message larger than
 the parser's limit is not downloaded: it is logged (``mail_hostile``) and flagged.
 
 A message the server refuses to serve (FETCH answered NO, e.g. a file it cannot open) is
@@ -49,6 +60,7 @@ import structlog
 
 from certwright.errors import InputError
 from certwright.mail.claims import Claims
+from certwright.mail.imapbox import Claim, mailbox_url, write_identity
 from certwright.mail.maildir import Maildir
 from certwright.mail.parse import HostileMail, MailLimits, parse_message
 
@@ -93,6 +105,7 @@ class ImapAccount:
         name = query.get("name", [f"{self.user}@{self.host}"])[0]
         self.name = _SAFE.sub("_", name)[:100] or "account"
         self.shown = f"imaps://{self.user}@{self.host}:{self.port}/{self.mailbox}"
+        self.identity = mailbox_url(self.user, self.host, self.port, self.mailbox)
 
     @staticmethod
     def _shown(url: str) -> str:
@@ -110,11 +123,16 @@ class ImapAccount:
 
 
 class ImapSource:
-    """One IMAP account feeding its spool Maildir and the daemon's router (a thread)."""
+    """One IMAP account feeding its spool Maildir and the daemon's router (a thread);
+    ``store`` (its ``is_processed`` and ``transaction``) claims each message first, when
+    several daemons may read the mailbox (None: every message is routed)."""
 
     def __init__(self, url: str, state_dir: Path, router: Any, *, cafile: Path | None = None,
-                 idle_timeout: float = 300.0, limits: MailLimits = MailLimits()) -> None:
+                 idle_timeout: float = 300.0, limits: MailLimits = MailLimits(),
+                 store: Any = None) -> None:
         self.account = ImapAccount(url)
+        self._store = store
+        self._claim: Claim | None = None
         self.md = Maildir(Path(state_dir) / "imap" / self.account.name)
         self.router = router
         self.cafile = self.account.cafile or (str(cafile) if cafile else None)
@@ -129,11 +147,14 @@ class ImapSource:
     def start(self) -> None:
         """Create the spool, route what it holds, and start the IMAP thread."""
         self.md.ensure()
+        write_identity(self.md.path, self.account.identity)
+        if self._store is not None:
+            self._claim = Claim(self._store, self.md.path, self.account.identity)
         for folder in (self.md.new, self.md.cur, self.md.path / ".quarantine" / "new"):
             if folder.is_dir():
                 self._delivered.update(n.split(":", 1)[0] for n in os.listdir(folder))
         for name in self.md.list_new():
-            self.router.route(self.md, name)
+            self._route(name)
         self._thread = threading.Thread(target=self._run, name=f"imap-{self.account.name}",
                                         daemon=True)
         self._thread.start()
@@ -223,8 +244,9 @@ class ImapSource:
                     continue
                 if raw is not None:
                     ours = self._claimed(raw)
+                    here = self._claimed_here(name)  # before the spool: steps look there
                     self._deliver(name, raw)
-                    self.router.route(self.md, name)
+                    self._route(name, here)
             # A person's mail in a shared mailbox stays unread: only our keyword, so that
             # it is not fetched again.
             flags = f"(\\Seen {KEYWORD})" if ours else f"({KEYWORD})"
@@ -267,6 +289,20 @@ class ImapSource:
             return claims.claim(parse_message(raw, limits=self.limits)) is not None
         except HostileMail:
             return claims.claim_raw(raw) is not None
+
+    def _claimed_here(self, name: str) -> bool:
+        """Whether this daemon routes spool message ``name`` (the store's claim decides)."""
+        return self._claim is None or self._claim.claim(name)
+
+    def _route(self, name: str, here: bool | None = None) -> None:
+        """Route spool message ``name`` when this daemon's claim is first, else hold it
+        (another daemon routes it; :meth:`MailRouter.hold`)."""
+        if here is None:
+            here = self._claimed_here(name)
+        if here:
+            self.router.route(self.md, name)
+        else:
+            self.router.hold(self.md, name)
 
     def _deliver(self, name: str, raw: bytes) -> None:
         """Atomically put ``raw`` into the spool's ``new/`` as ``name`` (once)."""

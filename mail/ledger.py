@@ -17,7 +17,10 @@ own. A take is two marks:
   (:meth:`taken`). The same Message-ID in another file is a duplicate (:meth:`seen`).
 
 ``<box>`` names the mailbox as its bookkeeping folder does (:func:`books.mailbox_id`: its
-folder name and a hash of its resolved path), the same for every process of one host.
+folder name and a hash of its resolved path), the same for every process of one host. An
+IMAP spool names the IMAP mailbox instead, with the UIDVALIDITY of the message's spool name
+(:func:`certwright.mail.imapbox.spool_box`), the same for every daemon that reads that
+mailbox whatever its state dir; the spool path's marks (older versions') are read as well.
 
 Older versions recorded takes in a processed log of their own per Maildir
 (:class:`certwright.mail.books.ProcessedLog`, one commit and fsync per mail). When one
@@ -34,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from certwright.mail.books import ProcessedLog, mailbox_id
+from certwright.mail.imapbox import spool_box, spool_identity
 from certwright.mail.maildir import Maildir
 
 __all__ = ["FILE_SOURCE", "MESSAGE_SOURCE", "Ledger", "Mark", "Processed"]
@@ -52,29 +56,48 @@ class Ledger:
 
     def __init__(self, md: Maildir, processed: Processed | None) -> None:
         box = mailbox_id(md.path)
-        self._message_source = MESSAGE_SOURCE + box
-        self._file_source = FILE_SOURCE + box
+        self._path_sources = (MESSAGE_SOURCE + box, FILE_SOURCE + box)
+        self._imap = spool_identity(md.path)  # None: a Maildir that is no IMAP spool
         self._processed = processed
         self.legacy: ProcessedLog | None = md.legacy_log()
 
+    @property
+    def shared(self) -> bool:
+        """Whether this is an IMAP spool (its marks name the IMAP mailbox, not the path)."""
+        return self._imap is not None
+
+    def sources(self, name: str) -> tuple[str, str]:
+        """The message's and the file's mark sources for message ``name``."""
+        box = spool_box(self._imap, name) if self._imap is not None else None
+        if box is None:
+            return self._path_sources
+        return MESSAGE_SOURCE + box, FILE_SOURCE + box
+
     def marks(self, message_id: str, name: str) -> tuple[Mark, Mark]:
         """The marks that take ``message_id`` from file ``name``, for a step's result."""
-        return (self._message_source, message_id), (self._file_source, name)
+        message_source, file_source = self.sources(name)
+        return (message_source, message_id), (file_source, name)
 
-    def _committed(self, source: str, ident: str) -> bool:
-        return self._processed is not None and self._processed(source, ident)
+    def _committed(self, which: int, ident: str, name: str) -> bool:
+        """Whether the mark ``which`` (0: message, 1: file) of ``ident`` was committed, under
+        the message's sources or, for an IMAP spool, its path's (an older version's)."""
+        if self._processed is None:
+            return False
+        shared = self.sources(name)[which]
+        return self._processed(shared, ident) or (
+            shared != self._path_sources[which]
+            and self._processed(self._path_sources[which], ident))
 
     def taken(self, message_id: str, name: str) -> str | None:
         """Who took this very file already ("" when the store says so: it keeps no step
         key), or None when it was not taken."""
-        if self._committed(self._file_source, name):
+        if self._committed(1, name, name):
             return ""
         return self.legacy.taken(message_id, name) if self.legacy is not None else None
 
     def seen(self, message_id: str, name: str) -> bool:
         """True if ``message_id`` was taken from a file other than ``name`` (a duplicate)."""
-        if self._committed(self._message_source, message_id) \
-                and not self._committed(self._file_source, name):
+        if self._committed(0, message_id, name) and not self._committed(1, name, name):
             return True
         return self.legacy is not None and self.legacy.seen(message_id, name)
 

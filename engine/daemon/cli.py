@@ -35,6 +35,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     d.add_argument("--imap", action="append", default=[], metavar="URL",
                    help="an IMAP account, imaps://USER@HOST[:PORT]/MAILBOX?password_file=F "
                         "(repeatable)")
+    d.add_argument("--maildir-poll", type=_poll, metavar="SECONDS",
+                   help="also list each Maildir's new/ every SECONDS, for a Maildir on a "
+                        "shared filesystem (NFS) whose other hosts' writes inotify does not "
+                        "see (config key maildir_poll; default 0: inotify only)")
     d.add_argument("--pipelines", type=Path, metavar="DIR",
                    help="a folder of pipeline files, reloaded when they change")
     d.add_argument("--inbox", type=Path, metavar="DIR",
@@ -87,6 +91,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _poll(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: a poll interval is 0 (none) to 86400 s")
+    return value
+
+
 def build_config(args: argparse.Namespace) -> DaemonConfig:
     """The config file (if any) with the command line's values over it."""
     from certwright.engine.daemon.config import load_daemon_config, merge_args
@@ -99,7 +113,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"maildirs": list(args.maildir), "imap": list(args.imap),
             "pipelines": args.pipelines, "inbox": args.inbox, "embedded": args.embedded,
             "metrics_listen": args.metrics_listen, "lease": getattr(args, "lease", None),
-            "host": getattr(args, "host", None)}
+            "host": getattr(args, "host", None),
+            "maildir_poll": getattr(args, "maildir_poll", None)}
 
 
 def handler(args: argparse.Namespace) -> int:

@@ -14,6 +14,8 @@ with the same keys as the options, plus a few that only make sense in a file::
     unmatched_grace: 10m                       # how long unclaimed mail may wait in new/
     sync_interval: 2s                          # how often runs started elsewhere are picked up
     suppress_mail_polls: true                  # rely on inotify, not 30 s polls per run
+    maildir_poll: 10s                          # --maildir-poll: list each Maildir's new/ this
+                                               # often too (NFS: other hosts' writes; 0: off)
     renew_check: 1m                            # how often renewals are considered at most
     renew_retry: 1h                            # first back-off of a failed renewal ...
     renew_retry_cap: 1d                        # ... doubling up to this
@@ -71,6 +73,7 @@ class DaemonConfig:
     unmatched_grace: float = 600.0
     sync_interval: float = 2.0
     suppress_mail_polls: bool = True
+    maildir_poll: float = 0.0  # seconds between listings of each Maildir's new/ (0: none)
     renew_check: float = 60.0
     renew_retry: float = 3600.0
     renew_retry_cap: float = 86400.0
@@ -197,7 +200,7 @@ def from_mapping(data: Mapping[str, Any], base: Path, source: str | None = None)
         if out["lease"] < 1:
             raise InputError(f"config lease: {data['lease']!r} is shorter than 1s")
     for key in ("unmatched_grace", "sync_interval", "renew_check", "renew_retry",
-                "renew_retry_cap"):
+                "renew_retry_cap", "maildir_poll"):
         if key in data:
             out[key] = _duration(data[key], key)
     return replace(cfg, **out)
@@ -256,7 +259,8 @@ def merge_args(cfg: DaemonConfig, *, maildirs: list[Path] | None = None,
                imap: list[str] | None = None, pipelines: Path | None = None,
                inbox: Path | None = None, embedded: bool = False,
                metrics_listen: tuple[str, int] | None = None,
-               lease: float | None = None, host: str | None = None) -> DaemonConfig:
+               lease: float | None = None, host: str | None = None,
+               maildir_poll: float | None = None) -> DaemonConfig:
     """Command-line values over the file's (lists are added)."""
     return replace(
         cfg,
@@ -264,4 +268,5 @@ def merge_args(cfg: DaemonConfig, *, maildirs: list[Path] | None = None,
         imap=tuple(dict.fromkeys([*cfg.imap, *(imap or [])])),
         pipelines=pipelines or cfg.pipelines, inbox=inbox or cfg.inbox,
         embedded=embedded or cfg.embedded, metrics_listen=metrics_listen or cfg.metrics_listen,
-        lease=lease or cfg.lease, host=host or cfg.host)
+        lease=lease or cfg.lease, host=host or cfg.host,
+        maildir_poll=cfg.maildir_poll if maildir_poll is None else maildir_poll)

@@ -27,6 +27,16 @@ steps judge it with what they know of their CA, and then left alone).
   start) it is moved aside as ``unmatched``.
 * **not taken** (routed, but the waiting run(s) left it in ``new/``, e.g. a link for
   another request) -> moved aside after the same grace period.
+* **claimed elsewhere** (an IMAP mailbox several daemons read: another daemon's claim in
+  the store was first, :mod:`certwright.mail.imapbox`) -> :meth:`MailRouter.hold` keeps it
+  in ``new/`` unrouted: the other daemon routes it, but a run whose lease this daemon
+  holds re-checks its wait here, in this spool. Once the store says it was taken (by a
+  step anywhere, for more than a second: a step's own move to ``cur/`` comes just after
+  its commit) it is moved aside as **taken elsewhere**; so is a routed copy of an IMAP
+  spool that a step of another daemon took. Not taken within the grace: moved aside.
+  A routed copy of an IMAP spool is offered again to the runs still waiting for it, after
+  2 s, 4 s ... up to once a minute: a run whose lease another daemon held was re-checked
+  there, in a spool that may lack the message (that daemon never fetched it).
 
 Nothing is ever deleted; moving aside goes to the mailbox's quarantine in the state dir
 (:mod:`certwright.mail.books`) with a reason file
@@ -61,6 +71,8 @@ log = structlog.get_logger("certwright.daemon.mail")
 
 # what route() did; a message moved aside is reported by its kind ("hostile", "duplicate")
 ROUTED, PENDING, GONE, ASIDE, FOREIGN = "routed", "pending", "gone", "aside", "foreign"
+TAKEN_SETTLE = 1.0  # seconds an IMAP spool's copy is seen taken before it goes aside
+REOFFER_FIRST, REOFFER_CAP = 2.0, 60.0  # an IMAP spool's routed copy offered again
 
 
 @dataclass
@@ -73,6 +85,10 @@ class _Pending:
     since: float  # wall-clock seconds
     claimed: bool = True  # claims to be the CA's: moved aside when nobody takes it
     routed: set[str] = field(default_factory=set)  # run ids it was offered to
+    held: bool = False  # another daemon routes it (see MailRouter.hold): never offered
+    taken_at: float | None = None  # monotonic time the store was first seen to say taken
+    reoffer_at: float = 0.0  # monotonic time of the next offer to every waiting run
+    reoffer_every: float = 0.0  # seconds from this offer to the next
 
 
 class MailRouter:
@@ -115,7 +131,8 @@ class MailRouter:
         with self._lock:
             known = self._pending.get((str(md.path), name))
         if known is not None:
-            self._offer(known, name)
+            if not known.held:
+                self._offer(known, name)
             return PENDING
         try:
             return self._route_new(md, name)
@@ -123,6 +140,34 @@ class MailRouter:
             log.error("mail_route_failed", file=name, maildir=str(md.path),
                       error=f"{type(exc).__name__}: {exc}")
             return PENDING
+
+    def hold(self, md: Maildir, name: str) -> str:
+        """Keep message ``name`` of an IMAP spool in ``new/`` without routing it: another
+        daemon claimed it (see the module doc). Never raises for anything about it."""
+        try:
+            intake = self._intake(md)
+            mtime = (md.new / name).stat().st_mtime
+            admitted = intake.admit(name)
+            if admitted is None:
+                return GONE
+            if isinstance(admitted, Foreign):
+                return self._foreign(name, admitted.reason)
+            if isinstance(admitted, Refused):
+                return self._settled(md, name, admitted)
+            if self.claims.claim(admitted.mail) is None:
+                return self._foreign(name, "another daemon routes it")
+            with self._lock:
+                self._pending[(str(md.path), name)] = _Pending(
+                    md, (), admitted.message_id, since=max(mtime, self._started), held=True)
+        except FileNotFoundError:
+            return GONE
+        except Exception as exc:  # noqa: BLE001 - nothing about one mail may stop the daemon
+            log.error("mail_route_failed", file=name, maildir=str(md.path),
+                      error=f"{type(exc).__name__}: {exc}")
+            return PENDING
+        self._count("held")
+        log.info("mail_claimed_elsewhere", file=name, message_id=admitted.message_id)
+        return PENDING
 
     def _intake(self, md: Maildir) -> Intake:
         """The intake of ``md``, made once per Maildir: making one (its processed log
@@ -217,7 +262,8 @@ class MailRouter:
                         self._pending.pop((str(p.md.path), name), None)
                     continue
                 intake = self._intake(p.md)
-                refused = intake.refuse_duplicate(name, p.message_id)
+                refused = intake.refuse_duplicate(name, p.message_id) \
+                    or self._taken_elsewhere(intake, p, name)
                 if refused is not None:
                     self._settled(p.md, name, refused)
                     moved += 1
@@ -226,18 +272,47 @@ class MailRouter:
                         self._pending.pop((str(p.md.path), name), None)
                     log.info("mail_left_alone", file=name, runs=sorted(p.routed)[:5])
                 elif now - p.since >= self.grace:
-                    why = (f"not taken by the run(s) it was offered to "
+                    why = ("routed by another daemon (its claim came first), not taken"
+                           if p.held else f"not taken by the run(s) it was offered to "
                            f"({', '.join(sorted(p.routed)[:5])})" if p.routed
                            else "unmatched: no run waits for " + (", ".join(
                                k.removeprefix("mail:") for k in p.keys[:5]) or "no recipient"))
                     self._settled(p.md, name, intake.set_aside(
                         name, f"{why} within {int(self.grace)} s", kind="unmatched"))
                     moved += 1
-                else:
+                elif not p.held:
+                    if intake.ledger.shared:
+                        self._reoffer_due(p)
                     self._offer(p, name)
             except Exception as exc:  # noqa: BLE001
                 log.error("mail_route_failed", file=name, error=f"{type(exc).__name__}: {exc}")
         return moved
+
+    @staticmethod
+    def _reoffer_due(p: _Pending) -> None:
+        """Forget whom an IMAP spool's copy was offered to, when its next offer is due."""
+        now = time.monotonic()
+        if not p.reoffer_at:
+            p.reoffer_every = REOFFER_FIRST
+        elif now >= p.reoffer_at:
+            p.routed.clear()
+            p.reoffer_every = min(REOFFER_CAP, p.reoffer_every * 2)
+        else:
+            return
+        p.reoffer_at = now + p.reoffer_every
+
+    @staticmethod
+    def _taken_elsewhere(intake: Intake, p: _Pending, name: str) -> Refused | None:
+        """An IMAP spool's copy the store has said was taken for over a second (a step of
+        another daemon took its own copy): moved aside; None while it is not so."""
+        if not intake.ledger.shared or intake.ledger.taken(p.message_id, name) is None:
+            p.taken_at = None
+            return None
+        if p.taken_at is None or time.monotonic() - p.taken_at < TAKEN_SETTLE:
+            p.taken_at = p.taken_at or time.monotonic()
+            return None  # a step of this daemon may be moving it to cur/ right now
+        return intake.set_aside(name, "taken elsewhere: the store says another daemon's "
+                                "copy of this message was taken", kind="taken_elsewhere")
 
     def pending(self) -> int:
         with self._lock:

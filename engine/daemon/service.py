@@ -48,6 +48,7 @@ from certwright.engine.daemon.filewaits import FileWaits
 from certwright.engine.daemon.heartbeat import Heartbeat
 from certwright.engine.daemon.inbox import QUIET, Inbox, PipelineCatalog, catalog_handler
 from certwright.engine.daemon.locking import RunLocks
+from certwright.engine.daemon.maildirpoll import MaildirPoll
 from certwright.engine.daemon.mailroute import (
     MaildirSource,
     MailRouter,
@@ -263,9 +264,8 @@ class Daemon:
             if inbox is not None:
                 inbox.recover()
                 inbox.process(sweep=True)
-            for source in sources:
-                source.start()
-            imaps = self._start_imap(router, stack)
+            stack.enter_context(MaildirPoll(sources, self.cfg.maildir_poll))  # + start each
+            imaps = self._start_imap(router, stack, lookup_store)
             engine.sync(adopt=leases.adopt if leases else locks.claim)
             files.scan(store)
             self._load_steps(engine)
@@ -302,13 +302,13 @@ class Daemon:
         log.info("metrics_listening", url=server.url)
         return [hook]
 
-    def _start_imap(self, router: MailRouter, stack: ExitStack) -> list[Any]:
+    def _start_imap(self, router: MailRouter, stack: ExitStack, store: Any) -> list[Any]:
         if not self.cfg.imap:
             return []
         from certwright.mail.imap import ImapSource
         out = []
         for url in self.cfg.imap:
-            src = ImapSource(url, self.state_dir, router, cafile=self.cfg.imap_cafile)
+            src = ImapSource(url, self.state_dir, router, cafile=self.cfg.imap_cafile, store=store)
             src.start()
             stack.callback(src.stop)
             out.append(src)

@@ -16,4 +16,4 @@ DAEMON_KEYS = ("maildirs", "imap", "pipelines", "inbox", "embedded", "csr_pipeli
                "renew_check", "renew_retry", "renew_retry_cap", "imap_cafile",
                "embedded_domains", "ca_senders", "ca_origins", "maildir_owner",
                "maildir_group", "maildir_mode", "metrics_listen", "metrics_certificates",
-               "heartbeat", "lease", "host")
+               "heartbeat", "lease", "host", "maildir_poll")
