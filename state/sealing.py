@@ -30,9 +30,6 @@ import os
 import stat
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from certwright.atomic import write_new
 from certwright.errors import InputError, StoreError
 
@@ -56,6 +53,8 @@ class Sealer:
     def __init__(self, key: bytes, origin: str) -> None:
         if len(key) != KEY_BYTES:
             raise InputError(f"{origin}: a store key is {KEY_BYTES} bytes, not {len(key)}")
+        # imported here: every command imports this module, few of them seal anything
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         self._aead = AESGCM(key)
         self.key_id = hashlib.sha256(_ID_LABEL + key).hexdigest()[:16]
         self.origin = origin
@@ -81,6 +80,7 @@ class Sealer:
             raw = base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
             raise StoreError(f"{what}: the sealed value is damaged (not base64)") from None
+        from cryptography.exceptions import InvalidTag
         try:
             return self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], what.encode())
         except (InvalidTag, ValueError):
