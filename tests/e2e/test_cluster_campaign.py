@@ -112,7 +112,7 @@ def _report(request: pytest.FixtureRequest, line: str) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_300_runs_on_three_daemons_survive_their_sigkills(
-        tmp_path: Path, postgres: Cluster, dovecot: Dovecot,  # noqa: F811
+        tmp_path: Path, postgres: Cluster, dovecot: Dovecot,
         request: pytest.FixtureRequest) -> None:
     """Every run installed, the CA issued exactly one certificate per run, no mail taken
     twice, and no run driven by two daemons at once, although daemons were SIGKILLed."""
@@ -144,11 +144,13 @@ def test_300_runs_on_three_daemons_survive_their_sigkills(
                             before=["--store-key", str(key)], env=env)
     procs: dict[int, Proc] = {}
     every: list[Proc] = []
+    daemon_of: dict[str, str] = {}  # a daemon process's pid -> its name (d0, d1, d2)
     kills: list[tuple[int, int, int]] = []  # (daemon, progress, runs in flight)
     try:
         for n in range(DAEMONS):
             procs[n] = daemon(n)
             every.append(procs[n])
+            daemon_of[str(procs[n].popen.pid)] = f"d{n}"
         make_runs(url, tmp_path, text, "cacert.yaml", [inputs("setup.cluster.test")],
                   ["setup"])
         wait_for(lambda: _status(url).get("setup") == "succeeded", 120,
@@ -169,6 +171,7 @@ def test_300_runs_on_three_daemons_survive_their_sigkills(
                           sum(status.get(r) not in ("succeeded", "failed") for r in ids)))
             procs[victim] = daemon(victim)  # back before the next kill: never all three
             every.append(procs[victim])
+            daemon_of[str(procs[victim].popen.pid)] = f"d{victim}"
         kill_time = time.monotonic() - started
 
         def finished() -> bool:
@@ -202,10 +205,12 @@ def test_300_runs_on_three_daemons_survive_their_sigkills(
             journal_bad[rid] = (path, signed, followed)
     overlaps = {}
     for rid, spans in lease_tenures(url).items():
-        for (taken, ended, token), (taken_next, _, token_next) in pairwise(spans):
+        for (_taken, ended, token), (taken_next, _, token_next) in pairwise(spans):
             if ended is None or ended > taken_next or token_next <= token:
                 overlaps[rid] = spans
-    holders = {o.split(":")[0] for (o,) in rows(url, f"SELECT owner FROM {N.T_LEASE_LOG}")}
+    # an owner is "<host>:<pid>:<nonce>" (one host here): its pid says which daemon it was
+    holders = {daemon_of.get(o.split(":")[1], o) for (o,) in rows(
+        url, f"SELECT owner FROM {N.T_LEASE_LOG}")}
     takeovers = sum(1 for (how,) in rows(url, f"SELECT how FROM {N.T_LEASE_LOG}")
                     if how == "takeover")
     _report(request, (
