@@ -5,6 +5,7 @@ a Maildir holding such a message and in a real IMAP spool fed by Dovecot.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,39 @@ def test_the_issuance_mail_fetched_into_an_imap_spool_is_matched(
     result = NotifyCheck().run(_ctx(tmp_path, store, "imap/certs"))
     assert not isinstance(result, Wait), result.memo
     assert isinstance(result, Done) and result.outputs["matched"] is True
+
+
+class _AppendingRouter(_Router):
+    """Appends one more message to the mailbox while the source routes the first: it lands
+    between the source's search and its flagging (its EXISTS comes with that command's
+    answer, before any IDLE)."""
+
+    def __init__(self, box: Dovecot, raw: bytes) -> None:
+        super().__init__()
+        self.box, self.raw = box, raw
+
+    def route(self, md: Maildir, name: str) -> str:
+        if not self.routed:
+            self.box.append(self.raw)
+        return super().route(md, name)
+
+
+def test_mail_arriving_during_a_sync_is_fetched_without_waiting_for_the_idle_timeout(
+        tmp_path: Path, dovecot: Dovecot) -> None:
+    """A message appended while the source fetches another is fetched at once, not after
+    ``idle_timeout`` (the server reported it before IDLE began, and never again)."""
+    pw = tmp_path / "imap.pw"
+    pw.write_text(dovecot.password + "\n")
+    second = issuance_mail(to=TO, serial="0D:0E", fingerprint="cd" * 32)
+    router = _AppendingRouter(dovecot, second)
+    src: Any = ImapSource(dovecot.url(pw) + "&name=certs", tmp_path, router,
+                          cafile=dovecot.cafile, idle_timeout=300.0)
+    dovecot.append(issuance_mail(to=TO, serial=SERIAL, fingerprint=FINGERPRINT))
+    src.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(router.routed) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        src.stop()
+    assert len(router.routed) == 2, router.routed
