@@ -21,7 +21,9 @@ Once a step anywhere took the message, the copies left are moved aside into the 
 quarantine (``mail_taken_elsewhere``, :meth:`MailRouter.hold`).
 
 Waiting: IDLE (RFC 2177) when the server offers it, re-issued every ``idle_timeout``
-seconds (servers drop idlers after 30 minutes), else a NOOP poll. Failures (refused
+seconds (servers drop idlers after 30 minutes), else a NOOP poll. A message that arrives during
+a sync is reported (``EXISTS``) with whatever command was running then, never again: the
+source syncs once more before it idles. Failures (refused
 connection, TLS or login error, a dropped connection) are logged and retried with
 exponential back-off: 1 s, 2 s, 4 s ... capped at 5 minutes, reset after a good session.
 
@@ -198,7 +200,10 @@ class ImapSource:
                                        for x in c.capabilities)
             refused: set[str] = set()  # UIDs whose FETCH was answered NO in this session
             while not self._stop.is_set():
+                _forget_news(c)
                 self._sync(c, refused)
+                if _news(c):
+                    continue  # mail came during the sync: the server will not say so again
                 if idle:
                     self._idle(c)
                 else:
@@ -341,6 +346,22 @@ class ImapSource:
             if not chunk:
                 raise imaplib.IMAP4.abort("the server closed the connection during IDLE")
             buf += chunk
+
+
+_NEWS = ("EXISTS", "RECENT")
+
+
+def _forget_news(c: imaplib.IMAP4_SSL) -> None:
+    """Drop the mailbox-size news imaplib kept from earlier answers (the sync comes next)."""
+    for what in _NEWS:
+        c.untagged_responses.pop(what, None)
+
+
+def _news(c: imaplib.IMAP4_SSL) -> bool:
+    """Whether an answer since :func:`_forget_news` said the mailbox grew: a message that
+    came after the sync's SEARCH is reported once, with whatever command was running, and
+    an IDLE begun after that would wait for it until its timeout."""
+    return any(what in c.untagged_responses for what in _NEWS)
 
 
 def _size_in(data: list[Any] | None, uid: str) -> int | None:

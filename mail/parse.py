@@ -279,14 +279,17 @@ def _decode_raw(value: str) -> str:
 
 
 def _part_text(part: Message) -> str:
+    r"""The part's text with its line endings as ``\n``: mail fetched over IMAP keeps the
+    wire form's CRLF, and a line read with ``$`` must end the same wherever it came from."""
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
     charset = part.get_content_charset() or "utf-8"
     try:
-        return payload.decode(charset, "replace")
+        text = payload.decode(charset, "replace")
     except LookupError:
-        return payload.decode("utf-8", "replace")
+        text = payload.decode("utf-8", "replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _authenticated(msg: Message, trusted: set[str]) -> bool:
