@@ -242,12 +242,13 @@ def cmd_certificates(args: argparse.Namespace) -> int:
     import json
 
     from certwright.clock import clock_from_env, format_instant
+    from certwright.engine.cli.config_cmd import this_host
     from certwright.engine.cli.storeargs import open_store_of
     from certwright.errors import InputError
     store = open_store_of(args, readonly=True)
     try:
         now = clock_from_env().now()
-        rows = certificate_rows(store, args.state_dir, now, _here(args))
+        rows = certificate_rows(store, args.state_dir, now, this_host(args))
     finally:
         store.close()
     if args.name:
@@ -264,14 +265,6 @@ def cmd_certificates(args: argparse.Namespace) -> int:
     else:
         print(f"no certificates in {args.state_dir} yet")
     return 0
-
-
-def _here(args: argparse.Namespace) -> str:
-    """This host's name (as ``run`` records it: the configuration's ``host:`` first)."""
-    from certwright.engine.cli.config_cmd import load_config
-    from certwright.engine.run.hosts import local_host
-    setting = load_config(args).host()
-    return local_host(setting.value if setting else None)
 
 
 def register(sub: Any) -> None:

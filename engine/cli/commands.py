@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from certwright.clock import clock_from_env
+from certwright.engine.cli.config_cmd import this_host
 from certwright.engine.cli.run_output import RunOutput
 from certwright.engine.cli.storeargs import open_store_of as _open
 from certwright.engine.cli.storeargs import refuse_if_served_elsewhere
@@ -47,14 +48,6 @@ def parse_sets(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _here(args: argparse.Namespace) -> str:
-    """This host's name (``engine.run.hosts.local_host``, the configuration's ``host:``)."""
-    from certwright.engine.cli.config_cmd import load_config
-    from certwright.engine.run.hosts import local_host
-    setting = load_config(args).host()
-    return local_host(setting.value if setting else None)
-
-
 def _engine(args: argparse.Namespace, run_id: str, services: dict[str, Any],
             watcher: WaitWatcher, shown: RunOutput | None = None) -> Engine:
     hooks: list[Interceptor] = [watcher, *(shown.hooks if shown else [])]
@@ -67,7 +60,7 @@ def _engine(args: argparse.Namespace, run_id: str, services: dict[str, Any],
         store.announce = False      # daemon to take it (state.notify_pg)
     hooks.append(InventoryHook(store, policy_from(_load)))
     return Engine(store, args.state_dir, clock=clock_from_env(), services=services,
-                  options=EngineOptions(scope=[run_id], host=_here(args)), interceptors=hooks)
+                  options=EngineOptions(scope=[run_id], host=this_host(args)), interceptors=hooks)
 
 
 class DaemonServes(RunLocked):

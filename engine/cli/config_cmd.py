@@ -26,6 +26,13 @@ def load_config(args: argparse.Namespace) -> Config:
     return Config.load(Path(explicit) if explicit else None)
 
 
+def this_host(args: argparse.Namespace) -> str:
+    """This host's name (``engine.run.hosts.local_host``, the configuration's ``host:``)."""
+    from certwright.engine.run.hosts import local_host
+    setting = load_config(args).host()
+    return local_host(setting.value if setting else None)
+
+
 def input_settings(config: Config, spec: PipelineSpec, sets: dict[str, str]
                    ) -> dict[str, Setting]:
     """Every input a run of ``spec`` is given and where from: ``--set`` over the files

@@ -160,7 +160,7 @@ def store_key(args: Any) -> Finding:
         return Finding(name, "ok", "none: secrets are kept in clear in a table of their own; "
                                    "private keys stay on the host that made them (a moved "
                                    "run does not take its key along)")
-    return Finding(name, "ok", f"store key {sealer.key_id} ({sealer.origin}): secrets and "
+    return Finding(name, "ok", f"{sealer.key_id} ({sealer.origin}): secrets and "
                                f"kept keys, CSRs and certificates are sealed (AES-256-GCM)")
 
 

@@ -39,9 +39,8 @@ steps judge it with what they know of their CA, and then left alone).
   there, in a spool that may lack the message (that daemon never fetched it).
 
 Nothing is ever deleted; moving aside goes to the mailbox's quarantine in the state dir
-(:mod:`certwright.mail.books`) with a reason file
-(:meth:`certwright.mail.maildir.Maildir.move_aside`). Every exception from a message is caught and
-logged (``mail_route_failed``) so that no mail can stop the daemon.
+(:mod:`certwright.mail.books`) with a reason file (``Maildir.move_aside``). Every exception
+from a message is caught and logged (``mail_route_failed``): no mail can stop the daemon.
 
 Thread-safety: :meth:`MailRouter.route` is called from the watcher thread and from the
 main loop (start-up scan, sweep); its bookkeeping is under a lock, the store lookups use
@@ -63,7 +62,7 @@ from watchdog.observers import Observer
 from certwright.errors import InputError
 from certwright.events import Event, mail_key
 from certwright.mail.claims import Claims
-from certwright.mail.intake import Foreign, Intake, Refused
+from certwright.mail.intake import Admitted, Foreign, Intake, Refused
 from certwright.mail.maildir import Maildir
 from certwright.mail.provision import MaildirMissing, MaildirPolicy, prepare_maildir
 
@@ -145,15 +144,10 @@ class MailRouter:
         """Keep message ``name`` of an IMAP spool in ``new/`` without routing it: another
         daemon claimed it (see the module doc). Never raises for anything about it."""
         try:
-            intake = self._intake(md)
             mtime = (md.new / name).stat().st_mtime
-            admitted = intake.admit(name)
-            if admitted is None:
-                return GONE
-            if isinstance(admitted, Foreign):
-                return self._foreign(name, admitted.reason)
-            if isinstance(admitted, Refused):
-                return self._settled(md, name, admitted)
+            admitted = self._admit(md, name)
+            if isinstance(admitted, str):
+                return admitted
             if self.claims.claim(admitted.mail) is None:
                 return self._foreign(name, "another daemon routes it")
             with self._lock:
@@ -180,19 +174,26 @@ class MailRouter:
                                                  self._processed)
         return intake
 
-    def _route_new(self, md: Maildir, name: str) -> str:
-        intake = self._intake(md)
-        try:
-            mtime = (md.new / name).stat().st_mtime
-        except FileNotFoundError:
-            return GONE  # taken already (a run scanned new/ first)
-        admitted = intake.admit(name)
+    def _admit(self, md: Maildir, name: str) -> Admitted | str:
+        """Message ``name`` parsed and checked, or what became of it (GONE, foreign, aside)."""
+        admitted = self._intake(md).admit(name)
         if admitted is None:
             return GONE
         if isinstance(admitted, Foreign):
             return self._foreign(name, admitted.reason)
         if isinstance(admitted, Refused):
             return self._settled(md, name, admitted)
+        return admitted
+
+    def _route_new(self, md: Maildir, name: str) -> str:
+        intake = self._intake(md)
+        try:
+            mtime = (md.new / name).stat().st_mtime
+        except FileNotFoundError:
+            return GONE  # taken already (a run scanned new/ first)
+        admitted = self._admit(md, name)
+        if isinstance(admitted, str):
+            return admitted
         message_id = admitted.message_id
         if intake.finish_taken(name, message_id):
             return GONE  # taken already; its move to cur/ was not done (a crash, a power cut)

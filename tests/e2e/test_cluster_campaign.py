@@ -36,7 +36,7 @@ from certwright.engine.model.inputs import coerce_inputs
 from certwright.engine.model.loader import load_pipeline_text
 from certwright.state import names as N
 from certwright.state.sealing import generate_key_file
-from tests.fixtures.daemon.harness import Proc, World, env_for, start_world, wait_for
+from tests.fixtures.daemon.harness import Proc, World, env_for, report, start_world, wait_for
 from tests.support.dovecot import Dovecot, dovecot  # noqa: F401 - a fixture
 from tests.support.pg_daemons import lease_tenures, make_runs, rows, start_daemon
 from tests.support.postgres import Cluster, postgres  # noqa: F401 - a fixture
@@ -103,12 +103,6 @@ class Delivery:
         self._thread.join(10)
 
 
-def _report(request: pytest.FixtureRequest, line: str) -> None:
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        print(f"\n{line}")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_300_runs_on_three_daemons_survive_their_sigkills(
@@ -118,7 +112,7 @@ def test_300_runs_on_three_daemons_survive_their_sigkills(
     twice, and no run driven by two daemons at once, although daemons were SIGKILLed."""
     seed = int(os.environ.get("CERTWRIGHT_CAMPAIGN_SEED") or secrets.randbits(32))
     rng = random.Random(seed)
-    _report(request, f"cluster campaign: seed {seed} (replay: CERTWRIGHT_CAMPAIGN_SEED={seed})")
+    report(request, f"cluster campaign: seed {seed} (replay: CERTWRIGHT_CAMPAIGN_SEED={seed})")
     started = time.monotonic()
     url = postgres.store_url(str(tmp_path))
     key = tmp_path / "store.key"
@@ -213,7 +207,7 @@ def test_300_runs_on_three_daemons_survive_their_sigkills(
         url, f"SELECT owner FROM {N.T_LEASE_LOG}")}
     takeovers = sum(1 for (how,) in rows(url, f"SELECT how FROM {N.T_LEASE_LOG}")
                     if how == "takeover")
-    _report(request, (
+    report(request, (
         f"cluster campaign: {RUNS} runs on {DAEMONS} daemons, {len(kills)} SIGKILLs "
         f"(daemon, progress, runs in flight: {kills}), {len(lost)} runs lost, "
         f"{len(cert_dups)} certificates duplicated, {len(taken_twice)} mails taken twice, "

@@ -37,6 +37,7 @@ import pytest
 from tests.fixtures.daemon.harness import (
     World,
     drop_request,
+    report,
     start_world,
     statuses,
     store_rows,
@@ -123,12 +124,6 @@ def _progress(world: World) -> int:
     return int(rows[0][0])
 
 
-def _report(request: pytest.FixtureRequest, line: str) -> None:
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        print(f"\n{line}")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_50_runs_survive_30_sigkills_of_the_daemon(tmp_path: Path,
@@ -143,7 +138,7 @@ def test_50_runs_survive_30_sigkills_of_the_daemon(tmp_path: Path,
     schedule: list[tuple[bool, float]] = [
         (e, rng.uniform(*KILL_EARLY) if e else max(1, round(KILL_STEPS * w / share)))
         for w, e in zip(weights, early, strict=True)]
-    _report(request, f"daemon campaign: seed {seed} (replay: CERTWRIGHT_CAMPAIGN_SEED={seed})")
+    report(request, f"daemon campaign: seed {seed} (replay: CERTWRIGHT_CAMPAIGN_SEED={seed})")
     started = time.monotonic()
     domains = [_domain(i) for i in range(RUNS)]
     world = start_world(tmp_path, ["campaign.test", "setup.campaign.test", *domains])
@@ -228,7 +223,7 @@ def test_50_runs_survive_30_sigkills_of_the_daemon(tmp_path: Path,
             if path != ["new", "registered", "probed", "verified", "signed", "installed"] \
                     or signed != 1 or followed != 1 or alarms:
                 journal_bad[rid] = (path, signed, followed, alarms)
-        _report(request, (
+        report(request, (
             f"daemon campaign: {RUNS} runs, {KILLS} SIGKILLs ({early_kills} while starting; "
             f"at {spread[0]:.0f}% to {max(spread):.0f}% of the runs' work, "
             f"runs in flight at each: {' '.join(map(str, in_flight))}), {len(lost)} runs lost, "

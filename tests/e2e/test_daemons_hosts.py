@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import signal
-from collections import defaultdict
 from itertools import pairwise
 from pathlib import Path
 
 from certwright.state import names as N
 from tests.fixtures.daemon.harness import Proc, cli, env_for, wait_for
-from tests.support.pg_daemons import lease_tenures, make_runs, rows, start_daemon
+from tests.support.pg_daemons import lease_tenures, make_runs, rows, start_daemon, started_on
 from tests.support.postgres import Cluster, postgres  # noqa: F401 - a fixture
 
 PIPELINE = """
@@ -56,16 +55,6 @@ def _runs(url: str) -> dict[str, tuple[str, str | None]]:
             rows(url, f"SELECT id, status, wants_host FROM {N.T_RUNS}")}
 
 
-def _started_on(url: str) -> dict[str, dict[str, set[str]]]:
-    """run -> step id -> the hosts whose engines started it."""
-    out: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for rid, data in rows(url, f"SELECT run_id, data FROM {N.T_JOURNAL} "
-                                f"WHERE kind = 'step_started'"):
-        d = json.loads(data)
-        out[rid][d["step"]].add(d.get("host"))
-    return out
-
-
 def _status(root: Path, url: str, *args: str) -> str:
     done = cli(root, "--state-dir", str(root / "reader"), "--store", url, "status", *args)
     assert done.returncode == 0, done.stderr
@@ -92,7 +81,7 @@ def test_host_bound_steps_run_only_on_the_runs_host(tmp_path: Path, postgres: Cl
         shown = _status(tmp_path, url)
         assert ("waiting for host beta (no daemon of beta serves this store: start one, or "
                 "`certwright move h0 --host ...`)") in shown
-        assert {i: dict(_started_on(url)[i]) for i in ids} == {
+        assert {i: dict(started_on(url)[i]) for i in ids} == {
             i: {"ca_call": {"alpha"}} for i in ids}
         wait_for(lambda: not rows(url, f"SELECT run_id FROM {N.T_LEASES}"), 30,
                  "alpha to let go of every run it parked")
@@ -102,7 +91,7 @@ def test_host_bound_steps_run_only_on_the_runs_host(tmp_path: Path, postgres: Cl
     finally:
         for p in procs:
             p.stop()
-    started = _started_on(url)
+    started = started_on(url)
     for i in ids:
         assert started[i]["ca_call"] == {"alpha"}
         assert started[i]["key"] == started[i]["csr"] == {"beta"}
@@ -145,7 +134,7 @@ def test_a_run_waiting_for_a_dead_host_completes_once_moved(
     finally:
         alpha.stop()
         gamma.stop()
-    started = _started_on(url)
+    started = started_on(url)
     for rid in ids:
         assert started[rid]["key"] == {"alpha"}
         moves = [json.loads(d) for (d,) in rows(

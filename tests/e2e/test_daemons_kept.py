@@ -22,7 +22,7 @@ from certwright.engine.model.loader import load_pipeline_text
 from certwright.state import names as N
 from certwright.state.sealing import generate_key_file
 from tests.fixtures.daemon.harness import Proc, env_for, start_world, wait_for
-from tests.support.pg_daemons import make_runs, rows, start_daemon
+from tests.support.pg_daemons import make_runs, rows, start_daemon, started_on
 from tests.support.postgres import Cluster, postgres  # noqa: F401 - a fixture
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,16 +30,6 @@ DOMAINS = ["kept1.example.test", "kept2.example.test"]
 LATER = "kept3.example.test"  # a run of host alpha, for the account beta's runs joined
 ACCOUNT = "admin@kept.example.test"
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _steps_on(url: str) -> dict[str, dict[str, set[str]]]:
-    """run -> step id -> the hosts whose engines started it."""
-    out: dict[str, dict[str, set[str]]] = {}
-    for rid, data in rows(url, f"SELECT run_id, data FROM {N.T_JOURNAL} "
-                                f"WHERE kind = 'step_started'"):
-        d = json.loads(data)
-        out.setdefault(rid, {}).setdefault(d["step"], set()).add(d.get("host"))
-    return out
 
 
 def _done(url: str, step: str) -> set[str]:
@@ -81,7 +71,7 @@ def test_a_certificate_signed_on_one_host_is_installed_on_another(
         wait_for(lambda: {r for r, w in rows(url, f"SELECT id, wants_host FROM {N.T_RUNS}")
                           if w == "beta"} == set(ids), 60,
                  "alpha to park every run at the install, waiting for beta")
-        signed_on = {rid: _steps_on(url)[rid]["ca_sign"] for rid in ids}
+        signed_on = {rid: started_on(url)[rid]["ca_sign"] for rid in ids}
         shutil.rmtree(tmp_path / "alpha" / "runs")  # alpha's disk is not beta's
         procs.append(_daemon(tmp_path, url, "beta", key, world.maildir))
         wait_for(lambda: {r for r, s in rows(url, f"SELECT id, status FROM {N.T_RUNS}")
@@ -103,7 +93,7 @@ def test_a_certificate_signed_on_one_host_is_installed_on_another(
             p.stop()
     assert any("alpha" in hosts for hosts in signed_on.values()), signed_on
     for rid, domain in zip(ids, DOMAINS, strict=True):
-        assert _steps_on(url)[rid]["install_files"] == {"beta"}
+        assert started_on(url)[rid]["install_files"] == {"beta"}
         beta_run = tmp_path / "beta" / "runs" / rid
         installed = Path(world.inputs(domain)["cert_dir"])
         assert (installed / "server.key").read_bytes() == (beta_run / "server.key").read_bytes()
@@ -121,5 +111,5 @@ def test_a_certificate_signed_on_one_host_is_installed_on_another(
                                                      f"WHERE kind = 'step_done'")
                  if r == "later" and json.loads(d)["step"] == "ca_join"]
     assert joined["outputs"]["reused"] is True
-    assert _steps_on(url)["later"]["ca_join"] == {"alpha"}
+    assert started_on(url)["later"]["ca_join"] == {"alpha"}
     assert any(e.get("event") == "ca_account_restored" for e in procs[3].events())

@@ -4,6 +4,7 @@ process of its own state folder, runs made in the store by a process that is no 
 """
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -50,6 +51,17 @@ def make_runs(url: str, root: Path, text: str, source: str, inputs: list[dict[st
         engine.close()
     finally:
         store.close()
+
+
+def started_on(url: str) -> dict[str, dict[str, set[str]]]:
+    """run -> step id -> the hosts whose engines started it (the journal's
+    ``step_started``)."""
+    out: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for rid, data in rows(url, f"SELECT run_id, data FROM {N.T_JOURNAL} "
+                                f"WHERE kind = 'step_started'"):
+        d = json.loads(data)
+        out[rid][d["step"]].add(d.get("host"))
+    return out
 
 
 def lease_tenures(url: str) -> dict[str, list[tuple[Any, Any, int]]]:
