@@ -26,7 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from certwright.ca import _pages
 from certwright.ca._openapi import PemFile, PkixCert, PkixCrl, allowed_methods, errors, repeat
 from certwright.ca._openapi import install as install_openapi
-from certwright.ca.acme.app import AcmeShortcut, create_acme_app
+from certwright.ca.acme.app import create_acme_app
+from certwright.ca.acme.front import AcmeFront, outermost
 from certwright.ca.errors import ApiError
 from certwright.ca.httpcounts import CountStatuses, StatusCounts
 from certwright.ca.httpguard import BodyGuard
@@ -154,14 +155,16 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     app.state.service = svc
     accounts, issuing = svc.accounts, svc.issuing
 
-    acme = create_acme_app(svc)  # innermost: inside the guard, the log and the counts
-    app.add_middleware(AcmeShortcut, acme=acme)
-    # Added before those, so it runs inside the request log (which logs its 413 and 408).
+    # Added first, so it runs inside the request log (which logs its 413 and 408).
     app.add_middleware(BodyGuard, config=svc.config)
     app.add_middleware(_RequestLog)
     # Outermost: every response counted by status class, for /metrics (ca.httpcounts).
-    app.state.http_status_counts = StatusCounts()
-    app.add_middleware(CountStatuses, counts=app.state.http_status_counts)
+    app.state.http_status_counts = counts = StatusCounts()
+    app.add_middleware(CountStatuses, counts=counts)
+    # ACME (RFC 8555) before all of those: its own edge with the same guard, log and
+    # counts, past the framework's layers (ca/acme/front.py).
+    app.state.acme = acme = create_acme_app(svc)
+    outermost(app, lambda stack: AcmeFront(stack, acme, counts=counts, config=svc.config))
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
@@ -372,9 +375,6 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     @app.get("/", include_in_schema=False)
     def home() -> Response:
         return _pages.home_page(svc.public_url)
-
-    # -- ACME (RFC 8555): its own routes, problem documents and tables ------------------
-    app.mount("/acme", acme)  # AcmeShortcut serves /acme/...; the mount, the rest
 
     install_openapi(app, auth=account)
     return app

@@ -75,25 +75,26 @@ class BodyGuard:
     def __init__(self, app: ASGIApp, *, config: dict[str, Any]) -> None:
         self.app = app
         http = http_settings(config)
-        self.max_body = http["http_max_body"]
-        self.max_large = http["http_max_csr_body"]
+        self.max_body: int = http["http_max_body"]
+        self.max_large: int = http["http_max_csr_body"]
         self.timeout = http["http_body_timeout"]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.max_large if (scope["method"], scope["path"]) in LARGE_ROUTES \
+    def limit(self, scope: Scope) -> int:
+        """The body limit of the request ``scope``."""
+        return self.max_large if (scope["method"], scope["path"]) in LARGE_ROUTES \
             else self.max_body
+
+    async def read(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The request's whole body, read within the limits; None when the client left
+        before it was all there; raises :class:`BodyRefused`."""
+        limit = self.limit(scope)
         length = _content_length(scope)
         if length == -1:
-            await _refuse(send, 400, "bad_request", "Content-Length is not a number")
-            return
+            raise BodyRefused(400, "bad_request", "Content-Length is not a number")
         if length is not None and length > limit:
-            await _refuse(send, 413, "body_too_large", f"the body ({length} bytes) is over "
-                          f"the {limit} bytes {scope['method']} {scope['path']} takes",
-                          limit=limit)
-            return
+            raise BodyRefused(413, "body_too_large", f"the body ({length} bytes) is over "
+                              f"the {limit} bytes {scope['method']} {scope['path']} takes",
+                              limit=limit)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -101,22 +102,32 @@ class BodyGuard:
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
-                        return  # the client left; nothing to answer
+                        return None  # the client left; nothing to answer
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > limit:
-                        await _refuse(send, 413, "body_too_large", "the body is over the "
-                                      f"{limit} bytes {scope['method']} {scope['path']} "
-                                      "takes", limit=limit)
-                        return
+                        raise BodyRefused(413, "body_too_large", "the body is over the "
+                                          f"{limit} bytes {scope['method']} "
+                                          f"{scope['path']} takes", limit=limit)
                     chunks.append(chunk)
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            await _refuse(send, 408, "body_timeout", "the request body did not arrive "
-                          f"within {self.timeout:g} s", timeout=self.timeout)
+            raise BodyRefused(408, "body_timeout", "the request body did not arrive "
+                              f"within {self.timeout:g} s", timeout=self.timeout) from None
+        return b"".join(chunks)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-        body = b"".join(chunks)
+        try:
+            body = await self.read(scope, receive)
+        except BodyRefused as refused:
+            await refused.send(send)
+            return
+        if body is None:
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -129,6 +140,27 @@ class BodyGuard:
         await self.app(scope, replay, send)
 
 
+class BodyRefused(Exception):
+    """A body refused at the edge: ``status`` (400, 408, 413) and a JSON answer that says
+    why, sent with ``Connection: close``."""
+
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = json.dumps({"error": code, "message": message, **details},
+                               separators=(",", ":")).encode()
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"content-type", b"application/json"),
+                (b"content-length", str(len(self.body)).encode()),
+                (b"connection", b"close")]
+
+    async def send(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status,
+                    "headers": self.headers()})
+        await send({"type": "http.response.body", "body": self.body})
+
+
 def _content_length(scope: Scope) -> int | None:
     """The declared length; None when absent, -1 when malformed."""
     for name, value in scope["headers"]:
@@ -136,13 +168,3 @@ def _content_length(scope: Scope) -> int | None:
             text = value.decode("latin-1").strip()
             return int(text) if text.isdigit() else -1
     return None
-
-
-async def _refuse(send: Send, status: int, code: str, message: str, **details: Any) -> None:
-    body = json.dumps({"error": code, "message": message, **details},
-                      separators=(",", ":")).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})

@@ -1,14 +1,17 @@
-"""The ACME server's HTTP routes (RFC 8555), a Starlette app the CA mounts at ``/acme``.
+"""The ACME server's HTTP routes (RFC 8555): :class:`AcmeApp`.
 
-Every answer carries a fresh ``Replay-Nonce``, ``Link: <directory>;rel="index"`` and
-``Cache-Control: no-store``; every refusal is a problem document (:mod:`.problems`). POSTs
-are verified (:mod:`.jws`) on the event loop; the work (store writes, validation, which
-connects to the applicant's server, issuance) runs in the thread pool.
+A request comes in as an :class:`AcmeRequest` (method, path, headers, the whole body,
+already read and bounded by the CA's edge, :mod:`.front`) and goes out as a
+:class:`Reply`. Every answer carries a fresh ``Replay-Nonce``, ``Link:
+<directory>;rel="index"`` and ``Cache-Control: no-store``; every refusal is a problem
+document (:mod:`.problems`), an unexpected error too (``serverInternal``, logged with its
+traceback). POSTs are verified (:mod:`.jws`) on the event loop; the work (store writes,
+validation, which connects to the applicant's server, issuance) runs in the thread pool.
 
-:class:`AcmeShortcut` hands ``/acme/...`` requests to this app from inside the CA app's own
-middleware (request log, status counts, body guard), past FastAPI's exception layer and
-router, which matched every JSON API route before reaching the ``/acme`` mount: the same
-scope as the mount gives, at less CPU a request.
+The routes are matched here, not by a web framework: a path is looked up in a table of
+fixed paths, then in a few patterns with one or two parameters. A path under ``/acme/``
+that no route takes is a 404 ``malformed`` problem; a route asked with another method a
+405 with ``Allow``.
 
 Routes: ``GET directory``, ``HEAD|GET new-nonce``, ``POST`` new-account, acct/ID,
 acct/ID/orders, key-change, new-order, order/ID, order/ID/finalize, authz/ID, chall/ID,
@@ -18,17 +21,13 @@ account's bearer token: a key for external account binding).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
-from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from certwright.ca.acme import accounts, certs, eab, orders, renewal
 from certwright.ca.acme.jws import Verified, verify_request
@@ -39,142 +38,180 @@ from certwright.ca.service import CAService
 
 log = structlog.get_logger("ca.acme")
 JOSE = "application/jose+json"
+PREFIX = "/acme"
 
 
-def create_acme_app(svc: CAService) -> Starlette:
-    """The ACME app of the CA ``svc``; raises SettingError for a bad ``acme_*`` setting."""
-    acme = AcmeService(svc)
+@dataclass(frozen=True)
+class AcmeRequest:
+    """One request to the ACME server: ``path`` is the whole path (``/acme/...``),
+    ``headers`` by lower-case name, ``client`` the peer's address."""
 
-    def headers(extra: dict[str, str] | None = None) -> dict[str, str]:
-        return {"Replay-Nonce": acme.nonces.issue(), "Cache-Control": "no-store",
-                "Link": f'<{acme.url("directory")}>;rel="index"', **(extra or {})}
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    client: str
+    params: dict[str, str] | None = None
 
-    def answer(status: int, body: Any, extra: dict[str, str] | None = None,
-               media: str = "application/json") -> Response:
-        all_headers = headers()
-        for key, value in (extra or {}).items():
-            all_headers[key] = f"{all_headers[key]}, {value}" if key == "Link" else value
-        content = body if isinstance(body, str) else json.dumps(body)
-        return Response(content, status_code=status, headers=all_headers, media_type=media)
 
-    def problem(exc: AcmeProblem) -> Response:
-        return answer(exc.status, exc.body(), exc.headers, "application/problem+json")
+@dataclass(frozen=True)
+class Reply:
+    """An answer: status, raw headers (lower-case names) and the whole body."""
 
-    async def verified(request: Request, *, jwk: bool = False, kid: bool = True) -> Verified:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+Handler = Callable[[AcmeRequest], Awaitable[Reply]]
+_CHARSET = ("text/",)  # media types that get "; charset=utf-8", as web frameworks do
+
+
+class AcmeApp:
+    """The ACME server of the CA ``svc``; raises SettingError for a bad ``acme_*``
+    setting. ``await app.handle(request)`` answers one request, whatever happens."""
+
+    def __init__(self, svc: CAService) -> None:
+        self.acme = acme = AcmeService(svc)
+        post = self._post
+        key_change_url = acme.url("key-change")
+        self._fixed: dict[str, dict[str, Handler]] = {
+            "/directory": {"GET": self._directory},
+            "/new-nonce": {"GET": self._new_nonce, "HEAD": self._new_nonce},
+            "/new-account": {"POST": post(accounts.new_account, jwk=True, kid=False)},
+            "/key-change": {"POST": post(lambda a, r: accounts.key_change(
+                a, r, key_change_url))},
+            "/new-order": {"POST": post(orders.new_order)},
+            "/revoke-cert": {"POST": self._revoke},
+            "/eab-keys": {"POST": self._eab_keys},
+        }
+        self._patterns: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
+            (re.compile(r"/acct/(?P<account_id>[^/]+)"),
+             {"POST": post(accounts.update_account)}),
+            (re.compile(r"/acct/(?P<account_id>[^/]+)/orders"),
+             {"POST": post(orders.account_orders)}),
+            (re.compile(r"/order/(?P<order_id>[^/]+)"), {"POST": post(orders.get_order)}),
+            (re.compile(r"/order/(?P<order_id>[^/]+)/finalize"),
+             {"POST": post(orders.finalize)}),
+            (re.compile(r"/authz/(?P<authz_id>[^/]+)"), {"POST": post(orders.get_authz)}),
+            (re.compile(r"/chall/(?P<challenge_id>[^/]+)"),
+             {"POST": post(orders.answer_challenge)}),
+            (re.compile(r"/cert/(?P<serial>[^/]+)"), {"POST": self._certificate}),
+            (re.compile(r"/cert/(?P<serial>[^/]+)/(?P<alt>[0-9]+)"),
+             {"POST": self._certificate}),
+            (re.compile(r"/renewal-info/(?P<cert_id>[^/]+)"),
+             {"GET": self._renewal_info}),
+        ]
+        for methods in (*self._fixed.values(), *(m for _, m in self._patterns)):
+            if "GET" in methods:  # HEAD wherever GET, as HTTP has it
+                methods.setdefault("HEAD", methods["GET"])
+
+    # -- dispatch ------------------------------------------------------------------------
+    async def handle(self, request: AcmeRequest) -> Reply:
+        """The answer to ``request``: the route's, or a problem document."""
+        try:
+            handler, params = self._route(request)
+            return await handler(replace(request, params=params))
+        except AcmeProblem as exc:
+            return self._problem(exc)
+        except Exception:  # answered, and logged with its traceback
+            log.exception("acme_internal_error", method=request.method, path=request.path)
+            return self._problem(AcmeProblem("serverInternal", "the server failed to "
+                                             "answer this request; it has been logged"))
+
+    def _route(self, request: AcmeRequest) -> tuple[Handler, dict[str, str]]:
+        path = request.path.removeprefix(PREFIX)
+        methods, params = self._fixed.get(path), {}
+        if methods is None:
+            for pattern, candidate in self._patterns:
+                found = pattern.fullmatch(path)
+                if found:
+                    methods, params = candidate, found.groupdict()
+                    break
+        if methods is None:
+            raise AcmeProblem("malformed", f"no ACME resource at {request.path}", status=404)
+        handler = methods.get(request.method)
+        if handler is None:
+            raise AcmeProblem("malformed", f"{request.method} is not allowed at "
+                              f"{request.path}; ACME resources take POST", status=405,
+                              headers={"Allow": ", ".join(sorted(methods))})
+        return handler, params
+
+    # -- answers -------------------------------------------------------------------------
+    def _answer(self, status: int, body: Any, extra: dict[str, str] | None = None,
+                media: str | None = "application/json") -> Reply:
+        acme = self.acme
+        headers = {"replay-nonce": acme.nonces.issue(), "cache-control": "no-store",
+                   "link": f'<{acme.url("directory")}>;rel="index"'}
+        for name, value in (extra or {}).items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key == "link" else value
+        content = (body if isinstance(body, str) else json.dumps(body)).encode()
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        if not (status < 200 or status in (204, 304)):
+            raw.append((b"content-length", str(len(content)).encode()))
+        if media is not None:
+            charset = "; charset=utf-8" if media.startswith(_CHARSET) else ""
+            raw.append((b"content-type", f"{media}{charset}".encode()))
+        return Reply(status, raw, content)
+
+    def _problem(self, exc: AcmeProblem) -> Reply:
+        return self._answer(exc.status, exc.body(), exc.headers, "application/problem+json")
+
+    async def _verified(self, request: AcmeRequest, *, jwk: bool = False,
+                        kid: bool = True) -> Verified:
         if request.headers.get("content-type", "").split(";")[0].strip() != JOSE:
             raise AcmeProblem("malformed", f"Content-Type must be {JOSE}", status=415)
-        url = acme.ca.public_url + request.url.path
-        body = await request.body()
-        req = verify_request(body, url=url, nonces=acme.nonces, store=acme.store,
+        acme = self.acme
+        req = verify_request(request.body, url=acme.ca.public_url + request.path,
+                             nonces=acme.nonces, store=acme.store,
                              account_url=acme.account_prefix, jwk_allowed=jwk,
                              kid_allowed=kid, keys=acme.keys)
-        return replace(req, client=request.client.host if request.client else "unknown")
+        return replace(req, client=request.client)
 
-
-    def post(work: Callable[..., Any], *, jwk: bool = False, kid: bool = True,
-             ) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            try:
-                req = await verified(request, jwk=jwk, kid=kid)
-                params = dict(request.path_params)
-                status, body, extra = await run_in_threadpool(work, acme, req, **params)
-            except AcmeProblem as exc:
-                return problem(exc)
-            return answer(status, body, extra)
+    def _post(self, work: Callable[..., Any], *, jwk: bool = False,
+              kid: bool = True) -> Handler:
+        async def endpoint(request: AcmeRequest) -> Reply:
+            req = await self._verified(request, jwk=jwk, kid=kid)
+            status, body, extra = await run_in_threadpool(work, self.acme, req,
+                                                          **(request.params or {}))
+            return self._answer(status, body, extra)
         return endpoint
 
-    async def directory(request: Request) -> Response:
-        return answer(200, acme.directory())
+    # -- the routes that are not plain POSTs ---------------------------------------------
+    async def _directory(self, request: AcmeRequest) -> Reply:
+        return self._answer(200, self.acme.directory())
 
-    async def new_nonce(request: Request) -> Response:
-        status = 200 if request.method == "HEAD" else 204
-        return Response(status_code=status, headers=headers())
+    async def _new_nonce(self, request: AcmeRequest) -> Reply:
+        return self._answer(200 if request.method == "HEAD" else 204, "", media=None)
 
-    async def certificate(request: Request) -> Response:
-        try:
-            req = await verified(request)
-            alternate = int(request.path_params.get("alt", 0))
-            pem, extra = await run_in_threadpool(certs.chain, acme, req,
-                                                 request.path_params["serial"], alternate)
-        except AcmeProblem as exc:
-            return problem(exc)
-        return answer(200, pem, extra, "application/pem-certificate-chain")
+    async def _certificate(self, request: AcmeRequest) -> Reply:
+        params = request.params or {}
+        req = await self._verified(request)
+        pem, extra = await run_in_threadpool(certs.chain, self.acme, req, params["serial"],
+                                             int(params.get("alt", 0)))
+        return self._answer(200, pem, extra, "application/pem-certificate-chain")
 
-    async def revoke(request: Request) -> Response:
-        try:
-            req = await verified(request, jwk=True, kid=True)
-            await run_in_threadpool(certs.revoke, acme, req)
-        except AcmeProblem as exc:
-            return problem(exc)
-        return answer(200, "", None, "text/plain")
+    async def _revoke(self, request: AcmeRequest) -> Reply:
+        req = await self._verified(request, jwk=True, kid=True)
+        await run_in_threadpool(certs.revoke, self.acme, req)
+        return self._answer(200, "", None, "text/plain")
 
-    async def key_change(request: Request) -> Response:
-        url = acme.url("key-change")
-        return await post(lambda a, r: accounts.key_change(a, r, url))(request)
+    async def _renewal_info(self, request: AcmeRequest) -> Reply:
+        body, extra = renewal.renewal_info(self.acme, (request.params or {})["cert_id"])
+        return self._answer(200, body, extra)
 
-    async def renewal_info(request: Request) -> Response:
-        try:
-            body, extra = renewal.renewal_info(acme, request.path_params["cert_id"])
-        except AcmeProblem as exc:
-            return problem(exc)
-        return answer(200, body, extra)
-
-    async def eab_keys(request: Request) -> Response:
+    async def _eab_keys(self, request: AcmeRequest) -> Reply:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         try:
-            ca_account = acme.ca.accounts.authenticate(
+            ca_account = self.acme.ca.accounts.authenticate(
                 token.strip() if scheme.lower() == "bearer" else "")
         except ApiError as exc:
-            return problem(AcmeProblem("unauthorized", exc.message, status=401))
-        return answer(201, await run_in_threadpool(eab.create_key, acme, ca_account))
-
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return problem(AcmeProblem("malformed", f"no ACME resource at {request.url.path}",
-                                   status=404))
-
-    async def wrong_method(request: Request, exc: Exception) -> Response:
-        return problem(AcmeProblem("malformed", f"{request.method} is not allowed at "
-                                   f"{request.url.path}; ACME resources take POST",
-                                   status=405))
-
-    routes = [
-        Route("/directory", directory, methods=["GET"]),
-        Route("/new-nonce", new_nonce, methods=["GET", "HEAD"]),
-        Route("/new-account", post(accounts.new_account, jwk=True, kid=False),
-              methods=["POST"]),
-        Route("/acct/{account_id}", post(accounts.update_account), methods=["POST"]),
-        Route("/acct/{account_id}/orders", post(orders.account_orders), methods=["POST"]),
-        Route("/key-change", key_change, methods=["POST"]),
-        Route("/new-order", post(orders.new_order), methods=["POST"]),
-        Route("/order/{order_id}", post(orders.get_order), methods=["POST"]),
-        Route("/order/{order_id}/finalize", post(orders.finalize), methods=["POST"]),
-        Route("/authz/{authz_id}", post(orders.get_authz), methods=["POST"]),
-        Route("/chall/{challenge_id}", post(orders.answer_challenge), methods=["POST"]),
-        Route("/cert/{serial}", certificate, methods=["POST"]),
-        Route("/cert/{serial}/{alt:int}", certificate, methods=["POST"]),
-        Route("/revoke-cert", revoke, methods=["POST"]),
-        Route("/renewal-info/{cert_id}", renewal_info, methods=["GET"]),
-        Route("/eab-keys", eab_keys, methods=["POST"]),
-    ]
-    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: wrong_method})
-    app.state.acme = acme
-    return app
+            raise AcmeProblem("unauthorized", exc.message, status=401) from None
+        return self._answer(201, await run_in_threadpool(eab.create_key, self.acme,
+                                                         ca_account))
 
 
-class AcmeShortcut:
-    """Pure ASGI middleware: a request under ``/acme/`` goes straight to ``acme`` with the
-    scope Starlette's ``Mount("/acme")`` would give it; anything else to ``app``."""
-
-    def __init__(self, app: ASGIApp, acme: ASGIApp) -> None:
-        self.app, self.acme = app, acme
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        root_path = scope.get("root_path", "")
-        path = scope.get("path", "")
-        if scope["type"] == "http" and path.removeprefix(root_path).startswith("/acme/"):
-            scope = {**scope, "path_params": {}, "endpoint": self.acme,
-                     "app_root_path": scope.get("app_root_path", root_path),
-                     "root_path": root_path + "/acme"}
-            await self.acme(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+def create_acme_app(svc: CAService) -> AcmeApp:
+    """The ACME app of the CA ``svc`` (:class:`AcmeApp`)."""
+    return AcmeApp(svc)

@@ -225,7 +225,44 @@ def test_acme_requests_keep_the_ca_apps_middleware(http: httpx.Client,
     r = http.get(f"{base}/new-order")
     assert r.status_code == 405
     problem(r, "malformed")
+    assert r.headers["Allow"] == "POST"
     assert http.get(acme_ca.directory).status_code == 200
     after = counts.snapshot()
     assert after["4xx"] - before["4xx"] == 2
     assert after["2xx"] - before["2xx"] == 1
+
+
+def test_acme_body_over_the_limit_is_refused_at_the_edge(http: httpx.Client,
+                                                          acme_ca: AcmeCA) -> None:
+    """An ACME body over the CA's ``http_max_body`` is answered 413 before any of it is
+    parsed, with Connection: close and the request id, and counted."""
+    counts = acme_ca.server.app.state.http_status_counts
+    before = counts.snapshot()
+    r = http.post(acme_ca.directory.removesuffix("/directory") + "/new-order",
+                  content=b"x" * (64 * 1024), headers={"Content-Type": JOSE,
+                                                       "X-Request-Id": "big-1"})
+    assert r.status_code == 413
+    assert r.json()["error"] == "body_too_large"
+    assert r.headers["Connection"] == "close"
+    assert r.headers["X-Request-Id"] == "big-1"
+    assert counts.snapshot()["4xx"] - before["4xx"] == 1
+
+
+def test_an_unexpected_error_is_a_server_internal_problem(
+        http: httpx.Client, acme_ca: AcmeCA, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure the ACME server did not foresee is answered as a serverInternal problem
+    document with a fresh nonce (which an ACME client can read), not a bare 500, and
+    counted as a 5xx."""
+    service = acme_ca.server.app.state.acme.acme
+
+    def broken() -> dict[str, object]:
+        raise RuntimeError("the directory is broken")
+
+    monkeypatch.setattr(service, "directory", broken)
+    counts = acme_ca.server.app.state.http_status_counts
+    before = counts.snapshot()
+    r = http.get(acme_ca.directory)
+    assert r.status_code == 500
+    body = problem(r, "serverInternal")
+    assert "broken" not in body["detail"]  # the cause is logged, not told to the client
+    assert counts.snapshot()["5xx"] - before["5xx"] == 1
