@@ -62,6 +62,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from certwright.ca.httpguard import http_settings
+from certwright.ca.writecork import CorkedTransport
 
 log = structlog.get_logger("ca.headerguard")
 
@@ -226,7 +227,7 @@ class HttpToolsHeaderTimeout(HttpToolsProtocol):
         self._in_headers = False  # the parser is inside a request's header section
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(CorkedTransport(transport, self.loop))  # ca/writecork.py
         self._timer.expect()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -290,7 +291,7 @@ class H11HeaderTimeout(H11Protocol):
         self._budget = HeaderBudget(limits.max_size)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(CorkedTransport(transport, self.loop))  # ca/writecork.py
         self._timer.expect()
 
     def connection_lost(self, exc: Exception | None) -> None:
