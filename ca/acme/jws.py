@@ -12,8 +12,8 @@ Order of checks (each refusal an :class:`AcmeProblem` of its RFC type):
 5. exactly one of ``jwk`` (newAccount, revokeCert by the certificate's key) and ``kid``
    (everything else; an account URL of this server, of a ``valid`` account): else
    ``malformed``, ``accountDoesNotExist`` or ``unauthorized``;
-6. the signature verifies with that key (josepy; no cryptography of ours): else
-   ``malformed``.
+6. the signature verifies with that key (josepy's algorithm, over the signing input as
+   it was sent; no cryptography of ours): else ``malformed``.
 
 A nonce is spent at step 3 whatever happens later, so a request is never replayed.
 
@@ -31,8 +31,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from josepy.errors import DeserializationError
+from josepy.jwa import JWASignature
 from josepy.jwk import JWK
-from josepy.jws import JWS
 
 from certwright.ca.acme.nonces import NonceBook
 from certwright.ca.acme.problems import AcmeProblem
@@ -180,8 +180,10 @@ def verify_request(body: bytes, *, url: str, nonces: NonceBook, store: AcmeStore
         if account["status"] != "valid":
             raise AcmeProblem("unauthorized", f"the account is {account['status']}")
         key, printed = (keys or KeyCache(1)).load(account["jwk"])
-    try:
-        ok = JWS.from_json(jws).verify(key)
+    signature = b64decode(jws["signature"], "the signature")
+    try:  # josepy's algorithm over the JWS Signing Input as sent (RFC 7515 section 5.2)
+        ok = JWASignature.from_json(alg).verify(
+            key.key, f"{jws['protected']}.{jws['payload']}".encode("ascii"), signature)
     except Exception:  # noqa: BLE001  (a key of another type than alg, a bad encoding)
         ok = False
     if not ok:
