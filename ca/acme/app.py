@@ -6,7 +6,12 @@ already read and bounded by the CA's edge, :mod:`.front`) and goes out as a
 <directory>;rel="index"`` and ``Cache-Control: no-store``; every refusal is a problem
 document (:mod:`.problems`), an unexpected error too (``serverInternal``, logged with its
 traceback). POSTs are verified (:mod:`.jws`) on the event loop; the work (store writes,
-validation, which connects to the applicant's server, issuance) runs in the thread pool.
+validation, which connects to the applicant's server, issuance) runs in a thread pool.
+Reads (POST-as-GET of an account, its orders, an order, an authorization, a certificate)
+are answered on the event loop from the committed state (``AcmeService.committed``, the
+store's read connection, which never waits for a writer): a thread hop costs more than
+such a read, and a read that finds it must write (an order whose authorizations all
+became valid is stored as ready) is done again in the pool.
 
 The routes are matched here, not by a web framework: a path is looked up in a table of
 fixed paths, then in a few patterns with one or two parameters. A path under ``/acme/``
@@ -20,19 +25,22 @@ account's bearer token: a key for external account binding).
 """
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 import re
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
-from starlette.concurrency import run_in_threadpool
 
 from certwright.ca.acme import accounts, certs, eab, orders, renewal
 from certwright.ca.acme.jws import Verified, verify_request
 from certwright.ca.acme.problems import AcmeProblem
 from certwright.ca.acme.service import AcmeService
+from certwright.ca.acme.store import NeedsWriter
 from certwright.ca.errors import ApiError
 from certwright.ca.service import CAService
 
@@ -64,6 +72,7 @@ class Reply:
 
 
 Handler = Callable[[AcmeRequest], Awaitable[Reply]]
+THREADS = 40  # as many as the framework's own thread pool had
 _CHARSET = ("text/",)  # media types that get "; charset=utf-8", as web frameworks do
 
 
@@ -73,6 +82,9 @@ class AcmeApp:
 
     def __init__(self, svc: CAService) -> None:
         self.acme = acme = AcmeService(svc)
+        #: the threads the work runs in (a slow applicant's server holds one while its
+        #: http-01 GET lasts); threads start as work comes and live as long as the process
+        self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="acme")
         post = self._post
         key_change_url = acme.url("key-change")
         self._fixed: dict[str, dict[str, Handler]] = {
@@ -87,13 +99,15 @@ class AcmeApp:
         }
         self._patterns: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
             (re.compile(r"/acct/(?P<account_id>[^/]+)"),
-             {"POST": post(accounts.update_account)}),
+             {"POST": post(accounts.update_account, reads=True)}),
             (re.compile(r"/acct/(?P<account_id>[^/]+)/orders"),
-             {"POST": post(orders.account_orders)}),
-            (re.compile(r"/order/(?P<order_id>[^/]+)"), {"POST": post(orders.get_order)}),
+             {"POST": post(orders.account_orders, reads=True)}),
+            (re.compile(r"/order/(?P<order_id>[^/]+)"),
+             {"POST": post(orders.get_order, reads=True)}),
             (re.compile(r"/order/(?P<order_id>[^/]+)/finalize"),
              {"POST": post(orders.finalize)}),
-            (re.compile(r"/authz/(?P<authz_id>[^/]+)"), {"POST": post(orders.get_authz)}),
+            (re.compile(r"/authz/(?P<authz_id>[^/]+)"),
+             {"POST": post(orders.get_authz, reads=True)}),
             (re.compile(r"/chall/(?P<challenge_id>[^/]+)"),
              {"POST": post(orders.answer_challenge)}),
             (re.compile(r"/cert/(?P<serial>[^/]+)"), {"POST": self._certificate}),
@@ -169,13 +183,27 @@ class AcmeApp:
                              kid_allowed=kid, keys=acme.keys)
         return replace(req, client=request.client)
 
-    def _post(self, work: Callable[..., Any], *, jwk: bool = False,
-              kid: bool = True) -> Handler:
+    async def _offload(self, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``work(*args, **kwargs)`` in a thread of the pool, in a copy of this request's
+        context (its log context: the request id), awaited on the event loop."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, lambda: context.run(work, *args, **kwargs))
+
+    def _post(self, work: Callable[..., Any], *, jwk: bool = False, kid: bool = True,
+              reads: bool = False) -> Handler:
+        """A POST route doing ``work(acme, verified, **params)``; with ``reads``, a
+        POST-as-GET (no payload) is first tried on the event loop over the committed
+        state, and goes to the thread pool only if it would write."""
         async def endpoint(request: AcmeRequest) -> Reply:
             req = await self._verified(request, jwk=jwk, kid=kid)
-            status, body, extra = await run_in_threadpool(work, self.acme, req,
-                                                          **(request.params or {}))
-            return self._answer(status, body, extra)
+            params = request.params or {}
+            if reads and req.payload is None:
+                try:
+                    return self._answer(*work(self.acme.committed, req, **params))
+                except NeedsWriter:
+                    pass  # e.g. an order whose status changed: stored by the writer
+            return self._answer(*await self._offload(work, self.acme, req, **params))
         return endpoint
 
     # -- the routes that are not plain POSTs ---------------------------------------------
@@ -188,13 +216,13 @@ class AcmeApp:
     async def _certificate(self, request: AcmeRequest) -> Reply:
         params = request.params or {}
         req = await self._verified(request)
-        pem, extra = await run_in_threadpool(certs.chain, self.acme, req, params["serial"],
-                                             int(params.get("alt", 0)))
+        pem, extra = certs.chain(self.acme.committed, req, params["serial"],
+                                 int(params.get("alt", 0)))  # reads only: on the loop
         return self._answer(200, pem, extra, "application/pem-certificate-chain")
 
     async def _revoke(self, request: AcmeRequest) -> Reply:
         req = await self._verified(request, jwk=True, kid=True)
-        await run_in_threadpool(certs.revoke, self.acme, req)
+        await self._offload(certs.revoke, self.acme, req)
         return self._answer(200, "", None, "text/plain")
 
     async def _renewal_info(self, request: AcmeRequest) -> Reply:
@@ -208,8 +236,7 @@ class AcmeApp:
                 token.strip() if scheme.lower() == "bearer" else "")
         except ApiError as exc:
             raise AcmeProblem("unauthorized", exc.message, status=401) from None
-        return self._answer(201, await run_in_threadpool(eab.create_key, self.acme,
-                                                         ca_account))
+        return self._answer(201, await self._offload(eab.create_key, self.acme, ca_account))
 
 
 def create_acme_app(svc: CAService) -> AcmeApp:

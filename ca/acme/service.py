@@ -13,6 +13,7 @@ Settings (docs/ca-limits.md): ``acme_http01_port``, ``acme_tlsalpn01_port``,
 """
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ from cryptography import x509
 from certwright.ca.acme.jws import KeyCache
 from certwright.ca.acme.nonces import NonceBook
 from certwright.ca.acme.problems import AcmeProblem
-from certwright.ca.acme.store import AcmeStore
+from certwright.ca.acme.store import AcmeStore, CommittedAcmeStore
 from certwright.ca.acme.validate import Resolver
 from certwright.ca.errors import SettingError
 from certwright.ca.service import CAService
@@ -77,6 +78,10 @@ class AcmeService:
         #: the AKI keyIdentifier of every certificate the CA issues (RFC 9773 certIDs)
         self.issuer_key_id = x509.SubjectKeyIdentifier.from_public_key(
             svc.signer.intermediate.public_key()).digest
+        #: this service over the committed state (a read-only store): for reads on the
+        #: event loop, which raise NeedsWriter where they would write (ca/acme/app.py)
+        self.committed = copy.copy(self)
+        self.committed.store = CommittedAcmeStore(svc.store)
 
     # -- time and URLs -------------------------------------------------------------------
     def now(self) -> datetime:

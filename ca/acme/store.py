@@ -7,6 +7,10 @@ must be atomic (a challenge answered once, an order finalized once). Rows come b
 dicts; JSON columns (``jwk``, ``contact``, ``identifiers``, ``error``) are decoded.
 Instants are ISO 8601 UTC strings, as everywhere in the CA's store.
 
+:class:`CommittedAcmeStore` reads the same tables as committed, through the CA store's
+read connection (safe on the event loop), and raises :class:`NeedsWriter` where a read
+would have to write.
+
 Accounts are keyed by the RFC 7638 thumbprint of their key (unique: one key, one
 account). Authorizations belong to one account; an order lists its authorizations in
 ``acme_order_authz`` (a valid authorization is reused by later orders of the account
@@ -229,3 +233,45 @@ class AcmeStore:
     def orders_of_authz(self, authz_id: str) -> list[str]:
         return [r["order_id"] for r in self._all(
             "SELECT order_id FROM acme_order_authz WHERE authz_id=?", authz_id)]
+
+
+class NeedsWriter(Exception):
+    """A :class:`CommittedAcmeStore` was asked to write: do this work with the writer."""
+
+
+class _ReadSide:
+    """The read side of a CA store: its read connection (committed state) and its
+    clock; asking for a transaction raises :class:`NeedsWriter`."""
+
+    def __init__(self, store: CAStore) -> None:
+        self._store = store
+
+    def read_one(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        return self._store.read_one(sql, *args)
+
+    def read_all(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        return self._store.read_all(sql, *args)
+
+    def now(self) -> str:
+        return self._store.now()
+
+    def transaction(self) -> Any:
+        raise NeedsWriter("a transaction")
+
+
+class CommittedAcmeStore(AcmeStore):
+    """The ``acme_*`` tables as committed, read through the CA store's read connection,
+    which never waits for a writer (WAL), so it may be used on the event loop: every read
+    of :class:`AcmeStore`, and :class:`NeedsWriter` for anything that would write."""
+
+    def __init__(self, store: CAStore) -> None:  # the writer made the tables
+        self.store = _ReadSide(store)  # type: ignore[assignment]
+
+    def _one(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        return _decode(self.store.read_one(sql, *args))
+
+    def _all(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        return [_decode(r) or {} for r in self.store.read_all(sql, *args)]
+
+    def _exec(self, sql: str, *args: Any) -> int:
+        raise NeedsWriter(sql.split(" ", 1)[0])

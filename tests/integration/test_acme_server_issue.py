@@ -62,7 +62,12 @@ def issue(c: Client, ca: AcmeCA, names: list[str], kind: str = "http-01"
     placed, url = r.json(), r.headers["Location"]
     for authz_url in placed["authorizations"]:
         assert authorize(c, ca, authz_url, kind)["status"] == "valid"
+    # The read that finds the order ready (answered on the event loop as committed) has
+    # the writer store it so.
+    stored = ca.server.app.state.acme.acme.store
+    assert stored.find_order(url.rsplit("/", 1)[1])["status"] == "pending"
     assert c.post(url, None).json()["status"] == "ready"
+    assert stored.find_order(url.rsplit("/", 1)[1])["status"] == "ready"
     csr, key = make_csr(names)
     done = c.post(placed["finalize"], {"csr": der(csr)})
     assert done.status_code == 200, done.text
