@@ -14,9 +14,13 @@ the store key (:mod:`state.sealing`) when the store has one, else base64 in clea
 private key is kept only sealed: without a store key :func:`artefact_body` refuses it
 (StoreError) and steps do not offer one (``StepContext.sealing``).
 
-CA account credentials (kind ``account``, sealed only) belong to no run: they are kept
-under the run id :data:`SHARED` (``""``) and the name ``account/<id>``, so a daemon on
-another host logs in to the account a run on this one joined.
+A step's state file (kind ``state``: the ACME order's ``acme-order.json``) is kept
+under a name that is the same on every host (``steps/acme/kept.py``).
+
+CA account credentials (kind ``account``, sealed only; the ACME account's key too)
+belong to no run: they are kept under the run id :data:`SHARED` (``""``) and the name
+``account/<id>``, so a daemon on another host logs in to the account a run on this one
+joined.
 
 The same module turns secrets into their stored text and back (sealed with a key, JSON in
 clear without), for both back-ends.
@@ -37,7 +41,7 @@ __all__ = ["KINDS", "SEALED_ONLY", "SHARED", "Artefact", "artefact_body", "artef
            "secrets_body",
            "secrets_from_body"]
 
-KINDS = ("key", "csr", "cert", "chain", "account")
+KINDS = ("key", "csr", "cert", "chain", "account", "state")
 SEALED_ONLY = ("key", "account")  # private keys, CA account credentials
 SHARED = ""  # the run_id of what belongs to no run: CA accounts, used by many runs
 

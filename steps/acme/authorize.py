@@ -29,11 +29,11 @@ from certwright.steps.acme.client import (
     AcmeSession,
     as_step_error,
     check_params,
-    load_account,
     session_for,
     step_schema,
 )
 from certwright.steps.acme.issue import Answer, load_order_url, poll_until, sleep_of
+from certwright.steps.acme.kept import account_of, restore_order
 from certwright.steps.acme.network import problem_text
 
 __all__ = ["Challenge"]
@@ -76,8 +76,9 @@ class Challenge(BaseStep):
         ctype = str(p.get("type", "http-01"))
         if ctype == "dns-01":
             check_params(p, ("dns_hook",))
-        account = load_account(ctx.state_dir, p)
+        account = account_of(ctx, p)  # back from the store on another host (kept.py)
         session = session_for(ctx.services, p, account, ctx.clock.now())
+        restore_order(ctx)
         order_url = load_order_url(ctx.run_dir)
         log = ctx.log.bind(step=self.name, order_url=order_url, type=ctype)
         doing = f"answering {ctype} challenges of order {order_url}"

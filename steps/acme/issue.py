@@ -34,17 +34,16 @@ from certwright.steps.acme.client import (
     AcmeSession,
     as_step_error,
     check_params,
-    load_account,
     read_json,
     session_for,
     step_schema,
     write_json,
 )
+from certwright.steps.acme.kept import ORDER_FILE, account_of, keep_order, restore_order
 from certwright.steps.acme.network import problem_text, retry_after_seconds
 from certwright.steps.acme.renewal import AriError, fetch_renewal_info
 
 PEM_CHAIN = "application/pem-certificate-chain"
-ORDER_FILE = "acme-order.json"  # written by acme.order (steps.py)
 
 
 def sleep_of(ctx: StepContext) -> Callable[[float], None]:
@@ -115,7 +114,7 @@ def poll_until(ctx: StepContext, check: Callable[[], Answer], what: str,
 
 def open_session(ctx: StepContext) -> AcmeSession:
     """The (cached) session of the stored account; PermanentError if none is registered."""
-    account = load_account(ctx.state_dir, ctx.params)
+    account = account_of(ctx, ctx.params)  # back from the store on another host (kept.py)
     if not account.url:
         raise PermanentError("no registered ACME account: run acme.account first")
     return session_for(ctx.services, ctx.params, account, ctx.clock.now())
@@ -147,6 +146,7 @@ class Finalize(BaseStep):
         except (OSError, ValueError) as exc:
             raise PermanentError(f"cannot read the CSR {csr_path}: {exc}") from exc
         session = open_session(ctx)
+        restore_order(ctx)
         url = load_order_url(ctx.run_dir)
         log = ctx.log.bind(step=self.name, order_url=url)
         try:
@@ -183,7 +183,7 @@ class Finalize(BaseStep):
         log.info("acme_order_valid", certificate_url=final["order"].certificate)
         keep_certificate_url(ctx.run_dir, url, str(final["order"].certificate))
         return Done({"order_url": url, "status": "valid",
-                     "certificate_url": final["order"].certificate})
+                     "certificate_url": final["order"].certificate}, kept=keep_order(ctx))
 
     @staticmethod
     def _check_names(csr: x509.CertificateSigningRequest, order: messages.Order,
@@ -247,6 +247,7 @@ class Download(BaseStep):
 
     def run(self, ctx: StepContext) -> Done:
         session = open_session(ctx)
+        restore_order(ctx)
         url = load_order_url(ctx.run_dir)
         headers = {"Content-Type": session.net.JOSE_CONTENT_TYPE, "Accept": PEM_CHAIN}
         try:

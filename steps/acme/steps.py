@@ -44,12 +44,19 @@ from certwright.steps.acme.client import (
     write_json,
 )
 from certwright.steps.acme.issue import Download, Finalize, open_session, sleep_of
+from certwright.steps.acme.kept import (
+    ORDER_FILE,
+    account_of,
+    keep_account,
+    keep_order,
+    restore_account,
+    restore_order,
+)
 from certwright.steps.acme.network import problem_text
 from certwright.steps.acme.renewal import serial_of
 
 __all__ = ["Account", "Challenge", "Download", "Finalize", "Order", "list_orders", "open_session"]
 
-ORDER_FILE = "acme-order.json"
 USABLE = ("pending", "ready", "processing", "valid")
 
 
@@ -80,13 +87,14 @@ class Account(BaseStep):
         directory = check_directory(p)
         log = ctx.log.bind(step=self.name, directory=directory)
         doing = f"registering an ACME account at {directory}"
+        restore_account(ctx, p)  # another host may have registered it (kept.py)
         # A registered account is only queried, without the lock, so that many runs
         # starting at once do not queue behind each other (the key never changes once
         # written, and account.json is replaced atomically).
         if (account_folder(ctx.state_dir, directory, p.get("contact")) / "account.key").exists():
             account = load_account(ctx.state_dir, p)
             if account.url and self._query(ctx, account, log, doing) is not None:
-                return self._ready(account, directory, p, account.url, False, log)
+                return self._ready(ctx, account, directory, p, account.url, False, log)
         # Making a key and registering happen under the account's lock: concurrent runs
         # (one engine, or several processes) must not each make a key and an account.
         with account_locked(ctx.state_dir, p):
@@ -98,7 +106,7 @@ class Account(BaseStep):
                     url = self._register(self._session(ctx, account), p)
                 except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
                     raise as_step_error(exc, doing) from exc
-            return self._ready(account, directory, p, url, fresh, log)
+            return self._ready(ctx, account, directory, p, url, fresh, log)
 
     @staticmethod
     def _session(ctx: StepContext, account: Any) -> AcmeSession:
@@ -131,13 +139,13 @@ class Account(BaseStep):
         return str(account.url)
 
     @staticmethod
-    def _ready(account: Any, directory: str, p: Mapping[str, Any], url: str, fresh: bool,
-               log: Any) -> Done:
+    def _ready(ctx: StepContext, account: Any, directory: str, p: Mapping[str, Any], url: str,
+               fresh: bool, log: Any) -> Done:
         if fresh or url != account.url:
             write_json(account.folder / "account.json",
                        {"directory": directory, "contact": p.get("contact"), "url": url})
         log.info("acme_account_ready", account_url=url, reused=not fresh)
-        return Done({"account_url": url, "reused": not fresh})
+        return Done({"account_url": url, "reused": not fresh}, kept=keep_account(ctx, account))
 
     @staticmethod
     def _register(session: AcmeSession, p: Mapping[str, Any]) -> str:
@@ -182,7 +190,7 @@ def _order_outputs(ctx: StepContext, url: str, order: messages.Order, reused: bo
         "order_url": url, "status": str(order.status.name), "reused": reused,
         "expires": format_instant(expires) if expires else None,
         "ca_expires": format_instant(order.expires) if order.expires else None,
-        "authorizations": list(order.authorizations or ())})
+        "authorizations": list(order.authorizations or ())}, kept=keep_order(ctx))
 
 
 def _identifiers(domains: list[str]) -> list[messages.Identifier]:
@@ -292,12 +300,13 @@ class Order(BaseStep):
         idents = _identifiers(list(ctx.params["domains"]))
         wanted = sorted(i.value for i in idents)
         refuse_wildcards(wanted, str(ctx.params.get("challenge") or ""))
-        account = load_account(ctx.state_dir, ctx.params)
+        account = account_of(ctx, ctx.params)
         if not account.url:
             raise PermanentError("no registered ACME account: run acme.account first")
         session = session_for(ctx.services, ctx.params, account, ctx.clock.now())
         log = ctx.log.bind(step=self.name, domains=wanted)
         path = ctx.run_dir / ORDER_FILE
+        restore_order(ctx)
         saved = read_json(path)
         try:
             candidates = []
@@ -324,7 +333,7 @@ class Order(BaseStep):
         order = messages.Order.from_json(resp.json())
         log.info("acme_order_opened", order_url=url, status=order.status.name)
         return Done({**_order_outputs(ctx, url, order, False, resp.headers.get("Date")).outputs,
-                     **replaced})
+                     **replaced}, kept=keep_order(ctx))
 
     @staticmethod
     def _find_usable(session: AcmeSession, url: str, wanted: list[str]) -> messages.Order | None:
