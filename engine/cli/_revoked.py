@@ -23,7 +23,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from certwright.errors import CertwrightError
+from certwright.errors import CertwrightError, StoreError
+from certwright.state.artefacts import SHARED, Artefact
 from certwright.state.base import Store
 from certwright.state.records import CertificateRecord
 
@@ -38,6 +39,36 @@ def installed_cert(rec: CertificateRecord) -> x509.Certificate | None:
     if rec.fingerprint_sha256 and hashlib.sha256(der).hexdigest() != rec.fingerprint_sha256:
         return None
     return cert
+
+
+def kept_cert(store: Store, rec: CertificateRecord) -> x509.Certificate | None:
+    """The recorded certificate from the store's copy of the run's files (``certificate``
+    made on another host: its file is not here); None when the store holds none."""
+    try:
+        kept = [a for a in store.artefacts(rec.run_id) if a.kind == "cert"]
+    except StoreError:
+        return None  # sealed, and this command has no store key: as if not kept
+    for art in sorted(kept, key=lambda a: a.created, reverse=True):
+        try:
+            cert = x509.load_pem_x509_certificates(art.data)[0]
+        except (ValueError, IndexError):
+            continue
+        der = cert.public_bytes(serialization.Encoding.DER)
+        if not rec.fingerprint_sha256 or \
+                hashlib.sha256(der).hexdigest() == rec.fingerprint_sha256:
+            return cert
+    return None
+
+
+def shared_artefact(store: Store, name: str) -> Artefact | None:
+    """A CA or ACME account's credentials kept in the store (``state.artefacts.SHARED``);
+    CertwrightError when they are sealed and this command has no store key."""
+    try:
+        found = store.artefacts(SHARED, name)
+    except StoreError as exc:
+        raise CertwrightError(f"the account's credentials are kept in the store, but "
+                              f"cannot be read here: {exc}") from exc
+    return found[0] if found else None
 
 
 def _embedded_intermediate(state_dir: Path) -> x509.Certificate | None:
@@ -93,11 +124,18 @@ def embedded_url(state_dir: Path, stack: ExitStack) -> str:
     return embedded.start(state_dir, [], stack).ca_url
 
 
-def _credentials(state_dir: Path, rec: CertificateRecord) -> dict[str, Any]:
+def _credentials(state_dir: Path, rec: CertificateRecord,
+                 store: Store | None = None) -> dict[str, Any]:
+    """The run's CA account: the store's copy when it holds one (every host's), else
+    this host's file."""
+    from certwright.steps._ca_session import account_name
     from certwright.steps.ca import credentials_path
     ca = str(rec.inputs.get("ca") or rec.issuer)
     email = str(rec.inputs.get("email") or "")
     path = credentials_path(state_dir, ca, email)
+    art = shared_artefact(store, account_name(path)) if store is not None else None
+    if art is not None:
+        return dict(json.loads(art.data))
     try:
         return dict(json.loads(path.read_text()))
     except FileNotFoundError:
@@ -110,11 +148,12 @@ def _credentials(state_dir: Path, rec: CertificateRecord) -> dict[str, Any]:
 
 
 def revoke_builtin(state_dir: Path, rec: CertificateRecord, cert: x509.Certificate | None,
-                   reason: str, stack: ExitStack) -> dict[str, Any]:
-    """Revoke at the built-in CA with the run's account; the CA's answer (revoked_at,
-    reason, already). CertwrightError saying what went wrong and where."""
+                   reason: str, stack: ExitStack, store: Store | None = None) -> dict[str, Any]:
+    """Revoke at the built-in CA with the run's account (the store's copy first); the
+    CA's answer (revoked_at, reason, already). CertwrightError saying what went wrong and
+    where."""
     from certwright.ca.client import CAClient, CAError
-    creds = _credentials(state_dir, rec)
+    creds = _credentials(state_dir, rec, store)
     url = str(rec.inputs.get("ca") or rec.issuer)
     if is_embedded(state_dir, rec, cert):
         url = embedded_url(state_dir, stack)

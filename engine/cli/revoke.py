@@ -66,6 +66,11 @@ def find_record(store: Store, name: str, state_dir: Path) -> CertificateRecord:
                      "`certwright certificates` lists them")
 
 
+def _log() -> Any:
+    import structlog
+    return structlog.get_logger("revoke")
+
+
 def _confirm(rec: CertificateRecord, reason: str, issuer: str) -> bool:
     """Ask on a terminal (never when stdin is not one)."""
     if not sys.stdin.isatty():
@@ -80,13 +85,18 @@ def _confirm(rec: CertificateRecord, reason: str, issuer: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def _revoke_at_issuer(args: argparse.Namespace, rec: CertificateRecord, reason: str,
-                      now: str) -> tuple[str, str | None, bool]:
-    """Ask the issuer; returns (revoked_at, reason, already)."""
+def _revoke_at_issuer(args: argparse.Namespace, store: Store, rec: CertificateRecord,
+                      reason: str, now: str) -> tuple[str, str | None, bool]:
+    """Ask the issuer; returns (revoked_at, reason, already). What a certificate made on
+    another host needs comes from the store: the certificate, and the account's
+    credentials (with a store key)."""
     from certwright.engine.cli import _revoked
-    cert = _revoked.installed_cert(rec)
+    cert = _revoked.installed_cert(rec) or _revoked.kept_cert(store, rec)
     if rec.inputs.get("directory"):
-        from certwright.steps.acme.revoke import AlreadyRevoked, revoke_at_acme
+        from certwright.steps.acme.kept import restore_account_files
+        from certwright.steps.acme.revoke import AlreadyRevoked, params_of, revoke_at_acme
+        restore_account_files(args.state_dir, params_of(rec.inputs),
+                              lambda name: _revoked.shared_artefact(store, name), _log())
         if cert is None:
             raise CertwrightError(
                 f"{rec.paths.get('cert')} no longer holds certificate {rec.name} (serial "
@@ -102,7 +112,7 @@ def _revoke_at_issuer(args: argparse.Namespace, rec: CertificateRecord, reason: 
         print(f"the ACME CA {rec.inputs['directory']} revoked it (signed with {by})")
         return now, reason, False
     with ExitStack() as stack:
-        answer = _revoked.revoke_builtin(args.state_dir, rec, cert, reason, stack)
+        answer = _revoked.revoke_builtin(args.state_dir, rec, cert, reason, stack, store)
     return str(answer["revoked_at"]), answer.get("reason"), bool(answer.get("already"))
 
 
@@ -123,7 +133,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             print("nothing revoked")
             return 0
         now = format_instant(clock_from_env().now())
-        when, why, already = _revoke_at_issuer(args, rec, args.reason, now)
+        when, why, already = _revoke_at_issuer(args, store, rec, args.reason, now)
         marked = dataclasses.replace(rec, status=REVOKED, revoked_at=when, revoke_reason=why,
                                      renew_at=None, updated=now)
         with store.transaction() as tx:

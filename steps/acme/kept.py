@@ -21,7 +21,7 @@ in clear), and so does the order, as before.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ ORDER_FILE = "acme-order.json"
 ACCOUNT_FILES = ("account.key", "account.json")
 
 __all__ = ["ORDER_FILE", "account_of", "keep_account", "keep_order", "restore_account",
-           "restore_order"]
+           "restore_account_files", "restore_order"]
 
 
 def _account_name(folder: Path, file: str) -> str:
@@ -68,14 +68,24 @@ def account_of(ctx: StepContext, params: Mapping[str, Any], *,
 def restore_account(ctx: StepContext, params: Mapping[str, Any]) -> None:
     """Rewrite this host's account files from the store's copies where the store holds
     them and this host lacks them or holds other bytes."""
-    folder = account_folder(ctx.state_dir, check_directory(params), params.get("contact"))
+    restore_account_files(ctx.state_dir, params, lambda name: _kept(ctx, name), ctx.log)
+
+
+def restore_account_files(state_dir: Path, params: Mapping[str, Any],
+                          find: Callable[[str], Artefact | None], log: Any) -> list[Path]:
+    """:func:`restore_account` with the store's copies read by ``find`` (a name to its
+    artefact, None when not kept): for a command outside a run (``revoke``)."""
+    folder = account_folder(state_dir, check_directory(params), params.get("contact"))
+    written = []
     for file in ACCOUNT_FILES:
-        art = _kept(ctx, _account_name(folder, file))
+        art = find(_account_name(folder, file))
         path = folder / file
         if art is None or (path.exists() and path.read_bytes() == art.data):
             continue
         write_private(path, art.data)
-        ctx.log.info("acme_account_restored", file=str(path), sha256=art.sha256)
+        log.info("acme_account_restored", file=str(path), sha256=art.sha256)
+        written.append(path)
+    return written
 
 
 def keep_account(ctx: StepContext, account: Account) -> tuple[Artefact, ...]:

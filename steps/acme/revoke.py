@@ -60,7 +60,7 @@ def _account_of_key(key_file: Path) -> Account:
     raise PermanentError(f"{key_file} holds neither an EC nor an RSA key")
 
 
-def _params(inputs: Mapping[str, Any]) -> dict[str, Any]:
+def params_of(inputs: Mapping[str, Any]) -> dict[str, Any]:
     return {"directory": str(inputs.get("directory") or ""),
             "contact": inputs.get("contact") or None,
             "ca_bundle": inputs.get("ca_bundle") or None,
@@ -94,7 +94,7 @@ def revoke_at_acme(state_dir: Path, inputs: Mapping[str, Any], cert: x509.Certif
     """Revoke ``cert`` at the ACME CA the run's ``inputs`` name, with reason ``code``;
     returns what signed the request ("the account" or "the certificate's key").
     See the module for the order and the errors."""
-    params = _params(inputs)
+    params = params_of(inputs)
     directory = check_directory(params)
     own = key_file if key_file is not None and key_file.exists() else None
     if code == KEY_COMPROMISE and own is not None:

@@ -7,9 +7,13 @@ test_kept_in_store.py; the CA is the built-in one's ACME server over HTTP on loo
 Host alpha registers the account and opens the order, then the run waits for a file; it
 is moved to beta, which has none of alpha's files, and beta answers the challenge,
 finalizes, downloads and installs. Without a store key beta cannot: it says the account
-is not there."""
+is not there.
+
+A third host with none of the files revokes the certificate: the certificate and the
+account come from the store."""
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -24,7 +28,7 @@ from tests.support.ca import SmtpSink, smtp_sink  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
 NAME = "moved.acme.test"
-ACME = ('directory: "${directory}", contact: "${contact}", allow_insecure: true')
+ACME = 'directory: "${directory}", contact: "${contact}", allow_insecure: "${allow_insecure}"'
 PIPELINE = f"""
 pipeline: acme-moving
 version: 1
@@ -32,6 +36,7 @@ inputs:
   domain: {{type: hostname, required: true}}
   directory: {{type: string, required: true}}
   contact: {{type: email, default: "admin@${{domain}}"}}
+  allow_insecure: {{type: bool, default: true}}
   http_address: {{type: string, required: true}}
   go: {{type: string, required: true}}
   cert_dir: {{type: string, required: true}}
@@ -129,6 +134,18 @@ def test_an_acme_run_moved_mid_order_finishes_on_the_other_host(
     assert names.get_values_for_type(x509.DNSName) == [NAME]
     account_key = next((tmp_path / "beta" / "acme" / "accounts").glob("*/account.key"))
     assert oct(account_key.stat().st_mode & 0o777) == "0o600"
+
+    # A third host, with none of the files (not even the installed ones), revokes it:
+    # the certificate and the account come from the store.
+    (row,) = json.loads(on("gamma", "certificates", "--json").stdout)["certificates"]
+    shutil.rmtree(tmp_path / "installed")
+    revoked = on("gamma", "revoke", row["name"], "--reason", "superseded", "--yes")
+    assert revoked.returncode == 0, revoked.stderr[-3000:]
+    assert "revoked it (signed with the account)" in revoked.stdout
+    assert "acme_account_restored" in revoked.stderr
+    with sqlite3.connect(next(ca.server.ca_dir.glob("*.sqlite*"))) as db:
+        assert db.execute("SELECT revoke_reason FROM certificates").fetchall() == [
+            ("superseded",)]
 
 
 def test_without_a_store_key_the_other_host_says_the_account_stayed_behind(
