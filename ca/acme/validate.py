@@ -32,6 +32,7 @@ from certwright.ca.errors import SettingError
 
 TIMEOUT = 10.0
 MAX_BODY = 8192
+CAA_CACHE = 10_000  # CAA answers kept (each for its TTL)
 
 
 @dataclass(frozen=True)
@@ -51,16 +52,32 @@ class Resolver:
                                "of a DNS server")
         return cls((host.strip("[]"), int(port)))
 
-    @cached_property
-    def _dns(self) -> dns.resolver.Resolver:
-        """One dnspython resolver for every lookup (made once: configuring one reads the
-        system's resolv.conf; its queries share nothing else, so threads may share it)."""
+    def _resolver(self, *, cache: bool) -> dns.resolver.Resolver:
         resolver = dns.resolver.Resolver(configure=self.server is None)
         if self.server is not None:
             resolver.nameservers = [self.server[0]]
             resolver.port = self.server[1]
         resolver.lifetime = TIMEOUT
+        if cache:
+            resolver.cache = dns.resolver.LRUCache(CAA_CACHE)
         return resolver
+
+    @cached_property
+    def _dns(self) -> dns.resolver.Resolver:
+        """One dnspython resolver for the validation lookups (made once: configuring one
+        reads the system's resolv.conf; its queries share nothing else, so threads may
+        share it). Never cached: a client provisions its answer just before it asks for
+        validation."""
+        return self._resolver(cache=False)
+
+    @cached_property
+    def _caa_dns(self) -> dns.resolver.Resolver:
+        """The resolver of CAA lookups, with a cache that keeps each answer for its TTL
+        (dnspython's LRU cache, thread-safe): the parents of the names a CA issues for,
+        which RFC 8659's tree climbing asks each time, are the same for many
+        certificates, and the Baseline Requirements (3.2.2.8) let a CA rely on a CAA
+        answer within its TTL."""
+        return self._resolver(cache=True)
 
     def addresses(self, name: str) -> list[str]:
         """The IPv4 and IPv6 addresses of ``name``; AcmeProblem(dns) when it has none."""
@@ -100,7 +117,7 @@ class Resolver:
         """The CAA records at ``name`` as (flags, tag, value); [] when none (the name or
         the record missing); AcmeProblem(dns) when the lookup fails."""
         try:
-            answer = self._dns.resolve(name, "CAA")
+            answer = self._caa_dns.resolve(name, "CAA")
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
         except dns.exception.DNSException as exc:
