@@ -94,14 +94,19 @@ class Challenge(BaseStep):
             log.info("acme_challenges_presented", count=len(records))
             if not p.get("wait", True):
                 return Done({"presented": len(fresh), "status": "presented"})
-            answered = 0
+            answered = valid = 0
             for _ident, chall in pending:
                 if chall.status.name == "pending":
-                    session.post(chall.uri, chall.chall.response(account.key))
+                    valid += _says_valid(session.post(chall.uri,
+                                                      chall.chall.response(account.key)))
                     answered += 1
             log.info("acme_challenges_answered", count=len(pending))
-            # Just answered: the CA has not validated yet, so the first poll waits first.
-            self._poll(ctx, session, order, (False, None) if answered else None)
+            # A CA that validates as it is answered (the built-in one) says so in its
+            # answer: a valid challenge makes its authorization valid (RFC 8555 section
+            # 7.1.6), so with every one valid there is nothing to poll. Else the CA has
+            # not validated yet, and the first poll waits first.
+            if not (answered and valid == len(pending)):
+                self._poll(ctx, session, order, (False, None) if answered else None)
         except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
             self.cleanup(ctx)
             raise as_step_error(exc, doing) from exc
@@ -166,6 +171,14 @@ class Challenge(BaseStep):
             return True, last
 
         poll_until(ctx, check, "authorizations of the order to become valid", first)
+
+
+def _says_valid(resp: requests.Response) -> bool:
+    """Whether the CA's answer to a challenge says it is valid already."""
+    try:
+        return bool(resp.json().get("status") == "valid")
+    except (ValueError, AttributeError):
+        return False
 
 
 def _authz_failure(url: str, authz: messages.Authorization) -> str:
