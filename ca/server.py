@@ -128,7 +128,11 @@ class CAServer:
             self._sock = None
         if self._server is not None:
             app = self._server.config.app
-            service = getattr(getattr(app, "state", None), "service", None)
+            state = getattr(app, "state", None)
+            acme = getattr(state, "acme", None)
+            if acme is not None:
+                acme.close()  # its worker threads
+            service = getattr(state, "service", None)
             if service is not None:
                 service.close()
             self._server = None

@@ -120,6 +120,11 @@ class AcmeApp:
             if "GET" in methods:  # HEAD wherever GET, as HTTP has it
                 methods.setdefault("HEAD", methods["GET"])
 
+    def close(self) -> None:
+        """Let the worker threads go (work already running finishes, nothing queued is
+        started): the server stopped."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     # -- dispatch ------------------------------------------------------------------------
     async def handle(self, request: AcmeRequest) -> Reply:
         """The answer to ``request``: the route's, or a problem document."""

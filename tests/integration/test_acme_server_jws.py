@@ -7,14 +7,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
+import time
+from pathlib import Path
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.acme_client import JOSE, Client, b64, new_key, sign
-from tests.support.acme_server import AcmeCA, acme_ca  # noqa: F401  (fixtures)
-from tests.support.ca import fake_clock, make_csr, smtp_sink  # noqa: F401  (fixtures)
+from tests.support.acme_server import AcmeCA, acme_ca, start_acme_ca  # noqa: F401
+from tests.support.ca import SmtpSink, fake_clock, make_csr, smtp_sink  # noqa: F401
 
 URN = "urn:ietf:params:acme:error:"
 
@@ -266,3 +269,26 @@ def test_an_unexpected_error_is_a_server_internal_problem(
     body = problem(r, "serverInternal")
     assert "broken" not in body["detail"]  # the cause is logged, not told to the client
     assert counts.snapshot()["5xx"] - before["5xx"] == 1
+
+
+
+def test_stopping_the_ca_lets_the_acme_worker_threads_go(tmp_path: Path,
+                                                          smtp_sink: SmtpSink) -> None:
+    """A CA that stops leaves no ACME worker thread behind (a process that starts and
+    stops many CAs, as the tests do, would gather them)."""
+    def workers() -> int:
+        return sum(1 for t in threading.enumerate() if t.name.startswith("acme_"))
+
+    before = workers()
+    run = start_acme_ca(tmp_path, smtp_sink)
+    ca = next(run)
+    with httpx.Client(timeout=30) as http:
+        c = Client(http, ca.directory)
+        assert c.register().status_code == 201  # work in the pool: a thread starts
+        order(c, "www.acme.test")
+    assert workers() > before
+    run.close()  # the fixture's teardown: the server stops
+    deadline = time.monotonic() + 5
+    while workers() != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert workers() == before
