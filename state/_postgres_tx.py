@@ -9,13 +9,17 @@ Journal entries and run rows are buffered, as in the SQLite store, and written b
 :meth:`PgTx.flush` at the end of the transaction (or before a read in it), many rows per
 INSERT: a pump of the daemon writes thousands of them, and one round trip to the server
 each cost more than the rows. Those statements are sent as they are, with numbered
-placeholders (:func:`_values`), not parsed by psycopg at every execution. Journal sequence
-numbers are assigned here: the first append of a transaction takes the next value of the
-journal's identity sequence, the later ones count on from it, and the flush moves the
-sequence to the last one used. The write lock makes that safe across daemons (every journal
-write takes it), and numbers grow in commit order, so a reader following the journal by seq
-misses nothing. Numbers of a transaction that rolled back may be given again (no one saw
-them), a committed one's never.
+placeholders (:func:`_values`), not parsed by psycopg at every execution. Clears of all of
+a run's timers or correlations (every state entered clears both) wait too: the runs are
+noted and their rows deleted in one statement at the flush, or before anything else is
+written to that table, so the writes to each table keep their order.
+
+Journal sequence numbers are assigned here: the first append of a transaction takes the
+next value of the journal's identity sequence, the later ones count on from it, and the
+flush moves the sequence to the last one used. The write lock makes that safe across
+daemons (every journal write takes it), and numbers grow in commit order, so a reader
+following the journal by seq misses nothing. Numbers of a transaction that rolled back may
+be given again (no one saw them), a committed one's never.
 
 Fencing: with a :class:`Fence` (several daemons: ``state.leases_pg.PgLeases``), every run
 the transaction writes (journal, run row, timers, correlations, secrets) is checked against
@@ -110,6 +114,8 @@ class PgTx:
         self._next_seq = 0
         self._journal: list[tuple[int, str, str, str, str]] = []
         self._runs: dict[str, tuple[Any, ...]] = {}
+        # runs whose timers or correlations are all deleted at the next flush (see the module)
+        self._cleared: dict[str, dict[str, None]] = {N.T_TIMERS: {}, N.T_CORRELATIONS: {}}
         self._fenced: set[str] = set()
         self._held: list[str] = []  # runs to check in seal()
         self._announce = announce and fence is None  # see the module: wake-ups
@@ -132,7 +138,9 @@ class PgTx:
         self._fenced.add(run_id)
 
     def flush(self) -> psycopg.Connection[Any]:
-        """Write the buffered journal entries and runs; the transaction's connection."""
+        """Write the buffered clears, journal entries and runs; the transaction's connection."""
+        for table in self._cleared:
+            self._delete_cleared(table)
         rows, self._journal = self._journal, []
         self._insert_many(_JOURNAL_ROWS, 5, rows)
         if rows:
@@ -141,6 +149,12 @@ class PgTx:
         runs, self._runs = list(self._runs.values()), {}
         self._insert_many(_RUN_ROWS, 10, runs, _RUN_REPLACES)
         return self._conn
+
+    def _delete_cleared(self, table: str) -> None:
+        """Delete the rows of ``table`` of the runs cleared since the last time, at once."""
+        ids, self._cleared[table] = self._cleared[table], {}
+        if ids:
+            self._conn.execute(f"DELETE FROM {table} WHERE run_id = ANY(%s)", (list(ids),))
 
     def _insert_many(self, head: str, width: int, rows: list[tuple[Any, ...]],
                      tail: str = "") -> None:
@@ -186,11 +200,13 @@ class PgTx:
     def add_timer(self, run_id: str, entry: int, kind: str, due: str) -> int:
         self._for(run_id)
         self._wake("timer")
+        self._delete_cleared(N.T_TIMERS)  # a clear before it goes first
         return int(self._one(
             f"INSERT INTO {N.T_TIMERS}(run_id, entry, kind, due) VALUES(%s,%s,%s,%s) "
             f"RETURNING id", (run_id, entry, kind, due)))
 
     def delete_timer(self, timer_id: int) -> None:
+        self._delete_cleared(N.T_TIMERS)
         run_id = self._one(f"DELETE FROM {N.T_TIMERS} WHERE id=%s RETURNING run_id",
                            (timer_id,))
         if run_id is not None:
@@ -199,16 +215,18 @@ class PgTx:
     def clear_timers(self, run_id: str, kinds: Iterable[str] | None = None) -> None:
         self._for(run_id)
         if kinds is None:
-            self._conn.execute(f"DELETE FROM {N.T_TIMERS} WHERE run_id=%s", (run_id,))
+            self._cleared[N.T_TIMERS][run_id] = None
             return
+        self._delete_cleared(N.T_TIMERS)
         self._conn.execute(f"DELETE FROM {N.T_TIMERS} WHERE run_id=%s AND kind = ANY(%s)",
                            (run_id, list(kinds)))
 
     def set_correlations(self, run_id: str, entry: int, keys: Iterable[str]) -> None:
         self._for(run_id)
-        self._conn.execute(f"DELETE FROM {N.T_CORRELATIONS} WHERE run_id=%s", (run_id,))
+        self._cleared[N.T_CORRELATIONS][run_id] = None
         rows = [(k, run_id, entry) for k in dict.fromkeys(keys)]
         if rows:
+            self._delete_cleared(N.T_CORRELATIONS)
             with self._conn.cursor() as cur:
                 cur.executemany(
                     f"INSERT INTO {N.T_CORRELATIONS}(key, run_id, entry) VALUES(%s,%s,%s) "
