@@ -212,7 +212,7 @@ class Engine:
                 self._dispatch.on_timer(t)
             budget = self._max_batch
             while book.ready and budget > 0:
-                rid, retry = book.ready.popleft()
+                rid, retry = book.pop_ready()
                 self._dispatch.advance(rid, retry)
                 budget -= 1
         self._after_commit()
