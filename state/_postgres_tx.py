@@ -137,17 +137,21 @@ class PgTx:
             self._held.append(run_id)
         self._fenced.add(run_id)
 
-    def flush(self) -> psycopg.Connection[Any]:
-        """Write the buffered clears, journal entries and runs; the transaction's connection."""
-        for table in self._cleared:
-            self._delete_cleared(table)
-        rows, self._journal = self._journal, []
-        self._insert_many(_JOURNAL_ROWS, 5, rows)
-        if rows:
-            self._conn.execute(f"SELECT setval(pg_get_serial_sequence('{N.T_JOURNAL}', "
-                               f"'seq'), %s)", (rows[-1][0],))
-        runs, self._runs = list(self._runs.values()), {}
-        self._insert_many(_RUN_ROWS, 10, runs, _RUN_REPLACES)
+    def flush(self, table: str | None = None) -> psycopg.Connection[Any]:
+        """Write the buffered clears, journal entries and runs (with ``table``: only those
+        a read of that table would miss); the transaction's connection."""
+        for name in self._cleared:
+            if table in (None, name):
+                self._delete_cleared(name)
+        if table in (None, N.T_JOURNAL):
+            rows, self._journal = self._journal, []
+            self._insert_many(_JOURNAL_ROWS, 5, rows)
+            if rows:
+                self._conn.execute(f"SELECT setval(pg_get_serial_sequence('{N.T_JOURNAL}', "
+                                   f"'seq'), %s)", (rows[-1][0],))
+        if table in (None, N.T_RUNS):
+            runs, self._runs = list(self._runs.values()), {}
+            self._insert_many(_RUN_ROWS, 10, runs, _RUN_REPLACES)
         return self._conn
 
     def _delete_cleared(self, table: str) -> None:

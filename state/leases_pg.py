@@ -176,7 +176,7 @@ class PgLeases:
         """Take or renew ``run_id``'s lease: its token, or None while another owner's
         lease on it is live. In the store's open transaction when the calling thread is
         in one (then it is undone with it); ServerFault when the server fails."""
-        with self.store.connection("taking a lease in") as conn:
+        with self.store.connection("taking a lease in", N.T_LEASES) as conn:
             return self._take_on(conn, run_id)
 
     def claim_free(self, limit: int = 100) -> list[str]:
