@@ -17,6 +17,7 @@ store's until its transaction commits; read through :meth:`RunBook.cached` first
 """
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -97,6 +98,10 @@ class RunBook:
         else:
             del self._queued[rid]
         return rid, retry
+
+    def peek_ready(self, count: int) -> list[str]:
+        """The first ``count`` runs of ``ready`` (fewer when it holds fewer), left in it."""
+        return [rid for rid, _ in itertools.islice(self.ready, count)]
 
     def begin(self, job: Job | CleanupJob) -> None:
         """The run's job goes to a worker; the run does nothing else until it is back."""
