@@ -170,7 +170,10 @@ class PostgresStore(KeptReads, RecordReads):
             try:
                 with self._reading(doing, table) as conn:
                     cur = conn.execute(sql, args)
-                    return list(cur.fetchall()) if cur.description else []
+                    # rows when it gave columns (a command gives none); not cur.description,
+                    # which builds a Column per column at every look
+                    res = cur.pgresult
+                    return list(cur.fetchall()) if res is not None and res.nfields else []
             except ServerFault as fault:
                 cause = fault.__cause__
                 if attempt == 2 or not isinstance(cause, psycopg.OperationalError) \
