@@ -110,6 +110,7 @@ class LogRouter:
         self._pending: list[tuple[str, dict[str, Any]]] | None = None
         self._taps: list[Tap] = []
         self.file_path: Path | None = None
+        self.floor = logging.CRITICAL  # min_level as of the last change (read unlocked)
 
     # -- configuration --------------------------------------------------------------------
     def to_stream(self, stream: TextIO | None, *, json_lines: bool = False,
@@ -121,6 +122,7 @@ class LogRouter:
         with self._lock:
             if stream is None and write is None:
                 self._stream = None
+                self._changed()
                 return
             if colors is None:
                 colors = bool(stream is not None and stream.isatty()
@@ -130,12 +132,14 @@ class LogRouter:
                                   else structlog.dev.ConsoleRenderer(colors=colors))
             out = write or _stream_writer(stream)  # type: ignore[arg-type]
             self._stream = _Sink(out, level_number(level), renderer)
+            self._changed()
 
     def hold_for_file(self) -> None:
         """Keep events in memory until :meth:`to_file` (nothing written to a file yet)."""
         with self._lock:
             if self._file is None and self._pending is None:
                 self._pending = []
+            self._changed()
 
     def to_file(self, path: Path, level: str = "debug") -> Path:
         """Append every event to ``path`` (made 0600, its folder must exist), those held
@@ -151,6 +155,7 @@ class LogRouter:
                                structlog.dev.ConsoleRenderer(colors=False))
             for method, event in pending:
                 self._file.emit(method, event)
+            self._changed()
         return path
 
     def close_file(self) -> None:
@@ -159,16 +164,19 @@ class LogRouter:
             if self._fh is not None:
                 self._fh.close()
             self._fh, self._file, self._pending = None, None, None
+            self._changed()
 
     def tap(self, fn: Tap) -> Callable[[], None]:
         """Call ``fn(event)`` for every event from now on; returns what removes it."""
         with self._lock:
             self._taps.append(fn)
+            self._changed()
 
         def remove() -> None:
             with self._lock:
                 if fn in self._taps:
                     self._taps.remove(fn)
+                self._changed()
         return remove
 
     @property
@@ -178,6 +186,10 @@ class LogRouter:
         if self._pending is not None or self._taps:
             levels.append(logging.DEBUG)
         return min(levels, default=logging.CRITICAL)
+
+    def _changed(self) -> None:
+        """Note the sinks' new lowest level (under the lock, after each change)."""
+        self.floor = self.min_level
 
     # -- the processor ----------------------------------------------------------------------
     def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
@@ -221,9 +233,28 @@ class _LevelFilter:
         self._router = router
 
     def __call__(self, _: Any, method: str, event: MutableMapping[str, Any]) -> Any:
-        if level_number(method if method in _LEVELS else "info") < self._router.min_level:
+        if level_number(method if method in _LEVELS else "info") < self._router.floor:
             raise structlog.DropEvent
         return event
+
+
+def _quick_logger_class(router: LogRouter, gate: _LevelFilter) -> type[Any]:
+    """structlog's logger that lets every level through, whose ``debug`` and ``info``
+    return at once while no sink of ``router`` takes their level and the first processor
+    is still ``gate`` (``structlog.testing.capture_logs`` swaps the processors): what the
+    gate would drop anyway, before it, and before the copy of the context that precedes
+    it. A daemon calls ``info`` for every step and transition, thousands of times a
+    second, usually with only warnings shown."""
+    base: type[Any] = structlog.make_filtering_bound_logger(logging.DEBUG)
+
+    def quick(level: int, slow: Callable[..., Any]) -> Callable[..., Any]:
+        def method(self: Any, event: str, *args: Any, **kw: Any) -> Any:
+            if level < router.floor and self._processors and self._processors[0] is gate:
+                return None
+            return slow(self, event, *args, **kw)
+        return method
+    return type("RoutedBoundLogger", (base,), {"debug": quick(logging.DEBUG, base.debug),
+                                              "info": quick(logging.INFO, base.info)})
 
 
 def configure(json_lines: bool = False, level: str = "info", stream: Any = None, *,
@@ -245,8 +276,9 @@ def configure(json_lines: bool = False, level: str = "info", stream: Any = None,
     root.addHandler(_ToRouter(router))
     # libraries' own chatter (uvicorn's per-request lines, asyncio) at warning and above
     root.setLevel(max(level_number(level), logging.WARNING))
+    gate = _LevelFilter(router)
     processors: list[Any] = [
-        _LevelFilter(router),
+        gate,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -256,7 +288,7 @@ def configure(json_lines: bool = False, level: str = "info", stream: Any = None,
         router,
     ]
     structlog.configure(processors=processors,
-                        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+                        wrapper_class=_quick_logger_class(router, gate),
                         logger_factory=structlog.ReturnLoggerFactory(),
                         cache_logger_on_first_use=cache)
     return router

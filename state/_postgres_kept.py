@@ -19,12 +19,14 @@ class KeptReads:
 
     sealer: Sealer | None
 
-    def _rows(self, doing: str, sql: str, args: Any = ()) -> list[tuple[Any, ...]]:
+    def _rows(self, doing: str, sql: str, args: Any = (),
+              table: str | None = None) -> list[tuple[Any, ...]]:
         raise NotImplementedError  # the store's
 
     def load_secrets(self, run_id: str) -> dict[str, Any] | None:
         rows = self._rows("reading secrets from",
-                          f"SELECT body FROM {N.T_SECRETS} WHERE run_id=%s", (run_id,))
+                          f"SELECT body FROM {N.T_SECRETS} WHERE run_id=%s", (run_id,),
+                          N.T_SECRETS)
         return secrets_from_body(run_id, rows[0][0], self.sealer) if rows else None
 
     def artefacts(self, run_id: str, name: str | None = None) -> list[Artefact]:

@@ -8,12 +8,18 @@ bodies, ISO instants as text), so ``store migrate`` copies them unchanged.
 Journal entries and run rows are buffered, as in the SQLite store, and written by
 :meth:`PgTx.flush` at the end of the transaction (or before a read in it), many rows per
 INSERT: a pump of the daemon writes thousands of them, and one round trip to the server
-each cost more than the rows. Journal sequence numbers are assigned here: the first append
-of a transaction takes the next value of the journal's identity sequence, the later ones
-count on from it, and the flush moves the sequence to the last one used. The write lock
-makes that safe across daemons (every journal write takes it), and numbers grow in commit
-order, so a reader following the journal by seq misses nothing. Numbers of a transaction
-that rolled back may be given again (no one saw them), a committed one's never.
+each cost more than the rows. Those statements are sent as they are, with numbered
+placeholders (:func:`_values`), not parsed by psycopg at every execution. Clears of all of
+a run's timers or correlations (every state entered clears both) wait too: the runs are
+noted and their rows deleted in one statement at the flush, or before anything else is
+written to that table, so the writes to each table keep their order.
+
+Journal sequence numbers are assigned here: the first append of a transaction takes the
+next value of the journal's identity sequence, the later ones count on from it, and the
+flush moves the sequence to the last one used. The write lock makes that safe across
+daemons (every journal write takes it), and numbers grow in commit order, so a reader
+following the journal by seq misses nothing. Numbers of a transaction that rolled back may
+be given again (no one saw them), a committed one's never.
 
 Fencing: with a :class:`Fence` (several daemons: ``state.leases_pg.PgLeases``), every run
 the transaction writes (journal, run row, timers, correlations, secrets) is checked against
@@ -34,6 +40,7 @@ it holds the runs it writes and fires the timers it sets.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -62,6 +69,26 @@ RUN_IDS = (f"SELECT id, spec_hash FROM {N.T_RUNS} WHERE status = ANY(%s) AND (%s
            f"NULL OR wants_host IS NULL OR wants_host = %s)")
 
 
+_JOURNAL_ROWS = (f"INSERT INTO {N.T_JOURNAL}(seq, run_id, at, kind, data) OVERRIDING SYSTEM "
+                 f"VALUE VALUES ")
+_RUN_ROWS = f"INSERT INTO {N.T_RUNS}({RUN_COLUMNS}) VALUES "
+_RUN_REPLACES = (" ON CONFLICT (id) DO UPDATE SET pipeline=EXCLUDED.pipeline, "
+                 "spec_hash=EXCLUDED.spec_hash, state=EXCLUDED.state, status=EXCLUDED.status, "
+                 "body=EXCLUDED.body, created=EXCLUDED.created, updated=EXCLUDED.updated, "
+                 "host=EXCLUDED.host, wants_host=EXCLUDED.wants_host")
+
+
+@functools.lru_cache(maxsize=64)
+def _values(head: str, tail: str, width: int, rows: int) -> str:
+    """``head`` + ``rows`` groups of ``width`` numbered placeholders (``($1,$2),($3,$4)``) +
+    ``tail``, made once per size. Sent as it is (a ``RawCursor``): psycopg parses a
+    ``%s`` query of more than 50 parameters anew at every execution, which for a few
+    thousand of them cost several times what sending the rows did."""
+    groups = ("(" + ",".join(f"${r * width + c + 1}" for c in range(width)) + ")"
+              for r in range(rows))
+    return head + ",".join(groups) + tail
+
+
 class Fence(Protocol):
     """Checks, inside a transaction, that its writes for a run may commit."""
 
@@ -87,6 +114,8 @@ class PgTx:
         self._next_seq = 0
         self._journal: list[tuple[int, str, str, str, str]] = []
         self._runs: dict[str, tuple[Any, ...]] = {}
+        # runs whose timers or correlations are all deleted at the next flush (see the module)
+        self._cleared: dict[str, dict[str, None]] = {N.T_TIMERS: {}, N.T_CORRELATIONS: {}}
         self._fenced: set[str] = set()
         self._held: list[str] = []  # runs to check in seal()
         self._announce = announce and fence is None  # see the module: wake-ups
@@ -108,30 +137,40 @@ class PgTx:
             self._held.append(run_id)
         self._fenced.add(run_id)
 
-    def flush(self) -> psycopg.Connection[Any]:
-        """Write the buffered journal entries and runs; the transaction's connection."""
-        rows, self._journal = self._journal, []
-        for i in range(0, len(rows), ROWS_PER_INSERT):
-            chunk = rows[i:i + ROWS_PER_INSERT]
-            self._conn.execute(
-                f"INSERT INTO {N.T_JOURNAL}(seq, run_id, at, kind, data) OVERRIDING SYSTEM "
-                f"VALUE VALUES " + ",".join(["(%s,%s,%s,%s,%s)"] * len(chunk)),
-                [v for r in chunk for v in r])
-        if rows:
-            self._conn.execute(f"SELECT setval(pg_get_serial_sequence('{N.T_JOURNAL}', "
-                               f"'seq'), %s)", (rows[-1][0],))
-        runs, self._runs = list(self._runs.values()), {}
-        for i in range(0, len(runs), ROWS_PER_INSERT):
-            chunk = runs[i:i + ROWS_PER_INSERT]
-            self._conn.execute(
-                f"INSERT INTO {N.T_RUNS}({RUN_COLUMNS}) VALUES "
-                + ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(chunk))
-                + " ON CONFLICT (id) DO UPDATE SET pipeline=EXCLUDED.pipeline, "
-                "spec_hash=EXCLUDED.spec_hash, state=EXCLUDED.state, status=EXCLUDED.status, "
-                "body=EXCLUDED.body, created=EXCLUDED.created, updated=EXCLUDED.updated, "
-                "host=EXCLUDED.host, wants_host=EXCLUDED.wants_host",
-                [v for r in chunk for v in r])
+    def flush(self, table: str | None = None) -> psycopg.Connection[Any]:
+        """Write the buffered clears, journal entries and runs (with ``table``: only those
+        a read of that table would miss); the transaction's connection."""
+        for name in self._cleared:
+            if table in (None, name):
+                self._delete_cleared(name)
+        if table in (None, N.T_JOURNAL):
+            rows, self._journal = self._journal, []
+            self._insert_many(_JOURNAL_ROWS, 5, rows)
+            if rows:
+                self._conn.execute(f"SELECT setval(pg_get_serial_sequence('{N.T_JOURNAL}', "
+                                   f"'seq'), %s)", (rows[-1][0],))
+        if table in (None, N.T_RUNS):
+            runs, self._runs = list(self._runs.values()), {}
+            self._insert_many(_RUN_ROWS, 10, runs, _RUN_REPLACES)
         return self._conn
+
+    def _delete_cleared(self, table: str) -> None:
+        """Delete the rows of ``table`` of the runs cleared since the last time, at once."""
+        ids, self._cleared[table] = self._cleared[table], {}
+        if ids:
+            self._conn.execute(f"DELETE FROM {table} WHERE run_id = ANY(%s)", (list(ids),))
+
+    def _insert_many(self, head: str, width: int, rows: list[tuple[Any, ...]],
+                     tail: str = "") -> None:
+        """``rows`` in statements of up to ROWS_PER_INSERT rows each (see :func:`_values`)."""
+        if not rows:
+            return
+        from psycopg import RawCursor
+        with RawCursor(self._conn) as cur:
+            for i in range(0, len(rows), ROWS_PER_INSERT):
+                chunk = rows[i:i + ROWS_PER_INSERT]
+                cur.execute(_values(head, tail, width, len(chunk)),
+                            [v for r in chunk for v in r])
 
     def seal(self) -> None:
         """Write what is buffered, then check the leases of the runs written, just before
@@ -165,11 +204,13 @@ class PgTx:
     def add_timer(self, run_id: str, entry: int, kind: str, due: str) -> int:
         self._for(run_id)
         self._wake("timer")
+        self._delete_cleared(N.T_TIMERS)  # a clear before it goes first
         return int(self._one(
             f"INSERT INTO {N.T_TIMERS}(run_id, entry, kind, due) VALUES(%s,%s,%s,%s) "
             f"RETURNING id", (run_id, entry, kind, due)))
 
     def delete_timer(self, timer_id: int) -> None:
+        self._delete_cleared(N.T_TIMERS)
         run_id = self._one(f"DELETE FROM {N.T_TIMERS} WHERE id=%s RETURNING run_id",
                            (timer_id,))
         if run_id is not None:
@@ -178,16 +219,18 @@ class PgTx:
     def clear_timers(self, run_id: str, kinds: Iterable[str] | None = None) -> None:
         self._for(run_id)
         if kinds is None:
-            self._conn.execute(f"DELETE FROM {N.T_TIMERS} WHERE run_id=%s", (run_id,))
+            self._cleared[N.T_TIMERS][run_id] = None
             return
+        self._delete_cleared(N.T_TIMERS)
         self._conn.execute(f"DELETE FROM {N.T_TIMERS} WHERE run_id=%s AND kind = ANY(%s)",
                            (run_id, list(kinds)))
 
     def set_correlations(self, run_id: str, entry: int, keys: Iterable[str]) -> None:
         self._for(run_id)
-        self._conn.execute(f"DELETE FROM {N.T_CORRELATIONS} WHERE run_id=%s", (run_id,))
+        self._cleared[N.T_CORRELATIONS][run_id] = None
         rows = [(k, run_id, entry) for k in dict.fromkeys(keys)]
         if rows:
+            self._delete_cleared(N.T_CORRELATIONS)
             with self._conn.cursor() as cur:
                 cur.executemany(
                     f"INSERT INTO {N.T_CORRELATIONS}(key, run_id, entry) VALUES(%s,%s,%s) "

@@ -27,8 +27,13 @@ _BODY_FIELDS = ("entry", "step_index", "attempt", "inflight", "inputs", "vars", 
                 "waiting", "watch", "deadline", "wake_at", "counters", "error", "alarms", "seq")
 
 
+# json.dumps with these options builds an encoder at every call; one, made once, writes
+# the same text (every journal entry and run row goes through it)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+    return _ENCODER.encode(value)
 
 
 def _now() -> str:

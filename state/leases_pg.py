@@ -8,7 +8,8 @@ is one daemon's side of it:
   UPDATE ... WHERE`` the lease is this owner's or has expired, ``RETURNING`` its token. A
   new lease, or one taken over from an owner whose lease expired, gets a fresh token from
   the ``lease_tokens`` sequence, so a later holder's token is always larger; renewing one's
-  own lease keeps its token.
+  own lease keeps its token. :meth:`PgLeases.take_many` does the same for many runs with
+  one statement (the runs a daemon's pump takes on).
 * :meth:`PgLeases.renew` extends every lease of this owner at once and returns the runs
   whose lease was lost (taken over after it expired); :meth:`PgLeases.release` deletes
   leases (a run parked or finished; all of them on a graceful stop).
@@ -74,6 +75,24 @@ _TAKE = f"""
     SELECT up.token, prev.owner, prev.token, prev.expires_at FROM up LEFT JOIN prev ON true
 """
 
+# _TAKE for several runs at once: the runs taken, with their tokens and previous holders
+_TAKE_MANY = f"""
+    WITH want AS (SELECT DISTINCT unnest(%(r)s::text[]) AS run_id),
+    prev AS (SELECT l.run_id, l.owner, l.token, l.expires_at
+             FROM {N.T_LEASES} l JOIN want USING (run_id)),
+    up AS (
+        INSERT INTO {N.T_LEASES}(run_id, owner, token, expires_at)
+        SELECT run_id, %(o)s, nextval('{N.S_LEASE_TOKENS}'),
+               now() + make_interval(secs => %(s)s) FROM want
+        ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner,
+            token = CASE WHEN {N.T_LEASES}.owner = EXCLUDED.owner THEN {N.T_LEASES}.token
+                         ELSE EXCLUDED.token END,
+            expires_at = EXCLUDED.expires_at
+        WHERE {N.T_LEASES}.owner = EXCLUDED.owner OR {N.T_LEASES}.expires_at < now()
+        RETURNING run_id, token)
+    SELECT up.run_id, up.token, prev.owner, prev.token, prev.expires_at
+    FROM up LEFT JOIN prev USING (run_id)
+"""
 
 # Deletes this owner's leases (all of them, or those of some runs), ends their tenures in
 # the log, and, in the same transaction, wakes the other daemons when a run released is
@@ -176,8 +195,37 @@ class PgLeases:
         """Take or renew ``run_id``'s lease: its token, or None while another owner's
         lease on it is live. In the store's open transaction when the calling thread is
         in one (then it is undone with it); ServerFault when the server fails."""
-        with self.store.connection("taking a lease in") as conn:
+        with self.store.connection("taking a lease in", N.T_LEASES) as conn:
             return self._take_on(conn, run_id)
+
+    def take_many(self, run_ids: list[str]) -> dict[str, int]:
+        """:meth:`take` for several runs with one statement (and one for their tenures in
+        the log): the tokens of those taken; a run another owner's live lease holds is
+        left out. In the store's open transaction when the calling thread is in one."""
+        with self.store.connection("taking leases in", N.T_LEASES) as conn, \
+                conn.transaction():
+            rows = conn.execute(_TAKE_MANY, {"r": run_ids, "o": self.owner,
+                                             "s": self.lease_s}).fetchall()
+            tenures = []
+            for run_id, token, prev_owner, prev_token, prev_expires in rows:
+                if prev_owner is not None and prev_owner != self.owner:
+                    conn.execute(f"UPDATE {N.T_LEASE_LOG} SET ended_at = %s, ended = "
+                                 f"'expired' WHERE run_id = %s AND token = %s",
+                                 (prev_expires, run_id, prev_token))
+                    self.taken_over += 1
+                if prev_owner != self.owner:
+                    tenures.append((run_id, token, "new" if prev_owner is None else "takeover"))
+            if tenures:
+                ids, tokens, hows = (list(column) for column in zip(*tenures, strict=True))
+                conn.execute(
+                    f"INSERT INTO {N.T_LEASE_LOG}(run_id, token, owner, taken_at, how) "
+                    f"SELECT run_id, token, %s, clock_timestamp(), how FROM "
+                    f"unnest(%s::text[], %s::bigint[], %s::text[]) AS t(run_id, token, how) "
+                    f"ON CONFLICT DO NOTHING", (self.owner, ids, tokens, hows))
+        taken = {str(r[0]): int(r[1]) for r in rows}
+        with self._lock:
+            self._held.update(taken)
+        return taken
 
     def claim_free(self, limit: int = 100) -> list[str]:
         """Take the leases of up to ``limit`` running runs no live lease covers (new runs,

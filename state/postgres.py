@@ -54,23 +54,12 @@ from typing import TYPE_CHECKING, Any, cast
 from certwright.errors import RunLocked, RunNotFound, StoreError
 from certwright.state import names as N
 from certwright.state._postgres_kept import KeptReads
+from certwright.state._postgres_records import RecordReads
 from certwright.state._postgres_tx import RUN_COLUMNS, RUN_IDS, Fence, PgTx
-from certwright.state._sqlite_tx import (
-    certificate_from_row,
-    daemon_from_row,
-    renewal_from_row,
-    run_from_row,
-)
+from certwright.state._sqlite_tx import run_from_row
 from certwright.state.postgres_faults import ServerFault, pg_fault
 from certwright.state.postgres_schema import migrate
-from certwright.state.records import (
-    CertificateRecord,
-    DaemonRecord,
-    JournalEntry,
-    RenewalRecord,
-    RunRecord,
-    Timer,
-)
+from certwright.state.records import JournalEntry, RunRecord, Timer
 from certwright.state.sealing import Sealer
 from certwright.state.urls import display_url
 
@@ -85,7 +74,7 @@ IDLE_TX_TIMEOUT_MS = 10_000  # the server ends a session stopped mid-transaction
 _SYNC = {"full": "on", "normal": "off"}
 
 
-class PostgresStore(KeptReads):
+class PostgresStore(KeptReads, RecordReads):
     """A :class:`state.base.Store` on the PostgreSQL database (and schema) of ``url``.
 
     Raises ServerFault when the server cannot be reached or refuses us, StoreError when its
@@ -154,11 +143,12 @@ class PostgresStore(KeptReads):
             raise fault from exc
 
     @contextmanager
-    def _reading(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
+    def _reading(self, doing: str, table: str | None = None) -> Iterator[psycopg.Connection[Any]]:
         """A connection to read on: the open transaction's (in its thread), else a pooled
-        one. A failure leaves as a ServerFault saying ``doing``."""
+        one. A failure leaves as a ServerFault saying ``doing``. ``table``: the one table
+        the caller reads (None: any), so only what is buffered for it is written first."""
         if self._tx is not None and self._tx_thread == threading.get_ident():
-            yield self._tx.flush()  # its buffered rows first, so the read sees them
+            yield self._tx.flush(table)  # its buffered rows first, so the read sees them
             return
         try:
             with self._pool.connection() as conn:
@@ -171,14 +161,19 @@ class PostgresStore(KeptReads):
                 raise
             raise fault from exc
 
-    def _rows(self, doing: str, sql: str, args: Any = ()) -> list[tuple[Any, ...]]:
-        """The rows of a read; a connection the server dropped is replaced once."""
+    def _rows(self, doing: str, sql: str, args: Any = (),
+              table: str | None = None) -> list[tuple[Any, ...]]:
+        """The rows of a read (of ``table`` only, when given: see :meth:`_reading`); a
+        connection the server dropped is replaced once."""
         import psycopg
         for attempt in (1, 2):
             try:
-                with self._reading(doing) as conn:
+                with self._reading(doing, table) as conn:
                     cur = conn.execute(sql, args)
-                    return list(cur.fetchall()) if cur.description else []
+                    # rows when it gave columns (a command gives none); not cur.description,
+                    # which builds a Column per column at every look
+                    res = cur.pgresult
+                    return list(cur.fetchall()) if res is not None and res.nfields else []
             except ServerFault as fault:
                 cause = fault.__cause__
                 if attempt == 2 or not isinstance(cause, psycopg.OperationalError) \
@@ -190,9 +185,11 @@ class PostgresStore(KeptReads):
         """One statement's rows, in the thread's open transaction or autocommitted."""
         return self._rows(doing, sql, args)
 
-    def connection(self, doing: str) -> AbstractContextManager[psycopg.Connection[Any]]:
-        """The thread's open transaction's connection, else a pooled one."""
-        return self._reading(doing)
+    def connection(self, doing: str, table: str | None = None,
+                   ) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """The thread's open transaction's connection, else a pooled one (``table``: the
+        one table the caller's statements touch, see :meth:`_reading`)."""
+        return self._reading(doing, table)
 
     # -- schema --------------------------------------------------------------------------
     def schema_version(self) -> int:
@@ -284,8 +281,8 @@ class PostgresStore(KeptReads):
 
     # -- reads ---------------------------------------------------------------------------
     def find_run(self, run_id: str) -> RunRecord | None:
-        rows = self._rows("reading runs from",
-                          f"SELECT {RUN_COLUMNS} FROM {N.T_RUNS} WHERE id=%s", (run_id,))
+        rows = self._rows("reading runs from", f"SELECT {RUN_COLUMNS} FROM {N.T_RUNS} "
+                          f"WHERE id=%s", (run_id,), N.T_RUNS)
         return run_from_row(rows[0]) if rows else None
 
     def load_run(self, run_id: str) -> RunRecord:
@@ -348,35 +345,6 @@ class PostgresStore(KeptReads):
         if not rows:
             raise StoreError(f"pipeline version {spec_hash[:12]} is not in {self.path}")
         return rows[0][0], rows[0][1], rows[0][2]
-
-    def find_certificate(self, name: str) -> CertificateRecord | None:
-        rows = self._rows("reading the certificates from",
-                          f"SELECT name, run_id, renew_at, body FROM {N.T_CERTIFICATES} "
-                          f"WHERE name=%s", (name,))
-        return certificate_from_row(rows[0]) if rows else None
-
-    def list_certificates(self) -> list[CertificateRecord]:
-        rows = self._rows("reading the certificates from",
-                          f"SELECT name, run_id, renew_at, body FROM {N.T_CERTIFICATES} "
-                          f'ORDER BY name COLLATE "C"')
-        return [certificate_from_row(r) for r in rows]
-
-    def find_renewal(self, name: str) -> RenewalRecord | None:
-        rows = self._rows("reading the renewal schedule from",
-                          f"SELECT name, next_at, body FROM {N.T_RENEWALS} WHERE name=%s",
-                          (name,))
-        return renewal_from_row(rows[0]) if rows else None
-
-    def list_renewals(self) -> list[RenewalRecord]:
-        rows = self._rows("reading the renewal schedule from",
-                          f"SELECT name, next_at, body FROM {N.T_RENEWALS} "
-                          f'ORDER BY name COLLATE "C"')
-        return [renewal_from_row(r) for r in rows]
-
-    def list_daemons(self) -> list[DaemonRecord]:
-        rows = self._rows("reading the daemons from", f"SELECT id, heartbeat, body FROM "
-                          f'{N.T_DAEMONS} ORDER BY id COLLATE "C"')
-        return [daemon_from_row(r) for r in rows]
 
     def run_counts(self) -> list[tuple[str, str, str, int]]:
         rows = self._rows("reading runs from",

@@ -168,8 +168,12 @@ def pending_records(store: Store, policy: RenewPolicy | None = None) -> list[Cer
 
 
 def record(store: Store, records: Iterable[CertificateRecord]) -> list[str]:
-    """Put each record unless the inventory holds a newer one of its name; the names put."""
+    """Put each record unless the inventory holds a newer one of its name; the names put.
+    No records (a run that installed no certificate): no transaction at all."""
     put: list[str] = []
+    records = list(records)
+    if not records:
+        return put
     with store.transaction() as tx:
         for rec in records:
             if _newer(rec, store.find_certificate(rec.name)):

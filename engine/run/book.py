@@ -17,6 +17,7 @@ store's until its transaction commits; read through :meth:`RunBook.cached` first
 """
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +35,8 @@ class RunBook:
     def __init__(self) -> None:
         self.active: dict[str, RunRecord] = {}
         self.dirty: dict[str, RunRecord] = {}
-        self.ready: deque[tuple[str, bool]] = deque()
+        self.ready: deque[tuple[str, bool]] = deque()  # read here; changed by the methods
+        self._queued: dict[str, int] = {}  # run id -> its entries in ready (is_active's)
         self.executing: dict[str, Job | CleanupJob] = {}
         self.recheck: dict[str, Event | None] = {}
         self.recovered: set[str] = set()
@@ -85,6 +87,21 @@ class RunBook:
     # -- work -----------------------------------------------------------------------------
     def make_ready(self, rid: str, retry: bool = False) -> None:
         self.ready.append((rid, retry))
+        self._queued[rid] = self._queued.get(rid, 0) + 1
+
+    def pop_ready(self) -> tuple[str, bool]:
+        """The first run of ``ready`` (and whether it is a retry), taken out of it."""
+        rid, retry = self.ready.popleft()
+        left = self._queued[rid] - 1
+        if left:
+            self._queued[rid] = left
+        else:
+            del self._queued[rid]
+        return rid, retry
+
+    def peek_ready(self, count: int) -> list[str]:
+        """The first ``count`` runs of ``ready`` (fewer when it holds fewer), left in it."""
+        return [rid for rid, _ in itertools.islice(self.ready, count)]
 
     def begin(self, job: Job | CleanupJob) -> None:
         """The run's job goes to a worker; the run does nothing else until it is back."""
@@ -99,8 +116,7 @@ class RunBook:
 
     def is_active(self, rid: str) -> bool:
         """Whether the run is in this engine's hands now (executing, ready or in memory)."""
-        return (rid in self.executing or rid in self.active
-                or any(r == rid for r, _ in self.ready))
+        return rid in self.executing or rid in self.active or rid in self._queued
 
     def idle(self) -> bool:
         return not self.executing and not self.ready

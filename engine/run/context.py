@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import structlog
 
@@ -50,6 +50,7 @@ class Contexts:
         self._clock = clock
         self.services = services
         self._book = book
+        self._renders: dict[int, tuple[object, bool]] = {}  # id(step) -> (step, renders?)
 
     def secrets_of(self, rid: str) -> dict[str, Any]:
         """The run's secrets ({"inputs": ..., "outputs": ...}), cached while it is active."""
@@ -90,7 +91,7 @@ class Contexts:
         ns = self.namespace(run, spec)
         step = self._registry.get(step_spec.name)
         raw = dict(step_spec.params)
-        params = step.render_params(raw, ns) if isinstance(step, RendersParams) \
+        params = step.render_params(raw, ns) if self._renders_params(step) \
             else render(raw, ns)
         check_params(step_spec.name, step.params_schema, params)
         current = index == run.step_index
@@ -106,6 +107,14 @@ class Contexts:
             services=self.services, inputs=ns["inputs"], vars=ns["steps"],
             processed=self._store.is_processed, artefact=self._artefact_of(run.id),
             sealing=self._store.sealer is not None)
+
+    def _renders_params(self, step: object) -> TypeGuard[RendersParams]:
+        """``isinstance(step, RendersParams)``, asked once per step object: a Protocol's
+        isinstance costs more than the rest of a step's context."""
+        known = self._renders.get(id(step))
+        if known is None or known[0] is not step:  # the step held, so its id is not reused
+            known = self._renders[id(step)] = (step, isinstance(step, RendersParams))
+        return known[1]
 
     def _artefact_of(self, rid: str) -> Callable[[str], Artefact | None]:
         """What the store keeps of run ``rid`` under a name (read when a step asks); a CA

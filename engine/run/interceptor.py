@@ -9,6 +9,11 @@ the defaults do nothing. The engine takes a sequence of them at construction and
   a timer): False leaves the run alone (its timer is tried again a second later). Every
   interceptor must agree; the first False wins. An event so left is told to
   ``event_refused(run_id, event)`` (e.g. to ask the run's driver to re-check it).
+  Before a pump advances its ready runs, ``claim_ahead(run_ids)`` names the runs it is
+  about to claim, so an interceptor may do those claims' work at once (take their leases
+  in one statement); ``claim`` is asked for each all the same. Hazard: what it takes
+  ahead is taken even for a run an interceptor before it would refuse, so an interceptor
+  that claims ahead comes first.
 * ``filter_wait(wait) -> Wait`` before a step's wait is recorded (each in turn).
 * ``committed(count)`` right after each commit of the engine (``count``: transactions so
   far), before anything else happens: crash points for tests.
@@ -56,6 +61,9 @@ class Interceptor:
     def claim(self, run_id: str) -> bool:
         """Whether the engine may dispatch to ``run_id`` now."""
         return True
+
+    def claim_ahead(self, run_ids: list[str]) -> None:
+        """The engine is about to ask ``claim`` for each of ``run_ids`` (see the module)."""
 
     def event_refused(self, run_id: str, event: Event) -> None:
         """``event`` for ``run_id`` was not dispatched: ``claim`` refused the run."""
@@ -105,6 +113,7 @@ class Interceptors:
     def __init__(self, items: Iterable[Interceptor] = ()) -> None:
         self.items = tuple(items)
         self._claim = _overriding(self.items, "claim")
+        self._ahead = _overriding(self.items, "claim_ahead")
         self._refused = _overriding(self.items, "event_refused")
         self._filter = _overriding(self.items, "filter_wait")
         self._committed = _overriding(self.items, "committed")
@@ -122,6 +131,14 @@ class Interceptors:
     # -- asked now, inside the transaction ------------------------------------------------
     def claim(self, run_id: str) -> bool:
         return all(claim(run_id) for claim in self._claim)
+
+    def claim_ahead(self, run_ids: Callable[[], list[str]]) -> None:
+        """Tell the interceptors that claim ahead the runs ``run_ids()`` lists (made only
+        when one does)."""
+        if self._ahead:
+            ids = run_ids()
+            for ahead in self._ahead:
+                ahead(ids)
 
     def event_refused(self, run_id: str, event: Event) -> None:
         for r in self._refused:

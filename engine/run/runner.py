@@ -211,8 +211,9 @@ class Engine:
             for t in due:
                 self._dispatch.on_timer(t)
             budget = self._max_batch
+            self._hooks.claim_ahead(lambda: book.peek_ready(budget))
             while book.ready and budget > 0:
-                rid, retry = book.ready.popleft()
+                rid, retry = book.pop_ready()
                 self._dispatch.advance(rid, retry)
                 budget -= 1
         self._after_commit()

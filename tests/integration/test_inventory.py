@@ -59,3 +59,17 @@ def test_a_renewal_issued_in_the_same_second_replaces_by_the_run_that_ended_late
     found = store.find_certificate("example.test")
     assert found is not None and found.serial == "bb"
     store.close()
+
+
+def test_a_run_that_installed_no_certificate_opens_no_transaction(tmp_path):
+    """record of no records (a succeeded run with no certificate among its outputs, as a
+    pipeline of other work has) writes nothing and does not even take the write lock."""
+    class NoWrites(SQLiteStore):
+        def transaction(self):  # type: ignore[override]
+            raise AssertionError("a transaction for nothing")
+
+    store = NoWrites(tmp_path / "s.sqlite")
+    plain = RunRecord(id="r1", pipeline="five", spec_hash="0" * 64, state="s5",
+                      status=SUCCEEDED, created=AT, updated=AT)
+    assert records_of(plain) == [] and record(store, records_of(plain)) == []
+    store.close()

@@ -205,3 +205,27 @@ def test_free_runs_waiting_for_a_host_are_left_to_its_daemons(stores) -> None:
     assert lb.claim_free() == ["for-b"]
     assert la.claim_free() == [] and lb.claim_free() == []
     assert PgLeases(a, "none:3:z").claim_free() == ["for-c"]
+
+
+def test_taking_many_leases_at_once_is_taking_each(stores) -> None:
+    """take_many, in the store's transaction: a free run is taken (logged new), one of this
+    owner keeps its token, an expired one of another owner is taken over (its tenure
+    logged expired), a live one of another owner is left out; all commit together."""
+    a, b = stores
+    la, lb = PgLeases(a, "host-a:1:x"), PgLeases(b, "host-b:2:y", lease_s=SHORT)
+    own = la.take("mine")
+    live, gone = lb.take("theirs"), lb.take("expired")
+    assert own is not None and live is not None and gone is not None
+    lb.lease_s = 60.0
+    assert lb.take("theirs") == live  # renewed past the test
+    _expire(b, "expired")
+    with a.transaction():
+        taken = la.take_many(["free", "mine", "theirs", "expired", "free"])
+    assert set(taken) == {"free", "mine", "expired"} and taken["mine"] == own
+    assert taken["expired"] > gone and la.taken_over == 1
+    assert la.held() == taken and lb.take("expired") is None
+    assert _log(a, "free") == [(taken["free"], "host-a:1:x", "new", None)]
+    assert _log(a, "mine") == [(own, "host-a:1:x", "new", None)]
+    assert _log(a, "expired") == [(gone, "host-b:2:y", "new", "expired"),
+                                  (taken["expired"], "host-a:1:x", "takeover", None)]
+    assert _log(a, "theirs") == [(live, "host-b:2:y", "new", None)]

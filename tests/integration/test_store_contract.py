@@ -1,5 +1,5 @@
-"""The store contract (``state.contract``, ``_certificates``, ``_daemons``, ``_shared``) run
-on the SQLite store.
+"""The store contract (``state.contract``, ``_certificates``, ``_daemons``, ``_batches``,
+``_shared``) run on the SQLite store.
 
 Every test runs in each way the engine opens the store: ``synchronous=full`` (the default,
 ``run`` and the CLI), ``normal`` (tests, benchmarks) and ``normal`` with the background
@@ -19,6 +19,7 @@ from certwright.state import names as N
 from certwright.state.base import Store
 from certwright.state.contract import StoreContract, write_everything
 from certwright.state.contract_artefacts import ArtefactContract
+from certwright.state.contract_batches import BatchContract
 from certwright.state.contract_certificates import CertificateContract
 from certwright.state.contract_daemons import DaemonContract
 from certwright.state.contract_hosts import HostContract
@@ -63,6 +64,10 @@ class TestSQLiteStoreDaemons(_SQLite, DaemonContract):
 
 
 class TestSQLiteStoreHosts(_SQLite, HostContract):
+    pass
+
+
+class TestSQLiteStoreBatches(_SQLite, BatchContract):
     pass
 
 

@@ -1,5 +1,6 @@
 """The store contract (``state.contract``, ``_certificates``, ``_renewals``, ``_daemons``,
-``_shared``) run on the PostgreSQL store, against a real cluster (``tests.support.postgres``).
+``_batches``, ``_shared``) run on the PostgreSQL store, against a real cluster
+(``tests.support.postgres``).
 
 Each store of a test is a schema of its own in the session's cluster, named after the
 test's path, so "the same path opens the same store" holds, and tests share no data. Every
@@ -16,6 +17,7 @@ from certwright.state import names as N
 from certwright.state.base import Store
 from certwright.state.contract import StoreContract
 from certwright.state.contract_artefacts import ArtefactContract
+from certwright.state.contract_batches import BatchContract
 from certwright.state.contract_certificates import CertificateContract
 from certwright.state.contract_daemons import DaemonContract
 from certwright.state.contract_hosts import HostContract
@@ -63,6 +65,10 @@ class TestPostgresStoreDaemons(_Postgres, DaemonContract):
 
 
 class TestPostgresStoreHosts(_Postgres, HostContract):
+    pass
+
+
+class TestPostgresStoreBatches(_Postgres, BatchContract):
     pass
 
 

@@ -125,6 +125,33 @@ def test_a_refused_claim_leaves_the_run_alone_until_it_is_granted(tmp_path: Path
     assert [c.attempt for c in RecordingStep.calls] == [1]
 
 
+def test_the_runs_a_pump_will_claim_are_named_ahead_of_their_claims(tmp_path: Path) -> None:
+    """claim_ahead hears, once per pump and before any claim of it, the ready runs the pump
+    advances (at most its batch, in order); claim is still asked for each. An engine whose
+    interceptors do not claim ahead never lists them."""
+    class Ahead(Interceptor):
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, Any]] = []
+
+        def claim_ahead(self, run_ids: list[str]) -> None:
+            self.calls.append(("ahead", list(run_ids)))
+
+        def claim(self, run_id: str) -> bool:
+            self.calls.append(("claim", run_id))
+            return True
+
+    ahead = Ahead()
+    engine = make_engine(tmp_path, interceptors=[ahead])
+    spec = load_text(TWO_STATES)
+    engine.start_runs(spec, [{}, {}, {}], ["a1", "a2", "a3"])
+    engine.pump()
+    assert ahead.calls == [("ahead", ["a1", "a2", "a3"]), ("claim", "a1"), ("claim", "a2"),
+                           ("claim", "a3")]
+    listed: list[int] = []
+    Interceptors([Interceptor()]).claim_ahead(lambda: listed.append(1) or [])
+    assert listed == []
+
+
 def test_filter_wait_changes_a_wait_before_it_is_recorded(tmp_path: Path) -> None:
     class NoPolls(Interceptor):
         def filter_wait(self, wait: Wait) -> Wait:

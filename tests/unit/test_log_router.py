@@ -67,3 +67,27 @@ def test_a_tap_sees_every_event_and_a_closed_stream_stops_nothing(tmp_path):
     structlog.get_logger("t").info("after")
     assert [e["event"] for e in seen] == ["command_output"]
     assert seen[0]["stdout"] == "hi\n"
+
+
+def test_a_level_no_sink_takes_is_dropped_until_one_takes_it_even_for_cached_loggers():
+    """With only warnings shown, info and debug events go nowhere (and no processor sees
+    them); a tap added later, or a file at debug, takes them again, also through a logger
+    bound (and cached) before; captured logs (structlog.testing) see them all along."""
+    err = _Tty()
+    router = configure(level="warning", stream=err, cache=True)
+    log = structlog.get_logger("t").bind(run_id="r1")
+    log.info("hidden")
+    seen: list[dict[str, object]] = []
+    remove = router.tap(seen.append)
+    log.info("tapped")
+    log.debug("tapped_too")
+    remove()
+    log.info("hidden_again")
+    with structlog.testing.capture_logs() as captured:
+        structlog.get_logger("t").info("captured", n=1)
+    log.warning("shown")
+    assert [e["event"] for e in seen] == ["tapped", "tapped_too"]
+    assert seen[0]["run_id"] == "r1" and seen[0]["level"] == "info"
+    assert [e["event"] for e in captured] == ["captured"]
+    assert "shown" in err.getvalue() and "hidden" not in err.getvalue()
+    configure(stream=_Tty())  # as the other tests expect: not cached
