@@ -62,12 +62,12 @@ def kept_cert(store: Store, rec: CertificateRecord) -> x509.Certificate | None:
 
 def shared_artefact(store: Store, name: str) -> Artefact | None:
     """A CA or ACME account's credentials kept in the store (``state.artefacts.SHARED``);
-    CertwrightError when they are sealed and this command has no store key."""
+    None when it keeps none, or they are sealed and this command has no store key (this
+    host's own file is then used, as without a store)."""
     try:
         found = store.artefacts(SHARED, name)
-    except StoreError as exc:
-        raise CertwrightError(f"the account's credentials are kept in the store, but "
-                              f"cannot be read here: {exc}") from exc
+    except StoreError:
+        return None
     return found[0] if found else None
 
 
