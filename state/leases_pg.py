@@ -117,7 +117,12 @@ def _write_lock(conn: psycopg.Connection[Any]) -> None:
     otherwise lock runs and leases rows in another order than an engine transaction
     (fence ``FOR SHARE``, then the run's row) and deadlock with it: PostgreSQL aborted one
     of two daemons that way, at 5,000 runs. One lock first, for every writer, is no
-    cycle. Re-entrant: inside the store's transaction it is already held."""
+    cycle. Re-entrant: inside the store's transaction it is already held.
+
+    A lease taken outside the store's transaction (a sync adopting a run) takes it too:
+    without it, the take's snapshot could still see a lease another daemon is releasing
+    that moment, wait for that release, insert its own, and log the release it waited
+    for as a takeover from a holder whose lease seemed to run on past the new one."""
     conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
                  (N.PG_LOCK_WRITE,))
 
@@ -168,8 +173,11 @@ class PgLeases:
             self._held.pop(run_id, None)
 
     # -- taking ---------------------------------------------------------------------------
-    def _take_on(self, conn: psycopg.Connection[Any], run_id: str) -> int | None:
+    def _take_on(self, conn: psycopg.Connection[Any], run_id: str, *,
+                 lock: bool = False) -> int | None:
         with conn.transaction():  # a savepoint inside the store's transaction
+            if lock:
+                _write_lock(conn)
             row = conn.execute(_TAKE, {"r": run_id, "o": self.owner,
                                        "s": self.lease_s}).fetchone()
             if row is None:
@@ -196,7 +204,7 @@ class PgLeases:
         lease on it is live. In the store's open transaction when the calling thread is
         in one (then it is undone with it); ServerFault when the server fails."""
         with self.store.connection("taking a lease in", N.T_LEASES) as conn:
-            return self._take_on(conn, run_id)
+            return self._take_on(conn, run_id, lock=not self.store.in_transaction())
 
     def take_many(self, run_ids: list[str]) -> dict[str, int]:
         """:meth:`take` for several runs with one statement (and one for their tenures in
@@ -204,6 +212,8 @@ class PgLeases:
         left out. In the store's open transaction when the calling thread is in one."""
         with self.store.connection("taking leases in", N.T_LEASES) as conn, \
                 conn.transaction():
+            if not self.store.in_transaction():
+                _write_lock(conn)
             rows = conn.execute(_TAKE_MANY, {"r": run_ids, "o": self.owner,
                                              "s": self.lease_s}).fetchall()
             tenures = []

@@ -185,6 +185,11 @@ class PostgresStore(KeptReads, RecordReads):
         """One statement's rows, in the thread's open transaction or autocommitted."""
         return self._rows(doing, sql, args)
 
+    def in_transaction(self) -> bool:
+        """Whether the calling thread has this store's transaction open (so it holds the
+        store's write lock)."""
+        return self._tx is not None and self._tx_thread == threading.get_ident()
+
     def connection(self, doing: str, table: str | None = None,
                    ) -> AbstractContextManager[psycopg.Connection[Any]]:
         """The thread's open transaction's connection, else a pooled one (``table``: the

@@ -15,7 +15,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from certwright.state import names as N
-from tests.fixtures.daemon.harness import Proc, wait_for
+from tests.fixtures.daemon.harness import Proc, env_for, wait_for
 from tests.support.pg_daemons import lease_tenures, make_runs, rows, start_daemon
 from tests.support.postgres import Cluster, own_cluster, postgres  # noqa: F401 - fixtures
 
@@ -33,8 +33,10 @@ states:
       - step: shell
         id: work
         with:
-          argv: [sh, -c, 'sleep "$1"; echo "$CERTWRIGHT_RUN_ID $CERTWRIGHT_IDEMPOTENCY_KEY"
-                 >> "$0"', "${log}", "${work}"]
+          argv: [sh, -c, 'n=0; while [ -n "$GATE" ] && [ ! -e "$GATE" ] && [ $n -lt 900 ];
+                 do sleep 0.1; n=$((n+1)); done; sleep "$1";
+                 echo "$CERTWRIGHT_RUN_ID $CERTWRIGHT_IDEMPOTENCY_KEY" >> "$0"',
+                 "${log}", "${work}"]
     next: parked
   parked:
     run:
@@ -55,8 +57,11 @@ def _start_runs(url: str, root: Path, n: int, work: str) -> list[str]:
     return ids
 
 
-def _daemon(root: Path, url: str, name: str, lease: str = "3") -> Proc:
-    return start_daemon(root, url, name, ["--lease", lease])
+def _daemon(root: Path, url: str, name: str, lease: str = "3", gate: Path | None = None,
+            ) -> Proc:
+    """A daemon; with ``gate``, its work steps wait (up to 90 s) until that file exists."""
+    env = env_for(root / name, {"GATE": str(gate)} if gate else None)
+    return start_daemon(root, url, name, ["--lease", lease], env=env)
 
 
 def _held_by(url: str, pid: int) -> int:
@@ -120,26 +125,34 @@ def test_a_daemon_stopped_past_its_lease_is_fenced_off_when_continued(
         tmp_path: Path, postgres: Cluster) -> None:
     """A daemon holding the leases of runs whose step executes is SIGSTOPped past its
     lease; the other daemon takes the runs over; continued, the stopped one's writes are
-    refused by fencing (logged with run and token), and every run still succeeds once."""
+    refused by fencing (logged with run and token), and every run still succeeds once.
+    Each daemon's steps wait behind a gate of its own, so the stopped daemon's steps
+    finish first, after it is continued and while the other's still execute, however
+    slowly the machine starts the daemons."""
     url = postgres.store_url(str(tmp_path))
-    ids = _start_runs(url, tmp_path, 6, "4")
-    a = _daemon(tmp_path, url, "a", lease="2")
+    ids = _start_runs(url, tmp_path, 6, "0")
+    gate_a, gate_b = tmp_path / "gate-a", tmp_path / "gate-b"
+    a = _daemon(tmp_path, url, "a", lease="2", gate=gate_a)
     procs = [a]
     try:
         wait_for(lambda: _held_by(url, a.popen.pid) == len(ids), 60, "a to hold every lease")
         # b is ready before a stops, so a stays stopped only a lease or so: stopped inside a
         # transaction for 10 s, a would have its session ended by the server instead (see
         # state.postgres.IDLE_TX_TIMEOUT_MS) and lose its leases without a late write
-        procs.append(_daemon(tmp_path, url, "b", lease="2"))
+        procs.append(_daemon(tmp_path, url, "b", lease="2", gate=gate_b))
         a.popen.send_signal(signal.SIGSTOP)
         try:
             wait_for(lambda: _held_by(url, procs[1].popen.pid) == len(ids), 60,
                      "b to take every run over")
         finally:
             a.popen.send_signal(signal.SIGCONT)
+        gate_a.touch()
         wait_for(lambda: "fencing_refused" in a.text(), 60, "a's late writes to be refused")
+        gate_b.touch()
         wait_for(lambda: _all_done(url, ids), 90, "every run to succeed")
     finally:
+        gate_a.touch()
+        gate_b.touch()
         for p in procs:
             p.stop()
     refused = [e for e in a.events() if e.get("event") == "fencing_refused"]

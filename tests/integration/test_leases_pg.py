@@ -4,6 +4,7 @@ transaction of a daemon whose lease was taken over commits nothing.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,3 +230,42 @@ def test_taking_many_leases_at_once_is_taking_each(stores) -> None:
     assert _log(a, "expired") == [(gone, "host-b:2:y", "new", "expired"),
                                   (taken["expired"], "host-a:1:x", "takeover", None)]
     assert _log(a, "theirs") == [(live, "host-b:2:y", "new", None)]
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["take", "take_many"])
+def test_a_take_racing_a_release_logs_a_new_tenure_after_the_released_one(
+        stores, many: bool) -> None:
+    """Another owner takes a lease while its holder's release is in flight (a daemon's
+    sync adopting a run the other is parking): the take waits for the release, so it logs
+    a new tenure that starts after the released one ended, never a takeover whose loser
+    seems to hold on past it (the cluster campaign read that as two drivers at once)."""
+    a, b = stores
+    la, lb = PgLeases(a, "host-a:1:x"), PgLeases(b, "host-b:2:y")
+    first = la.take("r1")
+    released, go_on = threading.Event(), threading.Event()
+
+    def release() -> None:
+        with a.transaction():
+            la.release(["r1"])
+            released.set()
+            go_on.wait(5)
+            time.sleep(0.3)  # the take below is waiting by now
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    try:
+        assert released.wait(5)
+        go_on.set()
+        second = lb.take_many(["r1", "r2"])["r1"] if many else lb.take("r1")
+    finally:
+        go_on.set()
+        thread.join()
+    assert first is not None and second is not None and second > first
+    assert _log(a, "r1") == [(first, "host-a:1:x", "new", "released"),
+                             (second, "host-b:2:y", "new", None)]
+    assert lb.taken_over == 0
+    (ended, taken), = a.query("reading", f"SELECT (SELECT ended_at FROM {N.T_LEASE_LOG} "
+                                         f"WHERE token = %s), (SELECT taken_at FROM "
+                                         f"{N.T_LEASE_LOG} WHERE token = %s)",
+                              (first, second))
+    assert ended <= taken
