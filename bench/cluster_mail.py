@@ -96,6 +96,7 @@ def mail_latency(pg: Cluster, url: str, schema: str, folder: Path, command: list
                     _wait_ready(pg, schema, proc, folder / "daemon.log")
                     sent = _deliver(md, sink, mails, rate)
                     got = _wait_all(pg, schema, ids, proc, folder / "daemon.log")
+                    marks = _marks(pg, schema)
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(60)
@@ -104,8 +105,57 @@ def mail_latency(pg: Cluster, url: str, schema: str, folder: Path, command: list
     out = sorted((got[rid] - sent[rid]) * 1000 for rid in ids)
     return {"mails": mails, "mail_rate_per_s": rate,
             "mail_to_transition_p50_ms": round(statistics.median(out), 2),
-            "mail_to_transition_p99_ms": round(out[min(len(out) - 1, int(len(out) * 0.99))], 2),
-            "mail_to_transition_max_ms": round(out[-1], 2)}
+            "mail_to_transition_p99_ms": _p99(out),
+            "mail_to_transition_max_ms": round(out[-1], 2),
+            "mail_segments_ms": _segments(marks, sent),
+            # the five slowest, by their place in the delivery order: a warm-up is told
+            # from a steady tail
+            "mail_to_transition_slowest": sorted(
+                ((int(rid.split("-")[1]), round((got[rid] - sent[rid]) * 1000, 1))
+                 for rid in ids), key=lambda p: -p[1])[:5]}
+
+
+def _p99(values: list[float]) -> float:
+    return round(values[min(len(values) - 1, int(len(values) * 0.99))], 2)
+
+
+def _segments(marks: dict[str, dict[str, float]], sent: dict[str, float],
+              ) -> dict[str, dict[str, float]]:
+    """For each mark of the path (the mail taken, the verify step started and done, the
+    state entered), p50 and p99 milliseconds from the delivery, so a slow tail can be
+    told apart: the daemon's mail side or the CA's link check."""
+    out: dict[str, dict[str, float]] = {}
+    for mark in SEGMENTS:
+        values = sorted((m[mark] - sent[rid]) * 1000 for rid, m in marks.items()
+                        if mark in m)
+        if values:
+            out[mark] = {"p50": round(statistics.median(values), 2), "p99": _p99(values)}
+    return out
+
+
+SEGMENTS = ("mail_taken", "verify_started", "verify_done", "entered")
+
+
+def _marks(pg: Cluster, schema: str) -> dict[str, dict[str, float]]:
+    """Each run's moments on the mail path, from the journal: the wait's step_done (the
+    mail taken), the verify step's step_started and step_done, ``entered verified``."""
+    import json
+    sql = (f"SELECT run_id, kind, data, at FROM {schema}.journal WHERE run_id LIKE 'mail-%' "
+           f"AND kind IN ('step_started', 'step_done', 'entered') ORDER BY seq")
+    out: dict[str, dict[str, float]] = {}
+    for line in pg.sql(sql).splitlines():
+        rid, kind, data, at = line.split("|")
+        d, t = json.loads(data), datetime.fromisoformat(at).timestamp()
+        m = out.setdefault(rid, {})
+        if kind == "step_done" and d.get("step") == "probe_mail":
+            m["mail_taken"] = t
+        elif kind == "step_started" and "mail_taken" in m and d.get("step") != "probe_mail":
+            m["verify_started"] = t
+        elif kind == "step_done" and "verify_started" in m:
+            m["verify_done"] = t
+        elif kind == "entered" and d.get("to") == "verified":
+            m["entered"] = t
+    return out
 
 
 def _wait_ready(pg: Cluster, schema: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -139,7 +189,10 @@ def _deliver(md: Any, sink: Any, mails: int, rate: float) -> dict[str, float]:
 
 def _wait_all(pg: Cluster, schema: str, ids: list[str], proc: subprocess.Popen[bytes],
               log: Path, timeout: float = 120.0) -> dict[str, float]:
-    """When each run's ``entered verified`` was committed, by the journal's ``at``."""
+    """When each run's ``entered verified`` was committed, by the journal's ``at``. The
+    first look comes a second after the last delivery: each look starts ``psql``, whose
+    start would compete for the CPU with the daemon finishing the last mails."""
+    time.sleep(1.0)
     sql = (f"SELECT run_id, at FROM {schema}.journal WHERE kind = 'entered' "
            f"AND data LIKE '%\"to\":\"verified\"%' AND run_id LIKE 'mail-%'")
     end = time.monotonic() + timeout

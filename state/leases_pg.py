@@ -61,6 +61,9 @@ __all__ = ["LEASE_S", "FencingRefused", "PgLeases", "daemon_owner"]
 
 LEASE_S = 15.0  # seconds a lease lasts unless renewed (renewed every third of that)
 
+# Takes or renews one run's lease and logs its tenure, in one statement: a new lease or one
+# taken over gets a fresh token and a row in the log (the expired holder's row ended at
+# its expiry); renewing one's own keeps its token and logs nothing
 _TAKE = f"""
     WITH prev AS (SELECT owner, token, expires_at FROM {N.T_LEASES} WHERE run_id = %(r)s),
     up AS (
@@ -71,8 +74,18 @@ _TAKE = f"""
                          ELSE EXCLUDED.token END,
             expires_at = EXCLUDED.expires_at
         WHERE {N.T_LEASES}.owner = EXCLUDED.owner OR {N.T_LEASES}.expires_at < now()
-        RETURNING token)
-    SELECT up.token, prev.owner, prev.token, prev.expires_at FROM up LEFT JOIN prev ON true
+        RETURNING token),
+    ended AS (
+        UPDATE {N.T_LEASE_LOG} g SET ended_at = prev.expires_at, ended = 'expired'
+        FROM prev, up WHERE prev.owner <> %(o)s AND g.run_id = %(r)s AND g.token = prev.token
+        RETURNING 1),
+    logged AS (
+        INSERT INTO {N.T_LEASE_LOG}(run_id, token, owner, taken_at, how)
+        SELECT %(r)s, up.token, %(o)s, clock_timestamp(),
+               CASE WHEN prev.owner IS NULL THEN 'new' ELSE 'takeover' END
+        FROM up LEFT JOIN prev ON true WHERE prev.owner IS DISTINCT FROM %(o)s
+        ON CONFLICT DO NOTHING RETURNING 1)
+    SELECT up.token, prev.owner FROM up LEFT JOIN prev ON true
 """
 
 # _TAKE for several runs at once: the runs taken, with their tokens and previous holders
@@ -175,26 +188,20 @@ class PgLeases:
     # -- taking ---------------------------------------------------------------------------
     def _take_on(self, conn: psycopg.Connection[Any], run_id: str, *,
                  lock: bool = False) -> int | None:
-        with conn.transaction():  # a savepoint inside the store's transaction
-            if lock:
+        """:data:`_TAKE` on ``conn`` (``lock``: in a transaction of its own, under the
+        write lock, for a caller outside the store's transaction)."""
+        args = {"r": run_id, "o": self.owner, "s": self.lease_s}
+        if lock:
+            with conn.transaction():
                 _write_lock(conn)
-            row = conn.execute(_TAKE, {"r": run_id, "o": self.owner,
-                                       "s": self.lease_s}).fetchone()
-            if row is None:
-                return None
-            token, prev_owner, prev_token, prev_expires = row
-            if prev_owner is None or prev_owner != self.owner:
-                how = "new" if prev_owner is None else "takeover"
-                if prev_owner is not None:
-                    conn.execute(f"UPDATE {N.T_LEASE_LOG} SET ended_at = %s, ended = "
-                                 f"'expired' WHERE run_id = %s AND token = %s",
-                                 (prev_expires, run_id, prev_token))
-                conn.execute(f"INSERT INTO {N.T_LEASE_LOG}(run_id, token, owner, taken_at, "
-                             f"how) VALUES (%s, %s, %s, clock_timestamp(), %s) "
-                             f"ON CONFLICT DO NOTHING",
-                             (run_id, token, self.owner, how))
-                if prev_owner is not None:
-                    self.taken_over += 1
+                row = conn.execute(_TAKE, args).fetchone()
+        else:
+            row = conn.execute(_TAKE, args).fetchone()
+        if row is None:
+            return None
+        token, prev_owner = row
+        if prev_owner is not None and prev_owner != self.owner:
+            self.taken_over += 1
         with self._lock:
             self._held[run_id] = int(token)
         return int(token)

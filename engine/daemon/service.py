@@ -1,10 +1,11 @@
 """``certwright daemon``: one process serving many runs, reacting to mail, files and deadlines.
 
-Start-up, in order: take the daemon lock (a second daemon on the same store is refused,
-naming the first one's pid); open the store (with its key); start the embedded CA and mail
-server if asked; ``engine.open()`` (timers loaded; running runs driven; overdue deadlines
-fire on the first pump); recover and scan the inbox; load the pipelines folder; watch and
-scan each Maildir's ``new/``; start the IMAP sources; write the heartbeat row; then loop.
+Start-up, in order: the daemon lock (a second daemon on the store is refused, naming the
+first one's pid); the store (with its key); the embedded CA and mail server if asked;
+``engine.open()`` (timers loaded; running runs driven; overdue deadlines fire on the first
+pump); the inbox recovered and scanned; the pipelines folder; each Maildir's ``new/``
+watched and scanned; the IMAP sources; unfinished runs' pipelines and every step loaded;
+the heartbeat row; then the loop.
 With ``metrics_listen`` the ``/metrics`` listener starts before the engine opens
 (:mod:`engine.daemon.metrics`: a collector that reads the store at each scrape, and an
 interceptor that counts what the engine commits).
@@ -207,13 +208,11 @@ class Daemon:
                 stack.callback(inotify.stop)
             except OSError as exc:
                 log.warning("inotify_unavailable", error=str(exc), fallback="watchdog")
-            locks = RunLocks(self.state_dir, covered=self._covered)
-            self.locks = locks
+            locks = self.locks = RunLocks(self.state_dir, covered=self._covered)
             stack.callback(locks.close)  # after the engine's close: nothing runs any more
             if leases is not None:
                 stack.callback(leases.close)  # a graceful stop frees every run at once
-            files = FileWaits(inotify, skip=lambda path: path in self._watched)
-            self.file_waits = files
+            files = self.file_waits = FileWaits(inotify, skip=lambda p: p in self._watched)
             hooks = [leases or locks, files, InventoryHook(store, policy_from(self._find)),
                      *self._start_metrics(stack)]
             heartbeat = Heartbeat(store, self.clock, interval=self.cfg.heartbeat,
@@ -306,12 +305,11 @@ class Daemon:
         if not self.cfg.imap:
             return []
         from certwright.mail.imap import ImapSource
-        out = []
-        for url in self.cfg.imap:
-            src = ImapSource(url, self.state_dir, router, cafile=self.cfg.imap_cafile, store=store)
+        out = [ImapSource(url, self.state_dir, router, cafile=self.cfg.imap_cafile, store=store)
+               for url in self.cfg.imap]
+        for src in out:
             src.start()
             stack.callback(src.stop)
-            out.append(src)
             self._watched.add(os.path.realpath(src.md.new))
         return out
 
@@ -374,8 +372,9 @@ class Daemon:
 
     @staticmethod
     def _load_steps(engine: Engine) -> None:
-        """Import every registered step now: a broken plugin is reported at start, and the
-        first mail does not pay for imports (tens of ms)."""
+        """Load unfinished runs' pipelines and import every step now (a broken plugin is
+        reported at start); the first mail pays for neither (tens of ms)."""
+        engine.load_specs()
         for name in engine.registry.names():
             try:
                 engine.registry.get(name)

@@ -56,7 +56,7 @@ from certwright.engine.run.writer import JournalWriter
 from certwright.errors import CertwrightError
 from certwright.events import Event
 from certwright.state.base import Store
-from certwright.state.records import RUNNING
+from certwright.state.records import BACKOFF, RUNNING, WAITING
 
 __all__ = ["Engine", "EngineOptions", "SpecLoader"]
 
@@ -110,6 +110,22 @@ class Engine:
         for rid, _ in self.store.run_ids([RUNNING], host=self.host):
             if self.scope is None or rid in self.scope:
                 self._recovered(rid)
+
+    def load_specs(self) -> int:
+        """Load now the pipeline versions the store's unfinished runs follow (a daemon at
+        start), so the first event of a parked run does not pay for parsing and checking
+        its pipeline; how many. One that does not load is logged and left to its runs,
+        which fail on it as before."""
+        hashes = {h for _, h in self.store.run_ids([RUNNING, WAITING, BACKOFF])}
+        loaded = 0
+        for spec_hash in sorted(hashes):
+            try:
+                self._specs.by_hash(spec_hash)
+                loaded += 1
+            except CertwrightError as exc:
+                log.warning("pipeline_version_unloadable", version=spec_hash[:12],
+                            error=str(exc))
+        return loaded
 
     def sync(self, adopt: Callable[[str], bool] | None = None) -> int:
         """Adopt what other processes added to the store since ``open``/the last sync:

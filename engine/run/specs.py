@@ -41,9 +41,14 @@ class Specs:
 
     def of(self, run: RunRecord) -> tuple[PipelineSpec, PipelineMachine]:
         """The run's pinned spec and machine; raises StoreError if the store lacks it."""
-        found = self._by_hash.get(run.spec_hash)
+        return self.by_hash(run.spec_hash)
+
+    def by_hash(self, spec_hash: str) -> tuple[PipelineSpec, PipelineMachine]:
+        """The spec and machine of version ``spec_hash``, loaded from the store the first
+        time (parsed and checked: tens of ms); StoreError if the store lacks it."""
+        found = self._by_hash.get(spec_hash)
         if found is None:
-            _name, source, text = self._store.load_spec(run.spec_hash)
+            _name, source, text = self._store.load_spec(spec_hash)
             loader = self._loader
             if loader is None:
                 from certwright.engine.model.loader import load_pipeline_text
@@ -51,7 +56,7 @@ class Specs:
                 def loader(t: str, s: str) -> PipelineSpec:
                     return load_pipeline_text(t, s, self._registry)
             spec = loader(text, source)
-            found = self._by_hash[run.spec_hash] = (spec, PipelineMachine(spec))
+            found = self._by_hash[spec_hash] = (spec, PipelineMachine(spec))
         return found
 
     def cleaners(self, spec: PipelineSpec, state: str) -> tuple[int, ...]:

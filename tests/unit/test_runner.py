@@ -457,3 +457,41 @@ states:
     engine.store.close()
     cmd_status(argparse.Namespace(state_dir=tmp_path, run_id=None, json=False, all=True))
     assert "ALARM: issuance mail names serial 02" in capsys.readouterr().out
+
+
+def test_load_specs_loads_the_pipelines_of_unfinished_runs_once_and_logs_a_bad_one(tmp_path):
+    """A daemon's start: the pipeline a parked run follows is parsed once, before its
+    event, and not again when the event comes; a version that does not load (here one the
+    store lacks) is logged, not raised, and left to its run."""
+    from structlog.testing import capture_logs
+
+    from certwright.engine.model.loader import load_pipeline_text
+    from certwright.engine.run.naming import run_dir_for
+    from certwright.engine.run.runner import Engine
+    from certwright.state.contract import run as a_run
+    from certwright.state.sqlite import SQLiteStore
+    clock = FakeClock()
+    first = make_engine(tmp_path, clock)
+    rid = first.start_run(load_text(WAITING), {})
+    first.run_until_idle()
+    with first.store.transaction() as tx:
+        tx.put_run(a_run("orphan"))  # its version is not in the store
+    first.close()
+    first.store.close()
+    parsed: list[str] = []
+
+    def loader(text, source):
+        parsed.append(source)
+        return load_pipeline_text(text, source, first.registry)
+    store = SQLiteStore(tmp_path / "certwright.sqlite", synchronous="normal")
+    second = Engine(store, tmp_path, registry=first.registry, clock=clock, spec_loader=loader)
+    second.open()
+    with capture_logs() as logs:
+        assert second.load_specs() == 1
+    assert len(parsed) == 1
+    assert [e["version"] for e in logs if e["event"] == "pipeline_version_unloadable"] \
+        == ["c" * 12]
+    (run_dir_for(tmp_path, rid) / "answer").write_text("yes")
+    second.wake(rid)
+    second.run_until_idle()
+    assert store.load_run(rid).status == "succeeded" and len(parsed) == 1
