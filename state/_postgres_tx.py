@@ -44,6 +44,7 @@ import functools
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from certwright.errors import StoreError
 from certwright.state import names as N
 from certwright.state._sqlite_tx import _BODY_FIELDS, ROWS_PER_INSERT, RUN_COLUMNS, _dumps, _now
 from certwright.state.artefacts import Artefact, artefact_body, secrets_body
@@ -100,6 +101,18 @@ class Fence(Protocol):
 
     def check_held(self, conn: psycopg.Connection[Any], run_ids: list[str]) -> None:
         """As :meth:`check` for runs this daemon holds a lease of, in one go."""
+
+
+# Marks every (source, ident) processed, or none when one is marked already: how many
+_MARK_ALL = f"""
+    WITH ins AS (
+        INSERT INTO {N.T_PROCESSED}(source, ident, run_id, at)
+        SELECT w.source, w.ident, %s, %s FROM unnest(%s::text[], %s::text[]) AS w(source, ident)
+        WHERE NOT EXISTS (SELECT 1 FROM {N.T_PROCESSED} p JOIN unnest(%s::text[], %s::text[])
+                          AS v(source, ident) USING (source, ident))
+        ON CONFLICT DO NOTHING RETURNING 1)
+    SELECT count(*) FROM ins
+"""
 
 
 class PgTx:
@@ -284,6 +297,19 @@ class PgTx:
 
     def delete_daemon(self, daemon_id: str) -> None:
         self._conn.execute(f"DELETE FROM {N.T_DAEMONS} WHERE id=%s", (daemon_id,))
+
+    def mark_all_processed(self, marks: Iterable[tuple[str, str]], run_id: str | None,
+                           ) -> bool:
+        """One statement: the look and the inserts (none when one is marked already)."""
+        wanted = list(dict.fromkeys(marks))
+        if not wanted:
+            return True
+        sources, idents = (list(column) for column in zip(*wanted, strict=True))
+        got = int(self._one(_MARK_ALL, (run_id, _now(), sources, idents, sources, idents)))
+        if got not in (0, len(wanted)):
+            raise StoreError(f"{got} of {len(wanted)} marks were written in {N.T_PROCESSED}: "
+                             f"another writer marked some at the same time")
+        return got == len(wanted)
 
     def mark_processed(self, source: str, ident: str, run_id: str | None) -> bool:
         cur = self._conn.execute(

@@ -162,6 +162,16 @@ class Tx:
             (source, ident, run_id, _now()))
         return cur.rowcount == 1
 
+    def mark_all_processed(self, marks: Iterable[tuple[str, str]], run_id: str | None,
+                           ) -> bool:
+        wanted = list(dict.fromkeys(marks))
+        if any(self._db.execute(f"SELECT 1 FROM {N.T_PROCESSED} WHERE source=? AND ident=?",
+                                mark).fetchone() for mark in wanted):
+            return False
+        for source, ident in wanted:
+            self.mark_processed(source, ident, run_id)
+        return True
+
 
 def run_from_row(row: tuple[Any, ...]) -> RunRecord:
     body = json.loads(row[5])

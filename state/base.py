@@ -87,6 +87,13 @@ class Tx(Protocol):
         nothing changes), so two processes never both handle one message."""
         ...
 
+    def mark_all_processed(self, marks: Iterable[tuple[str, str]], run_id: str | None,
+                           ) -> bool:
+        """:meth:`mark_processed` for every ``(source, ident)`` of ``marks``, or for none of
+        them and False when one was marked already (a step's take of a message and its
+        file, all or nothing)."""
+        ...
+
     def put_secrets(self, run_id: str, secrets: Mapping[str, Any]) -> None:
         """Replace the run's secrets (kept apart from the journal, never in it)."""
         ...

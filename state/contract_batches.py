@@ -87,3 +87,16 @@ class BatchContract:
             assert store.runs_for("token:r6") == ["r6"] and store.runs_for("token:r3") == []
             assert sorted(r for rid in ids for r in store.runs_for(f"token:{rid}")) == sorted(
                 rid for i, rid in enumerate(ids) if i % 3 == 0 and rid != "r3")
+
+    def test_messages_are_marked_processed_all_or_none(self, tmp_path: Path) -> None:
+        """mark_all_processed writes every mark, or none and False when one was there."""
+        with self._opened(tmp_path) as store:
+            with store.transaction() as tx:
+                assert tx.mark_all_processed([("mail", "<m1>"), ("file", "f1")], "r1")
+                assert not tx.mark_all_processed([("file", "f2"), ("mail", "<m1>")], "r2")
+                assert tx.mark_all_processed([], "r3")
+            assert store.is_processed("mail", "<m1>") and store.is_processed("file", "f1")
+            assert not store.is_processed("file", "f2")
+            with store.transaction() as tx:
+                assert tx.mark_all_processed([("file", "f2"), ("file", "f2")], "r2")
+            assert store.is_processed("file", "f2")

@@ -70,8 +70,6 @@ class RunLeases(Interceptor):
         self._engine: EngineView | None = None
         self._last_keep: float | None = None
         self._adoptable: set[str] = set()
-        self.refused: dict[str, int] = {}  # run id -> times refused (another's lease)
-        self._refused_at: dict[str, float] = {}
 
     def bind(self, engine: EngineView) -> None:
         self._engine = engine
@@ -81,8 +79,6 @@ class RunLeases(Interceptor):
         if self.leases.token(run_id) is not None:
             return True
         if self.leases.take(run_id) is None:
-            self.refused[run_id] = self.refused.get(run_id, 0) + 1
-            self._refused_at[run_id] = self._mono()
             log.debug("run_leased_elsewhere", run_id=run_id)
             return False
         if self._engine is not None:
@@ -92,7 +88,7 @@ class RunLeases(Interceptor):
     def claim_ahead(self, run_ids: list[str]) -> None:
         """Take the free leases of the runs the engine is about to claim, all in one go
         (in its transaction), so that each ``claim`` finds its run held; a run another
-        daemon holds is left to ``claim``, which asks again and counts the refusal."""
+        daemon holds is left to ``claim``, which asks again."""
         wanted = [rid for rid in dict.fromkeys(run_ids) if self.leases.token(rid) is None]
         if len(wanted) < 2:
             return  # claim() takes one lease as cheaply
@@ -118,10 +114,6 @@ class RunLeases(Interceptor):
             return True
         return self.claim(run_id)
 
-    def refused_since(self, since: float) -> list[str]:
-        """Runs refused (leased elsewhere) at or after monotonic ``since``."""
-        return [rid for rid, at in self._refused_at.items() if at >= since]
-
     def release_idle(self) -> int:
         """Release the leases of runs no longer active in the engine; how many. Between
         pumps only."""
@@ -143,11 +135,7 @@ class RunLeases(Interceptor):
             log.warning("lease_lost", run_id=rid, owner=self.leases.owner)
             if self._engine is not None:
                 self._engine.forget(rid)
-        taken = self._take_free(woken=False)
-        cutoff = self._mono() - 2 * self.leases.lease_s
-        for rid in [r for r, at in self._refused_at.items() if at < cutoff]:
-            del self._refused_at[rid]
-        return taken
+        return self._take_free(woken=False)
 
     def claim_now(self) -> list[str]:
         """Take free running runs now (a wake-up said there are some): their ids, to

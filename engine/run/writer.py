@@ -91,17 +91,7 @@ class JournalWriter:
         them, or none and False when one was taken already (by another process, or by
         another run in this transaction). The transaction holds the store's write lock, so
         nobody marks in between the look and the inserts."""
-        wanted = list(dict.fromkeys(marks))
-        tx = self.tx
-        if len(wanted) == 1:  # one statement: the insert is the look
-            return tx.mark_processed(*wanted[0], run_id)
-        if any(self._store.is_processed(source, ident) for source, ident in wanted):
-            return False
-        for source, ident in wanted:
-            if not tx.mark_processed(source, ident, run_id):
-                raise CertwrightError(f"the store let {source} {ident} be marked under its "
-                                      f"write lock")
-        return True
+        return self.tx.mark_all_processed(marks, run_id)
 
     def after_commit(self, action: Callable[[], object]) -> None:
         """Call ``action`` once the open transaction has committed (never if it fails)."""
