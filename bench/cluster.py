@@ -29,7 +29,10 @@ to the end.
   them leased by another daemon (:mod:`cluster_failover`).
 * ``mail_to_transition_p50_ms`` / ``_p99_ms`` / ``_max_ms`` (goal p99 <= 20): ``--mails``
   probe mails of the built-in CA delivered into a Maildir at ``--rate`` a second to runs
-  parked in the PostgreSQL store, one daemon serving them (:mod:`cluster_mail`).
+  parked in the PostgreSQL store, one daemon serving them (:mod:`cluster_mail`); with
+  ``mail_segments_ms`` (p50 and p99 of each mark of the path: mail taken, verify started
+  and done, state entered) and ``mail_to_transition_slowest`` (the five slowest mails, by
+  their place in the delivery order).
 
 A daemon count the store refuses (a daemon exits at once, e.g. where one daemon per
 store is the rule) is reported with its figure null and the daemon's words in

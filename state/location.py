@@ -46,7 +46,7 @@ def default_live_dir() -> Path:
 def open_store(state_dir: Path, synchronous: str = "full", *,
                background_checkpoint: bool = False, readonly: bool = False,
                connect: Connect = sqlite3.connect, url: StoreURL | None = None,
-               sealer: Sealer | None = None) -> Store:
+               sealer: Sealer | None = None, warm: int = 0) -> Store:
     """The store in ``state_dir``, or the one ``url`` names (a SQLite file elsewhere, or a
     PostgreSQL database: its driver imported only then); long-lived processes (daemon,
     many runs at once) pass ``background_checkpoint`` to keep WAL checkpoints off their
@@ -57,11 +57,12 @@ def open_store(state_dir: Path, synchronous: str = "full", *,
     read-only or full file system can still be read; a store that does not exist yet, or
     has an older schema, is opened for writing instead (created, or migrated). Raises
     StoreFault when the store cannot be opened, saying why and what to do. ``sealer``:
-    the store key (``state.sealing``), sealing secrets and artefacts."""
+    the store key (``state.sealing``), sealing secrets and artefacts. ``warm``: on
+    PostgreSQL, connections kept open while idle (a daemon's), not set up at its next use."""
     if url is not None and url.kind == POSTGRESQL:
         from certwright.state.postgres import PostgresStore
         return PostgresStore(url.target, synchronous=synchronous, readonly=False,
-                             sealer=sealer)
+                             sealer=sealer, warm=warm)
     path = url.path if url is not None else state_dir / N.DB_FILE
     if readonly and path.exists():
         store = SQLiteStore(path, readonly=True, connect=connect, sealer=sealer)

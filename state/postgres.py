@@ -12,7 +12,9 @@ How it keeps the contract:
   they see its writes. A connection found broken (the server restarted) is dropped by the
   pool and a read is tried once more on a fresh one; a transaction is never retried here
   (its block is the caller's code): it fails as a ServerFault and PostgreSQL has rolled
-  it back.
+  it back. A long-lived process (a daemon) keeps ``warm`` connections open however long
+  it idles (the pool closes the others after 10 idle minutes): the first mail after a
+  quiet hour would otherwise wait for new sessions to be set up.
 * **One writer at a time.** Each transaction first takes ``pg_advisory_xact_lock`` on the
   store's write key (:data:`state.names.PG_LOCK_WRITE` and the schema): the promise of
   SQLite's ``BEGIN IMMEDIATE``. Journal seqs and timer ids come from identity sequences
@@ -82,8 +84,10 @@ class PostgresStore(KeptReads, RecordReads):
     for another's to end before it fails as a ServerFault ("busy"), as SQLite's does."""
 
     def __init__(self, url: str, *, synchronous: str = "full", readonly: bool = False,
-                 lock_timeout: float = LOCK_TIMEOUT, sealer: Sealer | None = None) -> None:
+                 lock_timeout: float = LOCK_TIMEOUT, sealer: Sealer | None = None,
+                 warm: int = 0) -> None:
         self.url = url
+        self._warm = min(max(0, warm), POOL_SIZE)  # connections always open (see the module)
         self.sealer = sealer  # the store key: secrets and artefacts sealed (state.sealing)
         self.path = display_url(url)  # what messages name (never the password)
         self.readonly = readonly
@@ -121,7 +125,7 @@ class PostgresStore(KeptReads, RecordReads):
             with self._connect() as first:
                 migrate(first, self.path, readonly=self.readonly)
             pool: ConnectionPool[Any] = ConnectionPool(
-                self.url, min_size=0, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT,
+                self.url, min_size=self._warm, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT,
                 kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
                 configure=self._configure, open=False, name="certwright-store")
             try:

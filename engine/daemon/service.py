@@ -182,13 +182,13 @@ class Daemon:
             stack.callback(lock.release)
             log.info("daemon_starting", pid=os.getpid(), state_dir=str(self.state_dir))
             store = open_store(self.state_dir, background_checkpoint=True, url=self.store_url,
-                               sealer=self.sealer)
+                               sealer=self.sealer, warm=2)  # the engine's writer, a reader
             stack.callback(store.close)
             if hasattr(store, "hold_daemon"):  # a shared store: mark it served, for others
                 store.hold_daemon()
             leases = leases_for(store, self.cfg.lease, self.cfg.host)
             lookup_store = open_store(self.state_dir, url=self.store_url,  # the router's own
-                                      sealer=self.sealer)
+                                      sealer=self.sealer, warm=1)
             stack.callback(lookup_store.close)
             services: dict[str, Any] = {}
             maildirs = list(self.cfg.maildirs)

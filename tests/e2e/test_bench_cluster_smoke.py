@@ -42,6 +42,15 @@ def test_cluster_bench_prints_every_figure() -> None:
                 "pg_cpu_ms_per_transition_1", "daemon_cpu_ms_per_transition_1",
                 "mail_to_transition_p50_ms", "mail_to_transition_p99_ms"):
         assert figures[key] > 0, key
+    segments = figures["mail_segments_ms"]
+    assert list(segments) == ["mail_taken", "verify_started", "verify_done", "entered"]
+    # each mark comes after the one before it, and the state entered is the figure itself
+    assert 0 < segments["mail_taken"]["p50"] <= segments["verify_started"]["p50"] \
+        <= segments["verify_done"]["p50"] <= segments["entered"]["p50"]
+    assert segments["entered"]["p99"] == figures["mail_to_transition_p99_ms"]
+    slowest = figures["mail_to_transition_slowest"]
+    assert sorted(i for i, _ in slowest) == list(range(5))  # all five, by delivery order
+    assert abs(slowest[0][1] - figures["mail_to_transition_max_ms"]) <= 0.1
     assert figures["scaling_3_over_1"] is None  # three daemons were not asked for
     assert len(figures["load_average"]) == 3
 

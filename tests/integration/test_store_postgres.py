@@ -388,3 +388,34 @@ def test_a_transaction_left_idle_is_ended_by_the_server_and_frees_the_lock(
     finally:
         stopped.close()
         other.close()
+
+
+def test_a_warm_store_keeps_its_sessions_open_and_a_cold_one_opens_them_on_use(
+        tmp_path: Path, postgres: Cluster) -> None:
+    """A daemon's store (``warm=2``) has its two sessions set up when it opens, so the
+    first mail after a quiet spell does not wait for them; a command's (``warm=0``) has
+    none until it reads."""
+    url = postgres.store_url(str(tmp_path))
+    PostgresStore(url).close()  # the schema made, so opening migrates nothing
+
+    def sessions() -> int:
+        time.sleep(0.2)  # a session just closed leaves pg_stat_activity soon after
+        return int(postgres.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                "'certwright' AND pid <> pg_backend_pid()"))
+
+    before = sessions()
+    cold = PostgresStore(url)
+    try:
+        assert sessions() == before
+        cold.schema_version()
+        assert sessions() == before + 1
+    finally:
+        cold.close()
+    warm = PostgresStore(url, warm=2)
+    try:
+        assert sessions() == before + 2
+        warm.schema_version()
+        assert sessions() == before + 2
+    finally:
+        warm.close()
+    assert sessions() == before
