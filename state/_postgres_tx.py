@@ -105,11 +105,11 @@ class Fence(Protocol):
 
 # Marks every (source, ident) processed, or none when one is marked already: how many
 _MARK_ALL = f"""
-    WITH ins AS (
+    WITH want AS (SELECT * FROM unnest(%s::text[], %s::text[]) AS w(source, ident)),
+    ins AS (
         INSERT INTO {N.T_PROCESSED}(source, ident, run_id, at)
-        SELECT w.source, w.ident, %s, %s FROM unnest(%s::text[], %s::text[]) AS w(source, ident)
-        WHERE NOT EXISTS (SELECT 1 FROM {N.T_PROCESSED} p JOIN unnest(%s::text[], %s::text[])
-                          AS v(source, ident) USING (source, ident))
+        SELECT source, ident, %s, %s FROM want
+        WHERE NOT EXISTS (SELECT 1 FROM {N.T_PROCESSED} p JOIN want USING (source, ident))
         ON CONFLICT DO NOTHING RETURNING 1)
     SELECT count(*) FROM ins
 """
@@ -305,7 +305,7 @@ class PgTx:
         if not wanted:
             return True
         sources, idents = (list(column) for column in zip(*wanted, strict=True))
-        got = int(self._one(_MARK_ALL, (run_id, _now(), sources, idents, sources, idents)))
+        got = int(self._one(_MARK_ALL, (sources, idents, run_id, _now())))
         if got not in (0, len(wanted)):
             raise StoreError(f"{got} of {len(wanted)} marks were written in {N.T_PROCESSED}: "
                              f"another writer marked some at the same time")
