@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--domains", type=int, default=200)
     ap.add_argument("--workers", type=int, default=8, help="the daemon's step workers")
-    ap.add_argument("--profile", type=Path, help="cProfile the CA and mail server into DIR")
+    ap.add_argument("--profile", type=Path, help="sample every process with py-spy into DIR")
     args = ap.parse_args(argv)
     if args.domains < 1:
         ap.error("--domains must be at least 1")

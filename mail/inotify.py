@@ -31,6 +31,8 @@ _HEADER = struct.Struct("iIII")
 
 #: files arriving (by link or rename): what a Maildir's ``new/`` needs
 NEW = IN_CREATE | IN_MOVED_TO
+#: files renamed in or closed after writing: whole files (the daemon's inbox)
+WHOLE = IN_MOVED_TO | IN_CLOSE_WRITE
 #: and files written, removed or moved away, and folders too (IN_ISDIR): ``wait.file``
 CHANGES = NEW | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_ISDIR
 _KERNEL_BITS = CHANGES & ~IN_ISDIR

@@ -27,7 +27,9 @@ never starts a second run for it: on the next start a claimed file whose run exi
 to ``done``, otherwise its run is started then), then the run is started, then the file is
 moved to ``inbox/done/<run_id>-<name>``. A file that cannot start a run goes to
 ``inbox/failed/<name>`` with ``<name>.error`` saying why. Files are handled in the main
-loop (the engine is single-threaded); the watcher only notes their names.
+loop (the engine is single-threaded); the watcher only notes their names and wakes it. A
+file renamed in or closed after writing is handled at once; one only seen created, at the
+next sweep (each second).
 """
 from __future__ import annotations
 
@@ -168,7 +170,8 @@ class Inbox:
         self.csr_pipeline = csr_pipeline
         self.csr_inputs = dict(csr_inputs or {})
         self._prepare = prepare  # given inputs -> as a run gets them (defaults, providers)
-        self._ready: set[str] = set()
+        self._ready: set[str] = set()  # renamed in or closed after writing: whole files
+        self._created: set[str] = set()  # created, perhaps still being written
         self._lock = threading.Lock()
         for sub in ("done", "failed", ".processing"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -178,9 +181,31 @@ class Inbox:
             p = Path(path)
             if p.parent == self.folder and kind in ("closed", "moved", "created"):
                 with self._lock:
-                    self._ready.add(p.name)
+                    (self._created if kind == "created" else self._ready).add(p.name)
                 wake()
         return _Handler(noted)
+
+    def watch(self, observer: Any, inotify: Any, wake: Callable[[], None]) -> None:
+        """Watch the folder. With ``inotify`` (:class:`mail.inotify.NewFileWatcher`), whole
+        files (renamed in, or closed after writing) are noted at once; watchdog's
+        ``observer`` reports a file renamed in from another folder only as created, which
+        waits for the sweep."""
+        observer.schedule(self.handler(wake), str(self.folder))
+        if inotify is None:
+            return
+        from certwright.mail.inotify import WHOLE
+
+        def whole(name: str | None) -> None:
+            if name is not None:  # None: the kernel's queue overflowed; the sweep rescans
+                with self._lock:
+                    self._ready.add(name)
+            wake()
+        inotify.watch(str(self.folder), whole, WHOLE)
+
+    def pending(self) -> bool:
+        """Whether a whole file was noted since the last :meth:`process`: the daemon's loop
+        handles it at once, not at its next sweep (a second later)."""
+        return bool(self._ready)
 
     def recover(self) -> None:
         """Finish files claimed before a crash (see the module docstring)."""
@@ -199,9 +224,13 @@ class Inbox:
                 claim.rmdir()
 
     def process(self, sweep: bool = False) -> int:
-        """Handle the files noted by the watcher (and, with ``sweep``, any settled file)."""
+        """Handle the whole files noted by the watcher; with ``sweep``, also the ones only
+        seen created and any file left unchanged for :data:`SETTLE` seconds."""
         with self._lock:
             names, self._ready = self._ready, set()
+            if sweep:
+                names |= self._created
+                self._created = set()
         if sweep:
             now = time.time()
             for p in self.folder.iterdir():

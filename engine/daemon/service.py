@@ -12,9 +12,9 @@ interceptor that counts what the engine commits).
 
 The loop is ``engine.pump(timeout)``, which blocks until an event arrives or the next timer
 is due (one timer heap for every deadline; no thread per run or timer). Watchers (inotify
-threads) only translate file events into ``engine.submit(...)`` or note names for the loop.
-Once a second at most (and only when something woke the loop or a second passed) the loop
-does its housekeeping: unclaimed-mail sweep, the heartbeat, inbox files, pipeline reloads,
+threads) only translate file events into ``engine.submit(...)`` or note names for the loop;
+an inbox file noted whole starts its run at once. Once a second at most the loop does its
+housekeeping: unclaimed-mail sweep, the heartbeat, other inbox files, pipeline reloads,
 renewals, and every ``sync_interval`` ``engine.sync(adopt=...)`` for runs and timers that
 other processes (``certwright run --no-wait``) added.
 
@@ -82,8 +82,7 @@ def notify_systemd(state: str) -> None:
     addr = os.environ.get("NOTIFY_SOCKET")
     if not addr:
         return
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
+    addr = "\0" + addr[1:] if addr.startswith("@") else addr  # an abstract socket
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.sendto(state.encode(), addr)
@@ -241,13 +240,11 @@ class Daemon:
                               lambda rid: store.find_run(rid) is not None,
                               csr_pipeline=self.cfg.csr_pipeline, csr_inputs=self.cfg.csr_inputs,
                               prepare=self._prepare)
-                observer.schedule(inbox.handler(self._wake), str(inbox.folder))
-            router = MailRouter(lookup_store.runs_for, self._submit,
-                                grace=self.cfg.unmatched_grace, processed=lookup_store.is_processed,
-                                now=lambda: self.clock.now().timestamp(),
-                                claims=Claims.of(senders=self.cfg.ca_senders,
-                                                 origins=self.cfg.ca_origins))
-            self.router = router
+                inbox.watch(observer, inotify, self._wake)
+            router = self.router = MailRouter(
+                lookup_store.runs_for, self._submit, grace=self.cfg.unmatched_grace,
+                processed=lookup_store.is_processed, now=lambda: self.clock.now().timestamp(),
+                claims=Claims.of(senders=self.cfg.ca_senders, origins=self.cfg.ca_origins))
             policy = MaildirPolicy(self.cfg.maildir_owner, self.cfg.maildir_group,
                                    self.cfg.maildir_mode)
             sources = [MaildirSource(Path(m), router, observer, inotify,
@@ -337,6 +334,8 @@ class Daemon:
                 locks.release_idle()
             if self._stop.is_set():
                 break
+            if inbox is not None and inbox.pending():
+                inbox.process()  # a dropped request starts now, not at the next sweep
             now = time.monotonic()
             if now - last_house < HOUSEKEEPING and not self._reload.is_set() \
                     and not catalog.settled(now):
