@@ -44,6 +44,7 @@ from typing import Any
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
+from certwright.engine.daemon.requestfile import csr_names, parse_request
 from certwright.engine.model.spec import PipelineSpec
 from certwright.engine.run.naming import check_run_id, new_run_id
 from certwright.errors import CertwrightError, InputError, SpecError
@@ -290,7 +291,7 @@ class Inbox:
             if "domains" in spec.inputs:
                 inputs["domains"] = ",".join(names)
         elif path.suffix in REQUEST_SUFFIXES:
-            data = _parse_request(raw, str(path))
+            data = parse_request(raw, str(path))
             spec = self.catalog.find(str(data["pipeline"]))
             inputs = dict(data.get("inputs") or {})
             if claimed_id is None and data.get("run_id"):
@@ -321,48 +322,3 @@ class Inbox:
     def _move(src: Path, dst: Path) -> Path:
         os.replace(src, dst)
         return dst
-
-
-def _parse_request(raw: bytes, where: str) -> dict[str, Any]:
-    from certwright.engine.model.yamlsafe import load_yaml
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError("request file is not UTF-8 text") from None
-    data = load_yaml(text, where).value
-    if not isinstance(data, dict):
-        raise InputError("a request is a mapping: {pipeline: NAME, inputs: {...}, run_id: ...}")
-    unknown = sorted(set(data) - {"pipeline", "inputs", "run_id"})
-    if unknown:
-        raise InputError(f"unknown key(s) in request: {', '.join(map(str, unknown))} "
-                         f"(known: pipeline, inputs, run_id)")
-    if not isinstance(data.get("pipeline"), str) or not data["pipeline"]:
-        raise InputError("request: 'pipeline' (a name or a path) is required")
-    if data.get("inputs") is not None and not isinstance(data["inputs"], dict):
-        raise InputError("request: 'inputs' must be a mapping")
-    return data
-
-
-def csr_names(pem: bytes) -> list[str]:
-    """DNS names of a PEM CSR (SAN first, else CN), each checked; InputError if none/bad."""
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    from certwright.engine.model.inputs import check_hostname
-    try:
-        csr = x509.load_pem_x509_csr(pem)
-    except ValueError as exc:
-        raise InputError(f"not a PEM certificate signing request: {exc}") from None
-    if not csr.is_signature_valid:
-        raise InputError("the CSR's signature is not valid")
-    try:
-        names = list(csr.extensions.get_extension_for_class(
-            x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
-    except x509.ExtensionNotFound:
-        names = [str(a.value) for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    if not names:
-        raise InputError("the CSR names no DNS name (neither SAN nor CN)")
-    try:
-        return [check_hostname(n) for n in names]
-    except ValueError as exc:
-        raise InputError(f"the CSR names a bad DNS name: {exc}") from None

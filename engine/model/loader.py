@@ -12,7 +12,9 @@ checks; a step whose module cannot be imported here counts as known but unchecke
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -41,13 +43,31 @@ def bundled_pipelines() -> dict[str, Path]:
     where an installed wheel puts them. Raises CertwrightError if the package is not on the
     file system (certwright is never installed zipped; pipelines are read as files).
     """
-    folder = resources.files("certwright.pipelines")
-    if not isinstance(folder, Path):
-        raise CertwrightError(f"the bundled pipelines are not files on disk ({folder!r})")
+    folder = _bundled_folder()
+    try:  # listed again only when a file was added or removed (a daemon asks per request)
+        stamp = (os.stat(folder).st_mtime_ns, os.stat(folder / "examples").st_mtime_ns)
+    except OSError:
+        stamp = None
+    known = _LISTED.get(folder)
+    if stamp is not None and known is not None and known[0] == stamp:
+        return dict(known[1])
     out: dict[str, Path] = {}
     for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("examples/*.yaml")):
         out.setdefault(path.stem, path)
-    return out
+    if stamp is not None:
+        _LISTED[folder] = (stamp, out)
+    return dict(out)
+
+
+_LISTED: dict[Path, tuple[tuple[int, int], dict[str, Path]]] = {}
+
+
+@functools.cache
+def _bundled_folder() -> Path:
+    folder = resources.files("certwright.pipelines")
+    if not isinstance(folder, Path):
+        raise CertwrightError(f"the bundled pipelines are not files on disk ({folder!r})")
+    return folder
 
 
 def resolve_pipeline_path(name_or_path: str) -> Path:
