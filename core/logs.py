@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import logging
 import os
 import re
@@ -34,11 +35,40 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 _PENDING_MAX = 5000
 
 
+# key -> whether it names a secret; keys are the code's own names, so this stays small
+# (it is cleared past a bound in case something logs keys made from data)
+_SECRET_KEYS: dict[str, bool] = {}
+
+
+def _names_secret(key: str) -> bool:
+    known = _SECRET_KEYS.get(key)
+    if known is None:
+        if len(_SECRET_KEYS) > 4096:
+            _SECRET_KEYS.clear()
+        known = _SECRET_KEYS[key] = key != "event" and bool(_SECRET_KEY.search(key))
+    return known
+
+
 def _mask_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for k in list(event):
-        if k != "event" and _SECRET_KEY.search(k) and event[k] not in (None, "", False):
+        if _names_secret(k) and event[k] not in (None, "", False):
             event[k] = "<secret>"
     return event
+
+
+def _unknown_to_json(obj: Any) -> Any:
+    """What a log value the json module cannot write becomes (as structlog's renderer)."""
+    try:
+        return obj.__structlog__()
+    except AttributeError:
+        return repr(obj)
+
+
+_JSON = json.JSONEncoder(default=_unknown_to_json)  # built once: json.dumps(default=...)
+
+
+def _json_line(event: Any, **_: Any) -> str:  # builds an encoder for every call
+    return _JSON.encode(event)
 
 
 # The secret values of the run whose step this thread executes (set by the runner), masked
@@ -128,7 +158,8 @@ class LogRouter:
                 colors = bool(stream is not None and stream.isatty()
                               and not os.environ.get("NO_COLOR")
                               and os.environ.get("TERM") != "dumb")
-            renderer: Renderer = (structlog.processors.JSONRenderer() if json_lines
+            renderer: Renderer = (structlog.processors.JSONRenderer(serializer=_json_line)
+                                  if json_lines
                                   else structlog.dev.ConsoleRenderer(colors=colors))
             out = write or _stream_writer(stream)  # type: ignore[arg-type]
             self._stream = _Sink(out, level_number(level), renderer)

@@ -91,3 +91,29 @@ def test_a_level_no_sink_takes_is_dropped_until_one_takes_it_even_for_cached_log
     assert [e["event"] for e in captured] == ["captured"]
     assert "shown" in err.getvalue() and "hidden" not in err.getvalue()
     configure(stream=_Tty())  # as the other tests expect: not cached
+
+
+def test_json_lines_write_what_the_json_module_cannot_as_structlog_would():
+    """The JSON lines come from one encoder built once; values json cannot write are the
+    object's ``__structlog__()`` or its repr, as structlog's own renderer gives them, and
+    a key naming a secret is masked however often it is seen."""
+    class Shown:
+        def __structlog__(self) -> str:
+            return "shown"
+
+    class Plain:
+        def __repr__(self) -> str:
+            return "<plain>"
+
+    err = _Tty()
+    configure(json_lines=True, stream=err)
+    log = structlog.get_logger("t")
+    for _ in range(3):
+        log.info("odd_values", a=Shown(), b=Plain(), when={"n": 1}, api_token="t0k")
+    ours = err.getvalue().splitlines()
+    theirs = structlog.processors.JSONRenderer()(
+        None, "info", {"a": Shown(), "b": Plain(), "when": {"n": 1}})
+    line = json.loads(ours[-1])
+    assert {k: line[k] for k in ("a", "b", "when")} == json.loads(theirs)
+    assert line["a"] == "shown" and line["b"] == "<plain>"
+    assert all(json.loads(x)["api_token"] == "<secret>" for x in ours)
