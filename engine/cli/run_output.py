@@ -79,11 +79,14 @@ class RunOutput:
         return [self.progress]
 
     def attach(self, state_dir: Path) -> Path | None:
-        """Write the log to the run's folder (it exists once the run is created)."""
+        """Write the log to the run's folder, made again (0700) when it is gone: a run
+        moved from another host, or whose folder was cleaned up, is resumed here."""
         if self.router is None:
             return None
         try:
-            return self.router.to_file(run_dir_for(state_dir, self.run_id) / LOG_FILE)
+            folder = run_dir_for(state_dir, self.run_id)
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return self.router.to_file(folder / LOG_FILE)
         except OSError as exc:
             log.warning("log_file_unavailable", error=f"{type(exc).__name__}: {exc}")
             return None

@@ -222,6 +222,23 @@ def test_deadline_passes_while_nothing_runs_and_fires_on_resume(tmp_path):
     assert triggers[-2:] == [("asking", "expired", "timeout"), ("expired", "asking", "loop")]
 
 
+def test_resume_without_the_run_folder_makes_it_and_writes_the_log_there(tmp_path):
+    """A run whose folder is gone (moved from another host, or cleaned up) still gets its
+    certwright.log when resumed: the folder is made again, private."""
+    import shutil
+    state = tmp_path / "state"
+    pipeline = tmp_path / "waiter.yaml"
+    pipeline.write_text(WAITER)
+    assert cli(state, "run", str(pipeline), "--run-id", "gone", "--no-wait").returncode == 3
+    shutil.rmtree(state / "runs" / "gone")
+    again = cli(state, "resume", "gone", "--no-wait")
+    assert again.returncode == 3, again.stderr
+    assert "log_file_unavailable" not in again.stderr
+    log = state / "runs" / "gone" / "certwright.log"
+    assert "resum" in log.read_text()
+    assert (os.stat(log.parent).st_mode & 0o777) == 0o700
+
+
 def test_status_table_shows_waiting_for_and_deadline(tmp_path):
     state = tmp_path / "state"
     pipeline = tmp_path / "waiter.yaml"
