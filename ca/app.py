@@ -31,6 +31,7 @@ from certwright.ca.acme.front import AcmeFront, outermost
 from certwright.ca.errors import ApiError
 from certwright.ca.httpcounts import CountStatuses, StatusCounts
 from certwright.ca.httpguard import BodyGuard
+from certwright.ca.quickroutes import model_route
 from certwright.ca.service import CAService
 from certwright.clock import Clock
 from certwright.domains import normalize_domain
@@ -162,9 +163,18 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     app.state.http_status_counts = counts = StatusCounts()
     app.add_middleware(CountStatuses, counts=counts)
     # ACME (RFC 8555) before all of those: its own edge with the same guard, log and
-    # counts, past the framework's layers (ca/acme/front.py).
+    # counts, past the framework's layers (ca/acme/front.py); so is the confirmation a
+    # daemon posts for every mail it takes, answered as its route below would
+    # (ca/quickroutes.py).
     app.state.acme = acme = create_acme_app(svc)
-    outermost(app, lambda stack: AcmeFront(stack, acme, counts=counts, config=svc.config))
+
+    def confirm_work(body: ConfirmIn) -> dict[str, Any]:  # the route's and the edge's
+        accounts.purge_if_due()
+        return accounts.confirm(body.request_id, body.token, body.action)
+    quick = {("POST", "/api/v1/confirmations"): model_route(ConfirmIn, confirm_work,
+                                                            acme.offload)}
+    outermost(app, lambda stack: AcmeFront(stack, acme, counts=counts, config=svc.config,
+                                           quick=quick))
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
@@ -241,8 +251,7 @@ def create_app(ca_dir: Path, *, public_url: str, smarthost: tuple[str, int] | No
     @app.post("/api/v1/confirmations", response_model=dict[str, Any],
               responses=errors(403, 404, 410))
     def confirm(body: ConfirmIn) -> JSONResponse:
-        accounts.purge_if_due()
-        return JSONResponse(accounts.confirm(body.request_id, body.token, body.action))
+        return JSONResponse(confirm_work(body))
 
     @app.post("/api/v1/login", responses=errors(401, 403, 429, 503))
     async def login(body: LoginIn, request: Request) -> dict[str, Any]:

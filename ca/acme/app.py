@@ -188,7 +188,7 @@ class AcmeApp:
                              kid_allowed=kid, keys=acme.keys)
         return replace(req, client=request.client)
 
-    async def _offload(self, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def offload(self, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``work(*args, **kwargs)`` in a thread of the pool, in a copy of this request's
         context (its log context: the request id), awaited on the event loop."""
         context = contextvars.copy_context()
@@ -208,7 +208,7 @@ class AcmeApp:
                     return self._answer(*work(self.acme.committed, req, **params))
                 except NeedsWriter:
                     pass  # e.g. an order whose status changed: stored by the writer
-            return self._answer(*await self._offload(work, self.acme, req, **params))
+            return self._answer(*await self.offload(work, self.acme, req, **params))
         return endpoint
 
     # -- the routes that are not plain POSTs ---------------------------------------------
@@ -227,7 +227,7 @@ class AcmeApp:
 
     async def _revoke(self, request: AcmeRequest) -> Reply:
         req = await self._verified(request, jwk=True, kid=True)
-        await self._offload(certs.revoke, self.acme, req)
+        await self.offload(certs.revoke, self.acme, req)
         return self._answer(200, "", None, "text/plain")
 
     async def _renewal_info(self, request: AcmeRequest) -> Reply:
@@ -241,7 +241,7 @@ class AcmeApp:
                 token.strip() if scheme.lower() == "bearer" else "")
         except ApiError as exc:
             raise AcmeProblem("unauthorized", exc.message, status=401) from None
-        return self._answer(201, await self._offload(eab.create_key, self.acme, ca_account))
+        return self._answer(201, await self.offload(eab.create_key, self.acme, ca_account))
 
 
 def create_acme_app(svc: CAService) -> AcmeApp:

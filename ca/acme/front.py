@@ -15,20 +15,25 @@ An ACME request gets what every request of the CA gets, in the same order:
    when the client left before any answer.
 
 The answer is sent as two ASGI messages, the headers and the whole body.
+
+The edge also answers the JSON API's quick routes (:mod:`ca.quickroutes`), by method and
+path, with the same four; a request a quick route hands back goes on to the app with its
+body (and its request id), and the app's own middleware logs and counts it.
 """
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from certwright.ca.acme.app import PREFIX, AcmeApp, AcmeRequest
 from certwright.ca.httpcounts import StatusCounts
 from certwright.ca.httpguard import BodyGuard, BodyRefused
+from certwright.ca.quickroutes import QuickRoute
 
 log = structlog.get_logger("ca.app")
 
@@ -43,12 +48,18 @@ class AcmeFront:
     ``app``."""
 
     def __init__(self, app: ASGIApp, acme: AcmeApp, *, counts: StatusCounts,
-                 config: dict[str, Any]) -> None:
+                 config: dict[str, Any],
+                 quick: Mapping[tuple[str, str], QuickRoute] | None = None) -> None:
         self.app, self.acme, self.counts = app, acme, counts
         self.guard = BodyGuard(app, config=config)
+        self.quick = dict(quick or {})  # (method, path) -> route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_acme(scope["path"]):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        quick = self.quick.get((scope["method"], scope["path"]))
+        if quick is None and not is_acme(scope["path"]):
             await self.app(scope, receive, send)
             return
         started = time.monotonic()
@@ -67,31 +78,53 @@ class AcmeFront:
                         "headers": [*raw, id_header]})
             await send({"type": "http.response.body", "body": body})
 
+        handed = False
         try:
             with structlog.contextvars.bound_contextvars(request_id=rid):
-                await self._serve(scope, receive, headers, answer)
+                try:
+                    body = await self.guard.read(scope, receive)
+                except BodyRefused as refused:
+                    await answer(refused.status, refused.headers(), refused.body)
+                    body = None
+                if body is not None:
+                    if quick is not None:
+                        reply = await quick(body, headers)
+                        if reply is None:  # the app answers it, and logs and counts it
+                            handed = True
+                            await self.app(_with_id(scope, headers, rid),
+                                           _replay(body, receive), send)
+                            return
+                    else:
+                        client = scope.get("client")
+                        reply = await self.acme.handle(AcmeRequest(
+                            scope["method"], scope["path"], headers, body,
+                            client[0] if client else "unknown"))
+                    await answer(reply.status, reply.headers, reply.body)
                 log.info("http_request", method=scope["method"], path=scope["path"],
                          status=status, ms=round((time.monotonic() - started) * 1000, 1))
         finally:
-            if not status:
-                self.counts.add(0)  # nothing was answered
+            if not status and not handed:
+                self.counts.add(0)  # nothing was answered (the client left mid-body)
 
-    async def _serve(self, scope: Scope, receive: Receive, headers: dict[str, str],
-                     answer: Callable[[int, list[tuple[bytes, bytes]], bytes],
-                                      Awaitable[None]]) -> None:
-        """Read the body, have the ACME app answer, and ``answer``."""
-        try:
-            body = await self.guard.read(scope, receive)
-        except BodyRefused as refused:
-            await answer(refused.status, refused.headers(), refused.body)
-            return
-        if body is None:
-            return  # the client left mid-body
-        client = scope.get("client")
-        reply = await self.acme.handle(AcmeRequest(
-            scope["method"], scope["path"], headers, body,
-            client[0] if client else "unknown"))
-        await answer(reply.status, reply.headers, reply.body)
+
+def _with_id(scope: Scope, headers: Mapping[str, str], rid: str) -> Scope:
+    """``scope`` with the request id the edge gave it, for the app's own request log."""
+    if "x-request-id" in headers:
+        return scope
+    return {**scope, "headers": [*scope["headers"], (b"x-request-id", rid.encode("latin-1"))]}
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` giving ``body`` (already read) first, then what the client sends."""
+    given = False
+
+    async def again() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return again
 
 
 def outermost(app: Any, front: Callable[[ASGIApp], ASGIApp]) -> None:
