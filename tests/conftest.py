@@ -38,7 +38,14 @@ def pytest_configure(config: pytest.Config) -> None:
     (else /etc/certwright/live) and the cache (else /var/cache/certwright) are temporary
     folders for the whole session, and the
     system configuration file (else /etc/certwright/config.yaml) a path that does not
-    exist; a test that cares sets its own."""
+    exist; a test that cares sets its own.
+
+    Started as a background job of a shell script (``nohup make test &``), the session
+    inherits SIGINT ignored, and so would every process it starts: the tests that press
+    Ctrl-C on a run, a CA or a display would wait for an exit that never comes. Ctrl-C is
+    given back to this process, so its children start with the default again."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ.setdefault("CERTWRIGHT_SYSTEM_CONFIG",
                           f"/nonexistent/certwright-tests-{os.getpid()}/config.yaml")
     if not os.environ.get("CERTWRIGHT_CACHE_DIR"):  # else /var/cache/certwright as root
