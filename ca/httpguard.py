@@ -128,16 +128,7 @@ class BodyGuard:
             return
         if body is None:
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body: only the disconnect is left
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay(body, receive), send)
 
 
 class BodyRefused(Exception):
@@ -168,3 +159,17 @@ def _content_length(scope: Scope) -> int | None:
             text = value.decode("latin-1").strip()
             return int(text) if text.isdigit() else -1
     return None
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` giving ``body`` (already read, whole) first, then what the client
+    sends after it (only the disconnect is left)."""
+    given = False
+
+    async def again() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return again

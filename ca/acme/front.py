@@ -28,11 +28,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from certwright.ca.acme.app import PREFIX, AcmeApp, AcmeRequest
 from certwright.ca.httpcounts import StatusCounts
-from certwright.ca.httpguard import BodyGuard, BodyRefused
+from certwright.ca.httpguard import BodyGuard, BodyRefused, replay
 from certwright.ca.quickroutes import QuickRoute
 
 log = structlog.get_logger("ca.app")
@@ -92,7 +92,7 @@ class AcmeFront:
                         if reply is None:  # the app answers it, and logs and counts it
                             handed = True
                             await self.app(_with_id(scope, headers, rid),
-                                           _replay(body, receive), send)
+                                           replay(body, receive), send)
                             return
                     else:
                         client = scope.get("client")
@@ -112,19 +112,6 @@ def _with_id(scope: Scope, headers: Mapping[str, str], rid: str) -> Scope:
     if "x-request-id" in headers:
         return scope
     return {**scope, "headers": [*scope["headers"], (b"x-request-id", rid.encode("latin-1"))]}
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` giving ``body`` (already read) first, then what the client sends."""
-    given = False
-
-    async def again() -> Message:
-        nonlocal given
-        if not given:
-            given = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-    return again
 
 
 def outermost(app: Any, front: Callable[[ASGIApp], ASGIApp]) -> None:
