@@ -95,7 +95,10 @@ class Join(BaseStep):
                     # pending: join again (same account); unknown: it was dropped, rejoin
                     if exc.code not in ("account_not_confirmed", "bad_credentials"):
                         raise
-            else:
+            else:  # on this host's disk until the step's result takes them into the
+                # store: a host killed inside the join keeps them there only, and another
+                # host's daemon taking the run meets account_exists (the run fails; move it
+                # back to this host, or recover the account)
                 creds = {"ca": ca.rstrip("/"), "email": email, "name": name,
                          "passphrase": self._passphrase(ctx, name, email),
                          "questions": [{"question": f"Recovery question {i + 1}",
