@@ -4,10 +4,11 @@ Credentials (email, passphrase, recovery answers) live in
 ``<state_dir>/accounts/<sha256(ca+email)[:16]>.json`` (0600 in a 0700 folder). With a
 store key they are also kept in the store, sealed (``account/<that id>``, no run's), and
 the store's copy wins: daemons on several hosts share the accounts their runs joined (a
-renewal on another host logs in, where it would have joined again and been refused). A
-login
-costs the CA a memory-hard scrypt, so the steps of many runs for one account share an API
-token in memory until shortly before it expires (judged on the step's clock). Private to
+renewal on another host logs in, where it would have joined again and been refused). New
+credentials reach the store before the join is sent (:func:`share_account`), so a host
+killed inside the join leaves them to whichever daemon takes its run. A login costs the
+CA a memory-hard scrypt, so the steps of many runs for one account share an API token in
+memory until shortly before it expires (judged on the step's clock). Private to
 :mod:`certwright.steps.ca`.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from certwright.atomic import write_atomic
 from certwright.ca.client import CAClient, CAError
 from certwright.clock import parse_instant
 from certwright.engine.plugins.step import StepContext
-from certwright.errors import PermanentError, StoreError
+from certwright.errors import PermanentError, StepError, StoreError
 from certwright.state.artefacts import SHARED, Artefact
 
 
@@ -88,6 +89,24 @@ def keep_account(ctx: StepContext, path: Path, creds: Mapping[str, Any]) -> tupl
         return ()
     return (Artefact(run_id=SHARED, name=account_name(path), kind="account",
                      data=_dumps(creds)),)
+
+
+def share_account(ctx: StepContext, path: Path, creds: Mapping[str, Any]) -> dict[str, Any]:
+    """New credentials kept in the store (sealed) before ``ca.join`` sends them, when the
+    store has a key: a host killed after its join reached the CA leaves them to the daemon
+    that takes the run, which then joins again as the same account instead of meeting
+    ``account_exists``. When another host kept some first, those are used instead."""
+    if ctx.share is None or not ctx.sealing:
+        return dict(creds)
+    try:
+        kept = ctx.share(Artefact(run_id=SHARED, name=account_name(path), kind="account",
+                                  data=_dumps(creds)))
+    except StoreError as exc:
+        raise StepError(f"the new CA account's credentials cannot be kept in the store "
+                        f"before joining: {exc}") from exc
+    if kept.data != _dumps(creds):
+        ctx.log.info("ca_account_restored", path=str(path))
+    return dict(json.loads(kept.data))
 
 
 def _dumps(creds: Mapping[str, Any]) -> bytes:

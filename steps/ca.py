@@ -40,6 +40,7 @@ from certwright.steps._ca_session import (
     load_credentials,
     save_credentials,
     session,
+    share_account,
     stored_credentials,
 )
 from certwright.steps._kept import keep, restore
@@ -95,14 +96,13 @@ class Join(BaseStep):
                     # pending: join again (same account); unknown: it was dropped, rejoin
                     if exc.code not in ("account_not_confirmed", "bad_credentials"):
                         raise
-            else:  # on this host's disk until the step's result takes them into the
-                # store: a host killed inside the join keeps them there only, and another
-                # host's daemon taking the run meets account_exists (the run fails; move it
-                # back to this host, or recover the account)
+            else:  # kept in the store (with a key) before the POST: a host killed after
+                # it leaves them to the daemon that takes the run (it joins again as them)
                 creds = {"ca": ca.rstrip("/"), "email": email, "name": name,
                          "passphrase": self._passphrase(ctx, name, email),
                          "questions": [{"question": f"Recovery question {i + 1}",
                                         "answer": secrets.token_urlsafe(12)} for i in range(5)]}
+                creds = share_account(ctx, path, creds)
                 save_credentials(path, creds)
             try:
                 out = client.join(email, name, creds["passphrase"], creds["questions"])

@@ -123,6 +123,9 @@ class StepContext:
     # with a key this process lacks
     artefact: Callable[[str], Artefact | None] | None = None
     sealing: bool = False  # the store has a key: private keys are kept in it too
+    # keep a shared artefact (no run's: a CA account) at once, before the step's result,
+    # unless one is kept under its name already; returns the kept one (None: no engine)
+    share: Callable[[Artefact], Artefact] | None = None
 
 
 @runtime_checkable

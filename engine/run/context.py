@@ -35,7 +35,7 @@ from certwright.state.artefacts import SHARED, Artefact
 from certwright.state.base import Store
 from certwright.state.records import RunRecord
 
-__all__ = ["Contexts"]
+__all__ = ["Contexts", "share_artefact"]
 
 
 class Contexts:
@@ -106,7 +106,7 @@ class Contexts:
             memo=dict(run.memo) if current else {}, event=event, timeout=step_spec.timeout,
             services=self.services, inputs=ns["inputs"], vars=ns["steps"],
             processed=self._store.is_processed, artefact=self._artefact_of(run.id),
-            sealing=self._store.sealer is not None)
+            sealing=self._store.sealer is not None, share=self._share)
 
     def _renders_params(self, step: object) -> TypeGuard[RendersParams]:
         """``isinstance(step, RendersParams)``, asked once per step object: a Protocol's
@@ -125,6 +125,24 @@ class Contexts:
             return found[0] if found else None
         return artefact
 
+    def _share(self, art: Artefact) -> Artefact:
+        return share_artefact(self._store, art)
+
     def secret_values(self, rid: str) -> tuple[str, ...]:
         """The run's secret strings, to mask in logs."""
         return tuple(secret_store.values(self.secrets_of(rid)))
+
+
+def share_artefact(store: Store, art: Artefact) -> Artefact:
+    """Keep ``art`` (a shared one, of no run) in a transaction of its own, unless one is
+    kept under its name already: then that one, unchanged. The first host's copy wins, so
+    hosts racing to make an account all end up using one set of credentials."""
+    if art.run_id != SHARED:
+        raise ValueError(f"only shared artefacts are kept before a step's result, not "
+                         f"{art.name} of run {art.run_id}")
+    with store.transaction() as tx:  # the write lock: nobody keeps one in between
+        found = store.artefacts(SHARED, art.name)
+        if found:
+            return found[0]
+        tx.put_artefact(art)
+    return art
