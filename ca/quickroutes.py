@@ -14,11 +14,11 @@ status count, as the app's middleware does.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from starlette.responses import JSONResponse
 
 from certwright.ca.acme.app import Reply
 from certwright.ca.errors import ApiError
@@ -30,13 +30,10 @@ Offload = Callable[..., Awaitable[Any]]
 
 
 def json_reply(status: int, content: Any, headers: Mapping[str, str] | None = None) -> Reply:
-    """The answer Starlette's ``JSONResponse(content, status, headers)`` sends."""
-    body = json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
-                      separators=(",", ":")).encode("utf-8")
-    raw = [(k.lower().encode("latin-1"), v.encode("latin-1"))
-           for k, v in (headers or {}).items()]
-    return Reply(status, [*raw, (b"content-length", str(len(body)).encode()),
-                          (b"content-type", b"application/json")], body)
+    """The answer Starlette's ``JSONResponse(content, status, headers)`` sends (its own
+    encoding and headers, so the two cannot drift apart)."""
+    sent = JSONResponse(content, status_code=status, headers=dict(headers) if headers else None)
+    return Reply(status, list(sent.raw_headers), bytes(sent.body))
 
 
 def api_error_reply(exc: ApiError) -> Reply:

@@ -10,10 +10,8 @@ from typing import Any
 import httpx
 import pytest
 import structlog
-from starlette.responses import JSONResponse
 
 from certwright.ca.acme.front import AcmeFront
-from certwright.ca.quickroutes import json_reply
 from certwright.ca.server import CAServer
 from tests.support.ca import (  # noqa: F401  (fixtures)
     LINK_RE,
@@ -148,11 +146,3 @@ def test_an_error_nobody_foresaw_is_the_frameworks_answer(
     with httpx.Client(base_url=ca_server.url) as fresh:  # the server closed that connection
         again = fresh.post(PATH, json={"request_id": rid, "token": token})
     assert again.status_code == 200 and again.json()["status"] == "verified"
-
-
-@pytest.mark.parametrize("content", [{"a": 1, "é": "ü ✓"}, [1, None, True], {"n": 1.5}])
-def test_json_reply_is_starlettes_json_response(content: Any) -> None:
-    ours = json_reply(201, content, {"Retry-After": "3"})
-    theirs = JSONResponse(content, status_code=201, headers={"Retry-After": "3"})
-    assert (ours.status, sorted(ours.headers), ours.body) == \
-        (theirs.status_code, sorted(theirs.raw_headers), theirs.body)
