@@ -17,9 +17,11 @@ How it keeps the contract:
   quiet hour would otherwise wait for new sessions to be set up.
 * **One writer at a time.** Each transaction first takes ``pg_advisory_xact_lock`` on the
   store's write key (:data:`state.names.PG_LOCK_WRITE` and the schema): the promise of
-  SQLite's ``BEGIN IMMEDIATE``. Journal seqs and timer ids come from identity sequences
-  taken under that lock, so they increase in commit order and ``timers_after(id)`` and
-  ``waits_after(seq)`` miss nothing; a rolled-back transaction burns its numbers.
+  SQLite's ``BEGIN IMMEDIATE``; the same statement reads the journal's next seq
+  (``_postgres_tx``). Journal seqs and timer ids come from identity sequences moved under
+  that lock, so they increase in commit order and ``timers_after(id)`` and
+  ``waits_after(seq)`` miss nothing; a rolled-back transaction's numbers are skipped or
+  given again (no one saw them), a committed one's never.
 * **Migrations** (``state.postgres_schema``) run in one transaction under the migration
   advisory lock: two processes opening a new store at once apply each migration once; a
   store whose schema is newer than this code is refused.
@@ -57,7 +59,7 @@ from certwright.errors import RunLocked, RunNotFound, StoreError
 from certwright.state import names as N
 from certwright.state._postgres_kept import KeptReads
 from certwright.state._postgres_records import RecordReads
-from certwright.state._postgres_tx import RUN_COLUMNS, RUN_IDS, Fence, PgTx
+from certwright.state._postgres_tx import LOCK_AND_NEXT_SEQ, RUN_COLUMNS, RUN_IDS, Fence, PgTx
 from certwright.state._sqlite_tx import run_from_row
 from certwright.state.postgres_faults import ServerFault, pg_fault
 from certwright.state.postgres_schema import migrate
@@ -223,10 +225,9 @@ class PostgresStore(KeptReads, RecordReads):
                 raise
             try:
                 with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
-                                 (N.PG_LOCK_WRITE,))
+                    row = conn.execute(LOCK_AND_NEXT_SEQ, (N.PG_LOCK_WRITE,)).fetchone()
                     self._tx = PgTx(conn, self.fence, announce=self.announce,
-                                    sealer=self.sealer)
+                                    sealer=self.sealer, next_seq=int(row[0]) if row else 0)
                     self._tx_thread = threading.get_ident()
                     try:
                         yield self._tx
