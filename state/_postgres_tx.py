@@ -212,11 +212,15 @@ class PgTx:
 
     def seal(self) -> None:
         """Write what is buffered, then check the leases of the runs written, just before
-        the commit (see the module)."""
-        self.flush()
-        if self._fence is not None and self._held:
-            self._fence.check_held(self._conn, self._held)
-            self._held = []
+        the commit (see the module). The writes and the check go in one pipeline: one
+        round trip to the server, the check's rows (or the first error) awaited once."""
+        if not (self._held or self._journal or self._runs or any(self._cleared.values())):
+            return
+        with self._conn.pipeline():
+            self.flush()
+            if self._fence is not None and self._held:
+                self._fence.check_held(self._conn, self._held)
+                self._held = []
 
     def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
         row = self._conn.execute(sql, args).fetchone()
