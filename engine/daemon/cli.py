@@ -129,7 +129,8 @@ def handler(args: argparse.Namespace) -> int:
         print(f"certwright daemon: {exc}", file=sys.stderr)
         return EXIT_USAGE
     daemon = Daemon(Path(args.state_dir), cfg, workers=max(1, args.workers),
-                    cli_overrides=overrides(args), store=store, sealer=sealer)
+                    cli_overrides=overrides(args), store=store, sealer=sealer,
+                    settle_heap=True)
     daemon.install_signals()
     try:
         return daemon.run()

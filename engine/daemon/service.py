@@ -5,7 +5,7 @@ first one's pid); the store (with its key); the embedded CA and mail server if a
 ``engine.open()`` (timers loaded; running runs driven; overdue deadlines fire on the first
 pump); the inbox recovered and scanned; the pipelines folder; each Maildir's ``new/``
 watched and scanned; the IMAP sources; unfinished runs' pipelines and every step loaded;
-the heartbeat row; then the loop.
+the heartbeat row; the start-up's heap frozen (``warmup``, the command only); the loop.
 With ``metrics_listen`` the ``/metrics`` listener starts before the engine opens
 (:mod:`engine.daemon.metrics`: a collector that reads the store at each scrape, and an
 interceptor that counts what the engine commits).
@@ -58,6 +58,7 @@ from certwright.engine.daemon.mailroute import (
 )
 from certwright.engine.daemon.renew import Renewer
 from certwright.engine.daemon.shared import Shared, leases_for
+from certwright.engine.daemon.warmup import load_steps, settle
 from certwright.engine.model.spec import PipelineSpec
 from certwright.engine.plugins.step import Wait
 from certwright.engine.run.runner import Engine, EngineOptions
@@ -99,7 +100,8 @@ class Daemon:
 
     def __init__(self, state_dir: Path, cfg: DaemonConfig, *, clock: Clock | None = None,
                  workers: int = 8, cli_overrides: Mapping[str, Any] | None = None,
-                 store: StoreURL | None = None, sealer: Sealer | None = None) -> None:
+                 store: StoreURL | None = None, sealer: Sealer | None = None,
+                 settle_heap: bool = False) -> None:
         self.state_dir = Path(state_dir)
         self.store_url, self.sealer = store, sealer  # None: the SQLite file; no store key
         self.cfg, self.clock, self.workers = cfg, clock or clock_from_env(), workers
@@ -115,6 +117,7 @@ class Daemon:
         self._stack: ExitStack | None = None
         self.ready = threading.Event()
         self.metrics_url: str | None = None
+        self.settle_heap = settle_heap  # the process is this daemon's: see engine.daemon.warmup
 
     # -- control (thread- and signal-safe) ------------------------------------------------
     def stop(self) -> None:
@@ -264,14 +267,16 @@ class Daemon:
             imaps = self._start_imap(router, stack, lookup_store)
             engine.sync(adopt=leases.adopt if leases else locks.claim)
             files.scan(store)
-            self._load_steps(engine)
+            load_steps(engine)
             heartbeat.beat()
             stack.callback(heartbeat.goodbye)
+            frozen = settle() if self.settle_heap else None
             self.ready.set()
             notify_systemd("READY=1")
             log.info("daemon_ready", pid=os.getpid(), maildirs=[str(s.md.path) for s in sources],
                      imap=len(imaps), inbox=str(inbox.folder) if inbox else None,
-                     pipelines=str(catalog.folder) if catalog.folder else None)
+                     pipelines=str(catalog.folder) if catalog.folder else None,
+                     heap_frozen=frozen)
             self._loop(locks, router, catalog, inbox, renewer, heartbeat)
             notify_systemd("STOPPING=1")
             log.info("daemon_stopping", pid=os.getpid(),
@@ -368,17 +373,6 @@ class Daemon:
             took = time.monotonic() - now
             if took > 0.005:  # events wait while this runs: say so when it is not short
                 log.warning("daemon_housekeeping_slow", ms=round(took * 1000, 1))
-
-    @staticmethod
-    def _load_steps(engine: Engine) -> None:
-        """Load unfinished runs' pipelines and import every step now (a broken plugin is
-        reported at start); the first mail pays for neither (tens of ms)."""
-        engine.load_specs()
-        for name in engine.registry.names():
-            try:
-                engine.registry.get(name)
-            except Exception as exc:  # noqa: BLE001 - one bad plugin must not stop the rest
-                log.error("step_unavailable", step=name, error=f"{type(exc).__name__}: {exc}")
 
     def _reload_config(self, router: MailRouter, inbox: Inbox | None) -> None:
         notify_systemd("RELOADING=1")
