@@ -229,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.domains < 1:
         ap.error("--domains must be at least 1")
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)  # py-spy writes nothing otherwise
     load_before = list(os.getloadavg())
     root = Path(tempfile.mkdtemp(prefix="certwright-bench-cacert-"))
     figures = bench(args.domains, args.workers, root, args.profile)  # kept on failure
