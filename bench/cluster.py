@@ -34,6 +34,13 @@ to the end.
   and done, state entered) and ``mail_to_transition_slowest`` (the five slowest mails, by
   their place in the delivery order).
 
+Each phase is measured on a settled disk: the script flushes the machine's dirty pages
+(``os.sync()``) before it. Without that, the pages PostgreSQL wrote in one phase are
+written back by the kernel about 30 s later (``vm.dirty_expire_centisecs``), in bursts
+every 5 s (``vm.dirty_writeback_centisecs``), and each burst delays the commits of the
+phase then running: the mail figures, measured after 8,000 bulk transitions, showed a
+stall of 50-190 ms every 5 s (see ``docs/scaling.md``).
+
 A daemon count the store refuses (a daemon exits at once, e.g. where one daemon per
 store is the rule) is reported with its figure null and the daemon's words in
 ``refused_N``.
@@ -95,6 +102,12 @@ def pg_counters(pg: Cluster) -> tuple[int, int]:
                  "FROM pg_stat_database WHERE datname = 'certwright'")
     commits, rows = row.split("|")
     return int(commits), int(rows)
+
+
+def settle_disk() -> None:
+    """Write back every dirty page now, so the next phase's commits do not wait behind the
+    kernel's writeback of what the last phase wrote (see the module)."""
+    os.sync()
 
 
 def create_runs(url: str, runs: int, folder: Path) -> None:
@@ -241,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 folder = root / f"n{n}"
                 folder.mkdir()
                 create_runs(url, args.runs, folder / "creator")
+                settle_disk()
                 got = drive(pg, url, schema, n, args.runs, folder, args.timeout)
                 if "refused" in got:
                     result[f"transitions_per_s_{n}"] = None
@@ -262,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 pg.sql("CREATE SCHEMA failover")
                 folder = root / "failover"
                 folder.mkdir()
+                settle_disk()
                 result.update(failover(
                     pg, pg.url() + "&options=-csearch_path%3Dfailover", "failover", folder,
                     _certwright(), _env(folder), args.failover_runs, args.lease))
@@ -270,9 +285,11 @@ def main(argv: list[str] | None = None) -> int:
                 pg.sql("CREATE SCHEMA mail")
                 folder = root / "mail"
                 folder.mkdir()
+                settle_disk()
                 result.update(mail_latency(
                     pg, pg.url() + "&options=-csearch_path%3Dmail", "mail", folder,
                     _certwright(), _env(folder), args.mails, args.rate))
+            settle_disk()
             raw = raw_commits_per_s(pg, row_bytes)
     finally:
         shutil.rmtree(root, ignore_errors=True)

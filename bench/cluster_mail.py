@@ -94,6 +94,8 @@ def mail_latency(pg: Cluster, url: str, schema: str, folder: Path, command: list
                      "--maildir", str(md.path)], env=env, stdout=log, stderr=subprocess.STDOUT)
                 try:
                     _wait_ready(pg, schema, proc, folder / "daemon.log")
+                    os.sync()  # the probes' and parked runs' pages written back now, not
+                    # 30 s later, in the middle of the deliveries (see bench/cluster.py)
                     sent = _deliver(md, sink, mails, rate)
                     got = _wait_all(pg, schema, ids, proc, folder / "daemon.log")
                     marks = _marks(pg, schema)

@@ -201,6 +201,7 @@ def latency(root: Path, n: int) -> dict[str, float]:
         _park(state, spec, [{"to": f"postmaster@d{i}.bench.test", "ca": ca.url,
                              "maildir": str(md.path)} for i in range(n)], ids)
         proc = _daemon(state, md.path, root / "lat-daemon.log")
+        os.sync()  # what the probes and the parking wrote goes to disk now, not mid-figure
         db = sqlite3.connect(f"file:{state / 'certwright.sqlite'}?mode=ro", uri=True)
         out: list[float] = []
         mail_side: list[float] = []
