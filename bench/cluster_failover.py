@@ -6,9 +6,10 @@ so every run is active and leased), are driven by daemon A alone until A holds e
 lease; daemon B then starts beside it. A is SIGKILLed: ``failover_s`` is the time from
 the kill to every one of those runs being leased by B (read from the ``leases`` table,
 expiry in the future), with ``lease_s`` the lease period both daemons were given. A
-dead daemon's leases run out after ``lease_s`` and the survivor looks for free runs every
-third of it, so the figure is about ``lease_s`` plus up to a third of it (goal: at most
-``lease_s + 2``).
+dead daemon's leases run out ``lease_s`` after its last renewal (up to a third of the
+lease before the kill) and the survivor adopts runs whose lease is free at each sync of its
+loop (``sync_interval``, 2 s), so the figure is at most about ``lease_s`` plus 2 s and the
+takes (goal: at most ``lease_s + 2``; see ``docs/scaling.md``).
 """
 from __future__ import annotations
 

@@ -262,6 +262,16 @@ class PgLeases:
                     out.append(rid)
         return out
 
+    def next_expiry_s(self) -> float | None:
+        """Seconds (on the server's clock) until the earliest live lease of another owner
+        runs out, or None when no other owner holds a live one: the first moment a dead
+        daemon's runs can be free. Reads only; no lock."""
+        with self.store.connection("reading leases in") as conn:
+            row = conn.execute(
+                f"SELECT extract(epoch FROM min(expires_at) - now()) FROM {N.T_LEASES} "
+                f"WHERE owner <> %s AND expires_at > now()", (self.owner,)).fetchone()
+        return None if row is None or row[0] is None else max(0.0, float(row[0]))
+
     # -- keeping and letting go -----------------------------------------------------------
     def renew(self) -> list[str]:
         """Extend every lease of this owner; the runs whose lease was lost (dropped here)."""

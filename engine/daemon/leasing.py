@@ -21,6 +21,11 @@ several daemons serve one store; the same interceptor interface, over
   running runs no live lease covers (new ones, a dead daemon's) ``FOR UPDATE SKIP LOCKED``;
   their ids go to ``engine.sync(adopt=leases.adopt)``. A lease found lost is logged
   (``lease_lost``) and the run dropped from the engine's memory.
+* :meth:`RunLeases.look`, from the loop, takes free running runs just after the earliest
+  live lease of another daemon runs out (read from the store at each ``keep`` and each
+  look: :meth:`RunLeases.look_in` says how long the loop may wait). A daemon that died
+  just after renewing is taken over ``lease_s`` after that renewal, not up to a
+  ``keep`` period (a third of the lease) or a sync later.
 * :meth:`RunLeases.claim_now` takes free running runs at once, when a wake-up notice
   (:mod:`~certwright.engine.daemon.wakeups`) says another process made some; ``keep`` is
   the fallback that finds them when notices were lost.
@@ -33,7 +38,8 @@ with a write for a run whose lease was lost rolls back (FencingRefused); the dae
 ``fencing_refused`` and starts its engine afresh from the store.
 
 Failover: a daemon that dies stops renewing; within one lease period its leases expire and
-the next ``keep`` of another daemon takes its running runs. A step that was executing on
+the next ``look`` of another daemon takes its running runs (``keep`` and the loop's sync
+are the fallbacks). A step that was executing on
 the dead daemon has its ``step_started`` in the journal and no outcome: the new holder runs
 it again with the same idempotency key (``run:entry:index``), which the CA and ACME sides
 answer with the first result, so a certificate is issued once.
@@ -58,6 +64,8 @@ __all__ = ["RunLeases"]
 log = structlog.get_logger("certwright.daemon")
 
 CLAIM_BATCH = 200  # running runs taken per keep(): a dead daemon's are shared out
+LOOK_SLACK = 0.1  # seconds after another daemon's earliest expiry before looking: its
+# leases are past their expiry on the server by then
 
 
 class RunLeases(Interceptor):
@@ -69,6 +77,7 @@ class RunLeases(Interceptor):
         self._mono = monotonic
         self._engine: EngineView | None = None
         self._last_keep: float | None = None
+        self._look_at: float | None = None  # monotonic: when another daemon's lease ends
         self._adoptable: set[str] = set()
 
     def bind(self, engine: EngineView) -> None:
@@ -135,22 +144,46 @@ class RunLeases(Interceptor):
             log.warning("lease_lost", run_id=rid, owner=self.leases.owner)
             if self._engine is not None:
                 self._engine.forget(rid)
-        return self._take_free(woken=False)
+        taken = self._take_free("poll")
+        self._plan_look()
+        return taken
+
+    def look_in(self) -> float | None:
+        """Seconds until :meth:`look` has something to do (None: no other daemon holds a
+        live lease), for the loop's wait."""
+        return None if self._look_at is None else max(0.0, self._look_at - self._mono())
+
+    def look(self) -> list[str]:
+        """Once another daemon's earliest lease has run out: take free running runs (its
+        own, if it died; none if it renewed), then plan the next look; their ids, to
+        adopt. Before that moment, nothing (no query). ServerFault when the server fails."""
+        if self._look_at is None or self._mono() < self._look_at:
+            return []
+        self._look_at = None
+        taken = self._take_free("expiry")
+        self._plan_look()
+        return taken
+
+    def _plan_look(self) -> None:
+        left = self.leases.next_expiry_s()
+        self._look_at = None if left is None else self._mono() + left + LOOK_SLACK
 
     def claim_now(self) -> list[str]:
         """Take free running runs now (a wake-up said there are some): their ids, to
         adopt. The renewal stays on its own pace (:meth:`keep`)."""
-        return self._take_free(woken=True)
+        return self._take_free("notice")
 
-    def _take_free(self, *, woken: bool) -> list[str]:
-        """Take free running runs (``woken``: on a notice, else on the poll), to adopt."""
+    def _take_free(self, why: str) -> list[str]:
+        """Take free running runs, to adopt. ``why`` (logged): ``notice`` (a wake-up said
+        there are some), ``poll`` (the keep's fallback) or ``expiry`` (another daemon's
+        lease just ran out)."""
         taken = self.leases.claim_free(CLAIM_BATCH)
         for rid in taken:
             if self._engine is not None:
                 self._engine.forget(rid)
         self._adoptable.update(taken)
         if taken:
-            log.info("runs_leased", count=len(taken), owner=self.leases.owner, woken=woken)
+            log.info("runs_leased", count=len(taken), owner=self.leases.owner, why=why)
         return taken
 
     def lost(self, run_id: str, token: int | None) -> None:

@@ -7,7 +7,9 @@
   free running runs are taken at once and new timers loaded; and every third of the lease
   period, the fallback, the held leases are renewed and free running runs (new ones, a
   dead daemon's) are taken and adopted
-  (:class:`~certwright.engine.daemon.leasing.RunLeases`);
+  (:class:`~certwright.engine.daemon.leasing.RunLeases`); and just after another daemon's
+  earliest lease runs out (the pump waits no longer than that), free running runs are
+  taken, so a dead daemon's runs are taken over as soon as its leases end;
 * a pump refused by fencing (``FencingRefused``: a write for a run whose lease another
   daemon took over, say after this process was stopped past its lease) has been rolled
   back: the run is logged (``fencing_refused``) and forgotten, and the engine is started
@@ -86,7 +88,8 @@ class Shared:
         try:
             if self._stale:
                 self._restart()
-            self.engine.pump(timeout=wait)
+            look = self.leases.look_in()  # another daemon's lease may end sooner
+            self.engine.pump(timeout=wait if look is None else min(wait, look))
             self.leases.release_idle()
             self._upkeep()
             self._backoff = 0.0
@@ -105,7 +108,8 @@ class Shared:
         claim, timers = self.wakeups.take()  # lost if this fails: the restart catches up
         taken = bool(self.leases.claim_now()) if claim else False
         kept = self.leases.due() and bool(self.leases.keep())
-        if taken or kept or timers:
+        looked = bool(self.leases.look())  # just after another daemon's lease ran out
+        if taken or kept or looked or timers:
             self.engine.sync(adopt=self.leases.adopt)
 
     def _restart(self) -> None:

@@ -93,7 +93,7 @@ def test_a_run_made_elsewhere_is_taken_at_once_not_at_the_next_poll(
         tmp_path: Path, postgres: Cluster) -> None:
     """Two daemons that look for free runs only every 30 s (and sync every 90 s): five runs
     made by another process all succeed within QUICK seconds, taken on the notice of
-    their transaction (``runs_leased`` with ``woken``)."""
+    their transaction (``runs_leased`` with ``why=notice``)."""
     url = postgres.store_url(str(tmp_path))
     procs = [_daemon(tmp_path, url, "a"), _daemon(tmp_path, url, "b")]
     try:
@@ -107,7 +107,7 @@ def test_a_run_made_elsewhere_is_taken_at_once_not_at_the_next_poll(
         for p in procs:
             p.stop()
     woken = [e for p in procs for e in p.events()
-             if e.get("event") == "runs_leased" and e.get("woken")]
+             if e.get("event") == "runs_leased" and e.get("why") == "notice"]
     assert woken, [p.text()[-2000:] for p in procs]
     assert took < POLL / 3  # long before the fallback would have looked
 
@@ -125,7 +125,7 @@ def test_runs_a_daemon_lets_go_of_on_a_graceful_stop_are_taken_at_once(
         tmp_path: Path, postgres: Cluster) -> None:
     """Daemon a drives three runs whose step sleeps 8 s; stopped (SIGTERM) with the steps
     in flight, it waits for them, then releases their leases with a notice in the same
-    transaction, and daemon b takes them at once (``runs_leased`` with ``woken``) and runs
+    transaction, and daemon b takes them at once (``runs_leased``, ``why=notice``) and runs
     the step again: all done within 36 s of b's start, where b's next look for free runs
     comes 30 s after it, and the step then takes 8 s more."""
     url = postgres.store_url(str(tmp_path))
@@ -145,7 +145,8 @@ def test_runs_a_daemon_lets_go_of_on_a_graceful_stop_are_taken_at_once(
     finally:
         for p in procs:
             p.stop()
-    assert any(e.get("event") == "runs_leased" and e.get("woken") for e in b.events()), \
+    assert any(e.get("event") == "runs_leased" and e.get("why") == "notice"
+               for e in b.events()), \
         b.text()[-3000:]
     assert took < POLL / 3 + 8  # before the poll's claim and the step after it
 

@@ -269,3 +269,53 @@ def test_a_take_racing_a_release_logs_a_new_tenure_after_the_released_one(
                                          f"{N.T_LEASE_LOG} WHERE token = %s)",
                               (first, second))
     assert ended <= taken
+
+
+def test_the_next_expiry_is_the_earliest_live_lease_of_another_owner(stores) -> None:
+    """next_expiry_s: seconds until another owner's earliest live lease ends; an owner's own
+    leases and leases already expired do not count, and None when no other owner holds a
+    live one."""
+    a, b = stores
+    la, lb = PgLeases(a, "host-a:1:x", lease_s=60.0), PgLeases(b, "host-b:2:y", lease_s=30.0)
+    assert la.next_expiry_s() is None
+    la.take("own")
+    assert la.next_expiry_s() is None
+    left = lb.next_expiry_s()
+    assert left is not None and 55.0 < left <= 60.0
+    lb.take("later")
+    lb.lease_s = 10.0
+    lb.take("sooner")
+    left = la.next_expiry_s()
+    assert left is not None and 5.0 < left <= 10.0
+    _expire(b, "sooner")
+    left = la.next_expiry_s()
+    assert left is not None and 25.0 < left <= 30.0
+    _expire(b, "later")
+    assert la.next_expiry_s() is None
+
+
+def test_a_dead_owner_s_runs_are_looked_for_just_after_its_lease_ends(stores) -> None:
+    """RunLeases.look does nothing (no query) until another owner's earliest lease has
+    ended, then takes the free running runs and plans the next look: the moment a dead
+    daemon's runs are taken over is its leases' end, not the next keep."""
+    from certwright.engine.daemon.leasing import LOOK_SLACK, RunLeases
+    a, b = stores
+    with a.transaction() as tx:
+        for rid in ("r1", "r2"):
+            tx.put_run(run(rid, status="running"))
+    dead = PgLeases(a, "host-a:1:x", lease_s=SHORT)
+    assert dead.take("r1") is not None and dead.take("r2") is not None
+    now = [100.0]
+    survivor = RunLeases(PgLeases(b, "host-b:2:y", lease_s=60.0), monotonic=lambda: now[0])
+    assert survivor.look_in() is None and survivor.look() == []
+    assert survivor.keep() == []  # both leases live: nothing taken, the look planned
+    planned = survivor.look_in()
+    assert planned is not None and LOOK_SLACK <= planned <= SHORT + LOOK_SLACK
+    now[0] += planned / 2
+    assert survivor.look() == []  # not yet: the planned moment is still ahead
+    time.sleep(SHORT + LOOK_SLACK)  # the server's clock passes the leases' end
+    now[0] += planned
+    assert sorted(survivor.look()) == ["r1", "r2"]
+    assert sorted(survivor.leases.held()) == ["r1", "r2"]
+    assert survivor.look_in() is None  # no other owner holds a live lease now
+    assert [how for _, _, how, _ in _log(b, "r1")] == ["new", "takeover"]
