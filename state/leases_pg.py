@@ -310,6 +310,14 @@ class PgLeases:
                                f"expires_at >= now()", (run_id,)).fetchone()
         return str(row[0]) if row else None
 
+    def expires_in(self, run_id: str) -> float | None:
+        """Seconds (server's clock) until ``run_id``'s lease runs out; None: no live one."""
+        with self.store.connection("reading leases in") as conn:
+            row = conn.execute(f"SELECT extract(epoch FROM expires_at - now()) FROM "
+                               f"{N.T_LEASES} WHERE run_id = %s AND expires_at >= now()",
+                               (run_id,)).fetchone()
+        return None if row is None or row[0] is None else max(0.0, float(row[0]))
+
     def recheck(self, run_id: str) -> bool:
         """Ask the daemon holding ``run_id``'s lease to re-check the run's wait (an event
         came here for it), with a notice sent in the open transaction; False when no other

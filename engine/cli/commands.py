@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from certwright.clock import clock_from_env
 from certwright.engine.cli.config_cmd import this_host
+from certwright.engine.cli.leased import foreground_lease
 from certwright.engine.cli.run_output import RunOutput
 from certwright.engine.cli.storeargs import open_store_of as _open
 from certwright.engine.cli.storeargs import refuse_if_served_elsewhere
@@ -140,6 +141,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         watcher = WaitWatcher()
         engine = _engine(args, run_id, services, watcher, shown)
         stack.callback(engine.store.close)  # last: after the engine's workers have stopped
+        # PostgreSQL: the run's lease, held from before the run exists until the engine
+        # has stopped (its steps too), so no daemon takes the run meanwhile
+        stack.enter_context(foreground_lease(engine.store, run_id, this_host(args)))
         stack.callback(engine.close)
         engine.open()
         secret = [n for n, i in spec.inputs.items() if i.secret]
@@ -172,6 +176,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         watcher = WaitWatcher()
         engine = _engine(args, run.id, services, watcher, shown)
         stack.callback(engine.store.close)
+        stack.enter_context(foreground_lease(engine.store, run.id, this_host(args)))
         stack.callback(engine.close)
         engine.open()
         engine.wake(run.id)  # re-check a wait at once: the mail may have come meanwhile
