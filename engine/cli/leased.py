@@ -54,13 +54,13 @@ def foreground_lease(store: Any, run_id: str, host: str | None) -> Iterator[None
     from certwright.state.leases_pg import PgLeases, daemon_owner
     leases = PgLeases(store, daemon_owner(None))  # this machine's name: see _gone
     if leases.take(run_id) is None:
-        owner = leases.holder(run_id)
-        left = leases.expires_in(run_id) if owner and _gone(owner) else None
-        if left is not None:  # a command of this machine that died (say, exit 5) holds it
+        owner = leases.holder(run_id)  # None: the lease ran out since; the take below has it
+        if owner is not None and _gone(owner):  # a command of this machine that died holds it
+            left = leases.expires_in(run_id) or 0.0
             log.warning("lease_waiting", run_id=run_id, owner=owner, seconds=round(left, 1),
                         reason="the process holding the run's lease has ended")
             time.sleep(left + 0.2)
-        if left is None or leases.take(run_id) is None:
+        if leases.take(run_id) is None:
             raise DrivenElsewhere(run_id, leases.holder(run_id) or owner)
     store.fence = leases
     stop = threading.Event()

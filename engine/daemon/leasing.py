@@ -39,10 +39,10 @@ with a write for a run whose lease was lost rolls back (FencingRefused); the dae
 
 Failover: a daemon that dies stops renewing; within one lease period its leases expire and
 the next ``look`` of another daemon takes its running runs (``keep`` and the loop's sync
-are the fallbacks). A step that was executing on
-the dead daemon has its ``step_started`` in the journal and no outcome: the new holder runs
-it again with the same idempotency key (``run:entry:index``), which the CA and ACME sides
-answer with the first result, so a certificate is issued once.
+are the fallbacks). A step that was executing on the dead daemon has its ``step_started``
+in the journal and no outcome: the new holder runs it again with the same idempotency key
+(``run:entry:index``), which the CA and ACME sides answer with the first result, so a
+certificate is issued once.
 
 Hazards: ``claim`` runs inside the engine's transaction, so a lease it takes commits (or
 rolls back) with it. Leases expire on the server's clock, renewals are paced on this
